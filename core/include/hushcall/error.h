@@ -1,0 +1,57 @@
+/* hushcall/error.h — status codes and the explicit error out-parameter.
+ *
+ * Every fallible hushcall function returns a hush_status and takes a
+ * `hush_error *err` as its last parameter (NULL when the caller does not
+ * want details). There is no global or thread-local "last error": the core
+ * stays reentrant and a callback cannot clobber a caller's error.
+ * Messages never contain plaintext, key bytes or the content of a field. */
+#ifndef HUSHCALL_ERROR_H
+#define HUSHCALL_ERROR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum hush_status {
+    HUSH_OK = 0,
+    HUSH_E_ARGUMENT,    /* the caller passed something unusable (NULL, bad flag) */
+    HUSH_E_NOMEM,       /* memory (or secure memory) could not be had */
+    HUSH_E_LIMIT,       /* a size or depth limit was exceeded */
+    HUSH_E_JSON,        /* malformed JSON text; err->offset says where */
+    HUSH_E_TYPE,        /* a JSON value is not of the type asked for */
+    HUSH_E_NOT_FOUND,   /* no such key, index or file */
+    HUSH_E_BASE64,      /* malformed base64 */
+    HUSH_E_KEY,         /* not a usable key: malformed, not RSA, too small */
+    HUSH_E_PASSWORD,    /* a private key needs a password, or the one given is wrong */
+    HUSH_E_PERMISSIONS, /* a key file is readable by others, or is a symlink */
+    HUSH_E_IO,          /* a file operation failed */
+    HUSH_E_EXISTS,      /* refusing to overwrite something that exists */
+    HUSH_E_CRYPTO,      /* the crypto library failed (not an authentication failure) */
+    HUSH_E_FORMAT,      /* an envelope field is missing or malformed */
+    HUSH_E_UNSUPPORTED, /* an envelope version or algorithm we do not speak */
+    HUSH_E_AUTH,        /* authentication failed; deliberately says nothing more */
+    HUSH_E_INTERNAL     /* a bug in hushcall */
+} hush_status;
+
+#define HUSH_ERROR_MESSAGE_MAX 256
+
+typedef struct hush_error {
+    hush_status code;
+    int http_status;      /* HTTP status where one was received, else 0 */
+    int64_t offset;       /* byte offset into the input for parse errors, else -1 */
+    char message[HUSH_ERROR_MESSAGE_MAX];
+} hush_error;
+
+/* A short, static description of a status code ("authentication failed"). */
+const char *hush_strerror(hush_status code);
+
+/* Reset an error to HUSH_OK with an empty message. Accepts NULL. */
+void hush_error_clear(hush_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

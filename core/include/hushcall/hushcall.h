@@ -1,0 +1,15 @@
+/* hushcall/hushcall.h — the whole public API of libhushcall. */
+#ifndef HUSHCALL_H
+#define HUSHCALL_H
+
+#include "hushcall/error.h"
+#include "hushcall/secmem.h"
+#include "hushcall/json.h"
+#include "hushcall/json_writer.h"
+#include "hushcall/base64.h"
+#include "hushcall/keys.h"
+#include "hushcall/envelope_v1.h"
+
+#define HUSHCALL_VERSION "0.1.0"
+
+#endif

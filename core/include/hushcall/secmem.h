@@ -1,0 +1,112 @@
+/* hushcall/secmem.h — locked, dump-excluded, zeroed-on-free memory for plaintext.
+ *
+ * Two shapes: an arena (many small allocations freed together, used for a
+ * decrypted JSON document) and a growable buffer (a request being serialized,
+ * a plaintext being decrypted). Both are page-granular mmap regions with
+ * PROT_NONE guard pages on both sides, mlock'ed, MADV_DONTDUMP and
+ * MADV_WIPEONFORK where the kernel has them, and zeroed before munmap.
+ * When mlock is refused (RLIMIT_MEMLOCK) the memory still works, is still
+ * zeroed and excluded from dumps, and reports itself as not locked. */
+#ifndef HUSHCALL_SECMEM_H
+#define HUSHCALL_SECMEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hushcall/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Flags for arenas and buffers. */
+#define HUSH_SECMEM_DEFAULT 0u
+#define HUSH_SECMEM_NO_LOCK 1u /* skip mlock (ciphertext, or the user opted out) */
+
+/* ---- arena ------------------------------------------------------------ */
+
+typedef struct hush_arena hush_arena;
+
+/* Create an empty arena. The arena owns every byte it hands out. */
+hush_status hush_arena_new(hush_arena **out, unsigned flags, hush_error *err);
+
+/* Allocate `size` zeroed bytes aligned to 16. Thread-safe. The memory lives
+ * until hush_arena_wipe or hush_arena_free. */
+hush_status hush_arena_alloc(hush_arena *arena, size_t size, void **out, hush_error *err);
+
+/* Copy `len` bytes into the arena (a NUL is appended, not counted). */
+hush_status hush_arena_strdup(hush_arena *arena, const void *data, size_t len,
+                              char **out, hush_error *err);
+
+/* Zero every byte the arena holds and forget all allocations; the arena
+ * stays usable. Pointers handed out before are invalid afterwards. */
+void hush_arena_wipe(hush_arena *arena);
+
+/* Wipe, then unmap. Accepts NULL. */
+void hush_arena_free(hush_arena *arena);
+
+/* True when every region of the arena is mlock'ed. */
+bool hush_arena_is_locked(const hush_arena *arena);
+
+/* Bytes mapped for payload (guard pages and headers excluded). */
+size_t hush_arena_mapped_bytes(const hush_arena *arena);
+
+/* ---- growable buffer -------------------------------------------------- */
+
+typedef struct hush_secbuf hush_secbuf;
+
+/* Create a buffer with room for at least `capacity` bytes. `max_size` caps
+ * its growth (0 means no cap beyond address space): growing past it fails
+ * with HUSH_E_LIMIT and leaves the buffer as it was. */
+hush_status hush_secbuf_new(hush_secbuf **out, size_t capacity, size_t max_size,
+                            unsigned flags, hush_error *err);
+
+/* Make room for `extra` more bytes. Growth maps a new region, copies, and
+ * zeroes the old region before unmapping it: no stale copy is left. */
+hush_status hush_secbuf_reserve(hush_secbuf *buf, size_t extra, hush_error *err);
+
+hush_status hush_secbuf_append(hush_secbuf *buf, const void *data, size_t len, hush_error *err);
+hush_status hush_secbuf_append_byte(hush_secbuf *buf, unsigned char byte, hush_error *err);
+
+/* The bytes written so far. The pointer is invalidated by any growth. */
+unsigned char *hush_secbuf_data(const hush_secbuf *buf);
+size_t hush_secbuf_len(const hush_secbuf *buf);
+size_t hush_secbuf_capacity(const hush_secbuf *buf);
+
+/* Declare that `len` bytes were written directly into hush_secbuf_data()
+ * (after a reserve). Fails with HUSH_E_ARGUMENT past the capacity. */
+hush_status hush_secbuf_set_len(hush_secbuf *buf, size_t len, hush_error *err);
+
+/* Zero the contents and set the length to 0; capacity is kept. */
+void hush_secbuf_clear(hush_secbuf *buf);
+
+bool hush_secbuf_is_locked(const hush_secbuf *buf);
+
+/* Zero, then unmap. Accepts NULL. */
+void hush_secbuf_free(hush_secbuf *buf);
+
+/* ---- zeroing and reporting ------------------------------------------- */
+
+/* Zero memory in a way the compiler cannot remove. */
+void hush_memzero(void *ptr, size_t len);
+
+typedef struct hush_memory_protection {
+    const char *platform;       /* "linux" */
+    bool mlock_available;       /* the last lock attempt succeeded, or none failed */
+    bool dump_exclusion;        /* MADV_DONTDUMP is applied */
+    bool wipe_on_fork;          /* MADV_WIPEONFORK is applied */
+    bool openssl_secure_heap;   /* OpenSSL keeps private-key bignums in its secure heap */
+    uint64_t locked_bytes;      /* bytes hushcall holds locked right now */
+    uint64_t mapped_bytes;      /* bytes hushcall holds in secure regions right now */
+    uint64_t lock_failures;     /* regions that could not be locked, since start */
+} hush_memory_protection;
+
+/* Process-wide figures. They are statistics only (atomic counters): nothing
+ * in hushcall decides anything from them. */
+void hush_memory_protection_info(hush_memory_protection *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

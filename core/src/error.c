@@ -1,0 +1,83 @@
+/* error.c — filling the explicit hush_error out-parameter. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "internal.h"
+
+const char *hush_strerror(hush_status code)
+{
+    switch (code) {
+    case HUSH_OK: return "success";
+    case HUSH_E_ARGUMENT: return "invalid argument";
+    case HUSH_E_NOMEM: return "out of memory";
+    case HUSH_E_LIMIT: return "limit exceeded";
+    case HUSH_E_JSON: return "malformed JSON";
+    case HUSH_E_TYPE: return "wrong JSON type";
+    case HUSH_E_NOT_FOUND: return "not found";
+    case HUSH_E_BASE64: return "malformed base64";
+    case HUSH_E_KEY: return "unusable key";
+    case HUSH_E_PASSWORD: return "wrong or missing password";
+    case HUSH_E_PERMISSIONS: return "insecure file permissions";
+    case HUSH_E_IO: return "I/O error";
+    case HUSH_E_EXISTS: return "already exists";
+    case HUSH_E_CRYPTO: return "cryptographic library failure";
+    case HUSH_E_FORMAT: return "malformed envelope";
+    case HUSH_E_UNSUPPORTED: return "unsupported version or algorithm";
+    case HUSH_E_AUTH: return "authentication failed";
+    case HUSH_E_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+void hush_error_clear(hush_error *err)
+{
+    if (err == NULL)
+        return;
+    err->code = HUSH_OK;
+    err->http_status = 0;
+    err->offset = -1;
+    err->message[0] = '\0';
+}
+
+static hush_status fail_v(hush_error *err, hush_status code, int64_t offset, const char *fmt,
+                          va_list ap)
+{
+    if (err == NULL)
+        return code;
+    err->code = code;
+    err->offset = offset;
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    return code;
+}
+
+hush_status hush__fail(hush_error *err, hush_status code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fail_v(err, code, -1, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+hush_status hush__fail_at(hush_error *err, hush_status code, size_t offset, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fail_v(err, code, offset > INT64_MAX ? INT64_MAX : (int64_t)offset, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *what)
+{
+    /* OpenSSL's reason strings name what failed, never data: safe to show. */
+    unsigned long e = ERR_peek_last_error();
+    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+    ERR_clear_error();
+    if (reason != NULL)
+        return hush__fail(err, code, "%s failed (%s)", what, reason);
+    return hush__fail(err, code, "%s failed", what);
+}

@@ -1,0 +1,104 @@
+/* internal.h — what every libhushcall source shares and no caller sees:
+ * the uniform error/cleanup pattern, one-time initialisation, and the
+ * bounds-checked reader all parsers use instead of raw pointer arithmetic. */
+#ifndef HUSHCALL_INTERNAL_H
+#define HUSHCALL_INTERNAL_H
+
+#include <locale.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hushcall/error.h"
+
+#define HUSH_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+
+/* Fill `err` (if any) and return `code`. The format must never be given
+ * plaintext, key bytes or field contents: names and sizes only. */
+hush_status hush__fail(hush_error *err, hush_status code, const char *fmt, ...) HUSH_PRINTF(3, 4);
+/* As hush__fail, recording the byte offset of a parse error. */
+hush_status hush__fail_at(hush_error *err, hush_status code, size_t offset, const char *fmt, ...)
+    HUSH_PRINTF(4, 5);
+/* As hush__fail for an OpenSSL failure: appends OpenSSL's reason for the
+ * most recent error and empties this thread's OpenSSL error queue. */
+hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *what);
+
+/* The uniform pattern: a function declares `hush_status status = HUSH_OK;`,
+ * ends with a `cleanup:` label that releases everything, and returns status. */
+#define HUSH_TRY(expr)                       \
+    do {                                     \
+        hush_status hush__s = (expr);        \
+        if (hush__s != HUSH_OK) {            \
+            status = hush__s;                \
+            goto cleanup;                    \
+        }                                    \
+    } while (0)
+
+#define HUSH_ENSURE(cond, code, ...)                         \
+    do {                                                     \
+        if (!(cond)) {                                       \
+            status = hush__fail(err, (code), __VA_ARGS__);   \
+            goto cleanup;                                    \
+        }                                                    \
+    } while (0)
+
+/* An OpenSSL call that returns <= 0 (or NULL) on failure. */
+#define HUSH_OSSL(cond, what)                                          \
+    do {                                                               \
+        if (!(cond)) {                                                 \
+            status = hush__fail_openssl(err, HUSH_E_CRYPTO, (what));   \
+            goto cleanup;                                              \
+        }                                                              \
+    } while (0)
+
+/* One-time, thread-safe initialisation (pthread_once): the OpenSSL secure
+ * heap and a "C" locale for number formatting. Every entry point that needs
+ * either calls it; it is cheap after the first call. */
+hush_status hush__init(hush_error *err);
+locale_t hush__c_locale(void);
+bool hush__openssl_secure_heap(void);
+size_t hush__page_size(void);
+
+/* ---- bounds-checked reader ------------------------------------------- */
+
+typedef struct hush_reader {
+    const unsigned char *data;
+    size_t len;
+    size_t pos;
+} hush_reader;
+
+static inline void hush_reader_init(hush_reader *r, const void *data, size_t len)
+{
+    r->data = (const unsigned char *)data;
+    r->len = len;
+    r->pos = 0;
+}
+
+static inline size_t hush_reader_left(const hush_reader *r) { return r->len - r->pos; }
+static inline bool hush_reader_done(const hush_reader *r) { return r->pos >= r->len; }
+
+/* The byte at pos + ahead, or -1 past the end. */
+static inline int hush_reader_peek_at(const hush_reader *r, size_t ahead)
+{
+    return ahead < r->len - r->pos ? r->data[r->pos + ahead] : -1;
+}
+static inline int hush_reader_peek(const hush_reader *r) { return hush_reader_peek_at(r, 0); }
+
+/* Consume one byte; -1 at the end. */
+static inline int hush_reader_next(hush_reader *r)
+{
+    return r->pos < r->len ? r->data[r->pos++] : -1;
+}
+
+/* Consume `n` bytes, pointing *out at them; false (and nothing consumed)
+ * when fewer remain. */
+static inline bool hush_reader_take(hush_reader *r, size_t n, const unsigned char **out)
+{
+    if (n > r->len - r->pos)
+        return false;
+    *out = r->data + r->pos;
+    r->pos += n;
+    return true;
+}
+
+#endif
