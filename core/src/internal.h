@@ -9,7 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/types.h>
+
 #include "hushcall/error.h"
+#include "hushcall/keys.h"
 
 #define HUSH_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 
@@ -58,6 +61,11 @@ hush_status hush__init(hush_error *err);
 locale_t hush__c_locale(void);
 bool hush__openssl_secure_heap(void);
 size_t hush__page_size(void);
+
+/* The OpenSSL key behind a handle (keys.c), borrowed: valid while the
+ * handle is. For the envelope modules, which need the raw EVP_PKEY. */
+EVP_PKEY *hush__keypair_pkey(const hush_keypair *kp);
+EVP_PKEY *hush__pubkey_pkey(const hush_pubkey *pk);
 
 /* ---- bounds-checked reader ------------------------------------------- */
 

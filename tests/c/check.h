@@ -14,6 +14,11 @@ static int check_failures_in_test;
 static int check_tests_passed;
 static int check_tests_failed;
 
+static inline const char *check_message(const hush_error *err)
+{
+    return err != NULL ? err->message : "";
+}
+
 #define CHECK(cond)                                                          \
     do {                                                                     \
         if (!(cond)) {                                                       \
@@ -40,7 +45,7 @@ static int check_tests_failed;
         if (check_s_ != (code)) {                                                     \
             fprintf(stderr, "%s:%d: %s returned %s, expected %s (%s)\n", __FILE__,    \
                     __LINE__, #expr, hush_strerror(check_s_), hush_strerror(code),    \
-                    (errp) ? (errp)->message : "");                                   \
+                    check_message(errp));                                             \
             check_failures_in_test++;                                                 \
         }                                                                             \
     } while (0)

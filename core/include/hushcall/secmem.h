@@ -93,7 +93,7 @@ void hush_memzero(void *ptr, size_t len);
 
 typedef struct hush_memory_protection {
     const char *platform;       /* "linux" */
-    bool mlock_available;       /* the last lock attempt succeeded, or none failed */
+    bool mlock_available;       /* no region has failed to lock so far */
     bool dump_exclusion;        /* MADV_DONTDUMP is applied */
     bool wipe_on_fork;          /* MADV_WIPEONFORK is applied */
     bool openssl_secure_heap;   /* OpenSSL keeps private-key bignums in its secure heap */

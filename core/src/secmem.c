@@ -1,0 +1,411 @@
+/* secmem.c — guarded, locked, dump-excluded regions, and the arena and
+ * growable buffer built on them. Every region is zeroed before it is
+ * unmapped; growth copies into a new region and zeroes the old one. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "hushcall/secmem.h"
+#include "internal.h"
+
+/* Process-wide statistics for hush_memory_protection_info(). Counters only:
+ * no decision in hushcall reads them. */
+static atomic_uint_fast64_t stat_locked_bytes;
+static atomic_uint_fast64_t stat_mapped_bytes;
+static atomic_uint_fast64_t stat_lock_failures;
+static atomic_uint_fast64_t stat_dontdump_failures;
+static atomic_uint_fast64_t stat_wipeonfork_failures;
+
+#define ARENA_FIRST_CHUNK (16u * 1024u)
+#define ARENA_MAX_CHUNK (1024u * 1024u)
+#define ARENA_ALIGN 16u
+
+void hush_memzero(void *ptr, size_t len)
+{
+    if (ptr != NULL && len > 0)
+        OPENSSL_cleanse(ptr, len);
+}
+
+/* ---- regions ---------------------------------------------------------- */
+
+/* A payload of whole pages between two PROT_NONE guard pages. */
+typedef struct region {
+    unsigned char *payload;
+    size_t len;
+    bool locked;
+} region;
+
+/* Straight to the kernel: AddressSanitizer replaces mlock/munlock with
+ * no-ops, which would make the sanitizer runs test unlocked memory. */
+static int lock_pages(void *p, size_t len) { return (int)syscall(SYS_mlock, p, len); }
+static void unlock_pages(void *p, size_t len) { syscall(SYS_munlock, p, len); }
+
+static size_t round_to_pages(size_t n, size_t page)
+{
+    return (n + page - 1) / page * page;
+}
+
+static hush_status region_map(region *r, size_t min_len, unsigned flags, hush_error *err)
+{
+    hush_status status = hush__init(err);
+    if (status != HUSH_OK)
+        return status;
+    size_t page = hush__page_size();
+    if (min_len == 0)
+        min_len = 1;
+    if (min_len > SIZE_MAX - 3 * page)
+        return hush__fail(err, HUSH_E_LIMIT, "secure region of %zu bytes is too large", min_len);
+    size_t len = round_to_pages(min_len, page);
+    size_t total = len + 2 * page;
+
+    unsigned char *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                               -1, 0);
+    if (base == MAP_FAILED)
+        return hush__fail(err, HUSH_E_NOMEM, "could not map %zu bytes of secure memory", len);
+    if (mprotect(base, page, PROT_NONE) != 0 || mprotect(base + page + len, page, PROT_NONE) != 0) {
+        munmap(base, total);
+        return hush__fail(err, HUSH_E_NOMEM, "could not set up guard pages");
+    }
+    r->payload = base + page;
+    r->len = len;
+
+    /* Dump exclusion and wipe-on-fork are best effort: older kernels lack
+     * them, and the region is still zeroed on free. */
+    if (madvise(r->payload, len, MADV_DONTDUMP) != 0)
+        atomic_fetch_add(&stat_dontdump_failures, 1);
+#ifdef MADV_WIPEONFORK
+    if (madvise(r->payload, len, MADV_WIPEONFORK) != 0)
+        atomic_fetch_add(&stat_wipeonfork_failures, 1);
+#else
+    atomic_fetch_add(&stat_wipeonfork_failures, 1);
+#endif
+
+    r->locked = false;
+    if (!(flags & HUSH_SECMEM_NO_LOCK)) {
+        if (lock_pages(r->payload, len) == 0) {
+            r->locked = true;
+            atomic_fetch_add(&stat_locked_bytes, len);
+        } else {
+            atomic_fetch_add(&stat_lock_failures, 1);
+        }
+    }
+    atomic_fetch_add(&stat_mapped_bytes, len);
+    return HUSH_OK;
+}
+
+static void region_unmap(region *r)
+{
+    if (r->payload == NULL)
+        return;
+    size_t page = hush__page_size();
+    hush_memzero(r->payload, r->len);
+    if (r->locked) {
+        unlock_pages(r->payload, r->len);
+        atomic_fetch_sub(&stat_locked_bytes, r->len);
+    }
+    atomic_fetch_sub(&stat_mapped_bytes, r->len);
+    munmap(r->payload - page, r->len + 2 * page);
+    r->payload = NULL;
+    r->len = 0;
+    r->locked = false;
+}
+
+/* ---- arena ------------------------------------------------------------ */
+
+/* Chunks carry their own header at the start of their payload, so an
+ * arena needs no ordinary heap memory at all. */
+typedef struct chunk {
+    struct chunk *next;
+    region mem;
+    size_t used; /* bytes of mem.payload in use, header included */
+} chunk;
+
+struct hush_arena {
+    pthread_mutex_t lock;
+    unsigned flags;
+    chunk *chunks; /* newest first; the first chunk ever is last and holds this struct */
+    size_t next_chunk_size;
+};
+
+static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
+
+static hush_status chunk_new(size_t payload, unsigned flags, chunk **out, hush_error *err)
+{
+    region r;
+    size_t header = align_up(sizeof(chunk));
+    if (payload > SIZE_MAX - header)
+        return hush__fail(err, HUSH_E_LIMIT, "arena allocation of %zu bytes is too large", payload);
+    hush_status status = region_map(&r, header + payload, flags, err);
+    if (status != HUSH_OK)
+        return status;
+    chunk *c = (chunk *)r.payload;
+    c->next = NULL;
+    c->mem = r;
+    c->used = header;
+    *out = c;
+    return HUSH_OK;
+}
+
+hush_status hush_arena_new(hush_arena **out, unsigned flags, hush_error *err)
+{
+    if (out == NULL)
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_new: out is NULL");
+    *out = NULL;
+    chunk *first;
+    hush_status status = chunk_new(align_up(sizeof(hush_arena)) + ARENA_FIRST_CHUNK, flags, &first,
+                                   err);
+    if (status != HUSH_OK)
+        return status;
+    hush_arena *a = (hush_arena *)(first->mem.payload + first->used);
+    first->used += align_up(sizeof(hush_arena));
+    if (pthread_mutex_init(&a->lock, NULL) != 0) {
+        region r = first->mem;
+        region_unmap(&r);
+        return hush__fail(err, HUSH_E_INTERNAL, "could not initialise the arena lock");
+    }
+    a->flags = flags;
+    a->chunks = first;
+    a->next_chunk_size = ARENA_FIRST_CHUNK * 2;
+    *out = a;
+    return HUSH_OK;
+}
+
+hush_status hush_arena_alloc(hush_arena *a, size_t size, void **out, hush_error *err)
+{
+    if (a == NULL || out == NULL)
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_alloc: NULL argument");
+    if (size > SIZE_MAX - ARENA_ALIGN)
+        return hush__fail(err, HUSH_E_LIMIT, "arena allocation of %zu bytes is too large", size);
+    size_t need = align_up(size == 0 ? 1 : size);
+    hush_status status = HUSH_OK;
+
+    pthread_mutex_lock(&a->lock);
+    chunk *c = a->chunks;
+    if (c->mem.len - c->used < need) {
+        size_t payload = need > a->next_chunk_size ? need : a->next_chunk_size;
+        chunk *fresh;
+        status = chunk_new(payload, a->flags, &fresh, err);
+        if (status == HUSH_OK) {
+            fresh->next = a->chunks;
+            a->chunks = fresh;
+            c = fresh;
+            if (a->next_chunk_size < ARENA_MAX_CHUNK)
+                a->next_chunk_size *= 2;
+        }
+    }
+    if (status == HUSH_OK) {
+        /* Fresh pages are zero, and wipe zeroes what was used: no memset. */
+        *out = c->mem.payload + c->used;
+        c->used += need;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return status;
+}
+
+hush_status hush_arena_strdup(hush_arena *a, const void *data, size_t len, char **out,
+                              hush_error *err)
+{
+    if (len == SIZE_MAX)
+        return hush__fail(err, HUSH_E_LIMIT, "string too large");
+    void *p;
+    hush_status status = hush_arena_alloc(a, len + 1, &p, err);
+    if (status != HUSH_OK)
+        return status;
+    if (len > 0)
+        memcpy(p, data, len);
+    ((char *)p)[len] = '\0';
+    *out = p;
+    return HUSH_OK;
+}
+
+/* The offset in a chunk where handed-out memory starts. */
+static size_t chunk_data_start(const chunk *c)
+{
+    size_t start = align_up(sizeof(chunk));
+    if (c->next == NULL) /* the first chunk also holds the arena struct */
+        start += align_up(sizeof(hush_arena));
+    return start;
+}
+
+void hush_arena_wipe(hush_arena *a)
+{
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->lock);
+    for (chunk *c = a->chunks; c != NULL; c = c->next) {
+        size_t start = chunk_data_start(c);
+        hush_memzero(c->mem.payload + start, c->used - start);
+        c->used = start;
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+void hush_arena_free(hush_arena *a)
+{
+    if (a == NULL)
+        return;
+    pthread_mutex_destroy(&a->lock);
+    chunk *c = a->chunks;
+    /* The arena struct lives in the last chunk: read the list before unmapping. */
+    while (c != NULL) {
+        chunk *next = c->next;
+        region r = c->mem;
+        region_unmap(&r);
+        c = next;
+    }
+}
+
+bool hush_arena_is_locked(const hush_arena *a)
+{
+    if (a == NULL)
+        return false;
+    for (const chunk *c = a->chunks; c != NULL; c = c->next)
+        if (!c->mem.locked)
+            return false;
+    return true;
+}
+
+size_t hush_arena_mapped_bytes(const hush_arena *a)
+{
+    size_t total = 0;
+    for (const chunk *c = a ? a->chunks : NULL; c != NULL; c = c->next)
+        total += c->mem.len;
+    return total;
+}
+
+/* ---- growable buffer -------------------------------------------------- */
+
+struct hush_secbuf {
+    region mem;
+    size_t len;
+    size_t max_size;
+    unsigned flags;
+};
+
+hush_status hush_secbuf_new(hush_secbuf **out, size_t capacity, size_t max_size, unsigned flags,
+                            hush_error *err)
+{
+    if (out == NULL)
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_new: out is NULL");
+    *out = NULL;
+    if (max_size != 0 && capacity > max_size)
+        return hush__fail(err, HUSH_E_LIMIT, "buffer of %zu bytes exceeds its limit of %zu",
+                          capacity, max_size);
+    /* The struct holds only pointers and sizes, never plaintext. */
+    hush_secbuf *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    hush_status status = region_map(&b->mem, capacity, flags, err);
+    if (status != HUSH_OK) {
+        free(b);
+        return status;
+    }
+    b->max_size = max_size;
+    b->flags = flags;
+    *out = b;
+    return HUSH_OK;
+}
+
+/* Pages are whole, but the cap is exact. */
+static size_t usable_capacity(const hush_secbuf *b)
+{
+    return b->max_size != 0 && b->max_size < b->mem.len ? b->max_size : b->mem.len;
+}
+
+hush_status hush_secbuf_reserve(hush_secbuf *b, size_t extra, hush_error *err)
+{
+    if (b == NULL)
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_reserve: buffer is NULL");
+    if (extra <= usable_capacity(b) - b->len)
+        return HUSH_OK;
+    if (extra > SIZE_MAX / 2 - b->len)
+        return hush__fail(err, HUSH_E_LIMIT, "buffer growth overflows");
+    size_t need = b->len + extra;
+    if (b->max_size != 0 && need > b->max_size)
+        return hush__fail(err, HUSH_E_LIMIT, "buffer would grow to %zu bytes, over its limit of %zu",
+                          need, b->max_size);
+    size_t want = b->mem.len * 2 > need ? b->mem.len * 2 : need;
+    if (b->max_size != 0 && want > b->max_size)
+        want = b->max_size;
+
+    region fresh;
+    hush_status status = region_map(&fresh, want, b->flags, err);
+    if (status != HUSH_OK)
+        return status;
+    memcpy(fresh.payload, b->mem.payload, b->len);
+    region_unmap(&b->mem); /* zeroes the old copy before it goes */
+    b->mem = fresh;
+    return HUSH_OK;
+}
+
+hush_status hush_secbuf_append(hush_secbuf *b, const void *data, size_t len, hush_error *err)
+{
+    hush_status status = hush_secbuf_reserve(b, len, err);
+    if (status != HUSH_OK)
+        return status;
+    if (len > 0)
+        memcpy(b->mem.payload + b->len, data, len);
+    b->len += len;
+    return HUSH_OK;
+}
+
+hush_status hush_secbuf_append_byte(hush_secbuf *b, unsigned char byte, hush_error *err)
+{
+    if (b != NULL && b->len < usable_capacity(b)) {
+        b->mem.payload[b->len++] = byte;
+        return HUSH_OK;
+    }
+    return hush_secbuf_append(b, &byte, 1, err);
+}
+
+unsigned char *hush_secbuf_data(const hush_secbuf *b) { return b ? b->mem.payload : NULL; }
+size_t hush_secbuf_len(const hush_secbuf *b) { return b ? b->len : 0; }
+size_t hush_secbuf_capacity(const hush_secbuf *b) { return b ? usable_capacity(b) : 0; }
+bool hush_secbuf_is_locked(const hush_secbuf *b) { return b != NULL && b->mem.locked; }
+
+hush_status hush_secbuf_set_len(hush_secbuf *b, size_t len, hush_error *err)
+{
+    if (b == NULL || len > usable_capacity(b))
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_set_len: length past capacity");
+    b->len = len;
+    return HUSH_OK;
+}
+
+void hush_secbuf_clear(hush_secbuf *b)
+{
+    if (b == NULL)
+        return;
+    hush_memzero(b->mem.payload, b->len);
+    b->len = 0;
+}
+
+void hush_secbuf_free(hush_secbuf *b)
+{
+    if (b == NULL)
+        return;
+    region_unmap(&b->mem);
+    free(b);
+}
+
+/* ---- reporting -------------------------------------------------------- */
+
+void hush_memory_protection_info(hush_memory_protection *out)
+{
+    if (out == NULL)
+        return;
+    hush__init(NULL);
+    out->platform = "linux";
+    out->lock_failures = atomic_load(&stat_lock_failures);
+    out->mlock_available = out->lock_failures == 0;
+    out->dump_exclusion = atomic_load(&stat_dontdump_failures) == 0;
+    out->wipe_on_fork = atomic_load(&stat_wipeonfork_failures) == 0;
+    out->openssl_secure_heap = hush__openssl_secure_heap();
+    out->locked_bytes = atomic_load(&stat_locked_bytes);
+    out->mapped_bytes = atomic_load(&stat_mapped_bytes);
+}
