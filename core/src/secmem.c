@@ -189,7 +189,7 @@ hush_status hush_arena_alloc(hush_arena *a, size_t size, void **out, hush_error 
     chunk *c = a->chunks;
     if (c->mem.len - c->used < need) {
         size_t payload = need > a->next_chunk_size ? need : a->next_chunk_size;
-        chunk *fresh;
+        chunk *fresh = NULL;
         status = chunk_new(payload, a->flags, &fresh, err);
         if (status == HUSH_OK) {
             fresh->next = a->chunks;
@@ -213,7 +213,7 @@ hush_status hush_arena_strdup(hush_arena *a, const void *data, size_t len, char 
 {
     if (len == SIZE_MAX)
         return hush__fail(err, HUSH_E_LIMIT, "string too large");
-    void *p;
+    void *p = NULL;
     hush_status status = hush_arena_alloc(a, len + 1, &p, err);
     if (status != HUSH_OK)
         return status;

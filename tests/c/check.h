@@ -5,6 +5,7 @@
 #ifndef HUSH_TEST_CHECK_H
 #define HUSH_TEST_CHECK_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,6 +52,20 @@ static inline const char *check_message(const hush_error *err)
     } while (0)
 
 #define CHECK_OK(expr, errp) CHECK_STATUS(expr, HUSH_OK, errp)
+
+/* Switch the process to de_DE.UTF-8, whose decimal point is a comma, to
+ * prove number handling ignores the process locale. `make deps` generates
+ * it; a machine without it fails the test rather than skipping it. */
+#include <locale.h>
+static inline bool check_use_comma_locale(void)
+{
+    if (setlocale(LC_ALL, "de_DE.UTF-8") != NULL && strcmp(localeconv()->decimal_point, ",") == 0)
+        return true;
+    fprintf(stderr, "locale de_DE.UTF-8 is missing: run `make deps`\n");
+    check_failures_in_test++;
+    setlocale(LC_ALL, "C");
+    return false;
+}
 
 #define RUN_TEST(fn)                                              \
     do {                                                          \

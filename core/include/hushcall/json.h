@@ -6,7 +6,9 @@
  * numbers are kept as their text. Object key order is kept; duplicate keys
  * are an error. Errors carry a byte offset and a reason, never content.
  *
- * A parsed DOM is immutable, so any number of threads may read it at once. */
+ * A parsed DOM is immutable, so any number of threads may read it at once.
+ * Every accessor accepts NULL (and answers as for a missing value), so
+ * lookups chain: hush_json_object_get(hush_json_array_get(v, 0), "k", 1). */
 #ifndef HUSHCALL_JSON_H
 #define HUSHCALL_JSON_H
 
@@ -59,8 +61,9 @@ hush_arena *hush_json_doc_arena(const hush_json_doc *doc);
 /* Wipe and free the document's arena. Accepts NULL. */
 void hush_json_doc_free(hush_json_doc *doc);
 
+/* The type of a value; HUSH_JSON_NULL for a NULL pointer too. */
 hush_json_type hush_json_type_of(const hush_json_value *value);
-const char *hush_json_type_name(hush_json_type type); /* "object", "string", ... */
+const char *hush_json_type_name(hush_json_type type); /* "object", "string", "boolean", ... */
 
 /* Arrays and objects: number of elements or members; 0 for other types. */
 size_t hush_json_length(const hush_json_value *value);
@@ -94,8 +97,8 @@ hush_status hush_json_double(const hush_json_value *value, double *out, hush_err
 /* A bool's value; false for any other type. */
 bool hush_json_bool(const hush_json_value *value);
 
-/* Convenience for typed lookups: member `key` of `object` that must be of
- * `type`. HUSH_E_NOT_FOUND or HUSH_E_TYPE name the key (never its value). */
+/* Convenience for typed lookups: member `key` (NUL-terminated) of `object`
+ * that must be of `type`. HUSH_E_NOT_FOUND or HUSH_E_TYPE name the key (never its value). */
 hush_status hush_json_object_get_typed(const hush_json_value *object, const char *key,
                                        hush_json_type type, const hush_json_value **out,
                                        hush_error *err);
