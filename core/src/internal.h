@@ -109,4 +109,15 @@ static inline bool hush_reader_take(hush_reader *r, size_t n, const unsigned cha
     return true;
 }
 
+/* ---- JSON lexical rules (json_text.c) ---------------------------------- */
+
+/* Consume one UTF-8 character and return its code point; -1 when it is
+ * malformed (bad lead or continuation byte, overlong, an encoded surrogate,
+ * past U+10FFFF, truncated) or at the end of input. */
+int32_t hush__utf8_next(hush_reader *r);
+
+/* Consume one number as RFC 8259 §6 spells it. NULL when well formed, else
+ * the reason, with the reader left on the offending byte. */
+const char *hush__json_scan_number(hush_reader *r);
+
 #endif

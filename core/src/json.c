@@ -156,53 +156,12 @@ static hush_status parse_literal(parser *p, const char *word, hush_json_type typ
     return status;
 }
 
-static bool skip_digits(hush_reader *r)
-{
-    bool any = false;
-    while (is_digit(hush_reader_peek(r))) {
-        hush_reader_next(r);
-        any = true;
-    }
-    return any;
-}
-
-/* Consume one number as RFC 8259 §6 spells it. Returns NULL, or the reason
- * it is malformed with the reader left on the offending byte. */
-static const char *scan_number(hush_reader *r)
-{
-    if (hush_reader_peek(r) == '-')
-        hush_reader_next(r);
-    int c = hush_reader_peek(r);
-    if (c == '0') {
-        hush_reader_next(r);
-        if (is_digit(hush_reader_peek(r)))
-            return "leading zero in number";
-    } else if (!skip_digits(r)) {
-        return "invalid number";
-    }
-    if (hush_reader_peek(r) == '.') {
-        hush_reader_next(r);
-        if (!skip_digits(r))
-            return "missing digits after decimal point";
-    }
-    c = hush_reader_peek(r);
-    if (c == 'e' || c == 'E') {
-        hush_reader_next(r);
-        c = hush_reader_peek(r);
-        if (c == '+' || c == '-')
-            hush_reader_next(r);
-        if (!skip_digits(r))
-            return "missing digits in exponent";
-    }
-    return NULL;
-}
-
 static hush_status parse_number(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
     hush_error *err = p->err;
     hush_reader start = p->in;
-    const char *reason = scan_number(&p->in);
+    const char *reason = hush__json_scan_number(&p->in);
     if (reason != NULL)
         return fail_here(p, reason);
 
@@ -244,40 +203,6 @@ static void put_utf8(string_out *o, uint32_t cp)
         put_byte(o, 0x80 | ((cp >> 6) & 0x3F));
         put_byte(o, 0x80 | (cp & 0x3F));
     }
-}
-
-/* Consume one UTF-8 character and return its code point, or -1 when it is
- * malformed: a bad lead byte, a missing or wrong continuation byte, an
- * overlong form, an encoded surrogate or a value past U+10FFFF. The ranges
- * of the second byte are those of Unicode's table 3-7. */
-static int32_t read_utf8(hush_reader *r)
-{
-    int c = hush_reader_next(r);
-    if (c < 0x80)
-        return c;
-    int more, low = 0x80, high = 0xBF;
-    int32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        more = 1, cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        more = 2, cp = c & 0x0F;
-        low = c == 0xE0 ? 0xA0 : 0x80;  /* overlong */
-        high = c == 0xED ? 0x9F : 0xBF; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        more = 3, cp = c & 0x07;
-        low = c == 0xF0 ? 0x90 : 0x80;  /* overlong */
-        high = c == 0xF4 ? 0x8F : 0xBF; /* past U+10FFFF */
-    } else {
-        return -1;
-    }
-    for (int i = 0; i < more; i++) {
-        int b = hush_reader_next(r);
-        if (b < low || b > high)
-            return -1;
-        cp = (cp << 6) | (b & 0x3F);
-        low = 0x80, high = 0xBF;
-    }
-    return cp;
 }
 
 static bool read_hex4(hush_reader *r, uint32_t *out)
@@ -361,7 +286,7 @@ static hush_status decode_string(parser *p, string_out *o)
         if (c < 0x20)
             return fail_at(p, p->in.pos, "control character in string");
         size_t at = p->in.pos;
-        int32_t cp = read_utf8(&p->in);
+        int32_t cp = hush__utf8_next(&p->in);
         if (cp < 0)
             return fail_at(p, at, "invalid UTF-8 in string");
         put_utf8(o, (uint32_t)cp);

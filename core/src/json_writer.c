@@ -140,39 +140,6 @@ cleanup:
 
 /* ---- strings ------------------------------------------------------------ */
 
-/* Consume one UTF-8 character; its code point, or -1 when malformed
- * (overlong, an encoded surrogate, past U+10FFFF, truncated). The ranges of
- * the second byte are those of Unicode's table 3-7. */
-static int32_t read_utf8(hush_reader *r)
-{
-    int c = hush_reader_next(r);
-    if (c < 0x80)
-        return c;
-    int more, low = 0x80, high = 0xBF;
-    int32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        more = 1, cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        more = 2, cp = c & 0x0F;
-        low = c == 0xE0 ? 0xA0 : 0x80;  /* overlong */
-        high = c == 0xED ? 0x9F : 0xBF; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        more = 3, cp = c & 0x07;
-        low = c == 0xF0 ? 0x90 : 0x80;  /* overlong */
-        high = c == 0xF4 ? 0x8F : 0xBF; /* past U+10FFFF */
-    } else {
-        return -1;
-    }
-    for (int i = 0; i < more; i++) {
-        int b = hush_reader_next(r);
-        if (b < low || b > high)
-            return -1;
-        cp = (cp << 6) | (b & 0x3F);
-        low = 0x80, high = 0xBF;
-    }
-    return cp;
-}
-
 /* \uXXXX in lowercase hex, as json.dumps writes it. Written byte by byte,
  * so no scratch copy of the character is left on the stack. */
 static hush_status put_u_escape(hush_json_writer *w, uint32_t unit)
@@ -236,7 +203,7 @@ static hush_status put_string(hush_json_writer *w, const char *s, size_t len)
     HUSH_TRY(put_byte(w, '"'));
     while (!hush_reader_done(&in)) {
         size_t at = in.pos;
-        int32_t cp = read_utf8(&in);
+        int32_t cp = hush__utf8_next(&in);
         HUSH_ENSURE(cp >= 0, HUSH_E_ARGUMENT, "invalid UTF-8 in string");
         if (!needs_escape(w, (uint32_t)cp))
             continue;
@@ -430,42 +397,12 @@ static hush_status put_double(hush_json_writer *w, double v)
     return status;
 }
 
-static bool skip_digits(hush_reader *r)
-{
-    bool any = false;
-    for (int c = hush_reader_peek(r); c >= '0' && c <= '9'; c = hush_reader_peek(r)) {
-        hush_reader_next(r);
-        any = true;
-    }
-    return any;
-}
-
-/* RFC 8259 §6: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? and nothing more. */
+/* RFC 8259 §6 and nothing more. */
 static bool is_json_number(const char *text, size_t len)
 {
     hush_reader r;
     hush_reader_init(&r, text, len);
-    if (hush_reader_peek(&r) == '-')
-        hush_reader_next(&r);
-    if (hush_reader_peek(&r) == '0')
-        hush_reader_next(&r);
-    else if (!skip_digits(&r))
-        return false;
-    if (hush_reader_peek(&r) == '.') {
-        hush_reader_next(&r);
-        if (!skip_digits(&r))
-            return false;
-    }
-    int c = hush_reader_peek(&r);
-    if (c == 'e' || c == 'E') {
-        hush_reader_next(&r);
-        c = hush_reader_peek(&r);
-        if (c == '+' || c == '-')
-            hush_reader_next(&r);
-        if (!skip_digits(&r))
-            return false;
-    }
-    return hush_reader_done(&r);
+    return hush__json_scan_number(&r) == NULL && hush_reader_done(&r);
 }
 
 static hush_status put_number_text(hush_json_writer *w, const char *text, size_t len)
