@@ -7,7 +7,9 @@
  * written atomically (temporary file, fsync, rename) and opened with
  * O_NOFOLLOW; a private key file readable by group or others is refused, as
  * ssh refuses one. Key directory layout matches the `nomyo` client:
- * `private_key.pem` (0600, PKCS#8) and `public_key.pem` (0644, SPKI). */
+ * `private_key.pem` (0600, PKCS#8) and `public_key.pem` (0644, SPKI).
+ * Every function that makes a handle sets `*out` to NULL on entry, so it
+ * is NULL after any failure. */
 #ifndef HUSHCALL_KEYS_H
 #define HUSHCALL_KEYS_H
 
@@ -33,9 +35,11 @@ typedef struct hush_keypair hush_keypair;
 typedef struct hush_pubkey hush_pubkey;
 
 /* How a password protects an exported private key (PKCS#8 PBES2, AES-256-CBC). */
+/* Both use a 16-byte random salt; passwords are at most 1024 bytes (what
+ * OpenSSL can read back). */
 typedef enum hush_key_kdf {
     HUSH_KDF_PBKDF2 = 0, /* PBKDF2-HMAC-SHA256, 600,000 iterations; readable everywhere */
-    HUSH_KDF_SCRYPT      /* scrypt N=2^17, r=8, p=1 */
+    HUSH_KDF_SCRYPT      /* scrypt N=2^14, r=8, p=5 (OWASP's peer of N=2^17, p=1; 16 MiB) */
 } hush_key_kdf;
 
 /* Flags for hush_keypair_save_dir. */
@@ -63,7 +67,9 @@ hush_status hush_keypair_load_dir(const char *dir, const char *password,
                                   hush_keypair **out, hush_error *err);
 
 /* Write `dir`/private_key.pem (0600) and `dir`/public_key.pem (0644); the
- * directory is created 0700 when absent. With a password the private key is
+ * directory is created 0700 when absent (its parent must exist; a symlinked
+ * directory is refused with HUSH_E_PERMISSIONS). The private key is placed
+ * first, so a crash never leaves a public key without its private half. With a password the private key is
  * encrypted with `kdf`; without one it is written in the clear (as nomyo
  * allows, but not recommended). Existing files are refused with
  * HUSH_E_EXISTS unless HUSH_KEYS_SAVE_OVERWRITE is set. */
@@ -89,11 +95,13 @@ hush_status hush_keypair_fingerprint(const hush_keypair *kp, char out[HUSH_FINGE
 hush_keypair *hush_keypair_ref(hush_keypair *kp);
 void hush_keypair_free(hush_keypair *kp); /* accepts NULL */
 
-/* Parse a SubjectPublicKeyInfo (or PKCS#1 RSA) public key in PEM. Only RSA
- * keys of at least HUSH_RSA_MIN_BITS are accepted. */
+/* Parse a SubjectPublicKeyInfo ("PUBLIC KEY") or PKCS#1 ("RSA PUBLIC KEY")
+ * public key in PEM. Only RSA keys of HUSH_RSA_MIN_BITS to HUSH_RSA_MAX_BITS
+ * are accepted; a private key PEM is refused. */
 hush_status hush_pubkey_from_pem(const void *pem, size_t len, hush_pubkey **out, hush_error *err);
 
-/* The public half of a key pair as a hush_pubkey. */
+/* The public half of a key pair as a hush_pubkey (a copy holding no
+ * private material). */
 hush_status hush_pubkey_from_keypair(const hush_keypair *kp, hush_pubkey **out, hush_error *err);
 
 hush_status hush_pubkey_pem(const hush_pubkey *pk, char **out, size_t *out_len, hush_error *err);
