@@ -1,0 +1,396 @@
+/* envelope_v1.c — NOMYO's v1 package: AES-256-GCM payload, RSA-OAEP-SHA256 wrapped key.
+ * Sealing writes the package exactly as the `nomyo` client's json.dumps does;
+ * opening checks every field and keeps the AES key and the plaintext in
+ * secure memory. Anything that means "not authentic for this key" collapses
+ * into one HUSH_E_AUTH, so the error says nothing an attacker can use. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+
+#include "hushcall/base64.h"
+#include "hushcall/envelope_v1.h"
+#include "hushcall/json.h"
+#include "internal.h"
+
+#define AUTH_FAILED "decryption failed: the package is not authentic for this key"
+/* EVP lengths are ints: feed large payloads in slices well below INT_MAX. */
+#define GCM_SLICE (1u << 30)
+
+/* ---- RSA-OAEP key wrapping ------------------------------------------- */
+
+static hush_status oaep_ctx(EVP_PKEY *pkey, bool encrypt, EVP_PKEY_CTX **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    HUSH_OSSL(ctx != NULL, "RSA context");
+    HUSH_OSSL((encrypt ? EVP_PKEY_encrypt_init(ctx) : EVP_PKEY_decrypt_init(ctx)) > 0, "RSA init");
+    HUSH_OSSL(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0, "OAEP padding");
+    HUSH_OSSL(EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) > 0, "OAEP digest");
+    HUSH_OSSL(EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) > 0, "OAEP MGF1 digest");
+    *out = ctx;
+    ctx = NULL;
+cleanup:
+    EVP_PKEY_CTX_free(ctx);
+    return status;
+}
+
+/* ---- sealing ---------------------------------------------------------- */
+
+static hush_status gcm_encrypt(const unsigned char *key, const unsigned char *nonce,
+                               const unsigned char *plaintext, size_t len,
+                               unsigned char *ciphertext, unsigned char *tag, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int outl;
+    HUSH_OSSL(ctx != NULL, "AES-GCM context");
+    HUSH_OSSL(EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1, "AES-GCM init");
+    for (size_t done = 0; done < len;) {
+        size_t slice = len - done < GCM_SLICE ? len - done : GCM_SLICE;
+        HUSH_OSSL(EVP_EncryptUpdate(ctx, ciphertext + done, &outl, plaintext + done, (int)slice) == 1,
+                  "AES-GCM encrypt");
+        done += slice;
+    }
+    HUSH_OSSL(EVP_EncryptFinal_ex(ctx, ciphertext + len, &outl) == 1, "AES-GCM final");
+    HUSH_OSSL(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, HUSH_V1_TAG_BYTES, tag) == 1,
+              "AES-GCM tag");
+cleanup:
+    EVP_CIPHER_CTX_free(ctx); /* cleanses the key schedule */
+    return status;
+}
+
+/* processed_at is written raw into the package, so it must need no escaping. */
+static bool is_plain_timestamp(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > HUSH_V1_PROCESSED_AT_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\')
+            return false;
+    return true;
+}
+
+static hush_status append_str(hush_secbuf *out, const char *s, hush_error *err)
+{
+    return hush_secbuf_append(out, s, strlen(s), err);
+}
+
+/* The package, key for key and separator for separator as nomyo's
+ * json.dumps(encrypted_package) writes it. */
+static hush_status write_package(hush_secbuf *out, const unsigned char *ciphertext, size_t ct_len,
+                                 const unsigned char *nonce, const unsigned char *tag,
+                                 const unsigned char *wrapped, size_t wrapped_len,
+                                 const char *processed_at, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(append_str(out, "{\"version\": \"" HUSH_V1_VERSION "\", \"algorithm\": \""
+                             HUSH_V1_ALGORITHM "\", \"encrypted_payload\": {\"ciphertext\": \"", err));
+    HUSH_TRY(hush_base64_encode_append(ciphertext, ct_len, out, err));
+    HUSH_TRY(append_str(out, "\", \"nonce\": \"", err));
+    HUSH_TRY(hush_base64_encode_append(nonce, HUSH_V1_NONCE_BYTES, out, err));
+    HUSH_TRY(append_str(out, "\", \"tag\": \"", err));
+    HUSH_TRY(hush_base64_encode_append(tag, HUSH_V1_TAG_BYTES, out, err));
+    HUSH_TRY(append_str(out, "\"}, \"encrypted_aes_key\": \"", err));
+    HUSH_TRY(hush_base64_encode_append(wrapped, wrapped_len, out, err));
+    HUSH_TRY(append_str(out, "\", \"key_algorithm\": \"" HUSH_V1_KEY_ALGORITHM
+                             "\", \"payload_algorithm\": \"" HUSH_V1_PAYLOAD_ALGORITHM "\"", err));
+    if (processed_at != NULL) {
+        HUSH_TRY(append_str(out, ", \"processed_at\": \"", err));
+        HUSH_TRY(append_str(out, processed_at, err));
+        HUSH_TRY(append_str(out, "\"", err));
+    }
+    HUSH_TRY(append_str(out, "}", err));
+cleanup:
+    return status;
+}
+
+hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plaintext, size_t len,
+                                  const char *processed_at, hush_secbuf **package, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_secbuf *key = NULL, *out = NULL;
+    EVP_PKEY_CTX *wrap = NULL;
+    unsigned char *ciphertext = NULL, *wrapped = NULL;
+    unsigned char nonce[HUSH_V1_NONCE_BYTES], tag[HUSH_V1_TAG_BYTES];
+    size_t wrapped_len = 0;
+
+    HUSH_ENSURE(package != NULL && recipient != NULL && (plaintext != NULL || len == 0),
+                HUSH_E_ARGUMENT, "hush_envelope_v1_seal: NULL argument");
+    *package = NULL;
+    HUSH_ENSURE(processed_at == NULL || is_plain_timestamp(processed_at), HUSH_E_ARGUMENT,
+                "processed_at must be printable ASCII of at most %u bytes without quotes",
+                HUSH_V1_PROCESSED_AT_MAX);
+    HUSH_ENSURE(len <= SIZE_MAX / 2, HUSH_E_LIMIT, "plaintext too large");
+    HUSH_TRY(hush__init(err));
+
+    /* A fresh key and nonce per message; the key only in secure memory. */
+    HUSH_TRY(hush_secbuf_new(&key, HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT, err));
+    HUSH_OSSL(RAND_priv_bytes(hush_secbuf_data(key), HUSH_V1_KEY_BYTES) == 1, "random key");
+    HUSH_OSSL(RAND_bytes(nonce, sizeof nonce) == 1, "random nonce");
+
+    ciphertext = malloc(len + 1); /* ciphertext is not secret */
+    HUSH_ENSURE(ciphertext != NULL, HUSH_E_NOMEM, "out of memory for %zu bytes of ciphertext", len);
+    HUSH_TRY(gcm_encrypt(hush_secbuf_data(key), nonce, plaintext, len, ciphertext, tag, err));
+
+    HUSH_TRY(oaep_ctx(hush__pubkey_pkey(recipient), true, &wrap, err));
+    HUSH_OSSL(EVP_PKEY_encrypt(wrap, NULL, &wrapped_len, hush_secbuf_data(key),
+                               HUSH_V1_KEY_BYTES) > 0, "RSA-OAEP size");
+    wrapped = malloc(wrapped_len);
+    HUSH_ENSURE(wrapped != NULL, HUSH_E_NOMEM, "out of memory");
+    HUSH_OSSL(EVP_PKEY_encrypt(wrap, wrapped, &wrapped_len, hush_secbuf_data(key),
+                               HUSH_V1_KEY_BYTES) > 0, "RSA-OAEP wrap");
+
+    size_t estimate = hush_base64_encoded_len(len) + hush_base64_encoded_len(wrapped_len) + 512;
+    HUSH_TRY(hush_secbuf_new(&out, estimate, 0, HUSH_SECMEM_NO_LOCK, err));
+    HUSH_TRY(write_package(out, ciphertext, len, nonce, tag, wrapped, wrapped_len, processed_at,
+                           err));
+    *package = out;
+    out = NULL;
+cleanup:
+    hush_secbuf_free(key);
+    hush_secbuf_free(out);
+    EVP_PKEY_CTX_free(wrap);
+    free(ciphertext);
+    free(wrapped);
+    return status;
+}
+
+/* ---- opening ---------------------------------------------------------- */
+
+/* The decoded, not yet authenticated fields of a package. */
+typedef struct v1_fields {
+    unsigned char *ciphertext; /* malloc'd; ciphertext is not secret */
+    size_t ciphertext_len;
+    unsigned char *wrapped;
+    size_t wrapped_len;
+    unsigned char nonce[HUSH_V1_NONCE_BYTES];
+    unsigned char tag[HUSH_V1_TAG_BYTES];
+} v1_fields;
+
+static hush_status require_string(const hush_json_value *obj, const char *name,
+                                  const char **s, size_t *len, hush_error *err)
+{
+    const hush_json_value *v;
+    hush_status status = hush_json_object_get_typed(obj, name, HUSH_JSON_STRING, &v, err);
+    if (status != HUSH_OK)
+        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' is %s", name,
+                          status == HUSH_E_NOT_FOUND ? "missing" : "not a string");
+    *s = hush_json_string(v, len);
+    return HUSH_OK;
+}
+
+/* A field that must hold exactly `expected` when present (or always, when required). */
+static hush_status require_constant(const hush_json_value *obj, const char *name,
+                                    const char *expected, bool required, hush_error *err)
+{
+    if (!required && hush_json_object_get(obj, name, strlen(name)) == NULL)
+        return HUSH_OK;
+    const char *s;
+    size_t len;
+    hush_status status = require_string(obj, name, &s, &len, err);
+    if (status != HUSH_OK)
+        return status;
+    if (len != strlen(expected) || memcmp(s, expected, len) != 0)
+        return hush__fail(err, HUSH_E_UNSUPPORTED, "envelope field '%s' names an unsupported value "
+                          "(expected \"%s\")", name, expected);
+    return HUSH_OK;
+}
+
+/* A base64 field of exactly `want` bytes (nonce, tag). */
+static hush_status decode_fixed(const hush_json_value *obj, const char *name, unsigned char *out,
+                                size_t want, hush_error *err)
+{
+    const char *s;
+    size_t len, decoded;
+    unsigned char scratch[2 * HUSH_V1_TAG_BYTES];
+    hush_status status = require_string(obj, name, &s, &len, err);
+    if (status != HUSH_OK)
+        return status;
+    if (len != hush_base64_encoded_len(want) || want > sizeof scratch)
+        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' must be %zu bytes", name, want);
+    if (hush_base64_decode(s, len, scratch, sizeof scratch, &decoded, err) != HUSH_OK)
+        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' is not valid base64", name);
+    if (decoded != want)
+        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' must be %zu bytes", name, want);
+    memcpy(out, scratch, want);
+    return HUSH_OK;
+}
+
+/* A base64 field of any length into a new malloc'd buffer (not secret). */
+static hush_status decode_alloc(const hush_json_value *obj, const char *name, unsigned char **out,
+                                size_t *out_len, hush_error *err)
+{
+    const char *s;
+    size_t len;
+    hush_status status = require_string(obj, name, &s, &len, err);
+    if (status != HUSH_OK)
+        return status;
+    size_t cap = hush_base64_decoded_max(len) + 1;
+    *out = malloc(cap);
+    if (*out == NULL)
+        return hush__fail(err, HUSH_E_NOMEM, "out of memory for envelope field '%s'", name);
+    if (hush_base64_decode(s, len, *out, cap, out_len, err) != HUSH_OK)
+        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' is not valid base64", name);
+    return HUSH_OK;
+}
+
+static hush_status parse_package(const hush_json_value *root, v1_fields *f, char *processed_at,
+                                 hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const hush_json_value *payload;
+    size_t n;
+
+    HUSH_ENSURE(hush_json_type_of(root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
+                "envelope is not a JSON object");
+    HUSH_TRY(require_constant(root, "version", HUSH_V1_VERSION, true, err));
+    HUSH_TRY(require_constant(root, "algorithm", HUSH_V1_ALGORITHM, true, err));
+    HUSH_TRY(require_constant(root, "key_algorithm", HUSH_V1_KEY_ALGORITHM, false, err));
+    HUSH_TRY(require_constant(root, "payload_algorithm", HUSH_V1_PAYLOAD_ALGORITHM, false, err));
+
+    if (hush_json_object_get_typed(root, "encrypted_payload", HUSH_JSON_OBJECT, &payload, err) !=
+        HUSH_OK)
+        HUSH_ENSURE(false, HUSH_E_FORMAT, "envelope field 'encrypted_payload' is %s",
+                    hush_json_object_get(root, "encrypted_payload", 17) ? "not an object"
+                                                                         : "missing");
+    HUSH_TRY(decode_fixed(payload, "nonce", f->nonce, HUSH_V1_NONCE_BYTES, err));
+    HUSH_TRY(decode_fixed(payload, "tag", f->tag, HUSH_V1_TAG_BYTES, err));
+    HUSH_TRY(decode_alloc(payload, "ciphertext", &f->ciphertext, &f->ciphertext_len, err));
+    HUSH_TRY(decode_alloc(root, "encrypted_aes_key", &f->wrapped, &f->wrapped_len, err));
+
+    processed_at[0] = '\0';
+    const hush_json_value *ts = hush_json_object_get(root, "processed_at", 12);
+    if (ts != NULL && hush_json_type_of(ts) != HUSH_JSON_NULL) {
+        const char *s = hush_json_string(ts, &n);
+        HUSH_ENSURE(s != NULL && n <= HUSH_V1_PROCESSED_AT_MAX && strlen(s) == n, HUSH_E_FORMAT,
+                    "envelope field 'processed_at' must be a string of at most %u bytes",
+                    HUSH_V1_PROCESSED_AT_MAX);
+        memcpy(processed_at, s, n + 1);
+    }
+cleanup:
+    return status;
+}
+
+static hush_status unwrap_key(EVP_PKEY *pkey, const v1_fields *f, hush_secbuf **key,
+                              hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_PKEY_CTX *ctx = NULL;
+    size_t rsa_bytes = (size_t)EVP_PKEY_get_size(pkey), key_len = rsa_bytes;
+
+    /* A wrapped key of another length was not made for this key: opaque. */
+    if (f->wrapped_len != rsa_bytes)
+        return hush__fail(err, HUSH_E_AUTH, AUTH_FAILED);
+    HUSH_TRY(oaep_ctx(pkey, false, &ctx, err));
+    HUSH_TRY(hush_secbuf_new(key, rsa_bytes, rsa_bytes, HUSH_SECMEM_DEFAULT, err));
+    if (EVP_PKEY_decrypt(ctx, hush_secbuf_data(*key), &key_len, f->wrapped, f->wrapped_len) <= 0 ||
+        key_len != HUSH_V1_KEY_BYTES) {
+        ERR_clear_error();
+        status = hush__fail(err, HUSH_E_AUTH, AUTH_FAILED);
+        goto cleanup;
+    }
+    HUSH_TRY(hush_secbuf_set_len(*key, key_len, err));
+cleanup:
+    if (status != HUSH_OK) {
+        hush_secbuf_free(*key);
+        *key = NULL;
+    }
+    EVP_PKEY_CTX_free(ctx);
+    return status;
+}
+
+static hush_status gcm_decrypt(const hush_secbuf *key, const v1_fields *f, hush_secbuf *plaintext,
+                               hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    unsigned char *out = hush_secbuf_data(plaintext);
+    unsigned char tag[HUSH_V1_TAG_BYTES];
+    int outl;
+
+    memcpy(tag, f->tag, sizeof tag);
+    HUSH_OSSL(ctx != NULL, "AES-GCM context");
+    HUSH_OSSL(EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, hush_secbuf_data(key), f->nonce) == 1,
+              "AES-GCM init");
+    for (size_t done = 0; done < f->ciphertext_len;) {
+        size_t left = f->ciphertext_len - done, slice = left < GCM_SLICE ? left : GCM_SLICE;
+        HUSH_OSSL(EVP_DecryptUpdate(ctx, out + done, &outl, f->ciphertext + done, (int)slice) == 1,
+                  "AES-GCM decrypt");
+        done += slice;
+    }
+    HUSH_OSSL(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, HUSH_V1_TAG_BYTES, tag) == 1,
+              "AES-GCM tag");
+    if (EVP_DecryptFinal_ex(ctx, out + f->ciphertext_len, &outl) != 1) {
+        ERR_clear_error();
+        hush_memzero(out, f->ciphertext_len);
+        status = hush__fail(err, HUSH_E_AUTH, AUTH_FAILED);
+        goto cleanup;
+    }
+    HUSH_TRY(hush_secbuf_set_len(plaintext, f->ciphertext_len, err));
+cleanup:
+    EVP_CIPHER_CTX_free(ctx);
+    return status;
+}
+
+hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *package, size_t len,
+                                  size_t max_package_bytes, hush_envelope_v1_opened *out,
+                                  hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_json_doc *doc = NULL;
+    hush_secbuf *key = NULL, *plaintext = NULL;
+    v1_fields f = {0};
+    size_t max = max_package_bytes ? max_package_bytes : HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES;
+
+    HUSH_ENSURE(out != NULL && recipient != NULL && (package != NULL || len == 0), HUSH_E_ARGUMENT,
+                "hush_envelope_v1_open: NULL argument");
+    memset(out, 0, sizeof *out);
+    HUSH_ENSURE(len <= max, HUSH_E_LIMIT, "envelope of %zu bytes exceeds the limit of %zu bytes",
+                len, max);
+
+    /* The package itself holds only ciphertext: no need to lock it. */
+    hush_json_limits limits = {.max_bytes = max, .max_depth = 8};
+    if (hush_json_parse(package, len, &limits, HUSH_SECMEM_NO_LOCK, &doc, err) != HUSH_OK) {
+        status = HUSH_E_FORMAT;
+        if (err != NULL) {
+            /* Keep the parser's offset; say which layer failed. */
+            char reason[HUSH_ERROR_MESSAGE_MAX];
+            memcpy(reason, err->message, sizeof reason);
+            reason[sizeof reason - 1] = '\0';
+            int64_t offset = err->offset;
+            hush__fail(err, HUSH_E_FORMAT, "envelope is not valid JSON: %.200s", reason);
+            err->offset = offset;
+        }
+        goto cleanup;
+    }
+    HUSH_TRY(parse_package(hush_json_doc_root(doc), &f, out->processed_at, err));
+
+    HUSH_TRY(unwrap_key(hush__keypair_pkey(recipient), &f, &key, err));
+    HUSH_TRY(hush_secbuf_new(&plaintext, f.ciphertext_len + 1, 0, HUSH_SECMEM_DEFAULT, err));
+    HUSH_TRY(gcm_decrypt(key, &f, plaintext, err));
+    out->plaintext = plaintext;
+    plaintext = NULL;
+cleanup:
+    if (status != HUSH_OK && out != NULL)
+        memset(out, 0, sizeof *out);
+    hush_json_doc_free(doc);
+    hush_secbuf_free(key);
+    hush_secbuf_free(plaintext);
+    free(f.ciphertext);
+    free(f.wrapped);
+    return status;
+}
+
+void hush_envelope_v1_opened_clear(hush_envelope_v1_opened *opened)
+{
+    if (opened == NULL)
+        return;
+    hush_secbuf_free(opened->plaintext);
+    memset(opened, 0, sizeof *opened);
+}
