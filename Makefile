@@ -1,0 +1,80 @@
+# hushcall — the README's two commands, and what they stand on.
+#   make demo   build, then seal and open one message through the core
+#   make test   every test suite, plain and under ASan/UBSan
+# Both start with `make deps`, which installs whatever is missing.
+
+PYTHON ?= $(shell command -v python3)
+JOBS ?= 2
+BUILD := build
+BUILD_ASAN := build-asan
+BUILD_FUZZ := build-fuzz
+FUZZ_SECONDS ?= 60
+
+APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
+                liblua5.4-dev lua5.4 swtpm swtpm-tools tpm2-tools
+PIP_PACKAGES := pytest cryptography nomyo
+PIP_MODULES := pytest,cryptography,nomyo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
+
+.PHONY: all deps build build-asan test test-c test-c-asan demo fuzz clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null || \
+	  { echo "deps: apt-get failed" >&2; exit 1; }; \
+	fi
+	@# The number-formatting tests run under a comma-decimal locale.
+	@locale -a 2>/dev/null | grep -qi '^de_DE\.utf-\?8$$' || { \
+	  echo "deps: generating locale de_DE.UTF-8"; \
+	  $(SUDO) localedef -i de_DE -f UTF-8 de_DE.UTF-8 || { echo "deps: localedef failed" >&2; exit 1; }; }
+	@if ! $(PYTHON) -c "import $(PIP_MODULES)" 2>/dev/null; then \
+	  echo "deps: installing Python packages: $(PIP_PACKAGES)"; \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check $(PIP_PACKAGES) || \
+	  { echo "deps: pip install failed" >&2; exit 1; }; \
+	fi
+	@$(PYTHON) -c "import $(PIP_MODULES)" || { echo "deps: Python packages still missing" >&2; exit 1; }
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+build-asan: deps
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DHUSH_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_ASAN) -j$(JOBS)
+
+test-c: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+test-c-asan: build-asan
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(JOBS)
+
+test: test-c test-c-asan
+
+demo: build
+	./$(BUILD)/hush-seal-open
+
+# Coverage-guided fuzzing with libFuzzer (clang), one target at a time.
+fuzz: deps
+	@command -v clang-14 >/dev/null || $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
+	mkdir -p $(BUILD_FUZZ)
+	for t in json envelope_v1 base64; do \
+	  clang-14 -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -Icore/include -Icore/src core/src/*.c tests/fuzz/fuzz_$$t.c \
+	    -o $(BUILD_FUZZ)/fuzz_$$t -lcrypto -lpthread || exit 1; \
+	  mkdir -p $(BUILD_FUZZ)/corpus_$$t; \
+	  ./$(BUILD_FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) $(BUILD_FUZZ)/corpus_$$t \
+	    tests/fuzz/corpus/$$t || exit 1; \
+	done
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
