@@ -253,11 +253,14 @@ static void test_private_pem_unencrypted(void)
     hush_secbuf_free(pem);
 }
 
-static void test_pbkdf2_pem_parameters(void)
+/* Export with `kdf`, check the PBES2 envelope (AES-256-CBC under `kdf_nid`)
+ * and that OpenSSL alone reads the file back; the caller checks the KDF's
+ * own parameters in the returned PBE2PARAM. */
+static PBE2PARAM *exported_pbes2(hush_key_kdf kdf, int kdf_nid)
 {
     hush_secbuf *pem = NULL;
     hush_error err;
-    CHECK_OK(hush_keypair_private_pem(shared_key, PASSWORD, HUSH_KDF_PBKDF2, &pem, &err), &err);
+    CHECK_OK(hush_keypair_private_pem(shared_key, PASSWORD, kdf, &pem, &err), &err);
     CHECK_OK(hush_secbuf_append_byte(pem, 0, &err), &err);
     const char *text = (const char *)hush_secbuf_data(pem);
     CHECK(strncmp(text, "-----BEGIN ENCRYPTED PRIVATE KEY-----\n", 38) == 0);
@@ -265,21 +268,9 @@ static void test_pbkdf2_pem_parameters(void)
     PBE2PARAM *pbe2 = pbes2_of(text);
     CHECK(pbe2 != NULL);
     if (pbe2 != NULL) {
-        CHECK_EQ(OBJ_obj2nid(pbe2->keyfunc->algorithm), NID_id_pbkdf2);
+        CHECK_EQ(OBJ_obj2nid(pbe2->keyfunc->algorithm), kdf_nid);
         CHECK_EQ(OBJ_obj2nid(pbe2->encryption->algorithm), NID_aes_256_cbc);
-        PBKDF2PARAM *kdf =
-            ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM), pbe2->keyfunc->parameter);
-        CHECK(kdf != NULL);
-        if (kdf != NULL) {
-            CHECK_EQ(ASN1_INTEGER_get(kdf->iter), 600000);
-            CHECK(kdf->salt->type == V_ASN1_OCTET_STRING &&
-                  ASN1_STRING_length(kdf->salt->value.octet_string) >= 16);
-            CHECK(kdf->prf != NULL && OBJ_obj2nid(kdf->prf->algorithm) == NID_hmacWithSHA256);
-        }
-        PBKDF2PARAM_free(kdf);
     }
-    PBE2PARAM_free(pbe2);
-
     /* Readable by OpenSSL on its own (what "readable everywhere" means). */
     BIO *bio = BIO_new_mem_buf(text, -1);
     EVP_PKEY *pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)PASSWORD);
@@ -287,35 +278,39 @@ static void test_pbkdf2_pem_parameters(void)
     EVP_PKEY_free(pkey);
     BIO_free(bio);
     hush_secbuf_free(pem);
+    return pbe2;
+}
+
+static void test_pbkdf2_pem_parameters(void)
+{
+    PBE2PARAM *pbe2 = exported_pbes2(HUSH_KDF_PBKDF2, NID_id_pbkdf2);
+    PBKDF2PARAM *kdf = pbe2 == NULL ? NULL
+        : ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM), pbe2->keyfunc->parameter);
+    CHECK(kdf != NULL);
+    if (kdf != NULL) {
+        CHECK_EQ(ASN1_INTEGER_get(kdf->iter), 600000);
+        CHECK(kdf->salt->type == V_ASN1_OCTET_STRING &&
+              ASN1_STRING_length(kdf->salt->value.octet_string) >= 16);
+        CHECK(kdf->prf != NULL && OBJ_obj2nid(kdf->prf->algorithm) == NID_hmacWithSHA256);
+    }
+    PBKDF2PARAM_free(kdf);
+    PBE2PARAM_free(pbe2);
 }
 
 static void test_scrypt_pem_parameters(void)
 {
-    hush_secbuf *pem = NULL;
-    hush_error err;
-    CHECK_OK(hush_keypair_private_pem(shared_key, PASSWORD, HUSH_KDF_SCRYPT, &pem, &err), &err);
-    CHECK_OK(hush_secbuf_append_byte(pem, 0, &err), &err);
-    const char *text = (const char *)hush_secbuf_data(pem);
-    CHECK(strncmp(text, "-----BEGIN ENCRYPTED PRIVATE KEY-----\n", 38) == 0);
-
-    PBE2PARAM *pbe2 = pbes2_of(text);
-    CHECK(pbe2 != NULL);
-    if (pbe2 != NULL) {
-        CHECK_EQ(OBJ_obj2nid(pbe2->keyfunc->algorithm), NID_id_scrypt);
-        CHECK_EQ(OBJ_obj2nid(pbe2->encryption->algorithm), NID_aes_256_cbc);
-        SCRYPT_PARAMS *kdf =
-            ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS), pbe2->keyfunc->parameter);
-        CHECK(kdf != NULL);
-        if (kdf != NULL) {
-            CHECK_EQ(ASN1_INTEGER_get(kdf->costParameter), 1 << 14);
-            CHECK_EQ(ASN1_INTEGER_get(kdf->blockSize), 8);
-            CHECK_EQ(ASN1_INTEGER_get(kdf->parallelizationParameter), 5);
-            CHECK(ASN1_STRING_length(kdf->salt) >= 16);
-        }
-        SCRYPT_PARAMS_free(kdf);
+    PBE2PARAM *pbe2 = exported_pbes2(HUSH_KDF_SCRYPT, NID_id_scrypt);
+    SCRYPT_PARAMS *kdf = pbe2 == NULL ? NULL
+        : ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS), pbe2->keyfunc->parameter);
+    CHECK(kdf != NULL);
+    if (kdf != NULL) {
+        CHECK_EQ(ASN1_INTEGER_get(kdf->costParameter), 1 << 14);
+        CHECK_EQ(ASN1_INTEGER_get(kdf->blockSize), 8);
+        CHECK_EQ(ASN1_INTEGER_get(kdf->parallelizationParameter), 5);
+        CHECK(ASN1_STRING_length(kdf->salt) >= 16);
     }
+    SCRYPT_PARAMS_free(kdf);
     PBE2PARAM_free(pbe2);
-    hush_secbuf_free(pem);
 }
 
 /* Our scrypt PEM with its parameters replaced, as a hostile file would. */
