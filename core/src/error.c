@@ -27,6 +27,19 @@ const char *hush_strerror(hush_status code)
     case HUSH_E_FORMAT: return "malformed envelope";
     case HUSH_E_UNSUPPORTED: return "unsupported version or algorithm";
     case HUSH_E_AUTH: return "authentication failed";
+    case HUSH_E_PIN: return "pinned key mismatch";
+    case HUSH_E_BAD_REQUEST: return "bad request";
+    case HUSH_E_UNAUTHORIZED: return "unauthorized";
+    case HUSH_E_FORBIDDEN: return "forbidden";
+    case HUSH_E_RATE_LIMITED: return "rate limited";
+    case HUSH_E_SERVER: return "server error";
+    case HUSH_E_UNAVAILABLE: return "service unavailable";
+    case HUSH_E_HTTP: return "unexpected HTTP status";
+    case HUSH_E_CONNECTION: return "connection failed";
+    case HUSH_E_TIMEOUT: return "timed out";
+    case HUSH_E_TLS: return "TLS failure";
+    case HUSH_E_CIRCUIT_OPEN: return "circuit open";
+    case HUSH_E_CANCELLED: return "cancelled";
     case HUSH_E_INTERNAL: return "internal error";
     }
     return "unknown status";

@@ -33,6 +33,19 @@ typedef enum hush_status {
     HUSH_E_FORMAT,      /* an envelope field is missing or malformed */
     HUSH_E_UNSUPPORTED, /* an envelope version or algorithm we do not speak */
     HUSH_E_AUTH,        /* authentication failed; deliberately says nothing more */
+    HUSH_E_PIN,         /* a pinned server key or TLS key did not match */
+    HUSH_E_BAD_REQUEST, /* HTTP 400 */
+    HUSH_E_UNAUTHORIZED, /* HTTP 401 */
+    HUSH_E_FORBIDDEN,   /* HTTP 403 */
+    HUSH_E_RATE_LIMITED, /* HTTP 429 */
+    HUSH_E_SERVER,      /* HTTP 500 */
+    HUSH_E_UNAVAILABLE, /* HTTP 503 */
+    HUSH_E_HTTP,        /* any other HTTP status; err->http_status says which */
+    HUSH_E_CONNECTION,  /* could not connect, or the connection failed */
+    HUSH_E_TIMEOUT,     /* a connect or transfer timeout expired */
+    HUSH_E_TLS,         /* TLS handshake or certificate verification failed */
+    HUSH_E_CIRCUIT_OPEN, /* failing fast after repeated failures; retry after the cool-down */
+    HUSH_E_CANCELLED,   /* the call was cancelled, or its engine shut down */
     HUSH_E_INTERNAL     /* a bug in hushcall */
 } hush_status;
 

@@ -9,6 +9,8 @@
 #include "hushcall/base64.h"
 #include "hushcall/keys.h"
 #include "hushcall/envelope_v1.h"
+#include "hushcall/client.h"
+#include "hushcall/engine.h"
 
 #define HUSHCALL_VERSION "0.1.0"
 

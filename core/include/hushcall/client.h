@@ -1,0 +1,101 @@
+/* hushcall/client.h — a client of one NOMYO-compatible endpoint.
+ *
+ * A hush_client holds what every request to an endpoint shares: the
+ * configuration, the client's RSA key (loaded, or generated in the
+ * background from the moment the client is made), the server keys fetched
+ * from `/pki/public_key` (one fetch per base URL, however many calls race
+ * for it), and the circuit breaker. It is immutable apart from those
+ * internally locked caches, so one client may be used from any number of
+ * threads at once.
+ *
+ * Requests run on a hush_engine (engine.h). hush_client_complete() is the
+ * synchronous form: the same pipeline, submitted to the client's own engine
+ * (started on first use) and waited on. */
+#ifndef HUSHCALL_CLIENT_H
+#define HUSHCALL_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "hushcall/error.h"
+#include "hushcall/json.h"
+#include "hushcall/keys.h"
+#include "hushcall/secmem.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hush_client hush_client;
+typedef struct hush_engine hush_engine;
+typedef struct hush_call hush_call;
+
+#define HUSH_DEFAULT_MAX_REQUEST_BYTES (10u * 1024u * 1024u)
+#define HUSH_DEFAULT_MAX_RESPONSE_BYTES (16u * 1024u * 1024u)
+
+/* Strings are copied by hush_client_new; NULL means "not set". */
+typedef struct hush_client_options {
+    const char *base_url;           /* required: "https://host[:port][/prefix]" */
+    const char *api_key;            /* sent as "Authorization: Bearer <key>" */
+    bool allow_http;                /* permit an http:// base_url (local development only) */
+    long connect_timeout_ms;        /* default 10,000 */
+    long timeout_ms;                /* whole attempt, default 300,000 */
+    unsigned max_retries;           /* of 429, 503 and connection failures; default 2 */
+    long retry_base_ms;             /* first backoff, doubled per retry; default 500 */
+    long retry_max_ms;              /* longest single wait, Retry-After included; default 30,000 */
+    const char *ca_file;            /* PEM bundle to verify the server with */
+    const char *ca_dir;             /* OpenSSL hashed certificate directory */
+    const char *client_cert;        /* PEM certificate for mutual TLS */
+    const char *client_cert_key;    /* its PEM private key */
+    const char *tls_pin;            /* libcurl pin: "sha256//<base64>[;sha256//...]" */
+    const char *server_key_fingerprint; /* "sha256:<hex>" of the envelope key */
+    hush_keypair *client_key;       /* use this key (a reference is taken) ... */
+    const char *key_dir;            /* ... or load it from here, or make and save it here */
+    const char *key_password;       /* for key_dir */
+    unsigned key_bits;              /* of a generated key; default 4096 */
+    const char *security_tier;      /* "standard", "high" or "maximum" */
+    const char *user_agent;         /* default "hushcall/<version>" */
+    size_t max_request_bytes;       /* default HUSH_DEFAULT_MAX_REQUEST_BYTES */
+    size_t max_response_bytes;      /* default HUSH_DEFAULT_MAX_RESPONSE_BYTES */
+    unsigned breaker_threshold;     /* consecutive failures that open the circuit; default 5 */
+    long breaker_cooldown_ms;       /* how long it stays open; default 30,000 */
+    unsigned secmem_flags;          /* HUSH_SECMEM_NO_LOCK to skip mlock */
+} hush_client_options;
+
+/* Fill `opts` with the defaults (and NULLs). */
+void hush_client_options_init(hush_client_options *opts);
+
+/* Check the options and make a client. An http:// base_url without
+ * allow_http, a bad tier or fingerprint, or a key_dir whose key cannot be
+ * loaded fail here, before any request. With neither client_key nor a
+ * key_dir holding a key, key generation starts in the background now. */
+hush_status hush_client_new(const hush_client_options *opts, hush_client **out, hush_error *err);
+
+/* Reference counting: calls keep their client alive. */
+hush_client *hush_client_ref(hush_client *client);
+void hush_client_free(hush_client *client); /* accepts NULL */
+
+/* Per-call overrides; any field may be NULL. */
+typedef struct hush_call_options {
+    const char *api_key;
+    const char *security_tier;
+    const char *base_url; /* another endpoint of the same kind (its key is cached separately) */
+} hush_call_options;
+
+/* Send one chat completion request (JSON, in secure memory) and wait for
+ * the decrypted answer. `request` is taken over by the call, on success or
+ * failure. `*response` is the answer with `_metadata` added (payload_id,
+ * processed_at, is_encrypted, encryption_algorithm); free it with
+ * hush_json_doc_free. */
+hush_status hush_client_complete(hush_client *client, hush_secbuf *request,
+                                 const hush_call_options *opts, hush_json_doc **response,
+                                 hush_error *err);
+
+/* The client's public key PEM (as sent in X-Public-Key), waiting for key
+ * generation if it is still running. Malloc'd; the caller frees it. */
+hush_status hush_client_public_pem(hush_client *client, char **pem, hush_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

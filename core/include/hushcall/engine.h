@@ -1,0 +1,89 @@
+/* hushcall/engine.h — the asynchronous request engine.
+ *
+ * One I/O thread drives libcurl's multi interface for every call of the
+ * engine (connections, DNS and TLS sessions are reused across calls); a
+ * small worker pool does the envelope cryptography, so an RSA private-key
+ * operation never runs on the I/O thread or on the caller's event loop.
+ * hush_engine_submit returns at once; completions are announced on a file
+ * descriptor any event loop can watch (an eventfd), and collected with
+ * hush_engine_drain. Hundreds of calls in flight need no thread per call.
+ *
+ * A call's life: it waits for the client's key and the server's key, is
+ * sealed on a worker, sent by the I/O thread (retried after 429, 503 and
+ * connection failures, with backoff that honours Retry-After), and its
+ * answer is opened on a worker. Cancelling, or freeing the engine, ends a
+ * call with HUSH_E_CANCELLED wherever it is. */
+#ifndef HUSHCALL_ENGINE_H
+#define HUSHCALL_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "hushcall/client.h"
+#include "hushcall/error.h"
+#include "hushcall/json.h"
+#include "hushcall/secmem.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hush_engine_options {
+    unsigned workers; /* crypto threads; 0 means 2 */
+} hush_engine_options;
+
+/* Start the I/O thread and the workers. `opts` may be NULL. */
+hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, hush_error *err);
+
+/* Cancel every call still in flight, wait for them to end, stop the
+ * threads. Calls the caller still holds stay valid (and done). */
+void hush_engine_free(hush_engine *engine); /* accepts NULL */
+
+/* Readable while completed calls wait to be drained. Level-triggered:
+ * hush_engine_drain resets it once the queue is empty. */
+int hush_engine_fd(const hush_engine *engine);
+
+/* Start a call of `client` on `engine`. `request` (JSON, secure memory) is
+ * taken over, on success or failure. What can be known at once fails here
+ * with nothing sent: a request over the size limit (HUSH_E_LIMIT), an open
+ * circuit (HUSH_E_CIRCUIT_OPEN), a bad override. `user_data` is returned
+ * by hush_call_user_data. The caller owns one reference to `*call`. */
+hush_status hush_engine_submit(hush_engine *engine, hush_client *client, hush_secbuf *request,
+                               const hush_call_options *opts, void *user_data, hush_call **call,
+                               hush_error *err);
+
+/* Move up to `max` completed calls into `calls` and return how many. They
+ * are the pointers hush_engine_submit gave (no new reference): the caller
+ * still frees each once. A call the caller already freed is not announced. */
+size_t hush_engine_drain(hush_engine *engine, hush_call **calls, size_t max);
+
+bool hush_call_done(const hush_call *call);
+
+/* Wait until the call is done; `timeout_ms` < 0 waits for ever.
+ * HUSH_E_TIMEOUT when it is not done in time (the call goes on). */
+hush_status hush_call_wait(hush_call *call, long timeout_ms, hush_error *err);
+
+/* The outcome of a done call (HUSH_E_ARGUMENT while it is not). On success
+ * the response document passes to the caller (once; later calls give
+ * NULL). On an HTTP error, err->http_status is set. */
+hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_error *err);
+
+/* The server's JSON error body of a failed call (its `detail` and the
+ * rest), or NULL. Owned by the call. */
+const char *hush_call_error_details(const hush_call *call, size_t *len);
+
+const char *hush_call_payload_id(const hush_call *call); /* the X-Payload-ID, a UUIDv4 */
+unsigned hush_call_attempts(const hush_call *call);      /* POSTs sent, retries included */
+void *hush_call_user_data(const hush_call *call);
+
+/* Ask the call to stop; it ends with HUSH_E_CANCELLED unless it is done. */
+void hush_call_cancel(hush_call *call);
+
+/* Release the caller's reference (from hush_engine_submit). An unfinished
+ * call is cancelled first. Accepts NULL. */
+void hush_call_free(hush_call *call);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
