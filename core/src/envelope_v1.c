@@ -26,12 +26,14 @@
 static hush_status oaep_ctx(EVP_PKEY *pkey, bool encrypt, EVP_PKEY_CTX **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    EVP_PKEY_CTX *ctx = NULL;
+    HUSH_TRY(hush__init(err)); /* the pre-fetched digest */
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     HUSH_OSSL(ctx != NULL, "RSA context");
     HUSH_OSSL((encrypt ? EVP_PKEY_encrypt_init(ctx) : EVP_PKEY_decrypt_init(ctx)) > 0, "RSA init");
     HUSH_OSSL(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0, "OAEP padding");
-    HUSH_OSSL(EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) > 0, "OAEP digest");
-    HUSH_OSSL(EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) > 0, "OAEP MGF1 digest");
+    HUSH_OSSL(EVP_PKEY_CTX_set_rsa_oaep_md(ctx, hush__sha256()) > 0, "OAEP digest");
+    HUSH_OSSL(EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, hush__sha256()) > 0, "OAEP MGF1 digest");
     *out = ctx;
     ctx = NULL;
 cleanup:
@@ -49,7 +51,7 @@ static hush_status gcm_encrypt(const unsigned char *key, const unsigned char *no
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int outl;
     HUSH_OSSL(ctx != NULL, "AES-GCM context");
-    HUSH_OSSL(EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1, "AES-GCM init");
+    HUSH_OSSL(EVP_EncryptInit_ex(ctx, hush__aes_256_gcm(), NULL, key, nonce) == 1, "AES-GCM init");
     for (size_t done = 0; done < len;) {
         size_t slice = len - done < GCM_SLICE ? len - done : GCM_SLICE;
         HUSH_OSSL(EVP_EncryptUpdate(ctx, ciphertext + done, &outl, plaintext + done, (int)slice) == 1,
@@ -110,11 +112,13 @@ cleanup:
     return status;
 }
 
-hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plaintext, size_t len,
-                                  const char *processed_at, hush_secbuf **package, hush_error *err)
+hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void *plaintext,
+                                        size_t len, const char *processed_at,
+                                        unsigned char key[HUSH_V1_KEY_BYTES],
+                                        hush_secbuf **package, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    hush_secbuf *key = NULL, *out = NULL;
+    hush_secbuf *out = NULL;
     EVP_PKEY_CTX *wrap = NULL;
     unsigned char *ciphertext = NULL, *wrapped = NULL;
     unsigned char nonce[HUSH_V1_NONCE_BYTES], tag[HUSH_V1_TAG_BYTES];
@@ -130,34 +134,48 @@ hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plai
     HUSH_TRY(hush__init(err));
 
     /* A fresh key and nonce per message; the key only in secure memory. */
-    HUSH_TRY(hush_secbuf_new(&key, HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT, err));
-    HUSH_OSSL(RAND_priv_bytes(hush_secbuf_data(key), HUSH_V1_KEY_BYTES) == 1, "random key");
+    HUSH_OSSL(RAND_priv_bytes(key, HUSH_V1_KEY_BYTES) == 1, "random key");
     HUSH_OSSL(RAND_bytes(nonce, sizeof nonce) == 1, "random nonce");
 
     ciphertext = malloc(len + 1); /* ciphertext is not secret */
     HUSH_ENSURE(ciphertext != NULL, HUSH_E_NOMEM, "out of memory for %zu bytes of ciphertext", len);
-    HUSH_TRY(gcm_encrypt(hush_secbuf_data(key), nonce, plaintext, len, ciphertext, tag, err));
+    HUSH_TRY(gcm_encrypt(key, nonce, plaintext, len, ciphertext, tag, err));
 
     HUSH_TRY(oaep_ctx(hush__pubkey_pkey(recipient), true, &wrap, err));
-    HUSH_OSSL(EVP_PKEY_encrypt(wrap, NULL, &wrapped_len, hush_secbuf_data(key),
-                               HUSH_V1_KEY_BYTES) > 0, "RSA-OAEP size");
+    HUSH_OSSL(EVP_PKEY_encrypt(wrap, NULL, &wrapped_len, key, HUSH_V1_KEY_BYTES) > 0,
+              "RSA-OAEP size");
     wrapped = malloc(wrapped_len);
     HUSH_ENSURE(wrapped != NULL, HUSH_E_NOMEM, "out of memory");
-    HUSH_OSSL(EVP_PKEY_encrypt(wrap, wrapped, &wrapped_len, hush_secbuf_data(key),
-                               HUSH_V1_KEY_BYTES) > 0, "RSA-OAEP wrap");
+    HUSH_OSSL(EVP_PKEY_encrypt(wrap, wrapped, &wrapped_len, key, HUSH_V1_KEY_BYTES) > 0,
+              "RSA-OAEP wrap");
 
     size_t estimate = hush_base64_encoded_len(len) + hush_base64_encoded_len(wrapped_len) + 512;
-    HUSH_TRY(hush_secbuf_new(&out, estimate, 0, HUSH_SECMEM_NO_LOCK, err));
+    HUSH_TRY(hush_secbuf_new(&out, estimate, 0, HUSH_SECMEM_PUBLIC, err));
     HUSH_TRY(write_package(out, ciphertext, len, nonce, tag, wrapped, wrapped_len, processed_at,
                            err));
     *package = out;
     out = NULL;
 cleanup:
-    hush_secbuf_free(key);
+    hush_memzero(key, HUSH_V1_KEY_BYTES);
     hush_secbuf_free(out);
     EVP_PKEY_CTX_free(wrap);
     free(ciphertext);
     free(wrapped);
+    return status;
+}
+
+hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plaintext, size_t len,
+                                  const char *processed_at, hush_secbuf **package, hush_error *err)
+{
+    hush_secbuf *key = NULL;
+    if (package != NULL)
+        *package = NULL;
+    hush_status status = hush_secbuf_new(&key, HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES,
+                                         HUSH_SECMEM_DEFAULT, err);
+    if (status == HUSH_OK)
+        status = hush__envelope_v1_seal_with(recipient, plaintext, len, processed_at,
+                                             hush_secbuf_data(key), package, err);
+    hush_secbuf_free(key);
     return status;
 }
 
@@ -277,46 +295,39 @@ cleanup:
     return status;
 }
 
-static hush_status unwrap_key(EVP_PKEY *pkey, const v1_fields *f, hush_secbuf **key,
-                              hush_error *err)
+/* Unwrap the AES key into `key` (rsa_bytes of secure scratch). Anything
+ * that means "not for this key" is the one opaque failure. */
+static hush_status unwrap_key(EVP_PKEY *pkey, const v1_fields *f, unsigned char *key,
+                              size_t rsa_bytes, hush_error *err)
 {
     hush_status status = HUSH_OK;
     EVP_PKEY_CTX *ctx = NULL;
-    size_t rsa_bytes = (size_t)EVP_PKEY_get_size(pkey), key_len = rsa_bytes;
+    size_t key_len = rsa_bytes;
 
-    /* A wrapped key of another length was not made for this key: opaque. */
     if (f->wrapped_len != rsa_bytes)
         return hush__fail(err, HUSH_E_AUTH, AUTH_FAILED);
     HUSH_TRY(oaep_ctx(pkey, false, &ctx, err));
-    HUSH_TRY(hush_secbuf_new(key, rsa_bytes, rsa_bytes, HUSH_SECMEM_DEFAULT, err));
-    if (EVP_PKEY_decrypt(ctx, hush_secbuf_data(*key), &key_len, f->wrapped, f->wrapped_len) <= 0 ||
+    if (EVP_PKEY_decrypt(ctx, key, &key_len, f->wrapped, f->wrapped_len) <= 0 ||
         key_len != HUSH_V1_KEY_BYTES) {
         ERR_clear_error();
         status = hush__fail(err, HUSH_E_AUTH, AUTH_FAILED);
-        goto cleanup;
     }
-    HUSH_TRY(hush_secbuf_set_len(*key, key_len, err));
 cleanup:
-    if (status != HUSH_OK) {
-        hush_secbuf_free(*key);
-        *key = NULL;
-    }
     EVP_PKEY_CTX_free(ctx);
     return status;
 }
 
-static hush_status gcm_decrypt(const hush_secbuf *key, const v1_fields *f, hush_secbuf *plaintext,
+static hush_status gcm_decrypt(const unsigned char *key, const v1_fields *f, unsigned char *out,
                                hush_error *err)
 {
     hush_status status = HUSH_OK;
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    unsigned char *out = hush_secbuf_data(plaintext);
     unsigned char tag[HUSH_V1_TAG_BYTES];
     int outl;
 
     memcpy(tag, f->tag, sizeof tag);
     HUSH_OSSL(ctx != NULL, "AES-GCM context");
-    HUSH_OSSL(EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, hush_secbuf_data(key), f->nonce) == 1,
+    HUSH_OSSL(EVP_DecryptInit_ex(ctx, hush__aes_256_gcm(), NULL, key, f->nonce) == 1,
               "AES-GCM init");
     for (size_t done = 0; done < f->ciphertext_len;) {
         size_t left = f->ciphertext_len - done, slice = left < GCM_SLICE ? left : GCM_SLICE;
@@ -330,33 +341,23 @@ static hush_status gcm_decrypt(const hush_secbuf *key, const v1_fields *f, hush_
         ERR_clear_error();
         hush_memzero(out, f->ciphertext_len);
         status = hush__fail(err, HUSH_E_AUTH, AUTH_FAILED);
-        goto cleanup;
     }
-    HUSH_TRY(hush_secbuf_set_len(plaintext, f->ciphertext_len, err));
 cleanup:
     EVP_CIPHER_CTX_free(ctx);
     return status;
 }
 
-hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *package, size_t len,
-                                  size_t max_package_bytes, hush_envelope_v1_opened *out,
-                                  hush_error *err)
+/* Parse and check a package into its decoded (public) fields. */
+static hush_status read_package(const void *package, size_t len, size_t max, v1_fields *f,
+                                char *processed_at, hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush_json_doc *doc = NULL;
-    hush_secbuf *key = NULL, *plaintext = NULL;
-    v1_fields f = {0};
-    size_t max = max_package_bytes ? max_package_bytes : HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES;
-
-    HUSH_ENSURE(out != NULL && recipient != NULL && (package != NULL || len == 0), HUSH_E_ARGUMENT,
-                "hush_envelope_v1_open: NULL argument");
-    memset(out, 0, sizeof *out);
     HUSH_ENSURE(len <= max, HUSH_E_LIMIT, "envelope of %zu bytes exceeds the limit of %zu bytes",
                 len, max);
-
-    /* The package itself holds only ciphertext: no need to lock it. */
+    /* The package holds only ciphertext: ordinary memory will do. */
     hush_json_limits limits = {.max_bytes = max, .max_depth = 8};
-    if (hush_json_parse(package, len, &limits, HUSH_SECMEM_NO_LOCK, &doc, err) != HUSH_OK) {
+    if (hush_json_parse(package, len, &limits, HUSH_SECMEM_PUBLIC, &doc, err) != HUSH_OK) {
         status = HUSH_E_FORMAT;
         if (err != NULL) {
             /* Keep the parser's offset; say which layer failed. */
@@ -369,21 +370,82 @@ hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *pac
         }
         goto cleanup;
     }
-    HUSH_TRY(parse_package(hush_json_doc_root(doc), &f, out->processed_at, err));
+    HUSH_TRY(parse_package(hush_json_doc_root(doc), f, processed_at, err));
+cleanup:
+    hush_json_doc_free(doc);
+    return status;
+}
 
-    HUSH_TRY(unwrap_key(hush__keypair_pkey(recipient), &f, &key, err));
-    HUSH_TRY(hush_secbuf_new(&plaintext, f.ciphertext_len + 1, 0, HUSH_SECMEM_DEFAULT, err));
-    HUSH_TRY(gcm_decrypt(key, &f, plaintext, err));
+/* The secure space opening `f` needs: the plaintext, then scratch for the
+ * unwrapped key (zeroed as soon as the payload is decrypted). */
+static size_t open_space(const hush_keypair *recipient, const v1_fields *f)
+{
+    return f->ciphertext_len + (size_t)EVP_PKEY_get_size(hush__keypair_pkey(recipient)) + 1;
+}
+
+static hush_status decrypt_into(const hush_keypair *recipient, const v1_fields *f,
+                                unsigned char *space, hush_error *err)
+{
+    EVP_PKEY *pkey = hush__keypair_pkey(recipient);
+    size_t rsa_bytes = (size_t)EVP_PKEY_get_size(pkey);
+    unsigned char *key = space + f->ciphertext_len;
+    hush_status status = unwrap_key(pkey, f, key, rsa_bytes, err);
+    if (status == HUSH_OK)
+        status = gcm_decrypt(key, f, space, err);
+    hush_memzero(key, rsa_bytes);
+    return status;
+}
+
+static void clear_fields(v1_fields *f)
+{
+    free(f->ciphertext);
+    free(f->wrapped);
+}
+
+hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *package, size_t len,
+                                  size_t max_package_bytes, hush_envelope_v1_opened *out,
+                                  hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_secbuf *plaintext = NULL;
+    v1_fields f = {0};
+    size_t max = max_package_bytes ? max_package_bytes : HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES;
+
+    HUSH_ENSURE(out != NULL && recipient != NULL && (package != NULL || len == 0), HUSH_E_ARGUMENT,
+                "hush_envelope_v1_open: NULL argument");
+    memset(out, 0, sizeof *out);
+    HUSH_TRY(read_package(package, len, max, &f, out->processed_at, err));
+    HUSH_TRY(hush_secbuf_new(&plaintext, open_space(recipient, &f), 0, HUSH_SECMEM_DEFAULT, err));
+    HUSH_TRY(decrypt_into(recipient, &f, hush_secbuf_data(plaintext), err));
+    HUSH_TRY(hush_secbuf_set_len(plaintext, f.ciphertext_len, err));
     out->plaintext = plaintext;
     plaintext = NULL;
 cleanup:
     if (status != HUSH_OK && out != NULL)
         memset(out, 0, sizeof *out);
-    hush_json_doc_free(doc);
-    hush_secbuf_free(key);
     hush_secbuf_free(plaintext);
-    free(f.ciphertext);
-    free(f.wrapped);
+    clear_fields(&f);
+    return status;
+}
+
+hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void *package,
+                                      size_t len, size_t max_package_bytes, hush_arena *arena,
+                                      unsigned char **plaintext, size_t *plaintext_len,
+                                      char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1],
+                                      hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    v1_fields f = {0};
+    void *space;
+    size_t max = max_package_bytes ? max_package_bytes : HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES;
+
+    HUSH_TRY(read_package(package, len, max, &f, processed_at, err));
+    HUSH_TRY(hush_arena_alloc(arena, open_space(recipient, &f), &space, err));
+    HUSH_TRY(decrypt_into(recipient, &f, space, err));
+    *plaintext = space;
+    *plaintext_len = f.ciphertext_len;
+cleanup:
+    clear_fields(&f);
     return status;
 }
 

@@ -1,8 +1,12 @@
-/* init.c — the library's only process-wide state, set once under pthread_once. */
+/* init.c — the library's only process-wide state, set once under pthread_once:
+ * the page size, a "C" locale, OpenSSL's secure heap, the OpenSSL algorithms
+ * every message uses, and libcurl's globals. */
 #include <pthread.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "internal.h"
 
@@ -17,6 +21,8 @@ static hush_status init_status = HUSH_E_INTERNAL;
 static locale_t c_locale;
 static bool secure_heap;
 static size_t page_size;
+static EVP_MD *sha256;
+static EVP_CIPHER *aes_256_gcm;
 
 static void init_once_fn(void)
 {
@@ -34,6 +40,19 @@ static void init_once_fn(void)
     else
         secure_heap = CRYPTO_secure_malloc_init(OPENSSL_SECURE_HEAP_BYTES,
                                                 OPENSSL_SECURE_HEAP_MIN_ALLOC) != 0;
+    /* Fetched once: OpenSSL 3 otherwise looks algorithms up by name on every
+     * use of EVP_sha256() or EVP_aes_256_gcm(), on every message. */
+    sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+    aes_256_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    if (sha256 == NULL || aes_256_gcm == NULL) {
+        init_status = HUSH_E_CRYPTO;
+        return;
+    }
+    /* libcurl's global state, before any thread uses it. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        init_status = HUSH_E_INTERNAL;
+        return;
+    }
     init_status = HUSH_OK;
 }
 
@@ -42,10 +61,13 @@ hush_status hush__init(hush_error *err)
     if (pthread_once(&init_once, init_once_fn) != 0)
         return hush__fail(err, HUSH_E_INTERNAL, "one-time initialisation failed");
     if (init_status != HUSH_OK)
-        return hush__fail(err, init_status, "could not create the C locale");
+        return hush__fail(err, init_status,
+                          "one-time initialisation failed (locale, OpenSSL algorithms or libcurl)");
     return HUSH_OK;
 }
 
 locale_t hush__c_locale(void) { return c_locale; }
 bool hush__openssl_secure_heap(void) { return secure_heap; }
 size_t hush__page_size(void) { return page_size; }
+const EVP_MD *hush__sha256(void) { return sha256; }
+const EVP_CIPHER *hush__aes_256_gcm(void) { return aes_256_gcm; }

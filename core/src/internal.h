@@ -11,7 +11,9 @@
 
 #include <openssl/types.h>
 
+#include "hushcall/envelope_v1.h"
 #include "hushcall/error.h"
+#include "hushcall/json.h"
 #include "hushcall/keys.h"
 
 #define HUSH_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
@@ -61,6 +63,9 @@ hush_status hush__init(hush_error *err);
 locale_t hush__c_locale(void);
 bool hush__openssl_secure_heap(void);
 size_t hush__page_size(void);
+/* SHA-256 and AES-256-GCM, fetched once (valid after hush__init). */
+const EVP_MD *hush__sha256(void);
+const EVP_CIPHER *hush__aes_256_gcm(void);
 
 /* The OpenSSL key behind a handle (keys.c), borrowed: valid while the
  * handle is. For the envelope modules, which need the raw EVP_PKEY. */
@@ -108,6 +113,47 @@ static inline bool hush_reader_take(hush_reader *r, size_t n, const unsigned cha
     r->pos += n;
     return true;
 }
+
+/* ---- building JSON values (json.c) ------------------------------------- */
+
+/* Values made directly in an arena (for documents hushcall extends, such
+ * as a response with `_metadata`). Keys and values are borrowed: they must
+ * live in the same arena. */
+typedef struct hush__json_member_spec {
+    const char *key;
+    size_t key_len;
+    const hush_json_value *value;
+} hush__json_member_spec;
+
+hush_status hush__json_new_string(hush_arena *arena, const char *s, size_t len,
+                                  const hush_json_value **out, hush_error *err);
+/* HUSH_JSON_BOOL (with `value`) or HUSH_JSON_NULL. */
+hush_status hush__json_new_literal(hush_arena *arena, hush_json_type type, bool value,
+                                   const hush_json_value **out, hush_error *err);
+/* An object of `count` members in that order; equal keys are refused. */
+hush_status hush__json_new_object(hush_arena *arena, const hush__json_member_spec *members,
+                                  size_t count, const hush_json_value **out, hush_error *err);
+/* A document of `root` whose memory is `arena`; the document owns the arena. */
+hush_status hush__json_doc_adopt(hush_arena *arena, const hush_json_value *root,
+                                 hush_json_doc **out, hush_error *err);
+
+/* ---- envelope_v1.c, for the engine -------------------------------------- */
+
+/* hush_envelope_v1_seal with the message key made in `key`: secure space
+ * the caller keeps (a worker's), zeroed before returning. */
+hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void *plaintext,
+                                        size_t len, const char *processed_at,
+                                        unsigned char key[HUSH_V1_KEY_BYTES],
+                                        hush_secbuf **package, hush_error *err);
+
+
+/* hush_envelope_v1_open, decrypting into `arena` instead of a new buffer,
+ * so an answer, its plaintext and its document share one locked region. */
+hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void *package,
+                                      size_t len, size_t max_package_bytes, hush_arena *arena,
+                                      unsigned char **plaintext, size_t *plaintext_len,
+                                      char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1],
+                                      hush_error *err);
 
 /* ---- JSON lexical rules (json_text.c) ---------------------------------- */
 

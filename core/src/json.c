@@ -425,19 +425,46 @@ static int compare_members(const void *a, const void *b)
     return (ma->offset > mb->offset) - (ma->offset < mb->offset);
 }
 
-/* Equal keys are neighbours once sorted; report the earliest repeat. */
-static hush_status check_duplicates(parser *p, const json_member **sorted, size_t count)
+/* Equal keys are neighbours once sorted: the earliest repeat (by offset), or NULL. */
+static const json_member *first_duplicate(const json_member **sorted, size_t count)
 {
-    size_t first_repeat = SIZE_MAX;
+    const json_member *first = NULL;
     for (size_t i = 1; i < count; i++) {
         const json_member *a = sorted[i - 1], *b = sorted[i];
         if (compare_keys(a->key, a->key_len, b->key, b->key_len) == 0 &&
-            b->offset < first_repeat)
-            first_repeat = b->offset;
+            (first == NULL || b->offset < first->offset))
+            first = b;
     }
-    if (first_repeat != SIZE_MAX)
-        return fail_at(p, first_repeat, "duplicate key in object");
-    return HUSH_OK;
+    return first;
+}
+
+/* An object node over `members` (document order), with the sorted index
+ * lookups use; *duplicate is set instead when two keys are equal. */
+static hush_status index_object(hush_arena *arena, const json_member **members, size_t count,
+                                hush_json_value **out, const json_member **duplicate,
+                                hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const json_member **sorted = NULL;
+    void *mem;
+    *duplicate = NULL;
+    if (count > 0) {
+        HUSH_TRY(hush_arena_alloc(arena, count * sizeof *sorted, &mem, err));
+        sorted = mem;
+        memcpy(sorted, members, count * sizeof *sorted);
+        if (count > 1)
+            qsort(sorted, count, sizeof *sorted, compare_members);
+        if ((*duplicate = first_duplicate(sorted, count)) != NULL)
+            return HUSH_OK;
+    }
+    HUSH_TRY(hush_arena_alloc(arena, sizeof(hush_json_value), &mem, err));
+    *out = mem;
+    (*out)->type = HUSH_JSON_OBJECT;
+    (*out)->as.object.members = members;
+    (*out)->as.object.sorted = sorted;
+    (*out)->as.object.count = count;
+cleanup:
+    return status;
 }
 
 static hush_status parse_member(parser *p, json_member **out)
@@ -466,7 +493,7 @@ static hush_status parse_object(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
     json_member *head = NULL, **tail = &head, *member = NULL;
-    const json_member **members, **sorted;
+    const json_member **members, *duplicate;
     size_t count = 0;
     bool closed = open_container(p, '}');
     void *mem;
@@ -481,17 +508,11 @@ static hush_status parse_object(parser *p, hush_json_value **out)
 
     HUSH_TRY(new_pointer_array(p, count, &mem));
     members = mem;
-    HUSH_TRY(new_pointer_array(p, count, &mem));
-    sorted = mem;
     for (size_t i = 0; i < count; i++, head = head->next)
-        members[i] = sorted[i] = head;
-    if (count > 1)
-        qsort(sorted, count, sizeof *sorted, compare_members);
-    HUSH_TRY(check_duplicates(p, sorted, count));
-    HUSH_TRY(new_node(p, HUSH_JSON_OBJECT, out));
-    (*out)->as.object.members = members;
-    (*out)->as.object.sorted = sorted;
-    (*out)->as.object.count = count;
+        members[i] = head;
+    HUSH_TRY(index_object(p->arena, members, count, out, &duplicate, p->err));
+    if (duplicate != NULL)
+        status = fail_at(p, duplicate->offset, "duplicate key in object");
 cleanup:
     return status;
 }
@@ -598,6 +619,94 @@ void hush_json_doc_free(hush_json_doc *doc)
     /* The document lives in its own arena: freeing the arena frees it. */
     if (doc != NULL)
         hush_arena_free(doc->arena);
+}
+
+/* ---- building values (internal) ---------------------------------------- */
+
+static hush_status new_value(hush_arena *arena, hush_json_type type, hush_json_value **out,
+                             hush_error *err)
+{
+    void *mem;
+    hush_status status = hush_arena_alloc(arena, sizeof(hush_json_value), &mem, err);
+    if (status == HUSH_OK) {
+        *out = mem;
+        (*out)->type = type;
+    }
+    return status;
+}
+
+hush_status hush__json_new_string(hush_arena *arena, const char *s, size_t len,
+                                  const hush_json_value **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_json_value *v;
+    char *copy;
+    hush_reader r;
+    hush_reader_init(&r, s, len);
+    while (!hush_reader_done(&r))
+        HUSH_ENSURE(hush__utf8_next(&r) >= 0, HUSH_E_ARGUMENT, "invalid UTF-8 in a JSON string");
+    HUSH_TRY(hush_arena_strdup(arena, s, len, &copy, err));
+    HUSH_TRY(new_value(arena, HUSH_JSON_STRING, &v, err));
+    v->as.text.bytes = copy;
+    v->as.text.len = len;
+    *out = v;
+cleanup:
+    return status;
+}
+
+hush_status hush__json_new_literal(hush_arena *arena, hush_json_type type, bool value,
+                                   const hush_json_value **out, hush_error *err)
+{
+    hush_json_value *v;
+    if (type != HUSH_JSON_BOOL && type != HUSH_JSON_NULL)
+        return hush__fail(err, HUSH_E_ARGUMENT, "only booleans and null are literals");
+    hush_status status = new_value(arena, type, &v, err);
+    if (status == HUSH_OK) {
+        v->as.boolean = type == HUSH_JSON_BOOL && value;
+        *out = v;
+    }
+    return status;
+}
+
+hush_status hush__json_new_object(hush_arena *arena, const hush__json_member_spec *specs,
+                                  size_t count, const hush_json_value **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const json_member **members = NULL, *duplicate;
+    hush_json_value *object = NULL;
+    void *mem;
+    if (count > 0) {
+        HUSH_ENSURE(count <= SIZE_MAX / sizeof(json_member), HUSH_E_LIMIT, "too many members");
+        HUSH_TRY(hush_arena_alloc(arena, count * sizeof *members, &mem, err));
+        members = mem;
+        HUSH_TRY(hush_arena_alloc(arena, count * sizeof(json_member), &mem, err));
+        json_member *m = mem;
+        for (size_t i = 0; i < count; i++) {
+            m[i].key = specs[i].key;
+            m[i].key_len = specs[i].key_len;
+            m[i].offset = i; /* keeps the sort stable, names the repeat */
+            m[i].value = specs[i].value;
+            members[i] = &m[i];
+        }
+    }
+    HUSH_TRY(index_object(arena, members, count, &object, &duplicate, err));
+    HUSH_ENSURE(duplicate == NULL, HUSH_E_ARGUMENT, "duplicate key in a built JSON object");
+    *out = object;
+cleanup:
+    return status;
+}
+
+hush_status hush__json_doc_adopt(hush_arena *arena, const hush_json_value *root,
+                                 hush_json_doc **out, hush_error *err)
+{
+    void *mem;
+    hush_status status = hush_arena_alloc(arena, sizeof(hush_json_doc), &mem, err);
+    if (status == HUSH_OK) {
+        *out = mem;
+        (*out)->arena = arena;
+        (*out)->root = root;
+    }
+    return status;
 }
 
 /* ---- reading the DOM ---------------------------------------------------- */

@@ -39,6 +39,7 @@ typedef struct region {
     unsigned char *payload;
     size_t len;
     bool locked;
+    bool heap; /* HUSH_SECMEM_PUBLIC: plain malloc, none of the protections */
 } region;
 
 /* Straight to the kernel: AddressSanitizer replaces mlock/munlock with
@@ -59,6 +60,14 @@ static hush_status region_map(region *r, size_t min_len, unsigned flags, hush_er
     size_t page = hush__page_size();
     if (min_len == 0)
         min_len = 1;
+    if (flags & HUSH_SECMEM_PUBLIC) {
+        /* Public bytes need no syscalls: mapping, locking and guarding a
+         * region costs more than a whole request's other work. */
+        *r = (region){.payload = malloc(min_len), .len = min_len, .heap = true};
+        if (r->payload == NULL)
+            return hush__fail(err, HUSH_E_NOMEM, "out of memory for %zu bytes", min_len);
+        return HUSH_OK;
+    }
     if (min_len > SIZE_MAX - 3 * page)
         return hush__fail(err, HUSH_E_LIMIT, "secure region of %zu bytes is too large", min_len);
     size_t len = round_to_pages(min_len, page);
@@ -74,6 +83,7 @@ static hush_status region_map(region *r, size_t min_len, unsigned flags, hush_er
     }
     r->payload = base + page;
     r->len = len;
+    r->heap = false;
 
     /* Dump exclusion and wipe-on-fork are best effort: older kernels lack
      * them, and the region is still zeroed on free. */
@@ -103,6 +113,11 @@ static void region_unmap(region *r)
 {
     if (r->payload == NULL)
         return;
+    if (r->heap) {
+        free(r->payload);
+        *r = (region){0};
+        return;
+    }
     size_t page = hush__page_size();
     hush_memzero(r->payload, r->len);
     if (r->locked) {

@@ -22,7 +22,8 @@ extern "C" {
 
 /* Flags for arenas and buffers. */
 #define HUSH_SECMEM_DEFAULT 0u
-#define HUSH_SECMEM_NO_LOCK 1u /* skip mlock (ciphertext, or the user opted out) */
+#define HUSH_SECMEM_NO_LOCK 1u /* skip mlock (the user opted out); still guarded and wiped */
+#define HUSH_SECMEM_PUBLIC 2u  /* not secret (ciphertext, packages): ordinary heap memory */
 
 /* ---- arena ------------------------------------------------------------ */
 
