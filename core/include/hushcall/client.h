@@ -57,8 +57,12 @@ typedef struct hush_client_options {
     const char *user_agent;         /* default "hushcall/<version>" */
     size_t max_request_bytes;       /* default HUSH_DEFAULT_MAX_REQUEST_BYTES */
     size_t max_response_bytes;      /* default HUSH_DEFAULT_MAX_RESPONSE_BYTES */
-    unsigned breaker_threshold;     /* consecutive failures that open the circuit; default 5 */
-    long breaker_cooldown_ms;       /* how long it stays open; default 30,000 */
+    /* The circuit breaker counts consecutive calls that end in a connection
+     * failure, a timeout, 429 or a 5xx (not 4xx, not envelope or pin errors);
+     * at the threshold (> 0) it fails calls fast for the cool-down, then lets
+     * one probe through: success closes it, failure opens it again. */
+    unsigned breaker_threshold;     /* default 5 */
+    long breaker_cooldown_ms;       /* default 30,000 */
     unsigned secmem_flags;          /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_client_options;
 

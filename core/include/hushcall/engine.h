@@ -47,7 +47,10 @@ int hush_engine_fd(const hush_engine *engine);
  * taken over, on success or failure. What can be known at once fails here
  * with nothing sent: a request over the size limit (HUSH_E_LIMIT), an open
  * circuit (HUSH_E_CIRCUIT_OPEN), a bad override. `user_data` is returned
- * by hush_call_user_data. The caller owns one reference to `*call`. */
+ * by hush_call_user_data. The caller owns one reference to `*call`; after
+ * a failure `*call` is NULL. A key fetch that fails ends every call waiting
+ * for it with the fetch's status (HUSH_E_UNAVAILABLE after repeated 503s,
+ * HUSH_E_KEY for an unusable key, HUSH_E_PIN for a fingerprint mismatch). */
 hush_status hush_engine_submit(hush_engine *engine, hush_client *client, hush_secbuf *request,
                                const hush_call_options *opts, void *user_data, hush_call **call,
                                hush_error *err);
@@ -64,15 +67,16 @@ bool hush_call_done(const hush_call *call);
 hush_status hush_call_wait(hush_call *call, long timeout_ms, hush_error *err);
 
 /* The outcome of a done call (HUSH_E_ARGUMENT while it is not). On success
- * the response document passes to the caller (once; later calls give
- * NULL). On an HTTP error, err->http_status is set. */
+ * the response document passes to the caller; asking again gives the same
+ * status and a NULL document. On an HTTP error, err->http_status is set. */
 hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_error *err);
 
 /* The server's JSON error body of a failed call (its `detail` and the
  * rest), or NULL. Owned by the call. */
 const char *hush_call_error_details(const hush_call *call, size_t *len);
 
-const char *hush_call_payload_id(const hush_call *call); /* the X-Payload-ID, a UUIDv4 */
+/* The X-Payload-ID (a UUIDv4), fixed from submission on. */
+const char *hush_call_payload_id(const hush_call *call);
 unsigned hush_call_attempts(const hush_call *call);      /* POSTs sent, retries included */
 void *hush_call_user_data(const hush_call *call);
 

@@ -1,0 +1,596 @@
+/* client.c — what every request to one endpoint shares: validated options,
+ * the client's key (generated off the caller's path), the server keys (one
+ * fetch per base URL however many calls race for it), the circuit breaker,
+ * and the synchronous call, which is the engine's pipeline waited on. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hushcall/client.h"
+#include "hushcall/engine.h"
+#include "hushcall/hushcall.h"
+#include "internal.h"
+#include "pipeline.h"
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 10000L
+#define DEFAULT_TIMEOUT_MS 300000L
+#define DEFAULT_MAX_RETRIES 2u
+#define DEFAULT_RETRY_BASE_MS 500L
+#define DEFAULT_RETRY_MAX_MS 30000L
+#define DEFAULT_BREAKER_THRESHOLD 5u
+#define DEFAULT_BREAKER_COOLDOWN_MS 30000L
+
+void hush_client_options_init(hush_client_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    o->timeout_ms = DEFAULT_TIMEOUT_MS;
+    o->max_retries = DEFAULT_MAX_RETRIES;
+    o->retry_base_ms = DEFAULT_RETRY_BASE_MS;
+    o->retry_max_ms = DEFAULT_RETRY_MAX_MS;
+    o->key_bits = HUSH_RSA_DEFAULT_BITS;
+    o->max_request_bytes = HUSH_DEFAULT_MAX_REQUEST_BYTES;
+    o->max_response_bytes = HUSH_DEFAULT_MAX_RESPONSE_BYTES;
+    o->breaker_threshold = DEFAULT_BREAKER_THRESHOLD;
+    o->breaker_cooldown_ms = DEFAULT_BREAKER_COOLDOWN_MS;
+}
+
+/* ---- validation --------------------------------------------------------- */
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* The tiers NOMYO defines; `maximum` never travels over plain HTTP. */
+static hush_status check_tier(const char *tier, const char *base_url, hush_error *err)
+{
+    if (tier == NULL)
+        return HUSH_OK;
+    if (strcmp(tier, "standard") != 0 && strcmp(tier, "high") != 0 &&
+        strcmp(tier, "maximum") != 0)
+        return hush__fail(err, HUSH_E_ARGUMENT,
+                          "security_tier must be \"standard\", \"high\" or \"maximum\"");
+    if (strcmp(tier, "maximum") == 0 && starts_with(base_url, "http://"))
+        return hush__fail(err, HUSH_E_ARGUMENT,
+                          "security_tier \"maximum\" is refused over http://: use https");
+    return HUSH_OK;
+}
+
+static hush_status check_base_url(const char *url, bool allow_http, hush_error *err)
+{
+    if (url == NULL || url[0] == '\0')
+        return hush__fail(err, HUSH_E_ARGUMENT, "base_url is required");
+    if (starts_with(url, "https://") && url[8] != '\0')
+        return HUSH_OK;
+    if (starts_with(url, "http://") && url[7] != '\0') {
+        if (allow_http)
+            return HUSH_OK;
+        return hush__fail(err, HUSH_E_ARGUMENT,
+                          "base_url uses http://, which leaves the transport unprotected; "
+                          "set allow_http to true for local development only");
+    }
+    return hush__fail(err, HUSH_E_ARGUMENT, "base_url must start with https:// (or http://)");
+}
+
+static hush_status check_fingerprint(const char *fp, hush_error *err)
+{
+    if (fp == NULL)
+        return HUSH_OK;
+    bool ok = strlen(fp) == HUSH_FINGERPRINT_LEN - 1 && starts_with(fp, "sha256:");
+    for (size_t i = 7; ok && fp[i] != '\0'; i++)
+        ok = (fp[i] >= '0' && fp[i] <= '9') || (fp[i] >= 'a' && fp[i] <= 'f');
+    if (!ok)
+        return hush__fail(err, HUSH_E_ARGUMENT,
+                          "server_key_fingerprint must be \"sha256:\" and 64 lowercase hex digits");
+    return HUSH_OK;
+}
+
+static hush_status check_options(const hush_client_options *o, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(check_base_url(o->base_url, o->allow_http, err));
+    HUSH_TRY(check_tier(o->security_tier, o->base_url, err));
+    HUSH_TRY(check_fingerprint(o->server_key_fingerprint, err));
+    HUSH_ENSURE(o->tls_pin == NULL || starts_with(o->tls_pin, "sha256//"), HUSH_E_ARGUMENT,
+                "tls_pin must be in libcurl's form \"sha256//<base64>\"");
+    HUSH_ENSURE(o->connect_timeout_ms > 0 && o->timeout_ms > 0, HUSH_E_ARGUMENT,
+                "timeouts must be positive");
+    HUSH_ENSURE(o->retry_base_ms >= 0 && o->retry_max_ms >= o->retry_base_ms, HUSH_E_ARGUMENT,
+                "retry_base_ms must be between 0 and retry_max_ms");
+    HUSH_ENSURE(o->max_request_bytes > 0 && o->max_response_bytes > 0, HUSH_E_ARGUMENT,
+                "size limits must be positive");
+    HUSH_ENSURE(o->breaker_threshold > 0 && o->breaker_cooldown_ms >= 0, HUSH_E_ARGUMENT,
+                "breaker_threshold must be positive");
+    HUSH_ENSURE(o->key_bits == 0 || o->key_bits >= HUSH_RSA_MIN_BITS, HUSH_E_KEY,
+                "key_bits must be at least %u", HUSH_RSA_MIN_BITS);
+    HUSH_ENSURE(o->client_key == NULL || o->key_dir == NULL, HUSH_E_ARGUMENT,
+                "give client_key or key_dir, not both");
+cleanup:
+    return status;
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static hush_client *client_retain(hush_client *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+static void client_destroy(hush_client *c)
+{
+    for (server_key *sk = c->server_keys, *next; sk != NULL; sk = next) {
+        next = sk->next;
+        hush_pubkey_free(sk->key);
+        free(sk->base_url);
+        free(sk);
+    }
+    hush_keypair_free(c->key);
+    hush_keypair_free(c->opts.client_key);
+    free(c->key_pem);
+    free(c->key_header);
+    for (size_t i = 0; i < c->owned_count; i++)
+        free(c->owned[i]);
+    pthread_cond_destroy(&c->key_ready);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+/* Calls, the key generator and the caller's handle each hold a reference;
+ * the last one frees the memory and nothing else (never an engine). */
+static void client_release(hush_client *c)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        client_destroy(c);
+}
+
+/* The caller's handles together hold one reference. */
+hush_client *hush_client_ref(hush_client *client)
+{
+    if (client != NULL)
+        atomic_fetch_add_explicit(&client->handles, 1, memory_order_relaxed);
+    return client;
+}
+
+void hush_client_free(hush_client *client)
+{
+    if (client == NULL ||
+        atomic_fetch_sub_explicit(&client->handles, 1, memory_order_acq_rel) != 1)
+        return;
+    /* The caller's thread, not an engine's, shuts the synchronous engine
+     * down, so an engine never has to join itself. */
+    pthread_mutex_lock(&client->lock);
+    hush_engine *sync_engine = client->sync_engine;
+    client->sync_engine = NULL;
+    pthread_mutex_unlock(&client->lock);
+    hush_engine_free(sync_engine);
+    client_release(client);
+}
+
+static hush_status copy_option(hush_client *c, const char **field, hush_error *err)
+{
+    if (*field == NULL)
+        return HUSH_OK;
+    char *copy = strdup(*field);
+    if (copy == NULL)
+        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    c->owned[c->owned_count++] = copy;
+    *field = copy;
+    return HUSH_OK;
+}
+
+static hush_status copy_options(hush_client *c, const hush_client_options *o, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    c->opts = *o;
+    const char **strings[] = {
+        &c->opts.base_url, &c->opts.api_key, &c->opts.ca_file, &c->opts.ca_dir,
+        &c->opts.client_cert, &c->opts.client_cert_key, &c->opts.tls_pin,
+        &c->opts.server_key_fingerprint, &c->opts.key_dir, &c->opts.key_password,
+        &c->opts.security_tier, &c->opts.user_agent,
+    };
+    _Static_assert(sizeof strings / sizeof *strings <= sizeof c->owned / sizeof *c->owned,
+                   "room for every copied option");
+    c->opts.client_key = NULL; /* taken with a reference below */
+    for (size_t i = 0; i < sizeof strings / sizeof *strings; i++)
+        HUSH_TRY(copy_option(c, strings[i], err));
+    /* A trailing slash would double up in "{base}/pki/public_key". */
+    char *base = (char *)c->opts.base_url;
+    for (size_t n = strlen(base); n > 0 && base[n - 1] == '/'; n--)
+        base[n - 1] = '\0';
+    if (c->opts.key_bits == 0)
+        c->opts.key_bits = HUSH_RSA_DEFAULT_BITS;
+    if (o->client_key != NULL)
+        c->opts.client_key = hush_keypair_ref(o->client_key);
+cleanup:
+    return status;
+}
+
+/* ---- the client key ----------------------------------------------------- */
+
+/* X-Public-Key carries the PEM as urllib.parse.quote writes it: letters,
+ * digits, "_.-~" and "/" as they are, every other byte as %XX. */
+static char *percent_encode(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t len = strlen(s);
+    char *out = malloc(3 * len + 1), *p = out;
+    if (out == NULL)
+        return NULL;
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            strchr("_.-~/", c) != NULL) {
+            *p++ = (char)c;
+        } else {
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    *p = '\0';
+    return out;
+}
+
+/* Install a ready key (client lock held). */
+static hush_status install_key(hush_client *c, hush_keypair *key, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    char *pem = NULL, *quoted = NULL;
+    size_t len;
+    HUSH_TRY(hush_keypair_public_pem(key, &pem, &len, err));
+    HUSH_ENSURE((quoted = percent_encode(pem)) != NULL, HUSH_E_NOMEM, "out of memory");
+    size_t header_len = strlen("X-Public-Key: ") + strlen(quoted) + 1;
+    HUSH_ENSURE((c->key_header = malloc(header_len)) != NULL, HUSH_E_NOMEM, "out of memory");
+    snprintf(c->key_header, header_len, "X-Public-Key: %s", quoted);
+    c->key = key;
+    c->key_pem = pem;
+    pem = NULL;
+cleanup:
+    free(pem);
+    free(quoted);
+    return status;
+}
+
+/* Resume every call in a waiter list (client lock held). */
+static void resume_all(hush_call *waiters)
+{
+    while (waiters != NULL) {
+        hush_call *next = waiters->waiter_next;
+        waiters->waiter_next = NULL;
+        hush__call_resume(waiters);
+        waiters = next;
+    }
+}
+
+static void *generate_key(void *arg)
+{
+    hush_client *c = arg;
+    hush_error err;
+    hush_keypair *key = NULL;
+    hush_status status = hush_keypair_generate(c->opts.key_bits, &key, &err);
+    if (status == HUSH_OK && c->opts.key_dir != NULL)
+        status = hush_keypair_save_dir(key, c->opts.key_dir, c->opts.key_password,
+                                       HUSH_KDF_PBKDF2, HUSH_KEYS_SAVE_DEFAULT, &err);
+
+    pthread_mutex_lock(&c->lock);
+    if (status == HUSH_OK)
+        status = install_key(c, key, &err);
+    if (status != HUSH_OK) {
+        hush_keypair_free(key);
+        c->key_status = status;
+        c->key_error = err;
+    }
+    c->key_pending = false;
+    hush_call *waiters = c->key_waiters;
+    c->key_waiters = NULL;
+    resume_all(waiters);
+    pthread_cond_broadcast(&c->key_ready);
+    pthread_mutex_unlock(&c->lock);
+    client_release(c);
+    return NULL;
+}
+
+/* A given key, a key_dir's key, or a generator thread started now. */
+static hush_status start_key(hush_client *c, hush_error *err)
+{
+    hush_keypair *key = NULL;
+    if (c->opts.client_key != NULL)
+        return install_key(c, hush_keypair_ref(c->opts.client_key), err);
+    if (c->opts.key_dir != NULL) {
+        hush_status status = hush_keypair_load_dir(c->opts.key_dir, c->opts.key_password, &key,
+                                                   err);
+        if (status == HUSH_OK) {
+            status = install_key(c, key, err);
+            if (status != HUSH_OK)
+                hush_keypair_free(key);
+            return status;
+        }
+        if (status != HUSH_E_NOT_FOUND)
+            return status;
+    }
+    pthread_t thread;
+    c->key_pending = true;
+    client_retain(c);
+    if (pthread_create(&thread, NULL, generate_key, c) != 0) {
+        c->key_pending = false;
+        client_release(c);
+        return hush__fail(err, HUSH_E_INTERNAL, "could not start key generation");
+    }
+    pthread_detach(thread); /* it holds its own reference */
+    return HUSH_OK;
+}
+
+hush_status hush_client_new(const hush_client_options *opts, hush_client **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_client *c = NULL;
+    HUSH_ENSURE(opts != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_client_new: NULL argument");
+    *out = NULL;
+    HUSH_TRY(check_options(opts, err));
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE((c = calloc(1, sizeof *c)) != NULL, HUSH_E_NOMEM, "out of memory");
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->handles, 1);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->key_ready, NULL);
+    HUSH_TRY(copy_options(c, opts, err));
+    HUSH_TRY(start_key(c, err));
+    *out = c;
+    c = NULL;
+cleanup:
+    if (c != NULL)
+        client_release(c);
+    return status;
+}
+
+hush_status hush_client_public_pem(hush_client *c, char **pem, hush_error *err)
+{
+    if (c == NULL || pem == NULL)
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_client_public_pem: NULL argument");
+    pthread_mutex_lock(&c->lock);
+    while (c->key_pending)
+        pthread_cond_wait(&c->key_ready, &c->lock);
+    hush_status status = c->key_status;
+    if (status != HUSH_OK) {
+        if (err != NULL)
+            *err = c->key_error;
+    } else if ((*pem = strdup(c->key_pem)) == NULL) {
+        status = hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    }
+    pthread_mutex_unlock(&c->lock);
+    return status;
+}
+
+/* ---- one call's settings ---------------------------------------------- */
+
+static hush_status dup_setting(const char *override, const char *fallback, char **out,
+                               hush_error *err)
+{
+    const char *v = override != NULL ? override : fallback;
+    *out = NULL;
+    if (v != NULL && (*out = strdup(v)) == NULL)
+        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    return HUSH_OK;
+}
+
+hush_status hush__client_call_settings(hush_client *c, const hush_call_options *o, hush_call *call,
+                                       hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const hush_call_options none = {0};
+    if (o == NULL)
+        o = &none;
+    const char *base_url = o->base_url != NULL ? o->base_url : c->opts.base_url;
+    HUSH_TRY(check_base_url(base_url, c->opts.allow_http, err));
+    HUSH_TRY(check_tier(o->security_tier != NULL ? o->security_tier : c->opts.security_tier,
+                        base_url, err));
+    HUSH_TRY(dup_setting(o->api_key, c->opts.api_key, &call->api_key, err));
+    HUSH_TRY(dup_setting(o->security_tier, c->opts.security_tier, &call->tier, err));
+    HUSH_TRY(dup_setting(base_url, NULL, &call->base_url, err));
+    for (size_t n = strlen(call->base_url); n > 0 && call->base_url[n - 1] == '/'; n--)
+        call->base_url[n - 1] = '\0';
+cleanup:
+    return status;
+}
+
+/* ---- server keys -------------------------------------------------------- */
+
+static server_key *find_server_key(hush_client *c, const char *base_url, hush_error *err)
+{
+    for (server_key *sk = c->server_keys; sk != NULL; sk = sk->next)
+        if (strcmp(sk->base_url, base_url) == 0)
+            return sk;
+    server_key *sk = calloc(1, sizeof *sk);
+    if (sk == NULL || (sk->base_url = strdup(base_url)) == NULL) {
+        free(sk);
+        hush__fail(err, HUSH_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    sk->next = c->server_keys;
+    c->server_keys = sk;
+    return sk;
+}
+
+static void push_waiter(hush_call **list, hush_call *call)
+{
+    call->waiter_next = *list;
+    *list = call;
+}
+
+hush_status hush__client_keys_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
+                                  hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    *wait = *fetch = false;
+    pthread_mutex_lock(&c->lock);
+    if (c->key_pending) {
+        push_waiter(&c->key_waiters, call);
+        *wait = true;
+        goto done;
+    }
+    if (c->key_status != HUSH_OK) {
+        status = c->key_status;
+        if (err != NULL)
+            *err = c->key_error;
+        goto done;
+    }
+    server_key *sk = find_server_key(c, call->base_url, err);
+    if (sk == NULL) {
+        status = HUSH_E_NOMEM;
+        goto done;
+    }
+    call->fetch_entry = sk;
+    if (sk->key != NULL) {
+        call->server_key = hush_pubkey_ref(sk->key);
+    } else if (sk->fetching) {
+        call->waited_fetch_id = sk->fetch_id;
+        push_waiter(&sk->waiters, call);
+        *wait = true;
+    } else if (call->waited_fetch_id != 0 && call->waited_fetch_id == sk->failed_fetch_id) {
+        /* The fetch this call waited for failed: so does the call. */
+        status = sk->failure.code;
+        if (err != NULL)
+            *err = sk->failure;
+    } else {
+        sk->fetching = true;
+        sk->fetch_id++;
+        *fetch = true;
+    }
+done:
+    pthread_mutex_unlock(&c->lock);
+    return status;
+}
+
+void hush__client_fetch_done(hush_client *c, hush_call *call, hush_pubkey *key,
+                             const hush_error *failure)
+{
+    server_key *sk = call->fetch_entry;
+    pthread_mutex_lock(&c->lock);
+    sk->fetching = false;
+    if (key != NULL) {
+        hush_pubkey_free(sk->key);
+        sk->key = key;
+        call->server_key = hush_pubkey_ref(key);
+    } else if (failure != NULL) {
+        sk->failed_fetch_id = sk->fetch_id;
+        sk->failure = *failure;
+    }
+    /* Without a key or a failure (the fetcher was cancelled) the waiters
+     * find no fetch running and one of them starts another. */
+    hush_call *waiters = sk->waiters;
+    sk->waiters = NULL;
+    resume_all(waiters);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static bool unlink_waiter(hush_call **list, hush_call *call)
+{
+    for (hush_call **p = list; *p != NULL; p = &(*p)->waiter_next)
+        if (*p == call) {
+            *p = call->waiter_next;
+            call->waiter_next = NULL;
+            return true;
+        }
+    return false;
+}
+
+void hush__client_forget(hush_client *c, hush_call *call)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!unlink_waiter(&c->key_waiters, call) && call->fetch_entry != NULL)
+        unlink_waiter(&call->fetch_entry->waiters, call);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- circuit breaker ---------------------------------------------------- */
+
+/* Outcomes that say the endpoint is unwell, not that the request was bad. */
+static bool counts_as_failure(hush_status outcome, int http_status)
+{
+    return outcome == HUSH_E_CONNECTION || outcome == HUSH_E_TIMEOUT ||
+           outcome == HUSH_E_RATE_LIMITED || http_status >= 500;
+}
+
+hush_status hush__client_admit(hush_client *c, bool *is_probe, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    *is_probe = false;
+    pthread_mutex_lock(&c->lock);
+    if (c->breaker == BREAKER_OPEN) {
+        long wait_ms = hush__ms_between(hush__now(), c->open_until);
+        if (wait_ms > 0 || c->probe_in_flight) {
+            status = hush__fail(err, HUSH_E_CIRCUIT_OPEN,
+                                "circuit open after %u consecutive failures: failing fast for "
+                                "another %ld ms",
+                                c->failures, wait_ms > 0 ? wait_ms : 0);
+        } else {
+            /* Half open: one call goes out to see whether the endpoint recovered. */
+            c->probe_in_flight = true;
+            *is_probe = true;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return status;
+}
+
+void hush__client_record(hush_client *c, hush_status outcome, int http_status, bool is_probe)
+{
+    pthread_mutex_lock(&c->lock);
+    if (is_probe)
+        c->probe_in_flight = false;
+    if (outcome == HUSH_OK) {
+        c->failures = 0;
+        c->breaker = BREAKER_CLOSED;
+    } else if (counts_as_failure(outcome, http_status)) {
+        c->failures++;
+        if (is_probe || c->failures >= c->opts.breaker_threshold) {
+            c->breaker = BREAKER_OPEN;
+            c->open_until = hush__after_ms(hush__now(), c->opts.breaker_cooldown_ms);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- the synchronous call ----------------------------------------------- */
+
+static hush_status sync_engine(hush_client *c, hush_engine **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    pthread_mutex_lock(&c->lock);
+    if (c->sync_engine == NULL)
+        status = hush_engine_new(NULL, &c->sync_engine, err);
+    *out = c->sync_engine;
+    pthread_mutex_unlock(&c->lock);
+    return status;
+}
+
+hush_status hush_client_complete(hush_client *c, hush_secbuf *request,
+                                 const hush_call_options *opts, hush_json_doc **response,
+                                 hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_engine *engine = NULL;
+    hush_call *call = NULL;
+    if (c == NULL || response == NULL) {
+        hush_secbuf_free(request);
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_client_complete: NULL argument");
+    }
+    *response = NULL;
+    status = sync_engine(c, &engine, err);
+    if (status != HUSH_OK) {
+        hush_secbuf_free(request);
+        return status;
+    }
+    HUSH_TRY(hush__engine_submit(engine, c, request, opts, NULL, false, &call, err));
+    HUSH_TRY(hush_call_wait(call, -1, err));
+    HUSH_TRY(hush_call_result(call, response, err));
+cleanup:
+    hush_call_free(call);
+    return status;
+}
+
+/* For the engine: a call's reference to its client. */
+hush_client *hush__client_retain(hush_client *c) { return client_retain(c); }
+void hush__client_release(hush_client *c) { client_release(c); }
