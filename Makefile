@@ -19,7 +19,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
 
-.PHONY: all deps build build-asan build-tsan test test-c test-c-asan test-c-tsan demo fuzz clean
+.PHONY: all deps build build-asan build-tsan test test-c test-c-asan test-c-tsan demo bench fuzz clean
 
 all: build
 
@@ -72,6 +72,10 @@ test: test-c test-c-asan test-c-tsan
 
 demo: build
 	./$(BUILD)/hush-seal-open
+
+# Figures, not tests: what a request costs the client.
+bench: build
+	./$(BUILD)/bench_client
 
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time.
 fuzz: deps
