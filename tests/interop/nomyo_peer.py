@@ -67,10 +67,8 @@ drop wins over status, status over garbage, garbage over wrong_key.
 """
 import argparse
 import asyncio
-import base64
 import json
 import logging
-import secrets
 import signal
 import ssl
 import sys
@@ -80,12 +78,11 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()),
-                    algorithm=hashes.SHA256(), label=None)
+from v1_envelope import open_package, seal
+
 TIERS = ("standard", "high", "maximum")
 SETTINGS = ("pubkey_mode", "pubkey_fail_times")
 INVALID_PACKAGE = "Invalid encrypted payload"
@@ -98,53 +95,9 @@ def pem(public_key):
                                    serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def seal(public_key, plaintext):
-    key, nonce = secrets.token_bytes(32), secrets.token_bytes(12)
-    sealed = AESGCM(key).encrypt(nonce, plaintext, None)
-    package = {
-        "version": "1.0",
-        "algorithm": "hybrid-aes256-rsa4096",
-        "encrypted_payload": {
-            "ciphertext": base64.b64encode(sealed[:-16]).decode(),
-            "nonce": base64.b64encode(nonce).decode(),
-            "tag": base64.b64encode(sealed[-16:]).decode(),
-        },
-        "encrypted_aes_key": base64.b64encode(public_key.encrypt(key, OAEP)).decode(),
-        "key_algorithm": "RSA-OAEP-SHA256",
-        "payload_algorithm": "AES-256-GCM",
-        "processed_at": datetime.now(timezone.utc).isoformat(),
-    }
-    return json.dumps(package).encode()
-
-
-def unb64(value, size=None):
-    raw = base64.b64decode(value, validate=True)
-    if size is not None and len(raw) != size:
-        raise ValueError("wrong length")
-    return raw
-
-
 def open_request(private_key, body):
     """The decrypted request object; ValueError, TypeError, KeyError or InvalidTag otherwise."""
-    package = json.loads(body)
-    if not isinstance(package, dict):
-        raise ValueError("not an object")
-    if package.get("version") != "1.0" or package.get("algorithm") != "hybrid-aes256-rsa4096":
-        raise ValueError("version or algorithm")
-    # The two *_algorithm members may be missing, as the nomyo client allows.
-    if (package.get("key_algorithm", "RSA-OAEP-SHA256") != "RSA-OAEP-SHA256"
-            or package.get("payload_algorithm", "AES-256-GCM") != "AES-256-GCM"):
-        raise ValueError("key_algorithm or payload_algorithm")
-    payload = package["encrypted_payload"]
-    if not isinstance(payload, dict):
-        raise ValueError("encrypted_payload")
-    key = private_key.decrypt(unb64(package["encrypted_aes_key"]), OAEP)
-    if len(key) != 32:
-        raise ValueError("not an AES-256 key")
-    plaintext = AESGCM(key).decrypt(unb64(payload["nonce"], 12),
-                                    unb64(payload["ciphertext"]) + unb64(payload["tag"], 16),
-                                    None)
-    request = json.loads(plaintext)
+    request = json.loads(open_package(private_key, body))
     if not isinstance(request, dict):
         raise ValueError("request is not an object")
     return request
@@ -307,7 +260,8 @@ class Peer:
                 recipient = self.stranger.public_key()
 
         answer = json.dumps(echo(chat, request, payload_id, tier)).encode()
-        package = await loop.run_in_executor(None, seal, recipient, answer)
+        processed_at = datetime.now(timezone.utc).isoformat()
+        package = await loop.run_in_executor(None, seal, recipient, answer, processed_at)
         return web.Response(body=package, content_type="application/octet-stream")
 
     async def stats(self, request):

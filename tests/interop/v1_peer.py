@@ -13,18 +13,14 @@ test drives it and compares.
 """
 import argparse
 import asyncio
-import base64
 import json
 import os
-import secrets
 import sys
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()),
-                    algorithm=hashes.SHA256(), label=None)
+from v1_envelope import has_nomyo_layout, open_package, seal
 
 
 def keygen(args):
@@ -44,58 +40,25 @@ def keygen(args):
         f.write(public)
 
 
-def seal(args):
+def seal_file(args):
     with open(args.public_pem, "rb") as f:
         public = serialization.load_pem_public_key(f.read())
     with open(args.input, "rb") as f:
         plaintext = f.read()
-    key, nonce = secrets.token_bytes(32), secrets.token_bytes(12)
-    sealed = AESGCM(key).encrypt(nonce, plaintext, None)
-    package = {
-        "version": "1.0",
-        "algorithm": "hybrid-aes256-rsa4096",
-        "encrypted_payload": {
-            "ciphertext": base64.b64encode(sealed[:-16]).decode(),
-            "nonce": base64.b64encode(nonce).decode(),
-            "tag": base64.b64encode(sealed[-16:]).decode(),
-        },
-        "encrypted_aes_key": base64.b64encode(public.encrypt(key, OAEP)).decode(),
-        "key_algorithm": "RSA-OAEP-SHA256",
-        "payload_algorithm": "AES-256-GCM",
-    }
-    if args.processed_at:
-        package["processed_at"] = args.processed_at
     with open(args.output, "wb") as f:
-        f.write(json.dumps(package).encode())
+        f.write(seal(public, plaintext, args.processed_at))
 
 
-def strict_pairs(pairs):
-    keys = [k for k, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError("duplicate key")
-    return dict(pairs)
-
-
-def open_package(args):
+def open_file(args):
     with open(args.private_pem, "rb") as f:
         private = serialization.load_pem_private_key(
             f.read(), password=args.password.encode() if args.password else None)
     with open(args.input, "rb") as f:
-        text = f.read()
-    package = json.loads(text, object_pairs_hook=strict_pairs)
-    if args.check_layout and json.dumps(package).encode() != text:
+        body = f.read()
+    if args.check_layout and not has_nomyo_layout(body):
         sys.exit("layout differs from nomyo's json.dumps")
-    assert package["version"] == "1.0"
-    assert package["algorithm"] == "hybrid-aes256-rsa4096"
-    assert package["key_algorithm"] == "RSA-OAEP-SHA256"
-    assert package["payload_algorithm"] == "AES-256-GCM"
-    payload = package["encrypted_payload"]
-    key = private.decrypt(base64.b64decode(package["encrypted_aes_key"], validate=True), OAEP)
-    nonce = base64.b64decode(payload["nonce"], validate=True)
-    sealed = (base64.b64decode(payload["ciphertext"], validate=True)
-              + base64.b64decode(payload["tag"], validate=True))
     with open(args.output, "wb") as f:
-        f.write(AESGCM(key).decrypt(nonce, sealed, None))
+        f.write(open_package(private, body))
 
 
 def nomyo_open(args):
@@ -125,14 +88,14 @@ def main():
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--processed-at")
-    p.set_defaults(run=seal)
+    p.set_defaults(run=seal_file)
     p = sub.add_parser("open")
     p.add_argument("private_pem")
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--password")
     p.add_argument("--check-layout", action="store_true")
-    p.set_defaults(run=open_package)
+    p.set_defaults(run=open_file)
     p = sub.add_parser("nomyo-open")
     p.add_argument("key_dir")
     p.add_argument("input")
