@@ -132,19 +132,36 @@ static hush_status make_payload_id(char out[HUSH_PAYLOAD_ID_LEN + 1], hush_error
 
 /* ---- queues ------------------------------------------------------------- */
 
-static void post_event(hush_engine *e, event *ev)
+static void free_event(event *ev)
 {
-    pthread_mutex_lock(&e->lock);
-    if (e->inbox_tail != NULL)
-        e->inbox_tail->next = ev;
-    else
-        e->inbox = ev;
-    e->inbox_tail = ev;
-    pthread_mutex_unlock(&e->lock);
-    curl_multi_wakeup(e->multi);
+    hush_secbuf_free(ev->package);
+    hush_json_doc_free(ev->response);
+    call_release(ev->call);
+    free(ev);
 }
 
-/* Post an event about `call`; false when there is no memory for it. */
+/* Queue an event for the I/O thread. A start is refused once the engine is
+ * stopping: checked under the same lock the I/O thread's last look at the
+ * queue takes, so no call can slip in after it and never finish. */
+static bool post_event(hush_engine *e, event *ev)
+{
+    pthread_mutex_lock(&e->lock);
+    bool refused = ev->kind == EV_START && e->stopping;
+    if (!refused) {
+        if (e->inbox_tail != NULL)
+            e->inbox_tail->next = ev;
+        else
+            e->inbox = ev;
+        e->inbox_tail = ev;
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (!refused)
+        curl_multi_wakeup(e->multi);
+    return !refused;
+}
+
+/* Post an event about `call`; false when there is no memory for it, or
+ * (a start) when the engine is stopping. */
 static bool post(hush_engine *e, event_kind kind, hush_call *call, hush_status status,
                  const hush_error *error, hush_secbuf *package, hush_json_doc *response)
 {
@@ -158,16 +175,13 @@ static bool post(hush_engine *e, event_kind kind, hush_call *call, hush_status s
         ev->error = *error;
     ev->package = package;
     ev->response = response;
-    post_event(e, ev);
+    if (!post_event(e, ev)) {
+        ev->package = NULL; /* the caller keeps what it offered */
+        ev->response = NULL;
+        free_event(ev);
+        return false;
+    }
     return true;
-}
-
-static void free_event(event *ev)
-{
-    hush_secbuf_free(ev->package);
-    hush_json_doc_free(ev->response);
-    call_release(ev->call);
-    free(ev);
 }
 
 static void free_job(job *j)
@@ -371,9 +385,13 @@ static void start_transfer(hush_engine *e, hush_call *call, bool is_fetch)
     char url[2048];
     transfer *t = calloc(1, sizeof *t);
     if (t == NULL) {
+        call->stage = is_fetch ? STAGE_FETCHING : STAGE_SENDING;
         fail_with(e, call, HUSH_E_NOMEM, "out of memory");
         return;
     }
+    /* The stage first: should setting up fail, finish() must know this call
+     * held the key fetch, and hand it over. */
+    call->stage = is_fetch ? STAGE_FETCHING : STAGE_SENDING;
     t->call = call;
     t->is_fetch = is_fetch;
     t->limit = is_fetch ? KEY_BODY_MAX : o->max_response_bytes / 3 * 4 + PACKAGE_OVERHEAD;
@@ -408,11 +426,8 @@ static void start_transfer(hush_engine *e, hush_call *call, bool is_fetch)
              curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE,
                               (curl_off_t)hush_secbuf_len(call->package)) == CURLE_OK;
     }
-    if (!ok || curl_multi_add_handle(e->multi, t->easy) != CURLM_OK) {
+    if (!ok || curl_multi_add_handle(e->multi, t->easy) != CURLM_OK)
         fail_with(e, call, HUSH_E_INTERNAL, "could not set up the HTTP transfer");
-        return;
-    }
-    call->stage = is_fetch ? STAGE_FETCHING : STAGE_SENDING;
 }
 
 /* ---- classifying an exchange ------------------------------------------ */
@@ -961,15 +976,11 @@ hush_status hush__engine_submit(hush_engine *e, hush_client *client, hush_secbuf
     call->request = request;
     request = NULL;
 
-    pthread_mutex_lock(&e->lock);
-    bool stopping = e->stopping;
-    pthread_mutex_unlock(&e->lock);
-    if (stopping) {
+    if (!post(e, EV_START, call, HUSH_OK, NULL, NULL, NULL)) {
         hush__client_record(client, HUSH_E_CANCELLED, 0, is_probe);
-        status = hush__fail(err, HUSH_E_CANCELLED, "the engine is shutting down");
+        status = hush__fail(err, HUSH_E_CANCELLED, "the engine is shutting down (or out of memory)");
         goto cleanup;
     }
-    HUSH_ENSURE(post(e, EV_START, call, HUSH_OK, NULL, NULL, NULL), HUSH_E_NOMEM, "out of memory");
     *out = call;
     call = NULL;
 cleanup:

@@ -4,6 +4,7 @@
  * with calls outstanding, calls freed before they finish, limits at
  * submit, and what a call reports about itself. */
 #include <poll.h>
+#include <pthread.h>
 
 #include "check.h"
 #include "peer.h"
@@ -244,6 +245,51 @@ static void test_shutdown_cancels(void)
     hush_engine_free(e);
 }
 
+/* Submissions racing the engine's shutdown: each one is either refused
+ * with HUSH_E_CANCELLED or accepted and then ends; none is left hanging. */
+typedef struct racer {
+    hush_engine *engine;
+    hush_call *calls[4096];
+    int accepted, refused;
+} racer;
+
+static void *submit_until_refused(void *arg)
+{
+    racer *r = arg;
+    while (r->accepted < 4096) {
+        hush_call *call = NULL;
+        hush_error err = {0};
+        hush_status s = hush_engine_submit(r->engine, client, chat_request("race", NULL), NULL,
+                                           NULL, &call, &err);
+        if (s != HUSH_OK) {
+            if (s == HUSH_E_CANCELLED)
+                r->refused++;
+            break;
+        }
+        r->calls[r->accepted++] = call;
+    }
+    return NULL;
+}
+
+static void test_submit_racing_shutdown(void)
+{
+    static racer r;
+    memset(&r, 0, sizeof r);
+    r.engine = new_engine(0);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, submit_until_refused, &r) == 0);
+    sleep_ms(100);
+    hush_engine_free(r.engine);
+    pthread_join(thread, NULL);
+    CHECK(r.accepted > 0);
+    CHECK_EQ(r.refused, 1); /* the submitter stopped on the shutdown, not on anything else */
+    for (int i = 0; i < r.accepted; i++) {
+        hush_error err = {0};
+        CHECK_OK(hush_call_wait(r.calls[i], 0, &err), &err); /* done already: nothing hangs */
+        hush_call_free(r.calls[i]);
+    }
+}
+
 static void test_freed_call_not_drained(void)
 {
     hush_engine *e = new_engine(0);
@@ -401,6 +447,7 @@ int main(void)
     RUN_TEST(test_cancel);
     RUN_TEST(test_wait_timeout);
     RUN_TEST(test_shutdown_cancels);
+    RUN_TEST(test_submit_racing_shutdown);
     RUN_TEST(test_freed_call_not_drained);
     RUN_TEST(test_call_keeps_client);
     RUN_TEST(test_submit_oversized);
