@@ -120,6 +120,11 @@ static hush_client *client_retain(hush_client *c)
 
 static void client_destroy(hush_client *c)
 {
+    if (c->share != NULL) {
+        curl_share_cleanup(c->share); /* no transfer uses it: they all held a reference */
+        for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+            pthread_mutex_destroy(&c->share_locks[i]);
+    }
     for (server_key *sk = c->server_keys, *next; sk != NULL; sk = next) {
         next = sk->next;
         hush_pubkey_free(sk->key);
@@ -205,6 +210,37 @@ static hush_status copy_options(hush_client *c, const hush_client_options *o, hu
         c->opts.client_key = hush_keypair_ref(o->client_key);
 cleanup:
     return status;
+}
+
+/* ---- the curl share ----------------------------------------------------- */
+
+static void share_lock(CURL *handle, curl_lock_data data, curl_lock_access access, void *user)
+{
+    (void)handle, (void)access;
+    pthread_mutex_lock(&((hush_client *)user)->share_locks[data]);
+}
+
+static void share_unlock(CURL *handle, curl_lock_data data, void *user)
+{
+    (void)handle;
+    pthread_mutex_unlock(&((hush_client *)user)->share_locks[data]);
+}
+
+static hush_status start_share(hush_client *c, hush_error *err)
+{
+    CURLSH *share = curl_share_init();
+    if (share == NULL)
+        return hush__fail(err, HUSH_E_NOMEM, "could not create the curl share");
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&c->share_locks[i], NULL);
+    c->share = share;
+    if (curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
+        curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
+        curl_share_setopt(share, CURLSHOPT_USERDATA, c) != CURLSHE_OK ||
+        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
+        return hush__fail(err, HUSH_E_INTERNAL, "could not set up the curl share");
+    return HUSH_OK;
 }
 
 /* ---- the client key ----------------------------------------------------- */
@@ -336,6 +372,7 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->key_ready, NULL);
     HUSH_TRY(copy_options(c, opts, err));
+    HUSH_TRY(start_share(c, err));
     HUSH_TRY(start_key(c, err));
     *out = c;
     c = NULL;

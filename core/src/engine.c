@@ -352,6 +352,7 @@ static CURLcode set_common_options(CURL *easy, const hush_client_options *o, tra
     if (rc == CURLE_OK) \
         rc = curl_easy_setopt(easy, opt, val)
     SET(CURLOPT_PRIVATE, t);
+    SET(CURLOPT_SHARE, t->call->client->share);
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, t);

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <curl/curl.h>
+
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
 #include "hushcall/keys.h"
@@ -58,6 +60,12 @@ struct hush_client {
     bool probe_in_flight;
 
     hush_engine *sync_engine; /* started by the first hush_client_complete */
+
+    /* DNS results and TLS sessions shared by every engine the client's calls
+     * run on (connections stay per engine: libcurl does not share those
+     * across threads). One lock per kind of data, as libcurl asks. */
+    CURLSH *share;
+    pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 };
 
 typedef enum call_stage {
