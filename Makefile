@@ -84,7 +84,7 @@ fuzz: deps
 	for t in json envelope_v1 base64; do \
 	  clang-14 -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -Icore/include -Icore/src core/src/*.c tests/fuzz/fuzz_$$t.c \
-	    -o $(BUILD_FUZZ)/fuzz_$$t -lcrypto -lpthread || exit 1; \
+	    -o $(BUILD_FUZZ)/fuzz_$$t -lcrypto -lcurl -lpthread || exit 1; \
 	  mkdir -p $(BUILD_FUZZ)/corpus_$$t; \
 	  ./$(BUILD_FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) $(BUILD_FUZZ)/corpus_$$t \
 	    tests/fuzz/corpus/$$t || exit 1; \
