@@ -660,11 +660,13 @@ static void test_http_refused(void)
     hush_client_free(c);
 }
 
-static void test_maximum_tier_needs_https(void)
+/* A tier refused by hush_client_new, and as a per-call override by the
+ * synchronous call and at hush_engine_submit. */
+static void check_tier_refused(const char *tier)
 {
     hush_client_options o;
     base_options(&o);
-    o.security_tier = "maximum";
+    o.security_tier = tier;
     hush_client *c = NULL;
     hush_error err = {0};
     CHECK_STATUS(hush_client_new(&o, &c, &err), HUSH_E_ARGUMENT, &err);
@@ -673,39 +675,21 @@ static void test_maximum_tier_needs_https(void)
 
     base_options(&o);
     c = new_client(&o);
-    hush_call_options co = {.security_tier = "maximum"};
+    hush_call_options co = {.security_tier = tier};
     hush_json_doc *doc = NULL;
-    CHECK_STATUS(complete(c, "maximum", NULL, &co, &doc, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(complete(c, tier, NULL, &co, &doc, &err), HUSH_E_ARGUMENT, &err);
     CHECK(doc == NULL);
-    /* And on the engine: a bad override fails at submit. */
     hush_call *call = NULL;
-    CHECK_STATUS(hush_engine_submit(engine, c, chat_request("maximum", NULL), &co, NULL, &call,
-                                    &err),
+    CHECK_STATUS(hush_engine_submit(engine, c, chat_request(tier, NULL), &co, NULL, &call, &err),
                  HUSH_E_ARGUMENT, &err);
     CHECK(call == NULL);
     hush_call_free(call);
     hush_client_free(c);
 }
 
-static void test_unknown_tier_refused(void)
-{
-    hush_client_options o;
-    base_options(&o);
-    o.security_tier = "ultra";
-    hush_client *c = NULL;
-    hush_error err = {0};
-    CHECK_STATUS(hush_client_new(&o, &c, &err), HUSH_E_ARGUMENT, &err);
-    CHECK(c == NULL);
-    hush_client_free(c);
+static void test_maximum_tier_needs_https(void) { check_tier_refused("maximum"); }
 
-    base_options(&o);
-    c = new_client(&o);
-    hush_call_options co = {.security_tier = "ultra"};
-    hush_json_doc *doc = NULL;
-    CHECK_STATUS(complete(c, "ultra", NULL, &co, &doc, &err), HUSH_E_ARGUMENT, &err);
-    CHECK(doc == NULL);
-    hush_client_free(c);
-}
+static void test_unknown_tier_refused(void) { check_tier_refused("ultra"); }
 
 static void test_oversized_request(void)
 {
