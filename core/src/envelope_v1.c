@@ -209,7 +209,7 @@ static hush_status require_constant(const hush_json_value *obj, const char *name
 {
     if (!required && hush_json_object_get(obj, name, strlen(name)) == NULL)
         return HUSH_OK;
-    const char *s;
+    const char *s = NULL;
     size_t len;
     hush_status status = require_string(obj, name, &s, &len, err);
     if (status != HUSH_OK)
@@ -224,7 +224,7 @@ static hush_status require_constant(const hush_json_value *obj, const char *name
 static hush_status decode_fixed(const hush_json_value *obj, const char *name, unsigned char *out,
                                 size_t want, hush_error *err)
 {
-    const char *s;
+    const char *s = NULL;
     size_t len, decoded;
     unsigned char scratch[2 * HUSH_V1_TAG_BYTES];
     hush_status status = require_string(obj, name, &s, &len, err);
@@ -244,7 +244,7 @@ static hush_status decode_fixed(const hush_json_value *obj, const char *name, un
 static hush_status decode_alloc(const hush_json_value *obj, const char *name, unsigned char **out,
                                 size_t *out_len, hush_error *err)
 {
-    const char *s;
+    const char *s = NULL;
     size_t len;
     hush_status status = require_string(obj, name, &s, &len, err);
     if (status != HUSH_OK)
