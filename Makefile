@@ -8,18 +8,20 @@ JOBS ?= 2
 BUILD := build
 BUILD_ASAN := build-asan
 BUILD_TSAN := build-tsan
+BUILD_PYTHON := build-python
 BUILD_FUZZ := build-fuzz
 FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
                 liblua5.4-dev lua5.4 swtpm swtpm-tools tpm2-tools
-PIP_PACKAGES := pytest cryptography nomyo
-PIP_MODULES := pytest,cryptography,nomyo
+PIP_PACKAGES := pytest cryptography nomyo setuptools
+PIP_MODULES := pytest,cryptography,nomyo,setuptools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
 
-.PHONY: all deps build build-asan build-tsan test test-c test-c-asan test-c-tsan demo bench fuzz clean
+.PHONY: all deps build build-asan build-tsan build-python test test-c test-c-asan test-c-tsan \
+        test-python demo bench fuzz clean
 
 all: build
 
@@ -68,7 +70,15 @@ test-c-asan: build-asan
 test-c-tsan: build-tsan
 	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -R '^(client|engine)$$'
 
-test: test-c test-c-asan test-c-tsan
+# The extension hushcall._core, built in place for the tests (pip install .
+# is the way to install it).
+build-python: deps
+	$(PYTHON) setup.py -q build_ext --inplace --build-temp $(BUILD_PYTHON)
+
+test-python: build-python
+	PYTHONPATH=python $(PYTHON) -m pytest -q tests/python
+
+test: test-c test-c-asan test-c-tsan test-python
 
 demo: build
 	./$(BUILD)/hush-seal-open
@@ -91,4 +101,4 @@ fuzz: deps
 	done
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ) $(BUILD_PYTHON) python/hushcall/_core*.so

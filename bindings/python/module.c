@@ -1,0 +1,443 @@
+/* module.c — hushcall._core: multi-phase initialisation, the module state that
+ * holds every type and exception class (no C statics that change), the one
+ * table mapping hush_status to an exception class, and the module functions.
+ *
+ * The exception classes are written in Python (python/hushcall/errors.py) so
+ * that they keep NOMYO's constructors and __str__; this file only decides which
+ * class each status raises, in exactly one place. */
+#include "hushpy.h"
+
+#include <string.h>
+
+/* ---- the error mapping --------------------------------------------------- */
+
+/* Names in python/hushcall/errors.py, in hushpy_exc order. */
+static const char *const hushpy_exc_names[HUSHPY_EXC_COUNT] = {
+    [HUSHPY_EXC_BASE] = "HushcallError",
+    [HUSHPY_EXC_API] = "APIError",
+    [HUSHPY_EXC_AUTHENTICATION] = "AuthenticationError",
+    [HUSHPY_EXC_INVALID_REQUEST] = "InvalidRequestError",
+    [HUSHPY_EXC_FORBIDDEN] = "ForbiddenError",
+    [HUSHPY_EXC_RATE_LIMIT] = "RateLimitError",
+    [HUSHPY_EXC_SERVER] = "ServerError",
+    [HUSHPY_EXC_UNAVAILABLE] = "ServiceUnavailableError",
+    [HUSHPY_EXC_CONNECTION] = "APIConnectionError",
+    [HUSHPY_EXC_TIMEOUT] = "APITimeoutError",
+    [HUSHPY_EXC_CIRCUIT_OPEN] = "CircuitOpenError",
+    [HUSHPY_EXC_SECURITY] = "SecurityError",
+    [HUSHPY_EXC_INVALID_ARGUMENT] = "InvalidArgumentError",
+    [HUSHPY_EXC_MALFORMED_JSON] = "MalformedJSONError",
+    [HUSHPY_EXC_SECURE_MEMORY] = "SecureMemoryError",
+    [HUSHPY_EXC_CANCELLED] = "CallCancelledError",
+    [HUSHPY_EXC_WIPED] = "WipedError",
+};
+
+typedef struct hushpy_status_entry {
+    const char *name; /* the C enumerator, for tests and messages */
+    const char *kind; /* exc.kind: short, stable, the same as the Lua binding's err.kind */
+    hushpy_exc exc;
+} hushpy_status_entry;
+
+#define ENTRY(status, kind, exc) [HUSH_E_##status] = {"HUSH_E_" #status, kind, HUSHPY_EXC_##exc}
+
+/* THE table: every hush_status to one exception class. Decisions beyond the
+ * HTTP statuses (docs in errors.py):
+ *   ARGUMENT, TYPE, BASE64 -> InvalidArgumentError (a HushcallError and a ValueError)
+ *   JSON                   -> MalformedJSONError (a HushcallError and a ValueError; .offset)
+ *   NOMEM                  -> SecureMemoryError (a HushcallError and a MemoryError)
+ *   LIMIT                  -> InvalidRequestError, status_code None: refused before any I/O
+ *   KEY, PASSWORD, PERMISSIONS, CRYPTO, FORMAT, UNSUPPORTED, AUTH, PIN -> SecurityError
+ *   TIMEOUT                -> APITimeoutError, CIRCUIT_OPEN -> CircuitOpenError (both
+ *                             APIConnectionErrors), TLS -> APIConnectionError
+ *   CANCELLED              -> CallCancelledError (not asyncio.CancelledError: the engine
+ *                             shutting down is not this task being cancelled; the asyncio
+ *                             layer raises asyncio's own when it cancelled the call itself)
+ *   NOT_FOUND, IO, EXISTS, INTERNAL -> HushcallError */
+static const hushpy_status_entry hushpy_status_table[] = {
+    [HUSH_OK] = {"HUSH_OK", "ok", HUSHPY_EXC_BASE}, /* never raised */
+    ENTRY(ARGUMENT, "argument", INVALID_ARGUMENT),
+    ENTRY(NOMEM, "nomem", SECURE_MEMORY),
+    ENTRY(LIMIT, "limit", INVALID_REQUEST),
+    ENTRY(JSON, "json", MALFORMED_JSON),
+    ENTRY(TYPE, "type", INVALID_ARGUMENT),
+    ENTRY(NOT_FOUND, "not_found", BASE),
+    ENTRY(BASE64, "base64", INVALID_ARGUMENT),
+    ENTRY(KEY, "key", SECURITY),
+    ENTRY(PASSWORD, "password", SECURITY),
+    ENTRY(PERMISSIONS, "permissions", SECURITY),
+    ENTRY(IO, "io", BASE),
+    ENTRY(EXISTS, "exists", BASE),
+    ENTRY(CRYPTO, "crypto", SECURITY),
+    ENTRY(FORMAT, "format", SECURITY),
+    ENTRY(UNSUPPORTED, "unsupported", SECURITY),
+    ENTRY(AUTH, "auth", SECURITY),
+    ENTRY(PIN, "pin", SECURITY),
+    ENTRY(BAD_REQUEST, "bad_request", INVALID_REQUEST),
+    ENTRY(UNAUTHORIZED, "unauthorized", AUTHENTICATION),
+    ENTRY(FORBIDDEN, "forbidden", FORBIDDEN),
+    ENTRY(RATE_LIMITED, "rate_limited", RATE_LIMIT),
+    ENTRY(SERVER, "server", SERVER),
+    ENTRY(UNAVAILABLE, "unavailable", UNAVAILABLE),
+    ENTRY(HTTP, "http", API),
+    ENTRY(CONNECTION, "connection", CONNECTION),
+    ENTRY(TIMEOUT, "timeout", TIMEOUT),
+    ENTRY(TLS, "tls", CONNECTION),
+    ENTRY(CIRCUIT_OPEN, "circuit_open", CIRCUIT_OPEN),
+    ENTRY(CANCELLED, "cancelled", CANCELLED),
+    ENTRY(INTERNAL, "internal", BASE),
+};
+#undef ENTRY
+
+#define HUSHPY_STATUS_COUNT (sizeof hushpy_status_table / sizeof hushpy_status_table[0])
+/* A status added to error.h after HUSH_E_INTERNAL must be added above. */
+_Static_assert(HUSHPY_STATUS_COUNT == (size_t)HUSH_E_INTERNAL + 1,
+               "hushpy_status_table must map every hush_status");
+
+static const hushpy_status_entry *status_entry(hush_status status)
+{
+    if ((size_t)status >= HUSHPY_STATUS_COUNT || hushpy_status_table[status].name == NULL)
+        return NULL;
+    return &hushpy_status_table[status];
+}
+
+/* Build and raise `cls(message, ...)`, then set kind/offset. For APIError and
+ * its subclasses the NOMYO signature (message, status_code, error_details). */
+static PyObject *raise_class(hushpy_state *st, PyObject *cls, const char *kind,
+                             const char *message, int http_status, int64_t offset,
+                             PyObject *error_details)
+{
+    PyObject *msg = NULL, *args = NULL, *kwargs = NULL, *exc = NULL, *value = NULL;
+
+    /* Messages are ASCII in practice; a name cut mid-character by the
+     * 256-byte limit must not turn into a second error. */
+    msg = PyUnicode_DecodeUTF8(message, (Py_ssize_t)strlen(message), "replace");
+    if (msg == NULL)
+        goto done;
+    args = PyTuple_Pack(1, msg);
+    if (args == NULL)
+        goto done;
+    int is_api = PyObject_IsSubclass(cls, st->exc[HUSHPY_EXC_API]);
+    if (is_api < 0)
+        goto done;
+    if (is_api) {
+        kwargs = PyDict_New();
+        if (kwargs == NULL)
+            goto done;
+        if (http_status != 0) {
+            value = PyLong_FromLong(http_status);
+            if (value == NULL)
+                goto done;
+        } else {
+            Py_INCREF(Py_None);
+            value = Py_None;
+        }
+        if (PyDict_SetItemString(kwargs, "status_code", value) < 0)
+            goto done;
+        if (PyDict_SetItemString(kwargs, "error_details",
+                                 error_details != NULL ? error_details : Py_None) < 0)
+            goto done;
+    }
+    exc = PyObject_Call(cls, args, kwargs);
+    if (exc == NULL)
+        goto done;
+    Py_CLEAR(value);
+    value = PyUnicode_FromString(kind);
+    if (value == NULL || PyObject_SetAttrString(exc, "kind", value) < 0)
+        goto done;
+    if (offset >= 0) {
+        Py_CLEAR(value);
+        value = PyLong_FromLongLong(offset);
+        if (value == NULL || PyObject_SetAttrString(exc, "offset", value) < 0)
+            goto done;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+done:
+    Py_XDECREF(msg);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(exc);
+    Py_XDECREF(value);
+    return NULL;
+}
+
+PyObject *hushpy_raise_details(hushpy_state *st, hush_status status, const hush_error *err,
+                               PyObject *error_details)
+{
+    const hushpy_status_entry *entry = status_entry(status);
+    if (entry == NULL || status == HUSH_OK) {
+        PyErr_Format(PyExc_SystemError, "hushcall: raising for status %d, which is not an error",
+                     (int)status);
+        return NULL;
+    }
+    const char *message = err != NULL && err->message[0] != '\0' ? err->message
+                                                                 : hush_strerror(status);
+    return raise_class(st, st->exc[entry->exc], entry->kind, message,
+                       err != NULL ? err->http_status : 0, err != NULL ? err->offset : -1,
+                       error_details);
+}
+
+PyObject *hushpy_raise(hushpy_state *st, hush_status status, const hush_error *err)
+{
+    return hushpy_raise_details(st, status, err, NULL);
+}
+
+PyObject *hushpy_raise_wiped(hushpy_state *st, const char *message)
+{
+    return raise_class(st, st->exc[HUSHPY_EXC_WIPED], "wiped", message, 0, -1, NULL);
+}
+
+/* ---- module functions ---------------------------------------------------- */
+
+static int set_item(PyObject *dict, const char *key, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(dict, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static PyObject *get_memory_protection_info(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    hush_memory_protection info;
+    hush_memory_protection_info(&info);
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    if (set_item(d, "platform", PyUnicode_FromString(info.platform)) < 0 ||
+        set_item(d, "mlock_available", PyBool_FromLong(info.mlock_available)) < 0 ||
+        set_item(d, "locked_bytes", PyLong_FromUnsignedLongLong(info.locked_bytes)) < 0 ||
+        set_item(d, "lock_failures", PyLong_FromUnsignedLongLong(info.lock_failures)) < 0 ||
+        set_item(d, "dump_exclusion", PyBool_FromLong(info.dump_exclusion)) < 0 ||
+        set_item(d, "wipe_on_fork", PyBool_FromLong(info.wipe_on_fork)) < 0 ||
+        set_item(d, "openssl_secure_heap", PyBool_FromLong(info.openssl_secure_heap)) < 0 ||
+        set_item(d, "mapped_bytes", PyLong_FromUnsignedLongLong(info.mapped_bytes)) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* Test hook: raise what the table maps `code` to, as the core would. */
+static PyObject *raise_status(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    char *keywords[] = {"code", "message", "http_status", "offset", NULL};
+    int code, http_status = 0;
+    long long offset = -1;
+    const char *message = "";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|siL:_raise_status", keywords, &code,
+                                     &message, &http_status, &offset))
+        return NULL;
+    if (code <= HUSH_OK || (size_t)code >= HUSHPY_STATUS_COUNT) {
+        PyErr_Format(PyExc_ValueError, "%d is not a hush_status error code", code);
+        return NULL;
+    }
+    hush_error err;
+    hush_error_clear(&err);
+    err.code = (hush_status)code;
+    err.http_status = http_status;
+    err.offset = offset;
+    snprintf(err.message, sizeof err.message, "%s", message);
+    return hushpy_raise(PyModule_GetState(module), (hush_status)code, &err);
+}
+
+/* Test hook: the table as [(code, "HUSH_E_...", kind, class), ...]. */
+static PyObject *status_table(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    hushpy_state *st = PyModule_GetState(module);
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (size_t i = 1; i < HUSHPY_STATUS_COUNT; i++) {
+        const hushpy_status_entry *e = &hushpy_status_table[i];
+        PyObject *row = Py_BuildValue("(nssO)", (Py_ssize_t)i, e->name, e->kind, st->exc[e->exc]);
+        if (row == NULL || PyList_Append(list, row) < 0) {
+            Py_XDECREF(row);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(row);
+    }
+    return list;
+}
+
+static PyMethodDef hushpy_methods[] = {
+    {"get_memory_protection_info", get_memory_protection_info, METH_NOARGS,
+     PyDoc_STR("get_memory_protection_info() -> dict\n--\n\n"
+               "Process-wide figures about hushcall's secure memory: whether mlock works,\n"
+               "bytes locked and mapped now, lock failures so far, dump exclusion,\n"
+               "wipe-on-fork and OpenSSL's secure heap.")},
+    {"encode", (PyCFunction)(void (*)(void))hushpy_encode, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("encode(obj, *, max_bytes=10485760, max_depth=64) -> SecureBuffer\n--\n\n"
+               "Serialize dicts, lists, tuples, str, int, float, bool and None as compact\n"
+               "JSON straight into locked memory. TypeError/ValueError name the path of a\n"
+               "value that cannot be written; InvalidRequestError when over max_bytes.")},
+    {"decode", (PyCFunction)(void (*)(void))hushpy_decode, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("decode(data, *, max_bytes=16777216, max_depth=64) -> Response\n--\n\n"
+               "Parse JSON from a SecureBuffer (or any bytes-like object) into a document\n"
+               "in locked memory and return a Response view over it.")},
+    {"_raise_status", (PyCFunction)(void (*)(void))raise_status, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("Test hook: raise the exception a hush_status maps to.")},
+    {"_status_table", status_table, METH_NOARGS,
+     PyDoc_STR("Test hook: the hush_status -> exception class table.")},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- state and initialisation -------------------------------------------- */
+
+static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    hushpy_state *st = PyModule_GetState(module);
+    if (st == NULL)
+        return 0;
+    Py_VISIT(st->secure_buffer_type);
+    Py_VISIT(st->document_type);
+    Py_VISIT(st->response_type);
+    Py_VISIT(st->response_iter_type);
+    Py_VISIT(st->zstr_type);
+    Py_VISIT(st->response_attrs);
+    for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
+        Py_VISIT(st->exc[i]);
+    return 0;
+}
+
+static int hushpy_clear(PyObject *module)
+{
+    hushpy_state *st = PyModule_GetState(module);
+    if (st == NULL)
+        return 0;
+    Py_CLEAR(st->secure_buffer_type);
+    Py_CLEAR(st->document_type);
+    Py_CLEAR(st->response_type);
+    Py_CLEAR(st->response_iter_type);
+    Py_CLEAR(st->zstr_type);
+    Py_CLEAR(st->response_attrs);
+    for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
+        Py_CLEAR(st->exc[i]);
+    return 0;
+}
+
+static void hushpy_free(void *module)
+{
+    hushpy_clear((PyObject *)module);
+}
+
+static PyTypeObject *add_type(PyObject *module, PyType_Spec *spec, PyObject *base)
+{
+    PyTypeObject *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, base);
+    if (type == NULL)
+        return NULL;
+    if (PyModule_AddType(module, type) < 0) {
+        Py_DECREF(type);
+        return NULL;
+    }
+    return type;
+}
+
+static int load_exceptions(hushpy_state *st)
+{
+    PyObject *errors = PyImport_ImportModule("hushcall.errors");
+    if (errors == NULL)
+        return -1;
+    for (int i = 0; i < HUSHPY_EXC_COUNT; i++) {
+        PyObject *cls = PyObject_GetAttrString(errors, hushpy_exc_names[i]);
+        if (cls == NULL) {
+            Py_DECREF(errors);
+            return -1;
+        }
+        if (!PyExceptionClass_Check(cls) ||
+            (i != HUSHPY_EXC_BASE && PyObject_IsSubclass(cls, st->exc[HUSHPY_EXC_BASE]) != 1)) {
+            PyErr_Format(PyExc_ImportError,
+                         "hushcall.errors.%s must be a subclass of HushcallError",
+                         hushpy_exc_names[i]);
+            Py_DECREF(cls);
+            Py_DECREF(errors);
+            return -1;
+        }
+        st->exc[i] = cls;
+    }
+    Py_DECREF(errors);
+    return 0;
+}
+
+/* The names Response answers itself; anything else is looked up as a JSON
+ * member. Computed once: the type is immutable. */
+static int load_response_attrs(hushpy_state *st)
+{
+    PyObject *names = PyObject_Dir((PyObject *)st->response_type);
+    if (names == NULL)
+        return -1;
+    st->response_attrs = PyFrozenSet_New(names);
+    Py_DECREF(names);
+    return st->response_attrs == NULL ? -1 : 0;
+}
+
+static int hushpy_exec(PyObject *module)
+{
+    hushpy_state *st = PyModule_GetState(module);
+
+    for (size_t i = 1; i < HUSHPY_STATUS_COUNT; i++) {
+        if (hushpy_status_table[i].name == NULL) {
+            PyErr_Format(PyExc_SystemError, "hush_status %zu has no exception class", i);
+            return -1;
+        }
+    }
+    if (load_exceptions(st) < 0)
+        return -1;
+
+    st->secure_buffer_type = add_type(module, &hushpy_secure_buffer_spec, NULL);
+    if (st->secure_buffer_type == NULL)
+        return -1;
+    st->document_type = add_type(module, &hushpy_document_spec, NULL);
+    if (st->document_type == NULL)
+        return -1;
+    st->response_type = add_type(module, &hushpy_response_spec, NULL);
+    if (st->response_type == NULL)
+        return -1;
+    st->response_iter_type = add_type(module, &hushpy_response_iter_spec, NULL);
+    if (st->response_iter_type == NULL)
+        return -1;
+    st->zstr_type = add_type(module, &hushpy_zstr_spec, (PyObject *)&PyUnicode_Type);
+    if (st->zstr_type == NULL)
+        return -1;
+    if (load_response_attrs(st) < 0)
+        return -1;
+
+    if (PyModule_AddStringConstant(module, "__version__", HUSHCALL_VERSION) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "DEFAULT_MAX_REQUEST_BYTES",
+                                HUSH_DEFAULT_MAX_REQUEST_BYTES) < 0 ||
+        PyModule_AddIntConstant(module, "DEFAULT_MAX_RESPONSE_BYTES",
+                                HUSH_JSON_DEFAULT_MAX_BYTES) < 0 ||
+        PyModule_AddIntConstant(module, "DEFAULT_MAX_DEPTH", HUSH_JSON_DEFAULT_MAX_DEPTH) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_DEPTH_LIMIT", HUSH_JSON_MAX_DEPTH_LIMIT) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot hushpy_slots[] = {
+    {Py_mod_exec, hushpy_exec},
+#ifdef Py_mod_multiple_interpreters
+    /* The core is reentrant and keeps no per-interpreter state. */
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef hushpy_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "hushcall._core",
+    .m_doc = "The C core of hushcall: secure-memory JSON in and out of Python.",
+    .m_size = sizeof(hushpy_state),
+    .m_methods = hushpy_methods,
+    .m_slots = hushpy_slots,
+    .m_traverse = hushpy_traverse,
+    .m_clear = hushpy_clear,
+    .m_free = hushpy_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&hushpy_module);
+}

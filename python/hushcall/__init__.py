@@ -1,0 +1,50 @@
+"""hushcall: end-to-end encrypted chat completions whose plaintext stays in
+locked, zeroed C memory.
+
+This package is a thin layer over ``hushcall._core``, a CPython extension
+around libhushcall. Requests are serialized by ``encode`` from plain Python
+values straight into locked memory; answers are ``Response`` views over a
+document that never leaves it, and only the leaves you read become Python
+objects (``ZeroOnFreeStr`` strings, zeroed when freed).
+"""
+
+from . import errors
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    CallCancelledError,
+    CircuitOpenError,
+    ForbiddenError,
+    HushcallError,
+    InvalidArgumentError,
+    InvalidRequestError,
+    MalformedJSONError,
+    RateLimitError,
+    SecureMemoryError,
+    SecurityError,
+    ServerError,
+    ServiceUnavailableError,
+    WipedError,
+)
+from ._core import (
+    Response,
+    SecureBuffer,
+    ZeroOnFreeStr,
+    __version__,
+    decode,
+    encode,
+    get_memory_protection_info,
+)
+
+__all__ = [
+    "__version__",
+    "encode",
+    "decode",
+    "get_memory_protection_info",
+    "Response",
+    "SecureBuffer",
+    "ZeroOnFreeStr",
+    *errors.__all__,
+]
