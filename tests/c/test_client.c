@@ -501,7 +501,7 @@ static void test_circuit_breaker(void)
     hush_client_options o;
     base_options(&o);
     o.breaker_threshold = 3;
-    o.breaker_cooldown_ms = 500;
+    o.breaker_cooldown_ms = 2000; /* wide enough for a loaded sanitizer run */
     hush_client *c = new_client(&o);
     hush_json_doc *doc = NULL;
     hush_error err;
@@ -525,7 +525,7 @@ static void test_circuit_breaker(void)
     before += 3; /* the three failures reached the peer; the refused calls did not */
     CHECK_EQ(peer_stat(&http_peer, "completions"), before);
 
-    sleep_ms(700);
+    sleep_ms(2300);
     hush_json_doc_free(complete_ok(c, "probe", NULL, NULL));   /* the probe */
     hush_json_doc_free(complete_ok(c, "closed", NULL, NULL));  /* closed again */
     CHECK_EQ(peer_stat(&http_peer, "completions"), before + 2);
