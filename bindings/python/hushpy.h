@@ -46,6 +46,9 @@ typedef struct hushpy_state {
     PyTypeObject *response_type;      /* Response: a view (document, node) */
     PyTypeObject *response_iter_type; /* _ResponseIterator */
     PyTypeObject *zstr_type;          /* ZeroOnFreeStr: str that zeroes itself when freed */
+    PyTypeObject *client_type;        /* Client: a hush_client */
+    PyTypeObject *engine_type;        /* Engine: a hush_engine */
+    PyTypeObject *call_type;          /* Call: one hush_call of an Engine */
     PyObject *response_attrs;         /* frozenset: names that are Response's own attributes */
     PyObject *exc[HUSHPY_EXC_COUNT];
 } hushpy_state;
@@ -91,5 +94,11 @@ PyObject *hushpy_decode(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *hushpy_response_from_doc(hushpy_state *st, hush_json_doc *doc);
 /* A ZeroOnFreeStr from `len` bytes of valid UTF-8; the one copy made. */
 PyObject *hushpy_zstr_from_utf8(hushpy_state *st, const char *s, size_t len);
+
+/* ---- client.c ------------------------------------------------------------ */
+
+extern PyType_Spec hushpy_client_spec;
+extern PyType_Spec hushpy_engine_spec;
+extern PyType_Spec hushpy_call_spec;
 
 #endif

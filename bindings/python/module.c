@@ -296,6 +296,9 @@ static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->response_type);
     Py_VISIT(st->response_iter_type);
     Py_VISIT(st->zstr_type);
+    Py_VISIT(st->client_type);
+    Py_VISIT(st->engine_type);
+    Py_VISIT(st->call_type);
     Py_VISIT(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_VISIT(st->exc[i]);
@@ -312,6 +315,9 @@ static int hushpy_clear(PyObject *module)
     Py_CLEAR(st->response_type);
     Py_CLEAR(st->response_iter_type);
     Py_CLEAR(st->zstr_type);
+    Py_CLEAR(st->client_type);
+    Py_CLEAR(st->engine_type);
+    Py_CLEAR(st->call_type);
     Py_CLEAR(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_CLEAR(st->exc[i]);
@@ -402,6 +408,15 @@ static int hushpy_exec(PyObject *module)
     if (st->zstr_type == NULL)
         return -1;
     if (load_response_attrs(st) < 0)
+        return -1;
+    st->client_type = add_type(module, &hushpy_client_spec, NULL);
+    if (st->client_type == NULL)
+        return -1;
+    st->engine_type = add_type(module, &hushpy_engine_spec, NULL);
+    if (st->engine_type == NULL)
+        return -1;
+    st->call_type = add_type(module, &hushpy_call_spec, NULL);
+    if (st->call_type == NULL)
         return -1;
 
     if (PyModule_AddStringConstant(module, "__version__", HUSHCALL_VERSION) < 0)

@@ -29,6 +29,8 @@ from .errors import (
     WipedError,
 )
 from ._core import (
+    Call,
+    Engine,
     Response,
     SecureBuffer,
     ZeroOnFreeStr,
@@ -37,6 +39,7 @@ from ._core import (
     encode,
     get_memory_protection_info,
 )
+from .client import AsyncClient, Client, SecureChatCompletion
 
 __all__ = [
     "__version__",
@@ -46,5 +49,10 @@ __all__ = [
     "Response",
     "SecureBuffer",
     "ZeroOnFreeStr",
+    "Client",
+    "AsyncClient",
+    "SecureChatCompletion",
+    "Engine",
+    "Call",
     *errors.__all__,
 ]

@@ -52,6 +52,72 @@ class Response:
     def _repr_html_(self) -> str: ...
     def _repr_pretty_(self, p: Any, cycle: bool) -> None: ...
 
+@final
+class Client:
+    """A client of one NOMYO-compatible endpoint (hush_client); thread-safe."""
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: Optional[str] = None,
+        allow_http: bool = False,
+        timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = None,
+        max_retries: int = 2,
+        security_tier: Optional[str] = None,
+        key_dir: Optional[str] = None,
+        password: Optional[str] = None,
+        ca_file: Optional[str] = None,
+        tls_pin: Optional[str] = None,
+        server_key_fingerprint: Optional[str] = None,
+        secure_memory: bool = True,
+        max_request_bytes: Optional[int] = None,
+        key_bits: int = 0,
+    ) -> None: ...
+    def complete(
+        self,
+        request: Any,
+        *,
+        api_key: Optional[str] = None,
+        security_tier: Optional[str] = None,
+        base_url: Optional[str] = None,
+    ) -> Response: ...
+    def public_key_pem(self) -> str: ...
+
+@final
+class Call:
+    """One request submitted to an Engine."""
+    @property
+    def payload_id(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    def done(self) -> bool: ...
+    def cancel(self) -> None: ...
+    def result(self) -> Response: ...
+    def wait(self, timeout: Optional[float] = None) -> bool: ...
+    def close(self) -> None: ...
+
+@final
+class Engine:
+    """The asynchronous request engine: watch fileno(), then drain()."""
+    def __init__(self, *, workers: int = 0) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def pending(self) -> int: ...
+    def fileno(self) -> int: ...
+    def submit(
+        self,
+        client: Client,
+        request: Any,
+        *,
+        api_key: Optional[str] = None,
+        security_tier: Optional[str] = None,
+        base_url: Optional[str] = None,
+    ) -> Call: ...
+    def drain(self) -> List[Call]: ...
+    def close(self) -> None: ...
+
 def encode(obj: Any, *, max_bytes: int = ..., max_depth: int = ...) -> SecureBuffer: ...
 def decode(
     data: Union[SecureBuffer, bytes, bytearray, memoryview],

@@ -1,0 +1,271 @@
+"""The clients: ``Client`` (synchronous), ``AsyncClient`` (asyncio) and
+``SecureChatCompletion`` (the ``nomyo`` package's interface).
+
+All three sit on ``hushcall._core``: requests are encoded in C straight into
+locked memory, sealed and sent by the core, and answers come back as
+``Response`` views over locked memory. ``AsyncClient`` needs no thread per
+call: its ``Engine`` announces finished calls on a file descriptor that the
+running event loop watches (``loop.add_reader``).
+"""
+
+import asyncio
+import threading
+import weakref
+from typing import Any, Dict, List, Optional
+
+from . import _core
+
+__all__ = ["Client", "AsyncClient", "SecureChatCompletion"]
+
+# Keyword arguments of create() that are per-call options, not request members.
+_CALL_OPTIONS = ("security_tier", "api_key", "base_url")
+
+
+def _split(model: Any, messages: Any, kwargs: Dict[str, Any]):
+    """The request dict and the per-call overrides, from create()'s arguments."""
+    overrides = {k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    request = {"model": model, "messages": messages}
+    request.update(kwargs)
+    return request, overrides
+
+
+class _Completions:
+    def __init__(self, create):
+        self.create = create
+
+
+class _Chat:
+    def __init__(self, create):
+        self.completions = _Completions(create)
+
+
+class Client:
+    """A synchronous client: ``client.chat.completions.create(model=..., messages=...)``.
+
+    ``options`` are those of ``hushcall._core.Client`` (api_key, allow_http,
+    timeout, connect_timeout, max_retries, security_tier, key_dir, password,
+    ca_file, tls_pin, server_key_fingerprint, secure_memory,
+    max_request_bytes). The GIL is released while a request is in flight, so
+    one Client may be used from many threads at once.
+    """
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        self._client = _core.Client(base_url, **options)
+        self.chat = _Chat(self.create)
+
+    def create(self, model: Any = None, messages: Any = None, **kwargs: Any) -> _core.Response:
+        request, overrides = _split(model, messages, kwargs)
+        return self._client.complete(request, **overrides)
+
+    def public_key_pem(self) -> str:
+        return self._client.public_key_pem()
+
+    def close(self) -> None:
+        """Nothing to release early; present for symmetry with AsyncClient."""
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _settle(fut: "asyncio.Future", call: "_core.Call") -> None:
+    """Resolve `fut` from a finished `call` (on the future's own loop)."""
+    if fut.done():
+        return
+    try:
+        result = call.result()
+    except BaseException as e:  # the mapped hushcall exception
+        fut.set_exception(e)
+    else:
+        fut.set_result(result)
+
+
+class AsyncClient:
+    """An asyncio client: ``await client.chat.completions.create(model=..., messages=...)``.
+
+    Calls run on one ``_core.Engine`` per AsyncClient, created on first use.
+    The engine's file descriptor is registered with each running loop that
+    uses the client; when it is readable, finished calls are drained and
+    their futures resolved. Cancelling the awaiting task cancels the call.
+    """
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        self._client = _core.Client(base_url, **options)
+        self._engine: Optional[_core.Engine] = None
+        self._lock = threading.Lock()
+        self._futures: Dict[_core.Call, asyncio.Future] = {}
+        self._loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+        self._closed = False
+        self.chat = _Chat(self.create)
+
+    # -- the engine and the loops watching it --
+
+    def _engine_for(self, loop: asyncio.AbstractEventLoop) -> _core.Engine:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this AsyncClient is closed")
+            if self._engine is None:
+                self._engine = _core.Engine()
+            engine = self._engine
+            if loop not in self._loops:
+                loop.add_reader(engine.fileno(), self._on_readable)
+                self._loops.add(loop)
+        return engine
+
+    def _on_readable(self) -> None:
+        with self._lock:
+            engine = self._engine
+            if engine is None:
+                return
+            done = [(call, self._futures.pop(call, None)) for call in engine.drain()]
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for call, fut in done:
+            if fut is None:  # cancelled: nobody waits for it
+                continue
+            loop = fut.get_loop()
+            if loop is current:
+                _settle(fut, call)
+            elif not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(_settle, fut, call)
+                except RuntimeError:  # closed meanwhile
+                    pass
+
+    # -- requests --
+
+    async def create(self, model: Any = None, messages: Any = None, **kwargs: Any) -> _core.Response:
+        request, overrides = _split(model, messages, kwargs)
+        loop = asyncio.get_running_loop()
+        engine = self._engine_for(loop)
+        fut = loop.create_future()
+        with self._lock:
+            call = engine.submit(self._client, request, **overrides)
+            self._futures[call] = fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            with self._lock:
+                self._futures.pop(call, None)
+            call.cancel()
+            raise
+
+    acreate = create
+
+    def public_key_pem(self) -> str:
+        return self._client.public_key_pem()
+
+    # -- shutting down --
+
+    def close(self) -> None:
+        """Stop watching the engine, cancel the calls in flight (their awaiters get
+        CallCancelledError) and stop the engine's threads. Idempotent."""
+        with self._lock:
+            self._closed = True
+            engine, self._engine = self._engine, None
+            loops = list(self._loops)
+            self._loops = weakref.WeakSet()
+            pending = list(self._futures.items())
+            self._futures.clear()
+        if engine is None:
+            return
+        fd = engine.fileno()
+        for loop in loops:
+            if not loop.is_closed():
+                try:
+                    loop.remove_reader(fd)
+                except (RuntimeError, ValueError):
+                    pass
+        engine.close()  # cancels and waits, GIL released
+        for call, fut in pending:
+            loop = fut.get_loop()
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                _settle(fut, call)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_settle, fut, call)
+                except RuntimeError:
+                    pass
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+
+class SecureChatCompletion:
+    """The ``nomyo`` package's client, on hushcall:
+
+    .. code-block:: python
+
+        client = SecureChatCompletion(base_url="https://api.nomyo.ai", api_key=key)
+        resp = await client.create(model="Qwen/Qwen3-0.6B",
+                                   messages=[{"role": "user", "content": "hi"}],
+                                   security_tier="high")
+        resp["choices"][0]["message"]["content"]
+
+    ``create`` and ``acreate`` are the same coroutine; ``security_tier``,
+    ``api_key`` and ``base_url`` may be given per call. Further keyword
+    arguments of the constructor go to ``AsyncClient``.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "https://api.nomyo.ai",
+        allow_http: bool = False,
+        api_key: Optional[str] = None,
+        secure_memory: bool = True,
+        key_dir: Optional[str] = None,
+        max_retries: int = 2,
+        **options: Any,
+    ) -> None:
+        self.base_url = base_url
+        self._client = AsyncClient(
+            base_url,
+            allow_http=allow_http,
+            api_key=api_key,
+            secure_memory=secure_memory,
+            key_dir=key_dir,
+            max_retries=max_retries,
+            **options,
+        )
+
+    async def create(self, model: str, messages: List[Dict[str, Any]], **kwargs: Any) -> _core.Response:
+        return await self._client.create(model, messages, **kwargs)
+
+    acreate = create
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def aclose(self) -> None:
+        self._client.close()
+
+    async def __aenter__(self) -> "SecureChatCompletion":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.close()
