@@ -14,8 +14,8 @@ FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
                 liblua5.4-dev lua5.4 swtpm swtpm-tools tpm2-tools
-PIP_PACKAGES := pytest cryptography nomyo setuptools
-PIP_MODULES := pytest,cryptography,nomyo,setuptools
+PIP_PACKAGES := pytest cryptography nomyo setuptools aiohttp nbclient nbformat ipykernel
+PIP_MODULES := pytest,cryptography,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
