@@ -83,9 +83,11 @@ test: test-c test-c-asan test-c-tsan test-python
 demo: build
 	./$(BUILD)/hush-seal-open
 
-# Figures, not tests: what a request costs the client.
-bench: build
+# Figures, not tests: what a request costs the client, in C and from Python
+# beside the nomyo client.
+bench: build build-python
 	./$(BUILD)/bench_client
+	PYTHONPATH=python $(PYTHON) bench/bench_python.py
 
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time.
 fuzz: deps
