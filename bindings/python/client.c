@@ -99,17 +99,18 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     char *keywords[] = {"base_url", "api_key", "allow_http", "timeout", "connect_timeout",
                         "max_retries", "security_tier", "key_dir", "password", "ca_file",
                         "tls_pin", "server_key_fingerprint", "secure_memory",
-                        "max_request_bytes", "key_bits", NULL};
+                        "max_request_bytes", "key_bits", "client_key", NULL};
     const char *base_url, *api_key = NULL, *security_tier = NULL, *key_dir = NULL,
                           *password = NULL, *ca_file = NULL, *tls_pin = NULL,
                           *fingerprint = NULL;
     int allow_http = 0, secure_memory = 1, max_retries = 2, key_bits = 0;
-    PyObject *timeout = Py_None, *connect_timeout = Py_None, *max_request = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$zpOOizzzzzzpOi:Client", keywords,
+    PyObject *timeout = Py_None, *connect_timeout = Py_None, *max_request = Py_None,
+             *client_key = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$zpOOizzzzzzpOiO:Client", keywords,
                                      &base_url, &api_key, &allow_http, &timeout,
                                      &connect_timeout, &max_retries, &security_tier, &key_dir,
                                      &password, &ca_file, &tls_pin, &fingerprint,
-                                     &secure_memory, &max_request, &key_bits))
+                                     &secure_memory, &max_request, &key_bits, &client_key))
         return NULL;
 
     hush_client_options o;
@@ -138,6 +139,12 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         return NULL;
     }
     o.key_bits = (unsigned)key_bits;
+    if (client_key != Py_None) {
+        /* Borrowed: hush_client_new takes its own reference. */
+        o.client_key = hushpy_keypair_get(st, client_key);
+        if (o.client_key == NULL)
+            return NULL;
+    }
     if (max_request != Py_None) {
         Py_ssize_t n = PyNumber_AsSsize_t(max_request, PyExc_OverflowError);
         if (n == -1 && PyErr_Occurred())
@@ -252,9 +259,10 @@ static PyType_Slot client_slots[] = {
          "Client(base_url, *, api_key=None, allow_http=False, timeout=None,\n"
          "       connect_timeout=None, max_retries=2, security_tier=None, key_dir=None,\n"
          "       password=None, ca_file=None, tls_pin=None, server_key_fingerprint=None,\n"
-         "       secure_memory=True, max_request_bytes=None, key_bits=0)\n\n"
+         "       secure_memory=True, max_request_bytes=None, key_bits=0, client_key=None)\n\n"
          "A client of one NOMYO-compatible endpoint (hush_client). Timeouts are in\n"
-         "seconds. Safe to use from any number of threads at once.")},
+         "seconds. client_key (a KeyPair) is used instead of a key_dir or generated key.\n"
+         "Safe to use from any number of threads at once.")},
     {0, NULL},
 };
 

@@ -49,6 +49,7 @@ typedef struct hushpy_state {
     PyTypeObject *client_type;        /* Client: a hush_client */
     PyTypeObject *engine_type;        /* Engine: a hush_engine */
     PyTypeObject *call_type;          /* Call: one hush_call of an Engine */
+    PyTypeObject *keypair_type;       /* KeyPair: a hush_keypair */
     PyObject *response_attrs;         /* frozenset: names that are Response's own attributes */
     PyObject *exc[HUSHPY_EXC_COUNT];
 } hushpy_state;
@@ -100,5 +101,12 @@ PyObject *hushpy_zstr_from_utf8(hushpy_state *st, const char *s, size_t len);
 extern PyType_Spec hushpy_client_spec;
 extern PyType_Spec hushpy_engine_spec;
 extern PyType_Spec hushpy_call_spec;
+
+/* ---- keys.c -------------------------------------------------------------- */
+
+extern PyType_Spec hushpy_keypair_spec;
+/* The hush_keypair of a KeyPair (borrowed: valid while `obj` lives), or NULL
+ * with TypeError set when `obj` is not one. */
+hush_keypair *hushpy_keypair_get(hushpy_state *st, PyObject *obj);
 
 #endif

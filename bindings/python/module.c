@@ -299,6 +299,7 @@ static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->client_type);
     Py_VISIT(st->engine_type);
     Py_VISIT(st->call_type);
+    Py_VISIT(st->keypair_type);
     Py_VISIT(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_VISIT(st->exc[i]);
@@ -318,6 +319,7 @@ static int hushpy_clear(PyObject *module)
     Py_CLEAR(st->client_type);
     Py_CLEAR(st->engine_type);
     Py_CLEAR(st->call_type);
+    Py_CLEAR(st->keypair_type);
     Py_CLEAR(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_CLEAR(st->exc[i]);
@@ -417,6 +419,9 @@ static int hushpy_exec(PyObject *module)
         return -1;
     st->call_type = add_type(module, &hushpy_call_spec, NULL);
     if (st->call_type == NULL)
+        return -1;
+    st->keypair_type = add_type(module, &hushpy_keypair_spec, NULL);
+    if (st->keypair_type == NULL)
         return -1;
 
     if (PyModule_AddStringConstant(module, "__version__", HUSHCALL_VERSION) < 0)

@@ -31,6 +31,7 @@ from .errors import (
 from ._core import (
     Call,
     Engine,
+    KeyPair,
     Response,
     SecureBuffer,
     ZeroOnFreeStr,
@@ -46,6 +47,7 @@ __all__ = [
     "encode",
     "decode",
     "get_memory_protection_info",
+    "KeyPair",
     "Response",
     "SecureBuffer",
     "ZeroOnFreeStr",

@@ -1,4 +1,5 @@
 # Type stubs for hushcall._core, the C extension (bindings/python/*.c).
+import os
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Type, Union, final, overload
 
 __version__: str
@@ -53,6 +54,28 @@ class Response:
     def _repr_pretty_(self, p: Any, cycle: bool) -> None: ...
 
 @final
+class KeyPair:
+    """A client RSA key pair (hush_keypair); immutable, the private half never leaves C."""
+    @classmethod
+    def generate(cls, bits: int = 4096) -> "KeyPair": ...
+    @classmethod
+    def load(
+        cls, private_key_path: Union[str, bytes, "os.PathLike[str]"], password: Optional[str] = None
+    ) -> "KeyPair": ...
+    def save(
+        self,
+        key_dir: Union[str, bytes, "os.PathLike[str]"],
+        password: Optional[str] = None,
+        *,
+        overwrite: bool = False,
+    ) -> None: ...
+    def public_pem(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def bits(self) -> int: ...
+
+@final
 class Client:
     """A client of one NOMYO-compatible endpoint (hush_client); thread-safe."""
     def __init__(
@@ -73,6 +96,7 @@ class Client:
         secure_memory: bool = True,
         max_request_bytes: Optional[int] = None,
         key_bits: int = 0,
+        client_key: Optional["KeyPair"] = None,
     ) -> None: ...
     def complete(
         self,

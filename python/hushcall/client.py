@@ -9,11 +9,13 @@ running event loop watches (``loop.add_reader``).
 """
 
 import asyncio
+import os
 import threading
 import weakref
 from typing import Any, Dict, List, Optional
 
 from . import _core
+from .errors import SecurityError
 
 __all__ = ["Client", "AsyncClient", "SecureChatCompletion"]
 
@@ -229,7 +231,9 @@ class SecureChatCompletion:
 
     ``create`` and ``acreate`` are the same coroutine; ``security_tier``,
     ``api_key`` and ``base_url`` may be given per call. Further keyword
-    arguments of the constructor go to ``AsyncClient``.
+    arguments of the constructor go to ``AsyncClient``. ``generate_keys`` and
+    ``load_keys`` (coroutines here; methods of nomyo's inner
+    ``SecureCompletionClient`` there) replace the client's key.
     """
 
     def __init__(
@@ -243,15 +247,104 @@ class SecureChatCompletion:
         **options: Any,
     ) -> None:
         self.base_url = base_url
-        self._client = AsyncClient(
-            base_url,
+        self._options = dict(
             allow_http=allow_http,
             api_key=api_key,
             secure_memory=secure_memory,
-            key_dir=key_dir,
             max_retries=max_retries,
             **options,
         )
+        self._client = AsyncClient(base_url, key_dir=key_dir, **self._options)
+
+    # -- keys (nomyo's SecureCompletionClient.generate_keys / load_keys) --
+
+    def _use_key(self, key: "_core.KeyPair") -> None:
+        """Rebuild the underlying client around `key` and close the old one."""
+        options = dict(self._options)
+        options.pop("key_dir", None)
+        options.pop("password", None)
+        options["client_key"] = key
+        new = AsyncClient(self.base_url, **options)
+        old, self._client = self._client, new
+        old.close()
+
+    async def generate_keys(
+        self,
+        save_to_file: bool = False,
+        key_dir: str = "client_keys",
+        password: Optional[str] = None,
+    ) -> None:
+        """Generate a new RSA key pair for this client (nomyo's ``generate_keys``).
+
+        The key has ``key_bits`` bits when that option was given to the
+        constructor, else 4096 (as nomyo). With ``save_to_file`` it is written
+        to ``key_dir/private_key.pem`` (0600, PKCS#8, encrypted when a
+        ``password`` is given) and ``key_dir/public_key.pem`` (0644), the
+        layout nomyo uses, so either client can load the other's keys.
+        Generation and saving run in the loop's default executor.
+
+        Differences from nomyo: the files are written atomically and
+        ``key_dir`` is created 0700 (nomyo: ``os.makedirs`` with the umask);
+        a symlinked ``key_dir`` is refused with ``SecurityError``; the
+        password-protected key uses PBKDF2-HMAC-SHA256 (600,000 iterations)
+        with AES-256-CBC. Existing key files are replaced, as nomyo does.
+        The client is rebuilt around the new key: calls still in flight on
+        the previous one are cancelled (``CallCancelledError``).
+        """
+        bits = self._options.get("key_bits") or 4096
+
+        def work() -> "_core.KeyPair":
+            key = _core.KeyPair.generate(bits)
+            if save_to_file:
+                parent = os.path.dirname(os.path.abspath(key_dir))
+                os.makedirs(parent, exist_ok=True)
+                key.save(key_dir, password, overwrite=True)
+            return key
+
+        key = await asyncio.get_running_loop().run_in_executor(None, work)
+        self._use_key(key)
+
+    async def load_keys(
+        self,
+        private_key_path: str,
+        public_key_path: Optional[str] = None,
+        password: Optional[str] = None,
+    ) -> None:
+        """Load this client's RSA key from a PEM file (nomyo's ``load_keys``).
+
+        ``private_key_path`` is a PKCS#8 (or traditional RSA) private key,
+        encrypted or not; the public half is derived from it. Loading runs
+        in the loop's default executor (a password derivation takes a while).
+
+        Differences from nomyo:
+
+        * a private key file that is a symlink, is not owned by you, or is
+          readable or writable by group or others is refused with
+          ``SecurityError`` whose message gives the fix (``chmod 600 <path>``),
+          as ssh refuses one; nomyo reads it anyway;
+        * a missing or wrong password, or a key that is not RSA of at least
+          2048 bits, raises ``SecurityError`` (nomyo: ``ValueError``);
+        * ``public_key_path``, when given, must hold the public half of the
+          private key (``SecurityError`` otherwise); nomyo would send
+          whatever it holds as the client's public key.
+
+        The client is rebuilt around the key: calls still in flight on the
+        previous one are cancelled (``CallCancelledError``).
+        """
+
+        def work() -> "_core.KeyPair":
+            key = _core.KeyPair.load(private_key_path, password)
+            if public_key_path:
+                with open(public_key_path, "r") as f:
+                    given = f.read()
+                if "".join(given.split()) != "".join(key.public_pem().split()):
+                    raise SecurityError(
+                        "%s is not the public half of %s" % (public_key_path, private_key_path)
+                    )
+            return key
+
+        key = await asyncio.get_running_loop().run_in_executor(None, work)
+        self._use_key(key)
 
     async def create(self, model: str, messages: List[Dict[str, Any]], **kwargs: Any) -> _core.Response:
         return await self._client.create(model, messages, **kwargs)

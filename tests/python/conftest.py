@@ -1,8 +1,13 @@
 """Shared setup for the Python binding's tests: find the package in python/ when
-it is not installed (after `python3 setup.py build_ext --inplace`)."""
+it is not installed (after `python3 setup.py build_ext --inplace`), and the
+`peer` fixture: the independent NOMYO server (tests/interop/nomyo_peer.py),
+started once per test module."""
 
 import os
+import subprocess
 import sys
+
+import pytest
 
 _PYTHON_DIR = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "python")
 
@@ -10,3 +15,35 @@ try:
     import hushcall  # noqa: F401  (installed, or on PYTHONPATH)
 except ImportError:
     sys.path.insert(0, os.path.abspath(_PYTHON_DIR))
+
+PEER = os.path.join(os.path.dirname(__file__), os.pardir, "interop", "nomyo_peer.py")
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory):
+    # stderr goes to a file: a pipe nobody reads could fill up and stall the peer.
+    log_path = tmp_path_factory.mktemp("peer") / "stderr.log"
+    with open(log_path, "w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, PEER, "--port", "0", "--bits", "2048"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            line = proc.stdout.readline()
+            if not line.startswith("READY "):
+                proc.kill()
+                proc.wait(timeout=10)
+                log.seek(0)
+                pytest.fail("the NOMYO peer did not start: %r\n%s" % (line, log.read()))
+            yield "http://127.0.0.1:%d" % int(line.split()[1])
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            proc.stdout.close()

@@ -7,8 +7,6 @@ the synchronous client from several threads."""
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,39 +16,8 @@ import pytest
 import hushcall
 from hushcall import _core
 
-PEER = os.path.join(os.path.dirname(__file__), os.pardir, "interop", "nomyo_peer.py")
 # Small keys keep the suite fast; the protocol is the same at 4096 bits.
 FAST = {"allow_http": True, "key_bits": 2048}
-
-
-@pytest.fixture(scope="module")
-def peer(tmp_path_factory):
-    # stderr goes to a file: a pipe nobody reads could fill up and stall the peer.
-    log_path = tmp_path_factory.mktemp("peer") / "stderr.log"
-    with open(log_path, "w+") as log:
-        proc = subprocess.Popen(
-            [sys.executable, PEER, "--port", "0", "--bits", "2048"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        try:
-            line = proc.stdout.readline()
-            if not line.startswith("READY "):
-                proc.kill()
-                proc.wait(timeout=10)
-                log.seek(0)
-                pytest.fail("the NOMYO peer did not start: %r\n%s" % (line, log.read()))
-            yield "http://127.0.0.1:%d" % int(line.split()[1])
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
