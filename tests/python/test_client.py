@@ -243,17 +243,28 @@ def test_async_client_across_loops(peer, key_dir):
         client.close()
 
 
-def test_async_gather_200(peer, key_dir):
+def native_threads():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def test_async_gather_500(peer, key_dir):
     async def run():
         async with hushcall.AsyncClient(peer, **options(key_dir)) as client:
-            texts = ["n%d" % i for i in range(200)]
-            resps = await asyncio.gather(
+            texts = ["n%d" % i for i in range(500)]
+            gathered = asyncio.gather(
                 *(client.create(model="echo", messages=user(t)) for t in texts))
+            await asyncio.sleep(0.2)
+            # 500 calls in flight, and no thread for any of them: the engine's
+            # I/O thread and its workers, whatever the number of calls.
+            assert client._engine.pending > 0
+            assert native_threads() <= 8
+            resps = await gathered
             ids = set()
             for t, r in zip(texts, resps):
                 assert r["choices"][0]["message"]["content"] == "echo: " + t
                 ids.add(str(r["_metadata"]["payload_id"]))
-            assert len(ids) == 200
+            assert len(ids) == 500
             assert client._engine.pending == 0
 
     asyncio.run(run())
