@@ -20,10 +20,6 @@ import pytest
 
 import hushcall
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/proc/self/mem"), reason="needs Linux /proc/self/mem"
-)
-
 MASK = 0x5A
 MAX_REGION = 512 << 20  # sanitizer shadow and similar reservations hold nothing of ours
 # Large enough that the strings holding it bypass pymalloc's small pools, which
