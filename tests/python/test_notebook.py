@@ -10,7 +10,6 @@ source, so the whole saved notebook (sources included) can be scanned."""
 
 import json
 import os
-import subprocess
 import sys
 import uuid
 
@@ -20,39 +19,9 @@ import nbformat
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEER = os.path.join(HERE, os.pardir, "interop", "nomyo_peer.py")
 PYTHON_DIR = os.path.abspath(os.path.join(HERE, os.pardir, os.pardir, "python"))
 CANARY_ENV = "HUSHCALL_NOTEBOOK_CANARY"
 KERNEL = "hushcall-test-python3"
-
-
-@pytest.fixture(scope="module")
-def peer(tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("nbpeer") / "stderr.log"
-    with open(log_path, "w+") as log:
-        proc = subprocess.Popen(
-            [sys.executable, PEER, "--port", "0", "--bits", "2048"],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        try:
-            line = proc.stdout.readline()
-            if not line.startswith("READY "):
-                proc.kill()
-                proc.wait(timeout=10)
-                log.seek(0)
-                pytest.fail("the NOMYO peer did not start: %r\n%s" % (line, log.read()))
-            yield "http://127.0.0.1:%d" % int(line.split()[1])
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            proc.stdout.close()
 
 
 @pytest.fixture
