@@ -61,6 +61,9 @@ typedef struct hushpy_state {
  * subclasses, status_code = err->http_status (None when no HTTP status was
  * received). `err` may be NULL. Always returns NULL. */
 PyObject *hushpy_raise(hushpy_state *st, hush_status status, const hush_error *err);
+
+/* encode()'s and decode()'s limits: 0, or -1 with ValueError set. */
+int hushpy_check_limits(Py_ssize_t max_bytes, int max_depth);
 /* As hushpy_raise, also setting APIError.error_details (borrowed; may be NULL). */
 PyObject *hushpy_raise_details(hushpy_state *st, hush_status status, const hush_error *err,
                                PyObject *error_details);

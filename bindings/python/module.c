@@ -461,3 +461,17 @@ PyMODINIT_FUNC PyInit__core(void)
 {
     return PyModuleDef_Init(&hushpy_module);
 }
+
+int hushpy_check_limits(Py_ssize_t max_bytes, int max_depth)
+{
+    if (max_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_bytes must be at least 1");
+        return -1;
+    }
+    if (max_depth < 1 || max_depth > (int)HUSH_JSON_MAX_DEPTH_LIMIT) {
+        PyErr_Format(PyExc_ValueError, "max_depth must be between 1 and %u",
+                     HUSH_JSON_MAX_DEPTH_LIMIT);
+        return -1;
+    }
+    return 0;
+}

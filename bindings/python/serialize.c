@@ -595,15 +595,8 @@ PyObject *hushpy_encode(PyObject *module, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$ni:encode", keywords, &obj, &max_bytes,
                                      &max_depth))
         return NULL;
-    if (max_bytes < 1) {
-        PyErr_SetString(PyExc_ValueError, "max_bytes must be at least 1");
+    if (hushpy_check_limits(max_bytes, max_depth) < 0)
         return NULL;
-    }
-    if (max_depth < 1 || max_depth > (int)HUSH_JSON_MAX_DEPTH_LIMIT) {
-        PyErr_Format(PyExc_ValueError, "max_depth must be between 1 and %u",
-                     HUSH_JSON_MAX_DEPTH_LIMIT);
-        return NULL;
-    }
 
     walker wk = {.st = st, .max_bytes = (size_t)max_bytes, .max_depth = (unsigned)max_depth};
     hush_secbuf *buf = NULL;
