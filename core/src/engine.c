@@ -56,6 +56,9 @@ typedef struct transfer {
     CURL *easy;
     struct curl_slist *headers;
     hush_call *call;
+    /* The easy handle uses the client's curl share until it is cleaned up,
+     * which may be after the call (and its reference) is gone. */
+    hush_client *client;
     bool is_fetch;
     unsigned char *body;
     size_t len, cap, limit;
@@ -225,6 +228,7 @@ static void free_transfer(hush_engine *e, transfer *t)
     curl_easy_cleanup(t->easy);
     curl_slist_free_all(t->headers);
     free(t->body);
+    hush__client_release(t->client);
     free(t);
 }
 
@@ -394,6 +398,7 @@ static void start_transfer(hush_engine *e, hush_call *call, bool is_fetch)
      * held the key fetch, and hand it over. */
     call->stage = is_fetch ? STAGE_FETCHING : STAGE_SENDING;
     t->call = call;
+    t->client = hush__client_retain(call->client);
     t->is_fetch = is_fetch;
     t->limit = is_fetch ? KEY_BODY_MAX : o->max_response_bytes / 3 * 4 + PACKAGE_OVERHEAD;
     call->transfer = t;
