@@ -56,7 +56,7 @@ build-asan: deps
 
 build-tsan: deps
 	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DHUSH_SANITIZE=thread $(CMAKE_FLAGS) >/dev/null
-	cmake --build $(BUILD_TSAN) -j$(JOBS) --target test_client test_engine
+	cmake --build $(BUILD_TSAN) -j$(JOBS) --target test_client test_engine test_server
 
 test-c: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
@@ -68,7 +68,7 @@ test-c-asan: build-asan
 # The threaded suites once more under ThreadSanitizer: the engine's
 # correctness rests on its locking.
 test-c-tsan: build-tsan
-	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -R '^(client|engine)$$'
+	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -R '^(client|engine|server)$$'
 
 # The extension hushcall._core, built in place for the tests (pip install .
 # is the way to install it).

@@ -134,16 +134,18 @@ static inline int unused_port(void)
 
 /* ---- the peer process --------------------------------------------------- */
 
-/* Start the peer with `extra` arguments (NULL-terminated, may be NULL) and
- * wait for its "READY <port>" line. On failure, says why on stderr. */
-static inline bool peer_start(peer *p, bool tls, const char *const *extra)
+/* Start `script` (any test server that prints "READY <port>": the peer,
+ * fake_openai.py) with `extra` arguments (NULL-terminated, may be NULL) and
+ * wait for its READY line. On failure, says why on stderr. */
+static inline bool peer_start_script(peer *p, const char *script, bool tls,
+                                     const char *const *extra)
 {
     memset(p, 0, sizeof *p);
     p->pid = -1;
     const char *argv[PEER_MAX_ARGS];
     size_t argc = 0;
     argv[argc++] = HUSH_TEST_PYTHON;
-    argv[argc++] = PEER_SCRIPT;
+    argv[argc++] = script;
     argv[argc++] = "--port";
     argv[argc++] = "0";
     for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
@@ -240,6 +242,12 @@ static inline bool peer_start(peer *p, bool tls, const char *const *extra)
     p->pid = pid;
     snprintf(p->url, sizeof p->url, "%s://127.0.0.1:%d", tls ? "https" : "http", p->port);
     return true;
+}
+
+/* Start the NOMYO peer; as peer_start_script. */
+static inline bool peer_start(peer *p, bool tls, const char *const *extra)
+{
+    return peer_start_script(p, PEER_SCRIPT, tls, extra);
 }
 
 /* Stop the peer (SIGTERM, SIGKILL after 10 s). False when it had already

@@ -11,6 +11,7 @@
 #include "hushcall/envelope_v1.h"
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
+#include "hushcall/server.h"
 
 #define HUSHCALL_VERSION "0.1.0"
 

@@ -1,0 +1,120 @@
+/* hushcall/server.h — the server role of protocol v1, for gateways.
+ *
+ * A hush_server opens a sealed chat request with the server key, answers it
+ * with its backend, and seals the answer to the client's key. The request
+ * and the answer exist in plaintext only in secure memory; the OpenAI
+ * backend hands them to libcurl, whose own transfer buffers are ordinary
+ * heap (docs/gateway.md says so to operators). A server is immutable once
+ * made: one may serve any number of threads, and hush_server_handle is
+ * blocking and reentrant.
+ *
+ * Failures of hush_server_handle set err->http_status to the status a
+ * gateway should answer with and err->message to a detail safe to send
+ * back: it never holds plaintext, and every way a package can fail to open
+ * is the one message "Invalid encrypted payload". */
+#ifndef HUSHCALL_SERVER_H
+#define HUSHCALL_SERVER_H
+
+#include <stddef.h>
+
+#include "hushcall/error.h"
+#include "hushcall/keys.h"
+#include "hushcall/secmem.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hush_server hush_server;
+
+typedef enum hush_backend {
+    /* A deterministic chat.completion made from the request itself: the
+     * reply is "echo: " followed by the text of the last "user" message
+     * (docs/gateway.md gives the whole shape). Needs no model. */
+    HUSH_BACKEND_ECHO = 0,
+    /* The decrypted request is POSTed to an OpenAI-compatible
+     * `<upstream_url>/chat/completions` (vLLM, Ollama, llama.cpp, ...). */
+    HUSH_BACKEND_OPENAI
+} hush_backend;
+
+#define HUSH_SERVER_DEFAULT_NAME "hushcall-gateway"
+#define HUSH_SERVER_INVALID_PACKAGE "Invalid encrypted payload"
+#define HUSH_SERVER_PAYLOAD_ID_MAX 128u /* longest X-Payload-ID accepted, in bytes */
+
+/* Strings are copied by hush_server_new; NULL means "not set". */
+typedef struct hush_server_options {
+    hush_keypair *key;                 /* required: the envelope key (a reference is taken) */
+    hush_backend backend;
+    const char *upstream_url;          /* OPENAI: base URL, e.g. "http://127.0.0.1:8000/v1" */
+    const char *upstream_api_key;      /* OPENAI: sent as "Authorization: Bearer <key>" */
+    const char *upstream_ca_file;      /* OPENAI: PEM bundle for an https upstream */
+    long upstream_connect_timeout_ms;  /* default 10,000 */
+    long upstream_timeout_ms;          /* whole upstream exchange, default 300,000 */
+    size_t max_package_bytes;          /* default HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES */
+    size_t max_answer_bytes;           /* upstream answer; default HUSH_DEFAULT_MAX_RESPONSE_BYTES */
+    const char *server_name;           /* _metadata.server; default HUSH_SERVER_DEFAULT_NAME */
+    unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
+} hush_server_options;
+
+/* Fill `opts` with the defaults (and NULLs). */
+void hush_server_options_init(hush_server_options *opts);
+
+/* Check the options and make a server. HUSH_E_ARGUMENT for a missing key,
+ * an unknown backend, a size limit or timeout that is not positive, an
+ * OPENAI backend without an http(s) upstream_url, or an upstream_api_key
+ * that is not 1 to 512 printable ASCII characters without spaces. */
+hush_status hush_server_new(const hush_server_options *opts, hush_server **out, hush_error *err);
+void hush_server_free(hush_server *server); /* accepts NULL */
+
+/* One POST /v1/chat/secure_completion, as the gateway received it. The
+ * gateway checks the API key and the tier before it reads the body. */
+typedef struct hush_server_request {
+    const void *package;            /* the request body */
+    size_t package_len;
+    const char *client_public_key;  /* X-Public-Key, percent-decoded: PEM */
+    size_t client_public_key_len;
+    const char *payload_id;         /* X-Payload-ID: required, printable ASCII, at most
+                                       HUSH_SERVER_PAYLOAD_ID_MAX bytes */
+    const char *security_tier;      /* X-Security-Tier: "standard", "high", "maximum";
+                                       NULL means "standard" */
+} hush_server_request;
+
+typedef struct hush_server_answer {
+    hush_secbuf *package;  /* the sealed answer: ciphertext, not locked; caller frees */
+    int upstream_status;   /* the upstream's HTTP status; 0 for the echo backend */
+    double open_ms;        /* opening and parsing the request */
+    double backend_ms;     /* the backend's work, upstream round trip included */
+    double seal_ms;        /* writing and sealing the answer */
+} hush_server_answer;
+
+/* Answer one request. The answer is the backend's chat.completion with a
+ * `_metadata` object (replacing any the upstream sent): "server",
+ * "backend" ("echo" or "openai"), "security_tier", and "memory_protection"
+ * (this process's hush_memory_protection_info). The package's
+ * processed_at is the UTC time in Python's isoformat().
+ *
+ * Errors (err->http_status in brackets):
+ *   HUSH_E_LIMIT [413]        the package is larger than max_package_bytes
+ *   HUSH_E_KEY [400]          the client public key is not RSA of 2048+ bits
+ *   HUSH_E_BAD_REQUEST [400]  no payload id, or one that is not printable ASCII
+ *                             of at most HUSH_SERVER_PAYLOAD_ID_MAX bytes; a tier
+ *                             not "standard", "high" or "maximum"; the package
+ *                             does not open, or its plaintext is not a JSON
+ *                             object (one message); "stream": true (not
+ *                             supported over v1)
+ *   HUSH_E_UNAVAILABLE [503]  the upstream cannot be reached, or answered 429/503
+ *   HUSH_E_TIMEOUT [504]      the upstream did not answer in time
+ *   HUSH_E_HTTP [502]         the upstream answered another non-2xx status, or
+ *                             something not a JSON object, or too much
+ *   HUSH_E_NOMEM, HUSH_E_CRYPTO, HUSH_E_INTERNAL [500]
+ * On failure `out` is left empty. */
+hush_status hush_server_handle(const hush_server *server, const hush_server_request *req,
+                               hush_server_answer *out, hush_error *err);
+
+/* Free the package and clear the struct. Accepts NULL. */
+void hush_server_answer_clear(hush_server_answer *answer);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,170 @@
+/* upstream.c — the openai backend: the decrypted request POSTed as it is to
+ * an OpenAI-compatible `/chat/completions`, the answer read into locked
+ * memory and written into ours. Each call has its own curl handle, so the
+ * server stays immutable and calls never wait on one another. libcurl's own
+ * transfer buffers are ordinary heap; server.h tells operators so. */
+#include <stdio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "backend.h"
+#include "hushcall/hushcall.h"
+#include "internal.h"
+
+#define ANSWER_INITIAL_BYTES 16384u
+#define AUTH_HEADER_MAX 1024u
+
+/* The answer as it arrives, capped at max_answer_bytes. */
+typedef struct answer_sink {
+    hush_secbuf *buf;
+    bool too_large;
+    bool nomem;
+} answer_sink;
+
+static size_t on_body(char *data, size_t size, size_t count, void *user)
+{
+    answer_sink *sink = user;
+    size_t n = size * count;
+    hush_status status = hush_secbuf_append(sink->buf, data, n, NULL);
+    sink->too_large = status == HUSH_E_LIMIT;
+    sink->nomem = status != HUSH_OK && status != HUSH_E_LIMIT;
+    return status == HUSH_OK ? n : 0; /* 0 makes curl stop with CURLE_WRITE_ERROR */
+}
+
+static hush_status add_header(struct curl_slist **list, const char *line, hush_error *err)
+{
+    struct curl_slist *grown = curl_slist_append(*list, line);
+    if (grown == NULL)
+        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    *list = grown;
+    return HUSH_OK;
+}
+
+static hush_status make_headers(const hush__upstream_config *cfg, struct curl_slist **out,
+                                hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    char auth[AUTH_HEADER_MAX];
+    HUSH_TRY(add_header(out, "Content-Type: application/json", err));
+    HUSH_TRY(add_header(out, "Accept: application/json", err));
+    HUSH_TRY(add_header(out, "Expect:", err)); /* no 100-continue round trip */
+    if (cfg->api_key != NULL) {
+        int n = snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->api_key);
+        HUSH_ENSURE(n > 0 && (size_t)n < sizeof auth, HUSH_E_INTERNAL,
+                    "upstream_api_key is too long");
+        HUSH_TRY(add_header(out, auth, err));
+    }
+cleanup:
+    hush_memzero(auth, sizeof auth);
+    return status;
+}
+
+static hush_status set_options(CURL *easy, const hush__upstream_config *cfg,
+                               struct curl_slist *headers, const void *body, size_t len,
+                               answer_sink *sink, hush_error *err)
+{
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val) \
+    if (rc == CURLE_OK) \
+        rc = curl_easy_setopt(easy, opt, val)
+    SET(CURLOPT_URL, cfg->url);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, cfg->connect_timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, cfg->timeout_ms);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    SET(CURLOPT_USERAGENT, "hushcall/" HUSHCALL_VERSION);
+    SET(CURLOPT_HTTPHEADER, headers);
+    /* Pointed at, never copied: the plaintext stays in locked memory. */
+    SET(CURLOPT_POSTFIELDS, body);
+    SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, sink);
+    if (cfg->ca_file != NULL)
+        SET(CURLOPT_CAINFO, cfg->ca_file);
+#undef SET
+    if (rc != CURLE_OK)
+        return hush__fail(err, HUSH_E_INTERNAL, "could not set up the upstream request (%s)",
+                          curl_easy_strerror(rc));
+    return HUSH_OK;
+}
+
+/* The gateway's verdict on one exchange. An HTTP status decides first: an
+ * error body that was too large or cut short is still that error. */
+static hush_status check_exchange(CURLcode rc, long http, const answer_sink *sink,
+                                  hush_error *err)
+{
+    if (http == 429 || http == 503)
+        return hush__fail(err, HUSH_E_UNAVAILABLE, "Upstream busy (HTTP %ld)", http);
+    if (http != 0 && (http < 200 || http > 299))
+        return hush__fail(err, HUSH_E_HTTP, "Upstream answered HTTP %ld", http);
+    if (sink->too_large)
+        return hush__fail(err, HUSH_E_HTTP, "Upstream answer too large");
+    if (sink->nomem)
+        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    switch (rc) {
+    case CURLE_OK: return HUSH_OK;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT: return hush__fail(err, HUSH_E_UNAVAILABLE, "Upstream unavailable");
+    case CURLE_OPERATION_TIMEDOUT: return hush__fail(err, HUSH_E_TIMEOUT, "Upstream timed out");
+    default: return hush__fail(err, HUSH_E_HTTP, "Upstream request failed");
+    }
+}
+
+/* The upstream's members, less its `_metadata`, into our answer. */
+static hush_status write_answer(const hush_secbuf *answer, size_t max, hush_arena *arena,
+                                hush_json_writer *w, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const hush_json_value *root = NULL;
+    hush_json_limits limits = {.max_bytes = max};
+    const char *key;
+    size_t key_len;
+    const hush_json_value *value;
+    if (hush_json_parse_into(arena, hush_secbuf_data(answer), hush_secbuf_len(answer), &limits,
+                             &root, NULL) != HUSH_OK ||
+        hush_json_type_of(root) != HUSH_JSON_OBJECT)
+        return hush__fail(err, HUSH_E_HTTP, "Upstream answer is not a JSON object");
+    for (size_t i = 0; hush_json_object_member(root, i, &key, &key_len, &value); i++) {
+        if (key_len == 9 && memcmp(key, "_metadata", 9) == 0)
+            continue;
+        HUSH_TRY(hush_json_write_key(w, key, key_len, err));
+        HUSH_TRY(hush_json_write_value(w, value, err));
+    }
+cleanup:
+    return status;
+}
+
+hush_status hush__upstream_write(const hush__upstream_config *cfg, const void *body, size_t len,
+                                 hush_arena *arena, hush_json_writer *w, int *upstream_status,
+                                 hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    CURL *easy = NULL;
+    struct curl_slist *headers = NULL;
+    answer_sink sink = {0};
+    long http = 0;
+    CURLcode rc;
+    size_t initial = cfg->max_answer_bytes < ANSWER_INITIAL_BYTES ? cfg->max_answer_bytes
+                                                                  : ANSWER_INITIAL_BYTES;
+
+    *upstream_status = 0;
+    HUSH_TRY(hush_secbuf_new(&sink.buf, initial, cfg->max_answer_bytes, cfg->secmem_flags, err));
+    HUSH_ENSURE((easy = curl_easy_init()) != NULL, HUSH_E_NOMEM, "could not create a curl handle");
+    HUSH_TRY(make_headers(cfg, &headers, err));
+    HUSH_TRY(set_options(easy, cfg, headers, body, len, &sink, err));
+    rc = curl_easy_perform(easy);
+    HUSH_ENSURE(curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http) == CURLE_OK,
+                HUSH_E_INTERNAL, "could not read the upstream's status");
+    *upstream_status = (int)http;
+    HUSH_TRY(check_exchange(rc, http, &sink, err));
+    HUSH_TRY(write_answer(sink.buf, cfg->max_answer_bytes, arena, w, err));
+cleanup:
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(easy);
+    hush_secbuf_free(sink.buf);
+    return status;
+}
