@@ -50,6 +50,7 @@ typedef struct hushpy_state {
     PyTypeObject *engine_type;        /* Engine: a hush_engine */
     PyTypeObject *call_type;          /* Call: one hush_call of an Engine */
     PyTypeObject *keypair_type;       /* KeyPair: a hush_keypair */
+    PyTypeObject *server_type;        /* Server: a hush_server, the gateway's core */
     PyObject *response_attrs;         /* frozenset: names that are Response's own attributes */
     PyObject *exc[HUSHPY_EXC_COUNT];
 } hushpy_state;
@@ -111,5 +112,9 @@ extern PyType_Spec hushpy_keypair_spec;
 /* The hush_keypair of a KeyPair (borrowed: valid while `obj` lives), or NULL
  * with TypeError set when `obj` is not one. */
 hush_keypair *hushpy_keypair_get(hushpy_state *st, PyObject *obj);
+
+/* ---- server.c ------------------------------------------------------------ */
+
+extern PyType_Spec hushpy_server_spec;
 
 #endif

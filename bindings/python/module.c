@@ -300,6 +300,7 @@ static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->engine_type);
     Py_VISIT(st->call_type);
     Py_VISIT(st->keypair_type);
+    Py_VISIT(st->server_type);
     Py_VISIT(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_VISIT(st->exc[i]);
@@ -320,6 +321,7 @@ static int hushpy_clear(PyObject *module)
     Py_CLEAR(st->engine_type);
     Py_CLEAR(st->call_type);
     Py_CLEAR(st->keypair_type);
+    Py_CLEAR(st->server_type);
     Py_CLEAR(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_CLEAR(st->exc[i]);
@@ -422,6 +424,9 @@ static int hushpy_exec(PyObject *module)
         return -1;
     st->keypair_type = add_type(module, &hushpy_keypair_spec, NULL);
     if (st->keypair_type == NULL)
+        return -1;
+    st->server_type = add_type(module, &hushpy_server_spec, NULL);
+    if (st->server_type == NULL)
         return -1;
 
     if (PyModule_AddStringConstant(module, "__version__", HUSHCALL_VERSION) < 0)

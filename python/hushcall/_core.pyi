@@ -142,6 +142,32 @@ class Engine:
     def drain(self) -> List[Call]: ...
     def close(self) -> None: ...
 
+@final
+class Server:
+    """The server role of protocol v1 (hush_server): the gateway's core."""
+    def __init__(
+        self,
+        key: KeyPair,
+        *,
+        backend: str = "echo",
+        upstream_url: Optional[str] = None,
+        upstream_api_key: Optional[str] = None,
+        upstream_ca_file: Optional[str] = None,
+        upstream_timeout: Optional[float] = None,
+        upstream_connect_timeout: Optional[float] = None,
+        max_package_bytes: Optional[int] = None,
+        max_answer_bytes: Optional[int] = None,
+        server_name: Optional[str] = None,
+        secure_memory: bool = True,
+    ) -> None: ...
+    def handle(
+        self,
+        package: Union[bytes, bytearray, memoryview],
+        public_key: str,
+        payload_id: str,
+        security_tier: Optional[str] = None,
+    ) -> Tuple[bytes, Dict[str, Any]]: ...
+
 def encode(obj: Any, *, max_bytes: int = ..., max_depth: int = ...) -> SecureBuffer: ...
 def decode(
     data: Union[SecureBuffer, bytes, bytearray, memoryview],
