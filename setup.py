@@ -90,6 +90,8 @@ setup(
     version=version(),
     description="End-to-end encrypted chat completions with plaintext kept in locked, zeroed memory",
     python_requires=">=3.9",
+    # The gateway (python -m hushcall serve) runs on aiohttp.
+    install_requires=["aiohttp>=3.9"],
     package_dir={"": "python"},
     packages=["hushcall"],
     package_data={"hushcall": ["py.typed", "_core.pyi"]},

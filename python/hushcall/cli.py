@@ -1,0 +1,160 @@
+"""``python -m hushcall``: ``serve`` runs the reference gateway, ``chat`` sends
+one encrypted completion to an endpoint (docs/gateway.md)."""
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+import time
+import urllib.parse
+from typing import List, Optional
+
+from . import gateway
+from .errors import HushcallError
+
+API_KEY_ENV = "HUSHCALL_API_KEY"
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _backend(text: str) -> str:
+    kind, _, url = text.partition(":")
+    if text == "echo" or (kind == "openai" and url.startswith(("http://", "https://"))):
+        return text
+    raise argparse.ArgumentTypeError("expected echo or openai:http(s)://host[:port]/v1")
+
+
+def _add_serve(commands) -> None:
+    p = commands.add_parser("serve", help="run the reference gateway",
+                            description="Run the NOMYO-compatible reference gateway.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=gateway.DEFAULT_PORT,
+                   help="port (0: a free one; default %(default)s)")
+    p.add_argument("--backend", type=_backend, default="echo",
+                   help="echo (default) or openai:URL of an OpenAI-compatible /v1 base")
+    p.add_argument("--key-dir", default=gateway.DEFAULT_KEY_DIR,
+                   help="where the server key is kept (default %(default)s)")
+    p.add_argument("--api-key", action="extend", nargs="+", default=[],
+                   help="accepted bearer tokens (default: no authentication)")
+    p.add_argument("--tls-cert", help="PEM certificate chain to serve https with")
+    p.add_argument("--tls-key", help="its PEM private key")
+    p.add_argument("--rate-limit", type=_positive_float,
+                   help="requests per second per API key (default: no limit)")
+    p.add_argument("--rate-burst", type=_positive_int, help="bucket size (default: the rate)")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=gateway.DEFAULT_MAX_BODY_BYTES,
+                   help="largest request body (default %(default)s)")
+    p.add_argument("--max-in-flight", type=_positive_int, default=gateway.DEFAULT_MAX_IN_FLIGHT,
+                   help="requests being answered at once before 503 (default %(default)s)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--upstream-timeout", type=_positive_float,
+                   help="seconds for an upstream answer (default 300)")
+    p.add_argument("--upstream-ca-file", help="PEM bundle to verify an https upstream with")
+    p.add_argument("--workers", type=_positive_int,
+                   help="threads answering requests (default: CPUs for echo, 32 for openai)")
+    p.add_argument("--shutdown-timeout", type=_positive_float, default=30.0,
+                   help="seconds the requests in flight get on shutdown (default %(default)s)")
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    config = gateway.GatewayConfig(
+        host=args.host, port=args.port, backend=args.backend, key_dir=args.key_dir,
+        api_keys=args.api_key, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        rate_limit=args.rate_limit, rate_burst=args.rate_burst,
+        max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
+        log_format=args.log_format,
+        upstream_timeout=args.upstream_timeout, upstream_ca_file=args.upstream_ca_file,
+        workers=args.workers, shutdown_timeout=args.shutdown_timeout)
+    try:
+        gateway.run(config)
+    except (HushcallError, OSError) as e:
+        # A key that will not load, a port in use: say so, without a traceback.
+        print("hushcall serve: %s: %s" % (type(e).__name__, e), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_chat(commands) -> None:
+    p = commands.add_parser("chat", help="send one encrypted chat completion",
+                            description="Send one encrypted chat completion and print the reply.")
+    p.add_argument("question", help="the user message ('-' reads it from stdin)")
+    p.add_argument("--base-url", required=True, help="the endpoint, e.g. https://host")
+    p.add_argument("--api-key", help="bearer token (default $%s)" % API_KEY_ENV)
+    p.add_argument("--model", default="default", help="model name (default %(default)s)")
+    p.add_argument("--tier", choices=("standard", "high", "maximum"), help="X-Security-Tier")
+    p.add_argument("--system", help="a system message to send first")
+    p.add_argument("--ca-file", help="PEM bundle to verify the endpoint with")
+    p.add_argument("--allow-http", action="store_true",
+                   help="permit http:// to a host that is not loopback")
+    p.add_argument("--key-dir", help="client key directory (default: a fresh key)")
+    p.add_argument("--timeout", type=_positive_float, help="seconds for the whole request")
+    p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print _metadata and timings on stderr")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .client import Client  # the extension only when it is needed
+
+    question = sys.stdin.read() if args.question == "-" else args.question
+    messages = [{"role": "user", "content": question}]
+    if args.system:
+        messages.insert(0, {"role": "system", "content": args.system})
+    options = {"allow_http": args.allow_http or _is_loopback(args.base_url)}
+    api_key = args.api_key or os.environ.get(API_KEY_ENV)
+    for name, value in (("api_key", api_key), ("ca_file", args.ca_file),
+                        ("key_dir", args.key_dir), ("timeout", args.timeout),
+                        ("security_tier", args.tier)):
+        if value is not None:
+            options[name] = value
+    start = time.monotonic()
+    try:
+        client = Client(args.base_url, **options)
+        with client.create(model=args.model, messages=messages) as answer:
+            elapsed = (time.monotonic() - start) * 1000
+            if args.json:
+                print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+            else:
+                print(answer["choices"][0]["message"]["content"])
+            if args.verbose:
+                print("_metadata: " + json.dumps(answer["_metadata"].to_dict(), indent=2),
+                      file=sys.stderr)
+                print("round trip: %.1f ms" % elapsed, file=sys.stderr)
+    except HushcallError as e:
+        print("hushcall chat: %s: %s" % (type(e).__name__, e), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hushcall", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve(commands)
+    _add_chat(commands)
+    args = parser.parse_args(argv)
+    handler = _serve if args.command == "serve" else _chat
+    return handler(args, parser)

@@ -1,0 +1,356 @@
+"""The reference gateway: a NOMYO-compatible secure endpoint (docs/gateway.md).
+
+Python here sees only ciphertext, headers and sizes. Each sealed request is
+handed whole to ``_core.Server.handle`` on a worker thread, which opens it
+into locked memory, runs the backend there and seals the answer; the
+plaintext never becomes a Python object.
+"""
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import hmac
+import json
+import logging
+import math
+import os
+import re
+import signal
+import ssl
+import sys
+import time
+import urllib.parse
+from typing import Dict, List, Optional, Tuple
+
+from aiohttp import web
+
+from . import _core
+from .errors import HushcallError
+
+__all__ = ["GatewayConfig", "Gateway", "load_server_key", "run"]
+
+log = logging.getLogger("hushcall.gateway")
+
+TIERS = ("standard", "high", "maximum")
+DEFAULT_PORT = 12434
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_KEY_DIR = os.path.join("~", ".hushcall", "gateway")
+KEY_PASSWORD_ENV = "HUSHCALL_GATEWAY_KEY_PASSWORD"
+UPSTREAM_API_KEY_ENV = "HUSHCALL_UPSTREAM_API_KEY"
+# What may be logged of a client-chosen payload id; anything else is "-".
+LOGGABLE_PAYLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+READ_CHUNK = 64 * 1024
+DEFAULT_MAX_IN_FLIGHT = 512
+# Buckets kept before the full ones are forgotten (callers without API keys
+# are addresses, of which there may be many).
+MAX_BUCKETS = 10000
+
+MAXIMUM_TIER_REFUSED = (
+    "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
+)
+
+
+@dataclasses.dataclass
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    backend: str = "echo"  # "echo" or "openai:<base URL>"
+    key_dir: str = DEFAULT_KEY_DIR
+    api_keys: List[str] = dataclasses.field(default_factory=list)
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    rate_limit: Optional[float] = None  # requests per second per key; None is off
+    rate_burst: Optional[int] = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    log_format: str = "text"  # or "json"
+    upstream_timeout: Optional[float] = None
+    upstream_ca_file: Optional[str] = None
+    workers: Optional[int] = None
+    shutdown_timeout: float = 30.0
+
+
+def load_server_key(key_dir: str) -> "_core.KeyPair":
+    """The gateway's key from key_dir, made and saved there (0600) on first start."""
+    key_dir = os.path.expanduser(key_dir)
+    password = os.environ.get(KEY_PASSWORD_ENV) or None
+    private = os.path.join(key_dir, "private_key.pem")
+    if os.path.lexists(private):
+        return _core.KeyPair.load(private, password)
+    parent = os.path.dirname(os.path.abspath(key_dir))
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    key = _core.KeyPair.generate(4096)
+    key.save(key_dir, password)
+    log.info("made a new server key in %s: %s", key_dir, key.fingerprint)
+    return key
+
+
+class TokenBuckets:
+    """One token bucket per caller: `rate` tokens a second, at most `burst`."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate = rate
+        self.burst = burst
+        self.buckets: Dict[str, Tuple[float, float]] = {}  # caller -> (tokens, at)
+
+    def take(self, caller: str) -> float:
+        """0 when a token was taken, else the seconds until there is one."""
+        now = time.monotonic()
+        if len(self.buckets) > MAX_BUCKETS:
+            self.forget_full(now)
+        tokens, at = self.buckets.get(caller, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self.buckets[caller] = (tokens - 1.0, now)
+            return 0.0
+        self.buckets[caller] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+    def forget_full(self, now: float) -> None:
+        """Drop the buckets that have refilled: a new one starts full anyway."""
+        self.buckets = {caller: (tokens, at) for caller, (tokens, at) in self.buckets.items()
+                        if tokens + (now - at) * self.rate < self.burst}
+
+
+def error(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> web.Response:
+    return web.json_response({"detail": detail}, status=status, headers=headers)
+
+
+class Gateway:
+    """The aiohttp application around one _core.Server."""
+
+    def __init__(self, config: GatewayConfig, key: "_core.KeyPair"):
+        self.config = config
+        self.key = key
+        self.public_pem = key.public_pem()
+        backend, _, upstream = config.backend.partition(":")
+        if backend not in ("echo", "openai") or (backend == "openai") != bool(upstream):
+            raise ValueError("backend must be echo or openai:URL")
+        self.backend = backend
+        self.server = _core.Server(
+            key,
+            backend=backend,
+            upstream_url=upstream or None,
+            upstream_api_key=os.environ.get(UPSTREAM_API_KEY_ENV) or None,
+            upstream_ca_file=config.upstream_ca_file,
+            upstream_timeout=config.upstream_timeout,
+            max_package_bytes=config.max_body_bytes,
+        )
+        # Labels, never the keys themselves, go into logs and rate-limit tables.
+        self.api_keys = [(key.encode(), "key#%d" % n)
+                         for n, key in enumerate(config.api_keys, start=1)]
+        self.buckets = None
+        if config.rate_limit:
+            burst = config.rate_burst or max(1, int(config.rate_limit))
+            self.buckets = TokenBuckets(config.rate_limit, burst)
+        # RSA is CPU work; an upstream round trip is waiting.
+        workers = config.workers or ((os.cpu_count() or 2) if backend == "echo" else 32)
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="hushcall-gateway")
+        self.in_flight = 0
+        self.stopping = False
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes + 1,
+                              middlewares=[self.access_log])
+        app.add_routes([
+            web.get("/pki/public_key", self.public_key),
+            web.post("/v1/chat/secure_completion", self.secure_completion),
+            web.get("/healthz", self.healthz),
+        ])
+        return app
+
+    # ---- handlers --------------------------------------------------------
+
+    async def public_key(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.public_pem)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "status": "stopping" if self.stopping else "ok",
+            "backend": self.backend,
+            "key_fingerprint": self.key.fingerprint,
+            "in_flight": self.in_flight,
+            "memory_protection": _core.get_memory_protection_info(),
+        })
+
+    async def secure_completion(self, request: web.Request) -> web.StreamResponse:
+        if self.stopping:
+            return error(503, "Gateway is shutting down", {"Connection": "close"})
+        caller = self.authenticate(request)
+        if caller is None:
+            return error(401, "Invalid API key")
+        request["caller"] = caller
+        if self.buckets is not None:
+            wait = self.buckets.take(caller)
+            if wait > 0:
+                return error(429, "Rate limit exceeded",
+                             {"Retry-After": str(max(1, math.ceil(wait)))})
+        if self.in_flight >= self.config.max_in_flight:
+            return error(503, "Gateway busy", {"Retry-After": "1"})
+        payload_id = request.headers.get("X-Payload-ID")
+        if not payload_id:
+            return error(400, "Missing X-Payload-ID header")
+        public_key = request.headers.get("X-Public-Key")
+        if not public_key:
+            return error(400, "Missing X-Public-Key header")
+        tier = request.headers.get("X-Security-Tier")
+        if tier is not None and tier not in TIERS:
+            return error(400, "Invalid security tier")
+        request["tier"] = tier or "standard"
+        if tier == "maximum":
+            return error(503, MAXIMUM_TIER_REFUSED)
+        if (request.content_length or 0) > self.config.max_body_bytes:
+            return error(413, "Request body too large", {"Connection": "close"})
+        body = await self.read_body(request)
+        if body is None:
+            return error(413, "Request body too large", {"Connection": "close"})
+
+        self.in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            package, timings = await loop.run_in_executor(
+                self.executor, self.server.handle, body,
+                urllib.parse.unquote(public_key), payload_id, tier)
+        except HushcallError as e:
+            request["core"] = {"error": e.kind}
+            return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
+        finally:
+            self.in_flight -= 1
+        request["core"] = timings
+        return web.Response(body=package, content_type="application/octet-stream")
+
+    def authenticate(self, request: web.Request) -> Optional[str]:
+        """The caller's rate-limit and log label, or None when refused."""
+        if not self.api_keys:
+            return request.remote or "-"
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token_bytes = token.strip().encode()
+        found = None
+        # Every key is compared, each in constant time: no timing tells how close a guess was.
+        for key, label in self.api_keys:
+            if hmac.compare_digest(token_bytes, key):
+                found = label
+        return found
+
+    async def read_body(self, request: web.Request) -> Optional[bytes]:
+        """The body, or None once it grows past the limit (a chunked one can)."""
+        limit = self.config.max_body_bytes
+        chunks, size = [], 0
+        while True:
+            chunk = await request.content.read(READ_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+
+    # ---- logging ---------------------------------------------------------
+
+    @web.middleware
+    async def access_log(self, request: web.Request, handler) -> web.StreamResponse:
+        start = time.monotonic()
+        status, size = 500, 0
+        try:
+            response = await handler(request)
+            status = response.status
+            if isinstance(response, web.Response) and isinstance(response.body, bytes):
+                size = len(response.body)
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            self.log_request(request, status, size, (time.monotonic() - start) * 1000)
+
+    def log_request(self, request: web.Request, status: int, bytes_out: int, ms: float) -> None:
+        payload_id = request.headers.get("X-Payload-ID")
+        if payload_id is not None and not LOGGABLE_PAYLOAD_ID.match(payload_id):
+            payload_id = "-"
+        core = request.get("core") or {}
+        record = {
+            "ts": round(time.time(), 3),
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "bytes_in": request.content_length or 0,
+            "bytes_out": bytes_out,
+            "ms": round(ms, 2),
+            "open_ms": round(core["open_ms"], 2) if "open_ms" in core else None,
+            "backend_ms": round(core["backend_ms"], 2) if "backend_ms" in core else None,
+            "seal_ms": round(core["seal_ms"], 2) if "seal_ms" in core else None,
+            "upstream_status": core.get("upstream_status") or None,
+            "error": core.get("error"),
+            "payload_id": payload_id,
+            "tier": request.get("tier"),
+            "caller": request.get("caller") if self.api_keys else None,
+            "client": request.remote,
+        }
+        if self.config.log_format == "json":
+            log.info("%s", json.dumps(record, separators=(",", ":")))
+        else:
+            log.info("%s", " ".join(
+                "%s=%s" % (k, v) for k, v in record.items()
+                if v is not None and k not in ("ts",)))
+
+    # ---- running ---------------------------------------------------------
+
+    def ssl_context(self) -> Optional[ssl.SSLContext]:
+        if not self.config.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=self.config.shutdown_timeout)
+        await runner.setup()
+        context = self.ssl_context()
+        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=context)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        scheme = "https" if context else "http"
+        host = "[%s]" % host if ":" in host else host
+        print("listening on %s://%s:%d" % (scheme, host, port), flush=True)
+        log.info("backend=%s key=%s memory_protection=%s", self.config.backend,
+                 self.key.fingerprint, json.dumps(_core.get_memory_protection_info()))
+        await stop.wait()
+        log.info("shutting down: %d in flight", self.in_flight)
+        self.stopping = True
+        try:
+            # Closes the listeners, then waits for the requests in flight.
+            await runner.cleanup()
+        finally:
+            self.executor.shutdown(wait=True)
+        log.info("stopped")
+
+
+def configure_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(message)s" if log_format == "json" else "%(asctime)s %(name)s %(message)s"))
+    root = logging.getLogger("hushcall")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # aiohttp's own loggers may quote request lines; keep them to warnings.
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+async def _main(config: GatewayConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    key = await loop.run_in_executor(None, load_server_key, config.key_dir)
+    await Gateway(config, key).serve(stop)
+
+
+def run(config: GatewayConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    configure_logging(config.log_format)
+    asyncio.run(_main(config))
