@@ -1,5 +1,6 @@
 # hushcall — the README's two commands, and what they stand on.
-#   make demo   build, then seal and open one message through the core
+#   make demo   the reference gateway (echo backend) on a free loopback port,
+#               and an encrypted round trip through it from Python
 #   make test   every test suite, plain and under ASan/UBSan
 # Both start with `make deps`, which installs whatever is missing.
 
@@ -80,14 +81,15 @@ test-python: build-python
 
 test: test-c test-c-asan test-c-tsan test-python
 
-demo: build
-	./$(BUILD)/hush-seal-open
+demo: build-python
+	PYTHONPATH=python $(PYTHON) examples/demo.py
 
 # Figures, not tests: what a request costs the client, in C and from Python
-# beside the nomyo client.
+# beside the nomyo client, and what the gateway serves.
 bench: build build-python
 	./$(BUILD)/bench_client
 	PYTHONPATH=python $(PYTHON) bench/bench_python.py
+	PYTHONPATH=python $(PYTHON) bench/bench_gateway.py
 
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time.
 fuzz: deps
