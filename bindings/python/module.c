@@ -34,11 +34,10 @@ static const char *const hushpy_exc_names[HUSHPY_EXC_COUNT] = {
 
 typedef struct hushpy_status_entry {
     const char *name; /* the C enumerator, for tests and messages */
-    const char *kind; /* exc.kind: short, stable, the same as the Lua binding's err.kind */
-    hushpy_exc exc;
+    hushpy_exc exc;   /* exc.kind is the core's hush_status_kind(), as in the Lua binding */
 } hushpy_status_entry;
 
-#define ENTRY(status, kind, exc) [HUSH_E_##status] = {"HUSH_E_" #status, kind, HUSHPY_EXC_##exc}
+#define ENTRY(status, exc) [HUSH_E_##status] = {"HUSH_E_" #status, HUSHPY_EXC_##exc}
 
 /* THE table: every hush_status to one exception class. Decisions beyond the
  * HTTP statuses (docs in errors.py):
@@ -54,37 +53,37 @@ typedef struct hushpy_status_entry {
  *                             layer raises asyncio's own when it cancelled the call itself)
  *   NOT_FOUND, IO, EXISTS, INTERNAL -> HushcallError */
 static const hushpy_status_entry hushpy_status_table[] = {
-    [HUSH_OK] = {"HUSH_OK", "ok", HUSHPY_EXC_BASE}, /* never raised */
-    ENTRY(ARGUMENT, "argument", INVALID_ARGUMENT),
-    ENTRY(NOMEM, "nomem", SECURE_MEMORY),
-    ENTRY(LIMIT, "limit", INVALID_REQUEST),
-    ENTRY(JSON, "json", MALFORMED_JSON),
-    ENTRY(TYPE, "type", INVALID_ARGUMENT),
-    ENTRY(NOT_FOUND, "not_found", BASE),
-    ENTRY(BASE64, "base64", INVALID_ARGUMENT),
-    ENTRY(KEY, "key", SECURITY),
-    ENTRY(PASSWORD, "password", SECURITY),
-    ENTRY(PERMISSIONS, "permissions", SECURITY),
-    ENTRY(IO, "io", BASE),
-    ENTRY(EXISTS, "exists", BASE),
-    ENTRY(CRYPTO, "crypto", SECURITY),
-    ENTRY(FORMAT, "format", SECURITY),
-    ENTRY(UNSUPPORTED, "unsupported", SECURITY),
-    ENTRY(AUTH, "auth", SECURITY),
-    ENTRY(PIN, "pin", SECURITY),
-    ENTRY(BAD_REQUEST, "bad_request", INVALID_REQUEST),
-    ENTRY(UNAUTHORIZED, "unauthorized", AUTHENTICATION),
-    ENTRY(FORBIDDEN, "forbidden", FORBIDDEN),
-    ENTRY(RATE_LIMITED, "rate_limited", RATE_LIMIT),
-    ENTRY(SERVER, "server", SERVER),
-    ENTRY(UNAVAILABLE, "unavailable", UNAVAILABLE),
-    ENTRY(HTTP, "http", API),
-    ENTRY(CONNECTION, "connection", CONNECTION),
-    ENTRY(TIMEOUT, "timeout", TIMEOUT),
-    ENTRY(TLS, "tls", CONNECTION),
-    ENTRY(CIRCUIT_OPEN, "circuit_open", CIRCUIT_OPEN),
-    ENTRY(CANCELLED, "cancelled", CANCELLED),
-    ENTRY(INTERNAL, "internal", BASE),
+    [HUSH_OK] = {"HUSH_OK", HUSHPY_EXC_BASE}, /* never raised */
+    ENTRY(ARGUMENT, INVALID_ARGUMENT),
+    ENTRY(NOMEM, SECURE_MEMORY),
+    ENTRY(LIMIT, INVALID_REQUEST),
+    ENTRY(JSON, MALFORMED_JSON),
+    ENTRY(TYPE, INVALID_ARGUMENT),
+    ENTRY(NOT_FOUND, BASE),
+    ENTRY(BASE64, INVALID_ARGUMENT),
+    ENTRY(KEY, SECURITY),
+    ENTRY(PASSWORD, SECURITY),
+    ENTRY(PERMISSIONS, SECURITY),
+    ENTRY(IO, BASE),
+    ENTRY(EXISTS, BASE),
+    ENTRY(CRYPTO, SECURITY),
+    ENTRY(FORMAT, SECURITY),
+    ENTRY(UNSUPPORTED, SECURITY),
+    ENTRY(AUTH, SECURITY),
+    ENTRY(PIN, SECURITY),
+    ENTRY(BAD_REQUEST, INVALID_REQUEST),
+    ENTRY(UNAUTHORIZED, AUTHENTICATION),
+    ENTRY(FORBIDDEN, FORBIDDEN),
+    ENTRY(RATE_LIMITED, RATE_LIMIT),
+    ENTRY(SERVER, SERVER),
+    ENTRY(UNAVAILABLE, UNAVAILABLE),
+    ENTRY(HTTP, API),
+    ENTRY(CONNECTION, CONNECTION),
+    ENTRY(TIMEOUT, TIMEOUT),
+    ENTRY(TLS, CONNECTION),
+    ENTRY(CIRCUIT_OPEN, CIRCUIT_OPEN),
+    ENTRY(CANCELLED, CANCELLED),
+    ENTRY(INTERNAL, BASE),
 };
 #undef ENTRY
 
@@ -171,7 +170,7 @@ PyObject *hushpy_raise_details(hushpy_state *st, hush_status status, const hush_
     }
     const char *message = err != NULL && err->message[0] != '\0' ? err->message
                                                                  : hush_strerror(status);
-    return raise_class(st, st->exc[entry->exc], entry->kind, message,
+    return raise_class(st, st->exc[entry->exc], hush_status_kind(status), message,
                        err != NULL ? err->http_status : 0, err != NULL ? err->offset : -1,
                        error_details);
 }
@@ -251,7 +250,8 @@ static PyObject *status_table(PyObject *module, PyObject *Py_UNUSED(ignored))
         return NULL;
     for (size_t i = 1; i < HUSHPY_STATUS_COUNT; i++) {
         const hushpy_status_entry *e = &hushpy_status_table[i];
-        PyObject *row = Py_BuildValue("(nssO)", (Py_ssize_t)i, e->name, e->kind, st->exc[e->exc]);
+        PyObject *row = Py_BuildValue("(nssO)", (Py_ssize_t)i, e->name,
+                                      hush_status_kind((hush_status)i), st->exc[e->exc]);
         if (row == NULL || PyList_Append(list, row) < 0) {
             Py_XDECREF(row);
             Py_DECREF(list);

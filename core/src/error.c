@@ -45,6 +45,44 @@ const char *hush_strerror(hush_status code)
     return "unknown status";
 }
 
+const char *hush_status_kind(hush_status code)
+{
+    switch (code) {
+    case HUSH_OK: return "ok";
+    case HUSH_E_ARGUMENT: return "argument";
+    case HUSH_E_NOMEM: return "nomem";
+    case HUSH_E_LIMIT: return "limit";
+    case HUSH_E_JSON: return "json";
+    case HUSH_E_TYPE: return "type";
+    case HUSH_E_NOT_FOUND: return "not_found";
+    case HUSH_E_BASE64: return "base64";
+    case HUSH_E_KEY: return "key";
+    case HUSH_E_PASSWORD: return "password";
+    case HUSH_E_PERMISSIONS: return "permissions";
+    case HUSH_E_IO: return "io";
+    case HUSH_E_EXISTS: return "exists";
+    case HUSH_E_CRYPTO: return "crypto";
+    case HUSH_E_FORMAT: return "format";
+    case HUSH_E_UNSUPPORTED: return "unsupported";
+    case HUSH_E_AUTH: return "auth";
+    case HUSH_E_PIN: return "pin";
+    case HUSH_E_BAD_REQUEST: return "bad_request";
+    case HUSH_E_UNAUTHORIZED: return "unauthorized";
+    case HUSH_E_FORBIDDEN: return "forbidden";
+    case HUSH_E_RATE_LIMITED: return "rate_limited";
+    case HUSH_E_SERVER: return "server";
+    case HUSH_E_UNAVAILABLE: return "unavailable";
+    case HUSH_E_HTTP: return "http";
+    case HUSH_E_CONNECTION: return "connection";
+    case HUSH_E_TIMEOUT: return "timeout";
+    case HUSH_E_TLS: return "tls";
+    case HUSH_E_CIRCUIT_OPEN: return "circuit_open";
+    case HUSH_E_CANCELLED: return "cancelled";
+    case HUSH_E_INTERNAL: return "internal";
+    }
+    return "unknown";
+}
+
 void hush_error_clear(hush_error *err)
 {
     if (err == NULL)

@@ -12,6 +12,20 @@ static void test_every_status_has_its_own_description(void)
     CHECK(strcmp(hush_strerror((hush_status)999), "unknown status") == 0);
 }
 
+static void test_every_status_has_its_own_kind(void)
+{
+    for (int a = HUSH_OK; a <= HUSH_E_INTERNAL; a++) {
+        const char *ka = hush_status_kind((hush_status)a);
+        CHECK(ka != NULL && strcmp(ka, "unknown") != 0);
+        for (const char *c = ka; *c != '\0'; c++)
+            CHECK((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_');
+        for (int b = a + 1; b <= HUSH_E_INTERNAL; b++)
+            CHECK(strcmp(ka, hush_status_kind((hush_status)b)) != 0);
+    }
+    CHECK(strcmp(hush_status_kind(HUSH_E_RATE_LIMITED), "rate_limited") == 0);
+    CHECK(strcmp(hush_status_kind((hush_status)999), "unknown") == 0);
+}
+
 static void test_clear_resets_everything(void)
 {
     hush_error err;
@@ -46,6 +60,7 @@ static void test_failures_fill_the_caller_error_or_none(void)
 int main(void)
 {
     RUN_TEST(test_every_status_has_its_own_description);
+    RUN_TEST(test_every_status_has_its_own_kind);
     RUN_TEST(test_clear_resets_everything);
     RUN_TEST(test_failures_fill_the_caller_error_or_none);
     return check_report();

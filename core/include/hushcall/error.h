@@ -61,6 +61,11 @@ typedef struct hush_error {
 /* A short, static description of a status code ("authentication failed"). */
 const char *hush_strerror(hush_status code);
 
+/* The status as a short, stable name for programs ("auth", "rate_limited",
+ * "limit"): what the bindings call an error's kind. "unknown" for a value
+ * that is not a hush_status. */
+const char *hush_status_kind(hush_status code);
+
 /* Reset an error to HUSH_OK with an empty message. Accepts NULL. */
 void hush_error_clear(hush_error *err);
 
