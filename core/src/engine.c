@@ -278,9 +278,9 @@ static void finish(hush_engine *e, hush_call *call, hush_status status, const hu
     else
         hush_error_clear(&call->error);
     call->response = response;
-    pthread_cond_broadcast(&call->finished);
-    pthread_mutex_unlock(&call->lock);
-
+    /* Queued for drain (engine lock inside the call's, as the lock order
+     * allows) before anyone can see it done: once hush_call_wait returns,
+     * the fd is readable, and a drained call is always done. */
     if (call->announce && !atomic_load(&call->user_released)) {
         pthread_mutex_lock(&e->lock);
         call_retain(call);
@@ -294,6 +294,8 @@ static void finish(hush_engine *e, hush_call *call, hush_status status, const hu
         (void)ignored;
         pthread_mutex_unlock(&e->lock);
     }
+    pthread_cond_broadcast(&call->finished);
+    pthread_mutex_unlock(&call->lock);
     call_release(call);
 }
 
