@@ -1,7 +1,7 @@
 # hushcall — the README's two commands, and what they stand on.
 #   make demo   the reference gateway (echo backend) on a free loopback port,
 #               and an encrypted round trip through it from Python
-#   make test   every test suite, plain and under ASan/UBSan
+#   make test   every test suite (C, Python, Lua), plain and under ASan/UBSan
 # Both start with `make deps`, which installs whatever is missing.
 
 PYTHON ?= $(shell command -v python3)
@@ -14,7 +14,7 @@ BUILD_FUZZ := build-fuzz
 FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
-                liblua5.4-dev lua5.4 swtpm swtpm-tools tpm2-tools
+                liblua5.4-dev lua5.4 luarocks swtpm swtpm-tools tpm2-tools
 PIP_PACKAGES := pytest cryptography nomyo setuptools aiohttp nbclient nbformat ipykernel
 PIP_MODULES := pytest,cryptography,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
 
 .PHONY: all deps build build-asan build-tsan build-python test test-c test-c-asan test-c-tsan \
-        test-python demo bench fuzz clean
+        test-python test-lua test-lua-asan demo bench fuzz clean
 
 all: build
 
@@ -79,7 +79,16 @@ build-python: deps
 test-python: build-python
 	PYTHONPATH=python $(PYTHON) -m pytest -q tests/python
 
-test: test-c test-c-asan test-c-tsan test-python
+# The Lua binding: build/lua/hushcall/core.so with lua/hushcall.lua, against
+# the same interop peer (Python) as the other suites; once more with the
+# module built under ASan+UBSan (run.py preloads the runtime into lua5.4).
+test-lua: build build-python
+	$(PYTHON) tests/lua/run.py --build-dir $(BUILD)
+
+test-lua-asan: build-asan build-python
+	$(PYTHON) tests/lua/run.py --build-dir $(BUILD_ASAN)
+
+test: test-c test-c-asan test-c-tsan test-python test-lua test-lua-asan
 
 demo: build-python
 	PYTHONPATH=python $(PYTHON) examples/demo.py

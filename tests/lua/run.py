@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Runs the Lua binding's tests: `python3 tests/lua/run.py --build-dir build`.
+
+Starts on loopback the independent NOMYO peer (tests/interop/nomyo_peer.py) and
+the reference gateway (`python -m hushcall serve`, echo backend, API key
+"lua-key"), exports where they listen, runs every tests/lua/test_*.lua with
+lua5.4 and then <build>/test_lua_states (two Lua states in two threads), prints
+each one's output, stops the servers and exits non-zero if anything failed.
+Nothing is ever skipped: a missing interpreter, module or harness is a failure."""
+
+import argparse
+import glob
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
+HERE = os.path.join(ROOT, "tests", "lua")
+PEER = os.path.join(ROOT, "tests", "interop", "nomyo_peer.py")
+API_KEY = "lua-key"
+START_TIMEOUT = 60.0
+TEST_TIMEOUT = 600.0
+
+
+def die(message):
+    print("run.py: FAIL: " + message, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+class Child:
+    """A server started as a subprocess; its first stdout line names its port."""
+
+    def __init__(self, name, argv, log_path, env):
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "w+")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, env=env,
+                                     text=True, cwd=ROOT)
+        self.first_line = self._read_line()
+
+    def _read_line(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline()
+                if line:
+                    return line.strip()
+            if self.proc.poll() is not None:
+                break
+        raise RuntimeError("%s did not start (exit %s):\n%s"
+                           % (self.name, self.proc.poll(), self.log()))
+
+    def log(self):
+        if not self._log.closed:
+            self._log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        """SIGTERM and wait; SIGKILL if it will not go. The exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self._log.close()
+        return self.proc.returncode
+
+
+def sanitizer_preload(module):
+    """The sanitizer runtimes (libasan, libtsan) a module built with
+    HUSH_SANITIZE links against: lua5.4 itself is not instrumented, so they
+    must be preloaded into it."""
+    try:
+        out = subprocess.run(["ldd", module], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return re.findall(r"lib[at]san\.so\.\d+ => (\S+)", out)
+
+
+def check_closing_line(output):
+    """True when the output ends with "N passed, 0 failed" with N > 0."""
+    lines = [l for l in output.splitlines() if l.strip()]
+    m = re.match(r"^(\d+) passed, (\d+) failed$", lines[-1]) if lines else None
+    return bool(m) and int(m.group(1)) > 0 and int(m.group(2)) == 0
+
+
+def run_one(label, argv, env):
+    print("# ---- %s" % label, flush=True)
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=TEST_TIMEOUT,
+                              errors="replace")
+        output, code = proc.stdout, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        output = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) \
+            else (e.stdout or "")
+        output += "\n# TIMED OUT after %.0f s" % TEST_TIMEOUT
+        code = -1
+    sys.stdout.write(output)
+    if output and not output.endswith("\n"):
+        sys.stdout.write("\n")
+    ok = code == 0 and check_closing_line(output)
+    if code == 0 and not ok:
+        print("# %s exited 0 without a closing \"N passed, 0 failed\" line" % label)
+    print("# %s: exit %s in %.1f s" % (label, code, time.monotonic() - start), flush=True)
+    return ok
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build-dir", default="build")
+    parser.add_argument("--lua", default="lua5.4")
+    parser.add_argument("tests", nargs="*",
+                        help="test files to run (default: every tests/lua/test_*.lua)")
+    args = parser.parse_args()
+
+    build = os.path.abspath(os.path.join(ROOT, args.build_dir))
+    lua = shutil.which(args.lua)
+    if lua is None:
+        die("%s not found; install it with `make deps` (Debian packages lua5.4 liblua5.4-dev)"
+            % args.lua)
+    module = os.path.join(build, "lua", "hushcall", "core.so")
+    if not os.path.isfile(module):
+        die("%s is missing; build it with `make build` (or `cmake --build %s`)"
+            % (module, args.build_dir))
+    harness = os.path.join(build, "test_lua_states")
+    if not os.path.isfile(os.path.join(ROOT, "lua", "hushcall.lua")):
+        die("lua/hushcall.lua is missing")
+    tests = args.tests or sorted(glob.glob(os.path.join(HERE, "test_*.lua")))
+    if not tests:
+        die("no tests/lua/test_*.lua found")
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.join(ROOT, "python"), env.get("PYTHONPATH")) if p)
+
+    tmp = tempfile.mkdtemp(prefix="hushcall-lua-")
+    children = []
+    results = []
+    try:
+        try:
+            peer = Child("nomyo_peer", [sys.executable, PEER, "--port", "0", "--bits", "2048"],
+                         os.path.join(tmp, "peer.log"), env)
+            children.append(peer)
+            if not peer.first_line.startswith("READY "):
+                raise RuntimeError("nomyo_peer said %r, not READY <port>" % peer.first_line)
+            peer_url = "http://127.0.0.1:%d" % int(peer.first_line.split()[1])
+
+            gateway = Child("gateway",
+                            [sys.executable, "-m", "hushcall", "serve", "--port", "0",
+                             "--key-dir", os.path.join(tmp, "gateway-keys"),
+                             "--api-key", API_KEY],
+                            os.path.join(tmp, "gateway.log"), env)
+            children.append(gateway)
+            prefix = "listening on "
+            if not gateway.first_line.startswith(prefix):
+                raise RuntimeError("the gateway said %r, not 'listening on <url>'"
+                                   % gateway.first_line)
+            gateway_url = gateway.first_line[len(prefix):].strip().rstrip("/")
+        except (RuntimeError, OSError, ValueError) as e:
+            die("could not start the servers: %s\n(the gateway needs the Python extension: "
+                "`make build-python`)" % e)
+
+        env["HUSH_PEER_URL"] = peer_url
+        env["HUSH_GATEWAY_URL"] = gateway_url
+        env["HUSH_GATEWAY_API_KEY"] = API_KEY
+        env["HUSH_TEST_TMP"] = tmp
+        env["HUSH_LUA_BUILD_DIR"] = build
+        env["HUSH_REPO_ROOT"] = ROOT
+        env["LUA_CPATH"] = os.path.join(build, "lua", "?.so") + ";;"
+        env["LUA_PATH"] = "%s;%s;;" % (os.path.join(ROOT, "lua", "?.lua"),
+                                       os.path.join(HERE, "?.lua"))
+        print("# peer %s, gateway %s" % (peer_url, gateway_url), flush=True)
+        preload = sanitizer_preload(module)
+        if preload:
+            # Only the Lua runs get it (the servers are already started);
+            # the tests drop it again for the tools they call (curl, python).
+            env["LD_PRELOAD"] = ":".join(preload + [p for p in [env.get("LD_PRELOAD")] if p])
+            # The shells and tools the tests start inherit the runtime too,
+            # and they are not leak-clean: leak checking stays off unless
+            # asked for.
+            if "detect_leaks" not in env.get("ASAN_OPTIONS", ""):
+                env["ASAN_OPTIONS"] = ":".join(
+                    p for p in (env.get("ASAN_OPTIONS"), "detect_leaks=0") if p)
+            print("# sanitizer build: LD_PRELOAD=%s ASAN_OPTIONS=%s"
+                  % (env["LD_PRELOAD"], env.get("ASAN_OPTIONS", "")), flush=True)
+
+        for path in tests:
+            name = os.path.relpath(path, ROOT)
+            results.append((name, run_one(name, [lua, path], env)))
+
+        if args.tests:
+            pass  # an explicit selection runs only those files
+        elif os.path.isfile(harness) and os.access(harness, os.X_OK):
+            results.append(("test_lua_states", run_one("test_lua_states", [harness], env)))
+        else:
+            print("# ---- test_lua_states\nnot ok - %s is missing; it is built by the CMake "
+                  "target test_lua_states (`make build`)" % harness, flush=True)
+            results.append(("test_lua_states", False))
+    finally:
+        for child in reversed(children):
+            code = child.stop()
+            if code not in (0, -signal.SIGTERM):
+                print("# %s exited %s; its log:\n%s" % (child.name, code, child.log()),
+                      flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    failed = [name for name, ok in results if not ok]
+    print("lua tests: %d passed, %d failed%s"
+          % (len(results) - len(failed), len(failed),
+             (": " + ", ".join(failed)) if failed else ""), flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
