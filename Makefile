@@ -1,6 +1,6 @@
 # hushcall — the README's two commands, and what they stand on.
 #   make demo   the reference gateway (echo backend) on a free loopback port,
-#               and an encrypted round trip through it from Python
+#               and an encrypted round trip through it from Python and Lua
 #   make test   every test suite (C, Python, Lua), plain and under ASan/UBSan
 # Both start with `make deps`, which installs whatever is missing.
 
@@ -90,8 +90,8 @@ test-lua-asan: build-asan build-python
 
 test: test-c test-c-asan test-c-tsan test-python test-lua test-lua-asan
 
-demo: build-python
-	PYTHONPATH=python $(PYTHON) examples/demo.py
+demo: build build-python
+	PYTHONPATH=python $(PYTHON) examples/demo.py $(BUILD)
 
 # Figures, not tests: what a request costs the client, in C and from Python
 # beside the nomyo client, and what the gateway serves.

@@ -1,12 +1,13 @@
 """`make demo`: the reference gateway with its echo backend on a free loopback
-port, and an encrypted round trip through it from Python.
+port, and an encrypted round trip through it from Python and from Lua.
 
 Starts `python -m hushcall serve --port 0` with a fresh key directory, sends
 one completion with hushcall.Client (the first pays for fetching the server
 key, after the client's own key is made), then a few more to show the
-steady cost, prints the reply, _metadata
-and timings, stops the gateway with SIGTERM and shows what it logged: sizes
-and timings, never the text.
+steady cost, and prints the reply, _metadata and timings. Then
+examples/demo.lua does the same from Lua (the module CMake builds into
+build/lua). Last, the gateway is stopped with SIGTERM and what it logged is
+shown: sizes and timings, never the text.
 """
 
 import json
@@ -19,6 +20,7 @@ import time
 
 import hushcall
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUESTION = "What does end-to-end encryption protect in a chat completion?"
 WARM_ROUNDS = 5
 
@@ -56,7 +58,20 @@ def round_trip(url):
           % (keygen_ms, first_ms, ", ".join("%.1f" % t for t in warm)))
 
 
+def lua_round_trip(url, build_dir):
+    env = dict(os.environ,
+               LUA_CPATH=os.path.join(build_dir, "lua", "?.so") + ";;",
+               LUA_PATH=os.path.join(ROOT, "lua", "?.lua") + ";;")
+    start = time.perf_counter()
+    done = subprocess.run(["lua5.4", os.path.join(ROOT, "examples", "demo.lua"), url], env=env)
+    if done.returncode != 0:
+        raise SystemExit("demo: the Lua round trip failed")
+    print("timings:    %.0f ms for all of it (Lua start, client key generation, 9 calls)"
+          % ((time.perf_counter() - start) * 1000))
+
+
 def main():
+    build_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build")
     with tempfile.TemporaryDirectory(prefix="hushcall-demo-") as tmp, \
             open(os.path.join(tmp, "gateway.log"), "w+") as log_file:
         print("starting the gateway (echo backend; making its RSA-4096 key) ...")
@@ -64,6 +79,8 @@ def main():
         try:
             print("gateway:    %s\n\n-- Python (hushcall.Client) --" % url)
             round_trip(url)
+            print("\n-- Lua (require \"hushcall\") --")
+            lua_round_trip(url, build_dir)
         finally:
             gateway.send_signal(signal.SIGTERM)
             code = gateway.wait(timeout=30)
