@@ -104,10 +104,11 @@ bench: build build-python
 fuzz: deps
 	@command -v clang-14 >/dev/null || $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
 	mkdir -p $(BUILD_FUZZ)
-	for t in json envelope_v1 base64; do \
+	for t in json envelope_v1 base64 attest; do \
 	  clang-14 -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -Icore/include -Icore/src core/src/*.c tests/fuzz/fuzz_$$t.c \
-	    -o $(BUILD_FUZZ)/fuzz_$$t -lcrypto -lcurl -lpthread || exit 1; \
+	    -o $(BUILD_FUZZ)/fuzz_$$t -lcrypto -lcurl -lpthread \
+	    $$(pkg-config --libs tss2-esys tss2-mu tss2-tctildr tss2-rc) || exit 1; \
 	  mkdir -p $(BUILD_FUZZ)/corpus_$$t; \
 	  ./$(BUILD_FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) $(BUILD_FUZZ)/corpus_$$t \
 	    tests/fuzz/corpus/$$t || exit 1; \

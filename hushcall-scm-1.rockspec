@@ -1,6 +1,6 @@
 -- hushcall for Lua 5.4: the C module hushcall.core (libhushcall's sources and
 -- bindings/lua/) and the Lua layer hushcall (lua/hushcall.lua).
--- luarocks --lua-version 5.4 make   (needs libssl-dev and libcurl4-openssl-dev)
+-- luarocks --lua-version 5.4 make   (needs libssl-dev, libcurl4-openssl-dev, libtss2-dev)
 rockspec_format = "3.0"
 package = "hushcall"
 version = "scm-1"
@@ -27,11 +27,13 @@ build = {
         "core/src/json.c", "core/src/json_writer.c", "core/src/base64.c", "core/src/keys.c",
         "core/src/envelope_v1.c", "core/src/response.c", "core/src/client.c",
         "core/src/engine.c", "core/src/echo.c", "core/src/upstream.c", "core/src/server.c",
+        "core/src/attest.c", "core/src/tpm.c",
         "bindings/lua/module.c", "bindings/lua/serialize.c", "bindings/lua/response.c",
         "bindings/lua/client.c", "bindings/lua/keys.c",
       },
       incdirs = { "core/include", "core/src" },
-      libraries = { "crypto", "curl", "pthread" },
+      libraries = { "crypto", "curl", "tss2-esys", "tss2-mu", "tss2-tctildr", "tss2-rc",
+                    "pthread" },
       defines = { "_GNU_SOURCE" },
     },
   },

@@ -2,8 +2,8 @@
 compiled together into one extension, hushcall._core, plus the pure-Python
 package in python/hushcall.
 
-OpenSSL (libcrypto >= 3) and libcurl are found with pkg-config; on Debian:
-apt-get install pkg-config libssl-dev libcurl4-openssl-dev.
+OpenSSL (libcrypto >= 3), libcurl and tpm2-tss are found with pkg-config; on
+Debian: apt-get install pkg-config libssl-dev libcurl4-openssl-dev libtss2-dev.
 """
 
 import glob
@@ -31,7 +31,7 @@ def pkg_config(*packages):
     except subprocess.CalledProcessError as e:
         raise SystemExit(
             "hushcall: pkg-config could not find %s: %s"
-            "(apt-get install libssl-dev libcurl4-openssl-dev)"
+            "(apt-get install libssl-dev libcurl4-openssl-dev libtss2-dev)"
             % (" ".join(packages), e.stderr)
         )
     flags = {"include_dirs": [], "library_dirs": [], "libraries": [], "extra_compile_args": []}
@@ -55,7 +55,7 @@ def version():
 # Relative paths: setuptools wants them, and they keep the build reproducible.
 os.chdir(HERE)
 sources = sorted(glob.glob("core/src/*.c")) + sorted(glob.glob("bindings/python/*.c"))
-deps = pkg_config("libcrypto", "libcurl")
+deps = pkg_config("libcrypto", "libcurl", "tss2-esys", "tss2-mu", "tss2-tctildr", "tss2-rc")
 
 core = Extension(
     "hushcall._core",

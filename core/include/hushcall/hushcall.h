@@ -11,6 +11,8 @@
 #include "hushcall/envelope_v1.h"
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
+#include "hushcall/attest.h"
+#include "hushcall/tpm.h"
 #include "hushcall/server.h"
 
 #define HUSHCALL_VERSION "0.1.0"

@@ -1,0 +1,67 @@
+/* hushcall/attest.h — verifying a TPM 2.0 quote (the client role).
+ *
+ * A response's `_metadata.tpm_attestation` (NOMYO's fields: pcr_banks,
+ * pcr_values, aik_pubkey_b64, quote_b64, signature_b64) is checked in C:
+ * the blobs are unmarshalled with tss2-mu, every length checked; the quote
+ * must be a TPM-generated TPM_ST_ATTEST_QUOTE; its signature must verify
+ * with the AIK public key (RSASSA, RSAPSS or ECDSA, with the hash the
+ * signature names) through OpenSSL; its qualifying data must be
+ * SHA-256(payload_id)[:16] of this request; its PCR selection must be
+ * pcr_banks; its PCR digest must be the hash of the reported pcr_values in
+ * selection order. A policy may add expected PCR values and the AIK keys
+ * allowed to sign.
+ *
+ * What a passing quote proves: that the holder of the AIK's private key
+ * signed these PCR values for this request. A fresh AIK that arrives in the
+ * same response proves nothing about hardware on its own; only a pinned AIK
+ * (policy "aik_fingerprints") or an EK certificate chain binds it to a TPM. */
+#ifndef HUSHCALL_ATTEST_H
+#define HUSHCALL_ATTEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "hushcall/error.h"
+#include "hushcall/json.h"
+#include "hushcall/keys.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hush_attest_policy hush_attest_policy;
+
+/* A policy from JSON:
+ *   {"pcrs": {"sha256": {"0": "<hex>", "7": "<hex>"}},
+ *    "aik_fingerprints": ["sha256:<hex of SHA-256 over the marshalled TPMT_PUBLIC>", ...]}
+ * Both members are optional. Unknown members, bad hex or lengths that do
+ * not match the bank are refused (HUSH_E_FORMAT naming the member). */
+hush_status hush_attest_policy_parse(const void *json, size_t len, hush_attest_policy **out,
+                                     hush_error *err);
+hush_status hush_attest_policy_load(const char *path, hush_attest_policy **out, hush_error *err);
+void hush_attest_policy_free(hush_attest_policy *policy); /* accepts NULL */
+
+#define HUSH_ATTEST_REASON_MAX 128u
+
+typedef struct hush_attest_result {
+    bool verified;
+    /* "ok", or why not: "no attestation", "tpm not available", "bad signature",
+     * "wrong qualifying data", "pcr digest mismatch", "pcr selection mismatch",
+     * "pcr value not in policy", "aik not in policy", "malformed <field>", ... */
+    char reason[HUSH_ATTEST_REASON_MAX];
+    char aik_fingerprint[HUSH_FINGERPRINT_LEN]; /* "" when the AIK could not be read */
+} hush_attest_result;
+
+/* Check `tpm_attestation` (the JSON object, or NULL when the response had
+ * none) for the request `payload_id` under `policy` (may be NULL). A quote
+ * that fails is not an error: the function returns HUSH_OK with
+ * out->verified false and the reason; errors are for the caller's mistakes
+ * (HUSH_E_ARGUMENT) and resources (HUSH_E_NOMEM). */
+hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const char *payload_id,
+                               const hush_attest_policy *policy, hush_attest_result *out,
+                               hush_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

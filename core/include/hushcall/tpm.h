@@ -1,0 +1,64 @@
+/* hushcall/tpm.h — TPM 2.0 quotes for the server role (tss2-esys).
+ *
+ * A gateway with a TPM answers every request with a quote over its
+ * configured PCRs, bound to that request: the quote's qualifying data is
+ * SHA-256(payload_id)[:16]. The quote is signed by an attestation key (AIK):
+ * by default a fresh restricted signing key created for each quote and
+ * flushed after it; or a persistent key at a handle, which clients can pin.
+ * The result carries NOMYO's `_metadata.tpm_attestation` fields.
+ *
+ * An ESYS context serves one command at a time, so a hush_tpm serialises its
+ * quotes under its own lock; any number of threads may call hush_tpm_quote. */
+#ifndef HUSHCALL_TPM_H
+#define HUSHCALL_TPM_H
+
+#include <stdint.h>
+
+#include "hushcall/error.h"
+#include "hushcall/json_writer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hush_tpm hush_tpm;
+
+typedef enum hush_tpm_key_alg {
+    HUSH_TPM_KEY_ECC_P256 = 0, /* ECDSA-SHA256 signatures */
+    HUSH_TPM_KEY_RSA_2048      /* RSASSA-PKCS1-v1_5-SHA256 signatures */
+} hush_tpm_key_alg;
+
+#define HUSH_TPM_DEFAULT_PCRS "sha256:0,7,10"
+
+typedef struct hush_tpm_options {
+    /* tss2 TCTI configuration: "swtpm:host=127.0.0.1,port=2321",
+     * "device:/dev/tpmrm0", ... (required) */
+    const char *tcti;
+    /* PCR selection "<bank>:<i>,<j>[+<bank>:...]"; default HUSH_TPM_DEFAULT_PCRS.
+     * Banks: sha1, sha256, sha384, sha512; indices 0..23. */
+    const char *pcrs;
+    hush_tpm_key_alg key_alg;       /* of an ephemeral AIK */
+    uint32_t persistent_handle;     /* 0x81xxxxxx: quote with this key; 0: ephemeral */
+} hush_tpm_options;
+
+/* Connect to the TPM and check the options (HUSH_E_ARGUMENT for a bad
+ * selection or handle; HUSH_E_CONNECTION when the TCTI cannot be opened;
+ * HUSH_E_CRYPTO for a TPM error, with its response code in the message). */
+hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_error *err);
+void hush_tpm_close(hush_tpm *tpm); /* accepts NULL */
+
+/* The PCR selection in NOMYO's "pcr_banks" form ("sha256:0,7,10"). */
+const char *hush_tpm_pcr_banks(const hush_tpm *tpm);
+
+/* Quote the PCRs for one request and write the members of NOMYO's
+ * tpm_attestation object into `w` (inside an object the caller opened):
+ * "is_available": true, "pcr_banks", "pcr_values" ({bank: {index: hex}}),
+ * "aik_pubkey_b64" (marshalled TPM2B_PUBLIC), "quote_b64" (TPM2B_ATTEST),
+ * "signature_b64" (TPMT_SIGNATURE). Nothing is written on failure. */
+hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writer *w,
+                           hush_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
