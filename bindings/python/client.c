@@ -99,18 +99,21 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     char *keywords[] = {"base_url", "api_key", "allow_http", "timeout", "connect_timeout",
                         "max_retries", "security_tier", "key_dir", "password", "ca_file",
                         "tls_pin", "server_key_fingerprint", "secure_memory",
-                        "max_request_bytes", "key_bits", "client_key", NULL};
+                        "max_request_bytes", "key_bits", "client_key", "require_attestation",
+                        "attestation_policy", NULL};
     const char *base_url, *api_key = NULL, *security_tier = NULL, *key_dir = NULL,
                           *password = NULL, *ca_file = NULL, *tls_pin = NULL,
-                          *fingerprint = NULL;
+                          *fingerprint = NULL, *policy = NULL;
     int allow_http = 0, secure_memory = 1, max_retries = 2, key_bits = 0;
+    int require_attestation = 0;
     PyObject *timeout = Py_None, *connect_timeout = Py_None, *max_request = Py_None,
              *client_key = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$zpOOizzzzzzpOiO:Client", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$zpOOizzzzzzpOiOpz:Client", keywords,
                                      &base_url, &api_key, &allow_http, &timeout,
                                      &connect_timeout, &max_retries, &security_tier, &key_dir,
                                      &password, &ca_file, &tls_pin, &fingerprint,
-                                     &secure_memory, &max_request, &key_bits, &client_key))
+                                     &secure_memory, &max_request, &key_bits, &client_key,
+                                     &require_attestation, &policy))
         return NULL;
 
     hush_client_options o;
@@ -132,6 +135,8 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     o.ca_file = ca_file;
     o.tls_pin = tls_pin;
     o.server_key_fingerprint = fingerprint;
+    o.require_attestation = require_attestation != 0;
+    o.attestation_policy = policy;
     if (!secure_memory)
         o.secmem_flags = HUSH_SECMEM_NO_LOCK;
     if (key_bits < 0) {
@@ -259,9 +264,13 @@ static PyType_Slot client_slots[] = {
          "Client(base_url, *, api_key=None, allow_http=False, timeout=None,\n"
          "       connect_timeout=None, max_retries=2, security_tier=None, key_dir=None,\n"
          "       password=None, ca_file=None, tls_pin=None, server_key_fingerprint=None,\n"
-         "       secure_memory=True, max_request_bytes=None, key_bits=0, client_key=None)\n\n"
+         "       secure_memory=True, max_request_bytes=None, key_bits=0, client_key=None,\n"
+         "       require_attestation=False, attestation_policy=None)\n\n"
          "A client of one NOMYO-compatible endpoint (hush_client). Timeouts are in\n"
          "seconds. client_key (a KeyPair) is used instead of a key_dir or generated key.\n"
+         "Every answer's TPM quote is verified into _metadata.attestation; an answer\n"
+         "whose quote fails is refused (SecurityError) for the maximum tier, and for\n"
+         "every tier with require_attestation. attestation_policy is a policy file.\n"
          "Safe to use from any number of threads at once.")},
     {0, NULL},
 };

@@ -51,6 +51,7 @@ typedef struct hushpy_state {
     PyTypeObject *call_type;          /* Call: one hush_call of an Engine */
     PyTypeObject *keypair_type;       /* KeyPair: a hush_keypair */
     PyTypeObject *server_type;        /* Server: a hush_server, the gateway's core */
+    PyTypeObject *tpm_type;           /* Tpm: a hush_tpm the Server quotes with */
     PyObject *response_attrs;         /* frozenset: names that are Response's own attributes */
     PyObject *exc[HUSHPY_EXC_COUNT];
 } hushpy_state;
@@ -116,5 +117,12 @@ hush_keypair *hushpy_keypair_get(hushpy_state *st, PyObject *obj);
 /* ---- server.c ------------------------------------------------------------ */
 
 extern PyType_Spec hushpy_server_spec;
+
+/* ---- tpm.c --------------------------------------------------------------- */
+
+extern PyType_Spec hushpy_tpm_spec;
+/* The hush_tpm of an opened Tpm (borrowed: valid while `obj` lives), or NULL
+ * with TypeError set. */
+hush_tpm *hushpy_tpm_get(hushpy_state *st, PyObject *obj);
 
 #endif

@@ -45,7 +45,8 @@ typedef struct hushpy_status_entry {
  *   JSON                   -> MalformedJSONError (a HushcallError and a ValueError; .offset)
  *   NOMEM                  -> SecureMemoryError (a HushcallError and a MemoryError)
  *   LIMIT                  -> InvalidRequestError, status_code None: refused before any I/O
- *   KEY, PASSWORD, PERMISSIONS, CRYPTO, FORMAT, UNSUPPORTED, AUTH, PIN -> SecurityError
+ *   KEY, PASSWORD, PERMISSIONS, CRYPTO, FORMAT, UNSUPPORTED, AUTH, PIN,
+ *   ATTESTATION            -> SecurityError
  *   TIMEOUT                -> APITimeoutError, CIRCUIT_OPEN -> CircuitOpenError (both
  *                             APIConnectionErrors), TLS -> APIConnectionError
  *   CANCELLED              -> CallCancelledError (not asyncio.CancelledError: the engine
@@ -71,6 +72,7 @@ static const hushpy_status_entry hushpy_status_table[] = {
     ENTRY(UNSUPPORTED, SECURITY),
     ENTRY(AUTH, SECURITY),
     ENTRY(PIN, SECURITY),
+    ENTRY(ATTESTATION, SECURITY),
     ENTRY(BAD_REQUEST, INVALID_REQUEST),
     ENTRY(UNAUTHORIZED, AUTHENTICATION),
     ENTRY(FORBIDDEN, FORBIDDEN),
@@ -301,6 +303,7 @@ static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->call_type);
     Py_VISIT(st->keypair_type);
     Py_VISIT(st->server_type);
+    Py_VISIT(st->tpm_type);
     Py_VISIT(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_VISIT(st->exc[i]);
@@ -322,6 +325,7 @@ static int hushpy_clear(PyObject *module)
     Py_CLEAR(st->call_type);
     Py_CLEAR(st->keypair_type);
     Py_CLEAR(st->server_type);
+    Py_CLEAR(st->tpm_type);
     Py_CLEAR(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_CLEAR(st->exc[i]);
@@ -427,6 +431,9 @@ static int hushpy_exec(PyObject *module)
         return -1;
     st->server_type = add_type(module, &hushpy_server_spec, NULL);
     if (st->server_type == NULL)
+        return -1;
+    st->tpm_type = add_type(module, &hushpy_tpm_spec, NULL);
+    if (st->tpm_type == NULL)
         return -1;
 
     if (PyModule_AddStringConstant(module, "__version__", HUSHCALL_VERSION) < 0)

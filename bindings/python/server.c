@@ -15,6 +15,7 @@
 typedef struct {
     PyObject_HEAD
     hush_server *server; /* NULL only if __init__ failed */
+    PyObject *tpm;       /* the Tpm the server borrows, kept alive here; or NULL */
 } ServerObject;
 
 /* A str option as UTF-8 borrowed from `obj`; None is NULL. */
@@ -78,19 +79,19 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
     hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
     char *keywords[] = {"key", "backend", "upstream_url", "upstream_api_key", "upstream_ca_file",
                         "upstream_timeout", "upstream_connect_timeout", "max_package_bytes",
-                        "max_answer_bytes", "server_name", "secure_memory", NULL};
+                        "max_answer_bytes", "server_name", "secure_memory", "tpm", NULL};
     PyObject *key_obj, *backend_obj = NULL, *url = Py_None, *api_key = Py_None, *ca = Py_None;
     PyObject *timeout = Py_None, *connect_timeout = Py_None, *max_package = Py_None;
-    PyObject *max_answer = Py_None, *name = Py_None;
+    PyObject *max_answer = Py_None, *name = Py_None, *tpm = Py_None;
     int secure_memory = 1;
     if (self->server != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Server is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$UOOOOOOOOp:Server", keywords, &key_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$UOOOOOOOOpO:Server", keywords, &key_obj,
                                      &backend_obj, &url, &api_key, &ca, &timeout,
                                      &connect_timeout, &max_package, &max_answer, &name,
-                                     &secure_memory))
+                                     &secure_memory, &tpm))
         return -1;
 
     hush_server_options o;
@@ -121,12 +122,18 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
         return -1;
     if (!secure_memory)
         o.secmem_flags = HUSH_SECMEM_NO_LOCK;
+    if (tpm != Py_None && (o.tpm = hushpy_tpm_get(st, tpm)) == NULL)
+        return -1;
 
     hush_error err;
     hush_status status = hush_server_new(&o, &self->server, &err);
     if (status != HUSH_OK) {
         hushpy_raise(st, status, &err);
         return -1;
+    }
+    if (o.tpm != NULL) {
+        Py_INCREF(tpm);
+        self->tpm = tpm;
     }
     return 0;
 }
@@ -135,8 +142,9 @@ static void server_dealloc(PyObject *op)
 {
     ServerObject *self = (ServerObject *)op;
     PyTypeObject *tp = Py_TYPE(op);
-    hush_server_free(self->server);
+    hush_server_free(self->server); /* before the Tpm it borrows */
     self->server = NULL;
+    Py_CLEAR(self->tpm);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -238,7 +246,7 @@ static PyType_Slot server_slots[] = {
          "Server(key, *, backend='echo', upstream_url=None, upstream_api_key=None,\n"
          "       upstream_ca_file=None, upstream_timeout=None, upstream_connect_timeout=None,\n"
          "       max_package_bytes=None, max_answer_bytes=None, server_name=None,\n"
-         "       secure_memory=True)\n\n"
+         "       secure_memory=True, tpm=None)\n\n"
          "The server role of protocol v1 (hush_server): what the gateway runs each\n"
          "request through. Immutable and thread-safe.")},
     {0, NULL},

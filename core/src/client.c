@@ -131,6 +131,7 @@ static void client_destroy(hush_client *c)
         free(sk->base_url);
         free(sk);
     }
+    hush_attest_policy_free(c->attest_policy);
     hush_keypair_free(c->key);
     hush_keypair_free(c->opts.client_key);
     free(c->key_pem);
@@ -193,7 +194,7 @@ static hush_status copy_options(hush_client *c, const hush_client_options *o, hu
         &c->opts.base_url, &c->opts.api_key, &c->opts.ca_file, &c->opts.ca_dir,
         &c->opts.client_cert, &c->opts.client_cert_key, &c->opts.tls_pin,
         &c->opts.server_key_fingerprint, &c->opts.key_dir, &c->opts.key_password,
-        &c->opts.security_tier, &c->opts.user_agent,
+        &c->opts.security_tier, &c->opts.user_agent, &c->opts.attestation_policy,
     };
     _Static_assert(sizeof strings / sizeof *strings <= sizeof c->owned / sizeof *c->owned,
                    "room for every copied option");
@@ -372,6 +373,8 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->key_ready, NULL);
     HUSH_TRY(copy_options(c, opts, err));
+    if (c->opts.attestation_policy != NULL)
+        HUSH_TRY(hush_attest_policy_load(c->opts.attestation_policy, &c->attest_policy, err));
     HUSH_TRY(start_share(c, err));
     HUSH_TRY(start_key(c, err));
     *out = c;

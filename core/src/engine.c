@@ -781,8 +781,13 @@ static void run_open(hush_engine *e, job *j)
     hush_error err;
     hush_error_clear(&err);
     hush_json_doc *doc = NULL;
+    hush__attest_rule rule = {
+        .policy = call->client->attest_policy,
+        .required = o->require_attestation ||
+                    (call->tier != NULL && strcmp(call->tier, "maximum") == 0),
+    };
     hush_status status = hush__response_open(call->client->key, j->body, j->body_len,
-                                             o->max_response_bytes, call->payload_id,
+                                             o->max_response_bytes, call->payload_id, &rule,
                                              o->secmem_flags, &doc, &err);
     if (!post(e, EV_OPENED, call, status, &err, NULL, doc))
         hush_json_doc_free(doc);

@@ -28,6 +28,7 @@ const char *hush_strerror(hush_status code)
     case HUSH_E_UNSUPPORTED: return "unsupported version or algorithm";
     case HUSH_E_AUTH: return "authentication failed";
     case HUSH_E_PIN: return "pinned key mismatch";
+    case HUSH_E_ATTESTATION: return "attestation missing or not verified";
     case HUSH_E_BAD_REQUEST: return "bad request";
     case HUSH_E_UNAUTHORIZED: return "unauthorized";
     case HUSH_E_FORBIDDEN: return "forbidden";
@@ -66,6 +67,7 @@ const char *hush_status_kind(hush_status code)
     case HUSH_E_UNSUPPORTED: return "unsupported";
     case HUSH_E_AUTH: return "auth";
     case HUSH_E_PIN: return "pin";
+    case HUSH_E_ATTESTATION: return "attestation";
     case HUSH_E_BAD_REQUEST: return "bad_request";
     case HUSH_E_UNAUTHORIZED: return "unauthorized";
     case HUSH_E_FORBIDDEN: return "forbidden";

@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 
+#include "hushcall/attest.h"
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
 #include "hushcall/keys.h"
@@ -53,6 +54,7 @@ struct hush_client {
     hush_call *key_waiters;
 
     server_key *server_keys;
+    hush_attest_policy *attest_policy; /* NULL without attestation_policy */
 
     breaker_state breaker;
     unsigned failures;        /* consecutive */
@@ -154,13 +156,24 @@ hush_status hush__engine_submit(hush_engine *engine, hush_client *client, hush_s
 
 /* ---- response.c -------------------------------------------------------- */
 
+/* How an answer's TPM quote is judged: under `policy` (may be NULL), and
+ * whether an answer whose quote does not verify may be released at all. */
+typedef struct hush__attest_rule {
+    const hush_attest_policy *policy;
+    bool required;
+} hush__attest_rule;
+
 /* Open a sealed answer into a document with `_metadata` merged in as the
  * nomyo client does it: the server's members kept, then payload_id,
- * processed_at (null when absent), is_encrypted and encryption_algorithm.
- * One arena holds everything; the raw plaintext in it is zeroed once parsed. */
+ * processed_at (null when absent), is_encrypted and encryption_algorithm,
+ * and ours: attestation, the verdict on the server's tpm_attestation. A
+ * required attestation that does not verify is HUSH_E_ATTESTATION, and the
+ * answer is wiped unread. One arena holds everything; the raw plaintext in
+ * it is zeroed once parsed. */
 hush_status hush__response_open(const hush_keypair *key, const void *package, size_t len,
                                 size_t max_response_bytes, const char *payload_id,
-                                unsigned secmem_flags, hush_json_doc **out, hush_error *err);
+                                const hush__attest_rule *rule, unsigned secmem_flags,
+                                hush_json_doc **out, hush_error *err);
 
 /* ---- time ------------------------------------------------------------- */
 

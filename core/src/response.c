@@ -1,7 +1,8 @@
 /* response.c — a sealed answer opened into the document the caller reads:
  * the server's JSON with `_metadata` merged in the way the nomyo client
- * merges it. The plaintext, the document and the added members all live in
- * one arena (one locked region); the raw plaintext is zeroed once parsed. */
+ * merges it, plus our verdict on the server's TPM quote. The plaintext, the
+ * document and the added members all live in one arena (one locked region);
+ * the raw plaintext is zeroed once parsed. */
 #include <string.h>
 
 #include "hushcall/envelope_v1.h"
@@ -10,7 +11,9 @@
 #include "pipeline.h"
 
 #define METADATA "_metadata"
-#define OURS 4 /* payload_id, processed_at, is_encrypted, encryption_algorithm */
+#define TPM_ATTESTATION "tpm_attestation"
+/* payload_id, processed_at, is_encrypted, encryption_algorithm, attestation */
+#define OURS 5
 
 static bool key_is(const char *key, size_t len, const char *name)
 {
@@ -20,7 +23,8 @@ static bool key_is(const char *key, size_t len, const char *name)
 static bool is_ours(const char *key, size_t len)
 {
     return key_is(key, len, "payload_id") || key_is(key, len, "processed_at") ||
-           key_is(key, len, "is_encrypted") || key_is(key, len, "encryption_algorithm");
+           key_is(key, len, "is_encrypted") || key_is(key, len, "encryption_algorithm") ||
+           key_is(key, len, "attestation");
 }
 
 /* Room for an object's members plus `extra`, in the arena. */
@@ -41,9 +45,44 @@ static void add_spec(hush__json_member_spec *specs, size_t *n, const char *key,
     (*n)++;
 }
 
+static hush_status new_text(hush_arena *arena, const char *s, const hush_json_value **out,
+                            hush_error *err)
+{
+    if (s[0] == '\0')
+        return hush__json_new_literal(arena, HUSH_JSON_NULL, false, out, err);
+    return hush__json_new_string(arena, s, strlen(s), out, err);
+}
+
+/* {"verified", "reason", "aik_fingerprint", "pcrs"}: the verdict, with the
+ * quoted PCR values only when the quote vouches for them. */
+static hush_status build_attestation(hush_arena *arena, const hush_attest_result *result,
+                                     const hush_json_value *tpm, const hush_json_value **out,
+                                     hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush__json_member_spec specs[4];
+    size_t n = 0;
+    const hush_json_value *verified, *reason, *fingerprint, *pcrs = NULL;
+    HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_BOOL, result->verified, &verified, err));
+    HUSH_TRY(new_text(arena, result->reason, &reason, err));
+    HUSH_TRY(new_text(arena, result->aik_fingerprint, &fingerprint, err));
+    if (result->verified)
+        pcrs = hush_json_object_get(tpm, "pcr_values", 10);
+    if (pcrs == NULL)
+        HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_NULL, false, &pcrs, err));
+    add_spec(specs, &n, "verified", verified);
+    add_spec(specs, &n, "reason", reason);
+    add_spec(specs, &n, "aik_fingerprint", fingerprint);
+    add_spec(specs, &n, "pcrs", pcrs);
+    HUSH_TRY(hush__json_new_object(arena, specs, n, out, err));
+cleanup:
+    return status;
+}
+
 /* The server's `_metadata` members, then ours (which win). */
 static hush_status build_metadata(hush_arena *arena, const hush_json_value *server,
                                   const char *payload_id, const char *processed_at,
+                                  const hush_json_value *attestation,
                                   const hush_json_value **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -68,6 +107,7 @@ static hush_status build_metadata(hush_arena *arena, const hush_json_value *serv
     add_spec(specs, &n, "processed_at", when);
     add_spec(specs, &n, "is_encrypted", encrypted);
     add_spec(specs, &n, "encryption_algorithm", algorithm);
+    add_spec(specs, &n, "attestation", attestation);
     HUSH_TRY(hush__json_new_object(arena, specs, n, out, err));
 cleanup:
     return status;
@@ -93,16 +133,35 @@ cleanup:
     return status;
 }
 
+/* Judge the server's quote; a required one that fails ends the call here,
+ * before anyone can read the answer. */
+static hush_status attest(hush_arena *arena, const hush_json_value *server_metadata,
+                          const char *payload_id, const hush__attest_rule *rule,
+                          const hush_json_value **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_attest_result result;
+    const hush_json_value *tpm =
+        hush_json_object_get(server_metadata, TPM_ATTESTATION, strlen(TPM_ATTESTATION));
+    HUSH_TRY(hush_attest_verify(tpm, payload_id, rule->policy, &result, err));
+    HUSH_ENSURE(result.verified || !rule->required, HUSH_E_ATTESTATION,
+                "the answer's TPM attestation did not verify: %s", result.reason);
+    HUSH_TRY(build_attestation(arena, &result, tpm, out, err));
+cleanup:
+    return status;
+}
+
 hush_status hush__response_open(const hush_keypair *key, const void *package, size_t len,
                                 size_t max_response_bytes, const char *payload_id,
-                                unsigned secmem_flags, hush_json_doc **out, hush_error *err)
+                                const hush__attest_rule *rule, unsigned secmem_flags,
+                                hush_json_doc **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush_arena *arena = NULL;
     unsigned char *plaintext = NULL;
     size_t plaintext_len = 0;
     char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1] = "";
-    const hush_json_value *root, *metadata, *merged;
+    const hush_json_value *root, *server_metadata, *attestation, *metadata, *merged;
 
     *out = NULL;
     HUSH_TRY(hush_arena_new(&arena, secmem_flags, err));
@@ -115,8 +174,10 @@ hush_status hush__response_open(const hush_keypair *key, const void *package, si
     HUSH_TRY(status);
     HUSH_ENSURE(hush_json_type_of(root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
                 "the decrypted response is not a JSON object");
-    HUSH_TRY(build_metadata(arena, hush_json_object_get(root, METADATA, strlen(METADATA)),
-                            payload_id, processed_at, &metadata, err));
+    server_metadata = hush_json_object_get(root, METADATA, strlen(METADATA));
+    HUSH_TRY(attest(arena, server_metadata, payload_id, rule, &attestation, err));
+    HUSH_TRY(build_metadata(arena, server_metadata, payload_id, processed_at, attestation,
+                            &metadata, err));
     HUSH_TRY(with_metadata(arena, root, metadata, &merged, err));
     HUSH_TRY(hush__json_doc_adopt(arena, merged, out, err));
     arena = NULL;

@@ -18,6 +18,8 @@
 #define API_KEY_MAX 512u
 #define CHAT_COMPLETIONS "/chat/completions"
 #define BAD_CLIENT_KEY "X-Public-Key is not an RSA public key of at least 2048 bits"
+#define NO_TPM_FOR_MAXIMUM \
+    "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
 
 struct hush_server {
     hush_keypair *key;
@@ -29,6 +31,7 @@ struct hush_server {
     char *upstream_api_key;
     char *upstream_ca_file;
     hush__upstream_config upstream; /* borrows the three strings above */
+    hush_tpm *tpm;                  /* borrowed; NULL for none */
 };
 
 void hush_server_options_init(hush_server_options *opts)
@@ -152,6 +155,7 @@ hush_status hush_server_new(const hush_server_options *opts, hush_server **out, 
     s->backend = opts->backend;
     s->max_package_bytes = opts->max_package_bytes;
     s->secmem_flags = opts->secmem_flags;
+    s->tpm = opts->tpm;
     HUSH_TRY(copy_string(opts->server_name != NULL ? opts->server_name : HUSH_SERVER_DEFAULT_NAME,
                          &s->server_name, err));
     HUSH_TRY(copy_upstream(s, opts, err));
@@ -222,6 +226,8 @@ static hush_status check_request(const hush_server *s, const hush_server_request
     HUSH_ENSURE(tier == NULL || strcmp(tier, "standard") == 0 || strcmp(tier, "high") == 0 ||
                     strcmp(tier, "maximum") == 0,
                 HUSH_E_BAD_REQUEST, "Invalid security tier");
+    HUSH_ENSURE(tier == NULL || strcmp(tier, "maximum") != 0 || s->tpm != NULL,
+                HUSH_E_UNAVAILABLE, NO_TPM_FOR_MAXIMUM);
     HUSH_ENSURE(req->package_len <= s->max_package_bytes, HUSH_E_LIMIT, "Request body too large");
 cleanup:
     return status;
@@ -315,8 +321,28 @@ cleanup:
     return status;
 }
 
-static hush_status write_metadata(const hush_server *s, const char *tier, hush_json_writer *w,
-                                  hush_error *err)
+/* A quote bound to this request, or NOMYO's word for having no TPM. A TPM
+ * that fails to quote fails the request: an answer that should carry a
+ * quote must not go out without one. */
+static hush_status write_tpm_attestation(const hush_server *s, const char *payload_id,
+                                         hush_json_writer *w, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush_json_write_key(w, "tpm_attestation", 15, err));
+    HUSH_TRY(hush_json_write_object_begin(w, err));
+    if (s->tpm == NULL) {
+        HUSH_TRY(put_bool(w, "is_available", false, err));
+    } else if (hush_tpm_quote(s->tpm, payload_id, w, err) != HUSH_OK) {
+        status = hush__fail(err, HUSH_E_UNAVAILABLE, "TPM attestation failed");
+        goto cleanup;
+    }
+    HUSH_TRY(hush_json_write_object_end(w, err));
+cleanup:
+    return status;
+}
+
+static hush_status write_metadata(const hush_server *s, const char *tier,
+                                  const char *payload_id, hush_json_writer *w, hush_error *err)
 {
     hush_status status = HUSH_OK;
     HUSH_TRY(hush_json_write_key(w, "_metadata", 9, err));
@@ -325,6 +351,7 @@ static hush_status write_metadata(const hush_server *s, const char *tier, hush_j
     HUSH_TRY(put_string(w, "backend", s->backend == HUSH_BACKEND_ECHO ? "echo" : "openai", err));
     HUSH_TRY(put_string(w, "security_tier", tier != NULL ? tier : "standard", err));
     HUSH_TRY(write_memory_protection(w, err));
+    HUSH_TRY(write_tpm_attestation(s, payload_id, w, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
     return status;
@@ -364,7 +391,7 @@ static hush_status write_answer(const hush_server *s, const hush_server_request 
         HUSH_TRY(hush__upstream_write(&s->upstream, text, len, x->arena, x->writer,
                                       &out->upstream_status, err));
     out->backend_ms = now_ms() - start;
-    HUSH_TRY(write_metadata(s, req->security_tier, x->writer, err));
+    HUSH_TRY(write_metadata(s, req->security_tier, req->payload_id, x->writer, err));
     HUSH_TRY(hush_json_write_object_end(x->writer, err));
 cleanup:
     return status;

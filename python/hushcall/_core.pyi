@@ -97,6 +97,8 @@ class Client:
         max_request_bytes: Optional[int] = None,
         key_bits: int = 0,
         client_key: Optional["KeyPair"] = None,
+        require_attestation: bool = False,
+        attestation_policy: Optional[str] = None,
     ) -> None: ...
     def complete(
         self,
@@ -143,6 +145,20 @@ class Engine:
     def close(self) -> None: ...
 
 @final
+class Tpm:
+    """A TPM 2.0 reached through a tss2 TCTI, for Server(tpm=...)."""
+    def __init__(
+        self,
+        tcti: str,
+        *,
+        pcrs: Optional[str] = None,
+        key_alg: str = "ecc",
+        persistent_handle: int = 0,
+    ) -> None: ...
+    @property
+    def pcr_banks(self) -> str: ...
+
+@final
 class Server:
     """The server role of protocol v1 (hush_server): the gateway's core."""
     def __init__(
@@ -159,6 +175,7 @@ class Server:
         max_answer_bytes: Optional[int] = None,
         server_name: Optional[str] = None,
         secure_memory: bool = True,
+        tpm: Optional["Tpm"] = None,
     ) -> None: ...
     def handle(
         self,

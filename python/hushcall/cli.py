@@ -64,6 +64,14 @@ def _add_serve(commands) -> None:
     p.add_argument("--upstream-ca-file", help="PEM bundle to verify an https upstream with")
     p.add_argument("--workers", type=_positive_int,
                    help="threads answering requests (default: CPUs for echo, 32 for openai)")
+    p.add_argument("--tpm", metavar="TCTI",
+                   help="quote every answer with this TPM, e.g. device:/dev/tpmrm0 or "
+                        "swtpm:host=127.0.0.1,port=2321 (allows the maximum tier)")
+    p.add_argument("--tpm-pcrs", help="PCRs to quote (default sha256:0,7,10)")
+    p.add_argument("--tpm-key-alg", choices=("ecc", "rsa"), default="ecc",
+                   help="type of the fresh attestation key made per quote (default ecc)")
+    p.add_argument("--tpm-handle", type=lambda text: int(text, 0), default=0,
+                   help="quote with the persistent key at this handle (0x81...) instead")
     p.add_argument("--shutdown-timeout", type=_positive_float, default=30.0,
                    help="seconds the requests in flight get on shutdown (default %(default)s)")
 
@@ -78,7 +86,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
         log_format=args.log_format,
         upstream_timeout=args.upstream_timeout, upstream_ca_file=args.upstream_ca_file,
-        workers=args.workers, shutdown_timeout=args.shutdown_timeout)
+        workers=args.workers, shutdown_timeout=args.shutdown_timeout, tpm=args.tpm,
+        tpm_pcrs=args.tpm_pcrs, tpm_key_alg=args.tpm_key_alg, tpm_handle=args.tpm_handle)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

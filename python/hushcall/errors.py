@@ -30,7 +30,9 @@ timeout                                 APITimeoutError (an APIConnectionError)
 circuit breaker open                    CircuitOpenError (an APIConnectionError)
 authentication of the answer failed,
 malformed or unsupported envelope,
-pinned key mismatch, unusable key,
+pinned key mismatch, a required TPM
+attestation missing or not verified,
+unusable key,
 key password or permissions, crypto     SecurityError
 bad argument, wrong JSON type, base64   InvalidArgumentError (also a ValueError)
 malformed JSON                          MalformedJSONError (also a ValueError)

@@ -68,6 +68,10 @@ class GatewayConfig:
     upstream_ca_file: Optional[str] = None
     workers: Optional[int] = None
     shutdown_timeout: float = 30.0
+    tpm: Optional[str] = None  # a tss2 TCTI: every answer is quoted, maximum allowed
+    tpm_pcrs: Optional[str] = None
+    tpm_key_alg: str = "ecc"
+    tpm_handle: int = 0
 
 
 def load_server_key(key_dir: str) -> "_core.KeyPair":
@@ -127,6 +131,10 @@ class Gateway:
         if backend not in ("echo", "openai") or (backend == "openai") != bool(upstream):
             raise ValueError("backend must be echo or openai:URL")
         self.backend = backend
+        self.tpm = None
+        if config.tpm:
+            self.tpm = _core.Tpm(config.tpm, pcrs=config.tpm_pcrs, key_alg=config.tpm_key_alg,
+                                 persistent_handle=config.tpm_handle)
         self.server = _core.Server(
             key,
             backend=backend,
@@ -135,6 +143,7 @@ class Gateway:
             upstream_ca_file=config.upstream_ca_file,
             upstream_timeout=config.upstream_timeout,
             max_package_bytes=config.max_body_bytes,
+            tpm=self.tpm,
         )
         # Labels, never the keys themselves, go into logs and rate-limit tables.
         self.api_keys = [(key.encode(), "key#%d" % n)
@@ -169,6 +178,7 @@ class Gateway:
         return web.json_response({
             "status": "stopping" if self.stopping else "ok",
             "backend": self.backend,
+            "tpm": self.tpm.pcr_banks if self.tpm is not None else None,
             "key_fingerprint": self.key.fingerprint,
             "in_flight": self.in_flight,
             "memory_protection": _core.get_memory_protection_info(),
@@ -198,7 +208,7 @@ class Gateway:
         if tier is not None and tier not in TIERS:
             return error(400, "Invalid security tier")
         request["tier"] = tier or "standard"
-        if tier == "maximum":
+        if tier == "maximum" and self.tpm is None:
             return error(503, MAXIMUM_TIER_REFUSED)
         if (request.content_length or 0) > self.config.max_body_bytes:
             return error(413, "Request body too large", {"Connection": "close"})

@@ -907,17 +907,22 @@ static void test_tls_ca_file(void)
     o.ca_file = tmp_path("ca.pem");
     hush_client *c = new_client(&o);
     hush_json_doc_free(complete_ok(c, "over tls", NULL, NULL));
-    /* "maximum" is allowed over https, as a call override ... */
+    /* "maximum" is sent over https, as a call override ... */
     hush_call_options co = {.security_tier = "maximum"};
-    hush_json_doc *doc = complete_ok(c, "maximum over tls", NULL, &co);
-    if (doc != NULL)
-        CHECK(seen_is(doc, "security_tier", "maximum"));
-    hush_json_doc_free(doc);
+    hush_json_doc *doc = NULL;
+    hush_error err;
+    long long before = peer_stat(&tls_peer, "completions");
+    /* ... and reaches the server, whose answer (with no TPM quote) is then
+     * refused unread: "maximum" releases only attested answers. */
+    CHECK_STATUS(complete(c, "maximum over tls", NULL, &co, &doc, &err), HUSH_E_ATTESTATION, &err);
+    CHECK(doc == NULL && strstr(err.message, "no attestation") != NULL);
+    CHECK_EQ(peer_stat(&tls_peer, "completions"), before + 1);
     hush_client_free(c);
-    /* ... and for the client. */
+    /* The same for the client's own tier. */
     o.security_tier = "maximum";
     c = new_client(&o);
-    hush_json_doc_free(complete_ok(c, "maximum client", NULL, NULL));
+    CHECK_STATUS(complete(c, "maximum client", NULL, NULL, &doc, &err), HUSH_E_ATTESTATION, &err);
+    CHECK(doc == NULL);
     hush_client_free(c);
 }
 

@@ -151,7 +151,8 @@ static const hush_json_value *root_member(const hush_json_doc *doc, const char *
     return hush_json_object_get(hush_json_doc_root(doc), key, strlen(key));
 }
 
-/* `_metadata` as ours: server, backend, tier and memory_protection. */
+/* `_metadata` as ours: server, backend, tier, memory_protection and, with
+ * no TPM, tpm_attestation {"is_available": false}. */
 static void check_metadata(const hush_json_doc *doc, const char *server, const char *backend,
                            const char *tier)
 {
@@ -160,7 +161,11 @@ static void check_metadata(const hush_json_doc *doc, const char *server, const c
     CHECK(string_is(hush_json_object_get(meta, "server", 6), server));
     CHECK(string_is(hush_json_object_get(meta, "backend", 7), backend));
     CHECK(string_is(hush_json_object_get(meta, "security_tier", 13), tier));
-    CHECK_EQ(hush_json_length(meta), 4);
+    CHECK_EQ(hush_json_length(meta), 5);
+    const hush_json_value *tpm = hush_json_object_get(meta, "tpm_attestation", 15);
+    CHECK_EQ(hush_json_length(tpm), 1);
+    CHECK_EQ(hush_json_type_of(hush_json_object_get(tpm, "is_available", 12)), HUSH_JSON_BOOL);
+    CHECK(!hush_json_bool(hush_json_object_get(tpm, "is_available", 12)));
     CHECK_EQ(hush_json_type_of(mp), HUSH_JSON_OBJECT);
     CHECK(string_is(hush_json_object_get(mp, "platform", 8), "linux"));
     CHECK_EQ(hush_json_type_of(hush_json_object_get(mp, "mlock_available", 15)), HUSH_JSON_BOOL);
@@ -272,15 +277,20 @@ static void test_echo_parts_and_no_user(void)
     hush_json_doc_free(doc);
     hush_server_answer_clear(&out);
 
-    CHECK_OK(handle_json(s, "{\"messages\": {\"role\": \"user\"}}", "p4", "maximum", &out, &err),
+    CHECK_OK(handle_json(s, "{\"messages\": {\"role\": \"user\"}}", "p4", "high", &out, &err),
              &err);
     doc = open_answer(&out);
     if (doc != NULL) {
         check_echo(doc, "p4", "echo", "echo: ", 0, 1);
-        check_metadata(doc, "gw-test", "echo", "maximum");
+        check_metadata(doc, "gw-test", "echo", "high");
     }
     hush_json_doc_free(doc);
     hush_server_answer_clear(&out);
+
+    /* Without a TPM, "maximum" is refused before the package is opened. */
+    CHECK_STATUS(handle_json(s, "{}", "p5", "maximum", &out, &err), HUSH_E_UNAVAILABLE, &err);
+    CHECK_EQ(err.http_status, 503);
+    CHECK(strstr(err.message, "requires TPM attestation") != NULL && out.package == NULL);
     hush_server_free(s);
 }
 

@@ -14,7 +14,7 @@
 #include "peer.h"
 #include "swtpm.h"
 
-#include "hushcall/tpm.h"
+#include "hushcall/hushcall.h"
 
 #define CHECKQUOTE_SCRIPT HUSH_TEST_INTEROP_DIR "/checkquote.sh"
 #define CUSTOM_PCRS "sha256:0,1,2+sha1:7"
@@ -566,6 +566,64 @@ static void test_concurrent_quotes(void)
     hush_tpm_close(tpm);
 }
 
+/* The whole server role with a TPM: the answer carries a quote that the
+ * client side's verifier accepts for this request and no other. */
+static void test_server_answers_are_attested(void)
+{
+    hush_tpm *tpm = open_tpm(NULL, HUSH_TPM_KEY_ECC_P256, 0);
+    hush_keypair *server_key = NULL, *client_key = NULL;
+    hush_pubkey *server_pub = NULL;
+    hush_server *server = NULL;
+    hush_secbuf *request = NULL;
+    char *client_pem = NULL;
+    size_t pem_len = 0;
+    hush_server_answer answer = {0};
+    hush_envelope_v1_opened opened = {0};
+    hush_json_doc *doc = NULL;
+    hush_error err;
+    if (tpm == NULL)
+        return;
+    CHECK_OK(hush_keypair_generate(2048, &server_key, &err), &err);
+    CHECK_OK(hush_keypair_generate(2048, &client_key, &err), &err);
+    CHECK_OK(hush_pubkey_from_keypair(server_key, &server_pub, &err), &err);
+    CHECK_OK(hush_keypair_public_pem(client_key, &client_pem, &pem_len, &err), &err);
+    hush_server_options o;
+    hush_server_options_init(&o);
+    o.key = server_key;
+    o.tpm = tpm;
+    CHECK_OK(hush_server_new(&o, &server, &err), &err);
+    const char *body = "{\"model\": \"m\", \"messages\": "
+                       "[{\"role\": \"user\", \"content\": \"hi\"}]}";
+    CHECK_OK(hush_envelope_v1_seal(server_pub, body, strlen(body), NULL, &request, &err), &err);
+    hush_server_request req = {hush_secbuf_data(request), hush_secbuf_len(request), client_pem,
+                               pem_len, "attested-1", "maximum"};
+    CHECK_OK(hush_server_handle(server, &req, &answer, &err), &err);
+    CHECK_OK(hush_envelope_v1_open(client_key, hush_secbuf_data(answer.package),
+                                   hush_secbuf_len(answer.package), 0, &opened, &err),
+             &err);
+    CHECK_OK(hush_json_parse(hush_secbuf_data(opened.plaintext),
+                             hush_secbuf_len(opened.plaintext), NULL, 0, &doc, &err),
+             &err);
+    const hush_json_value *meta = hush_json_object_get(hush_json_doc_root(doc), "_metadata", 9);
+    const hush_json_value *quote = hush_json_object_get(meta, "tpm_attestation", 15);
+    hush_attest_result result;
+    CHECK_OK(hush_attest_verify(quote, "attested-1", NULL, &result, &err), &err);
+    CHECK(result.verified && strcmp(result.reason, "ok") == 0);
+    CHECK_OK(hush_attest_verify(quote, "attested-2", NULL, &result, &err), &err);
+    CHECK(!result.verified && strcmp(result.reason, "wrong qualifying data") == 0);
+
+    hush_json_doc_free(doc);
+    hush_envelope_v1_opened_clear(&opened);
+    hush_server_answer_clear(&answer);
+    hush_secbuf_free(request);
+    free(client_pem);
+    hush_server_free(server);
+    hush_pubkey_free(server_pub);
+    hush_keypair_free(client_key);
+    hush_keypair_free(server_key);
+    hush_tpm_close(tpm);
+}
+
 static void test_null_arguments(void)
 {
     hush_tpm *tpm = open_tpm(NULL, HUSH_TPM_KEY_ECC_P256, 0);
@@ -604,6 +662,7 @@ int main(void)
         RUN_TEST(test_bad_handles);
         RUN_TEST(test_persistent_key);
         RUN_TEST(test_concurrent_quotes);
+        RUN_TEST(test_server_answers_are_attested);
         RUN_TEST(test_null_arguments);
     }
     swtpm_stop(&tpm_sim);

@@ -337,6 +337,7 @@ EXPECTED_CLASSES = {
     "HUSH_E_UNSUPPORTED": "SecurityError",
     "HUSH_E_AUTH": "SecurityError",
     "HUSH_E_PIN": "SecurityError",
+    "HUSH_E_ATTESTATION": "SecurityError",
     "HUSH_E_BAD_REQUEST": "InvalidRequestError",
     "HUSH_E_UNAUTHORIZED": "AuthenticationError",
     "HUSH_E_FORBIDDEN": "ForbiddenError",

@@ -54,6 +54,12 @@ typedef struct hush_client_options {
     const char *key_password;       /* for key_dir */
     unsigned key_bits;              /* of a generated key; default 4096 */
     const char *security_tier;      /* "standard", "high" or "maximum" */
+    /* Every answer's _metadata.tpm_attestation is verified (attest.h) and the
+     * outcome added as _metadata.attestation. An answer whose quote does not
+     * verify is released only when attestation is not required: it is
+     * required for the "maximum" tier, and for every tier with this set. */
+    bool require_attestation;
+    const char *attestation_policy; /* attest.h policy file, loaded by hush_client_new */
     const char *user_agent;         /* default "hushcall/<version>" */
     size_t max_request_bytes;       /* default HUSH_DEFAULT_MAX_REQUEST_BYTES */
     size_t max_response_bytes;      /* default HUSH_DEFAULT_MAX_RESPONSE_BYTES */

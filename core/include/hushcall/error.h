@@ -34,6 +34,7 @@ typedef enum hush_status {
     HUSH_E_UNSUPPORTED, /* an envelope version or algorithm we do not speak */
     HUSH_E_AUTH,        /* authentication failed; deliberately says nothing more */
     HUSH_E_PIN,         /* a pinned server key or TLS key did not match */
+    HUSH_E_ATTESTATION, /* a required TPM attestation is missing or did not verify */
     HUSH_E_BAD_REQUEST, /* HTTP 400 */
     HUSH_E_UNAUTHORIZED, /* HTTP 401 */
     HUSH_E_FORBIDDEN,   /* HTTP 403 */

@@ -20,6 +20,7 @@
 #include "hushcall/error.h"
 #include "hushcall/keys.h"
 #include "hushcall/secmem.h"
+#include "hushcall/tpm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -53,6 +54,9 @@ typedef struct hush_server_options {
     size_t max_package_bytes;          /* default HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES */
     size_t max_answer_bytes;           /* upstream answer; default HUSH_DEFAULT_MAX_RESPONSE_BYTES */
     const char *server_name;           /* _metadata.server; default HUSH_SERVER_DEFAULT_NAME */
+    /* Quote every answer with this TPM (borrowed: it must outlive the
+     * server); NULL for none, which refuses the "maximum" tier. */
+    hush_tpm *tpm;
     unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_server_options;
 
@@ -89,9 +93,10 @@ typedef struct hush_server_answer {
 
 /* Answer one request. The answer is the backend's chat.completion with a
  * `_metadata` object (replacing any the upstream sent): "server",
- * "backend" ("echo" or "openai"), "security_tier", and "memory_protection"
- * (this process's hush_memory_protection_info). The package's
- * processed_at is the UTC time in Python's isoformat().
+ * "backend" ("echo" or "openai"), "security_tier", "memory_protection"
+ * (this process's hush_memory_protection_info) and "tpm_attestation" (a
+ * quote bound to the payload id, tpm.h; {"is_available": false} without a
+ * TPM). The package's processed_at is the UTC time in Python's isoformat().
  *
  * Errors (err->http_status in brackets):
  *   HUSH_E_LIMIT [413]        the package is larger than max_package_bytes
@@ -102,7 +107,9 @@ typedef struct hush_server_answer {
  *                             does not open, or its plaintext is not a JSON
  *                             object (one message); "stream": true (not
  *                             supported over v1)
- *   HUSH_E_UNAVAILABLE [503]  the upstream cannot be reached, or answered 429/503
+ *   HUSH_E_UNAVAILABLE [503]  the upstream cannot be reached, or answered 429/503;
+ *                             "maximum" asked of a server without a TPM, or the
+ *                             TPM could not quote
  *   HUSH_E_TIMEOUT [504]      the upstream did not answer in time
  *   HUSH_E_HTTP [502]         the upstream answered another non-2xx status, or
  *                             something not a JSON object, or too much
