@@ -22,7 +22,7 @@
 #define PCR_COUNT 24
 #define PCR_SELECT_BYTES 3 /* PCR_COUNT bits */
 #define QUALIFYING_BYTES 16
-#define PCR_BANKS_MAX 128 /* "sha1:0,...,23+sha256:..." for four banks stays far below */
+#define PCR_BANKS_MAX 512 /* four banks of all 24 PCRs take 273 chars; as attest.c allows */
 #define PERSISTENT_FIRST 0x81000000u
 #define PERSISTENT_LAST 0x81FFFFFFu
 /* Random bytes in the template's unique field: a primary key derives from
