@@ -66,6 +66,10 @@ PyObject *hushpy_raise(hushpy_state *st, hush_status status, const hush_error *e
 
 /* encode()'s and decode()'s limits: 0, or -1 with ValueError set. */
 int hushpy_check_limits(Py_ssize_t max_bytes, int max_depth);
+/* A str argument `name` as UTF-8, borrowed from `obj` (which the caller keeps
+ * alive); None (or NULL) is NULL. Other types raise TypeError, embedded NULs
+ * ValueError; either way -1. */
+int hushpy_str_option(PyObject *obj, const char *name, const char **out);
 /* As hushpy_raise, also setting APIError.error_details (borrowed; may be NULL). */
 PyObject *hushpy_raise_details(hushpy_state *st, hush_status status, const hush_error *err,
                                PyObject *error_details);

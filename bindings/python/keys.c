@@ -52,27 +52,14 @@ static void keypair_dealloc(PyObject *op)
     Py_DECREF(tp);
 }
 
-/* A password as UTF-8 (borrowed from `obj`, which the caller keeps alive);
- * None is NULL. Embedded NULs are refused. */
+/* A password (borrowed from `obj`, which the caller keeps alive); None and
+ * "" are NULL: "" means no password, as in nomyo. */
 static int password_arg(PyObject *obj, const char **out)
 {
-    *out = NULL;
-    if (obj == NULL || obj == Py_None)
-        return 0;
-    if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "password must be a str or None, not %.200s",
-                     Py_TYPE(obj)->tp_name);
+    if (hushpy_str_option(obj, "password", out) < 0)
         return -1;
-    }
-    Py_ssize_t len;
-    const char *s = PyUnicode_AsUTF8AndSize(obj, &len);
-    if (s == NULL)
-        return -1;
-    if ((size_t)len != strlen(s)) {
-        PyErr_SetString(PyExc_ValueError, "password must not contain NUL characters");
-        return -1;
-    }
-    *out = len > 0 ? s : NULL; /* "" means no password, as in nomyo */
+    if (*out != NULL && (*out)[0] == '\0')
+        *out = NULL;
     return 0;
 }
 

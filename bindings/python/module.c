@@ -487,3 +487,25 @@ int hushpy_check_limits(Py_ssize_t max_bytes, int max_depth)
     }
     return 0;
 }
+
+int hushpy_str_option(PyObject *obj, const char *name, const char **out)
+{
+    *out = NULL;
+    if (obj == NULL || obj == Py_None)
+        return 0;
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str or None, not %.200s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(obj, &len);
+    if (s == NULL)
+        return -1;
+    if ((size_t)len != strlen(s)) {
+        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters", name);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}

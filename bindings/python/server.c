@@ -18,29 +18,6 @@ typedef struct {
     PyObject *tpm;       /* the Tpm the server borrows, kept alive here; or NULL */
 } ServerObject;
 
-/* A str option as UTF-8 borrowed from `obj`; None is NULL. */
-static int str_option(PyObject *obj, const char *name, const char **out)
-{
-    *out = NULL;
-    if (obj == Py_None)
-        return 0;
-    if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a str or None, not %.200s", name,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    Py_ssize_t len;
-    const char *s = PyUnicode_AsUTF8AndSize(obj, &len);
-    if (s == NULL)
-        return -1;
-    if ((size_t)len != strlen(s)) {
-        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters", name);
-        return -1;
-    }
-    *out = s;
-    return 0;
-}
-
 /* Seconds as milliseconds; None leaves the default in `*out_ms`. */
 static int seconds_option(PyObject *obj, const char *name, long *out_ms)
 {
@@ -110,10 +87,10 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "backend must be \"echo\" or \"openai\"");
         return -1;
     }
-    if (str_option(url, "upstream_url", &o.upstream_url) < 0 ||
-        str_option(api_key, "upstream_api_key", &o.upstream_api_key) < 0 ||
-        str_option(ca, "upstream_ca_file", &o.upstream_ca_file) < 0 ||
-        str_option(name, "server_name", &o.server_name) < 0 ||
+    if (hushpy_str_option(url, "upstream_url", &o.upstream_url) < 0 ||
+        hushpy_str_option(api_key, "upstream_api_key", &o.upstream_api_key) < 0 ||
+        hushpy_str_option(ca, "upstream_ca_file", &o.upstream_ca_file) < 0 ||
+        hushpy_str_option(name, "server_name", &o.server_name) < 0 ||
         seconds_option(timeout, "upstream_timeout", &o.upstream_timeout_ms) < 0 ||
         seconds_option(connect_timeout, "upstream_connect_timeout",
                        &o.upstream_connect_timeout_ms) < 0 ||
