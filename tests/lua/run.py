@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Runs the Lua binding's tests: `python3 tests/lua/run.py --build-dir build`.
 
-Starts on loopback the independent NOMYO peer (tests/interop/nomyo_peer.py) and
+Starts on loopback the independent NOMYO peer (tests/interop/nomyo_peer.py),
 the reference gateway (`python -m hushcall serve`, echo backend, API key
-"lua-key"), exports where they listen, runs every tests/lua/test_*.lua with
+"lua-key"), a software TPM (swtpm) and a second gateway quoting every answer
+with it (`--tpm`, no API key), exports where they listen, runs every tests/lua/test_*.lua with
 lua5.4 and then <build>/test_lua_states (two Lua states in two threads), prints
 each one's output, stops the servers and exits non-zero if anything failed.
-Nothing is ever skipped: a missing interpreter, module or harness is a failure."""
+Nothing is ever skipped: a missing interpreter, module, harness or swtpm is a failure."""
 
 import argparse
 import glob
@@ -15,6 +16,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,9 @@ class Child:
                     return line.strip()
             if self.proc.poll() is not None:
                 break
+        if self.proc.poll() is None:  # never leave a half-started server behind
+            self.proc.kill()
+            self.proc.wait()
         raise RuntimeError("%s did not start (exit %s):\n%s"
                            % (self.name, self.proc.poll(), self.log()))
 
@@ -75,6 +80,98 @@ class Child:
         self.proc.stdout.close()
         self._log.close()
         return self.proc.returncode
+
+
+class Swtpm:
+    """`swtpm socket --tpm2` on a free pair of loopback ports (server P,
+    control P+1, as tss2's swtpm TCTI expects); ready once both accept."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, state_dir, log_path):
+        self.name = "swtpm"
+        self.log_path = log_path
+        binary = shutil.which("swtpm")
+        if binary is None:
+            raise RuntimeError("swtpm not found; install the Debian package swtpm "
+                               "(`make deps`)")
+        for attempt in range(self.ATTEMPTS):
+            port = self._free_port_pair()
+            state = os.path.join(state_dir, "state-%d" % attempt)
+            os.makedirs(state)
+            self._log = open(log_path, "a")
+            self.proc = subprocess.Popen(
+                [binary, "socket", "--tpm2",
+                 "--server", "type=tcp,port=%d,bindaddr=127.0.0.1" % port,
+                 "--ctrl", "type=tcp,port=%d,bindaddr=127.0.0.1" % (port + 1),
+                 "--tpmstate", "dir=" + state, "--flags", "not-need-init,startup-clear"],
+                stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self._accepts(port) and self._accepts(port + 1):
+                    self.tcti = "swtpm:host=127.0.0.1,port=%d" % port
+                    return
+                time.sleep(0.02)
+            if self.proc.poll() is None:  # up but not listening: give up
+                self.stop()
+                raise RuntimeError("swtpm did not accept connections within %.0f s:\n%s"
+                                   % (START_TIMEOUT, self.log()))
+            self._log.close()  # exited: a port was taken in between, try another pair
+        raise RuntimeError("swtpm would not start:\n%s" % self.log())
+
+    @staticmethod
+    def _free_port_pair():
+        for _ in range(100):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+        raise RuntimeError("no free pair of loopback ports for swtpm")
+
+    @staticmethod
+    def _accepts(port):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def log(self):
+        if not self._log.closed:
+            self._log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def start_gateway(name, extra_args, tmp, env, children):
+    gateway = Child(name,
+                    [sys.executable, "-m", "hushcall", "serve", "--port", "0",
+                     "--key-dir", os.path.join(tmp, "gateway-keys"), *extra_args],
+                    os.path.join(tmp, name + ".log"), env)
+    children.append(gateway)
+    prefix = "listening on "
+    if not gateway.first_line.startswith(prefix):
+        raise RuntimeError("the %s said %r, not 'listening on <url>'"
+                           % (name, gateway.first_line))
+    return gateway.first_line[len(prefix):].strip().rstrip("/")
 
 
 def sanitizer_preload(module):
@@ -159,17 +256,16 @@ def main():
                 raise RuntimeError("nomyo_peer said %r, not READY <port>" % peer.first_line)
             peer_url = "http://127.0.0.1:%d" % int(peer.first_line.split()[1])
 
-            gateway = Child("gateway",
-                            [sys.executable, "-m", "hushcall", "serve", "--port", "0",
-                             "--key-dir", os.path.join(tmp, "gateway-keys"),
-                             "--api-key", API_KEY],
-                            os.path.join(tmp, "gateway.log"), env)
-            children.append(gateway)
-            prefix = "listening on "
-            if not gateway.first_line.startswith(prefix):
-                raise RuntimeError("the gateway said %r, not 'listening on <url>'"
-                                   % gateway.first_line)
-            gateway_url = gateway.first_line[len(prefix):].strip().rstrip("/")
+            gateway_url = start_gateway("gateway", ["--api-key", API_KEY], tmp, env, children)
+
+            swtpm_dir = os.path.join(tmp, "swtpm")
+            os.makedirs(swtpm_dir)
+            tpm = Swtpm(swtpm_dir, os.path.join(tmp, "swtpm.log"))
+            children.append(tpm)
+            # Same key directory: the key the first gateway made is reused.
+            tpm_env = dict(env, TSS2_LOG="all+none")
+            tpm_gateway_url = start_gateway("tpm-gateway", ["--tpm", tpm.tcti], tmp, tpm_env,
+                                            children)
         except (RuntimeError, OSError, ValueError) as e:
             die("could not start the servers: %s\n(the gateway needs the Python extension: "
                 "`make build-python`)" % e)
@@ -177,13 +273,15 @@ def main():
         env["HUSH_PEER_URL"] = peer_url
         env["HUSH_GATEWAY_URL"] = gateway_url
         env["HUSH_GATEWAY_API_KEY"] = API_KEY
+        env["HUSH_TPM_GATEWAY_URL"] = tpm_gateway_url
         env["HUSH_TEST_TMP"] = tmp
         env["HUSH_LUA_BUILD_DIR"] = build
         env["HUSH_REPO_ROOT"] = ROOT
         env["LUA_CPATH"] = os.path.join(build, "lua", "?.so") + ";;"
         env["LUA_PATH"] = "%s;%s;;" % (os.path.join(ROOT, "lua", "?.lua"),
                                        os.path.join(HERE, "?.lua"))
-        print("# peer %s, gateway %s" % (peer_url, gateway_url), flush=True)
+        print("# peer %s, gateway %s, tpm gateway %s (%s)"
+              % (peer_url, gateway_url, tpm_gateway_url, tpm.tcti), flush=True)
         preload = sanitizer_preload(module)
         if preload:
             # Only the Lua runs get it (the servers are already started);

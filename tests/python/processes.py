@@ -95,3 +95,128 @@ class FakeOpenAI(Child):
             pytest.fail("unexpected first line %r:\n%s" % (self.first_line, self.log()))
         self.port = int(self.first_line.split()[1])
         self.url = "http://127.0.0.1:%d/v1" % self.port
+
+
+# ---- a software TPM ------------------------------------------------------------
+
+SWTPM_ATTEMPTS = 5
+AIK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign"
+
+
+def _need(binary, package):
+    import shutil
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail("%s not found: install the Debian package %s (`make deps`)"
+                    % (binary, package))
+    return path
+
+
+def _free_port_pair():
+    """A port P with P and P+1 both free on 127.0.0.1 right now."""
+    import socket
+    for _ in range(100):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port >= 65535:
+            continue
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        finally:
+            t.close()
+        return port
+    pytest.fail("no free pair of loopback ports")
+
+
+def _accepts(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def tpm_env():
+    """The environment for children that talk to a TPM: tss2's stderr quiet."""
+    env = _env()
+    env["TSS2_LOG"] = "all+none"
+    return env
+
+
+class Swtpm:
+    """`swtpm socket --tpm2` on a free pair of loopback ports (server P,
+    control P+1, as tss2's swtpm TCTI expects), state in a fresh directory
+    under tmp_path. `tcti` is the TCTI string for it."""
+
+    def __init__(self, tmp_path):
+        binary = _need("swtpm", "swtpm")
+        self.proc = None
+        for attempt in range(SWTPM_ATTEMPTS):
+            self.dir = os.path.join(str(tmp_path), "swtpm-%d" % time.monotonic_ns())
+            os.makedirs(self.dir)
+            port = _free_port_pair()
+            self.log_path = self.dir + ".log"
+            with open(self.log_path, "w") as log:
+                proc = subprocess.Popen(
+                    [binary, "socket", "--tpm2",
+                     "--server", "type=tcp,port=%d,bindaddr=127.0.0.1" % port,
+                     "--ctrl", "type=tcp,port=%d,bindaddr=127.0.0.1" % (port + 1),
+                     "--tpmstate", "dir=" + self.dir,
+                     "--flags", "not-need-init,startup-clear"],
+                    stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    break  # a port was taken in between: try another pair
+                if _accepts(port) and _accepts(port + 1):
+                    self.proc, self.port = proc, port
+                    self.tcti = "swtpm:host=127.0.0.1,port=%d" % port
+                    return
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                pytest.fail("swtpm did not accept connections within %.0f s:\n%s"
+                            % (START_TIMEOUT, self.log()))
+        pytest.fail("swtpm would not start:\n%s" % self.log())
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def tool(self, *argv):
+        """Run a tpm2-tools command against this TPM; fail the test if it fails."""
+        path = _need(argv[0], "tpm2-tools")
+        proc = subprocess.run([path, "-T", self.tcti, *argv[1:]], env=tpm_env(),
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            pytest.fail("%s failed (%d):\n%s%s" % (" ".join(argv), proc.returncode,
+                                                    proc.stdout, proc.stderr))
+        return proc.stdout
+
+    def make_persistent_key(self, handle, attributes=AIK_ATTRIBUTES):
+        """An ECC P-256 restricted signing key made persistent at `handle`
+        ("0x81000002"). Run it before a gateway connects: swtpm serves one
+        connection at a time."""
+        ctx = os.path.join(self.dir + "-primary-%s.ctx" % handle)
+        self.tool("tpm2_createprimary", "-Q", "-C", "e", "-G", "ecc256:ecdsa-sha256:null",
+                  "-a", attributes, "-c", ctx)
+        self.tool("tpm2_evictcontrol", "-Q", "-C", "o", "-c", ctx, handle)
+        # No resource manager: free the transient slots tpm2-tools left loaded.
+        self.tool("tpm2_flushcontext", "-t")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc is not None else None

@@ -18,7 +18,7 @@ import pytest
 import nomyo  # noqa: E402  (required: no importorskip)
 from nomyo import SecureCompletionClient as nomyo_scc
 
-from processes import FakeOpenAI, Gateway
+from processes import FakeOpenAI, Gateway, Swtpm
 
 # nomyo warns about HTTP base URLs and, without its optional extras, about
 # secure memory: expected here.
@@ -89,6 +89,21 @@ def fake_openai(tmp_path_factory):
 @pytest.fixture(scope="module")
 def upstream_fake(tmp_path_factory, key_dir, fake_openai):
     yield from _gateway(tmp_path_factory, key_dir, "--backend", "openai:" + fake_openai.url)
+
+
+@pytest.fixture(scope="module")
+def tpm_gateway(tmp_path_factory, key_dir):
+    """Echo backend, every answer quoted by a software TPM."""
+    tpm = Swtpm(tmp_path_factory.mktemp("swtpm"))
+    try:
+        gw = Gateway(tmp_path_factory.mktemp("gw"), "--tpm", tpm.tcti, key_dir=key_dir,
+                     env={"TSS2_LOG": "all+none"})
+        try:
+            yield gw
+        finally:
+            assert gw.stop() == 0, gw.log()
+    finally:
+        tpm.stop()
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -332,3 +347,36 @@ def test_upstream_answers(upstream_fake):
     assert resp["choices"][0]["message"] == {"role": "assistant",
                                              "content": "upstream: " + QUESTION}
     assert resp["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+
+
+def test_tpm_attestation_read_by_nomyo(tpm_gateway):
+    """NOMYO's security guide: the quote is in _metadata["tpm_attestation"],
+    for the user to check; nomyo passes it through untouched."""
+    import base64
+    import hashlib
+    import re
+
+    resp = ask(tpm_gateway.url, "attest this")
+    assert resp["choices"][0]["message"]["content"] == "echo: attest this"
+    meta = resp["_metadata"]
+    att = meta["tpm_attestation"]
+    assert isinstance(att, dict)
+    assert att["is_available"] is True
+    assert att["pcr_banks"] == "sha256:0,7,10"
+    assert isinstance(att["pcr_values"], dict) and set(att["pcr_values"]) == {"sha256"}
+    bank = att["pcr_values"]["sha256"]
+    assert isinstance(bank, dict) and set(bank) == {"0", "7", "10"}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in bank.values())
+    blobs = {name: base64.b64decode(att[name], validate=True)
+             for name in ("aik_pubkey_b64", "quote_b64", "signature_b64")}
+    # TPM2B_ATTEST: size, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, the signer's
+    # name, then the qualifying data: SHA-256 of nomyo's own payload id, first 16 bytes.
+    quote = blobs["quote_b64"]
+    assert int.from_bytes(quote[:2], "big") == len(quote) - 2
+    assert quote[2:6] == b"\xffTCG" and quote[6:8] == b"\x80\x18"
+    name_len = int.from_bytes(quote[8:10], "big")
+    at = 10 + name_len
+    extra_len = int.from_bytes(quote[at:at + 2], "big")
+    assert quote[at + 2:at + 2 + extra_len] == \
+        hashlib.sha256(meta["payload_id"].encode()).digest()[:16]
+    assert healthz(tpm_gateway.url)["tpm"] == "sha256:0,7,10"

@@ -1,0 +1,509 @@
+"""TPM 2.0 attestation end to end (docs/attestation.md): the reference gateway
+(`python -m hushcall serve --tpm TCTI`) quoting every answer with a software
+TPM (swtpm), and hushcall's clients verifying each quote into
+`_metadata.attestation`, refusing answers under `require_attestation` and
+the maximum tier, and applying policy files (PCR baselines, pinned AIKs).
+
+swtpm and tpm2-tools must be installed: a missing binary fails, never skips.
+Each TPM gateway has its own swtpm (swtpm serves one connection at a time)."""
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import hushcall
+from hushcall import _core
+from processes import ROOT, Gateway, Swtpm, _env
+
+FAST = {"allow_http": True, "key_bits": 2048}
+QUIET_TSS = {"TSS2_LOG": "all+none"}
+DEFAULT_PCRS = "sha256:0,7,10"
+PERSISTENT_HANDLE = "0x81000002"
+MAXIMUM_REFUSED = ("Security tier 'maximum' requires TPM attestation, "
+                   "which this gateway does not offer")
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def content(answer):
+    return answer["choices"][0]["message"]["content"]
+
+
+def healthz(url, **kwargs):
+    with urllib.request.urlopen(url + "/healthz", timeout=10, **kwargs) as r:
+        return json.loads(r.read())
+
+
+def write_policy(tmp_path, policy):
+    path = tmp_path / ("policy-%d.json" % time.monotonic_ns())
+    path.write_text(policy if isinstance(policy, str) else json.dumps(policy))
+    return str(path)
+
+
+# ---- the gateways (module scope) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server_keys(tmp_path_factory):
+    """One RSA-4096 server key, copied to every gateway of the module."""
+    d = tmp_path_factory.mktemp("server") / "keys"
+    _core.KeyPair.generate(4096).save(str(d))
+    return d
+
+
+def keys_copy(server_keys, tmp_path):
+    d = tmp_path / ("keys-%d" % time.monotonic_ns())
+    shutil.copytree(server_keys, d)
+    return d
+
+
+def _tpm_gateway(tmp_path_factory, server_keys, *args, persistent_key=None):
+    tmp = tmp_path_factory.mktemp("tpm-gw")
+    tpm = Swtpm(tmp)
+    gw = None
+    try:
+        if persistent_key:
+            tpm.make_persistent_key(persistent_key)  # before the gateway connects
+        gw = Gateway(tmp, "--tpm", tpm.tcti, *args, key_dir=keys_copy(server_keys, tmp),
+                     env=QUIET_TSS)
+        gw.swtpm = tpm
+        yield gw
+    finally:
+        if gw is not None:
+            assert gw.stop() == 0, gw.log()
+        tpm.stop()
+
+
+def _plain_gateway(tmp_path_factory, server_keys, *args):
+    tmp = tmp_path_factory.mktemp("plain-gw")
+    gw = Gateway(tmp, *args, key_dir=keys_copy(server_keys, tmp))
+    try:
+        yield gw
+    finally:
+        assert gw.stop() == 0, gw.log()
+
+
+@pytest.fixture(scope="module")
+def tpm_gw(tmp_path_factory, server_keys):
+    """--tpm with the defaults: ECC P-256 ephemeral AIK, sha256:0,7,10."""
+    yield from _tpm_gateway(tmp_path_factory, server_keys)
+
+
+@pytest.fixture(scope="module")
+def rsa_gw(tmp_path_factory, server_keys):
+    yield from _tpm_gateway(tmp_path_factory, server_keys, "--tpm-key-alg", "rsa")
+
+
+@pytest.fixture(scope="module")
+def pcrs_gw(tmp_path_factory, server_keys):
+    yield from _tpm_gateway(tmp_path_factory, server_keys, "--tpm-pcrs", "sha256:0,1+sha1:7")
+
+
+@pytest.fixture(scope="module")
+def pinned_gw(tmp_path_factory, server_keys):
+    """Quotes with a persistent restricted ECC key made in the swtpm with tpm2-tools."""
+    yield from _tpm_gateway(tmp_path_factory, server_keys, "--tpm-handle", PERSISTENT_HANDLE,
+                            persistent_key=PERSISTENT_HANDLE)
+
+
+@pytest.fixture(scope="module")
+def plain_gw(tmp_path_factory, server_keys):
+    """No TPM."""
+    yield from _plain_gateway(tmp_path_factory, server_keys)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki") / "pki"
+    subprocess.run([sys.executable, os.path.join(ROOT, "tests", "interop", "make_test_ca.py"),
+                    str(d)], check=True, timeout=60)
+    return d
+
+
+def _tls(pki):
+    return ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"))
+
+
+@pytest.fixture(scope="module")
+def tls_tpm_gw(tmp_path_factory, server_keys, pki):
+    yield from _tpm_gateway(tmp_path_factory, server_keys, *_tls(pki))
+
+
+@pytest.fixture(scope="module")
+def tls_plain_gw(tmp_path_factory, server_keys, pki):
+    yield from _plain_gateway(tmp_path_factory, server_keys, *_tls(pki))
+
+
+# ---- what every verified answer carries -----------------------------------------
+
+
+def check_verified(answer, pcr_banks, expected_pcrs):
+    """The quote block and its verification; returns the attestation dict."""
+    meta = answer["_metadata"]
+    quote = meta["tpm_attestation"].to_dict()
+    assert set(quote) == {"is_available", "pcr_banks", "pcr_values", "aik_pubkey_b64",
+                          "quote_b64", "signature_b64"}
+    assert quote["is_available"] is True
+    assert quote["pcr_banks"] == pcr_banks
+    assert {bank: sorted(values, key=int) for bank, values in quote["pcr_values"].items()} \
+        == expected_pcrs
+    for bank, values in quote["pcr_values"].items():
+        width = {"sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}[bank]
+        for value in values.values():
+            assert re.fullmatch("[0-9a-f]{%d}" % width, value), (bank, value)
+    for blob in ("aik_pubkey_b64", "quote_b64", "signature_b64"):
+        assert base64.b64decode(quote[blob], validate=True)
+
+    att = meta["attestation"].to_dict()
+    assert att["verified"] is True, att
+    assert att["reason"] == "ok"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", att["aik_fingerprint"])
+    # The fingerprint is SHA-256 over the marshalled TPMT_PUBLIC (TPM2B_PUBLIC minus its size).
+    aik = base64.b64decode(quote["aik_pubkey_b64"])
+    assert int.from_bytes(aik[:2], "big") == len(aik) - 2
+    assert att["aik_fingerprint"] == "sha256:" + hashlib.sha256(aik[2:]).hexdigest()
+    assert att["pcrs"] == quote["pcr_values"]
+    return att, quote
+
+
+def aik_type(quote):
+    """TPMT_PUBLIC.type of the AIK: 0x0001 RSA, 0x0023 ECC."""
+    return int.from_bytes(base64.b64decode(quote["aik_pubkey_b64"])[2:4], "big")
+
+
+def test_standard_answer_is_quoted_and_verified(tpm_gw):
+    client = hushcall.Client(tpm_gw.url, **FAST)
+    first = client.create(model="m", messages=user("quote me"))
+    assert content(first) == "echo: quote me"
+    att, quote = check_verified(first, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+    assert aik_type(quote) == 0x0023
+    # The default AIK is ephemeral: a new key for every quote.
+    second = client.create(model="m", messages=user("again"), security_tier="high")
+    att2, _ = check_verified(second, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+    assert att2["aik_fingerprint"] != att["aik_fingerprint"]
+    assert att2["pcrs"] == att["pcrs"]
+
+
+def test_rsa_aik(rsa_gw):
+    answer = hushcall.Client(rsa_gw.url, **FAST).create(model="m", messages=user("rsa"))
+    _, quote = check_verified(answer, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+    assert aik_type(quote) == 0x0001
+
+
+def test_custom_pcr_selection(pcrs_gw):
+    answer = hushcall.Client(pcrs_gw.url, **FAST).create(model="m", messages=user("pcrs"))
+    check_verified(answer, "sha256:0,1+sha1:7", {"sha256": ["0", "1"], "sha1": ["7"]})
+
+
+def test_async_client_verifies(tpm_gw):
+    async def main():
+        async with hushcall.AsyncClient(tpm_gw.url, require_attestation=True, **FAST) as c:
+            return await asyncio.gather(*(c.create(model="m", messages=user("a%d" % i))
+                                          for i in range(3)))
+
+    answers = asyncio.run(main())
+    assert [content(a) for a in answers] == ["echo: a0", "echo: a1", "echo: a2"]
+    for a in answers:
+        check_verified(a, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+
+
+def test_healthz_names_the_pcrs(tpm_gw, pcrs_gw, plain_gw):
+    assert healthz(tpm_gw.url)["tpm"] == DEFAULT_PCRS
+    assert healthz(pcrs_gw.url)["tpm"] == "sha256:0,1+sha1:7"
+    health = healthz(plain_gw.url)
+    assert "tpm" in health and health["tpm"] is None
+
+
+# ---- the maximum tier (https only) ----------------------------------------------
+
+
+def test_maximum_refused_over_http_by_the_client(tpm_gw):
+    answered = "path=/v1/chat/secure_completion"
+    before = tpm_gw.log().count(answered)
+    with pytest.raises(hushcall.InvalidArgumentError) as e:
+        hushcall.Client(tpm_gw.url, **FAST).create(model="m", messages=user("x"),
+                                                  security_tier="maximum")
+    assert "https" in str(e.value)
+    assert tpm_gw.log().count(answered) == before  # refused before anything was sent
+
+
+def test_maximum_over_tls_with_tpm(tls_tpm_gw, pki):
+    assert tls_tpm_gw.url.startswith("https://127.0.0.1:")
+    client = hushcall.Client(tls_tpm_gw.url, ca_file=str(pki / "ca.pem"), key_bits=2048)
+    answer = client.create(model="m", messages=user("maximum"), security_tier="maximum")
+    assert content(answer) == "echo: maximum"
+    assert answer["_metadata"]["security_tier"] == "maximum"
+    check_verified(answer, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+
+
+def test_maximum_over_tls_without_tpm(tls_plain_gw, pki):
+    client = hushcall.Client(tls_plain_gw.url, ca_file=str(pki / "ca.pem"), key_bits=2048,
+                             max_retries=0)
+    with pytest.raises(hushcall.ServiceUnavailableError) as e:
+        client.create(model="m", messages=user("maximum"), security_tier="maximum")
+    assert e.value.status_code == 503
+
+    # The detail (docs/gateway.md) arrives through the asynchronous API (docs/python.md).
+    async def main():
+        async with hushcall.AsyncClient(tls_plain_gw.url, ca_file=str(pki / "ca.pem"),
+                                        key_bits=2048, max_retries=0) as c:
+            return await c.create(model="m", messages=user("maximum"), security_tier="maximum")
+
+    with pytest.raises(hushcall.ServiceUnavailableError) as e:
+        asyncio.run(main())
+    assert e.value.status_code == 503
+    assert e.value.error_details == {"detail": MAXIMUM_REFUSED}
+    # The other tiers still work there, unattested.
+    answer = client.create(model="m", messages=user("high"), security_tier="high")
+    assert answer["_metadata"]["attestation"]["verified"] is False
+
+
+# ---- a gateway without a TPM -------------------------------------------------------
+
+
+def test_no_tpm_answer_is_unverified(plain_gw):
+    answer = hushcall.Client(plain_gw.url, **FAST).create(model="m", messages=user("plain"))
+    assert content(answer) == "echo: plain"
+    assert answer["_metadata"]["tpm_attestation"].to_dict() == {"is_available": False}
+    att = answer["_metadata"]["attestation"].to_dict()
+    assert att["verified"] is False
+    assert att["reason"] == "tpm not available"
+    assert "pcrs" not in att or not att["pcrs"]
+
+
+def test_require_attestation_refuses_no_tpm(plain_gw):
+    client = hushcall.Client(plain_gw.url, require_attestation=True, max_retries=0, **FAST)
+    answered = "path=/v1/chat/secure_completion status=200"
+    before = plain_gw.log().count(answered)
+    answer = None
+    with pytest.raises(hushcall.SecurityError) as e:
+        answer = client.create(model="m", messages=user("never released"))
+    assert answer is None
+    assert e.value.kind == "attestation"
+    assert "tpm not available" in str(e.value)
+    assert "never released" not in str(e.value)
+    # The gateway did answer (200): the client refused the answer, not the server.
+    deadline = time.monotonic() + 5
+    while plain_gw.log().count(answered) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert plain_gw.log().count(answered) == before + 1
+
+
+def test_require_attestation_async_refuses_no_tpm(plain_gw):
+    async def main():
+        async with hushcall.AsyncClient(plain_gw.url, require_attestation=True,
+                                        max_retries=0, **FAST) as c:
+            return await c.create(model="m", messages=user("x"))
+
+    with pytest.raises(hushcall.SecurityError) as e:
+        asyncio.run(main())
+    assert e.value.kind == "attestation"
+    assert "tpm not available" in str(e.value)
+
+
+# ---- policies -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reported_pcrs(tpm_gw):
+    answer = hushcall.Client(tpm_gw.url, **FAST).create(model="m", messages=user("baseline"))
+    return answer["_metadata"]["tpm_attestation"]["pcr_values"].to_dict()
+
+
+def test_policy_baseline_matches(tpm_gw, reported_pcrs, tmp_path):
+    policy = write_policy(tmp_path, {"pcrs": reported_pcrs})
+    client = hushcall.Client(tpm_gw.url, attestation_policy=policy, require_attestation=True,
+                             **FAST)
+    answer = client.create(model="m", messages=user("baseline"))
+    check_verified(answer, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+    # A subset of the quoted PCRs is a baseline too.
+    subset = write_policy(tmp_path, {"pcrs": {"sha256": {"7": reported_pcrs["sha256"]["7"]}}})
+    answer = hushcall.Client(tpm_gw.url, attestation_policy=subset, **FAST).create(
+        model="m", messages=user("subset"))
+    assert answer["_metadata"]["attestation"]["verified"] is True
+
+
+def _mismatched(reported_pcrs):
+    wrong = dict(reported_pcrs["sha256"])
+    wrong["0"] = "ab" * 32
+    assert wrong["0"] != reported_pcrs["sha256"]["0"]
+    return {"pcrs": {"sha256": wrong}}
+
+
+def test_policy_pcr_mismatch(tpm_gw, reported_pcrs, tmp_path):
+    policy = write_policy(tmp_path, _mismatched(reported_pcrs))
+    answer = hushcall.Client(tpm_gw.url, attestation_policy=policy, **FAST).create(
+        model="m", messages=user("mismatch"))
+    assert content(answer) == "echo: mismatch"
+    att = answer["_metadata"]["attestation"].to_dict()
+    assert att["verified"] is False
+    assert att["reason"] == "pcr value not in policy: sha256:0"
+
+
+def test_policy_pcr_unquoted(tpm_gw, reported_pcrs, tmp_path):
+    # A PCR the policy names but the quote leaves out cannot match.
+    policy = write_policy(tmp_path, {"pcrs": {"sha256": {"3": "00" * 32}}})
+    answer = hushcall.Client(tpm_gw.url, attestation_policy=policy, **FAST).create(
+        model="m", messages=user("unquoted"))
+    att = answer["_metadata"]["attestation"].to_dict()
+    assert att["verified"] is False
+    assert att["reason"] == "pcr value not in policy: sha256:3"
+
+
+def test_policy_pcr_mismatch_required(tpm_gw, reported_pcrs, tmp_path):
+    policy = write_policy(tmp_path, _mismatched(reported_pcrs))
+    client = hushcall.Client(tpm_gw.url, attestation_policy=policy, require_attestation=True,
+                             max_retries=0, **FAST)
+    with pytest.raises(hushcall.SecurityError) as e:
+        client.create(model="m", messages=user("refused"))
+    assert e.value.kind == "attestation"
+    assert "pcr value not in policy: sha256:0" in str(e.value)
+
+
+def test_pinned_aik(pinned_gw, tmp_path):
+    client = hushcall.Client(pinned_gw.url, **FAST)
+    a1 = client.create(model="m", messages=user("pin one"))
+    a2 = client.create(model="m", messages=user("pin two"))
+    att1, quote = check_verified(a1, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+    att2, _ = check_verified(a2, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+    assert aik_type(quote) == 0x0023
+    fingerprint = att1["aik_fingerprint"]
+    assert att2["aik_fingerprint"] == fingerprint  # the same persistent key each time
+
+    pinned = write_policy(tmp_path, {"aik_fingerprints": ["sha256:" + "0" * 64, fingerprint]})
+    pinned_client = hushcall.Client(pinned_gw.url, attestation_policy=pinned,
+                                    require_attestation=True, **FAST)
+    for text in ("pinned one", "pinned two"):
+        answer = pinned_client.create(model="m", messages=user(text))
+        assert content(answer) == "echo: " + text
+        att, _ = check_verified(answer, DEFAULT_PCRS, {"sha256": ["0", "7", "10"]})
+        assert att["aik_fingerprint"] == fingerprint
+
+    other = write_policy(tmp_path, {"aik_fingerprints": ["sha256:" + "1" * 64]})
+    answer = hushcall.Client(pinned_gw.url, attestation_policy=other, **FAST).create(
+        model="m", messages=user("other key"))
+    att = answer["_metadata"]["attestation"].to_dict()
+    assert att["verified"] is False
+    assert att["reason"] == "aik not in policy"
+    with pytest.raises(hushcall.SecurityError) as e:
+        hushcall.Client(pinned_gw.url, attestation_policy=other, require_attestation=True,
+                        max_retries=0, **FAST).create(model="m", messages=user("x"))
+    assert e.value.kind == "attestation" and "aik not in policy" in str(e.value)
+
+
+def test_ephemeral_aik_fails_a_pin(tpm_gw, tmp_path):
+    """An ephemeral AIK is never the pinned one."""
+    answer = hushcall.Client(tpm_gw.url, **FAST).create(model="m", messages=user("eph"))
+    fingerprint = answer["_metadata"]["attestation"]["aik_fingerprint"]
+    policy = write_policy(tmp_path, {"aik_fingerprints": [fingerprint]})
+    answer = hushcall.Client(tpm_gw.url, attestation_policy=policy, **FAST).create(
+        model="m", messages=user("eph again"))
+    assert answer["_metadata"]["attestation"]["reason"] == "aik not in policy"
+
+
+@pytest.mark.parametrize("text", [
+    '{"pcrs": {"sha256": {"0": "00"}}}',                   # wrong length for the bank
+    '{"pcrs": {"sha256": {"0": "' + "zz" * 32 + '"}}}',     # not hex
+    '{"pcrs": {"md5": {"0": "' + "00" * 16 + '"}}}',        # unknown bank
+    '{"pcrs": {"sha256": {"24": "' + "00" * 32 + '"}}}',    # no such PCR
+    '{"aik_fingerprints": ["md5:00"]}',
+    '{"aik_fingerprints": "sha256:' + "0" * 64 + '"}',      # not a list
+    '{"pcr": {}}',                                          # unknown member
+    '[]',
+])
+def test_malformed_policy_refused_at_construction(tmp_path, text):
+    path = write_policy(tmp_path, text)
+    with pytest.raises(hushcall.SecurityError) as e:
+        hushcall.Client("http://127.0.0.1:9", attestation_policy=path, **FAST)
+    assert e.value.kind == "format", (e.value.kind, str(e.value))
+
+
+def test_policy_not_json_refused_at_construction(tmp_path):
+    path = write_policy(tmp_path, '{"pcrs": ')
+    with pytest.raises(hushcall.MalformedJSONError) as e:
+        hushcall.Client("http://127.0.0.1:9", attestation_policy=path, **FAST)
+    assert e.value.kind == "json"
+
+
+def test_missing_policy_refused_at_construction(tmp_path):
+    with pytest.raises(hushcall.HushcallError) as e:
+        hushcall.Client("http://127.0.0.1:9", attestation_policy=str(tmp_path / "none.json"),
+                        **FAST)
+    assert type(e.value) is hushcall.HushcallError
+    assert e.value.kind == "not_found"
+    assert "attestation policy" in str(e.value)
+
+
+# ---- a TPM that fails ------------------------------------------------------------------
+
+
+def test_tpm_failure_is_503_never_an_unquoted_answer(tmp_path, server_keys):
+    """docs/attestation.md: an answer that should carry a quote never goes out without one."""
+    tpm = Swtpm(tmp_path)
+    gw = Gateway(tmp_path, "--tpm", tpm.tcti, key_dir=keys_copy(server_keys, tmp_path),
+                 env=QUIET_TSS)
+    try:
+        client = hushcall.Client(gw.url, max_retries=0, **FAST)
+        answer = client.create(model="m", messages=user("while it lasts"))
+        assert answer["_metadata"]["attestation"]["verified"] is True
+        tpm.stop()
+        with pytest.raises(hushcall.ServiceUnavailableError) as e:
+            client.create(model="m", messages=user("CANARY-tpm-gone"))
+        assert e.value.status_code == 503
+
+        async def main():
+            async with hushcall.AsyncClient(gw.url, max_retries=0, **FAST) as c:
+                return await c.create(model="m", messages=user("CANARY-tpm-gone"))
+
+        with pytest.raises(hushcall.ServiceUnavailableError) as e:
+            asyncio.run(main())
+        assert e.value.status_code == 503
+        assert isinstance(e.value.error_details["detail"], str)
+        assert "CANARY" not in json.dumps(e.value.error_details)
+        assert "CANARY" not in gw.log()
+    finally:
+        assert gw.stop() == 0, gw.log()
+        tpm.stop()
+
+
+def test_unreachable_tpm_stops_the_gateway_at_start(tmp_path, server_keys):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hushcall", "serve", "--port", "0",
+         "--key-dir", str(keys_copy(server_keys, tmp_path)),
+         "--tpm", "swtpm:host=127.0.0.1,port=9"],
+        env=dict(_env(), **QUIET_TSS), capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "listening on" not in proc.stdout
+    assert "TPM" in proc.stderr and "swtpm:host=127.0.0.1,port=9" in proc.stderr
+
+
+def test_every_pcr_of_every_bank(tmp_path, server_keys):
+    """The longest selection there is (273 characters of pcr_banks) is quoted and verified."""
+    every = ",".join(str(i) for i in range(24))
+    pcrs = "+".join("%s:%s" % (bank, every) for bank in ("sha1", "sha256", "sha384", "sha512"))
+    tpm = Swtpm(tmp_path)
+    gw = Gateway(tmp_path, "--tpm", tpm.tcti, "--tpm-pcrs", pcrs,
+                 key_dir=keys_copy(server_keys, tmp_path), env=QUIET_TSS)
+    try:
+        assert healthz(gw.url)["tpm"] == pcrs
+        answer = hushcall.Client(gw.url, require_attestation=True, **FAST).create(
+            model="m", messages=user("all of them"))
+        expected = [str(i) for i in range(24)]
+        check_verified(answer, pcrs, {bank: expected
+                                      for bank in ("sha1", "sha256", "sha384", "sha512")})
+    finally:
+        assert gw.stop() == 0, gw.log()
+        tpm.stop()
