@@ -110,7 +110,7 @@ fuzz: deps
 	    -o $(BUILD_FUZZ)/fuzz_$$t -lcrypto -lcurl -lpthread \
 	    $$(pkg-config --libs tss2-esys tss2-mu tss2-tctildr tss2-rc) || exit 1; \
 	  mkdir -p $(BUILD_FUZZ)/corpus_$$t; \
-	  ./$(BUILD_FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) $(BUILD_FUZZ)/corpus_$$t \
+	  TSS2_LOG=all+none ./$(BUILD_FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) $(BUILD_FUZZ)/corpus_$$t \
 	    tests/fuzz/corpus/$$t || exit 1; \
 	done
 
