@@ -91,6 +91,49 @@ static hush_secbuf *request_secbuf(hushpy_state *st, PyObject *module, ClientObj
     return buf;
 }
 
+/* ---- results, shared by Client.complete and Call.result --------------- */
+
+/* The server's JSON error body as a dict (json.loads), or None. */
+static PyObject *error_details(const hush_call *call)
+{
+    size_t len = 0;
+    const char *text = hush_call_error_details(call, &len);
+    if (text == NULL || len == 0)
+        Py_RETURN_NONE;
+    PyObject *json = PyImport_ImportModule("json");
+    if (json == NULL)
+        return NULL;
+    PyObject *value = PyObject_CallMethod(json, "loads", "s#", text, (Py_ssize_t)len);
+    Py_DECREF(json);
+    if (value == NULL || !PyDict_Check(value)) {
+        /* Not a JSON object: keep the text as the detail, as nomyo does. */
+        PyErr_Clear();
+        Py_XDECREF(value);
+        return Py_BuildValue("{s:s#}", "detail", text, (Py_ssize_t)len);
+    }
+    return value;
+}
+
+/* A done call's answer as a Response, or its failure raised with the
+ * server's error body as error_details. */
+static PyObject *result_of(hushpy_state *st, hush_call *call)
+{
+    hush_json_doc *doc = NULL;
+    hush_error err;
+    hush_status status = hush_call_result(call, &doc, &err);
+    if (status != HUSH_OK) {
+        PyObject *details = error_details(call);
+        if (details == NULL)
+            return NULL;
+        hushpy_raise_details(st, status, &err, details == Py_None ? NULL : details);
+        Py_DECREF(details);
+        return NULL;
+    }
+    if (doc == NULL)
+        return hushpy_raise_wiped(st, "the result of this call was already taken");
+    return hushpy_response_from_doc(st, doc);
+}
+
 /* ---- Client --------------------------------------------------------------- */
 
 static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -215,15 +258,17 @@ static PyObject *client_complete(PyObject *op, PyObject *args, PyObject *kwargs)
     if (buf == NULL)
         return NULL;
 
-    hush_json_doc *doc = NULL;
+    hush_call *call = NULL;
     hush_error err;
     hush_status status;
     Py_BEGIN_ALLOW_THREADS
-    status = hush_client_complete(self->client, buf, &co, &doc, &err); /* takes buf */
+    status = hush_client_complete_call(self->client, buf, &co, &call, &err); /* takes buf */
     Py_END_ALLOW_THREADS
     if (status != HUSH_OK)
         return hushpy_raise(st, status, &err);
-    return hushpy_response_from_doc(st, doc);
+    PyObject *result = result_of(st, call);
+    hush_call_free(call);
+    return result;
 }
 
 static PyObject *client_public_key_pem(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -374,27 +419,6 @@ static PyObject *call_close(PyObject *op, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* The server's JSON error body as a dict (json.loads), or None. */
-static PyObject *call_error_details(CallObject *self)
-{
-    size_t len = 0;
-    const char *text = hush_call_error_details(self->call, &len);
-    if (text == NULL || len == 0)
-        Py_RETURN_NONE;
-    PyObject *json = PyImport_ImportModule("json");
-    if (json == NULL)
-        return NULL;
-    PyObject *value = PyObject_CallMethod(json, "loads", "s#", text, (Py_ssize_t)len);
-    Py_DECREF(json);
-    if (value == NULL || !PyDict_Check(value)) {
-        /* Not a JSON object: keep the text as the detail, as nomyo does. */
-        PyErr_Clear();
-        Py_XDECREF(value);
-        return Py_BuildValue("{s:s#}", "detail", text, (Py_ssize_t)len);
-    }
-    return value;
-}
-
 static PyObject *call_result(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     CallObject *self = (CallObject *)op;
@@ -405,20 +429,7 @@ static PyObject *call_result(PyObject *op, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "the call is not done yet");
         return NULL;
     }
-    hush_json_doc *doc = NULL;
-    hush_error err;
-    hush_status status = hush_call_result(self->call, &doc, &err);
-    if (status != HUSH_OK) {
-        PyObject *details = call_error_details(self);
-        if (details == NULL)
-            return NULL;
-        hushpy_raise_details(st, status, &err, details == Py_None ? NULL : details);
-        Py_DECREF(details);
-        return NULL;
-    }
-    if (doc == NULL)
-        return hushpy_raise_wiped(st, "the result of this call was already taken");
-    return hushpy_response_from_doc(st, doc);
+    return result_of(st, self->call);
 }
 
 static PyObject *call_wait(PyObject *op, PyObject *args, PyObject *kwargs)

@@ -606,25 +606,44 @@ static hush_status sync_engine(hush_client *c, hush_engine **out, hush_error *er
     return status;
 }
 
-hush_status hush_client_complete(hush_client *c, hush_secbuf *request,
-                                 const hush_call_options *opts, hush_json_doc **response,
-                                 hush_error *err)
+hush_status hush_client_complete_call(hush_client *c, hush_secbuf *request,
+                                      const hush_call_options *opts, hush_call **call,
+                                      hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush_engine *engine = NULL;
-    hush_call *call = NULL;
-    if (c == NULL || response == NULL) {
+    if (c == NULL || call == NULL) {
         hush_secbuf_free(request);
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_client_complete: NULL argument");
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_client_complete_call: NULL argument");
     }
-    *response = NULL;
+    *call = NULL;
     status = sync_engine(c, &engine, err);
     if (status != HUSH_OK) {
         hush_secbuf_free(request);
         return status;
     }
-    HUSH_TRY(hush__engine_submit(engine, c, request, opts, NULL, false, &call, err));
-    HUSH_TRY(hush_call_wait(call, -1, err));
+    HUSH_TRY(hush__engine_submit(engine, c, request, opts, NULL, false, call, err));
+    HUSH_TRY(hush_call_wait(*call, -1, err));
+cleanup:
+    if (status != HUSH_OK) {
+        hush_call_free(*call);
+        *call = NULL;
+    }
+    return status;
+}
+
+hush_status hush_client_complete(hush_client *c, hush_secbuf *request,
+                                 const hush_call_options *opts, hush_json_doc **response,
+                                 hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_call *call = NULL;
+    if (response == NULL) {
+        hush_secbuf_free(request);
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_client_complete: NULL argument");
+    }
+    *response = NULL;
+    HUSH_TRY(hush_client_complete_call(c, request, opts, &call, err));
     HUSH_TRY(hush_call_result(call, response, err));
 cleanup:
     hush_call_free(call);

@@ -373,6 +373,37 @@ static void test_error_details(void)
     hush_client_free(c);
 }
 
+/* The synchronous form hands back the finished call, details and all. */
+static void test_complete_call_keeps_details(void)
+{
+    hush_client_options o;
+    base_options(&o);
+    hush_client *c = new_client(&o);
+    hush_call *call = NULL;
+    hush_json_doc *doc = NULL;
+    hush_error err;
+    hush_secbuf *req =
+        chat_request("sync details", "{\"status\": 401, \"detail\": \"key 7 revoked\"}");
+    CHECK_OK(hush_client_complete_call(c, req, NULL, &call, &err), &err);
+    CHECK(call != NULL && hush_call_done(call));
+    CHECK_STATUS(hush_call_result(call, &doc, &err), HUSH_E_UNAUTHORIZED, &err);
+    CHECK(doc == NULL);
+    size_t len = 0;
+    const char *details = hush_call_error_details(call, &len);
+    CHECK(details != NULL && len > 0 && strstr(details, "key 7 revoked") != NULL);
+    hush_call_free(call);
+    /* A call that cannot start is refused as such, with no call. */
+    CHECK_STATUS(hush_client_complete_call(c, NULL, NULL, &call, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(call == NULL);
+    req = chat_request("ok", NULL);
+    CHECK_OK(hush_client_complete_call(c, req, NULL, &call, &err), &err);
+    CHECK_OK(hush_call_result(call, &doc, &err), &err);
+    CHECK(doc != NULL && response_echoes(doc, "ok"));
+    hush_json_doc_free(doc);
+    hush_call_free(call);
+    hush_client_free(c);
+}
+
 static void test_non_json_error_body(void)
 {
     hush_client_options o;
@@ -1077,6 +1108,7 @@ int main(void)
     RUN_TEST(test_api_key_checked_by_server);
     RUN_TEST(test_http_status_mapping);
     RUN_TEST(test_error_details);
+    RUN_TEST(test_complete_call_keeps_details);
     RUN_TEST(test_non_json_error_body);
     RUN_TEST(test_retry_429_then_success);
     RUN_TEST(test_retry_429_exhausted);

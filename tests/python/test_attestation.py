@@ -255,8 +255,9 @@ def test_maximum_over_tls_without_tpm(tls_plain_gw, pki):
     with pytest.raises(hushcall.ServiceUnavailableError) as e:
         client.create(model="m", messages=user("maximum"), security_tier="maximum")
     assert e.value.status_code == 503
+    assert e.value.error_details == {"detail": MAXIMUM_REFUSED}
 
-    # The detail (docs/gateway.md) arrives through the asynchronous API (docs/python.md).
+    # The same through the asynchronous API.
     async def main():
         async with hushcall.AsyncClient(tls_plain_gw.url, ca_file=str(pki / "ca.pem"),
                                         key_bits=2048, max_retries=0) as c:

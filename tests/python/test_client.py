@@ -89,6 +89,14 @@ def test_sync_error_maps_to_nomyo_class(peer, key_dir):
                       x_test={"status": 401, "detail": "nope"})
     assert info.value.status_code == 401
     assert info.value.kind == "unauthorized"
+    # The server's JSON error body, as nomyo keeps it, from the synchronous client too.
+    assert info.value.error_details == {"detail": "nope"}
+    # A body that is not JSON could be a proxy's page, not the server's word.
+    with pytest.raises(hushcall.APIError) as info:
+        client.create(model="echo", messages=user("x"),
+                      x_test={"status": 418, "body": "not json"})
+    assert info.value.status_code == 418
+    assert info.value.error_details is None
 
 
 def test_oversized_request_sends_nothing(peer, key_dir):

@@ -101,6 +101,15 @@ hush_status hush_client_complete(hush_client *client, hush_secbuf *request,
                                  const hush_call_options *opts, hush_json_doc **response,
                                  hush_error *err);
 
+/* As hush_client_complete, but hand back the finished call rather than its
+ * answer alone, so that a failure's hush_call_error_details can be read
+ * too: HUSH_OK means `*call` is done (hush_call_result tells its outcome);
+ * the caller frees it. A failure to start the call is returned as such,
+ * with `*call` NULL. */
+hush_status hush_client_complete_call(hush_client *client, hush_secbuf *request,
+                                      const hush_call_options *opts, hush_call **call,
+                                      hush_error *err);
+
 /* The client's public key PEM (as sent in X-Public-Key), waiting for key
  * generation if it is still running. Malloc'd; the caller frees it. */
 hush_status hush_client_public_pem(hush_client *client, char **pem, hush_error *err);
