@@ -395,9 +395,10 @@ static void call_options(lua_State *L, int idx, const char *fname, hush_call_opt
     hushlua_opt_string(L, idx, 1, fname, "base_url", &co->base_url);
 }
 
-/* Serialize the request at 2 and submit it on the state's engine: the call
- * userdata is pushed (and 0 returned), or nil, err (and 2 returned). */
-static int start_call(lua_State *L, const char *fname)
+/* Serialize the request at 2 and submit it on the state's engine, or with
+ * `wait` run it to the end on the client's own: the call userdata is pushed
+ * (and 0 returned), or nil, err (and 2 returned). */
+static int start_call(lua_State *L, const char *fname, bool wait)
 {
     client_ud *c = check_client(L, 1, fname);
     if (!lua_istable(L, 2))
@@ -405,8 +406,8 @@ static int start_call(lua_State *L, const char *fname)
     hush_call_options co;
     call_options(L, 3, fname, &co);
     lua_settop(L, 3);
-    hush_engine *engine = state_engine(L);
-    if (engine == NULL)
+    hush_engine *engine = NULL;
+    if (!wait && (engine = state_engine(L)) == NULL)
         return 2;
     call_ud *call = lua_newuserdatauv(L, sizeof *call, 1);
     call->call = NULL;
@@ -416,7 +417,10 @@ static int start_call(lua_State *L, const char *fname)
         return 2;
     hush_error err;
     hush_error_clear(&err);
-    hush_status status = hush_engine_submit(engine, c->client, buf, &co, NULL, &call->call, &err);
+    /* Waited on: the client's own engine, so the state's fd never wakes for it. */
+    hush_status status =
+        wait ? hush_client_complete_call(c->client, buf, &co, &call->call, &err)
+             : hush_engine_submit(engine, c->client, buf, &co, NULL, &call->call, &err);
     if (status != HUSH_OK) {
         call->call = NULL;
         return hushlua_fail(L, status, &err, 0);
@@ -427,7 +431,7 @@ static int start_call(lua_State *L, const char *fname)
 /* core.submit(client, request, call_options): the call, or nil, err. */
 int hushlua_submit(lua_State *L)
 {
-    int n = start_call(L, "submit");
+    int n = start_call(L, "submit", false);
     if (n != 0)
         return n;
     call_ud *call = lua_touserdata(L, -1);
@@ -442,19 +446,14 @@ int hushlua_submit(lua_State *L)
 }
 
 /* core.create(client, request, call_options): the response, or nil, err.
- * The async pipeline waited on (so err.details is there as for submit). */
+ * The finished call is kept just long enough to read err.details. */
 int hushlua_create(lua_State *L)
 {
-    int n = start_call(L, "create");
+    int n = start_call(L, "create", true); /* holds no Lua lock while it waits */
     if (n != 0)
         return n;
     int idx = lua_gettop(L);
     call_ud *call = lua_touserdata(L, idx);
-    hush_error err;
-    hush_error_clear(&err);
-    hush_status status = hush_call_wait(call->call, -1, &err); /* holds no Lua lock */
-    if (status != HUSH_OK && !hush_call_done(call->call))
-        return hushlua_fail(L, status, &err, 0);
     n = push_result(L, idx, false);
     hush_call *done = call->call;
     call->call = NULL;
