@@ -179,24 +179,14 @@ static bool selection_equal(const pcr_selection *a, const pcr_selection *b)
 
 /* ---- hex ------------------------------------------------------------------- */
 
-static int hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Exactly `n` bytes of hex (2n characters). PCR values are public. */
 static bool hex_decode(const char *s, size_t len, unsigned char *out, size_t n)
 {
     if (len != 2 * n)
         return false;
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_nibble(s[2 * i]), lo = hex_nibble(s[2 * i + 1]);
+        int hi = hush__hex_digit((unsigned char)s[2 * i]);
+        int lo = hush__hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         out[i] = (unsigned char)(hi << 4 | lo);

@@ -166,4 +166,7 @@ int32_t hush__utf8_next(hush_reader *r);
  * the reason, with the reader left on the offending byte. */
 const char *hush__json_scan_number(hush_reader *r);
 
+/* The value of one hex digit, either case; -1 for anything else. */
+int hush__hex_digit(int c);
+
 #endif

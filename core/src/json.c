@@ -94,17 +94,6 @@ static void skip_whitespace(parser *p)
 
 static bool is_digit(int c) { return c >= '0' && c <= '9'; }
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static hush_status new_node(parser *p, hush_json_type type, hush_json_value **out)
 {
     void *mem;
@@ -209,7 +198,7 @@ static bool read_hex4(hush_reader *r, uint32_t *out)
 {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        int d = hex_value(hush_reader_next(r));
+        int d = hush__hex_digit(hush_reader_next(r));
         if (d < 0)
             return false;
         v = (v << 4) | (uint32_t)d;

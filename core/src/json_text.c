@@ -1,6 +1,7 @@
 /* json_text.c — the lexical rules the JSON parser and writer share: one
  * strict UTF-8 decoder and one scanner for RFC 8259 numbers, so what the
- * writer emits is by construction what the parser accepts. */
+ * writer emits is by construction what the parser accepts; and the one hex
+ * digit reader (\u escapes, PCR values). */
 #include "internal.h"
 
 int32_t hush__utf8_next(hush_reader *r)
@@ -72,4 +73,15 @@ const char *hush__json_scan_number(hush_reader *r)
             return "missing digits in exponent";
     }
     return NULL;
+}
+
+int hush__hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }

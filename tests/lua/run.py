@@ -35,7 +35,31 @@ def die(message):
     sys.exit(1)
 
 
-class Child:
+class Process:
+    """A child with its output in a log file (self.proc, self._log, self.log_path)."""
+
+    def log(self):
+        if not self._log.closed:
+            self._log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        """SIGTERM and wait; SIGKILL if it will not go. The exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Child(Process):
     """A server started as a subprocess; its first stdout line names its port."""
 
     def __init__(self, name, argv, log_path, env):
@@ -62,27 +86,8 @@ class Child:
         raise RuntimeError("%s did not start (exit %s):\n%s"
                            % (self.name, self.proc.poll(), self.log()))
 
-    def log(self):
-        if not self._log.closed:
-            self._log.flush()
-        with open(self.log_path) as f:
-            return f.read()
 
-    def stop(self):
-        """SIGTERM and wait; SIGKILL if it will not go. The exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self._log.close()
-        return self.proc.returncode
-
-
-class Swtpm:
+class Swtpm(Process):
     """`swtpm socket --tpm2` on a free pair of loopback ports (server P,
     control P+1, as tss2's swtpm TCTI expects); ready once both accept."""
 
@@ -142,23 +147,6 @@ class Swtpm:
             return True
         except OSError:
             return False
-
-    def log(self):
-        if not self._log.closed:
-            self._log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 def start_gateway(name, extra_args, tmp, env, children):

@@ -47,3 +47,14 @@ def peer(tmp_path_factory):
                     proc.kill()
                     proc.wait()
             proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def server_keys(tmp_path_factory):
+    """One RSA-4096 server key directory for the session's gateways (copy it
+    with processes.keys_copy); tests of key making start without one."""
+    from hushcall import _core
+
+    d = tmp_path_factory.mktemp("server") / "keys"
+    _core.KeyPair.generate(4096).save(str(d))
+    return d

@@ -5,6 +5,7 @@ its port, and stopped; one that does not start fails the test, never skips it.""
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,3 +221,11 @@ class Swtpm:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc is not None else None
+
+
+def keys_copy(server_keys, tmp_path):
+    """A gateway's own copy of the session's server key directory (conftest's
+    server_keys): RSA-4096 keys take seconds to make, copies do not."""
+    d = tmp_path / ("keys-%d" % time.monotonic_ns())
+    shutil.copytree(server_keys, d)
+    return d

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,8 +21,7 @@ import urllib.request
 import pytest
 
 import hushcall
-from hushcall import _core
-from processes import ROOT, Gateway, Swtpm, _env
+from processes import Gateway, ROOT, Swtpm, _env, keys_copy
 
 FAST = {"allow_http": True, "key_bits": 2048}
 QUIET_TSS = {"TSS2_LOG": "all+none"}
@@ -54,20 +52,6 @@ def write_policy(tmp_path, policy):
 
 
 # ---- the gateways (module scope) ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server_keys(tmp_path_factory):
-    """One RSA-4096 server key, copied to every gateway of the module."""
-    d = tmp_path_factory.mktemp("server") / "keys"
-    _core.KeyPair.generate(4096).save(str(d))
-    return d
-
-
-def keys_copy(server_keys, tmp_path):
-    d = tmp_path / ("keys-%d" % time.monotonic_ns())
-    shutil.copytree(server_keys, d)
-    return d
 
 
 def _tpm_gateway(tmp_path_factory, server_keys, *args, persistent_key=None):

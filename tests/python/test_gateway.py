@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
@@ -24,7 +23,7 @@ import pytest
 
 import hushcall
 from hushcall import _core
-from processes import ROOT, FakeOpenAI, Gateway, _env
+from processes import FakeOpenAI, Gateway, ROOT, _env, keys_copy
 
 CANARY = "CANARY-7f3a91-prompt"
 FAST = {"allow_http": True, "key_bits": 2048}
@@ -75,20 +74,6 @@ def good_headers(client_key):
     return {"X-Payload-ID": "raw-1",
             "X-Public-Key": urllib.parse.quote(client_key.public_pem()),
             "Content-Type": "application/octet-stream"}
-
-
-@pytest.fixture(scope="module")
-def server_keys(tmp_path_factory):
-    """One RSA-4096 server key, copied to each gateway that does not test key making."""
-    d = tmp_path_factory.mktemp("server") / "keys"
-    _core.KeyPair.generate(4096).save(str(d))
-    return d
-
-
-def keys_copy(server_keys, tmp_path):
-    d = tmp_path / ("keys-%d" % time.monotonic_ns())
-    shutil.copytree(server_keys, d)
-    return d
 
 
 @pytest.fixture(scope="module")
