@@ -307,54 +307,30 @@ cleanup:
     return status;
 }
 
-/* Read at most POLICY_FILE_MAX bytes; policies are public, so ordinary heap. */
-static hush_status read_policy_file(const char *path, unsigned char **data, size_t *len,
-                                    hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    unsigned char *buf = NULL;
-    size_t used = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return hush__fail(err, errno == ENOENT ? HUSH_E_NOT_FOUND : HUSH_E_IO,
-                          "cannot open the attestation policy (%s)", strerror(errno));
-    buf = malloc(POLICY_FILE_MAX + 1);
-    HUSH_ENSURE(buf != NULL, HUSH_E_NOMEM, "out of memory");
-    /* Read one byte past the limit so a larger file is noticed. */
-    while (used <= POLICY_FILE_MAX) {
-        ssize_t n = read(fd, buf + used, POLICY_FILE_MAX + 1 - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        HUSH_ENSURE(n >= 0, HUSH_E_IO, "cannot read the attestation policy (%s)", strerror(errno));
-        if (n == 0)
-            break;
-        used += (size_t)n;
-    }
-    HUSH_ENSURE(used <= POLICY_FILE_MAX, HUSH_E_LIMIT,
-                "the attestation policy is larger than %u bytes", POLICY_FILE_MAX);
-    *data = buf;
-    *len = used;
-    buf = NULL;
-cleanup:
-    free(buf);
-    close(fd);
-    return status;
-}
-
 hush_status hush_attest_policy_load(const char *path, hush_attest_policy **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    unsigned char *data = NULL;
-    size_t len = 0;
+    hush_secbuf *data = NULL;
+    int fd = -1;
 
     HUSH_TRY(hush__init(err));
     HUSH_ENSURE(path != NULL && out != NULL, HUSH_E_ARGUMENT,
                 "hush_attest_policy_load: NULL argument");
     *out = NULL;
-    HUSH_TRY(read_policy_file(path, &data, &len, err));
-    HUSH_TRY(hush_attest_policy_parse(data, len, out, err));
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        status = hush__fail(err, errno == ENOENT ? HUSH_E_NOT_FOUND : HUSH_E_IO,
+                            "cannot open the attestation policy (%s)", strerror(errno));
+        goto cleanup;
+    }
+    /* Policies are public: ordinary heap. */
+    HUSH_TRY(hush__secbuf_read_fd(fd, "the attestation policy", POLICY_FILE_MAX,
+                                  HUSH_SECMEM_PUBLIC, &data, err));
+    HUSH_TRY(hush_attest_policy_parse(hush_secbuf_data(data), hush_secbuf_len(data), out, err));
 cleanup:
-    free(data);
+    if (fd >= 0)
+        close(fd);
+    hush_secbuf_free(data);
     return status;
 }
 

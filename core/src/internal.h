@@ -155,6 +155,14 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
                                       char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1],
                                       hush_error *err);
 
+/* ---- files (secmem.c) -------------------------------------------------- */
+
+/* Read the rest of `fd` into a new buffer of `secmem_flags`, refusing more
+ * than `max` bytes even if the file grows while it is read. Messages name
+ * the file as `what` (a path to show, or a description). */
+hush_status hush__secbuf_read_fd(int fd, const char *what, size_t max, unsigned secmem_flags,
+                                 hush_secbuf **out, hush_error *err);
+
 /* ---- JSON lexical rules (json_text.c) ---------------------------------- */
 
 /* Consume one UTF-8 character and return its code point; -1 when it is

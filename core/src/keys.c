@@ -396,34 +396,12 @@ static hush_status check_private_key_file(int fd, const char *path, hush_error *
     return HUSH_OK;
 }
 
-/* Read the whole file into secure memory, refusing more than KEY_FILE_MAX
- * bytes even when the file grows while we read. */
+/* The whole private key file, into secure memory. */
 static hush_status read_secret_file(int fd, const char *path, hush_secbuf **out, hush_error *err)
 {
-    hush_status status = HUSH_OK;
-    hush_secbuf *buf = NULL;
     char shown_buf[PATH_SHOWN_MAX + 1];
-    const char *shown = shown_path(path, shown_buf);
-
-    HUSH_TRY(hush_secbuf_new(&buf, 4096, KEY_FILE_MAX + 1, HUSH_SECMEM_DEFAULT, err));
-    for (;;) {
-        size_t len = hush_secbuf_len(buf);
-        HUSH_ENSURE(len <= KEY_FILE_MAX, HUSH_E_LIMIT, "%s is larger than %u bytes", shown,
-                    KEY_FILE_MAX);
-        HUSH_TRY(hush_secbuf_reserve(buf, 1, err));
-        ssize_t n = read(fd, hush_secbuf_data(buf) + len, hush_secbuf_capacity(buf) - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        HUSH_ENSURE(n >= 0, HUSH_E_IO, "cannot read %s: %s", shown, strerror(errno));
-        if (n == 0)
-            break;
-        HUSH_TRY(hush_secbuf_set_len(buf, len + (size_t)n, err));
-    }
-    *out = buf;
-    buf = NULL;
-cleanup:
-    hush_secbuf_free(buf);
-    return status;
+    return hush__secbuf_read_fd(fd, shown_path(path, shown_buf), KEY_FILE_MAX,
+                                HUSH_SECMEM_DEFAULT, out, err);
 }
 
 hush_status hush_keypair_load_file(const char *private_key_path, const char *password,

@@ -32,32 +32,35 @@ typedef struct swtpm {
     char tcti[64];    /* "swtpm:host=127.0.0.1,port=<port>" */
 } swtpm;
 
+/* A new socket, and 127.0.0.1:`port` for it; -1 when no socket could be made. */
+static inline int swtpm_loopback_socket(int port, struct sockaddr_in *sa)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa->sin_port = htons((uint16_t)port);
+    return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+}
+
 /* Whether `port` on 127.0.0.1 can be bound right now. */
 static inline bool swtpm_port_free(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa;
+    int fd = swtpm_loopback_socket(port, &sa);
     if (fd < 0)
         return false;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sa.sin_port = htons((uint16_t)port);
     bool ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
     close(fd);
     return ok;
 }
 
+/* Whether something listens on `port` of 127.0.0.1. */
 static inline bool swtpm_accepts(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa;
+    int fd = swtpm_loopback_socket(port, &sa);
     if (fd < 0)
         return false;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sa.sin_port = htons((uint16_t)port);
     bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
     close(fd);
     return ok;
