@@ -26,7 +26,7 @@ build = {
         "core/src/error.c", "core/src/init.c", "core/src/secmem.c", "core/src/json_text.c",
         "core/src/json.c", "core/src/json_writer.c", "core/src/base64.c", "core/src/keys.c",
         "core/src/envelope_v1.c", "core/src/response.c", "core/src/client.c",
-        "core/src/engine.c", "core/src/echo.c", "core/src/upstream.c", "core/src/server.c",
+        "core/src/engine.c", "core/src/echo.c", "core/src/upstream.c", "core/src/replay.c", "core/src/server.c",
         "core/src/attest.c", "core/src/tpm.c",
         "bindings/lua/module.c", "bindings/lua/serialize.c", "bindings/lua/response.c",
         "bindings/lua/client.c", "bindings/lua/keys.c",

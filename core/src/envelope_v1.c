@@ -432,6 +432,7 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
                                       size_t len, size_t max_package_bytes, hush_arena *arena,
                                       unsigned char **plaintext, size_t *plaintext_len,
                                       char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1],
+                                      unsigned char wrapped_key_digest[HUSH_V1_DIGEST_BYTES],
                                       hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -442,6 +443,10 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
     HUSH_TRY(read_package(package, len, max, &f, processed_at, err));
     HUSH_TRY(hush_arena_alloc(arena, open_space(recipient, &f), &space, err));
     HUSH_TRY(decrypt_into(recipient, &f, space, err));
+    if (wrapped_key_digest != NULL)
+        HUSH_OSSL(EVP_Digest(f.wrapped, f.wrapped_len, wrapped_key_digest, NULL, hush__sha256(),
+                             NULL) == 1,
+                  "SHA-256 of the wrapped key");
     *plaintext = space;
     *plaintext_len = f.ciphertext_len;
 cleanup:

@@ -147,12 +147,19 @@ hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void
                                         hush_secbuf **package, hush_error *err);
 
 
+#define HUSH_V1_DIGEST_BYTES 32u
+
 /* hush_envelope_v1_open, decrypting into `arena` instead of a new buffer,
- * so an answer, its plaintext and its document share one locked region. */
+ * so an answer, its plaintext and its document share one locked region.
+ * `wrapped_key_digest` (NULL for none) receives SHA-256 of the wrapped
+ * message key once the package has opened: fresh for every message, and
+ * no one without the message key can make another package that opens
+ * with it, so it names this message (the gateway's replay key). */
 hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void *package,
                                       size_t len, size_t max_package_bytes, hush_arena *arena,
                                       unsigned char **plaintext, size_t *plaintext_len,
                                       char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1],
+                                      unsigned char wrapped_key_digest[HUSH_V1_DIGEST_BYTES],
                                       hush_error *err);
 
 /* ---- files (secmem.c) -------------------------------------------------- */

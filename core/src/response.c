@@ -167,7 +167,7 @@ hush_status hush__response_open(const hush_keypair *key, const void *package, si
     HUSH_TRY(hush_arena_new(&arena, secmem_flags, err));
     /* base64 makes a package 4/3 of its payload, plus the envelope's own fields */
     HUSH_TRY(hush__envelope_v1_open_in(key, package, len, max_response_bytes / 3 * 4 + 8192,
-                                       arena, &plaintext, &plaintext_len, processed_at, err));
+                                       arena, &plaintext, &plaintext_len, processed_at, NULL, err));
     hush_json_limits limits = {.max_bytes = max_response_bytes};
     status = hush_json_parse_into(arena, plaintext, plaintext_len, &limits, &root, err);
     hush_memzero(plaintext, plaintext_len); /* the document holds its own copies */

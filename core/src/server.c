@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "backend.h"
+#include <openssl/evp.h>
+
 #include "hushcall/hushcall.h"
 #include "internal.h"
 
@@ -248,14 +250,16 @@ static hush_status client_key(const hush_server_request *req, hush_pubkey **out,
  * is one message, so a client learns nothing about which check it failed. */
 static hush_status open_request(const hush_server *s, const hush_server_request *req,
                                 hush_arena *arena, const unsigned char **text, size_t *len,
-                                const hush_json_value **root, hush_error *err)
+                                const hush_json_value **root,
+                                unsigned char replay_key[HUSH_REPLAY_DIGEST_BYTES],
+                                hush_error *err)
 {
     char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1];
     unsigned char *plaintext = NULL;
     const void *package = req->package != NULL ? req->package : "";
     hush_status status =
         hush__envelope_v1_open_in(s->key, package, req->package_len, s->max_package_bytes,
-                                  arena, &plaintext, len, processed_at, err);
+                                  arena, &plaintext, len, processed_at, replay_key, err);
     if (status == HUSH_OK) {
         hush_json_limits limits = {.max_bytes = *len};
         status = hush_json_parse_into(arena, plaintext, *len, &limits, root, err);
@@ -357,43 +361,161 @@ cleanup:
     return status;
 }
 
-/* ---- the whole exchange ------------------------------------------------- */
+/* ---- an opened request -------------------------------------------------- */
 
-/* What one call holds; everything plaintext is in `arena` or `answer`. */
-typedef struct exchange {
+/* Everything between opening a request and sealing its answer. The
+ * plaintext request and its document are in `arena` (locked); the strings
+ * the answer echoes are copied, so the caller's request may be gone. */
+struct hush_server_exchange {
+    const hush_server *server;
     hush_pubkey *client;
     hush_arena *arena;
-    hush_secbuf *answer;
-    hush_json_writer *writer;
-} exchange;
+    const unsigned char *text; /* the request's plaintext, in arena */
+    size_t len;
+    const hush_json_value *request;
+    char payload_id[HUSH_SERVER_PAYLOAD_ID_MAX + 1];
+    const char *tier; /* a literal, or NULL for none named */
+    unsigned char replay_key[HUSH_REPLAY_DIGEST_BYTES];
+    unsigned char replay_binding[HUSH_REPLAY_DIGEST_BYTES];
+    double open_ms;
+    bool answered;
+};
 
-static void exchange_free(exchange *x)
+void hush_server_exchange_free(hush_server_exchange *x)
 {
-    hush_json_writer_free(x->writer);
-    hush_secbuf_free(x->answer);
-    hush_arena_free(x->arena);
+    if (x == NULL)
+        return;
+    hush_arena_free(x->arena); /* wipes the request */
     hush_pubkey_free(x->client);
+    free(x);
 }
 
-static hush_status write_answer(const hush_server *s, const hush_server_request *req,
-                                const unsigned char *text, size_t len,
-                                const hush_json_value *request, exchange *x,
+/* The tier as a literal that outlives the request (check_request vetted it). */
+static const char *tier_literal(const char *tier)
+{
+    static const char *const tiers[] = {"standard", "high", "maximum"};
+    for (size_t i = 0; tier != NULL && i < sizeof tiers / sizeof tiers[0]; i++)
+        if (strcmp(tier, tiers[i]) == 0)
+            return tiers[i];
+    return NULL;
+}
+
+/* SHA-256 over the client key's fingerprint and the payload id: what a
+ * retry of this request comes with, and a replay under another key not. */
+static hush_status replay_binding(const hush_server_exchange *x, unsigned char *out,
+                                  hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    char fingerprint[HUSH_FINGERPRINT_LEN];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    HUSH_OSSL(md != NULL, "SHA-256 context");
+    HUSH_TRY(hush_pubkey_fingerprint(x->client, fingerprint, err));
+    HUSH_OSSL(EVP_DigestInit_ex(md, hush__sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(md, fingerprint, strlen(fingerprint)) == 1 &&
+                  EVP_DigestUpdate(md, "\n", 1) == 1 && /* a payload id holds no newline */
+                  EVP_DigestUpdate(md, x->payload_id, strlen(x->payload_id)) == 1 &&
+                  EVP_DigestFinal_ex(md, out, NULL) == 1,
+              "SHA-256 of the replay binding");
+cleanup:
+    EVP_MD_CTX_free(md);
+    return status;
+}
+
+hush_status hush_server_open(const hush_server *server, const hush_server_request *req,
+                             hush_server_exchange **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_server_exchange *x = NULL;
+    double start;
+    HUSH_ENSURE(server != NULL && req != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_server_open: NULL argument");
+    *out = NULL;
+    HUSH_TRY(hush__init(err));
+    HUSH_TRY(check_request(server, req, err));
+    HUSH_ENSURE((x = calloc(1, sizeof *x)) != NULL, HUSH_E_NOMEM, "out of memory");
+    x->server = server;
+    x->tier = tier_literal(req->security_tier);
+    memcpy(x->payload_id, req->payload_id, strlen(req->payload_id) + 1); /* length checked */
+    HUSH_TRY(client_key(req, &x->client, err));
+    start = now_ms();
+    HUSH_TRY(hush_arena_new(&x->arena, server->secmem_flags, err));
+    HUSH_TRY(open_request(server, req, x->arena, &x->text, &x->len, &x->request, x->replay_key,
+                          err));
+    HUSH_TRY(check_stream(x->request, err));
+    HUSH_TRY(replay_binding(x, x->replay_binding, err));
+    x->open_ms = now_ms() - start;
+    *out = x;
+    x = NULL;
+cleanup:
+    hush_server_exchange_free(x);
+    if (status != HUSH_OK && err != NULL)
+        err->http_status = http_status_for(status);
+    return status;
+}
+
+void hush_server_exchange_replay_key(const hush_server_exchange *x,
+                                     unsigned char digest[HUSH_REPLAY_DIGEST_BYTES],
+                                     unsigned char binding[HUSH_REPLAY_DIGEST_BYTES])
+{
+    memcpy(digest, x->replay_key, HUSH_REPLAY_DIGEST_BYTES);
+    memcpy(binding, x->replay_binding, HUSH_REPLAY_DIGEST_BYTES);
+}
+
+/* ---- answering it ------------------------------------------------------- */
+
+static hush_status write_answer(const hush_server_exchange *x, hush_json_writer *w,
                                 hush_server_answer *out, hush_error *err)
 {
     hush_status status = HUSH_OK;
+    const hush_server *s = x->server;
     double start = now_ms();
-    HUSH_TRY(hush_secbuf_new(&x->answer, ANSWER_INITIAL_BYTES, 0, s->secmem_flags, err));
-    HUSH_TRY(hush_json_writer_new(&x->writer, x->answer, HUSH_JSON_WRITE_COMPACT, 0, err));
-    HUSH_TRY(hush_json_write_object_begin(x->writer, err));
+    HUSH_TRY(hush_json_write_object_begin(w, err));
     if (s->backend == HUSH_BACKEND_ECHO)
-        HUSH_TRY(hush__echo_write(request, req->payload_id, x->arena, x->writer, err));
+        HUSH_TRY(hush__echo_write(x->request, x->payload_id, x->arena, w, err));
     else
-        HUSH_TRY(hush__upstream_write(&s->upstream, text, len, x->arena, x->writer,
+        HUSH_TRY(hush__upstream_write(&s->upstream, x->text, x->len, x->arena, w,
                                       &out->upstream_status, err));
     out->backend_ms = now_ms() - start;
-    HUSH_TRY(write_metadata(s, req->security_tier, req->payload_id, x->writer, err));
-    HUSH_TRY(hush_json_write_object_end(x->writer, err));
+    HUSH_TRY(write_metadata(s, x->tier, x->payload_id, w, err));
+    HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
+    return status;
+}
+
+hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_answer *out,
+                                        hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_secbuf *answer = NULL;
+    hush_json_writer *writer = NULL;
+    char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1];
+    double start;
+
+    HUSH_ENSURE(x != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_server_exchange_answer: NULL argument");
+    memset(out, 0, sizeof *out);
+    HUSH_ENSURE(!x->answered, HUSH_E_ARGUMENT, "this request has been answered already");
+    x->answered = true;
+    out->open_ms = x->open_ms;
+    HUSH_TRY(hush_secbuf_new(&answer, ANSWER_INITIAL_BYTES, 0, x->server->secmem_flags, err));
+    HUSH_TRY(hush_json_writer_new(&writer, answer, HUSH_JSON_WRITE_COMPACT, 0, err));
+    HUSH_TRY(write_answer(x, writer, out, err));
+    start = now_ms();
+    utc_isoformat(processed_at);
+    HUSH_TRY(hush_envelope_v1_seal(x->client, hush_secbuf_data(answer), hush_secbuf_len(answer),
+                                   processed_at, &out->package, err));
+    out->seal_ms = now_ms() - start;
+cleanup:
+    hush_json_writer_free(writer);
+    hush_secbuf_free(answer);
+    if (x != NULL) { /* the request's plaintext is no longer needed, whatever happened */
+        hush_arena_free(x->arena);
+        x->arena = NULL;
+    }
+    if (status != HUSH_OK && out != NULL)
+        memset(out, 0, sizeof *out);
+    if (status != HUSH_OK && err != NULL)
+        err->http_status = http_status_for(status);
     return status;
 }
 
@@ -401,34 +523,13 @@ hush_status hush_server_handle(const hush_server *server, const hush_server_requ
                                hush_server_answer *out, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    exchange x = {0};
-    const unsigned char *text = NULL;
-    size_t len = 0;
-    const hush_json_value *request = NULL;
-    char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1];
-    double start;
-
-    HUSH_ENSURE(server != NULL && req != NULL && out != NULL, HUSH_E_ARGUMENT,
-                "hush_server_handle: NULL argument");
+    hush_server_exchange *x = NULL;
+    HUSH_ENSURE(out != NULL, HUSH_E_ARGUMENT, "hush_server_handle: NULL argument");
     memset(out, 0, sizeof *out);
-    HUSH_TRY(hush__init(err));
-    HUSH_TRY(check_request(server, req, err));
-    HUSH_TRY(client_key(req, &x.client, err));
-    start = now_ms();
-    HUSH_TRY(hush_arena_new(&x.arena, server->secmem_flags, err));
-    HUSH_TRY(open_request(server, req, x.arena, &text, &len, &request, err));
-    HUSH_TRY(check_stream(request, err));
-    out->open_ms = now_ms() - start;
-    HUSH_TRY(write_answer(server, req, text, len, request, &x, out, err));
-    start = now_ms();
-    utc_isoformat(processed_at);
-    HUSH_TRY(hush_envelope_v1_seal(x.client, hush_secbuf_data(x.answer),
-                                   hush_secbuf_len(x.answer), processed_at, &out->package, err));
-    out->seal_ms = now_ms() - start;
+    HUSH_TRY(hush_server_open(server, req, &x, err));
+    HUSH_TRY(hush_server_exchange_answer(x, out, err));
 cleanup:
-    exchange_free(&x);
-    if (status != HUSH_OK && out != NULL)
-        memset(out, 0, sizeof *out);
+    hush_server_exchange_free(x);
     if (status != HUSH_OK && err != NULL)
         err->http_status = http_status_for(status);
     return status;

@@ -13,6 +13,7 @@
 #include "hushcall/engine.h"
 #include "hushcall/attest.h"
 #include "hushcall/tpm.h"
+#include "hushcall/replay.h"
 #include "hushcall/server.h"
 
 #define HUSHCALL_VERSION "0.1.0"

@@ -19,6 +19,7 @@
 
 #include "hushcall/error.h"
 #include "hushcall/keys.h"
+#include "hushcall/replay.h"
 #include "hushcall/secmem.h"
 #include "hushcall/tpm.h"
 
@@ -120,6 +121,38 @@ hush_status hush_server_handle(const hush_server *server, const hush_server_requ
 
 /* Free the package and clear the struct. Accepts NULL. */
 void hush_server_answer_clear(hush_server_answer *answer);
+
+/* ---- the same in two phases, for a gateway that decides in between ----
+ *
+ * hush_server_handle is hush_server_open, then hush_server_exchange_answer.
+ * A gateway that must refuse a replayed request before its backend runs
+ * opens it first, looks its replay key up (replay.h), and only then has it
+ * answered or frees it unanswered. */
+typedef struct hush_server_exchange hush_server_exchange;
+
+/* Check and open one request into locked memory: every check and failure
+ * of hush_server_handle up to the backend, with the same statuses. The
+ * exchange borrows `server` (which must outlive it) and copies what it
+ * needs of `req`. */
+hush_status hush_server_open(const hush_server *server, const hush_server_request *req,
+                             hush_server_exchange **out, hush_error *err);
+
+/* The request's replay key (SHA-256 of its wrapped message key, unique to
+ * the message) and binding (SHA-256 over the client key's fingerprint and
+ * the payload id): what a gateway remembers to tell a client's own retry
+ * from a replay under another key. `x` must not be NULL. */
+void hush_server_exchange_replay_key(const hush_server_exchange *x,
+                                     unsigned char digest[HUSH_REPLAY_DIGEST_BYTES],
+                                     unsigned char binding[HUSH_REPLAY_DIGEST_BYTES]);
+
+/* Run the backend and seal the answer, as hush_server_handle does. An
+ * exchange is answered once: the request's plaintext is wiped when this
+ * returns, whatever the outcome, and a second call is HUSH_E_ARGUMENT. */
+hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_answer *out,
+                                        hush_error *err);
+
+/* Wipe and free an exchange, answered or not. Accepts NULL. */
+void hush_server_exchange_free(hush_server_exchange *x);
 
 #ifdef __cplusplus
 }
