@@ -51,6 +51,8 @@ typedef struct hushpy_state {
     PyTypeObject *call_type;          /* Call: one hush_call of an Engine */
     PyTypeObject *keypair_type;       /* KeyPair: a hush_keypair */
     PyTypeObject *server_type;        /* Server: a hush_server, the gateway's core */
+    PyTypeObject *exchange_type;      /* Exchange: a request a Server opened */
+    PyTypeObject *replay_cache_type;  /* ReplayCache: a hush_replay_cache */
     PyTypeObject *tpm_type;           /* Tpm: a hush_tpm the Server quotes with */
     PyObject *response_attrs;         /* frozenset: names that are Response's own attributes */
     PyObject *exc[HUSHPY_EXC_COUNT];
@@ -121,6 +123,11 @@ hush_keypair *hushpy_keypair_get(hushpy_state *st, PyObject *obj);
 /* ---- server.c ------------------------------------------------------------ */
 
 extern PyType_Spec hushpy_server_spec;
+extern PyType_Spec hushpy_exchange_spec;
+
+/* ---- replay.c ------------------------------------------------------------ */
+
+extern PyType_Spec hushpy_replay_cache_spec;
 
 /* ---- tpm.c --------------------------------------------------------------- */
 

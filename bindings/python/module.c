@@ -303,6 +303,8 @@ static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->call_type);
     Py_VISIT(st->keypair_type);
     Py_VISIT(st->server_type);
+    Py_VISIT(st->exchange_type);
+    Py_VISIT(st->replay_cache_type);
     Py_VISIT(st->tpm_type);
     Py_VISIT(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
@@ -325,6 +327,8 @@ static int hushpy_clear(PyObject *module)
     Py_CLEAR(st->call_type);
     Py_CLEAR(st->keypair_type);
     Py_CLEAR(st->server_type);
+    Py_CLEAR(st->exchange_type);
+    Py_CLEAR(st->replay_cache_type);
     Py_CLEAR(st->tpm_type);
     Py_CLEAR(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
@@ -431,6 +435,12 @@ static int hushpy_exec(PyObject *module)
         return -1;
     st->server_type = add_type(module, &hushpy_server_spec, NULL);
     if (st->server_type == NULL)
+        return -1;
+    st->exchange_type = add_type(module, &hushpy_exchange_spec, NULL);
+    if (st->exchange_type == NULL)
+        return -1;
+    st->replay_cache_type = add_type(module, &hushpy_replay_cache_spec, NULL);
+    if (st->replay_cache_type == NULL)
         return -1;
     st->tpm_type = add_type(module, &hushpy_tpm_spec, NULL);
     if (st->tpm_type == NULL)

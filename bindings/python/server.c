@@ -154,6 +154,21 @@ static PyObject *timings(const hush_server_answer *answer)
                          answer->upstream_status);
 }
 
+/* (sealed answer, timings); the answer struct is cleared. */
+static PyObject *sealed_answer(hush_server_answer *answer)
+{
+    PyObject *result = NULL;
+    PyObject *sealed = PyBytes_FromStringAndSize((const char *)hush_secbuf_data(answer->package),
+                                                 (Py_ssize_t)hush_secbuf_len(answer->package));
+    PyObject *times = timings(answer);
+    if (sealed != NULL && times != NULL)
+        result = PyTuple_Pack(2, sealed, times);
+    Py_XDECREF(sealed);
+    Py_XDECREF(times);
+    hush_server_answer_clear(answer);
+    return result;
+}
+
 static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     ServerObject *self = (ServerObject *)op;
@@ -190,16 +205,186 @@ static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
     if (status != HUSH_OK)
         return raise_for_gateway(st, status, &err);
 
-    PyObject *result = NULL;
-    PyObject *sealed = PyBytes_FromStringAndSize((const char *)hush_secbuf_data(answer.package),
-                                                 (Py_ssize_t)hush_secbuf_len(answer.package));
-    PyObject *times = timings(&answer);
-    if (sealed != NULL && times != NULL)
-        result = PyTuple_Pack(2, sealed, times);
-    Py_XDECREF(sealed);
-    Py_XDECREF(times);
-    hush_server_answer_clear(&answer);
-    return result;
+    return sealed_answer(&answer);
+}
+
+/* ---- Exchange: a request opened and not yet answered -------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    hush_server_exchange *exchange; /* NULL once answered or closed */
+    PyObject *server;               /* the Server it borrows, kept alive here */
+    int busy;                       /* answer() is running without the GIL */
+} ExchangeObject;
+
+static int exchange_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((ExchangeObject *)op)->server);
+    return 0;
+}
+
+static int exchange_clear(PyObject *op)
+{
+    Py_CLEAR(((ExchangeObject *)op)->server);
+    return 0;
+}
+
+static void exchange_dealloc(PyObject *op)
+{
+    ExchangeObject *self = (ExchangeObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    hush_server_exchange_free(self->exchange); /* busy is 0: answer() holds a reference */
+    self->exchange = NULL;
+    exchange_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static int exchange_check(ExchangeObject *self)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this request is being answered");
+        return -1;
+    }
+    if (self->exchange == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this request has been answered or closed");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *exchange_replay_key(PyObject *op, void *Py_UNUSED(closure))
+{
+    ExchangeObject *self = (ExchangeObject *)op;
+    unsigned char digest[HUSH_REPLAY_DIGEST_BYTES], binding[HUSH_REPLAY_DIGEST_BYTES];
+    if (exchange_check(self) < 0)
+        return NULL;
+    hush_server_exchange_replay_key(self->exchange, digest, binding);
+    return Py_BuildValue("(y#y#)", (const char *)digest, (Py_ssize_t)sizeof digest,
+                         (const char *)binding, (Py_ssize_t)sizeof binding);
+}
+
+
+static PyObject *exchange_answer(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ExchangeObject *self = (ExchangeObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    if (exchange_check(self) < 0)
+        return NULL;
+    hush_server_answer answer = {0};
+    hush_error err;
+    hush_status status;
+    hush_server_exchange *x = self->exchange;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    status = hush_server_exchange_answer(x, &answer, &err);
+    hush_server_exchange_free(x); /* answered once: nothing left to keep */
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    self->exchange = NULL;
+    if (status != HUSH_OK)
+        return raise_for_gateway(st, status, &err);
+    return sealed_answer(&answer);
+}
+
+static PyObject *exchange_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ExchangeObject *self = (ExchangeObject *)op;
+    if (!self->busy) { /* else answer() frees it when it returns */
+        hush_server_exchange_free(self->exchange);
+        self->exchange = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef exchange_methods[] = {
+    {"answer", exchange_answer, METH_NOARGS,
+     PyDoc_STR("answer($self, /)\n--\n\n"
+               "Run the backend and seal the answer (GIL released): the second half of\n"
+               "Server.handle. Returns (sealed answer, timings). An exchange is answered\n"
+               "once; its plaintext is wiped when this returns, whatever the outcome.")},
+    {"close", exchange_close, METH_NOARGS,
+     PyDoc_STR("close($self, /)\n--\n\n"
+               "Wipe and drop the opened request without answering it. Idempotent; while\n"
+               "answer() runs it leaves the request to answer(), which wipes it.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef exchange_getset[] = {
+    {"replay_key", exchange_replay_key, NULL,
+     PyDoc_STR("(digest, binding): SHA-256 of the request's wrapped message key, unique\n"
+               "to it, and SHA-256 over the client key's fingerprint and the payload id.\n"
+               "What a replay store remembers (ReplayCache.check_and_remember)."),
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot exchange_slots[] = {
+    {Py_tp_dealloc, exchange_dealloc},
+    {Py_tp_traverse, exchange_traverse},
+    {Py_tp_clear, exchange_clear},
+    {Py_tp_methods, exchange_methods},
+    {Py_tp_getset, exchange_getset},
+    {Py_tp_doc, (void *)PyDoc_STR(
+         "A request Server.open has checked and opened into locked memory, not yet\n"
+         "answered: its plaintext never becomes a Python object.")},
+    {0, NULL},
+};
+
+PyType_Spec hushpy_exchange_spec = {
+    .name = "hushcall._core.Exchange",
+    .basicsize = sizeof(ExchangeObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION |
+             Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = exchange_slots,
+};
+
+static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    ServerObject *self = (ServerObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    char *keywords[] = {"package", "public_key", "payload_id", "security_tier", NULL};
+    Py_buffer package;
+    const char *public_key, *payload_id, *tier = NULL;
+    Py_ssize_t public_key_len;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#s|z:open", keywords, &package,
+                                     &public_key, &public_key_len, &payload_id, &tier))
+        return NULL;
+    if (self->server == NULL) {
+        PyBuffer_Release(&package);
+        PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
+        return NULL;
+    }
+    hush_server_request req = {
+        .package = package.buf,
+        .package_len = (size_t)package.len,
+        .client_public_key = public_key,
+        .client_public_key_len = (size_t)public_key_len,
+        .payload_id = payload_id,
+        .security_tier = tier,
+    };
+    hush_server_exchange *x = NULL;
+    hush_error err;
+    hush_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = hush_server_open(self->server, &req, &x, &err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&package);
+    if (status != HUSH_OK)
+        return raise_for_gateway(st, status, &err);
+    ExchangeObject *ex = PyObject_GC_New(ExchangeObject, st->exchange_type);
+    if (ex == NULL) {
+        hush_server_exchange_free(x);
+        return NULL;
+    }
+    ex->exchange = x;
+    ex->busy = 0;
+    Py_INCREF(op);
+    ex->server = op;
+    PyObject_GC_Track((PyObject *)ex);
+    return (PyObject *)ex;
 }
 
 static PyMethodDef server_methods[] = {
@@ -211,6 +396,11 @@ static PyMethodDef server_methods[] = {
                "(open_ms, backend_ms, seal_ms, upstream_status). A failure raises the\n"
                "usual hushcall exception with http_status set to the status to answer;\n"
                "its message is safe to send back.")},
+    {"open", (PyCFunction)(void (*)(void))server_open, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("open($self, /, package, public_key, payload_id, security_tier=None)\n--\n\n"
+               "The first half of handle (GIL released): check the request and open it\n"
+               "into locked memory. Returns an Exchange, whose replay_key a gateway\n"
+               "looks up before it calls answer(). Failures raise as handle's do.")},
     {NULL, NULL, 0, NULL},
 };
 

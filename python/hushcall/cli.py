@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from typing import List, Optional
 
-from . import gateway
+from . import gateway, replay
 from .errors import HushcallError
 
 API_KEY_ENV = "HUSHCALL_API_KEY"
@@ -74,6 +74,13 @@ def _add_serve(commands) -> None:
                    help="quote with the persistent key at this handle (0x81...) instead")
     p.add_argument("--shutdown-timeout", type=_positive_float, default=30.0,
                    help="seconds the requests in flight get on shutdown (default %(default)s)")
+    p.add_argument("--replay-window", type=_positive_float, default=replay.DEFAULT_WINDOW,
+                   help="seconds an answered request is remembered, so that the same body "
+                        "sent again under another key is refused (default %(default)s)")
+    p.add_argument("--replay-max-entries", type=_positive_int,
+                   default=replay.DEFAULT_MAX_ENTRIES,
+                   help="requests remembered at most, about 48 bytes each; past it the "
+                        "oldest are forgotten first (default %(default)s)")
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -87,7 +94,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         log_format=args.log_format,
         upstream_timeout=args.upstream_timeout, upstream_ca_file=args.upstream_ca_file,
         workers=args.workers, shutdown_timeout=args.shutdown_timeout, tpm=args.tpm,
-        tpm_pcrs=args.tpm_pcrs, tpm_key_alg=args.tpm_key_alg, tpm_handle=args.tpm_handle)
+        tpm_pcrs=args.tpm_pcrs, tpm_key_alg=args.tpm_key_alg, tpm_handle=args.tpm_handle,
+        replay_window=args.replay_window, replay_max_entries=args.replay_max_entries)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

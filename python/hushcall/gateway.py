@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 from aiohttp import web
 
-from . import _core
+from . import _core, replay
 from .errors import HushcallError
 
 __all__ = ["GatewayConfig", "Gateway", "load_server_key", "run"]
@@ -45,6 +45,7 @@ DEFAULT_MAX_IN_FLIGHT = 512
 # are addresses, of which there may be many).
 MAX_BUCKETS = 10000
 
+REPLAYED_REQUEST = "replayed request"
 MAXIMUM_TIER_REFUSED = (
     "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
 )
@@ -72,6 +73,8 @@ class GatewayConfig:
     tpm_pcrs: Optional[str] = None
     tpm_key_alg: str = "ecc"
     tpm_handle: int = 0
+    replay_window: float = replay.DEFAULT_WINDOW  # seconds a request is remembered
+    replay_max_entries: int = replay.DEFAULT_MAX_ENTRIES
 
 
 def load_server_key(key_dir: str) -> "_core.KeyPair":
@@ -156,6 +159,9 @@ class Gateway:
         workers = config.workers or ((os.cpu_count() or 2) if backend == "echo" else 32)
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="hushcall-gateway")
+        self.replay_store: replay.ReplayStore = replay.InProcessReplayStore(
+            config.replay_max_entries)
+        self.answer_cache = replay.AnswerCache()
         self.in_flight = 0
         self.stopping = False
 
@@ -218,17 +224,38 @@ class Gateway:
 
         self.in_flight += 1
         try:
-            loop = asyncio.get_running_loop()
-            package, timings = await loop.run_in_executor(
-                self.executor, self.server.handle, body,
-                urllib.parse.unquote(public_key), payload_id, tier)
+            return await self.answer(request, body, urllib.parse.unquote(public_key),
+                                     payload_id, tier)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
         finally:
             self.in_flight -= 1
-        request["core"] = timings
-        return web.Response(body=package, content_type="application/octet-stream")
+
+    async def answer(self, request: web.Request, body: bytes, public_key: str,
+                     payload_id: str, tier: Optional[str]) -> web.Response:
+        """Open the request, refuse it if it is a replay, else answer it: from
+        the answer cache for a retry already answered, else by the backend."""
+        loop = asyncio.get_running_loop()
+        exchange = await loop.run_in_executor(
+            self.executor, self.server.open, body, public_key, payload_id, tier)
+        try:
+            digest, binding = exchange.replay_key
+            verdict, answers = self.replay_store.check_and_remember(
+                digest, binding, time.time() + self.config.replay_window)
+            if answers > 1:
+                request["answers"] = answers
+            if verdict in replay.REFUSED_VERDICTS:
+                request["replay"] = 1
+                return error(409, REPLAYED_REQUEST)
+            package = self.answer_cache.get(digest) if verdict == "retry" else None
+            if package is None:
+                package, request["core"] = await loop.run_in_executor(
+                    self.executor, exchange.answer)
+                self.answer_cache.put(digest, package)
+            return web.Response(body=package, content_type="application/octet-stream")
+        finally:
+            exchange.close()
 
     def authenticate(self, request: web.Request) -> Optional[str]:
         """The caller's rate-limit and log label, or None when refused."""
@@ -294,6 +321,8 @@ class Gateway:
             "seal_ms": round(core["seal_ms"], 2) if "seal_ms" in core else None,
             "upstream_status": core.get("upstream_status") or None,
             "error": core.get("error"),
+            "replay": request.get("replay"),
+            "answers": request.get("answers"),
             "payload_id": payload_id,
             "tier": request.get("tier"),
             "caller": request.get("caller") if self.api_keys else None,

@@ -1,0 +1,113 @@
+"""The gateway's defence against replayed v1 requests (docs/security.md).
+
+A v1 answer is sealed to the key named in the request's clear X-Public-Key
+header, so a captured request body sent again under another key would be
+answered to whoever sent it. The gateway therefore remembers every request
+it opens, by the digest of its wrapped message key (unique to the message),
+with a binding digest of the client key and payload id it came with:
+
+- the same request with the same binding is the client's own retry (nomyo
+  re-sends the very same bytes after a 429/5xx or a dropped connection): it
+  is answered, at most ``max_answers`` times, from the short answer cache
+  when the first answer is still there;
+- with another binding it is a replay, and is refused with 409.
+
+A replay store is anything with ``check_and_remember(digest, binding,
+expires) -> (verdict, answers)``; ``InProcessReplayStore`` keeps it in this
+process (the records live in the C core, about 48 bytes each). A store
+shared between gateways can take its place.
+"""
+
+import collections
+import logging
+import time
+from typing import Optional, Protocol, Tuple
+
+from . import _core
+
+__all__ = ["ReplayStore", "InProcessReplayStore", "AnswerCache", "REFUSED_VERDICTS",
+           "DEFAULT_WINDOW", "DEFAULT_MAX_ENTRIES", "MAX_ANSWERS"]
+
+log = logging.getLogger("hushcall.gateway")
+
+DEFAULT_WINDOW = 24 * 3600.0
+DEFAULT_MAX_ENTRIES = 1_000_000
+MAX_ANSWERS = 3
+# The verdicts that are never answered.
+REFUSED_VERDICTS = ("replayed", "exhausted")
+DEFAULT_ANSWER_TTL = 300.0
+DEFAULT_ANSWER_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class ReplayStore(Protocol):
+    def check_and_remember(self, digest: bytes, binding: bytes,
+                           expires: float) -> Tuple[str, int]:
+        """Remember `digest` (32 bytes) with `binding` until `expires` (Unix
+        time) and say what it was: ("new" | "retry" | "replayed" |
+        "exhausted", the number of answers so far, this one included when
+        it is to be answered)."""
+
+
+class InProcessReplayStore:
+    """The replay store of one gateway process: _core.ReplayCache, bounded
+    by entries; when full the oldest go first, and the log says so once."""
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, max_answers: int = MAX_ANSWERS):
+        self.cache = _core.ReplayCache(max_entries, max_answers=max_answers)
+        self.warned_full = False
+
+    def check_and_remember(self, digest: bytes, binding: bytes,
+                           expires: float) -> Tuple[str, int]:
+        verdict = self.cache.check_and_remember(digest, binding, time.time(), expires)
+        if not self.warned_full:
+            stats = self.cache.stats()
+            if stats["evicted"]:
+                self.warned_full = True
+                log.warning("replay cache full (%d entries): the oldest requests are now "
+                            "forgotten before their window ends; raise --replay-max-entries "
+                            "or shorten --replay-window", stats["max_entries"])
+        return verdict
+
+    def stats(self) -> dict:
+        return self.cache.stats()
+
+
+class AnswerCache:
+    """Sealed answers (ciphertext only) kept a short while, so a client's
+    retry of a request already answered gets the same answer without the
+    backend running twice. Bounded by age and by total bytes."""
+
+    def __init__(self, ttl: float = DEFAULT_ANSWER_TTL,
+                 max_bytes: int = DEFAULT_ANSWER_CACHE_BYTES):
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.answers: "collections.OrderedDict[bytes, Tuple[float, bytes]]" = (
+            collections.OrderedDict())
+
+    def put(self, digest: bytes, package: bytes) -> None:
+        if len(package) > self.max_bytes:
+            return
+        self.forget(digest)
+        self.answers[digest] = (time.monotonic() + self.ttl, package)
+        self.bytes += len(package)
+        while self.bytes > self.max_bytes:
+            self.forget(next(iter(self.answers)))
+
+    def get(self, digest: bytes) -> Optional[bytes]:
+        self.drop_expired()
+        entry = self.answers.get(digest)
+        return entry[1] if entry is not None else None
+
+    def forget(self, digest: bytes) -> None:
+        entry = self.answers.pop(digest, None)
+        if entry is not None:
+            self.bytes -= len(entry[1])
+
+    def drop_expired(self) -> None:
+        now = time.monotonic()
+        while self.answers:
+            digest, (expires, _) = next(iter(self.answers.items()))
+            if expires > now:
+                break
+            self.forget(digest)
