@@ -57,7 +57,7 @@ build-asan: deps
 
 build-tsan: deps
 	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DHUSH_SANITIZE=thread $(CMAKE_FLAGS) >/dev/null
-	cmake --build $(BUILD_TSAN) -j$(JOBS) --target test_client test_engine test_server test_tpm
+	cmake --build $(BUILD_TSAN) -j$(JOBS) --target test_client test_engine test_server test_tpm test_replay
 
 test-c: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
@@ -67,9 +67,10 @@ test-c-asan: build-asan
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(JOBS)
 
 # The threaded suites once more under ThreadSanitizer: the engine's
-# correctness rests on its locking, the TPM's on one lock around ESYS.
+# correctness rests on its locking, the TPM's on one lock around ESYS, the
+# replay cache's on its own.
 test-c-tsan: build-tsan
-	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -R '^(client|engine|server|tpm)$$'
+	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -R '^(client|engine|server|tpm|replay)$$'
 
 # The extension hushcall._core, built in place for the tests (pip install .
 # is the way to install it).

@@ -4,7 +4,7 @@
  * tombstones accumulate. The index hashes the digest with a per-cache random
  * salt: digests are SHA-256 outputs, but a client can grind requests, and a
  * salt it cannot see keeps it from lining entries up in one probe run. */
-#include <math.h>
+#include <math.h> /* isfinite, a macro: no libm */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,8 +223,11 @@ hush_status hush_replay_cache_check_and_remember(hush_replay_cache *cache,
     HUSH_ENSURE(isfinite(now) && isfinite(expires) && now >= 0 && expires > now &&
                     expires < 4294967296.0,
                 HUSH_E_ARGUMENT, "times must satisfy 0 <= now < expires < 2^32 seconds");
+    uint32_t whole = (uint32_t)expires; /* rounded up: kept at least until `expires` */
+    if ((double)whole < expires)
+        whole++;
     pthread_mutex_lock(&cache->lock);
-    *verdict = check_locked(cache, digest, binding, now, (uint32_t)ceil(expires), &seen);
+    *verdict = check_locked(cache, digest, binding, now, whole, &seen);
     pthread_mutex_unlock(&cache->lock);
     if (answers != NULL)
         *answers = seen;
