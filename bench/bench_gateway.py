@@ -5,12 +5,16 @@ echo backend, RSA-4096 server key). Prints figures; asserts nothing.
   (a) end to end   N completions at concurrency C from one hushcall.AsyncClient:
                    the client seals each request, the gateway opens, answers and
                    seals, the client opens the answer.
-  (b) gateway alone  a few requests sealed up front (with the `cryptography`
-                   package, as tests/interop/v1_envelope.py does), POSTed again
-                   and again with aiohttp at concurrency C; answers are counted,
+  (b) gateway alone  N distinct requests sealed up front (with the `cryptography`
+                   package, as tests/interop/v1_envelope.py does; the gateway
+                   refuses a body it has answered, so none is sent twice),
+                   POSTed with aiohttp at concurrency C; answers are counted,
                    not opened (one is opened at the end to check it). This
                    isolates the gateway's own cost: an RSA-4096 decryption and
                    the answer's sealing per request.
+  (c) replay cache   the in-process replay store filled to its default cap of
+                   1,000,000 entries: resident bytes per entry and the cost of
+                   one check_and_remember.
 
 For each: requests/s (wall clock) and latency p50/p90/p99/max in ms; then
 the core's own time per request (open, backend, seal) from the gateway's
@@ -18,7 +22,7 @@ JSON access log. Client and gateway run on the same machine and share its
 cores: the figures are a floor, not the gateway's ceiling.
 
   python3 bench/bench_gateway.py [--requests 2000] [--concurrency 64]
-                                 [--skip-e2e] [--workers N]
+                                 [--skip-e2e] [--workers N] [--replay-entries N]
 """
 
 import argparse
@@ -184,7 +188,7 @@ def load_envelope():
     return module
 
 
-async def gateway_alone(url, n, concurrency, distinct):
+async def gateway_alone(url, n, concurrency):
     import aiohttp
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -203,28 +207,65 @@ async def gateway_alone(url, n, concurrency, distinct):
             envelope.seal(server_key, json.dumps(
                 {"model": "bench", "messages": [{"role": "user", "content": question(i)}]}
             ).encode())
-            for i in range(distinct)
+            for i in range(n + 1)
         ]
         last = {}
 
         async def one(i):
             headers = {"X-Payload-ID": str(uuid.uuid4()), "X-Public-Key": quoted_pem,
                        "Content-Type": "application/octet-stream"}
-            async with session.post(url + PATH, data=packages[i % distinct],
-                                    headers=headers) as r:
+            async with session.post(url + PATH, data=packages[i + 1], headers=headers) as r:
                 body = await r.read()
                 if r.status != 200:
                     raise RuntimeError("HTTP %d: %r" % (r.status, body[:200]))
-                last[i % distinct] = body
+                last[i + 1] = body
 
-        await one(0)  # a warm connection and a warm gateway, not measured
+        await one(-1)  # a warm connection and a warm gateway, not measured
         result = await run_concurrently(n, concurrency, one)
 
     # one answer opened, to show the requests were answered, not refused
-    k = sorted(last)[0]
+    k = sorted(last)[-1]
     answer = json.loads(envelope.open_package(client_key, last[k]))
-    ok = answer["choices"][0]["message"]["content"] == "echo: " + question(k)
+    ok = answer["choices"][0]["message"]["content"] == "echo: " + question(k - 1)
     return result, ok
+
+
+# ---- (c) the replay cache ----------------------------------------------------------
+
+
+def resident_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def replay_cache(entries):
+    """Resident bytes per entry of a full InProcessReplayStore, and its speed."""
+    from hushcall import replay
+
+    digests = [os.urandom(32) for _ in range(entries)]
+    binding = os.urandom(32)
+    expires = time.time() + replay.DEFAULT_WINDOW
+    before = resident_bytes()
+    store = replay.InProcessReplayStore(max_entries=entries)
+    t0 = time.perf_counter()
+    for digest in digests:
+        store.check_and_remember(digest, binding, expires)
+    fill = time.perf_counter() - t0
+    grown = resident_bytes() - before
+    t0 = time.perf_counter()
+    for digest in digests[:100000]:
+        store.check_and_remember(digest, binding, expires)  # retries: found, counted
+    lookup = time.perf_counter() - t0
+    stats = store.stats()
+    print("(c) replay cache: %d entries (default cap), reserved %.1f MB = %.1f bytes/entry"
+          % (stats["entries"], stats["bytes_reserved"] / 1e6,
+             stats["bytes_reserved"] / stats["max_entries"]))
+    print("  resident growth %.1f MB = %.1f bytes/entry" % (grown / 1e6, grown / entries))
+    print("  check_and_remember from Python: %.2f us new, %.2f us found"
+          % (fill / entries * 1e6, lookup / min(entries, 100000) * 1e6))
 
 
 # ---- main --------------------------------------------------------------------
@@ -235,8 +276,8 @@ def main():
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--skip-e2e", action="store_true", help="run (b) only")
-    parser.add_argument("--distinct", type=int, default=64,
-                        help="pre-sealed requests for (b), sent round robin")
+    parser.add_argument("--replay-entries", type=int, default=1000000,
+                        help="entries for (c)")
     parser.add_argument("--workers", type=int, help="the gateway's --workers")
     args = parser.parse_args()
 
@@ -272,9 +313,9 @@ def main():
                 print()
             before = len(gw.records())
             (latencies, errors, wall), ok = asyncio.run(
-                gateway_alone(gw.url, args.requests, args.concurrency, args.distinct))
-            report("(b) gateway alone: %d pre-sealed requests via aiohttp, answers not opened"
-                   % args.distinct, latencies, wall, len(errors))
+                gateway_alone(gw.url, args.requests, args.concurrency))
+            report("(b) gateway alone: distinct pre-sealed requests via aiohttp, answers not "
+                   "opened", latencies, wall, len(errors))
             if errors:
                 print("  first error: %r" % (errors[0],))
             print("  sample answer opened and checked: %s" % ("ok" if ok else "WRONG"))
@@ -284,6 +325,8 @@ def main():
             status = gw.stop()
         print()
         print("gateway exited with status %s" % status)
+    print()
+    replay_cache(args.replay_entries)
 
 
 if __name__ == "__main__":
