@@ -321,10 +321,11 @@ cleanup:
     return status;
 }
 
-/* A quote bound to this request, or NOMYO's word for having no TPM. A TPM
- * that fails to quote fails the request: an answer that should carry a
- * quote must not go out without one. */
-static hush_status write_tpm_attestation(const hush_server *s, const char *payload_id,
+/* A quote bound to this request when it asks for one, NOMYO's word for
+ * having no TPM, or ours for not quoting ("quoted": false: each quote is a
+ * TPM round trip under one lock). A TPM that fails to quote fails the
+ * request: an answer that should carry a quote must not go out without one. */
+static hush_status write_tpm_attestation(const hush_server *s, const hush_server_request *req,
                                          hush_json_writer *w, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -332,7 +333,10 @@ static hush_status write_tpm_attestation(const hush_server *s, const char *paylo
     HUSH_TRY(hush_json_write_object_begin(w, err));
     if (s->tpm == NULL) {
         HUSH_TRY(put_bool(w, "is_available", false, err));
-    } else if (hush_tpm_quote(s->tpm, payload_id, w, err) != HUSH_OK) {
+    } else if (!req->attest) {
+        HUSH_TRY(put_bool(w, "is_available", true, err));
+        HUSH_TRY(put_bool(w, "quoted", false, err));
+    } else if (hush_tpm_quote(s->tpm, req->payload_id, w, err) != HUSH_OK) {
         status = hush__fail(err, HUSH_E_UNAVAILABLE, "TPM attestation failed");
         goto cleanup;
     }
@@ -341,9 +345,10 @@ cleanup:
     return status;
 }
 
-static hush_status write_metadata(const hush_server *s, const char *tier,
-                                  const char *payload_id, hush_json_writer *w, hush_error *err)
+static hush_status write_metadata(const hush_server *s, const hush_server_request *req,
+                                  hush_json_writer *w, hush_error *err)
 {
+    const char *tier = req->security_tier;
     hush_status status = HUSH_OK;
     HUSH_TRY(hush_json_write_key(w, "_metadata", 9, err));
     HUSH_TRY(hush_json_write_object_begin(w, err));
@@ -351,7 +356,7 @@ static hush_status write_metadata(const hush_server *s, const char *tier,
     HUSH_TRY(put_string(w, "backend", s->backend == HUSH_BACKEND_ECHO ? "echo" : "openai", err));
     HUSH_TRY(put_string(w, "security_tier", tier != NULL ? tier : "standard", err));
     HUSH_TRY(write_memory_protection(w, err));
-    HUSH_TRY(write_tpm_attestation(s, payload_id, w, err));
+    HUSH_TRY(write_tpm_attestation(s, req, w, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
     return status;
@@ -391,7 +396,7 @@ static hush_status write_answer(const hush_server *s, const hush_server_request 
         HUSH_TRY(hush__upstream_write(&s->upstream, text, len, x->arena, x->writer,
                                       &out->upstream_status, err));
     out->backend_ms = now_ms() - start;
-    HUSH_TRY(write_metadata(s, req->security_tier, req->payload_id, x->writer, err));
+    HUSH_TRY(write_metadata(s, req, x->writer, err));
     HUSH_TRY(hush_json_write_object_end(x->writer, err));
 cleanup:
     return status;
