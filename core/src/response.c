@@ -152,10 +152,7 @@ static hush_status attest(hush_arena *arena, const hush_json_value *server_metad
         hush_json_object_get(server_metadata, TPM_ATTESTATION, strlen(TPM_ATTESTATION));
     HUSH_TRY(hush_attest_verify(tpm, payload_id, rule->policy, &result, err));
     HUSH_ENSURE(result.verified || !rule->required, HUSH_E_ATTESTATION,
-                "the answer's TPM attestation did not verify: %s%s", result.reason,
-                strcmp(result.reason, HUSH_ATTEST_UNPINNED_AIK) == 0
-                    ? " (a policy pinning the AIK in aik_fingerprints is required)"
-                    : "");
+                "the answer's TPM attestation did not verify: %s", result.reason);
     HUSH_TRY(build_attestation(arena, &result, tpm, out, err));
 cleanup:
     return status;
