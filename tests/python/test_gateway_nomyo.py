@@ -93,7 +93,7 @@ def upstream_fake(tmp_path_factory, key_dir, fake_openai):
 
 @pytest.fixture(scope="module")
 def tpm_gateway(tmp_path_factory, key_dir):
-    """Echo backend, every answer quoted by a software TPM."""
+    """Echo backend, high-tier answers quoted by a software TPM."""
     tpm = Swtpm(tmp_path_factory.mktemp("swtpm"))
     try:
         gw = Gateway(tmp_path_factory.mktemp("gw"), "--tpm", tpm.tcti, key_dir=key_dir,
