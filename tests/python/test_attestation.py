@@ -334,6 +334,17 @@ def test_quotes_past_the_rate_are_503(tmp_path, server_keys):
         tpm.stop()
 
 
+@pytest.mark.parametrize("rate", ["0", "-1", "many"])
+def test_quote_rate_must_be_positive(rate, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hushcall", "serve", "--port", "0", "--key-dir", str(tmp_path),
+         "--tpm", "swtpm:host=127.0.0.1,port=9", "--tpm-quotes-per-second", rate],
+        env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--tpm-quotes-per-second" in proc.stderr
+    assert "listening on" not in proc.stdout
+
+
 # ---- the maximum tier (https only) ----------------------------------------------
 
 
