@@ -210,7 +210,8 @@ static PyMethodDef server_methods[] = {
                " -> (bytes, dict)\n--\n\n"
                "Answer one sealed request (GIL released): open it with the server key,\n"
                "run the backend, seal the answer to public_key (the percent-decoded\n"
-               "X-Public-Key PEM); attest: quote the answer with the server's TPM. Returns the sealed answer and the core's timings\n"
+               "X-Public-Key PEM), quoting it with the server's TPM when attest is true.\n"
+               "Returns the sealed answer and the core's timings\n"
                "(open_ms, backend_ms, seal_ms, upstream_status). A failure raises the\n"
                "usual hushcall exception with http_status set to the status to answer;\n"
                "its message is safe to send back.")},

@@ -830,8 +830,9 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
     }
     /* Our gateway's word for an answer it chose not to quote. */
     const hush_json_value *quoted = hush_json_object_get(tpm_attestation, "quoted", 6);
-    if (quoted != NULL && (hush_json_type_of(quoted) != HUSH_JSON_BOOL || !hush_json_bool(quoted))) {
-        reject(out, hush_json_type_of(quoted) == HUSH_JSON_BOOL ? "not quoted" : "malformed quoted");
+    bool quoted_is_bool = hush_json_type_of(quoted) == HUSH_JSON_BOOL;
+    if (quoted != NULL && (!quoted_is_bool || !hush_json_bool(quoted))) {
+        reject(out, quoted_is_bool ? "not quoted" : "malformed quoted");
         goto cleanup;
     }
     q = calloc(1, sizeof *q);

@@ -4,9 +4,10 @@
 Starts on loopback the independent NOMYO peer (tests/interop/nomyo_peer.py),
 the reference gateway (`python -m hushcall serve`, echo backend, API key
 "lua-key"), a software TPM (swtpm) with a persistent attestation key and a
-second gateway quoting with it (`--tpm --tpm-handle`, no API key), exports where they listen, runs every tests/lua/test_*.lua with
-lua5.4 and then <build>/test_lua_states (two Lua states in two threads), prints
-each one's output, stops the servers and exits non-zero if anything failed.
+second gateway quoting with it (`--tpm --tpm-handle`, no API key), exports
+where they listen, runs every tests/lua/test_*.lua with lua5.4 and then
+<build>/test_lua_states (two Lua states in two threads), prints each one's
+output, stops the servers and exits non-zero if anything failed.
 Nothing is ever skipped: a missing interpreter, module, harness or swtpm is a failure."""
 
 import argparse

@@ -101,7 +101,8 @@ typedef struct hush_server_answer {
  * (this process's hush_memory_protection_info) and "tpm_attestation" (a
  * quote bound to the payload id when req->attest, tpm.h; {"is_available":
  * true, "quoted": false} with a TPM when not asked; {"is_available": false}
- * without a TPM). The package's processed_at is the UTC time in Python's isoformat().
+ * without a TPM). The package's processed_at is the UTC time in Python's
+ * isoformat().
  *
  * Errors (err->http_status in brackets):
  *   HUSH_E_LIMIT [413]        the package is larger than max_package_bytes
