@@ -313,9 +313,10 @@ static PyType_Slot client_slots[] = {
          "       require_attestation=False, attestation_policy=None)\n\n"
          "A client of one NOMYO-compatible endpoint (hush_client). Timeouts are in\n"
          "seconds. client_key (a KeyPair) is used instead of a key_dir or generated key.\n"
-         "Every answer's TPM quote is verified into _metadata.attestation; an answer\n"
-         "whose quote fails is refused (SecurityError) for the maximum tier, and for\n"
-         "every tier with require_attestation. attestation_policy is a policy file.\n"
+         "Every answer's TPM quote is verified into _metadata.attestation (verified\n"
+         "only when attestation_policy, a policy file, pins its AIK); an answer whose\n"
+         "quote fails is refused (SecurityError) for the maximum tier, and for every\n"
+         "tier with require_attestation, both of which need such a policy.\n"
          "Safe to use from any number of threads at once.")},
     {0, NULL},
 };

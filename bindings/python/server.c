@@ -173,12 +173,13 @@ static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     ServerObject *self = (ServerObject *)op;
     hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
-    char *keywords[] = {"package", "public_key", "payload_id", "security_tier", NULL};
+    char *keywords[] = {"package", "public_key", "payload_id", "security_tier", "attest", NULL};
     Py_buffer package;
     const char *public_key, *payload_id, *tier = NULL;
     Py_ssize_t public_key_len;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#s|z:handle", keywords, &package,
-                                     &public_key, &public_key_len, &payload_id, &tier))
+    int attest = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#s|z$p:handle", keywords, &package,
+                                     &public_key, &public_key_len, &payload_id, &tier, &attest))
         return NULL;
     if (self->server == NULL) {
         PyBuffer_Release(&package);
@@ -193,6 +194,7 @@ static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
         .client_public_key_len = (size_t)public_key_len,
         .payload_id = payload_id,
         .security_tier = tier,
+        .attest = attest != 0,
     };
     hush_server_answer answer = {0};
     hush_error err;
@@ -345,12 +347,13 @@ static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     ServerObject *self = (ServerObject *)op;
     hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
-    char *keywords[] = {"package", "public_key", "payload_id", "security_tier", NULL};
+    char *keywords[] = {"package", "public_key", "payload_id", "security_tier", "attest", NULL};
     Py_buffer package;
     const char *public_key, *payload_id, *tier = NULL;
     Py_ssize_t public_key_len;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#s|z:open", keywords, &package,
-                                     &public_key, &public_key_len, &payload_id, &tier))
+    int attest = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#s|z$p:open", keywords, &package,
+                                     &public_key, &public_key_len, &payload_id, &tier, &attest))
         return NULL;
     if (self->server == NULL) {
         PyBuffer_Release(&package);
@@ -364,6 +367,7 @@ static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
         .client_public_key_len = (size_t)public_key_len,
         .payload_id = payload_id,
         .security_tier = tier,
+        .attest = attest != 0,
     };
     hush_server_exchange *x = NULL;
     hush_error err;
@@ -389,15 +393,18 @@ static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef server_methods[] = {
     {"handle", (PyCFunction)(void (*)(void))server_handle, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("handle(package, public_key, payload_id, security_tier=None) -> (bytes, dict)\n--\n\n"
+     PyDoc_STR("handle(package, public_key, payload_id, security_tier=None, *, attest=False)\n"
+               " -> (bytes, dict)\n--\n\n"
                "Answer one sealed request (GIL released): open it with the server key,\n"
                "run the backend, seal the answer to public_key (the percent-decoded\n"
-               "X-Public-Key PEM). Returns the sealed answer and the core's timings\n"
+               "X-Public-Key PEM), quoting it with the server's TPM when attest is true.\n"
+               "Returns the sealed answer and the core's timings\n"
                "(open_ms, backend_ms, seal_ms, upstream_status). A failure raises the\n"
                "usual hushcall exception with http_status set to the status to answer;\n"
                "its message is safe to send back.")},
     {"open", (PyCFunction)(void (*)(void))server_open, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("open($self, /, package, public_key, payload_id, security_tier=None)\n--\n\n"
+     PyDoc_STR("open($self, /, package, public_key, payload_id, security_tier=None, *,\n"
+               "     attest=False)\n--\n\n"
                "The first half of handle (GIL released): check the request and open it\n"
                "into locked memory. Returns an Exchange, whose replay_key a gateway\n"
                "looks up before it calls answer(). Failures raise as handle's do.")},

@@ -1,5 +1,6 @@
 /* tpm.c — Tpm: a connection to a TPM 2.0 (hush_tpm, tpm.h) for the
- * gateway, which hands it to Server(tpm=...) to quote every answer. Opening
+ * gateway, which hands it to Server(tpm=...) to quote the answers it asks
+ * quotes for (handle(..., attest=True)). Opening
  * talks to the TPM, so it runs with the GIL released. */
 #include "hushpy.h"
 

@@ -334,6 +334,11 @@ cleanup:
     return status;
 }
 
+bool hush_attest_policy_pins_aik(const hush_attest_policy *policy)
+{
+    return policy != NULL && policy->aik_count > 0;
+}
+
 void hush_attest_policy_free(hush_attest_policy *policy)
 {
     if (policy == NULL)
@@ -716,9 +721,11 @@ cleanup:
 
 /* Every PCR the policy names must be quoted with its value: a PCR the
  * quote leaves out cannot be shown to match, so it fails too. */
-static bool check_policy(const quote_check *q, const hush_attest_policy *policy,
-                         const char *fingerprint, hush_attest_result *out)
+static bool check_policy_pcrs(const quote_check *q, const hush_attest_policy *policy,
+                              hush_attest_result *out)
 {
+    if (policy == NULL)
+        return true;
     for (size_t bank = 0; bank < BANK_COUNT; bank++) {
         uint32_t quoted = 0;
         for (size_t b = 0; b < q->banks.count; b++)
@@ -732,8 +739,16 @@ static bool check_policy(const quote_check *q, const hush_attest_policy *policy,
                 return reject(out, "pcr value not in policy: %s:%u", BANKS[bank].name, i);
         }
     }
-    if (policy->aik_count == 0)
-        return true;
+    return true;
+}
+
+/* A key that arrives with the quote vouches only for itself: the quote
+ * proves something about a TPM only when the policy names its AIK. */
+static bool check_aik_pinned(const hush_attest_policy *policy, const char *fingerprint,
+                             hush_attest_result *out)
+{
+    if (!hush_attest_policy_pins_aik(policy))
+        return reject(out, HUSH_ATTEST_UNPINNED_AIK);
     for (size_t i = 0; i < policy->aik_count; i++)
         if (strcmp(policy->aik[i], fingerprint) == 0)
             return true;
@@ -778,7 +793,8 @@ static hush_status verify_quote(quote_check *q, const hush_json_value *att, cons
     if (!read_pcr_values(q, values, out))
         goto cleanup;
     HUSH_TRY(check_pcr_digest(q, &ok, out, err));
-    if (!ok || (policy != NULL && !check_policy(q, policy, out->aik_fingerprint, out)))
+    if (!ok || !check_policy_pcrs(q, policy, out) ||
+        !check_aik_pinned(policy, out->aik_fingerprint, out))
         goto cleanup;
     out->verified = true;
     snprintf(out->reason, sizeof out->reason, "ok");
@@ -810,6 +826,13 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
         reject(out, hush_json_type_of(avail) == HUSH_JSON_BOOL || avail == NULL
                         ? "tpm not available"
                         : "malformed is_available");
+        goto cleanup;
+    }
+    /* Our gateway's word for an answer it chose not to quote. */
+    const hush_json_value *quoted = hush_json_object_get(tpm_attestation, "quoted", 6);
+    bool quoted_is_bool = hush_json_type_of(quoted) == HUSH_JSON_BOOL;
+    if (quoted != NULL && (!quoted_is_bool || !hush_json_bool(quoted))) {
+        reject(out, quoted_is_bool ? "not quoted" : "malformed quoted");
         goto cleanup;
     }
     q = calloc(1, sizeof *q);

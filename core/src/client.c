@@ -110,6 +110,21 @@ cleanup:
     return status;
 }
 
+/* Requiring attestation means something only when a quote can be verified,
+ * and only a quote by a pinned AIK can (attest.h). */
+static hush_status check_attestation_pinned(const hush_client *c, const char *tier,
+                                            hush_error *err)
+{
+    bool maximum = tier != NULL && strcmp(tier, "maximum") == 0;
+    if ((!c->opts.require_attestation && !maximum) ||
+        hush_attest_policy_pins_aik(c->attest_policy))
+        return HUSH_OK;
+    return hush__fail(err, HUSH_E_ARGUMENT,
+                      "%s needs an attestation_policy that pins an AIK (aik_fingerprints)",
+                      c->opts.require_attestation ? "require_attestation"
+                                                  : "security_tier \"maximum\"");
+}
+
 /* ---- lifetime ----------------------------------------------------------- */
 
 static hush_client *client_retain(hush_client *c)
@@ -375,6 +390,7 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
     HUSH_TRY(copy_options(c, opts, err));
     if (c->opts.attestation_policy != NULL)
         HUSH_TRY(hush_attest_policy_load(c->opts.attestation_policy, &c->attest_policy, err));
+    HUSH_TRY(check_attestation_pinned(c, c->opts.security_tier, err));
     HUSH_TRY(start_share(c, err));
     HUSH_TRY(start_key(c, err));
     *out = c;
@@ -424,8 +440,9 @@ hush_status hush__client_call_settings(hush_client *c, const hush_call_options *
         o = &none;
     const char *base_url = o->base_url != NULL ? o->base_url : c->opts.base_url;
     HUSH_TRY(check_base_url(base_url, c->opts.allow_http, err));
-    HUSH_TRY(check_tier(o->security_tier != NULL ? o->security_tier : c->opts.security_tier,
-                        base_url, err));
+    const char *tier = o->security_tier != NULL ? o->security_tier : c->opts.security_tier;
+    HUSH_TRY(check_tier(tier, base_url, err));
+    HUSH_TRY(check_attestation_pinned(c, tier, err));
     HUSH_TRY(dup_setting(o->api_key, c->opts.api_key, &call->api_key, err));
     HUSH_TRY(dup_setting(o->security_tier, c->opts.security_tier, &call->tier, err));
     HUSH_TRY(dup_setting(base_url, NULL, &call->base_url, err));

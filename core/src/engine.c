@@ -421,7 +421,10 @@ static void start_transfer(hush_engine *e, hush_call *call, bool is_fetch)
         ok = keyed != NULL && add_header(&t->headers, "X-Payload-ID", call->payload_id) &&
              add_header(&t->headers, "Content-Type", "application/octet-stream") &&
              add_header(&t->headers, "Expect", "") /* no 100-continue round trip */ &&
-             (call->tier == NULL || add_header(&t->headers, "X-Security-Tier", call->tier));
+             (call->tier == NULL || add_header(&t->headers, "X-Security-Tier", call->tier)) &&
+             /* a gateway quotes a standard-tier answer only when asked */
+             (!call->client->opts.require_attestation ||
+              add_header(&t->headers, "X-Attestation", "required"));
         if (ok && call->api_key != NULL) {
             char bearer[512];
             int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);

@@ -53,8 +53,15 @@ static hush_status new_text(hush_arena *arena, const char *s, const hush_json_va
     return hush__json_new_string(arena, s, strlen(s), out, err);
 }
 
+/* Whether the quote checked out, pinned or not: then its PCR values are
+ * the ones the AIK signed, worth reporting even when not vouched for. */
+static bool quote_checked_out(const hush_attest_result *result)
+{
+    return result->verified || strcmp(result->reason, HUSH_ATTEST_UNPINNED_AIK) == 0;
+}
+
 /* {"verified", "reason", "aik_fingerprint", "pcrs"}: the verdict, with the
- * quoted PCR values only when the quote vouches for them. */
+ * quoted PCR values only when the quote checked out. */
 static hush_status build_attestation(hush_arena *arena, const hush_attest_result *result,
                                      const hush_json_value *tpm, const hush_json_value **out,
                                      hush_error *err)
@@ -66,7 +73,7 @@ static hush_status build_attestation(hush_arena *arena, const hush_attest_result
     HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_BOOL, result->verified, &verified, err));
     HUSH_TRY(new_text(arena, result->reason, &reason, err));
     HUSH_TRY(new_text(arena, result->aik_fingerprint, &fingerprint, err));
-    if (result->verified)
+    if (quote_checked_out(result))
         pcrs = hush_json_object_get(tpm, "pcr_values", 10);
     if (pcrs == NULL)
         HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_NULL, false, &pcrs, err));

@@ -282,6 +282,27 @@ static hush_status check_stream(const hush_json_value *request, hush_error *err)
     return HUSH_OK;
 }
 
+/* ---- an opened request -------------------------------------------------- */
+
+/* Everything between opening a request and sealing its answer. The
+ * plaintext request and its document are in `arena` (locked); the strings
+ * the answer echoes are copied, so the caller's request may be gone. */
+struct hush_server_exchange {
+    const hush_server *server;
+    hush_pubkey *client;
+    hush_arena *arena;
+    const unsigned char *text; /* the request's plaintext, in arena */
+    size_t len;
+    const hush_json_value *request;
+    char payload_id[HUSH_SERVER_PAYLOAD_ID_MAX + 1];
+    const char *tier; /* a literal, or NULL for none named */
+    bool attest;      /* quote the answer with the server's TPM */
+    unsigned char replay_key[HUSH_REPLAY_DIGEST_BYTES];
+    unsigned char replay_binding[HUSH_REPLAY_DIGEST_BYTES];
+    double open_ms;
+    bool answered;
+};
+
 /* ---- _metadata ---------------------------------------------------------- */
 
 static hush_status put_string(hush_json_writer *w, const char *key, const char *value,
@@ -325,18 +346,23 @@ cleanup:
     return status;
 }
 
-/* A quote bound to this request, or NOMYO's word for having no TPM. A TPM
- * that fails to quote fails the request: an answer that should carry a
- * quote must not go out without one. */
-static hush_status write_tpm_attestation(const hush_server *s, const char *payload_id,
-                                         hush_json_writer *w, hush_error *err)
+/* A quote bound to this request when it asks for one, NOMYO's word for
+ * having no TPM, or ours for not quoting ("quoted": false: each quote is a
+ * TPM round trip under one lock). A TPM that fails to quote fails the
+ * request: an answer that should carry a quote must not go out without one. */
+static hush_status write_tpm_attestation(const hush_server_exchange *x, hush_json_writer *w,
+                                         hush_error *err)
 {
     hush_status status = HUSH_OK;
+    hush_tpm *tpm = x->server->tpm;
     HUSH_TRY(hush_json_write_key(w, "tpm_attestation", 15, err));
     HUSH_TRY(hush_json_write_object_begin(w, err));
-    if (s->tpm == NULL) {
+    if (tpm == NULL) {
         HUSH_TRY(put_bool(w, "is_available", false, err));
-    } else if (hush_tpm_quote(s->tpm, payload_id, w, err) != HUSH_OK) {
+    } else if (!x->attest) {
+        HUSH_TRY(put_bool(w, "is_available", true, err));
+        HUSH_TRY(put_bool(w, "quoted", false, err));
+    } else if (hush_tpm_quote(tpm, x->payload_id, w, err) != HUSH_OK) {
         status = hush__fail(err, HUSH_E_UNAVAILABLE, "TPM attestation failed");
         goto cleanup;
     }
@@ -345,41 +371,22 @@ cleanup:
     return status;
 }
 
-static hush_status write_metadata(const hush_server *s, const char *tier,
-                                  const char *payload_id, hush_json_writer *w, hush_error *err)
+static hush_status write_metadata(const hush_server_exchange *x, hush_json_writer *w,
+                                  hush_error *err)
 {
     hush_status status = HUSH_OK;
+    const hush_server *s = x->server;
     HUSH_TRY(hush_json_write_key(w, "_metadata", 9, err));
     HUSH_TRY(hush_json_write_object_begin(w, err));
     HUSH_TRY(put_string(w, "server", s->server_name, err));
     HUSH_TRY(put_string(w, "backend", s->backend == HUSH_BACKEND_ECHO ? "echo" : "openai", err));
-    HUSH_TRY(put_string(w, "security_tier", tier != NULL ? tier : "standard", err));
+    HUSH_TRY(put_string(w, "security_tier", x->tier != NULL ? x->tier : "standard", err));
     HUSH_TRY(write_memory_protection(w, err));
-    HUSH_TRY(write_tpm_attestation(s, payload_id, w, err));
+    HUSH_TRY(write_tpm_attestation(x, w, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
     return status;
 }
-
-/* ---- an opened request -------------------------------------------------- */
-
-/* Everything between opening a request and sealing its answer. The
- * plaintext request and its document are in `arena` (locked); the strings
- * the answer echoes are copied, so the caller's request may be gone. */
-struct hush_server_exchange {
-    const hush_server *server;
-    hush_pubkey *client;
-    hush_arena *arena;
-    const unsigned char *text; /* the request's plaintext, in arena */
-    size_t len;
-    const hush_json_value *request;
-    char payload_id[HUSH_SERVER_PAYLOAD_ID_MAX + 1];
-    const char *tier; /* a literal, or NULL for none named */
-    unsigned char replay_key[HUSH_REPLAY_DIGEST_BYTES];
-    unsigned char replay_binding[HUSH_REPLAY_DIGEST_BYTES];
-    double open_ms;
-    bool answered;
-};
 
 void hush_server_exchange_free(hush_server_exchange *x)
 {
@@ -435,6 +442,7 @@ hush_status hush_server_open(const hush_server *server, const hush_server_reques
     HUSH_ENSURE((x = calloc(1, sizeof *x)) != NULL, HUSH_E_NOMEM, "out of memory");
     x->server = server;
     x->tier = tier_literal(req->security_tier);
+    x->attest = req->attest;
     memcpy(x->payload_id, req->payload_id, strlen(req->payload_id) + 1); /* length checked */
     HUSH_TRY(client_key(req, &x->client, err));
     start = now_ms();
@@ -476,7 +484,7 @@ static hush_status write_answer(const hush_server_exchange *x, hush_json_writer 
         HUSH_TRY(hush__upstream_write(&s->upstream, x->text, x->len, x->arena, w,
                                       &out->upstream_status, err));
     out->backend_ms = now_ms() - start;
-    HUSH_TRY(write_metadata(s, x->tier, x->payload_id, w, err));
+    HUSH_TRY(write_metadata(x, w, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
     return status;

@@ -183,6 +183,8 @@ class Server:
         public_key: str,
         payload_id: str,
         security_tier: Optional[str] = None,
+        *,
+        attest: bool = False,
     ) -> Tuple[bytes, Dict[str, Any]]: ...
     def open(
         self,
@@ -190,6 +192,8 @@ class Server:
         public_key: str,
         payload_id: str,
         security_tier: Optional[str] = None,
+        *,
+        attest: bool = False,
     ) -> "Exchange": ...
 
 class Exchange:

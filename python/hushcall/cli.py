@@ -65,11 +65,15 @@ def _add_serve(commands) -> None:
     p.add_argument("--workers", type=_positive_int,
                    help="threads answering requests (default: CPUs for echo, 32 for openai)")
     p.add_argument("--tpm", metavar="TCTI",
-                   help="quote every answer with this TPM, e.g. device:/dev/tpmrm0 or "
-                        "swtpm:host=127.0.0.1,port=2321 (allows the maximum tier)")
+                   help="quote answers with this TPM, e.g. device:/dev/tpmrm0 or "
+                        "swtpm:host=127.0.0.1,port=2321: those of the high and maximum tiers "
+                        "and those asked for with X-Attestation: required")
     p.add_argument("--tpm-pcrs", help="PCRs to quote (default sha256:0,7,10)")
     p.add_argument("--tpm-key-alg", choices=("ecc", "rsa"), default="ecc",
                    help="type of the fresh attestation key made per quote (default ecc)")
+    p.add_argument("--tpm-quotes-per-second", type=_positive_float,
+                   default=gateway.DEFAULT_TPM_QUOTES_PER_SECOND,
+                   help="quotes the TPM makes a second before 503 (default %(default)s)")
     p.add_argument("--tpm-handle", type=lambda text: int(text, 0), default=0,
                    help="quote with the persistent key at this handle (0x81...) instead")
     p.add_argument("--shutdown-timeout", type=_positive_float, default=30.0,
@@ -95,7 +99,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         upstream_timeout=args.upstream_timeout, upstream_ca_file=args.upstream_ca_file,
         workers=args.workers, shutdown_timeout=args.shutdown_timeout, tpm=args.tpm,
         tpm_pcrs=args.tpm_pcrs, tpm_key_alg=args.tpm_key_alg, tpm_handle=args.tpm_handle,
-        replay_window=args.replay_window, replay_max_entries=args.replay_max_entries)
+        replay_window=args.replay_window, replay_max_entries=args.replay_max_entries,
+        tpm_quotes_per_second=args.tpm_quotes_per_second)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

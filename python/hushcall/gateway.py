@@ -9,6 +9,7 @@ plaintext never becomes a Python object.
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -46,6 +47,10 @@ DEFAULT_MAX_IN_FLIGHT = 512
 MAX_BUCKETS = 10000
 
 REPLAYED_REQUEST = "replayed request"
+# Tiers whose answers are quoted; others only with "X-Attestation: required".
+QUOTED_TIERS = ("high", "maximum")
+ATTESTATION_REQUIRED = "required"
+DEFAULT_TPM_QUOTES_PER_SECOND = 20.0
 MAXIMUM_TIER_REFUSED = (
     "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
 )
@@ -69,7 +74,8 @@ class GatewayConfig:
     upstream_ca_file: Optional[str] = None
     workers: Optional[int] = None
     shutdown_timeout: float = 30.0
-    tpm: Optional[str] = None  # a tss2 TCTI: every answer is quoted, maximum allowed
+    tpm: Optional[str] = None  # a tss2 TCTI: answers are quoted when asked, maximum allowed
+    tpm_quotes_per_second: float = DEFAULT_TPM_QUOTES_PER_SECOND  # each is a TPM round trip
     tpm_pcrs: Optional[str] = None
     tpm_key_alg: str = "ecc"
     tpm_handle: int = 0
@@ -151,6 +157,9 @@ class Gateway:
         # Labels, never the keys themselves, go into logs and rate-limit tables.
         self.api_keys = [(key.encode(), "key#%d" % n)
                          for n, key in enumerate(config.api_keys, start=1)]
+        # One bucket for the whole gateway: the TPM is one device behind one lock.
+        rate = config.tpm_quotes_per_second
+        self.quotes = TokenBuckets(rate, max(1, int(rate)))
         self.buckets = None
         if config.rate_limit:
             burst = config.rate_burst or max(1, int(config.rate_limit))
@@ -216,6 +225,15 @@ class Gateway:
         request["tier"] = tier or "standard"
         if tier == "maximum" and self.tpm is None:
             return error(503, MAXIMUM_TIER_REFUSED)
+        attestation = request.headers.get("X-Attestation")
+        if attestation is not None and attestation != ATTESTATION_REQUIRED:
+            return error(400, "Invalid X-Attestation header")
+        attest = self.tpm is not None and (tier in QUOTED_TIERS or attestation is not None)
+        if attest:
+            wait = self.quotes.take("tpm")
+            if wait > 0:
+                return error(503, "TPM quote rate exceeded",
+                             {"Retry-After": str(max(1, math.ceil(wait)))})
         if (request.content_length or 0) > self.config.max_body_bytes:
             return error(413, "Request body too large", {"Connection": "close"})
         body = await self.read_body(request)
@@ -225,7 +243,7 @@ class Gateway:
         self.in_flight += 1
         try:
             return await self.answer(request, body, urllib.parse.unquote(public_key),
-                                     payload_id, tier)
+                                     payload_id, tier, attest)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
@@ -233,12 +251,13 @@ class Gateway:
             self.in_flight -= 1
 
     async def answer(self, request: web.Request, body: bytes, public_key: str,
-                     payload_id: str, tier: Optional[str]) -> web.Response:
+                     payload_id: str, tier: Optional[str], attest: bool) -> web.Response:
         """Open the request, refuse it if it is a replay, else answer it: from
         the answer cache for a retry already answered, else by the backend."""
         loop = asyncio.get_running_loop()
         exchange = await loop.run_in_executor(
-            self.executor, self.server.open, body, public_key, payload_id, tier)
+            self.executor, functools.partial(self.server.open, body, public_key, payload_id,
+                                             tier, attest=attest))
         try:
             digest, binding = exchange.replay_key
             verdict, answers = self.replay_store.check_and_remember(

@@ -213,6 +213,26 @@ static bool refused_for(const hush_attest_result *r, const char *const *reasons)
 }
 
 static vec vecs[NVECTORS];
+/* Per vector: a policy pinning its AIK, the only way a quote verifies. */
+static hush_attest_policy *pins[NVECTORS];
+
+/* Checks out in every respect but the pin: reported, not vouched for. */
+static bool unpinned(const hush_attest_result *r)
+{
+    if (!r->verified && strcmp(r->reason, HUSH_ATTEST_UNPINNED_AIK) == 0)
+        return true;
+    fprintf(stderr, "expected \"unpinned aik\", got verified=%d: %s\n", r->verified, r->reason);
+    return false;
+}
+
+static hush_attest_policy *pin_fingerprint(const char *fingerprint)
+{
+    char json[256];
+    hush_attest_policy *p = NULL;
+    snprintf(json, sizeof json, "{\"aik_fingerprints\":[\"%s\"]}", fingerprint);
+    CHECK_OK(hush_attest_policy_parse(json, strlen(json), &p, NULL), NULL);
+    return p;
+}
 
 /* ---- tests ---------------------------------------------------------------- */
 
@@ -222,14 +242,66 @@ static void test_vectors_verify(void)
         hush_attest_result r;
         hush_error err;
         CHECK(load_vec(VECTORS[i], &vecs[i]));
+        /* Without a pin the quote checks out, and is still not verified. */
         CHECK_OK(verify_vec(&vecs[i], NULL, &r), &err);
+        CHECK(unpinned(&r));
+        CHECK(strlen(r.aik_fingerprint) == HUSH_FINGERPRINT_LEN - 1);
+        CHECK(starts_with(r.aik_fingerprint, "sha256:"));
+        pins[i] = pin_fingerprint(r.aik_fingerprint);
+        CHECK_OK(verify_vec(&vecs[i], pins[i], &r), &err);
         if (!r.verified)
             fprintf(stderr, "%s: %s\n", VECTORS[i], r.reason);
         CHECK(r.verified);
         CHECK(strcmp(r.reason, "ok") == 0);
-        CHECK(strlen(r.aik_fingerprint) == HUSH_FINGERPRINT_LEN - 1);
-        CHECK(starts_with(r.aik_fingerprint, "sha256:"));
     }
+}
+
+/* A policy with PCR values but no AIK pins nothing: still unpinned. */
+static void test_unpinned_policies(void)
+{
+    hush_attest_result r;
+    hush_attest_policy *p = NULL;
+    CHECK_OK(hush_attest_policy_parse("{}", 2, &p, NULL), NULL);
+    CHECK(!hush_attest_policy_pins_aik(p));
+    CHECK_OK(verify_vec(&vecs[0], p, &r), NULL);
+    CHECK(unpinned(&r));
+    hush_attest_policy_free(p);
+    CHECK_OK(hush_attest_policy_parse("{\"aik_fingerprints\":[]}", 23, &p, NULL), NULL);
+    CHECK(!hush_attest_policy_pins_aik(p));
+    CHECK_OK(verify_vec(&vecs[0], p, &r), NULL);
+    CHECK(unpinned(&r));
+    hush_attest_policy_free(p);
+    CHECK(!hush_attest_policy_pins_aik(NULL));
+    CHECK(hush_attest_policy_pins_aik(pins[0]));
+    /* A quote that fails says why, pinned or not: the pin is checked last. */
+    CHECK_OK(verify_vec_with(&vecs[0], NULL, NULL, NULL, "chatcmpl-another", NULL, &r), NULL);
+    CHECK(strcmp(r.reason, "wrong qualifying data") == 0);
+}
+
+/* A gateway with a TPM that was not asked to quote says so. */
+static void test_not_quoted(void)
+{
+    hush_attest_result r;
+    const char *not_quoted = "{\"is_available\":true,\"quoted\":false}";
+    CHECK_OK(verify_json(not_quoted, strlen(not_quoted), "id", pins[0], &r), NULL);
+    CHECK(!r.verified && strcmp(r.reason, "not quoted") == 0);
+    CHECK(r.aik_fingerprint[0] == '\0');
+    const char *odd = "{\"is_available\":true,\"quoted\":\"no\"}";
+    CHECK_OK(verify_json(odd, strlen(odd), "id", pins[0], &r), NULL);
+    CHECK(!r.verified && strcmp(r.reason, "malformed quoted") == 0);
+    /* "quoted": true adds nothing to a real quote. */
+    static char json[JSON_MAX];
+    size_t len = vec_json(&vecs[0], NULL, NULL, NULL, json);
+    const char *prefix = "{\"is_available\":true";
+    CHECK(strncmp(json, prefix, strlen(prefix)) == 0);
+    char *with = malloc(len + 32);
+    CHECK(with != NULL);
+    if (with == NULL)
+        return;
+    int n = snprintf(with, len + 32, "%s,\"quoted\":true%s", prefix, json + strlen(prefix));
+    CHECK_OK(verify_json(with, (size_t)n, vecs[0].payload_id, pins[0], &r), NULL);
+    CHECK(r.verified);
+    free(with);
 }
 
 static void test_wrong_payload_id(void)
@@ -285,7 +357,7 @@ static void test_flipped_aik(void)
             hush_attest_result r;
             v.blob[AIK][at] ^= (unsigned char)(1u << (at % 8));
             CHECK_OK(verify_vec(&v, NULL, &r), NULL);
-            if (r.verified)
+            if (strcmp(r.reason, HUSH_ATTEST_UNPINNED_AIK) == 0)
                 CHECK(strcmp(r.aik_fingerprint, good.aik_fingerprint) != 0);
             else
                 CHECK(refused_for(&r, reasons));
@@ -426,7 +498,7 @@ static void test_pcr_banks(void)
              NULL);
     CHECK(strcmp(r.reason, "pcr selection mismatch") == 0);
     CHECK_OK(verify_vec_with(&vecs[3], NULL, "pcr_banks", "\"sha1:16,0+sha256:10,0,7\"",
-                             vecs[3].payload_id, NULL, &r),
+                             vecs[3].payload_id, pins[3], &r),
              NULL);
     CHECK(r.verified);
 }
@@ -569,9 +641,10 @@ static void test_policies(void)
         hush_attest_result r, good;
         CHECK_OK(verify_vec(v, NULL, &good), NULL);
 
+        /* PCR values alone pin no AIK. */
         hush_attest_policy *p = policy_from(v, NULL, NULL);
         CHECK_OK(verify_vec(v, p, &r), NULL);
-        CHECK(r.verified);
+        CHECK(unpinned(&r));
         hush_attest_policy_free(p);
 
         p = policy_from(v, "7", NULL);
@@ -604,11 +677,6 @@ static void test_policies(void)
     hush_attest_result r;
     CHECK_OK(verify_vec(&vecs[0], p, &r), NULL);
     CHECK(strcmp(r.reason, "pcr value not in policy: sha256:16") == 0);
-    hush_attest_policy_free(p);
-    /* An empty policy adds nothing. */
-    CHECK_OK(hush_attest_policy_parse("{}", 2, &p, NULL), NULL);
-    CHECK_OK(verify_vec(&vecs[0], p, &r), NULL);
-    CHECK(r.verified);
     hush_attest_policy_free(p);
 }
 
@@ -709,5 +777,9 @@ int main(void)
     RUN_TEST(test_policies);
     RUN_TEST(test_policy_parse_errors);
     RUN_TEST(test_policy_load);
+    RUN_TEST(test_unpinned_policies);
+    RUN_TEST(test_not_quoted);
+    for (size_t i = 0; i < NVECTORS; i++)
+        hush_attest_policy_free(pins[i]);
     return check_report();
 }

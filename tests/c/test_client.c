@@ -51,6 +51,27 @@ static hush_client *new_client(const hush_client_options *o)
     return c;
 }
 
+/* A policy file pinning an AIK none of the peers has, or with no pin at
+ * all: requiring attestation needs the former. */
+static const char *policy_file(const char *name, const char *json)
+{
+    const char *path = tmp_path(name);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        CHECK(fputs(json, f) >= 0);
+        CHECK(fclose(f) == 0);
+    }
+    return path;
+}
+
+static const char *pinning_policy(void)
+{
+    return policy_file("pinning-policy.json",
+                       "{\"aik_fingerprints\": [\"sha256:"
+                       "00000000000000000000000000000000000000000000000000000000000000aa\"]}");
+}
+
 /* One synchronous chat completion. */
 static hush_status complete(hush_client *c, const char *content, const char *x_test,
                             const hush_call_options *co, hush_json_doc **doc, hush_error *err)
@@ -722,6 +743,47 @@ static void test_maximum_tier_needs_https(void) { check_tier_refused("maximum");
 
 static void test_unknown_tier_refused(void) { check_tier_refused("ultra"); }
 
+/* Only a quote by a pinned AIK can verify, so requiring attestation (or the
+ * maximum tier) without a policy that pins one is refused up front. */
+static void test_required_attestation_needs_a_pin(void)
+{
+    const char *unpinned = policy_file("unpinned-policy.json", "{\"pcrs\": {}}");
+    for (int with_policy = 0; with_policy < 2; with_policy++) {
+        hush_client_options o;
+        base_options(&o);
+        o.require_attestation = true;
+        o.attestation_policy = with_policy ? unpinned : NULL;
+        hush_client *c = NULL;
+        hush_error err = {0};
+        CHECK_STATUS(hush_client_new(&o, &c, &err), HUSH_E_ARGUMENT, &err);
+        CHECK(c == NULL && strstr(err.message, "require_attestation") != NULL &&
+              strstr(err.message, "aik_fingerprints") != NULL);
+    }
+    /* The maximum tier (https, so the tier check passes), for the client and per call. */
+    hush_client_options o;
+    base_options(&o);
+    o.base_url = "https://127.0.0.1:9";
+    o.security_tier = "maximum";
+    hush_client *c = NULL;
+    hush_error err = {0};
+    CHECK_STATUS(hush_client_new(&o, &c, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(c == NULL && strstr(err.message, "maximum") != NULL &&
+          strstr(err.message, "aik_fingerprints") != NULL);
+    o.security_tier = NULL;
+    c = new_client(&o);
+    hush_call_options co = {.security_tier = "maximum"};
+    hush_json_doc *doc = NULL;
+    CHECK_STATUS(complete(c, "never sent", NULL, &co, &doc, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(doc == NULL && strstr(err.message, "aik_fingerprints") != NULL);
+    hush_client_free(c);
+    /* With a pin both are accepted. */
+    o.attestation_policy = pinning_policy();
+    o.require_attestation = true;
+    o.security_tier = "maximum";
+    c = new_client(&o);
+    hush_client_free(c);
+}
+
 static void test_oversized_request(void)
 {
     CHECK(peer_reset(&http_peer));
@@ -936,6 +998,7 @@ static void test_tls_ca_file(void)
     hush_client_options o;
     tls_options(&o, &tls_peer);
     o.ca_file = tmp_path("ca.pem");
+    o.attestation_policy = pinning_policy(); /* "maximum" requires one */
     hush_client *c = new_client(&o);
     hush_json_doc_free(complete_ok(c, "over tls", NULL, NULL));
     /* "maximum" is sent over https, as a call override ... */
@@ -1124,6 +1187,7 @@ int main(void)
     RUN_TEST(test_pubkey_fetch_retried);
     RUN_TEST(test_http_refused);
     RUN_TEST(test_maximum_tier_needs_https);
+    RUN_TEST(test_required_attestation_needs_a_pin);
     RUN_TEST(test_unknown_tier_refused);
     RUN_TEST(test_oversized_request);
     RUN_TEST(test_envelope_faults);

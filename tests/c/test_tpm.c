@@ -566,60 +566,106 @@ static void test_concurrent_quotes(void)
     hush_tpm_close(tpm);
 }
 
-/* The whole server role with a TPM: the answer carries a quote that the
- * client side's verifier accepts for this request and no other. */
-static void test_server_answers_are_attested(void)
+/* One request answered by `server`, opened with the client's key. */
+typedef struct served {
+    hush_server *server;
+    hush_pubkey *server_pub;
+    hush_keypair *client_key;
+    char *client_pem;
+    size_t pem_len;
+} served;
+
+static hush_json_doc *serve_one(const served *sv, const char *payload_id, bool attest)
 {
-    hush_tpm *tpm = open_tpm(NULL, HUSH_TPM_KEY_ECC_P256, 0);
-    hush_keypair *server_key = NULL, *client_key = NULL;
-    hush_pubkey *server_pub = NULL;
-    hush_server *server = NULL;
     hush_secbuf *request = NULL;
-    char *client_pem = NULL;
-    size_t pem_len = 0;
     hush_server_answer answer = {0};
     hush_envelope_v1_opened opened = {0};
     hush_json_doc *doc = NULL;
     hush_error err;
-    if (tpm == NULL)
-        return;
-    CHECK_OK(hush_keypair_generate(2048, &server_key, &err), &err);
-    CHECK_OK(hush_keypair_generate(2048, &client_key, &err), &err);
-    CHECK_OK(hush_pubkey_from_keypair(server_key, &server_pub, &err), &err);
-    CHECK_OK(hush_keypair_public_pem(client_key, &client_pem, &pem_len, &err), &err);
-    hush_server_options o;
-    hush_server_options_init(&o);
-    o.key = server_key;
-    o.tpm = tpm;
-    CHECK_OK(hush_server_new(&o, &server, &err), &err);
     const char *body = "{\"model\": \"m\", \"messages\": "
                        "[{\"role\": \"user\", \"content\": \"hi\"}]}";
-    CHECK_OK(hush_envelope_v1_seal(server_pub, body, strlen(body), NULL, &request, &err), &err);
-    hush_server_request req = {hush_secbuf_data(request), hush_secbuf_len(request), client_pem,
-                               pem_len, "attested-1", "maximum"};
-    CHECK_OK(hush_server_handle(server, &req, &answer, &err), &err);
-    CHECK_OK(hush_envelope_v1_open(client_key, hush_secbuf_data(answer.package),
+    CHECK_OK(hush_envelope_v1_seal(sv->server_pub, body, strlen(body), NULL, &request, &err),
+             &err);
+    hush_server_request req = {hush_secbuf_data(request), hush_secbuf_len(request),
+                               sv->client_pem, sv->pem_len, payload_id, "standard", attest};
+    CHECK_OK(hush_server_handle(sv->server, &req, &answer, &err), &err);
+    CHECK_OK(hush_envelope_v1_open(sv->client_key, hush_secbuf_data(answer.package),
                                    hush_secbuf_len(answer.package), 0, &opened, &err),
              &err);
     CHECK_OK(hush_json_parse(hush_secbuf_data(opened.plaintext),
                              hush_secbuf_len(opened.plaintext), NULL, 0, &doc, &err),
              &err);
-    const hush_json_value *meta = hush_json_object_get(hush_json_doc_root(doc), "_metadata", 9);
-    const hush_json_value *quote = hush_json_object_get(meta, "tpm_attestation", 15);
-    hush_attest_result result;
-    CHECK_OK(hush_attest_verify(quote, "attested-1", NULL, &result, &err), &err);
-    CHECK(result.verified && strcmp(result.reason, "ok") == 0);
-    CHECK_OK(hush_attest_verify(quote, "attested-2", NULL, &result, &err), &err);
-    CHECK(!result.verified && strcmp(result.reason, "wrong qualifying data") == 0);
-
-    hush_json_doc_free(doc);
     hush_envelope_v1_opened_clear(&opened);
     hush_server_answer_clear(&answer);
     hush_secbuf_free(request);
-    free(client_pem);
-    hush_server_free(server);
-    hush_pubkey_free(server_pub);
-    hush_keypair_free(client_key);
+    return doc;
+}
+
+static const hush_json_value *tpm_attestation_of(const hush_json_doc *doc)
+{
+    const hush_json_value *meta = hush_json_object_get(hush_json_doc_root(doc), "_metadata", 9);
+    return hush_json_object_get(meta, "tpm_attestation", 15);
+}
+
+static hush_attest_policy *pinning(const char *fingerprint)
+{
+    char json[256];
+    hush_attest_policy *policy = NULL;
+    snprintf(json, sizeof json, "{\"aik_fingerprints\":[\"%s\"]}", fingerprint);
+    CHECK_OK(hush_attest_policy_parse(json, strlen(json), &policy, NULL), NULL);
+    return policy;
+}
+
+/* The whole server role with a persistent AIK: an answer asked to be
+ * attested carries a quote that the client side's verifier accepts for this
+ * request and no other, once the AIK is pinned; an answer not asked says
+ * it was not quoted. */
+static void test_server_answers_are_attested(void)
+{
+    /* the persistent key test_persistent_key made */
+    hush_tpm *tpm = open_tpm(NULL, HUSH_TPM_KEY_ECC_P256, 0x81000002u);
+    served sv = {0};
+    hush_keypair *server_key = NULL;
+    hush_error err;
+    if (tpm == NULL)
+        return;
+    CHECK_OK(hush_keypair_generate(2048, &server_key, &err), &err);
+    CHECK_OK(hush_keypair_generate(2048, &sv.client_key, &err), &err);
+    CHECK_OK(hush_pubkey_from_keypair(server_key, &sv.server_pub, &err), &err);
+    CHECK_OK(hush_keypair_public_pem(sv.client_key, &sv.client_pem, &sv.pem_len, &err), &err);
+    hush_server_options o;
+    hush_server_options_init(&o);
+    o.key = server_key;
+    o.tpm = tpm;
+    CHECK_OK(hush_server_new(&o, &sv.server, &err), &err);
+
+    hush_json_doc *doc = serve_one(&sv, "attested-1", true);
+    const hush_json_value *quote = tpm_attestation_of(doc);
+    hush_attest_result result;
+    CHECK_OK(hush_attest_verify(quote, "attested-1", NULL, &result, &err), &err);
+    CHECK(!result.verified && strcmp(result.reason, HUSH_ATTEST_UNPINNED_AIK) == 0);
+    hush_attest_policy *pinned = pinning(result.aik_fingerprint);
+    CHECK_OK(hush_attest_verify(quote, "attested-1", pinned, &result, &err), &err);
+    CHECK(result.verified && strcmp(result.reason, "ok") == 0);
+    CHECK_OK(hush_attest_verify(quote, "attested-2", pinned, &result, &err), &err);
+    CHECK(!result.verified && strcmp(result.reason, "wrong qualifying data") == 0);
+    hush_json_doc_free(doc);
+
+    doc = serve_one(&sv, "not-asked", false);
+    quote = tpm_attestation_of(doc);
+    CHECK_EQ(hush_json_length(quote), 2);
+    CHECK(hush_json_bool(hush_json_object_get(quote, "is_available", 12)));
+    const hush_json_value *quoted = hush_json_object_get(quote, "quoted", 6);
+    CHECK(hush_json_type_of(quoted) == HUSH_JSON_BOOL && !hush_json_bool(quoted));
+    CHECK_OK(hush_attest_verify(quote, "not-asked", pinned, &result, &err), &err);
+    CHECK(!result.verified && strcmp(result.reason, "not quoted") == 0);
+    hush_json_doc_free(doc);
+
+    hush_attest_policy_free(pinned);
+    free(sv.client_pem);
+    hush_server_free(sv.server);
+    hush_pubkey_free(sv.server_pub);
+    hush_keypair_free(sv.client_key);
     hush_keypair_free(server_key);
     hush_tpm_close(tpm);
 }

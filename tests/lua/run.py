@@ -3,10 +3,11 @@
 
 Starts on loopback the independent NOMYO peer (tests/interop/nomyo_peer.py),
 the reference gateway (`python -m hushcall serve`, echo backend, API key
-"lua-key"), a software TPM (swtpm) and a second gateway quoting every answer
-with it (`--tpm`, no API key), exports where they listen, runs every tests/lua/test_*.lua with
-lua5.4 and then <build>/test_lua_states (two Lua states in two threads), prints
-each one's output, stops the servers and exits non-zero if anything failed.
+"lua-key"), a software TPM (swtpm) with a persistent attestation key and a
+second gateway quoting with it (`--tpm --tpm-handle`, no API key), exports
+where they listen, runs every tests/lua/test_*.lua with lua5.4 and then
+<build>/test_lua_states (two Lua states in two threads), prints each one's
+output, stops the servers and exits non-zero if anything failed.
 Nothing is ever skipped: a missing interpreter, module, harness or swtpm is a failure."""
 
 import argparse
@@ -28,6 +29,9 @@ PEER = os.path.join(ROOT, "tests", "interop", "nomyo_peer.py")
 API_KEY = "lua-key"
 START_TIMEOUT = 60.0
 TEST_TIMEOUT = 600.0
+# The TPM gateway's attestation key: persistent, so a policy can pin it.
+AIK_HANDLE = "0x81000002"
+AIK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign"
 
 
 def die(message):
@@ -123,6 +127,25 @@ class Swtpm(Process):
                                    % (START_TIMEOUT, self.log()))
             self._log.close()  # exited: a port was taken in between, try another pair
         raise RuntimeError("swtpm would not start:\n%s" % self.log())
+
+    def make_persistent_key(self, handle, env):
+        """An ECC P-256 restricted signing key made persistent at `handle`
+        with tpm2-tools, before the gateway connects (swtpm serves one
+        connection at a time)."""
+        ctx = os.path.join(os.path.dirname(self.log_path), "aik-primary.ctx")
+        for argv in (["tpm2_createprimary", "-Q", "-C", "e", "-G", "ecc256:ecdsa-sha256:null",
+                      "-a", AIK_ATTRIBUTES, "-c", ctx],
+                     ["tpm2_evictcontrol", "-Q", "-C", "o", "-c", ctx, handle],
+                     ["tpm2_flushcontext", "-t"]):
+            tool = shutil.which(argv[0])
+            if tool is None:
+                raise RuntimeError("%s not found; install the Debian package tpm2-tools "
+                                   "(`make deps`)" % argv[0])
+            proc = subprocess.run([tool, "-T", self.tcti, *argv[1:]], env=env,
+                                  capture_output=True, text=True, timeout=60)
+            if proc.returncode != 0:
+                raise RuntimeError("%s failed (%d):\n%s%s" % (" ".join(argv), proc.returncode,
+                                                              proc.stdout, proc.stderr))
 
     @staticmethod
     def _free_port_pair():
@@ -252,8 +275,10 @@ def main():
             children.append(tpm)
             # Same key directory: the key the first gateway made is reused.
             tpm_env = dict(env, TSS2_LOG="all+none")
-            tpm_gateway_url = start_gateway("tpm-gateway", ["--tpm", tpm.tcti], tmp, tpm_env,
-                                            children)
+            tpm.make_persistent_key(AIK_HANDLE, tpm_env)
+            tpm_gateway_url = start_gateway("tpm-gateway",
+                                            ["--tpm", tpm.tcti, "--tpm-handle", AIK_HANDLE],
+                                            tmp, tpm_env, children)
         except (RuntimeError, OSError, ValueError) as e:
             die("could not start the servers: %s\n(the gateway needs the Python extension: "
                 "`make build-python`)" % e)

@@ -93,7 +93,7 @@ def upstream_fake(tmp_path_factory, key_dir, fake_openai):
 
 @pytest.fixture(scope="module")
 def tpm_gateway(tmp_path_factory, key_dir):
-    """Echo backend, every answer quoted by a software TPM."""
+    """Echo backend, high-tier answers quoted by a software TPM."""
     tpm = Swtpm(tmp_path_factory.mktemp("swtpm"))
     try:
         gw = Gateway(tmp_path_factory.mktemp("gw"), "--tpm", tpm.tcti, key_dir=key_dir,
@@ -351,12 +351,13 @@ def test_upstream_answers(upstream_fake):
 
 def test_tpm_attestation_read_by_nomyo(tpm_gateway):
     """NOMYO's security guide: the quote is in _metadata["tpm_attestation"],
-    for the user to check; nomyo passes it through untouched."""
+    for the user to check; nomyo passes it through untouched. The gateway
+    quotes the high tier (docs/attestation.md)."""
     import base64
     import hashlib
     import re
 
-    resp = ask(tpm_gateway.url, "attest this")
+    resp = ask(tpm_gateway.url, "attest this", security_tier="high")
     assert resp["choices"][0]["message"]["content"] == "echo: attest this"
     meta = resp["_metadata"]
     att = meta["tpm_attestation"]
@@ -380,3 +381,9 @@ def test_tpm_attestation_read_by_nomyo(tpm_gateway):
     assert quote[at + 2:at + 2 + extra_len] == \
         hashlib.sha256(meta["payload_id"].encode()).digest()[:16]
     assert healthz(tpm_gateway.url)["tpm"] == "sha256:0,7,10"
+
+
+def test_tpm_gateway_standard_tier_not_quoted_for_nomyo(tpm_gateway):
+    resp = ask(tpm_gateway.url, "no quote needed")
+    assert resp["choices"][0]["message"]["content"] == "echo: no quote needed"
+    assert resp["_metadata"]["tpm_attestation"] == {"is_available": True, "quoted": False}

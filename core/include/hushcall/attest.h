@@ -14,7 +14,9 @@
  * What a passing quote proves: that the holder of the AIK's private key
  * signed these PCR values for this request. A fresh AIK that arrives in the
  * same response proves nothing about hardware on its own; only a pinned AIK
- * (policy "aik_fingerprints") or an EK certificate chain binds it to a TPM. */
+ * (policy "aik_fingerprints") binds it to a TPM. So a quote is verified only
+ * when its AIK is pinned: one that checks out under an unpinned AIK is
+ * "unpinned aik", not verified. */
 #ifndef HUSHCALL_ATTEST_H
 #define HUSHCALL_ATTEST_H
 
@@ -41,13 +43,22 @@ hush_status hush_attest_policy_parse(const void *json, size_t len, hush_attest_p
 hush_status hush_attest_policy_load(const char *path, hush_attest_policy **out, hush_error *err);
 void hush_attest_policy_free(hush_attest_policy *policy); /* accepts NULL */
 
+/* Whether the policy pins at least one AIK (false for NULL): without one no
+ * quote can be verified, so requiring attestation needs such a policy. */
+bool hush_attest_policy_pins_aik(const hush_attest_policy *policy);
+
 #define HUSH_ATTEST_REASON_MAX 128u
+/* The reason of a quote that checks out in every respect but that no
+ * policy pins its AIK: its PCR values are reported, yet not vouched for. */
+#define HUSH_ATTEST_UNPINNED_AIK "unpinned aik"
 
 typedef struct hush_attest_result {
     bool verified;
-    /* "ok", or why not: "no attestation", "tpm not available", "bad signature",
+    /* "ok", or why not: "no attestation", "tpm not available", "not quoted"
+     * (the server has a TPM but made no quote for this answer), "bad signature",
      * "wrong qualifying data", "pcr digest mismatch", "pcr selection mismatch",
-     * "pcr value not in policy", "aik not in policy", "malformed <field>", ... */
+     * "pcr value not in policy", "aik not in policy", "unpinned aik",
+     * "malformed <field>", ... */
     char reason[HUSH_ATTEST_REASON_MAX];
     char aik_fingerprint[HUSH_FINGERPRINT_LEN]; /* "" when the AIK could not be read */
 } hush_attest_result;

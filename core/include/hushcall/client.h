@@ -57,7 +57,10 @@ typedef struct hush_client_options {
     /* Every answer's _metadata.tpm_attestation is verified (attest.h) and the
      * outcome added as _metadata.attestation. An answer whose quote does not
      * verify is released only when attestation is not required: it is
-     * required for the "maximum" tier, and for every tier with this set. */
+     * required for the "maximum" tier, and for every tier with this set (the
+     * requests then carry "X-Attestation: required", so the server quotes).
+     * Both need an attestation_policy that pins an AIK, else HUSH_E_ARGUMENT
+     * from hush_client_new (or the call, for a per-call "maximum"). */
     bool require_attestation;
     const char *attestation_policy; /* attest.h policy file, loaded by hush_client_new */
     const char *user_agent;         /* default "hushcall/<version>" */

@@ -15,6 +15,7 @@
 #ifndef HUSHCALL_SERVER_H
 #define HUSHCALL_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "hushcall/error.h"
@@ -55,8 +56,9 @@ typedef struct hush_server_options {
     size_t max_package_bytes;          /* default HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES */
     size_t max_answer_bytes;           /* upstream answer; default HUSH_DEFAULT_MAX_RESPONSE_BYTES */
     const char *server_name;           /* _metadata.server; default HUSH_SERVER_DEFAULT_NAME */
-    /* Quote every answer with this TPM (borrowed: it must outlive the
-     * server); NULL for none, which refuses the "maximum" tier. */
+    /* Quote the answers whose request asks for it (attest) with this TPM
+     * (borrowed: it must outlive the server); NULL for none, which refuses
+     * the "maximum" tier. */
     hush_tpm *tpm;
     unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_server_options;
@@ -82,6 +84,8 @@ typedef struct hush_server_request {
                                        HUSH_SERVER_PAYLOAD_ID_MAX bytes */
     const char *security_tier;      /* X-Security-Tier: "standard", "high", "maximum";
                                        NULL means "standard" */
+    bool attest;                    /* quote this answer with the server's TPM (each quote
+                                       is a TPM round trip; the gateway decides) */
 } hush_server_request;
 
 typedef struct hush_server_answer {
@@ -96,8 +100,10 @@ typedef struct hush_server_answer {
  * `_metadata` object (replacing any the upstream sent): "server",
  * "backend" ("echo" or "openai"), "security_tier", "memory_protection"
  * (this process's hush_memory_protection_info) and "tpm_attestation" (a
- * quote bound to the payload id, tpm.h; {"is_available": false} without a
- * TPM). The package's processed_at is the UTC time in Python's isoformat().
+ * quote bound to the payload id when req->attest, tpm.h; {"is_available":
+ * true, "quoted": false} with a TPM when not asked; {"is_available": false}
+ * without a TPM). The package's processed_at is the UTC time in Python's
+ * isoformat().
  *
  * Errors (err->http_status in brackets):
  *   HUSH_E_LIMIT [413]        the package is larger than max_package_bytes
