@@ -57,7 +57,8 @@ def _add_serve(commands) -> None:
     p.add_argument("--max-body-bytes", type=_positive_int, default=gateway.DEFAULT_MAX_BODY_BYTES,
                    help="largest request body (default %(default)s)")
     p.add_argument("--max-in-flight", type=_positive_int, default=gateway.DEFAULT_MAX_IN_FLIGHT,
-                   help="requests being answered at once before 503 (default %(default)s)")
+                   help="requests being read or answered at once before 503 "
+                        "(default %(default)s)")
     _add_limits(p)
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--upstream-timeout", type=_positive_float,

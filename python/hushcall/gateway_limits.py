@@ -25,9 +25,11 @@ DEFAULT_MAX_CONNECTIONS_PER_IP = 64
 # A flood of refused connections writes at most one line a second about them.
 REFUSAL_LOG_INTERVAL = 1.0
 
-# What a request holds, kept in the request itself so that release finds it.
-HOLDS_SLOT = "hushcall.limits.slot"
-HOLDS_BYTES = "hushcall.limits.bytes"
+# What a request holds, kept in the request itself so that release finds it
+# (typed keys where aiohttp has them, 3.13 on; plain names before).
+_key = getattr(web, "RequestKey", lambda name, kind: name)
+HOLDS_SLOT = _key("hushcall.limits.slot", bool)
+HOLDS_BYTES = _key("hushcall.limits.bytes", int)
 
 
 class Limits:

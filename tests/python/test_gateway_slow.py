@@ -5,18 +5,23 @@ gateway's memory stays put; the body byte budget refuses before reading; the
 per-address connection cap; a request counts as in flight while its body is
 still being uploaded. Every gateway is a child on loopback; nothing is timed."""
 
+import asyncio
 import http.client
 import json
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 import hushcall
-from processes import Gateway, keys_copy
+from hushcall.gateway_limits import Limits
+from processes import Gateway, _env, keys_copy
 
 FAST = {"allow_http": True, "key_bits": 2048, "max_retries": 0}
 PATH = "/v1/chat/secure_completion"
@@ -221,12 +226,13 @@ def test_body_deadline_answers_408_and_closes(deadlines):
 
 def test_idle_keep_alive_outlives_the_head_deadline(deadlines):
     with connect(deadlines) as sock:
-        for _ in range(2):
+        for request in range(2):
+            if request:
+                # Idle between requests: keepalive_timeout's business, not the head deadline's.
+                time.sleep(float(HEADER_TIMEOUT) + 0.5)
             sock.sendall(b"GET /pki/public_key HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             status, _, body = answer_of(sock)
             assert status == 200 and body.startswith(b"-----BEGIN PUBLIC KEY-----")
-            # Idle between requests: keepalive_timeout's business, not the head deadline's.
-            time.sleep(float(HEADER_TIMEOUT) + 0.5)
 
 
 def test_head_deadline_runs_from_the_connection(deadlines):
@@ -378,3 +384,48 @@ def test_in_flight_counts_from_the_head(tmp_path, server_keys):
         ask(hushcall.Client(gw.url, **FAST), 0)
     finally:
         gw.stop()
+
+
+# ---- what a request holds is given back on every path, in process ------------------------
+
+
+def limits():
+    return Limits(max_in_flight=1, max_buffered_bytes=100, header_timeout=1.0,
+                  body_timeout=1.0, max_connections_per_ip=1)
+
+
+@pytest.mark.parametrize("ending", [ValueError, asyncio.CancelledError, ConnectionResetError])
+def test_holdings_given_back_when_the_handler_fails(ending):
+    held = limits()
+
+    async def handler(request):
+        assert held.admit(request) and held.reserve(request, 60) and held.reserve(request, 40)
+        assert not held.reserve(request, 1)
+        raise ending()
+
+    with pytest.raises(ending):
+        asyncio.run(held.hold_until_sent(make_mocked_request("POST", PATH), handler))
+    assert (held.in_flight, held.buffered_bytes) == (0, 0)
+
+
+def test_refused_request_holds_nothing():
+    held = limits()
+    holder, refused = make_mocked_request("POST", PATH), make_mocked_request("POST", PATH)
+    assert held.admit(holder)
+    assert not held.admit(refused)
+    held.release(refused)
+    assert held.in_flight == 1
+    held.release(holder)
+    held.release(holder)  # twice is harmless
+    assert held.in_flight == 0
+
+
+def test_serve_refuses_bad_limits(tmp_path):
+    for args in (["--header-timeout", "0"], ["--body-timeout", "-1"],
+                 ["--max-buffered-bytes", "0"], ["--max-connections-per-ip", "0"]):
+        done = subprocess.run([sys.executable, "-m", "hushcall", "serve", "--key-dir",
+                               str(tmp_path / "k"), *args], env=_env(), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2, args
+        assert args[0] in done.stderr
+    assert not (tmp_path / "k").exists()
