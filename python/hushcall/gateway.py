@@ -170,7 +170,7 @@ class Gateway:
             max_workers=workers, thread_name_prefix="hushcall-gateway")
         self.limits = Limits(
             max_in_flight=config.max_in_flight, max_buffered_bytes=config.max_buffered_bytes,
-            header_timeout=config.header_timeout, body_timeout=config.body_timeout,
+            header_timeout=config.header_timeout,
             max_connections_per_ip=config.max_connections_per_ip, log_format=config.log_format)
         self.stopping = False
 

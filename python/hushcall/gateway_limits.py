@@ -36,11 +36,10 @@ class Limits:
     """The counters every connection and request of one gateway share."""
 
     def __init__(self, *, max_in_flight: int, max_buffered_bytes: int, header_timeout: float,
-                 body_timeout: float, max_connections_per_ip: int, log_format: str = "text"):
+                 max_connections_per_ip: int, log_format: str = "text"):
         self.max_in_flight = max_in_flight
         self.max_buffered_bytes = max_buffered_bytes
         self.header_timeout = header_timeout
-        self.body_timeout = body_timeout
         self.max_connections_per_ip = max_connections_per_ip
         self.log_format = log_format
         self.in_flight = 0

@@ -391,7 +391,7 @@ def test_in_flight_counts_from_the_head(tmp_path, server_keys):
 
 def limits():
     return Limits(max_in_flight=1, max_buffered_bytes=100, header_timeout=1.0,
-                  body_timeout=1.0, max_connections_per_ip=1)
+                  max_connections_per_ip=1)
 
 
 @pytest.mark.parametrize("ending", [ValueError, asyncio.CancelledError, ConnectionResetError])
