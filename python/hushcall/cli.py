@@ -57,7 +57,9 @@ def _add_serve(commands) -> None:
     p.add_argument("--max-body-bytes", type=_positive_int, default=gateway.DEFAULT_MAX_BODY_BYTES,
                    help="largest request body (default %(default)s)")
     p.add_argument("--max-in-flight", type=_positive_int, default=gateway.DEFAULT_MAX_IN_FLIGHT,
-                   help="requests being answered at once before 503 (default %(default)s)")
+                   help="requests being read or answered at once before 503 "
+                        "(default %(default)s)")
+    _add_limits(p)
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--upstream-timeout", type=_positive_float,
                    help="seconds for an upstream answer (default 300)")
@@ -87,6 +89,21 @@ def _add_serve(commands) -> None:
                         "oldest are forgotten first (default %(default)s)")
 
 
+def _add_limits(p) -> None:
+    """What slow or oversized clients may hold (docs/gateway.md, "Limits")."""
+    p.add_argument("--max-buffered-bytes", type=_positive_int,
+                   default=gateway.DEFAULT_MAX_BUFFERED_BYTES,
+                   help="request body bytes held across all requests before 503 "
+                        "(default %(default)s)")
+    p.add_argument("--header-timeout", type=_positive_float, default=gateway.DEFAULT_HEADER_TIMEOUT,
+                   help="seconds for a request head to arrive (default %(default)s)")
+    p.add_argument("--body-timeout", type=_positive_float, default=gateway.DEFAULT_BODY_TIMEOUT,
+                   help="seconds for a whole request body to arrive (default %(default)s)")
+    p.add_argument("--max-connections-per-ip", type=_positive_int,
+                   default=gateway.DEFAULT_MAX_CONNECTIONS_PER_IP,
+                   help="open connections from one address (default %(default)s)")
+
+
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
@@ -95,6 +112,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         api_keys=args.api_key, tls_cert=args.tls_cert, tls_key=args.tls_key,
         rate_limit=args.rate_limit, rate_burst=args.rate_burst,
         max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
+        max_buffered_bytes=args.max_buffered_bytes, header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout, max_connections_per_ip=args.max_connections_per_ip,
         log_format=args.log_format,
         upstream_timeout=args.upstream_timeout, upstream_ca_file=args.upstream_ca_file,
         workers=args.workers, shutdown_timeout=args.shutdown_timeout, tpm=args.tpm,

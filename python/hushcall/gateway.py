@@ -21,12 +21,15 @@ import ssl
 import sys
 import time
 import urllib.parse
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from aiohttp import web
 
 from . import _core, replay
 from .errors import HushcallError
+from .gateway_limits import (DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
+                             DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS_PER_IP,
+                             LimitedAppRunner, Limits, continue_upload, expect_later)
 
 __all__ = ["GatewayConfig", "Gateway", "load_server_key", "run"]
 
@@ -69,6 +72,10 @@ class GatewayConfig:
     rate_burst: Optional[int] = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
     log_format: str = "text"  # or "json"
     upstream_timeout: Optional[float] = None
     upstream_ca_file: Optional[str] = None
@@ -129,6 +136,11 @@ def error(status: int, detail: str, headers: Optional[Dict[str, str]] = None) ->
     return web.json_response({"detail": detail}, status=status, headers=headers)
 
 
+def over_budget() -> web.Response:
+    return error(503, "Gateway busy: too many request bytes buffered",
+                 {"Retry-After": "1", "Connection": "close"})
+
+
 class Gateway:
     """The aiohttp application around one _core.Server."""
 
@@ -171,15 +183,23 @@ class Gateway:
         self.replay_store: replay.ReplayStore = replay.InProcessReplayStore(
             config.replay_max_entries)
         self.answer_cache = replay.AnswerCache()
-        self.in_flight = 0
+        self.limits = Limits(
+            max_in_flight=config.max_in_flight, max_buffered_bytes=config.max_buffered_bytes,
+            header_timeout=config.header_timeout,
+            max_connections_per_ip=config.max_connections_per_ip, log_format=config.log_format)
         self.stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        return self.limits.in_flight
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes + 1,
-                              middlewares=[self.access_log])
+                              middlewares=[self.access_log, self.limits.hold_until_sent])
         app.add_routes([
             web.get("/pki/public_key", self.public_key),
-            web.post("/v1/chat/secure_completion", self.secure_completion),
+            web.post("/v1/chat/secure_completion", self.secure_completion,
+                     expect_handler=expect_later),
             web.get("/healthz", self.healthz),
         ])
         return app
@@ -211,7 +231,7 @@ class Gateway:
             if wait > 0:
                 return error(429, "Rate limit exceeded",
                              {"Retry-After": str(max(1, math.ceil(wait)))})
-        if self.in_flight >= self.config.max_in_flight:
+        if not self.limits.admit(request):
             return error(503, "Gateway busy", {"Retry-After": "1"})
         payload_id = request.headers.get("X-Payload-ID")
         if not payload_id:
@@ -237,18 +257,15 @@ class Gateway:
         if (request.content_length or 0) > self.config.max_body_bytes:
             return error(413, "Request body too large", {"Connection": "close"})
         body = await self.read_body(request)
-        if body is None:
-            return error(413, "Request body too large", {"Connection": "close"})
+        if not isinstance(body, bytes):
+            return body  # refused: too large, over the byte budget, or too slow
 
-        self.in_flight += 1
         try:
             return await self.answer(request, body, urllib.parse.unquote(public_key),
                                      payload_id, tier, attest)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
-        finally:
-            self.in_flight -= 1
 
     async def answer(self, request: web.Request, body: bytes, public_key: str,
                      payload_id: str, tier: Optional[str], attest: bool) -> web.Response:
@@ -291,17 +308,32 @@ class Gateway:
                 found = label
         return found
 
-    async def read_body(self, request: web.Request) -> Optional[bytes]:
-        """The body, or None once it grows past the limit (a chunked one can)."""
-        limit = self.config.max_body_bytes
+    async def read_body(self, request: web.Request) -> Union[bytes, web.Response]:
+        """The body, or the answer refusing it: past --max-body-bytes, past the
+        byte budget, or not all sent within --body-timeout (then cut off)."""
+        # A declared length is reserved whole before any of it is read.
+        if not self.limits.reserve(request, request.content_length or 0):
+            return over_budget()
+        await continue_upload(request)
+        try:
+            return await asyncio.wait_for(self.read_chunks(request), self.config.body_timeout)
+        except asyncio.TimeoutError:
+            return await self.limits.cut_off(request, "body", error(
+                408, "Request body not received in time", {"Connection": "close"}))
+
+    async def read_chunks(self, request: web.Request) -> Union[bytes, web.Response]:
+        """The body read to its end; a chunked one reserves each chunk as it comes."""
+        undeclared = request.content_length is None
         chunks, size = [], 0
         while True:
             chunk = await request.content.read(READ_CHUNK)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
-            if size > limit:
-                return None
+            if size > self.config.max_body_bytes:
+                return error(413, "Request body too large", {"Connection": "close"})
+            if undeclared and not self.limits.reserve(request, len(chunk)):
+                return over_budget()
             chunks.append(chunk)
 
     # ---- logging ---------------------------------------------------------
@@ -365,8 +397,9 @@ class Gateway:
         return context
 
     async def serve(self, stop: asyncio.Event) -> None:
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=self.config.shutdown_timeout)
+        runner = LimitedAppRunner(self.app(), self.limits, access_log=None,
+                                  handle_signals=False,
+                                  shutdown_timeout=self.config.shutdown_timeout)
         await runner.setup()
         context = self.ssl_context()
         site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=context)
