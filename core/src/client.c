@@ -136,8 +136,9 @@ static void client_destroy(hush_client *c)
     hush_keypair_free(c->opts.client_key);
     free(c->key_pem);
     free(c->key_header);
+    /* The api_key and key_password are among them: every copy is wiped. */
     for (size_t i = 0; i < c->owned_count; i++)
-        free(c->owned[i]);
+        hush__free_secret_string(c->owned[i]);
     pthread_cond_destroy(&c->key_ready);
     pthread_mutex_destroy(&c->lock);
     free(c);

@@ -133,9 +133,7 @@ void hush_server_free(hush_server *server)
 {
     if (server == NULL)
         return;
-    if (server->upstream_api_key != NULL)
-        hush_memzero(server->upstream_api_key, strlen(server->upstream_api_key));
-    free(server->upstream_api_key);
+    hush__free_secret_string(server->upstream_api_key);
     free(server->upstream_url);
     free(server->upstream_ca_file);
     free(server->server_name);

@@ -163,7 +163,7 @@ hush_status hush__upstream_write(const hush__upstream_config *cfg, const void *b
     HUSH_TRY(check_exchange(rc, http, &sink, err));
     HUSH_TRY(write_answer(sink.buf, cfg->max_answer_bytes, arena, w, err));
 cleanup:
-    curl_slist_free_all(headers);
+    hush__free_header_list(headers); /* its Authorization line holds the upstream key */
     curl_easy_cleanup(easy);
     hush_secbuf_free(sink.buf);
     return status;
