@@ -56,19 +56,20 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
     hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
     char *keywords[] = {"key", "backend", "upstream_url", "upstream_api_key", "upstream_ca_file",
                         "upstream_timeout", "upstream_connect_timeout", "max_package_bytes",
-                        "max_answer_bytes", "server_name", "secure_memory", "tpm", NULL};
+                        "max_answer_bytes", "server_name", "secure_memory", "tpm",
+                        "allow_http_upstream", NULL};
     PyObject *key_obj, *backend_obj = NULL, *url = Py_None, *api_key = Py_None, *ca = Py_None;
     PyObject *timeout = Py_None, *connect_timeout = Py_None, *max_package = Py_None;
     PyObject *max_answer = Py_None, *name = Py_None, *tpm = Py_None;
-    int secure_memory = 1;
+    int secure_memory = 1, allow_http_upstream = 0;
     if (self->server != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Server is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$UOOOOOOOOpO:Server", keywords, &key_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$UOOOOOOOOpOp:Server", keywords, &key_obj,
                                      &backend_obj, &url, &api_key, &ca, &timeout,
                                      &connect_timeout, &max_package, &max_answer, &name,
-                                     &secure_memory, &tpm))
+                                     &secure_memory, &tpm, &allow_http_upstream))
         return -1;
 
     hush_server_options o;
@@ -99,6 +100,7 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
         return -1;
     if (!secure_memory)
         o.secmem_flags = HUSH_SECMEM_NO_LOCK;
+    o.allow_http_upstream = allow_http_upstream;
     if (tpm != Py_None && (o.tpm = hushpy_tpm_get(st, tpm)) == NULL)
         return -1;
 
@@ -160,11 +162,19 @@ static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
     hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
     char *keywords[] = {"package", "public_key", "payload_id", "security_tier", NULL};
     Py_buffer package;
-    const char *public_key, *payload_id, *tier = NULL;
-    Py_ssize_t public_key_len;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#s|z:handle", keywords, &package,
-                                     &public_key, &public_key_len, &payload_id, &tier))
+    PyObject *public_key_obj, *payload_id_obj, *tier_obj = Py_None;
+    const char *public_key, *payload_id, *tier;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*OO|O:handle", keywords, &package,
+                                     &public_key_obj, &payload_id_obj, &tier_obj))
         return NULL;
+    /* Header values: one that is not UTF-8 text is a ValueError naming the
+     * header, never the codec's message quoting it. */
+    if (hushpy_str_option(public_key_obj, "public_key", &public_key) < 0 ||
+        hushpy_str_option(payload_id_obj, "payload_id", &payload_id) < 0 ||
+        hushpy_str_option(tier_obj, "security_tier", &tier) < 0) {
+        PyBuffer_Release(&package);
+        return NULL;
+    }
     if (self->server == NULL) {
         PyBuffer_Release(&package);
         PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
@@ -175,7 +185,7 @@ static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
         .package = package.buf,
         .package_len = (size_t)package.len,
         .client_public_key = public_key,
-        .client_public_key_len = (size_t)public_key_len,
+        .client_public_key_len = public_key != NULL ? strlen(public_key) : 0,
         .payload_id = payload_id,
         .security_tier = tier,
     };
@@ -210,7 +220,8 @@ static PyMethodDef server_methods[] = {
                "X-Public-Key PEM). Returns the sealed answer and the core's timings\n"
                "(open_ms, backend_ms, seal_ms, upstream_status). A failure raises the\n"
                "usual hushcall exception with http_status set to the status to answer;\n"
-               "its message is safe to send back.")},
+               "its message is safe to send back. A str argument that is not UTF-8\n"
+               "text (a lone surrogate) raises ValueError naming it.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -223,7 +234,7 @@ static PyType_Slot server_slots[] = {
          "Server(key, *, backend='echo', upstream_url=None, upstream_api_key=None,\n"
          "       upstream_ca_file=None, upstream_timeout=None, upstream_connect_timeout=None,\n"
          "       max_package_bytes=None, max_answer_bytes=None, server_name=None,\n"
-         "       secure_memory=True, tpm=None)\n\n"
+         "       secure_memory=True, tpm=None, allow_http_upstream=False)\n\n"
          "The server role of protocol v1 (hush_server): what the gateway runs each\n"
          "request through. Immutable and thread-safe.")},
     {0, NULL},

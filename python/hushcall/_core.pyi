@@ -176,6 +176,7 @@ class Server:
         server_name: Optional[str] = None,
         secure_memory: bool = True,
         tpm: Optional["Tpm"] = None,
+        allow_http_upstream: bool = False,
     ) -> None: ...
     def handle(
         self,
@@ -185,6 +186,7 @@ class Server:
         security_tier: Optional[str] = None,
     ) -> Tuple[bytes, Dict[str, Any]]: ...
 
+def wipe_environment_variable(name: str, /) -> None: ...
 def encode(obj: Any, *, max_bytes: int = ..., max_depth: int = ...) -> SecureBuffer: ...
 def decode(
     data: Union[SecureBuffer, bytes, bytearray, memoryview],

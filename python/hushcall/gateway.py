@@ -45,6 +45,9 @@ DEFAULT_MAX_IN_FLIGHT = 512
 # are addresses, of which there may be many).
 MAX_BUCKETS = 10000
 
+# The headers the gateway reads; each must come at most once, as UTF-8 text.
+CHECKED_HEADERS = ("Authorization", "X-Payload-ID", "X-Public-Key", "X-Security-Tier")
+
 MAXIMUM_TIER_REFUSED = (
     "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
 )
@@ -66,6 +69,7 @@ class GatewayConfig:
     log_format: str = "text"  # or "json"
     upstream_timeout: Optional[float] = None
     upstream_ca_file: Optional[str] = None
+    allow_http_upstream: bool = False  # an http:// upstream that is not loopback
     workers: Optional[int] = None
     shutdown_timeout: float = 30.0
     tpm: Optional[str] = None  # a tss2 TCTI: every answer is quoted, maximum allowed
@@ -74,10 +78,21 @@ class GatewayConfig:
     tpm_handle: int = 0
 
 
+def take_secret_env(name: str) -> Optional[str]:
+    """A secret from the environment, removed from it once read: children no
+    longer inherit it, and its value is zeroed where the C environment (and
+    /proc/<pid>/environ) held it. Python's own copy of the text is freed, not
+    wiped (docs/gateway.md)."""
+    value = os.environ.get(name)
+    _core.wipe_environment_variable(name)
+    os.environ.pop(name, None)
+    return value or None
+
+
 def load_server_key(key_dir: str) -> "_core.KeyPair":
     """The gateway's key from key_dir, made and saved there (0600) on first start."""
     key_dir = os.path.expanduser(key_dir)
-    password = os.environ.get(KEY_PASSWORD_ENV) or None
+    password = take_secret_env(KEY_PASSWORD_ENV)
     private = os.path.join(key_dir, "private_key.pem")
     if os.path.lexists(private):
         return _core.KeyPair.load(private, password)
@@ -120,6 +135,28 @@ def error(status: int, detail: str, headers: Optional[Dict[str, str]] = None) ->
     return web.json_response({"detail": detail}, status=status, headers=headers)
 
 
+class BadHeader(Exception):
+    """A header the gateway cannot use; args[0] is the fixed detail to answer 400 with."""
+
+
+def checked_header(request: web.Request, name: str) -> Optional[str]:
+    """The value of header `name` (None when absent), refused when it comes twice or is
+    not UTF-8 text without NUL. aiohttp keeps undecodable bytes as lone surrogates,
+    which nothing downstream can encode."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise BadHeader("Duplicate %s header" % name)
+    if not values:
+        return None
+    try:
+        values[0].encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadHeader("%s header is not valid UTF-8" % name) from None
+    if "\x00" in values[0]:
+        raise BadHeader("%s header contains a NUL character" % name)
+    return values[0]
+
+
 class Gateway:
     """The aiohttp application around one _core.Server."""
 
@@ -139,8 +176,9 @@ class Gateway:
             key,
             backend=backend,
             upstream_url=upstream or None,
-            upstream_api_key=os.environ.get(UPSTREAM_API_KEY_ENV) or None,
+            upstream_api_key=take_secret_env(UPSTREAM_API_KEY_ENV),
             upstream_ca_file=config.upstream_ca_file,
+            allow_http_upstream=config.allow_http_upstream,
             upstream_timeout=config.upstream_timeout,
             max_package_bytes=config.max_body_bytes,
             tpm=self.tpm,
@@ -175,8 +213,14 @@ class Gateway:
         return web.Response(text=self.public_pem)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        status = "stopping" if self.stopping else "ok"
+        # The details tell of other callers' traffic (in_flight, memory in use): only a
+        # caller presenting an API key gets them. With no keys configured nobody is a
+        # known caller, so they are never served.
+        if not self.api_keys or self.authenticate(request) is None:
+            return web.json_response({"status": status})
         return web.json_response({
-            "status": "stopping" if self.stopping else "ok",
+            "status": status,
             "backend": self.backend,
             "tpm": self.tpm.pcr_banks if self.tpm is not None else None,
             "key_fingerprint": self.key.fingerprint,
@@ -187,6 +231,13 @@ class Gateway:
     async def secure_completion(self, request: web.Request) -> web.StreamResponse:
         if self.stopping:
             return error(503, "Gateway is shutting down", {"Connection": "close"})
+        try:
+            headers = {name: checked_header(request, name) for name in CHECKED_HEADERS}
+            public_key = urllib.parse.unquote(headers["X-Public-Key"] or "")
+            if "\x00" in public_key:
+                raise BadHeader("X-Public-Key header contains a NUL character")
+        except BadHeader as e:
+            return error(400, e.args[0])
         caller = self.authenticate(request)
         if caller is None:
             return error(401, "Invalid API key")
@@ -198,13 +249,12 @@ class Gateway:
                              {"Retry-After": str(max(1, math.ceil(wait)))})
         if self.in_flight >= self.config.max_in_flight:
             return error(503, "Gateway busy", {"Retry-After": "1"})
-        payload_id = request.headers.get("X-Payload-ID")
+        payload_id = headers["X-Payload-ID"]
         if not payload_id:
             return error(400, "Missing X-Payload-ID header")
-        public_key = request.headers.get("X-Public-Key")
         if not public_key:
             return error(400, "Missing X-Public-Key header")
-        tier = request.headers.get("X-Security-Tier")
+        tier = headers["X-Security-Tier"]
         if tier is not None and tier not in TIERS:
             return error(400, "Invalid security tier")
         request["tier"] = tier or "standard"
@@ -220,8 +270,7 @@ class Gateway:
         try:
             loop = asyncio.get_running_loop()
             package, timings = await loop.run_in_executor(
-                self.executor, self.server.handle, body,
-                urllib.parse.unquote(public_key), payload_id, tier)
+                self.executor, self.server.handle, body, public_key, payload_id, tier)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
@@ -237,7 +286,8 @@ class Gateway:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
-        token_bytes = token.strip().encode()
+        # surrogateescape: undecodable bytes (kept so by aiohttp) compare as what they were.
+        token_bytes = token.strip().encode("utf-8", "surrogateescape")
         found = None
         # Every key is compared, each in constant time: no timing tells how close a guess was.
         for key, label in self.api_keys:
@@ -327,8 +377,10 @@ class Gateway:
         scheme = "https" if context else "http"
         host = "[%s]" % host if ":" in host else host
         print("listening on %s://%s:%d" % (scheme, host, port), flush=True)
-        log.info("backend=%s key=%s memory_protection=%s", self.config.backend,
-                 self.key.fingerprint, json.dumps(_core.get_memory_protection_info()))
+        # The operator's view of what /healthz keeps to callers with an API key.
+        log.info("backend=%s key=%s tpm=%s memory_protection=%s", self.config.backend,
+                 self.key.fingerprint, self.tpm.pcr_banks if self.tpm is not None else "-",
+                 json.dumps(_core.get_memory_protection_info()))
         await stop.wait()
         log.info("shutting down: %d in flight", self.in_flight)
         self.stopping = True
