@@ -23,6 +23,7 @@ import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import _core
 from .errors import HushcallError
@@ -392,6 +393,21 @@ class Gateway:
         log.info("stopped")
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request its parser refuses with a traceback quoting the raw
+    header line, an Authorization one included: keep one line naming the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            client = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            record.msg = "refused a malformed request from %s: %s"
+            record.args = (client, type(exc).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
@@ -401,6 +417,7 @@ def configure_logging(log_format: str) -> None:
     root.setLevel(logging.INFO)
     # aiohttp's own loggers may quote request lines; keep them to warnings.
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
 async def _main(config: GatewayConfig) -> None:
