@@ -1,8 +1,7 @@
-"""What the gateway must not give away (docs/gateway.md, "What leaks and what does
-not"): its secrets stay out of its environment once read, an answer's
-`_metadata.memory_protection` tells of that request only (never of other
-callers' traffic), and a plain-http upstream off this machine needs saying so.
-Gateways run as children on loopback."""
+"""What the gateway must not give away (docs/gateway.md): its secrets stay out of
+its environment once read, an answer's `_metadata.memory_protection` tells of
+that request only (never of other callers' traffic), and a plain-http upstream
+off this machine needs saying so. Gateways run as children on loopback."""
 
 import asyncio
 import ctypes
