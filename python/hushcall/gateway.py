@@ -377,11 +377,12 @@ class Gateway:
         host, port = runner.addresses[0][:2]
         scheme = "https" if context else "http"
         host = "[%s]" % host if ":" in host else host
-        print("listening on %s://%s:%d" % (scheme, host, port), flush=True)
-        # The operator's view of what /healthz keeps to callers with an API key.
+        # The operator's view of what /healthz keeps to callers with an API key,
+        # logged before the line that says the gateway is ready.
         log.info("backend=%s key=%s tpm=%s memory_protection=%s", self.config.backend,
                  self.key.fingerprint, self.tpm.pcr_banks if self.tpm is not None else "-",
                  json.dumps(_core.get_memory_protection_info()))
+        print("listening on %s://%s:%d" % (scheme, host, port), flush=True)
         await stop.wait()
         log.info("shutting down: %d in flight", self.in_flight)
         self.stopping = True
