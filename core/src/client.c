@@ -128,7 +128,7 @@ static void client_destroy(hush_client *c)
     for (server_key *sk = c->server_keys, *next; sk != NULL; sk = next) {
         next = sk->next;
         hush_pubkey_free(sk->key);
-        free(sk->base_url);
+        hush__free_secret_string(sk->base_url); /* a URL may carry user:password@ */
         free(sk);
     }
     hush_attest_policy_free(c->attest_policy);

@@ -111,7 +111,7 @@ static void call_release(hush_call *call)
     free(call->error_details);
     hush__free_secret_string(call->api_key);
     free(call->tier);
-    free(call->base_url);
+    hush__free_secret_string(call->base_url); /* a URL may carry user:password@ */
     hush__client_release(call->client);
     pthread_cond_destroy(&call->finished);
     pthread_mutex_destroy(&call->lock);
@@ -411,6 +411,7 @@ static void start_transfer(hush_engine *e, hush_call *call, bool is_fetch)
     bool ok = (t->easy = curl_easy_init()) != NULL &&
               set_common_options(t->easy, o, t) == CURLE_OK &&
               curl_easy_setopt(t->easy, CURLOPT_URL, url) == CURLE_OK;
+    hush_memzero(url, sizeof url); /* curl copied it, user:password@ included */
     if (ok && is_fetch) {
         call->fetch_attempts++;
         ok = curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L) == CURLE_OK;

@@ -188,7 +188,7 @@ void hush_server_free(hush_server *server)
     if (server == NULL)
         return;
     hush__free_secret_string(server->upstream_api_key);
-    free(server->upstream_url);
+    hush__free_secret_string(server->upstream_url); /* a URL may carry user:password@ */
     free(server->upstream_ca_file);
     free(server->server_name);
     hush_keypair_free(server->key);

@@ -123,6 +123,17 @@ def test_healthz_with_an_undecodable_authorization(gw):
     assert_still_serving(gw)
 
 
+def test_binding_names_an_argument_that_is_not_utf8():
+    server = _core.Server(_core.KeyPair.generate(2048))
+    for args, name in (((b"x", "pem", "pid\udcff"), "payload_id"),
+                       ((b"x", "pem\udcfe", "pid"), "public_key"),
+                       ((b"x", "pem", "pid", "high\udc80"), "security_tier")):
+        with pytest.raises(ValueError) as e:
+            server.handle(*args)
+        assert type(e.value) is ValueError  # not the codec's UnicodeEncodeError, which quotes
+        assert str(e.value) == "%s is not valid UTF-8 text" % name
+
+
 # ---- the campaign ---------------------------------------------------------------------
 
 
