@@ -220,6 +220,28 @@ static PyObject *get_memory_protection_info(PyObject *module, PyObject *Py_UNUSE
     return d;
 }
 
+/* Zero a variable's value where the C environment holds it (for a variable
+ * set at exec, the block /proc/<pid>/environ shows), then unset it. For
+ * secrets read once at start-up, before other threads touch the
+ * environment: getenv and unsetenv are not thread-safe. */
+static PyObject *wipe_environment_variable(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    const char *name;
+    if (hushpy_str_option(arg, "name", &name) < 0)
+        return NULL;
+    if (name == NULL || name[0] == '\0' || strchr(name, '=') != NULL) {
+        PyErr_SetString(PyExc_ValueError, "name must be a variable name");
+        return NULL;
+    }
+    char *value = getenv(name);
+    if (value != NULL)
+        hush_memzero(value, strlen(value));
+    if (unsetenv(name) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 /* Test hook: raise what the table maps `code` to, as the core would. */
 static PyObject *raise_status(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -270,6 +292,11 @@ static PyMethodDef hushpy_methods[] = {
                "Process-wide figures about hushcall's secure memory: whether mlock works,\n"
                "bytes locked and mapped now, lock failures so far, dump exclusion,\n"
                "wipe-on-fork and OpenSSL's secure heap.")},
+    {"wipe_environment_variable", wipe_environment_variable, METH_O,
+     PyDoc_STR("wipe_environment_variable(name, /)\n--\n\n"
+               "Zero the variable's value in the C environment (the block\n"
+               "/proc/<pid>/environ shows, for one set at exec) and unset it. os.environ\n"
+               "keeps its own copy: pop that too. Call it before other threads run.")},
     {"encode", (PyCFunction)(void (*)(void))hushpy_encode, METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("encode(obj, *, max_bytes=10485760, max_depth=64) -> SecureBuffer\n--\n\n"
                "Serialize dicts, lists, tuples, str, int, float, bool and None as compact\n"
@@ -510,6 +537,13 @@ int hushpy_str_option(PyObject *obj, const char *name, const char **out)
     }
     Py_ssize_t len;
     const char *s = PyUnicode_AsUTF8AndSize(obj, &len);
+    if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        /* A lone surrogate (an undecodable header byte, say): the codec's
+         * message would quote the text, so name the field only. */
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s is not valid UTF-8 text", name);
+        return -1;
+    }
     if (s == NULL)
         return -1;
     if ((size_t)len != strlen(s)) {

@@ -56,19 +56,20 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
     hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
     char *keywords[] = {"key", "backend", "upstream_url", "upstream_api_key", "upstream_ca_file",
                         "upstream_timeout", "upstream_connect_timeout", "max_package_bytes",
-                        "max_answer_bytes", "server_name", "secure_memory", "tpm", NULL};
+                        "max_answer_bytes", "server_name", "secure_memory", "tpm",
+                        "allow_http_upstream", NULL};
     PyObject *key_obj, *backend_obj = NULL, *url = Py_None, *api_key = Py_None, *ca = Py_None;
     PyObject *timeout = Py_None, *connect_timeout = Py_None, *max_package = Py_None;
     PyObject *max_answer = Py_None, *name = Py_None, *tpm = Py_None;
-    int secure_memory = 1;
+    int secure_memory = 1, allow_http_upstream = 0;
     if (self->server != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Server is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$UOOOOOOOOpO:Server", keywords, &key_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$UOOOOOOOOpOp:Server", keywords, &key_obj,
                                      &backend_obj, &url, &api_key, &ca, &timeout,
                                      &connect_timeout, &max_package, &max_answer, &name,
-                                     &secure_memory, &tpm))
+                                     &secure_memory, &tpm, &allow_http_upstream))
         return -1;
 
     hush_server_options o;
@@ -99,6 +100,7 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
         return -1;
     if (!secure_memory)
         o.secmem_flags = HUSH_SECMEM_NO_LOCK;
+    o.allow_http_upstream = allow_http_upstream;
     if (tpm != Py_None && (o.tpm = hushpy_tpm_get(st, tpm)) == NULL)
         return -1;
 
@@ -169,44 +171,60 @@ static PyObject *sealed_answer(hush_server_answer *answer)
     return result;
 }
 
-static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
+/* handle()'s and open()'s arguments as a request, with `package` held (the
+ * caller releases it). Header values that are not UTF-8 text are a
+ * ValueError naming the argument, never the codec's message quoting them;
+ * the strings stay alive in the caller's frame. */
+static int request_args(ServerObject *self, PyObject *args, PyObject *kwargs, const char *format,
+                        Py_buffer *package, hush_server_request *req)
 {
-    ServerObject *self = (ServerObject *)op;
-    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
     char *keywords[] = {"package", "public_key", "payload_id", "security_tier", "attest", NULL};
-    Py_buffer package;
-    const char *public_key, *payload_id, *tier = NULL;
-    Py_ssize_t public_key_len;
+    PyObject *public_key_obj, *payload_id_obj, *tier_obj = Py_None;
+    const char *public_key, *payload_id, *tier;
     int attest = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#s|z$p:handle", keywords, &package,
-                                     &public_key, &public_key_len, &payload_id, &tier, &attest))
-        return NULL;
-    if (self->server == NULL) {
-        PyBuffer_Release(&package);
-        PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
-        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, keywords, package, &public_key_obj,
+                                     &payload_id_obj, &tier_obj, &attest))
+        return -1;
+    if (hushpy_str_option(public_key_obj, "public_key", &public_key) < 0 ||
+        hushpy_str_option(payload_id_obj, "payload_id", &payload_id) < 0 ||
+        hushpy_str_option(tier_obj, "security_tier", &tier) < 0) {
+        PyBuffer_Release(package);
+        return -1;
     }
-
-    hush_server_request req = {
-        .package = package.buf,
-        .package_len = (size_t)package.len,
+    if (self->server == NULL) {
+        PyBuffer_Release(package);
+        PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
+        return -1;
+    }
+    *req = (hush_server_request){
+        .package = package->buf,
+        .package_len = (size_t)package->len,
         .client_public_key = public_key,
-        .client_public_key_len = (size_t)public_key_len,
+        .client_public_key_len = public_key != NULL ? strlen(public_key) : 0,
         .payload_id = payload_id,
         .security_tier = tier,
         .attest = attest != 0,
     };
+    return 0;
+}
+
+static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    ServerObject *self = (ServerObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    Py_buffer package;
+    hush_server_request req;
+    if (request_args(self, args, kwargs, "y*OO|O$p:handle", &package, &req) < 0)
+        return NULL;
     hush_server_answer answer = {0};
     hush_error err;
     hush_status status;
-    /* The arguments stay alive in the caller's frame; the buffer is held. */
     Py_BEGIN_ALLOW_THREADS
     status = hush_server_handle(self->server, &req, &answer, &err);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&package);
     if (status != HUSH_OK)
         return raise_for_gateway(st, status, &err);
-
     return sealed_answer(&answer);
 }
 
@@ -347,28 +365,10 @@ static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     ServerObject *self = (ServerObject *)op;
     hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
-    char *keywords[] = {"package", "public_key", "payload_id", "security_tier", "attest", NULL};
     Py_buffer package;
-    const char *public_key, *payload_id, *tier = NULL;
-    Py_ssize_t public_key_len;
-    int attest = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#s|z$p:open", keywords, &package,
-                                     &public_key, &public_key_len, &payload_id, &tier, &attest))
+    hush_server_request req;
+    if (request_args(self, args, kwargs, "y*OO|O$p:open", &package, &req) < 0)
         return NULL;
-    if (self->server == NULL) {
-        PyBuffer_Release(&package);
-        PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
-        return NULL;
-    }
-    hush_server_request req = {
-        .package = package.buf,
-        .package_len = (size_t)package.len,
-        .client_public_key = public_key,
-        .client_public_key_len = (size_t)public_key_len,
-        .payload_id = payload_id,
-        .security_tier = tier,
-        .attest = attest != 0,
-    };
     hush_server_exchange *x = NULL;
     hush_error err;
     hush_status status;
@@ -401,13 +401,14 @@ static PyMethodDef server_methods[] = {
                "Returns the sealed answer and the core's timings\n"
                "(open_ms, backend_ms, seal_ms, upstream_status). A failure raises the\n"
                "usual hushcall exception with http_status set to the status to answer;\n"
-               "its message is safe to send back.")},
+               "its message is safe to send back. A str argument that is not UTF-8\n"
+               "text (a lone surrogate) raises ValueError naming it.")},
     {"open", (PyCFunction)(void (*)(void))server_open, METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("open($self, /, package, public_key, payload_id, security_tier=None, *,\n"
                "     attest=False)\n--\n\n"
                "The first half of handle (GIL released): check the request and open it\n"
                "into locked memory. Returns an Exchange, whose replay_key a gateway\n"
-               "looks up before it calls answer(). Failures raise as handle's do.")},
+               "looks up before it calls answer(). Arguments and failures as handle's.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -420,7 +421,7 @@ static PyType_Slot server_slots[] = {
          "Server(key, *, backend='echo', upstream_url=None, upstream_api_key=None,\n"
          "       upstream_ca_file=None, upstream_timeout=None, upstream_connect_timeout=None,\n"
          "       max_package_bytes=None, max_answer_bytes=None, server_name=None,\n"
-         "       secure_memory=True, tpm=None)\n\n"
+         "       secure_memory=True, tpm=None, allow_http_upstream=False)\n\n"
          "The server role of protocol v1 (hush_server): what the gateway runs each\n"
          "request through. Immutable and thread-safe.")},
     {0, NULL},

@@ -143,7 +143,7 @@ static void client_destroy(hush_client *c)
     for (server_key *sk = c->server_keys, *next; sk != NULL; sk = next) {
         next = sk->next;
         hush_pubkey_free(sk->key);
-        free(sk->base_url);
+        hush__free_secret_string(sk->base_url); /* a URL may carry user:password@ */
         free(sk);
     }
     hush_attest_policy_free(c->attest_policy);
@@ -151,8 +151,9 @@ static void client_destroy(hush_client *c)
     hush_keypair_free(c->opts.client_key);
     free(c->key_pem);
     free(c->key_header);
+    /* The api_key and key_password are among them: every copy is wiped. */
     for (size_t i = 0; i < c->owned_count; i++)
-        free(c->owned[i]);
+        hush__free_secret_string(c->owned[i]);
     pthread_cond_destroy(&c->key_ready);
     pthread_mutex_destroy(&c->lock);
     free(c);

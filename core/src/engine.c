@@ -109,9 +109,9 @@ static void call_release(hush_call *call)
     hush_pubkey_free(call->server_key);
     hush_json_doc_free(call->response);
     free(call->error_details);
-    free(call->api_key);
+    hush__free_secret_string(call->api_key);
     free(call->tier);
-    free(call->base_url);
+    hush__free_secret_string(call->base_url); /* a URL may carry user:password@ */
     hush__client_release(call->client);
     pthread_cond_destroy(&call->finished);
     pthread_mutex_destroy(&call->lock);
@@ -226,7 +226,7 @@ static void free_transfer(hush_engine *e, transfer *t)
         return;
     curl_multi_remove_handle(e->multi, t->easy);
     curl_easy_cleanup(t->easy);
-    curl_slist_free_all(t->headers);
+    hush__free_header_list(t->headers); /* its Authorization line holds the API key */
     free(t->body);
     hush__client_release(t->client);
     free(t);
@@ -337,13 +337,15 @@ static size_t on_body(char *data, size_t size, size_t count, void *userdata)
     return n;
 }
 
+/* The line may carry the API key: it is wiped once curl has copied it. */
 static bool add_header(struct curl_slist **list, const char *name, const char *value)
 {
     char line[1024];
     int n = snprintf(line, sizeof line, "%s: %s", name, value);
-    if (n < 0 || (size_t)n >= sizeof line)
-        return false;
-    struct curl_slist *grown = curl_slist_append(*list, line);
+    struct curl_slist *grown = NULL;
+    if (n > 0 && (size_t)n < sizeof line)
+        grown = curl_slist_append(*list, line);
+    hush_memzero(line, sizeof line);
     if (grown == NULL)
         return false;
     *list = grown;
@@ -409,6 +411,7 @@ static void start_transfer(hush_engine *e, hush_call *call, bool is_fetch)
     bool ok = (t->easy = curl_easy_init()) != NULL &&
               set_common_options(t->easy, o, t) == CURLE_OK &&
               curl_easy_setopt(t->easy, CURLOPT_URL, url) == CURLE_OK;
+    hush_memzero(url, sizeof url); /* curl copied it, user:password@ included */
     if (ok && is_fetch) {
         call->fetch_attempts++;
         ok = curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L) == CURLE_OK;

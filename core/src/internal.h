@@ -162,6 +162,18 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
                                       unsigned char wrapped_key_digest[HUSH_V1_DIGEST_BYTES],
                                       hush_error *err);
 
+/* ---- credentials on the ordinary heap (secmem.c) ------------------------ */
+
+/* The one wipe for a credential held in a C string (an API key, a key
+ * password, a header line carrying one): zero it up to its NUL. */
+void hush__wipe_string(char *s);
+/* Wipe, then free: every heap copy of a credential ends here. Accepts NULL. */
+void hush__free_secret_string(char *s);
+/* Wipe every line of a curl header list (curl_slist_append copies the
+ * line, an "Authorization: Bearer" one included), then free the list. */
+struct curl_slist;
+void hush__free_header_list(struct curl_slist *list);
+
 /* ---- files (secmem.c) -------------------------------------------------- */
 
 /* Read the rest of `fd` into a new buffer of `secmem_flags`, refusing more

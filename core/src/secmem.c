@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <openssl/crypto.h>
 
 #include "hushcall/secmem.h"
@@ -31,6 +32,27 @@ void hush_memzero(void *ptr, size_t len)
 {
     if (ptr != NULL && len > 0)
         OPENSSL_cleanse(ptr, len);
+}
+
+/* ---- credentials on the ordinary heap ---------------------------------- */
+
+void hush__wipe_string(char *s)
+{
+    if (s != NULL)
+        hush_memzero(s, strlen(s));
+}
+
+void hush__free_secret_string(char *s)
+{
+    hush__wipe_string(s);
+    free(s);
+}
+
+void hush__free_header_list(struct curl_slist *list)
+{
+    for (struct curl_slist *line = list; line != NULL; line = line->next)
+        hush__wipe_string(line->data);
+    curl_slist_free_all(list);
 }
 
 /* ---- regions ---------------------------------------------------------- */

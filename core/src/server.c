@@ -3,9 +3,11 @@
  * write the answer into a locked buffer, add `_metadata` and seal it to the
  * client's key. Every failure carries the HTTP status a gateway answers
  * with and a message safe to send back. */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "backend.h"
@@ -65,6 +67,53 @@ static bool is_header_safe(const char *s)
     return n > 0 && n <= API_KEY_MAX;
 }
 
+/* The host of an http(s) URL: after the scheme and any userinfo, before
+ * the port, path, query or fragment; an IPv6 literal without its brackets.
+ * False when it does not fit in `host`. */
+static bool url_host(const char *url, char *host, size_t size)
+{
+    const char *start = strstr(url, "://") + 3;
+    size_t authority = strcspn(start, "/?#");
+    for (size_t i = authority; i > 0; i--)
+        if (start[i - 1] == '@') {
+            authority -= i;
+            start += i;
+            break;
+        }
+    size_t len;
+    if (authority > 0 && start[0] == '[') {
+        const char *close = memchr(start, ']', authority);
+        if (close == NULL)
+            return false;
+        start++;
+        len = (size_t)(close - start);
+    } else {
+        const char *colon = memchr(start, ':', authority);
+        len = colon != NULL ? (size_t)(colon - start) : authority;
+    }
+    if (len == 0 || len >= size)
+        return false;
+    memcpy(host, start, len);
+    host[len] = '\0';
+    return true;
+}
+
+/* 127.0.0.0/8, ::1 or localhost: plaintext that never leaves this machine.
+ * Anything unusual (127.1, a decimal address) counts as not loopback. */
+static bool is_loopback_url(const char *url)
+{
+    char host[256];
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (!url_host(url, host, sizeof host))
+        return false;
+    if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, host, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
 static hush_status check_options(const hush_server_options *o, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -78,6 +127,11 @@ static hush_status check_options(const hush_server_options *o, hush_error *err)
         HUSH_ENSURE(url != NULL && (has_scheme(url, "http://") || has_scheme(url, "https://")),
                     HUSH_E_ARGUMENT,
                     "the openai backend needs an http:// or https:// upstream_url");
+        HUSH_ENSURE(!has_scheme(url, "http://") || o->allow_http_upstream ||
+                        is_loopback_url(url),
+                    HUSH_E_ARGUMENT,
+                    "upstream_url: plain http:// to a host that is not loopback sends every "
+                    "request in clear; use https:// or allow_http_upstream");
         HUSH_ENSURE(o->upstream_connect_timeout_ms > 0 && o->upstream_timeout_ms > 0,
                     HUSH_E_ARGUMENT, "upstream timeouts must be positive");
         HUSH_ENSURE(o->upstream_api_key == NULL || is_header_safe(o->upstream_api_key),
@@ -135,10 +189,8 @@ void hush_server_free(hush_server *server)
 {
     if (server == NULL)
         return;
-    if (server->upstream_api_key != NULL)
-        hush_memzero(server->upstream_api_key, strlen(server->upstream_api_key));
-    free(server->upstream_api_key);
-    free(server->upstream_url);
+    hush__free_secret_string(server->upstream_api_key);
+    hush__free_secret_string(server->upstream_url); /* a URL may carry user:password@ */
     free(server->upstream_ca_file);
     free(server->server_name);
     hush_keypair_free(server->key);
@@ -325,22 +377,29 @@ static hush_status put_uint(hush_json_writer *w, const char *key, uint64_t value
     return status == HUSH_OK ? hush_json_write_uint64(w, value, err) : status;
 }
 
-/* The names the Python binding's get_memory_protection_info() uses. */
-static hush_status write_memory_protection(hush_json_writer *w, hush_error *err)
+/* This request's facts only: never process-wide counters, which would tell
+ * one client about the traffic of others. The request's arena holds its
+ * plaintext (and, for the openai backend, the upstream's answer); the answer
+ * buffer holds the answer being written. Sizes are as mapped so far. */
+static hush_status write_memory_protection(const hush_arena *arena, const hush_secbuf *answer,
+                                           hush_json_writer *w, hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush_memory_protection info;
     hush_memory_protection_info(&info);
+    bool locked = hush_arena_is_locked(arena) && hush_secbuf_is_locked(answer);
+    uint64_t request_bytes = hush_arena_mapped_bytes(arena);
+    uint64_t answer_bytes = hush_secbuf_capacity(answer);
     HUSH_TRY(hush_json_write_key(w, "memory_protection", 17, err));
     HUSH_TRY(hush_json_write_object_begin(w, err));
     HUSH_TRY(put_string(w, "platform", info.platform, err));
     HUSH_TRY(put_bool(w, "mlock_available", info.mlock_available, err));
-    HUSH_TRY(put_uint(w, "locked_bytes", info.locked_bytes, err));
-    HUSH_TRY(put_uint(w, "lock_failures", info.lock_failures, err));
+    HUSH_TRY(put_bool(w, "request_locked", locked, err));
     HUSH_TRY(put_bool(w, "dump_exclusion", info.dump_exclusion, err));
     HUSH_TRY(put_bool(w, "wipe_on_fork", info.wipe_on_fork, err));
     HUSH_TRY(put_bool(w, "openssl_secure_heap", info.openssl_secure_heap, err));
-    HUSH_TRY(put_uint(w, "mapped_bytes", info.mapped_bytes, err));
+    HUSH_TRY(put_uint(w, "request_bytes", request_bytes, err));
+    HUSH_TRY(put_uint(w, "answer_bytes", answer_bytes, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
     return status;
@@ -371,7 +430,8 @@ cleanup:
     return status;
 }
 
-static hush_status write_metadata(const hush_server_exchange *x, hush_json_writer *w,
+static hush_status write_metadata(const hush_server_exchange *x, const hush_secbuf *answer,
+                                  hush_json_writer *w,
                                   hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -381,7 +441,7 @@ static hush_status write_metadata(const hush_server_exchange *x, hush_json_write
     HUSH_TRY(put_string(w, "server", s->server_name, err));
     HUSH_TRY(put_string(w, "backend", s->backend == HUSH_BACKEND_ECHO ? "echo" : "openai", err));
     HUSH_TRY(put_string(w, "security_tier", x->tier != NULL ? x->tier : "standard", err));
-    HUSH_TRY(write_memory_protection(w, err));
+    HUSH_TRY(write_memory_protection(x->arena, answer, w, err));
     HUSH_TRY(write_tpm_attestation(x, w, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
@@ -471,7 +531,8 @@ void hush_server_exchange_replay_key(const hush_server_exchange *x,
 
 /* ---- answering it ------------------------------------------------------- */
 
-static hush_status write_answer(const hush_server_exchange *x, hush_json_writer *w,
+static hush_status write_answer(const hush_server_exchange *x, const hush_secbuf *answer,
+                                hush_json_writer *w,
                                 hush_server_answer *out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -484,7 +545,7 @@ static hush_status write_answer(const hush_server_exchange *x, hush_json_writer 
         HUSH_TRY(hush__upstream_write(&s->upstream, x->text, x->len, x->arena, w,
                                       &out->upstream_status, err));
     out->backend_ms = now_ms() - start;
-    HUSH_TRY(write_metadata(x, w, err));
+    HUSH_TRY(write_metadata(x, answer, w, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
     return status;
@@ -507,7 +568,7 @@ hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_ans
     out->open_ms = x->open_ms;
     HUSH_TRY(hush_secbuf_new(&answer, ANSWER_INITIAL_BYTES, 0, x->server->secmem_flags, err));
     HUSH_TRY(hush_json_writer_new(&writer, answer, HUSH_JSON_WRITE_COMPACT, 0, err));
-    HUSH_TRY(write_answer(x, writer, out, err));
+    HUSH_TRY(write_answer(x, answer, writer, out, err));
     start = now_ms();
     utc_isoformat(processed_at);
     HUSH_TRY(hush_envelope_v1_seal(x->client, hush_secbuf_data(answer), hush_secbuf_len(answer),

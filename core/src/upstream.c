@@ -1,8 +1,16 @@
 /* upstream.c — the openai backend: the decrypted request POSTed as it is to
  * an OpenAI-compatible `/chat/completions`, the answer read into locked
  * memory and written into ours. Each call has its own curl handle, so the
- * server stays immutable and calls never wait on one another. libcurl's own
- * transfer buffers are ordinary heap; server.h tells operators so. */
+ * server stays immutable and calls never wait on one another.
+ *
+ * What libcurl copies: CURLOPT_POSTFIELDS only points at the locked body,
+ * but to send it libcurl copies it into its own heap buffers (a body under
+ * 64 KiB is appended to the buffer holding the request head, a larger one
+ * goes through its upload buffer), and the answer lands in its download
+ * buffer before on_body copies it out; over https OpenSSL's record buffers
+ * hold the same bytes. Those are ordinary heap, freed without zeroing: the
+ * plaintext of this leg may linger there (docs/gateway.md says so). The
+ * Authorization line is ours to wipe, and is. */
 #include <stdio.h>
 #include <string.h>
 
@@ -78,7 +86,7 @@ static hush_status set_options(CURL *easy, const hush__upstream_config *cfg,
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
     SET(CURLOPT_USERAGENT, "hushcall/" HUSHCALL_VERSION);
     SET(CURLOPT_HTTPHEADER, headers);
-    /* Pointed at, never copied: the plaintext stays in locked memory. */
+    /* Pointed at, not copied here; libcurl copies it to send it (see the top). */
     SET(CURLOPT_POSTFIELDS, body);
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     SET(CURLOPT_WRITEFUNCTION, on_body);
@@ -163,7 +171,7 @@ hush_status hush__upstream_write(const hush__upstream_config *cfg, const void *b
     HUSH_TRY(check_exchange(rc, http, &sink, err));
     HUSH_TRY(write_answer(sink.buf, cfg->max_answer_bytes, arena, w, err));
 cleanup:
-    curl_slist_free_all(headers);
+    hush__free_header_list(headers); /* its Authorization line holds the upstream key */
     curl_easy_cleanup(easy);
     hush_secbuf_free(sink.buf);
     return status;

@@ -64,6 +64,9 @@ def _add_serve(commands) -> None:
     p.add_argument("--upstream-timeout", type=_positive_float,
                    help="seconds for an upstream answer (default 300)")
     p.add_argument("--upstream-ca-file", help="PEM bundle to verify an https upstream with")
+    p.add_argument("--allow-http-upstream", action="store_true",
+                   help="allow a plain http:// upstream that is not loopback (every request "
+                        "then crosses the network in clear)")
     p.add_argument("--workers", type=_positive_int,
                    help="threads answering requests (default: CPUs for echo, 32 for openai)")
     p.add_argument("--tpm", metavar="TCTI",
@@ -116,6 +119,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         body_timeout=args.body_timeout, max_connections_per_ip=args.max_connections_per_ip,
         log_format=args.log_format,
         upstream_timeout=args.upstream_timeout, upstream_ca_file=args.upstream_ca_file,
+        allow_http_upstream=args.allow_http_upstream,
         workers=args.workers, shutdown_timeout=args.shutdown_timeout, tpm=args.tpm,
         tpm_pcrs=args.tpm_pcrs, tpm_key_alg=args.tpm_key_alg, tpm_handle=args.tpm_handle,
         replay_window=args.replay_window, replay_max_entries=args.replay_max_entries,

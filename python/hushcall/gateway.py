@@ -24,6 +24,7 @@ import urllib.parse
 from typing import Dict, List, Optional, Tuple, Union
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import _core, replay
 from .errors import HushcallError
@@ -54,6 +55,9 @@ REPLAYED_REQUEST = "replayed request"
 QUOTED_TIERS = ("high", "maximum")
 ATTESTATION_REQUIRED = "required"
 DEFAULT_TPM_QUOTES_PER_SECOND = 20.0
+# The headers the gateway reads; each must come at most once, as UTF-8 text.
+CHECKED_HEADERS = ("Authorization", "X-Payload-ID", "X-Public-Key", "X-Security-Tier")
+
 MAXIMUM_TIER_REFUSED = (
     "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
 )
@@ -79,6 +83,7 @@ class GatewayConfig:
     log_format: str = "text"  # or "json"
     upstream_timeout: Optional[float] = None
     upstream_ca_file: Optional[str] = None
+    allow_http_upstream: bool = False  # an http:// upstream that is not loopback
     workers: Optional[int] = None
     shutdown_timeout: float = 30.0
     tpm: Optional[str] = None  # a tss2 TCTI: answers are quoted when asked, maximum allowed
@@ -90,10 +95,21 @@ class GatewayConfig:
     replay_max_entries: int = replay.DEFAULT_MAX_ENTRIES
 
 
+def take_secret_env(name: str) -> Optional[str]:
+    """A secret from the environment, removed from it once read: children no
+    longer inherit it, and its value is zeroed where the C environment (and
+    /proc/<pid>/environ) held it. Python's own copy of the text is freed, not
+    wiped (docs/gateway.md)."""
+    value = os.environ.get(name)
+    _core.wipe_environment_variable(name)
+    os.environ.pop(name, None)
+    return value or None
+
+
 def load_server_key(key_dir: str) -> "_core.KeyPair":
     """The gateway's key from key_dir, made and saved there (0600) on first start."""
     key_dir = os.path.expanduser(key_dir)
-    password = os.environ.get(KEY_PASSWORD_ENV) or None
+    password = take_secret_env(KEY_PASSWORD_ENV)
     private = os.path.join(key_dir, "private_key.pem")
     if os.path.lexists(private):
         return _core.KeyPair.load(private, password)
@@ -141,6 +157,28 @@ def over_budget() -> web.Response:
                  {"Retry-After": "1", "Connection": "close"})
 
 
+class BadHeader(Exception):
+    """A header the gateway cannot use; args[0] is the fixed detail to answer 400 with."""
+
+
+def checked_header(request: web.Request, name: str) -> Optional[str]:
+    """The value of header `name` (None when absent), refused when it comes twice or is
+    not UTF-8 text without NUL. aiohttp keeps undecodable bytes as lone surrogates,
+    which nothing downstream can encode."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise BadHeader("Duplicate %s header" % name)
+    if not values:
+        return None
+    try:
+        values[0].encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadHeader("%s header is not valid UTF-8" % name) from None
+    if "\x00" in values[0]:
+        raise BadHeader("%s header contains a NUL character" % name)
+    return values[0]
+
+
 class Gateway:
     """The aiohttp application around one _core.Server."""
 
@@ -160,8 +198,9 @@ class Gateway:
             key,
             backend=backend,
             upstream_url=upstream or None,
-            upstream_api_key=os.environ.get(UPSTREAM_API_KEY_ENV) or None,
+            upstream_api_key=take_secret_env(UPSTREAM_API_KEY_ENV),
             upstream_ca_file=config.upstream_ca_file,
+            allow_http_upstream=config.allow_http_upstream,
             upstream_timeout=config.upstream_timeout,
             max_package_bytes=config.max_body_bytes,
             tpm=self.tpm,
@@ -210,8 +249,14 @@ class Gateway:
         return web.Response(text=self.public_pem)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        status = "stopping" if self.stopping else "ok"
+        # The details tell of other callers' traffic (in_flight, memory in use): only a
+        # caller presenting an API key gets them. With no keys configured nobody is a
+        # known caller, so they are never served.
+        if not self.api_keys or self.authenticate(request) is None:
+            return web.json_response({"status": status})
         return web.json_response({
-            "status": "stopping" if self.stopping else "ok",
+            "status": status,
             "backend": self.backend,
             "tpm": self.tpm.pcr_banks if self.tpm is not None else None,
             "key_fingerprint": self.key.fingerprint,
@@ -222,6 +267,13 @@ class Gateway:
     async def secure_completion(self, request: web.Request) -> web.StreamResponse:
         if self.stopping:
             return error(503, "Gateway is shutting down", {"Connection": "close"})
+        try:
+            headers = {name: checked_header(request, name) for name in CHECKED_HEADERS}
+            public_key = urllib.parse.unquote(headers["X-Public-Key"] or "")
+            if "\x00" in public_key:
+                raise BadHeader("X-Public-Key header contains a NUL character")
+        except BadHeader as e:
+            return error(400, e.args[0])
         caller = self.authenticate(request)
         if caller is None:
             return error(401, "Invalid API key")
@@ -233,13 +285,12 @@ class Gateway:
                              {"Retry-After": str(max(1, math.ceil(wait)))})
         if not self.limits.admit(request):
             return error(503, "Gateway busy", {"Retry-After": "1"})
-        payload_id = request.headers.get("X-Payload-ID")
+        payload_id = headers["X-Payload-ID"]
         if not payload_id:
             return error(400, "Missing X-Payload-ID header")
-        public_key = request.headers.get("X-Public-Key")
         if not public_key:
             return error(400, "Missing X-Public-Key header")
-        tier = request.headers.get("X-Security-Tier")
+        tier = headers["X-Security-Tier"]
         if tier is not None and tier not in TIERS:
             return error(400, "Invalid security tier")
         request["tier"] = tier or "standard"
@@ -261,8 +312,7 @@ class Gateway:
             return body  # refused: too large, over the byte budget, or too slow
 
         try:
-            return await self.answer(request, body, urllib.parse.unquote(public_key),
-                                     payload_id, tier, attest)
+            return await self.answer(request, body, public_key, payload_id, tier, attest)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
@@ -300,7 +350,8 @@ class Gateway:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
-        token_bytes = token.strip().encode()
+        # surrogateescape: undecodable bytes (kept so by aiohttp) compare as what they were.
+        token_bytes = token.strip().encode("utf-8", "surrogateescape")
         found = None
         # Every key is compared, each in constant time: no timing tells how close a guess was.
         for key, label in self.api_keys:
@@ -407,9 +458,12 @@ class Gateway:
         host, port = runner.addresses[0][:2]
         scheme = "https" if context else "http"
         host = "[%s]" % host if ":" in host else host
+        # The operator's view of what /healthz keeps to callers with an API key,
+        # logged before the line that says the gateway is ready.
+        log.info("backend=%s key=%s tpm=%s memory_protection=%s", self.config.backend,
+                 self.key.fingerprint, self.tpm.pcr_banks if self.tpm is not None else "-",
+                 json.dumps(_core.get_memory_protection_info()))
         print("listening on %s://%s:%d" % (scheme, host, port), flush=True)
-        log.info("backend=%s key=%s memory_protection=%s", self.config.backend,
-                 self.key.fingerprint, json.dumps(_core.get_memory_protection_info()))
         await stop.wait()
         log.info("shutting down: %d in flight", self.in_flight)
         self.stopping = True
@@ -421,6 +475,21 @@ class Gateway:
         log.info("stopped")
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request its parser refuses with a traceback quoting the raw
+    header line, an Authorization one included: keep one line naming the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            client = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            record.msg = "refused a malformed request from %s: %s"
+            record.args = (client, type(exc).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
@@ -430,6 +499,7 @@ def configure_logging(log_format: str) -> None:
     root.setLevel(logging.INFO)
     # aiohttp's own loggers may quote request lines; keep them to warnings.
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
 async def _main(config: GatewayConfig) -> None:

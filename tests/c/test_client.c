@@ -7,7 +7,10 @@
 #include <pthread.h>
 #include <sys/stat.h>
 
+#include <openssl/rand.h>
+
 #include "check.h"
+#include "memscan.h"
 #include "peer.h"
 
 #define API_KEY "sk-test-123"
@@ -1093,6 +1096,58 @@ static void test_mutual_tls(void)
     hush_client_free(c);
 }
 
+/* ---- credentials leave no copy --------------------------------------------- */
+
+#define CANARY_PREFIX "sk-canary-"
+#define CANARY_LEN (sizeof CANARY_PREFIX - 1 + 32)
+/* glibc writes its free-list links over the first 16 bytes of a freed
+ * block: the scan looks for the rest, which a copy freed unwiped keeps. */
+#define CANARY_TAIL_AT 16
+
+/* An API key made at run time, with its masked form (memscan.h) so that
+ * the scan never finds the test's own reference. The masked form ends
+ * with the NUL: hushcall's copies are C strings, while libcurl's own wire
+ * buffer has "\r\n" after the key (docs/security.md says what that means). */
+static bool make_canary(char key[CANARY_LEN + 1], unsigned char masked[CANARY_LEN + 1])
+{
+    unsigned char random[16];
+    if (RAND_bytes(random, sizeof random) != 1)
+        return false;
+    memcpy(key, CANARY_PREFIX, sizeof CANARY_PREFIX - 1);
+    for (size_t i = 0; i < sizeof random; i++)
+        snprintf(key + sizeof CANARY_PREFIX - 1 + 2 * i, 3, "%02x", random[i]);
+    for (size_t i = 0; i <= CANARY_LEN; i++)
+        masked[i] = (unsigned char)(key[i] ^ MEMSCAN_MASK);
+    return true;
+}
+
+static long canary_copies(const unsigned char masked[CANARY_LEN + 1])
+{
+    return memscan_count(masked + CANARY_TAIL_AT, CANARY_LEN + 1 - CANARY_TAIL_AT);
+}
+
+/* The client's copy, the call's copy, the "Authorization: Bearer" line
+ * and curl's header list holding it: all wiped once the client is freed. */
+static void test_api_key_copies_wiped(void)
+{
+    char client_key[CANARY_LEN + 1], call_key[CANARY_LEN + 1];
+    unsigned char client_masked[CANARY_LEN + 1], call_masked[CANARY_LEN + 1];
+    CHECK(make_canary(client_key, client_masked) && make_canary(call_key, call_masked));
+    hush_client_options o;
+    base_options(&o);
+    o.api_key = client_key;
+    hush_client *c = new_client(&o);
+    hush_memzero(client_key, sizeof client_key);
+    CHECK_EQ(canary_copies(client_masked), 1); /* the client's own: the scan sees it */
+    hush_json_doc_free(complete_ok(c, "first key", NULL, NULL));
+    hush_call_options co = {.api_key = call_key};
+    hush_json_doc_free(complete_ok(c, "second key", NULL, &co));
+    hush_memzero(call_key, sizeof call_key);
+    hush_client_free(c);
+    CHECK_EQ(canary_copies(client_masked), 0);
+    CHECK_EQ(canary_copies(call_masked), 0);
+}
+
 /* ---- defaults ------------------------------------------------------------- */
 
 static void test_default_options(void)
@@ -1167,6 +1222,7 @@ int main(void)
 
     RUN_TEST(test_round_trip);
     RUN_TEST(test_no_api_key_no_tier);
+    RUN_TEST(test_api_key_copies_wiped);
     RUN_TEST(test_call_overrides_win);
     RUN_TEST(test_api_key_checked_by_server);
     RUN_TEST(test_http_status_mapping);

@@ -151,6 +151,13 @@ static const hush_json_value *root_member(const hush_json_doc *doc, const char *
     return hush_json_object_get(hush_json_doc_root(doc), key, strlen(key));
 }
 
+static int64_t int_member_of(const hush_json_value *object, const char *key)
+{
+    int64_t v = -1;
+    CHECK_OK(hush_json_int64(hush_json_object_get(object, key, strlen(key)), &v, NULL), NULL);
+    return v;
+}
+
 /* `_metadata` as ours: server, backend, tier, memory_protection and, with
  * no TPM, tpm_attestation {"is_available": false}. */
 static void check_metadata(const hush_json_doc *doc, const char *server, const char *backend,
@@ -173,9 +180,10 @@ static void check_metadata(const hush_json_doc *doc, const char *server, const c
     CHECK_EQ(hush_json_type_of(hush_json_object_get(mp, "wipe_on_fork", 12)), HUSH_JSON_BOOL);
     CHECK_EQ(hush_json_type_of(hush_json_object_get(mp, "openssl_secure_heap", 19)),
              HUSH_JSON_BOOL);
-    CHECK(hush_json_is_integer(hush_json_object_get(mp, "locked_bytes", 12)));
-    CHECK(hush_json_is_integer(hush_json_object_get(mp, "mapped_bytes", 12)));
-    CHECK(hush_json_is_integer(hush_json_object_get(mp, "lock_failures", 13)));
+    CHECK_EQ(hush_json_type_of(hush_json_object_get(mp, "request_locked", 14)), HUSH_JSON_BOOL);
+    CHECK(int_member_of(mp, "request_bytes") > 0);
+    CHECK(int_member_of(mp, "answer_bytes") > 0);
+    CHECK_EQ(hush_json_length(mp), 8); /* no process-wide counter among them */
 }
 
 /* An echo answer: id, model, content, usage, the rest of the shape. */
@@ -449,6 +457,121 @@ static void test_server_new_errors(void)
     hush_server_free(s);
 }
 
+/* The plain-http matrix: loopback is allowed, any other host only with
+ * allow_http_upstream; https is always allowed. Userinfo, ports and
+ * brackets must not fool the host check. */
+static void test_http_upstream_needs_loopback(void)
+{
+    static const struct {
+        const char *url;
+        bool allowed;
+    } cases[] = {
+        {"http://127.0.0.1:8000/v1", true},
+        {"http://127.9.8.7/v1", true},
+        {"http://localhost:8000/v1", true},
+        {"http://LOCALHOST/v1", true},
+        {"http://[::1]:8000/v1", true},
+        {"http://[0:0:0:0:0:0:0:1]/v1", true},
+        {"http://user:pw@127.0.0.1:8000/v1", true},
+        {"http://127.0.0.1", true},
+        {"https://llm.example.com/v1", true},
+        {"https://10.0.0.5:8443/v1", true},
+        {"http://10.0.0.5:8000/v1", false},
+        {"http://llm.example.com/v1", false},
+        {"http://127.0.0.1@llm.example.com/v1", false},
+        {"http://127.0.0.1:8000@10.0.0.5/v1", false},
+        {"http://localhost.example.com/v1", false},
+        {"http://127.0.0.1.example.com/v1", false},
+        {"http://[::2]:8000/v1", false},
+        {"http://[::ffff:10.0.0.5]/v1", false},
+        {"http://128.0.0.1/v1", false},
+        {"http://2130706433/v1", false}, /* 127.0.0.1 in decimal: unusual, refused */
+        {"http://[::1/v1", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (int allow = 0; allow <= 1; allow++) {
+            hush_server_options o;
+            hush_server_options_init(&o);
+            o.key = server_key;
+            o.backend = HUSH_BACKEND_OPENAI;
+            o.upstream_url = cases[i].url;
+            o.allow_http_upstream = allow;
+            hush_server *s = NULL;
+            hush_error err = {0};
+            hush_status status = hush_server_new(&o, &s, &err);
+            bool want = cases[i].allowed || allow;
+            if ((status == HUSH_OK) != want)
+                fprintf(stderr, "  %s with allow_http_upstream=%d: %s\n", cases[i].url, allow,
+                        status == HUSH_OK ? "accepted" : err.message);
+            CHECK_EQ(status == HUSH_OK, want);
+            if (status != HUSH_OK)
+                CHECK(strstr(err.message, "allow_http_upstream") != NULL);
+            hush_server_free(s);
+        }
+    }
+}
+
+/* ---- memory_protection tells of this request only ------------------------ */
+
+/* The `_metadata.memory_protection` of `json` answered by `s`, as text. */
+static bool memory_protection_of(const hush_server *s, const char *json, char *out, size_t size)
+{
+    hush_server_answer answer;
+    hush_error err = {0};
+    CHECK_OK(handle_json(s, json, "mp", NULL, &answer, &err), &err);
+    hush_json_doc *doc = open_answer(&answer);
+    hush_server_answer_clear(&answer);
+    const hush_json_value *mp = json_member2(doc, "_metadata", "memory_protection");
+    bool ok = false;
+    if (mp != NULL) {
+        hush_secbuf *text = NULL;
+        hush_json_writer *w = NULL;
+        ok = hush_secbuf_new(&text, 256, 0, HUSH_SECMEM_DEFAULT, &err) == HUSH_OK &&
+             hush_json_writer_new(&w, text, HUSH_JSON_WRITE_COMPACT, 0, &err) == HUSH_OK &&
+             hush_json_write_value(w, mp, &err) == HUSH_OK && hush_secbuf_len(text) < size;
+        if (ok)
+            snprintf(out, size, "%.*s", (int)hush_secbuf_len(text),
+                     (const char *)hush_secbuf_data(text));
+        hush_json_writer_free(w);
+        hush_secbuf_free(text);
+    }
+    hush_json_doc_free(doc);
+    CHECK(ok);
+    return ok;
+}
+
+/* The same request reports the same figures whatever else the process is
+ * doing: before and after 20 larger requests, and while other secure memory
+ * (another request's, say) is held. A larger request reports more bytes. */
+static void test_memory_protection_is_per_request(void)
+{
+    hush_server *s = echo_server();
+    const char *small = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    static char large[200000];
+    int n = snprintf(large, sizeof large,
+                     "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"%0*d\"}]}",
+                     150000, 7);
+    CHECK(n > 150000 && (size_t)n < sizeof large);
+    char before[512] = "", after[512] = "", big[512] = "";
+    memory_protection_of(s, small, before, sizeof before);
+    hush_arena *held = NULL;
+    void *p = NULL;
+    hush_error err = {0};
+    CHECK_OK(hush_arena_new(&held, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_arena_alloc(held, 1u << 20, &p, &err), &err);
+    for (int i = 0; i < 20; i++)
+        memory_protection_of(s, large, big, sizeof big);
+    memory_protection_of(s, small, after, sizeof after);
+    hush_arena_free(held);
+    CHECK(before[0] != '\0');
+    if (strcmp(before, after) != 0)
+        fprintf(stderr, "  before: %s\n  after:  %s\n", before, after);
+    CHECK(strcmp(before, after) == 0);
+    CHECK(strstr(before, "\"request_bytes\":") != NULL);
+    CHECK(strcmp(before, big) != 0); /* the figures are the request's own */
+    hush_server_free(s);
+}
+
 /* ---- the openai backend ------------------------------------------------- */
 
 static hush_server *openai_server(const char *base, const char *api_key, long timeout_ms,
@@ -654,6 +777,8 @@ int main(void)
     RUN_TEST(test_invalid_packages);
     RUN_TEST(test_bad_requests);
     RUN_TEST(test_server_new_errors);
+    RUN_TEST(test_http_upstream_needs_loopback);
+    RUN_TEST(test_memory_protection_is_per_request);
     RUN_TEST(test_openai_forwards);
     RUN_TEST(test_openai_failures);
     RUN_TEST(test_threads_share_a_server);

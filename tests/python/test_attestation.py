@@ -296,11 +296,12 @@ def test_async_client_verifies(pinned_gw, pin):
         check_quote(a, DEFAULT_PCRS, DEFAULT_EXPECTED)
 
 
-def test_healthz_names_the_pcrs(tpm_gw, pcrs_gw, plain_gw):
-    assert healthz(tpm_gw.url)["tpm"] == DEFAULT_PCRS
-    assert healthz(pcrs_gw.url)["tpm"] == "sha256:0,1+sha1:7"
-    health = healthz(plain_gw.url)
-    assert "tpm" in health and health["tpm"] is None
+def test_start_log_names_the_pcrs(tpm_gw, pcrs_gw, plain_gw):
+    # /healthz keeps the details to callers with an API key (these gateways have none).
+    assert " tpm=%s " % DEFAULT_PCRS in tpm_gw.log()
+    assert " tpm=sha256:0,1+sha1:7 " in pcrs_gw.log()
+    assert " tpm=- " in plain_gw.log()
+    assert healthz(tpm_gw.url) == {"status": "ok"}
 
 
 # ---- the quote rate ------------------------------------------------------------------
@@ -669,7 +670,7 @@ def test_every_pcr_of_every_bank(tmp_path, server_keys):
     gw = Gateway(tmp_path, "--tpm", tpm.tcti, "--tpm-pcrs", pcrs,
                  key_dir=keys_copy(server_keys, tmp_path), env=QUIET_TSS)
     try:
-        assert healthz(gw.url)["tpm"] == pcrs
+        assert " tpm=%s " % pcrs in gw.log()
         answer = hushcall.Client(gw.url, **FAST).create(
             model="m", messages=user("all of them"), security_tier="high")
         expected = [str(i) for i in range(24)]

@@ -27,15 +27,23 @@ from processes import FakeOpenAI, Gateway, ROOT, _env, keys_copy
 
 CANARY = "CANARY-7f3a91-prompt"
 FAST = {"allow_http": True, "key_bits": 2048}
+# /healthz tells in_flight only to a caller with an API key.
+HEALTH_KEY = "k-health"
 
 
 def user(text):
     return [{"role": "user", "content": text}]
 
 
-def get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def get(url, timeout=10, headers=None):
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as r:
         return r.status, r.headers, r.read()
+
+
+def in_flight(gw):
+    health = get(gw.url + "/healthz", headers={"Authorization": "Bearer " + HEALTH_KEY})[2]
+    return json.loads(health)["in_flight"]
 
 
 def post_raw(url, body=b"", headers=None):
@@ -55,13 +63,28 @@ def post_raw(url, body=b"", headers=None):
         conn.close()
 
 
+MACHINE_PROTECTION = ("platform", "mlock_available", "dump_exclusion", "wipe_on_fork",
+                      "openssl_secure_heap")
+
+
 def assert_same_protection(reported):
     """The gateway's memory protection, as far as it is this machine's, not its process's."""
     mine = _core.get_memory_protection_info()
     assert set(reported) == set(mine)
-    for field in ("platform", "mlock_available", "dump_exclusion", "wipe_on_fork",
-                  "openssl_secure_heap"):
+    for field in MACHINE_PROTECTION:
         assert reported[field] == mine[field], field
+
+
+def assert_request_protection(reported):
+    """An answer's memory protection: the machine's booleans and this request's own."""
+    mine = _core.get_memory_protection_info()
+    assert set(reported) == set(MACHINE_PROTECTION) | {"request_locked", "request_bytes",
+                                                       "answer_bytes"}
+    for field in MACHINE_PROTECTION:
+        assert reported[field] == mine[field], field
+    # Answered while the request was held in the gateway's locked memory.
+    assert reported["request_locked"] is True
+    assert reported["request_bytes"] > 0 and reported["answer_bytes"] > 0
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +124,7 @@ def test_sync_round_trip_and_metadata(echo):
     assert meta["server"] == "hushcall-gateway"
     assert meta["backend"] == "echo"
     assert meta["security_tier"] == "standard"
-    assert_same_protection(meta["memory_protection"].to_dict())
-    # Answered while the request was held in the gateway's locked memory.
-    assert meta["memory_protection"]["locked_bytes"] > 0
+    assert_request_protection(meta["memory_protection"].to_dict())
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", meta["processed_at"])
     assert meta["is_encrypted"] is True
 
@@ -128,11 +149,22 @@ def test_public_key_and_healthz(echo):
         assert body == f.read()
     key = _core.KeyPair.load(os.path.join(echo.key_dir, "private_key.pem"))
     assert key.bits == 4096
-    status, _, body = get(echo.url + "/healthz")
+    # No API keys configured: nobody is a known caller, so no details.
+    for headers in ({}, {"Authorization": "Bearer anything"}):
+        status, _, body = get(echo.url + "/healthz", headers=headers)
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+def test_healthz_details_need_an_api_key(guarded):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic k-one"}):
+        status, _, body = get(guarded.url + "/healthz", headers=headers)
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+    status, _, body = get(guarded.url + "/healthz", headers={"Authorization": "Bearer k-two"})
     health = json.loads(body)
     assert health["status"] == "ok" and health["backend"] == "echo"
+    key = _core.KeyPair.load(os.path.join(guarded.key_dir, "private_key.pem"))
     assert health["key_fingerprint"] == key.fingerprint
-    assert health["in_flight"] == 0
+    assert health["in_flight"] == 0 and health["tpm"] is None
     assert_same_protection(health["memory_protection"])
 
 
@@ -429,13 +461,14 @@ def test_upstream_down(tmp_path, server_keys):
 
 def test_max_in_flight(tmp_path, upstream, server_keys):
     gw = Gateway(tmp_path, "--backend", "openai:" + upstream.url, "--max-in-flight", "1",
-                 key_dir=keys_copy(server_keys, tmp_path))
+                 "--api-key", HEALTH_KEY, key_dir=keys_copy(server_keys, tmp_path))
     try:
         async def main():
-            async with hushcall.AsyncClient(gw.url, max_retries=0, **FAST) as client:
+            async with hushcall.AsyncClient(gw.url, max_retries=0, api_key=HEALTH_KEY,
+                                            **FAST) as client:
                 slow = asyncio.ensure_future(client.create(model="slow-1000",
                                                            messages=user("first")))
-                while json.loads(get(gw.url + "/healthz")[2])["in_flight"] == 0:
+                while in_flight(gw) == 0:
                     await asyncio.sleep(0.05)
                 with pytest.raises(hushcall.ServiceUnavailableError) as e:
                     await client.create(model="m", messages=user("second"))
@@ -452,13 +485,13 @@ def test_max_in_flight(tmp_path, upstream, server_keys):
 
 
 def test_graceful_shutdown(tmp_path, upstream, server_keys):
-    gw = Gateway(tmp_path, "--backend", "openai:" + upstream.url,
+    gw = Gateway(tmp_path, "--backend", "openai:" + upstream.url, "--api-key", HEALTH_KEY,
                  key_dir=keys_copy(server_keys, tmp_path))
     result = {}
 
     def slow_call():
         try:
-            answer = hushcall.Client(gw.url, max_retries=0, **FAST).create(
+            answer = hushcall.Client(gw.url, max_retries=0, api_key=HEALTH_KEY, **FAST).create(
                 model="slow-1500", messages=user("finish me"))
             result["content"] = answer["choices"][0]["message"]["content"]
         except Exception as e:  # reported by the assertion below
@@ -467,7 +500,7 @@ def test_graceful_shutdown(tmp_path, upstream, server_keys):
     caller = threading.Thread(target=slow_call)
     caller.start()
     deadline = time.monotonic() + 30
-    while json.loads(get(gw.url + "/healthz")[2])["in_flight"] == 0:
+    while in_flight(gw) == 0:
         assert time.monotonic() < deadline, "the slow call never arrived"
         time.sleep(0.05)
     gw.proc.send_signal(signal.SIGTERM)

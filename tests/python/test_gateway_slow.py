@@ -23,7 +23,9 @@ import hushcall
 from hushcall.gateway_limits import Limits
 from processes import Gateway, _env, keys_copy
 
-FAST = {"allow_http": True, "key_bits": 2048, "max_retries": 0}
+# /healthz tells in_flight only to callers with an API key: every gateway here has one.
+API_KEY = "slow-test-key"
+FAST = {"allow_http": True, "key_bits": 2048, "max_retries": 0, "api_key": API_KEY}
 PATH = "/v1/chat/secure_completion"
 HEADER_TIMEOUT = "2"
 BODY_TIMEOUT = "3"
@@ -47,6 +49,7 @@ def connect(gw):
 def head(content_length=None, chunked=False, payload_id="slow", expect=False):
     """A secure-completion request head that passes every check before the body."""
     lines = ["POST %s HTTP/1.1" % PATH, "Host: 127.0.0.1",
+             "Authorization: Bearer " + API_KEY,
              "X-Payload-ID: " + payload_id, "X-Public-Key: not-read-before-the-body",
              "Content-Type: application/octet-stream"]
     if content_length is not None:
@@ -98,7 +101,8 @@ def rss_bytes(pid):
 
 def healthz(gw):
     with connect(gw) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     b"Authorization: Bearer %s\r\n\r\n" % API_KEY.encode())
         status, _, body = answer_of(sock)
     assert status == 200
     return body
@@ -120,7 +124,8 @@ def ask(client, i):
 @pytest.fixture(scope="module")
 def deadlines(tmp_path_factory, server_keys):
     tmp = tmp_path_factory.mktemp("deadlines")
-    gw = Gateway(tmp, "--header-timeout", HEADER_TIMEOUT, "--body-timeout", BODY_TIMEOUT,
+    gw = Gateway(tmp, "--api-key", API_KEY, "--header-timeout", HEADER_TIMEOUT,
+                 "--body-timeout", BODY_TIMEOUT,
                  "--log-format", "json", key_dir=keys_copy(server_keys, tmp))
     yield gw
     gw.stop()
@@ -248,7 +253,8 @@ def test_head_deadline_runs_from_the_connection(deadlines):
 @pytest.fixture(scope="module")
 def budget(tmp_path_factory, server_keys):
     tmp = tmp_path_factory.mktemp("budget")
-    gw = Gateway(tmp, "--max-buffered-bytes", "100000", "--log-format", "json",
+    gw = Gateway(tmp, "--api-key", API_KEY, "--max-buffered-bytes", "100000",
+                 "--log-format", "json",
                  key_dir=keys_copy(server_keys, tmp))
     yield gw
     gw.stop()
@@ -348,7 +354,8 @@ def public_key_answered(gw):
 
 
 def test_connections_per_address(tmp_path, server_keys):
-    gw = Gateway(tmp_path, "--max-connections-per-ip", "3", "--log-format", "json",
+    gw = Gateway(tmp_path, "--api-key", API_KEY, "--max-connections-per-ip", "3",
+                 "--log-format", "json",
                  key_dir=keys_copy(server_keys, tmp_path))
     try:
         kept = [connect(gw) for _ in range(3)]
@@ -368,7 +375,8 @@ def test_connections_per_address(tmp_path, server_keys):
 
 
 def test_in_flight_counts_from_the_head(tmp_path, server_keys):
-    gw = Gateway(tmp_path, "--max-in-flight", "1", key_dir=keys_copy(server_keys, tmp_path))
+    gw = Gateway(tmp_path, "--api-key", API_KEY, "--max-in-flight", "1",
+                 key_dir=keys_copy(server_keys, tmp_path))
     try:
         uploading = connect(gw)
         uploading.sendall(head(1000, payload_id="uploading") + b"x" * 10)

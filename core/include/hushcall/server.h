@@ -2,11 +2,11 @@
  *
  * A hush_server opens a sealed chat request with the server key, answers it
  * with its backend, and seals the answer to the client's key. The request
- * and the answer exist in plaintext only in secure memory; the OpenAI
- * backend hands them to libcurl, whose own transfer buffers are ordinary
- * heap (docs/gateway.md says so to operators). A server is immutable once
- * made: one may serve any number of threads, and hush_server_handle is
- * blocking and reentrant.
+ * and the answer exist in plaintext only in secure memory, except that the
+ * OpenAI backend hands them to libcurl, whose request and download buffers
+ * are ordinary heap freed without wiping (docs/gateway.md says so to
+ * operators). A server is immutable once made: one may serve any number of
+ * threads, and hush_server_handle is blocking and reentrant.
  *
  * Failures of hush_server_handle set err->http_status to the status a
  * gateway should answer with and err->message to a detail safe to send
@@ -51,6 +51,10 @@ typedef struct hush_server_options {
     const char *upstream_url;          /* OPENAI: base URL, e.g. "http://127.0.0.1:8000/v1" */
     const char *upstream_api_key;      /* OPENAI: sent as "Authorization: Bearer <key>" */
     const char *upstream_ca_file;      /* OPENAI: PEM bundle for an https upstream */
+    /* OPENAI: allow a plain http:// upstream_url to a host that is not
+     * loopback (127.0.0.0/8, ::1, localhost). Off: every request would
+     * cross the network in clear. */
+    bool allow_http_upstream;
     long upstream_connect_timeout_ms;  /* default 10,000 */
     long upstream_timeout_ms;          /* whole upstream exchange, default 300,000 */
     size_t max_package_bytes;          /* default HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES */
@@ -68,8 +72,10 @@ void hush_server_options_init(hush_server_options *opts);
 
 /* Check the options and make a server. HUSH_E_ARGUMENT for a missing key,
  * an unknown backend, a size limit or timeout that is not positive, an
- * OPENAI backend without an http(s) upstream_url, or an upstream_api_key
- * that is not 1 to 512 printable ASCII characters without spaces. */
+ * OPENAI backend without an http(s) upstream_url, a plain http:// one to a
+ * host that is not loopback without allow_http_upstream, or an
+ * upstream_api_key that is not 1 to 512 printable ASCII characters without
+ * spaces. */
 hush_status hush_server_new(const hush_server_options *opts, hush_server **out, hush_error *err);
 void hush_server_free(hush_server *server); /* accepts NULL */
 
@@ -99,11 +105,13 @@ typedef struct hush_server_answer {
 /* Answer one request. The answer is the backend's chat.completion with a
  * `_metadata` object (replacing any the upstream sent): "server",
  * "backend" ("echo" or "openai"), "security_tier", "memory_protection"
- * (this process's hush_memory_protection_info) and "tpm_attestation" (a
- * quote bound to the payload id when req->attest, tpm.h; {"is_available":
- * true, "quoted": false} with a TPM when not asked; {"is_available": false}
- * without a TPM). The package's processed_at is the UTC time in Python's
- * isoformat().
+ * (this request's facts: "platform", "mlock_available", "request_locked",
+ * "dump_exclusion", "wipe_on_fork", "openssl_secure_heap", and the
+ * "request_bytes" and "answer_bytes" mapped for this request; never
+ * process-wide counters) and "tpm_attestation" (a quote bound to the
+ * payload id when req->attest, tpm.h; {"is_available": true, "quoted":
+ * false} with a TPM when not asked; {"is_available": false} without a
+ * TPM). The package's processed_at is the UTC time in Python's isoformat().
  *
  * Errors (err->http_status in brackets):
  *   HUSH_E_LIMIT [413]        the package is larger than max_package_bytes
