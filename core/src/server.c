@@ -176,17 +176,6 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* The current UTC time as Python's datetime.isoformat() writes it. */
-static void utc_isoformat(char out[HUSH_V1_PROCESSED_AT_MAX + 1])
-{
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, HUSH_V1_PROCESSED_AT_MAX + 1, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, HUSH_V1_PROCESSED_AT_MAX + 1 - n, ".%06ld+00:00", ts.tv_nsec / 1000);
-}
-
 /* The status a gateway answers with for each failure hush_server_handle reports. */
 static int http_status_for(hush_status status)
 {
@@ -250,12 +239,11 @@ static hush_status open_request(const hush_server *s, const hush_server_request 
                                 hush_arena *arena, const unsigned char **text, size_t *len,
                                 const hush_json_value **root, hush_error *err)
 {
-    char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1];
     unsigned char *plaintext = NULL;
     const void *package = req->package != NULL ? req->package : "";
     hush_status status =
         hush__envelope_v1_open_in(s->key, package, req->package_len, s->max_package_bytes,
-                                  arena, &plaintext, len, processed_at, err);
+                                  arena, &plaintext, len, NULL, err);
     if (status == HUSH_OK) {
         hush_json_limits limits = {.max_bytes = *len};
         status = hush_json_parse_into(arena, plaintext, *len, &limits, root, err);
@@ -405,7 +393,6 @@ hush_status hush_server_handle(const hush_server *server, const hush_server_requ
     const unsigned char *text = NULL;
     size_t len = 0;
     const hush_json_value *request = NULL;
-    char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1];
     double start;
 
     HUSH_ENSURE(server != NULL && req != NULL && out != NULL, HUSH_E_ARGUMENT,
@@ -421,9 +408,9 @@ hush_status hush_server_handle(const hush_server *server, const hush_server_requ
     out->open_ms = now_ms() - start;
     HUSH_TRY(write_answer(server, req, text, len, request, &x, out, err));
     start = now_ms();
-    utc_isoformat(processed_at);
-    HUSH_TRY(hush_envelope_v1_seal(x.client, hush_secbuf_data(x.answer),
-                                   hush_secbuf_len(x.answer), processed_at, &out->package, err));
+    /* processed_at in Unix seconds, the int NOMYO's API reference documents */
+    HUSH_TRY(hush_envelope_v1_seal(x.client, hush_secbuf_data(x.answer), hush_secbuf_len(x.answer),
+                                   (int64_t)time(NULL), &out->package, err));
     out->seal_ms = now_ms() - start;
 cleanup:
     exchange_free(&x);

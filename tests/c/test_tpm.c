@@ -594,7 +594,8 @@ static void test_server_answers_are_attested(void)
     CHECK_OK(hush_server_new(&o, &server, &err), &err);
     const char *body = "{\"model\": \"m\", \"messages\": "
                        "[{\"role\": \"user\", \"content\": \"hi\"}]}";
-    CHECK_OK(hush_envelope_v1_seal(server_pub, body, strlen(body), NULL, &request, &err), &err);
+    CHECK_OK(hush_envelope_v1_seal(server_pub, body, strlen(body), HUSH_V1_NO_PROCESSED_AT,
+                                   &request, &err), &err);
     hush_server_request req = {hush_secbuf_data(request), hush_secbuf_len(request), client_pem,
                                pem_len, "attested-1", "maximum"};
     CHECK_OK(hush_server_handle(server, &req, &answer, &err), &err);

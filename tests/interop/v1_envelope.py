@@ -17,7 +17,8 @@ OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()),
 
 
 def seal(public_key, plaintext, processed_at=None):
-    """The package for `public_key`, as bytes; the server role adds `processed_at` last."""
+    """The package for `public_key`, as bytes; the server role adds `processed_at` last, an int
+    of Unix seconds as NOMYO's API reference documents it."""
     key, nonce = secrets.token_bytes(32), secrets.token_bytes(12)
     sealed = AESGCM(key).encrypt(nonce, plaintext, None)
     package = {

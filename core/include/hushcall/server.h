@@ -96,7 +96,7 @@ typedef struct hush_server_answer {
  * "backend" ("echo" or "openai"), "security_tier", "memory_protection"
  * (this process's hush_memory_protection_info) and "tpm_attestation" (a
  * quote bound to the payload id, tpm.h; {"is_available": false} without a
- * TPM). The package's processed_at is the UTC time in Python's isoformat().
+ * TPM). The package's processed_at is the Unix time in seconds (an integer).
  *
  * Errors (err->http_status in brackets):
  *   HUSH_E_LIMIT [413]        the package is larger than max_package_bytes
