@@ -5,7 +5,9 @@
  * no label) for the recipient. The package is JSON laid out byte for byte
  * as the `nomyo` client writes it (Python json.dumps key order and spacing).
  * Open: size checked before anything is decoded, strict parse, every field
- * checked; the plaintext goes only to secure memory. Every authentication
+ * it uses checked (the *_algorithm labels and processed_at are read as the
+ * nomyo client reads them: not at all, and as received); the plaintext goes
+ * only to secure memory. Every authentication
  * failure (unwrap or tag) is one opaque HUSH_E_AUTH; a structural problem is
  * HUSH_E_FORMAT naming the field, never its content. */
 #ifndef HUSHCALL_ENVELOPE_V1_H
