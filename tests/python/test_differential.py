@@ -511,7 +511,7 @@ def test_hushcall_opens_what_nomyo_opens(outcomes, client, variant):
         expected = settled(nomyo_answer)
         if client == "lua":
             expected = as_lua_sees_it(expected)
-        assert settled(ours_answer) == expected
+        assert settled(ours_answer) == expected, "%s opened %s differently" % (client, variant)
 
 
 def test_processed_at_is_carried_as_received(outcomes):
