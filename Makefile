@@ -77,7 +77,8 @@ test-c-tsan: build-tsan
 build-python: deps
 	$(PYTHON) setup.py -q build_ext --inplace --build-temp $(BUILD_PYTHON)
 
-test-python: build-python
+# build too: test_differential.py runs the C and Lua clients against the nomyo client.
+test-python: build build-python
 	PYTHONPATH=python $(PYTHON) -m pytest -q tests/python
 
 # The Lua binding: build/lua/hushcall/core.so with lua/hushcall.lua, against

@@ -772,8 +772,8 @@ static void run_seal(hush_engine *e, worker *w, job *j)
     hush_error_clear(&err);
     hush_secbuf *package = NULL;
     hush_status status = hush__envelope_v1_seal_with(
-        call->server_key, hush_secbuf_data(j->request), hush_secbuf_len(j->request), NULL,
-        hush_secbuf_data(w->key_space), &package, &err);
+        call->server_key, hush_secbuf_data(j->request), hush_secbuf_len(j->request),
+        HUSH_V1_NO_PROCESSED_AT, hush_secbuf_data(w->key_space), &package, &err);
     hush_secbuf_free(j->request); /* the plaintext is not needed again: retries resend the package */
     j->request = NULL;
     if (!post(e, EV_SEALED, call, status, &err, package, NULL))

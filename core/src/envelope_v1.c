@@ -3,7 +3,9 @@
  * opening checks every field and keeps the AES key and the plaintext in
  * secure memory. Anything that means "not authentic for this key" collapses
  * into one HUSH_E_AUTH, so the error says nothing an attacker can use. */
+#include <inttypes.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +17,7 @@
 #include "hushcall/base64.h"
 #include "hushcall/envelope_v1.h"
 #include "hushcall/json.h"
+#include "hushcall/json_writer.h"
 #include "internal.h"
 
 #define AUTH_FAILED "decryption failed: the package is not authentic for this key"
@@ -66,18 +69,6 @@ cleanup:
     return status;
 }
 
-/* processed_at is written raw into the package, so it must need no escaping. */
-static bool is_plain_timestamp(const char *s)
-{
-    size_t n = strlen(s);
-    if (n > HUSH_V1_PROCESSED_AT_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < 0x20 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\')
-            return false;
-    return true;
-}
-
 static hush_status append_str(hush_secbuf *out, const char *s, hush_error *err)
 {
     return hush_secbuf_append(out, s, strlen(s), err);
@@ -88,9 +79,10 @@ static hush_status append_str(hush_secbuf *out, const char *s, hush_error *err)
 static hush_status write_package(hush_secbuf *out, const unsigned char *ciphertext, size_t ct_len,
                                  const unsigned char *nonce, const unsigned char *tag,
                                  const unsigned char *wrapped, size_t wrapped_len,
-                                 const char *processed_at, hush_error *err)
+                                 int64_t processed_at, hush_error *err)
 {
     hush_status status = HUSH_OK;
+    char timestamp[48]; /* the member and the longest int64 */
     HUSH_TRY(append_str(out, "{\"version\": \"" HUSH_V1_VERSION "\", \"algorithm\": \""
                              HUSH_V1_ALGORITHM "\", \"encrypted_payload\": {\"ciphertext\": \"", err));
     HUSH_TRY(hush_base64_encode_append(ciphertext, ct_len, out, err));
@@ -102,10 +94,9 @@ static hush_status write_package(hush_secbuf *out, const unsigned char *cipherte
     HUSH_TRY(hush_base64_encode_append(wrapped, wrapped_len, out, err));
     HUSH_TRY(append_str(out, "\", \"key_algorithm\": \"" HUSH_V1_KEY_ALGORITHM
                              "\", \"payload_algorithm\": \"" HUSH_V1_PAYLOAD_ALGORITHM "\"", err));
-    if (processed_at != NULL) {
-        HUSH_TRY(append_str(out, ", \"processed_at\": \"", err));
-        HUSH_TRY(append_str(out, processed_at, err));
-        HUSH_TRY(append_str(out, "\"", err));
+    if (processed_at != HUSH_V1_NO_PROCESSED_AT) {
+        snprintf(timestamp, sizeof timestamp, ", \"processed_at\": %" PRId64, processed_at);
+        HUSH_TRY(append_str(out, timestamp, err));
     }
     HUSH_TRY(append_str(out, "}", err));
 cleanup:
@@ -113,7 +104,7 @@ cleanup:
 }
 
 hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void *plaintext,
-                                        size_t len, const char *processed_at,
+                                        size_t len, int64_t processed_at,
                                         unsigned char key[HUSH_V1_KEY_BYTES],
                                         hush_secbuf **package, hush_error *err)
 {
@@ -127,9 +118,6 @@ hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void
     HUSH_ENSURE(package != NULL && recipient != NULL && (plaintext != NULL || len == 0),
                 HUSH_E_ARGUMENT, "hush_envelope_v1_seal: NULL argument");
     *package = NULL;
-    HUSH_ENSURE(processed_at == NULL || is_plain_timestamp(processed_at), HUSH_E_ARGUMENT,
-                "processed_at must be printable ASCII of at most %u bytes without quotes",
-                HUSH_V1_PROCESSED_AT_MAX);
     HUSH_ENSURE(len <= SIZE_MAX / 2, HUSH_E_LIMIT, "plaintext too large");
     HUSH_TRY(hush__init(err));
 
@@ -165,7 +153,7 @@ cleanup:
 }
 
 hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plaintext, size_t len,
-                                  const char *processed_at, hush_secbuf **package, hush_error *err)
+                                  int64_t processed_at, hush_secbuf **package, hush_error *err)
 {
     hush_secbuf *key = NULL;
     if (package != NULL)
@@ -189,6 +177,7 @@ typedef struct v1_fields {
     size_t wrapped_len;
     unsigned char nonce[HUSH_V1_NONCE_BYTES];
     unsigned char tag[HUSH_V1_TAG_BYTES];
+    hush_secbuf *processed_at; /* its JSON text (public); NULL when absent or null */
 } v1_fields;
 
 static hush_status require_string(const hush_json_value *obj, const char *name,
@@ -203,12 +192,10 @@ static hush_status require_string(const hush_json_value *obj, const char *name,
     return HUSH_OK;
 }
 
-/* A field that must hold exactly `expected` when present (or always, when required). */
+/* A field that must hold exactly `expected`. */
 static hush_status require_constant(const hush_json_value *obj, const char *name,
-                                    const char *expected, bool required, hush_error *err)
+                                    const char *expected, hush_error *err)
 {
-    if (!required && hush_json_object_get(obj, name, strlen(name)) == NULL)
-        return HUSH_OK;
     const char *s = NULL;
     size_t len;
     hush_status status = require_string(obj, name, &s, &len, err);
@@ -258,19 +245,34 @@ static hush_status decode_alloc(const hush_json_value *obj, const char *name, un
     return HUSH_OK;
 }
 
-static hush_status parse_package(const hush_json_value *root, v1_fields *f, char *processed_at,
-                                 hush_error *err)
+/* processed_at is not authenticated and never interpreted: it is kept as the
+ * JSON text it arrived as, whatever its type, as the nomyo client keeps it. */
+static hush_status keep_processed_at(const hush_json_value *root, v1_fields *f, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_json_writer *w = NULL;
+    const hush_json_value *ts = hush_json_object_get(root, "processed_at", 12);
+    if (ts == NULL || hush_json_type_of(ts) == HUSH_JSON_NULL)
+        return HUSH_OK;
+    HUSH_TRY(hush_secbuf_new(&f->processed_at, 64, 0, HUSH_SECMEM_PUBLIC, err));
+    HUSH_TRY(hush_json_writer_new(&w, f->processed_at, HUSH_JSON_WRITE_COMPACT, 0, err));
+    HUSH_TRY(hush_json_write_value(w, ts, err));
+cleanup:
+    hush_json_writer_free(w);
+    return status;
+}
+
+/* key_algorithm and payload_algorithm are labels the nomyo client never
+ * reads: `algorithm` alone fixes the cipher suite, so they are not checked. */
+static hush_status parse_package(const hush_json_value *root, v1_fields *f, hush_error *err)
 {
     hush_status status = HUSH_OK;
     const hush_json_value *payload;
-    size_t n;
 
     HUSH_ENSURE(hush_json_type_of(root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
                 "envelope is not a JSON object");
-    HUSH_TRY(require_constant(root, "version", HUSH_V1_VERSION, true, err));
-    HUSH_TRY(require_constant(root, "algorithm", HUSH_V1_ALGORITHM, true, err));
-    HUSH_TRY(require_constant(root, "key_algorithm", HUSH_V1_KEY_ALGORITHM, false, err));
-    HUSH_TRY(require_constant(root, "payload_algorithm", HUSH_V1_PAYLOAD_ALGORITHM, false, err));
+    HUSH_TRY(require_constant(root, "version", HUSH_V1_VERSION, err));
+    HUSH_TRY(require_constant(root, "algorithm", HUSH_V1_ALGORITHM, err));
 
     if (hush_json_object_get_typed(root, "encrypted_payload", HUSH_JSON_OBJECT, &payload, err) !=
         HUSH_OK)
@@ -281,16 +283,7 @@ static hush_status parse_package(const hush_json_value *root, v1_fields *f, char
     HUSH_TRY(decode_fixed(payload, "tag", f->tag, HUSH_V1_TAG_BYTES, err));
     HUSH_TRY(decode_alloc(payload, "ciphertext", &f->ciphertext, &f->ciphertext_len, err));
     HUSH_TRY(decode_alloc(root, "encrypted_aes_key", &f->wrapped, &f->wrapped_len, err));
-
-    processed_at[0] = '\0';
-    const hush_json_value *ts = hush_json_object_get(root, "processed_at", 12);
-    if (ts != NULL && hush_json_type_of(ts) != HUSH_JSON_NULL) {
-        const char *s = hush_json_string(ts, &n);
-        HUSH_ENSURE(s != NULL && n <= HUSH_V1_PROCESSED_AT_MAX && strlen(s) == n, HUSH_E_FORMAT,
-                    "envelope field 'processed_at' must be a string of at most %u bytes",
-                    HUSH_V1_PROCESSED_AT_MAX);
-        memcpy(processed_at, s, n + 1);
-    }
+    HUSH_TRY(keep_processed_at(root, f, err));
 cleanup:
     return status;
 }
@@ -349,14 +342,14 @@ cleanup:
 
 /* Parse and check a package into its decoded (public) fields. */
 static hush_status read_package(const void *package, size_t len, size_t max, v1_fields *f,
-                                char *processed_at, hush_error *err)
+                                hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush_json_doc *doc = NULL;
     HUSH_ENSURE(len <= max, HUSH_E_LIMIT, "envelope of %zu bytes exceeds the limit of %zu bytes",
                 len, max);
     /* The package holds only ciphertext: ordinary memory will do. */
-    hush_json_limits limits = {.max_bytes = max, .max_depth = 8};
+    hush_json_limits limits = {.max_bytes = max}; /* the default depth, 64 */
     if (hush_json_parse(package, len, &limits, HUSH_SECMEM_PUBLIC, &doc, err) != HUSH_OK) {
         status = HUSH_E_FORMAT;
         if (err != NULL) {
@@ -370,7 +363,7 @@ static hush_status read_package(const void *package, size_t len, size_t max, v1_
         }
         goto cleanup;
     }
-    HUSH_TRY(parse_package(hush_json_doc_root(doc), f, processed_at, err));
+    HUSH_TRY(parse_package(hush_json_doc_root(doc), f, err));
 cleanup:
     hush_json_doc_free(doc);
     return status;
@@ -400,6 +393,7 @@ static void clear_fields(v1_fields *f)
 {
     free(f->ciphertext);
     free(f->wrapped);
+    hush_secbuf_free(f->processed_at);
 }
 
 hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *package, size_t len,
@@ -414,15 +408,18 @@ hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *pac
     HUSH_ENSURE(out != NULL && recipient != NULL && (package != NULL || len == 0), HUSH_E_ARGUMENT,
                 "hush_envelope_v1_open: NULL argument");
     memset(out, 0, sizeof *out);
-    HUSH_TRY(read_package(package, len, max, &f, out->processed_at, err));
+    HUSH_TRY(read_package(package, len, max, &f, err));
     HUSH_TRY(hush_secbuf_new(&plaintext, open_space(recipient, &f), 0, HUSH_SECMEM_DEFAULT, err));
     HUSH_TRY(decrypt_into(recipient, &f, hush_secbuf_data(plaintext), err));
     HUSH_TRY(hush_secbuf_set_len(plaintext, f.ciphertext_len, err));
+    if (f.processed_at != NULL)
+        HUSH_TRY(hush_json_parse(hush_secbuf_data(f.processed_at), hush_secbuf_len(f.processed_at),
+                                 NULL, HUSH_SECMEM_DEFAULT, &out->processed_at, err));
     out->plaintext = plaintext;
     plaintext = NULL;
 cleanup:
     if (status != HUSH_OK && out != NULL)
-        memset(out, 0, sizeof *out);
+        hush_envelope_v1_opened_clear(out);
     hush_secbuf_free(plaintext);
     clear_fields(&f);
     return status;
@@ -431,7 +428,7 @@ cleanup:
 hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void *package,
                                       size_t len, size_t max_package_bytes, hush_arena *arena,
                                       unsigned char **plaintext, size_t *plaintext_len,
-                                      char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1],
+                                      const hush_json_value **processed_at,
                                       unsigned char wrapped_key_digest[HUSH_V1_DIGEST_BYTES],
                                       hush_error *err)
 {
@@ -440,7 +437,7 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
     void *space;
     size_t max = max_package_bytes ? max_package_bytes : HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES;
 
-    HUSH_TRY(read_package(package, len, max, &f, processed_at, err));
+    HUSH_TRY(read_package(package, len, max, &f, err));
     HUSH_TRY(hush_arena_alloc(arena, open_space(recipient, &f), &space, err));
     HUSH_TRY(decrypt_into(recipient, &f, space, err));
     if (wrapped_key_digest != NULL)
@@ -449,6 +446,13 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
                   "SHA-256 of the wrapped key");
     *plaintext = space;
     *plaintext_len = f.ciphertext_len;
+    if (processed_at != NULL) {
+        *processed_at = NULL;
+        if (f.processed_at != NULL)
+            HUSH_TRY(hush_json_parse_into(arena, hush_secbuf_data(f.processed_at),
+                                          hush_secbuf_len(f.processed_at), NULL, processed_at,
+                                          err));
+    }
 cleanup:
     clear_fields(&f);
     return status;
@@ -459,5 +463,6 @@ void hush_envelope_v1_opened_clear(hush_envelope_v1_opened *opened)
     if (opened == NULL)
         return;
     hush_secbuf_free(opened->plaintext);
+    hush_json_doc_free(opened->processed_at);
     memset(opened, 0, sizeof *opened);
 }

@@ -142,7 +142,7 @@ hush_status hush__json_doc_adopt(hush_arena *arena, const hush_json_value *root,
 /* hush_envelope_v1_seal with the message key made in `key`: secure space
  * the caller keeps (a worker's), zeroed before returning. */
 hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void *plaintext,
-                                        size_t len, const char *processed_at,
+                                        size_t len, int64_t processed_at,
                                         unsigned char key[HUSH_V1_KEY_BYTES],
                                         hush_secbuf **package, hush_error *err);
 
@@ -151,6 +151,8 @@ hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void
 
 /* hush_envelope_v1_open, decrypting into `arena` instead of a new buffer,
  * so an answer, its plaintext and its document share one locked region.
+ * `*processed_at` (when processed_at is not NULL) is the package's
+ * processed_at, also in `arena`; NULL when absent or null.
  * `wrapped_key_digest` (NULL for none) receives SHA-256 of the wrapped
  * message key once the package has opened: fresh for every message, and
  * no one without the message key can make another package that opens
@@ -158,7 +160,7 @@ hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void
 hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void *package,
                                       size_t len, size_t max_package_bytes, hush_arena *arena,
                                       unsigned char **plaintext, size_t *plaintext_len,
-                                      char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1],
+                                      const hush_json_value **processed_at,
                                       unsigned char wrapped_key_digest[HUSH_V1_DIGEST_BYTES],
                                       hush_error *err);
 

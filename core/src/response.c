@@ -86,9 +86,10 @@ cleanup:
     return status;
 }
 
-/* The server's `_metadata` members, then ours (which win). */
+/* The server's `_metadata` members, then ours (which win). processed_at
+ * is the package's value as received (NULL: absent or null). */
 static hush_status build_metadata(hush_arena *arena, const hush_json_value *server,
-                                  const char *payload_id, const char *processed_at,
+                                  const char *payload_id, const hush_json_value *processed_at,
                                   const hush_json_value *attestation,
                                   const hush_json_value **out, hush_error *err)
 {
@@ -103,9 +104,8 @@ static hush_status build_metadata(hush_arena *arena, const hush_json_value *serv
         if (!is_ours(specs[n].key, specs[n].key_len))
             n++;
     HUSH_TRY(hush__json_new_string(arena, payload_id, strlen(payload_id), &id, err));
-    if (processed_at[0] != '\0')
-        HUSH_TRY(hush__json_new_string(arena, processed_at, strlen(processed_at), &when, err));
-    else
+    when = processed_at;
+    if (when == NULL)
         HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_NULL, false, &when, err));
     HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_BOOL, true, &encrypted, err));
     HUSH_TRY(hush__json_new_string(arena, HUSH_V1_ALGORITHM, strlen(HUSH_V1_ALGORITHM),
@@ -167,14 +167,15 @@ hush_status hush__response_open(const hush_keypair *key, const void *package, si
     hush_arena *arena = NULL;
     unsigned char *plaintext = NULL;
     size_t plaintext_len = 0;
-    char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1] = "";
-    const hush_json_value *root, *server_metadata, *attestation, *metadata, *merged;
+    const hush_json_value *processed_at = NULL, *root, *server_metadata, *attestation, *metadata,
+                          *merged;
 
     *out = NULL;
     HUSH_TRY(hush_arena_new(&arena, secmem_flags, err));
     /* base64 makes a package 4/3 of its payload, plus the envelope's own fields */
     HUSH_TRY(hush__envelope_v1_open_in(key, package, len, max_response_bytes / 3 * 4 + 8192,
-                                       arena, &plaintext, &plaintext_len, processed_at, NULL, err));
+                                       arena, &plaintext, &plaintext_len, &processed_at, NULL,
+                                       err));
     hush_json_limits limits = {.max_bytes = max_response_bytes};
     status = hush_json_parse_into(arena, plaintext, plaintext_len, &limits, &root, err);
     hush_memzero(plaintext, plaintext_len); /* the document holds its own copies */
@@ -182,6 +183,9 @@ hush_status hush__response_open(const hush_keypair *key, const void *package, si
     HUSH_ENSURE(hush_json_type_of(root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
                 "the decrypted response is not a JSON object");
     server_metadata = hush_json_object_get(root, METADATA, strlen(METADATA));
+    /* nomyo update()s a server's _metadata, and fails on one that is not an object. */
+    HUSH_ENSURE(server_metadata == NULL || hush_json_type_of(server_metadata) == HUSH_JSON_OBJECT,
+                HUSH_E_FORMAT, "the decrypted response's _metadata is not a JSON object");
     HUSH_TRY(attest(arena, server_metadata, payload_id, rule, &attestation, err));
     HUSH_TRY(build_metadata(arena, server_metadata, payload_id, processed_at, attestation,
                             &metadata, err));

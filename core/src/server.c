@@ -230,17 +230,6 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* The current UTC time as Python's datetime.isoformat() writes it. */
-static void utc_isoformat(char out[HUSH_V1_PROCESSED_AT_MAX + 1])
-{
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, HUSH_V1_PROCESSED_AT_MAX + 1, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, HUSH_V1_PROCESSED_AT_MAX + 1 - n, ".%06ld+00:00", ts.tv_nsec / 1000);
-}
-
 /* The status a gateway answers with for each failure hush_server_handle reports. */
 static int http_status_for(hush_status status)
 {
@@ -306,12 +295,11 @@ static hush_status open_request(const hush_server *s, const hush_server_request 
                                 unsigned char replay_key[HUSH_REPLAY_DIGEST_BYTES],
                                 hush_error *err)
 {
-    char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1];
     unsigned char *plaintext = NULL;
     const void *package = req->package != NULL ? req->package : "";
     hush_status status =
         hush__envelope_v1_open_in(s->key, package, req->package_len, s->max_package_bytes,
-                                  arena, &plaintext, len, processed_at, replay_key, err);
+                                  arena, &plaintext, len, NULL, replay_key, err);
     if (status == HUSH_OK) {
         hush_json_limits limits = {.max_bytes = *len};
         status = hush_json_parse_into(arena, plaintext, *len, &limits, root, err);
@@ -557,7 +545,6 @@ hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_ans
     hush_status status = HUSH_OK;
     hush_secbuf *answer = NULL;
     hush_json_writer *writer = NULL;
-    char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1];
     double start;
 
     HUSH_ENSURE(x != NULL && out != NULL, HUSH_E_ARGUMENT,
@@ -570,9 +557,9 @@ hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_ans
     HUSH_TRY(hush_json_writer_new(&writer, answer, HUSH_JSON_WRITE_COMPACT, 0, err));
     HUSH_TRY(write_answer(x, answer, writer, out, err));
     start = now_ms();
-    utc_isoformat(processed_at);
+    /* processed_at in Unix seconds, the int NOMYO's API reference documents */
     HUSH_TRY(hush_envelope_v1_seal(x->client, hush_secbuf_data(answer), hush_secbuf_len(answer),
-                                   processed_at, &out->package, err));
+                                   (int64_t)time(NULL), &out->package, err));
     out->seal_ms = now_ms() - start;
 cleanup:
     hush_json_writer_free(writer);

@@ -61,7 +61,8 @@ static hush_secbuf *seal_to(const hush_keypair *to, const char *json)
     hush_secbuf *package = NULL;
     hush_error err = {0};
     CHECK_OK(hush_pubkey_from_keypair(to != NULL ? to : server_key, &pk, &err), &err);
-    CHECK_OK(hush_envelope_v1_seal(pk, json, strlen(json), NULL, &package, &err), &err);
+    CHECK_OK(hush_envelope_v1_seal(pk, json, strlen(json), HUSH_V1_NO_PROCESSED_AT, &package,
+                                   &err), &err);
     hush_pubkey_free(pk);
     return package;
 }
@@ -92,16 +93,15 @@ static hush_status handle_json(const hush_server *s, const char *json, const cha
 }
 
 /* True when `s` is "YYYY-MM-DDTHH:MM:SS.ffffff+00:00". */
-static bool is_isoformat_utc(const char *s)
+/* processed_at as the server role writes it: Unix seconds, an integer, not
+ * in the future. */
+static bool is_unix_seconds(const hush_json_doc *processed_at)
 {
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddddd+00:00";
-    if (strlen(s) != sizeof shape - 1)
-        return false;
-    for (size_t i = 0; shape[i] != '\0'; i++) {
-        if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
-            return false;
-    }
-    return true;
+    hush_error err;
+    int64_t seconds = 0;
+    const hush_json_value *v = hush_json_doc_root(processed_at);
+    return hush_json_is_integer(v) && hush_json_int64(v, &seconds, &err) == HUSH_OK &&
+           seconds > 1700000000 && seconds <= (int64_t)time(NULL);
 }
 
 /* Open a sealed answer with the client key and parse it; NULL on failure. */
@@ -118,7 +118,7 @@ static hush_json_doc *open_answer(const hush_server_answer *a)
                                    hush_secbuf_len(a->package), 0, &opened, &err),
              &err);
     if (opened.plaintext != NULL) {
-        CHECK(is_isoformat_utc(opened.processed_at));
+        CHECK(is_unix_seconds(opened.processed_at));
         CHECK_OK(hush_json_parse(hush_secbuf_data(opened.plaintext),
                                  hush_secbuf_len(opened.plaintext), NULL, HUSH_SECMEM_DEFAULT,
                                  &doc, &err),

@@ -584,8 +584,8 @@ static hush_json_doc *serve_one(const served *sv, const char *payload_id, bool a
     hush_error err;
     const char *body = "{\"model\": \"m\", \"messages\": "
                        "[{\"role\": \"user\", \"content\": \"hi\"}]}";
-    CHECK_OK(hush_envelope_v1_seal(sv->server_pub, body, strlen(body), NULL, &request, &err),
-             &err);
+    CHECK_OK(hush_envelope_v1_seal(sv->server_pub, body, strlen(body), HUSH_V1_NO_PROCESSED_AT,
+                                   &request, &err), &err);
     hush_server_request req = {hush_secbuf_data(request), hush_secbuf_len(request),
                                sv->client_pem, sv->pem_len, payload_id, "standard", attest};
     CHECK_OK(hush_server_handle(sv->server, &req, &answer, &err), &err);

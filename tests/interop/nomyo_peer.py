@@ -38,7 +38,7 @@ secure_completion checks, first failure wins
                                           key, or its plaintext is not a JSON object
 
 The echo model: a 200 answer is this chat.completion, sealed to the client key
-with "processed_at" (UTC ISO-8601) as the package's last member:
+with "processed_at" (Unix seconds, an int, as NOMYO sends it) as the package's last member:
   {"id": "chatcmpl-<X-Payload-ID>", "object": "chat.completion",
    "created": <unix time>, "model": <request model>,
    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
@@ -74,7 +74,6 @@ import ssl
 import sys
 import time
 import urllib.parse
-from datetime import datetime, timezone
 
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
@@ -260,7 +259,7 @@ class Peer:
                 recipient = self.stranger.public_key()
 
         answer = json.dumps(echo(chat, request, payload_id, tier)).encode()
-        processed_at = datetime.now(timezone.utc).isoformat()
+        processed_at = int(time.time())
         package = await loop.run_in_executor(None, seal, recipient, answer, processed_at)
         return web.Response(body=package, content_type="application/octet-stream")
 

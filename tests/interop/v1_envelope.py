@@ -16,11 +16,12 @@ OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()),
                     algorithm=hashes.SHA256(), label=None)
 
 
-def seal(public_key, plaintext, processed_at=None):
-    """The package for `public_key`, as bytes; the server role adds `processed_at` last."""
-    key, nonce = secrets.token_bytes(32), secrets.token_bytes(12)
+def package_fields(public_key, plaintext, key_bytes=32, nonce_bytes=12):
+    """The package for `public_key` as a dict, to be changed before it is written. Only the
+    differential test asks for another AES key or nonce size than v1's 32 and 12 bytes."""
+    key, nonce = secrets.token_bytes(key_bytes), secrets.token_bytes(nonce_bytes)
     sealed = AESGCM(key).encrypt(nonce, plaintext, None)
-    package = {
+    return {
         "version": "1.0",
         "algorithm": "hybrid-aes256-rsa4096",
         "encrypted_payload": {
@@ -32,6 +33,12 @@ def seal(public_key, plaintext, processed_at=None):
         "key_algorithm": "RSA-OAEP-SHA256",
         "payload_algorithm": "AES-256-GCM",
     }
+
+
+def seal(public_key, plaintext, processed_at=None):
+    """The package for `public_key`, as bytes; the server role adds `processed_at` last, an int
+    of Unix seconds as NOMYO's API reference documents it."""
+    package = package_fields(public_key, plaintext)
     if processed_at is not None:
         package["processed_at"] = processed_at
     return json.dumps(package).encode()

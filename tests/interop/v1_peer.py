@@ -7,7 +7,7 @@ against someone else's reading of the protocol. Files in, files out; the C
 test drives it and compares.
 
   keygen DIR [--password P]          write DIR/private_key.pem and public_key.pem
-  seal PUBLIC_PEM IN OUT [--processed-at T]
+  seal PUBLIC_PEM IN OUT [--processed-at UNIX_SECONDS]
   open PRIVATE_PEM IN OUT [--password P] [--check-layout]
   nomyo-open KEY_DIR IN OUT [--password P]   decrypt with nomyo's own client
 """
@@ -87,7 +87,7 @@ def main():
     p.add_argument("public_pem")
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--processed-at")
+    p.add_argument("--processed-at", type=int, help="Unix seconds, as NOMYO writes it")
     p.set_defaults(run=seal_file)
     p = sub.add_parser("open")
     p.add_argument("private_pem")

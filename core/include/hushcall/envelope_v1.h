@@ -5,15 +5,19 @@
  * no label) for the recipient. The package is JSON laid out byte for byte
  * as the `nomyo` client writes it (Python json.dumps key order and spacing).
  * Open: size checked before anything is decoded, strict parse, every field
- * checked; the plaintext goes only to secure memory. Every authentication
+ * it uses checked (the *_algorithm labels and processed_at are read as the
+ * nomyo client reads them: not at all, and as received); the plaintext goes
+ * only to secure memory. Every authentication
  * failure (unwrap or tag) is one opaque HUSH_E_AUTH; a structural problem is
  * HUSH_E_FORMAT naming the field, never its content. */
 #ifndef HUSHCALL_ENVELOPE_V1_H
 #define HUSHCALL_ENVELOPE_V1_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "hushcall/error.h"
+#include "hushcall/json.h"
 #include "hushcall/keys.h"
 #include "hushcall/secmem.h"
 
@@ -29,20 +33,23 @@ extern "C" {
 #define HUSH_V1_NONCE_BYTES 12u
 #define HUSH_V1_TAG_BYTES 16u
 #define HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES (16u * 1024u * 1024u)
-/* Longest processed_at accepted (an ISO 8601 timestamp needs ~32). */
-#define HUSH_V1_PROCESSED_AT_MAX 64u
+/* hush_envelope_v1_seal's processed_at for "write none" (the client role). */
+#define HUSH_V1_NO_PROCESSED_AT INT64_MIN
 
-/* Seal `len` plaintext bytes for `recipient`. `processed_at` (NULL for
- * none) is the server role's timestamp, written as the last member. The
- * package (ciphertext only) is returned in a new buffer the caller frees;
- * it is not locked, since nothing in it is secret. */
+/* Seal `len` plaintext bytes for `recipient`. `processed_at` is the server
+ * role's timestamp, Unix seconds, written as the last member as an integer
+ * (as NOMYO's API reference documents it); HUSH_V1_NO_PROCESSED_AT writes
+ * none. The package (ciphertext only) is returned in a new buffer the
+ * caller frees; it is not locked, since nothing in it is secret. */
 hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plaintext, size_t len,
-                                  const char *processed_at, hush_secbuf **package,
-                                  hush_error *err);
+                                  int64_t processed_at, hush_secbuf **package, hush_error *err);
 
 typedef struct hush_envelope_v1_opened {
-    hush_secbuf *plaintext;                          /* locked; the caller frees it */
-    char processed_at[HUSH_V1_PROCESSED_AT_MAX + 1]; /* "" when the package had none */
+    hush_secbuf *plaintext; /* locked; the caller frees it */
+    /* The package's processed_at exactly as received, of any JSON type (a
+     * number keeps its text); NULL when the package had none or null. The
+     * caller frees it with hush_json_doc_free (hush_envelope_v1_opened_clear does). */
+    hush_json_doc *processed_at;
 } hush_envelope_v1_opened;
 
 /* Open a package addressed to `recipient`. `max_package_bytes` 0 means
@@ -52,7 +59,7 @@ hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *pac
                                   size_t max_package_bytes, hush_envelope_v1_opened *out,
                                   hush_error *err);
 
-/* Free the plaintext and clear the struct. Accepts NULL. */
+/* Free the plaintext and processed_at and clear the struct. Accepts NULL. */
 void hush_envelope_v1_opened_clear(hush_envelope_v1_opened *opened);
 
 #ifdef __cplusplus

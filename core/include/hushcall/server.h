@@ -111,7 +111,7 @@ typedef struct hush_server_answer {
  * process-wide counters) and "tpm_attestation" (a quote bound to the
  * payload id when req->attest, tpm.h; {"is_available": true, "quoted":
  * false} with a TPM when not asked; {"is_available": false} without a
- * TPM). The package's processed_at is the UTC time in Python's isoformat().
+ * TPM). The package's processed_at is the Unix time in seconds (an integer).
  *
  * Errors (err->http_status in brackets):
  *   HUSH_E_LIMIT [413]        the package is larger than max_package_bytes
