@@ -233,8 +233,10 @@ class Gateway:
         return self.limits.in_flight
 
     def app(self) -> web.Application:
+        # The access log runs inside hold_until_sent: a request is logged
+        # before its answer goes out, so whoever reads the answer finds its line.
         app = web.Application(client_max_size=self.config.max_body_bytes + 1,
-                              middlewares=[self.access_log, self.limits.hold_until_sent])
+                              middlewares=[self.limits.hold_until_sent, self.access_log])
         app.add_routes([
             web.get("/pki/public_key", self.public_key),
             web.post("/v1/chat/secure_completion", self.secure_completion,

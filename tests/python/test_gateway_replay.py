@@ -113,7 +113,6 @@ def test_replay_under_another_key_is_refused(gw, upstream, alice, mallory):
     status, _, detail = post_raw(gw.url, body, mallory.headers("p-1"))
     assert (status, detail) == (409, REPLAYED)
     assert upstream_count(upstream) == seen  # the backend never saw the replay
-    time.sleep(0.2)
     refused = [r for r in log_records(gw) if r["status"] == 409]
     assert refused and refused[-1]["replay"] == 1
 
@@ -151,7 +150,6 @@ def test_retry_is_served_from_the_answer_cache_at_most_three_times(gw, upstream,
     assert alice.open(first)["choices"][0]["message"]["content"] == "upstream: retry me"
     # A fourth answer is never given.
     assert post_raw(gw.url, body, alice.headers("p-4"))[:3:2] == (409, REPLAYED)
-    time.sleep(0.2)
     mine = [r for r in log_records(gw) if r.get("payload_id") == "p-4"]
     assert [r["status"] for r in mine] == [200, 200, 200, 409]
     assert [r.get("answers") for r in mine] == [None, 2, 3, 3]
@@ -363,6 +361,5 @@ def test_nomyo_retry_after_a_dropped_answer_is_served_once(gw, upstream):
         assert upstream_count(upstream) == before + 1  # and the backend ran once
     finally:
         proxy.close()
-    time.sleep(0.2)
     retried = [r for r in log_records(gw) if r.get("answers") == 2 and r["status"] == 200]
     assert retried, "the retry was not answered from the replay cache"
