@@ -1,7 +1,9 @@
 """Shared setup for the Python binding's tests: find the package in python/ when
 it is not installed (after `python3 setup.py build_ext --inplace`), and the
-`peer` fixture: the independent NOMYO server (tests/interop/nomyo_peer.py),
-started once per test module."""
+fixtures several modules share, each started once per test module: `peer`,
+the independent NOMYO server (tests/interop/nomyo_peer.py); `upstream`, the
+fake OpenAI server (tests/interop/fake_openai.py); `echo`, a gateway with
+the echo backend."""
 
 import os
 import subprocess
@@ -58,3 +60,22 @@ def server_keys(tmp_path_factory):
     d = tmp_path_factory.mktemp("server") / "keys"
     _core.KeyPair.generate(4096).save(str(d))
     return d
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    from processes import FakeOpenAI
+
+    fake = FakeOpenAI(tmp_path_factory.mktemp("upstream"))
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def echo(tmp_path_factory, server_keys):
+    from processes import Gateway, keys_copy
+
+    tmp = tmp_path_factory.mktemp("echo")
+    gw = Gateway(tmp, key_dir=keys_copy(server_keys, tmp))
+    yield gw
+    gw.stop()

@@ -23,7 +23,7 @@ import pytest
 
 import hushcall
 from hushcall import _core
-from processes import FakeOpenAI, Gateway, ROOT, _env, keys_copy
+from processes import Gateway, ROOT, _env, keys_copy
 
 CANARY = "CANARY-7f3a91-prompt"
 FAST = {"allow_http": True, "key_bits": 2048}
@@ -97,14 +97,6 @@ def good_headers(client_key):
     return {"X-Payload-ID": "raw-1",
             "X-Public-Key": urllib.parse.quote(client_key.public_pem()),
             "Content-Type": "application/octet-stream"}
-
-
-@pytest.fixture(scope="module")
-def echo(tmp_path_factory, server_keys):
-    tmp = tmp_path_factory.mktemp("echo")
-    gw = Gateway(tmp, key_dir=keys_copy(server_keys, tmp))
-    yield gw
-    gw.stop()
 
 
 # ---- round trips -------------------------------------------------------------
@@ -388,13 +380,6 @@ def test_token_buckets(monkeypatch):
 
 
 # ---- the openai backend ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    fake = FakeOpenAI(tmp_path_factory.mktemp("upstream"))
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

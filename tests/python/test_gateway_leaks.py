@@ -74,14 +74,6 @@ def test_wipe_environment_variable_refuses_bad_names():
 # ---- memory_protection is the request's own ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def echo(tmp_path_factory, server_keys):
-    tmp = tmp_path_factory.mktemp("leaks-echo")
-    gw = Gateway(tmp, key_dir=keys_copy(server_keys, tmp))
-    yield gw
-    gw.stop()
-
-
 def protection_of(answer):
     return answer["_metadata"]["memory_protection"].to_dict()
 

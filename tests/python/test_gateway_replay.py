@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hushcall import _core, replay
-from processes import FakeOpenAI, Gateway, ROOT, keys_copy
+from processes import Gateway, ROOT, keys_copy
 from test_gateway import get, post_raw
 
 ENVELOPE = os.path.join(ROOT, "tests", "interop", "v1_envelope.py")
@@ -81,13 +81,6 @@ def alice():
 @pytest.fixture(scope="module")
 def mallory():
     return Sender()
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    fake = FakeOpenAI(tmp_path_factory.mktemp("upstream"))
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")
