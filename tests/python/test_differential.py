@@ -76,32 +76,31 @@ def answer(**changes):
     return out
 
 
+def _parent(package, path):
+    """The container of the member `path` names, and that member's key."""
+    *parents, last = path
+    for key in parents:
+        package = package[key]
+    return package, last
+
+
 def setting(path, value):
     def edit(package):
-        *parents, last = path
-        target = package
-        for key in parents:
-            target = target[key]
+        target, last = _parent(package, path)
         target[last] = value
     return edit
 
 
 def dropping(path):
     def edit(package):
-        *parents, last = path
-        target = package
-        for key in parents:
-            target = target[key]
+        target, last = _parent(package, path)
         del target[last]
     return edit
 
 
 def transforming(path, fn):
     def edit(package):
-        *parents, last = path
-        target = package
-        for key in parents:
-            target = target[key]
+        target, last = _parent(package, path)
         target[last] = fn(target[last])
     return edit
 
