@@ -337,6 +337,13 @@ static size_t on_body(char *data, size_t size, size_t count, void *userdata)
     return n;
 }
 
+void hush__free_header_list(struct curl_slist *list)
+{
+    for (struct curl_slist *line = list; line != NULL; line = line->next)
+        hush__wipe_string(line->data);
+    curl_slist_free_all(list);
+}
+
 /* The line may carry the API key: it is wiped once curl has copied it. */
 static bool add_header(struct curl_slist **list, const char *name, const char *value)
 {

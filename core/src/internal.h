@@ -172,7 +172,8 @@ void hush__wipe_string(char *s);
 /* Wipe, then free: every heap copy of a credential ends here. Accepts NULL. */
 void hush__free_secret_string(char *s);
 /* Wipe every line of a curl header list (curl_slist_append copies the
- * line, an "Authorization: Bearer" one included), then free the list. */
+ * line, an "Authorization: Bearer" one included), then free the list
+ * (engine.c, where the client's lists are built; the upstream's too). */
 struct curl_slist;
 void hush__free_header_list(struct curl_slist *list);
 

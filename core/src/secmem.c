@@ -10,7 +10,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <openssl/crypto.h>
 
 #include "hushcall/secmem.h"
@@ -46,13 +45,6 @@ void hush__free_secret_string(char *s)
 {
     hush__wipe_string(s);
     free(s);
-}
-
-void hush__free_header_list(struct curl_slist *list)
-{
-    for (struct curl_slist *line = list; line != NULL; line = line->next)
-        hush__wipe_string(line->data);
-    curl_slist_free_all(list);
 }
 
 /* ---- regions ---------------------------------------------------------- */
