@@ -226,7 +226,7 @@ async def gateway_alone(url, n, concurrency):
     # one answer opened, to show the requests were answered, not refused
     k = sorted(last)[-1]
     answer = json.loads(envelope.open_package(client_key, last[k]))
-    ok = answer["choices"][0]["message"]["content"] == "echo: " + question(k - 1)
+    ok = answer["choices"][0]["message"]["content"] == "echo: " + question(k)
     return result, ok
 
 

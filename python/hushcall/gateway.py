@@ -321,27 +321,38 @@ class Gateway:
 
     async def answer(self, request: web.Request, body: bytes, public_key: str,
                      payload_id: str, tier: Optional[str], attest: bool) -> web.Response:
-        """Open the request, refuse it if it is a replay, else answer it: from
-        the answer cache for a retry already answered, else by the backend."""
+        """The request answered on a worker thread (one hop: each costs the
+        loop a wake-up), or refused as a replay."""
         loop = asyncio.get_running_loop()
-        exchange = await loop.run_in_executor(
-            self.executor, functools.partial(self.server.open, body, public_key, payload_id,
-                                             tier, attest=attest))
+        answered = await loop.run_in_executor(self.executor, functools.partial(
+            self.open_and_answer, body, public_key, payload_id, tier, attest))
+        if answered.answers > 1:
+            request["answers"] = answered.answers
+        if answered.package is None:
+            request["replay"] = 1
+            return error(409, REPLAYED_REQUEST)
+        if answered.timings is not None:
+            request["core"] = answered.timings
+        return web.Response(body=answered.package, content_type="application/octet-stream")
+
+    def open_and_answer(self, body: bytes, public_key: str, payload_id: str,
+                        tier: Optional[str], attest: bool) -> replay.Answered:
+        """On a worker thread: open the request, refuse it if it is a replay,
+        else answer it, from the answer cache for a retry already answered,
+        else by the backend. Failures raise HushcallError."""
+        exchange = self.server.open(body, public_key, payload_id, tier, attest=attest)
         try:
             digest, binding = exchange.replay_key
             verdict, answers = self.replay_store.check_and_remember(
                 digest, binding, time.time() + self.config.replay_window)
-            if answers > 1:
-                request["answers"] = answers
             if verdict in replay.REFUSED_VERDICTS:
-                request["replay"] = 1
-                return error(409, REPLAYED_REQUEST)
+                return replay.Answered(None, None, answers)
             package = self.answer_cache.get(digest) if verdict == "retry" else None
-            if package is None:
-                package, request["core"] = await loop.run_in_executor(
-                    self.executor, exchange.answer)
-                self.answer_cache.put(digest, package)
-            return web.Response(body=package, content_type="application/octet-stream")
+            if package is not None:
+                return replay.Answered(package, None, answers)
+            package, timings = exchange.answer()
+            self.answer_cache.put(digest, package)
+            return replay.Answered(package, timings, answers)
         finally:
             exchange.close()
 
@@ -369,8 +380,10 @@ class Gateway:
             return over_budget()
         await continue_upload(request)
         try:
-            return await asyncio.wait_for(self.read_chunks(request), self.config.body_timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: no task of its own for every body.
+            async with asyncio.timeout(self.config.body_timeout):
+                return await self.read_chunks(request)
+        except TimeoutError:
             return await self.limits.cut_off(request, "body", error(
                 408, "Request body not received in time", {"Connection": "close"}))
 

@@ -13,19 +13,21 @@ with a binding digest of the client key and payload id it came with:
 - with another binding it is a replay, and is refused with 409.
 
 A replay store is anything with ``check_and_remember(digest, binding,
-expires) -> (verdict, answers)``; ``InProcessReplayStore`` keeps it in this
-process (the records live in the C core, about 48 bytes each). A store
-shared between gateways can take its place.
+expires) -> (verdict, answers)``, called from the gateway's worker threads
+(so it must be thread-safe, and may block); ``InProcessReplayStore`` keeps
+it in this process (the records live in the C core, about 48 bytes each). A
+store shared between gateways can take its place.
 """
 
 import collections
 import logging
+import threading
 import time
-from typing import Optional, Protocol, Tuple
+from typing import NamedTuple, Optional, Protocol, Tuple
 
 from . import _core
 
-__all__ = ["ReplayStore", "InProcessReplayStore", "AnswerCache", "REFUSED_VERDICTS",
+__all__ = ["ReplayStore", "InProcessReplayStore", "AnswerCache", "Answered", "REFUSED_VERDICTS",
            "DEFAULT_WINDOW", "DEFAULT_MAX_ENTRIES", "MAX_ANSWERS"]
 
 log = logging.getLogger("hushcall.gateway")
@@ -37,6 +39,15 @@ MAX_ANSWERS = 3
 REFUSED_VERDICTS = ("replayed", "exhausted")
 DEFAULT_ANSWER_TTL = 300.0
 DEFAULT_ANSWER_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class Answered(NamedTuple):
+    """What became of one opened request: its sealed answer (None when it was
+    refused as a replay), the core's timings (None when the answer came from
+    the answer cache) and how many answers it has had."""
+    package: Optional[bytes]
+    timings: Optional[dict]
+    answers: int
 
 
 class ReplayStore(Protocol):
@@ -54,15 +65,22 @@ class InProcessReplayStore:
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, max_answers: int = MAX_ANSWERS):
         self.cache = _core.ReplayCache(max_entries, max_answers=max_answers)
+        self.max_entries = max_entries
+        self.remembered = 0  # new entries so far: none is forgotten before there are max_entries
         self.warned_full = False
+        self.lock = threading.Lock()
 
     def check_and_remember(self, digest: bytes, binding: bytes,
                            expires: float) -> Tuple[str, int]:
         verdict = self.cache.check_and_remember(digest, binding, time.time(), expires)
-        if not self.warned_full:
+        if verdict[0] == "new":
+            self.remembered += 1  # under the GIL; an undercount only delays the check
+        if not self.warned_full and self.remembered > self.max_entries:
             stats = self.cache.stats()
-            if stats["evicted"]:
-                self.warned_full = True
+            with self.lock:
+                warn = stats["evicted"] > 0 and not self.warned_full
+                self.warned_full = self.warned_full or warn
+            if warn:
                 log.warning("replay cache full (%d entries): the oldest requests are now "
                             "forgotten before their window ends; raise --replay-max-entries "
                             "or shorten --replay-window", stats["max_entries"])
@@ -75,7 +93,7 @@ class InProcessReplayStore:
 class AnswerCache:
     """Sealed answers (ciphertext only) kept a short while, so a client's
     retry of a request already answered gets the same answer without the
-    backend running twice. Bounded by age and by total bytes."""
+    backend running twice. Bounded by age and by total bytes; thread-safe."""
 
     def __init__(self, ttl: float = DEFAULT_ANSWER_TTL,
                  max_bytes: int = DEFAULT_ANSWER_CACHE_BYTES):
@@ -84,27 +102,32 @@ class AnswerCache:
         self.bytes = 0
         self.answers: "collections.OrderedDict[bytes, Tuple[float, bytes]]" = (
             collections.OrderedDict())
+        self.lock = threading.Lock()
 
     def put(self, digest: bytes, package: bytes) -> None:
         if len(package) > self.max_bytes:
             return
-        self.forget(digest)
-        self.answers[digest] = (time.monotonic() + self.ttl, package)
-        self.bytes += len(package)
-        while self.bytes > self.max_bytes:
-            self.forget(next(iter(self.answers)))
+        with self.lock:
+            self.forget(digest)
+            self.answers[digest] = (time.monotonic() + self.ttl, package)
+            self.bytes += len(package)
+            while self.bytes > self.max_bytes:
+                self.forget(next(iter(self.answers)))
 
     def get(self, digest: bytes) -> Optional[bytes]:
-        self.drop_expired()
-        entry = self.answers.get(digest)
+        with self.lock:
+            self.drop_expired()
+            entry = self.answers.get(digest)
         return entry[1] if entry is not None else None
 
     def forget(self, digest: bytes) -> None:
+        """(Under the lock.)"""
         entry = self.answers.pop(digest, None)
         if entry is not None:
             self.bytes -= len(entry[1])
 
     def drop_expired(self) -> None:
+        """(Under the lock.)"""
         now = time.monotonic()
         while self.answers:
             digest, (expires, _) = next(iter(self.answers.items()))
