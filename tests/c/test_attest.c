@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "pinning.h"
 #include "hushcall/attest.h"
 #include "hushcall/base64.h"
 
@@ -225,15 +226,6 @@ static bool unpinned(const hush_attest_result *r)
     return false;
 }
 
-static hush_attest_policy *pin_fingerprint(const char *fingerprint)
-{
-    char json[256];
-    hush_attest_policy *p = NULL;
-    snprintf(json, sizeof json, "{\"aik_fingerprints\":[\"%s\"]}", fingerprint);
-    CHECK_OK(hush_attest_policy_parse(json, strlen(json), &p, NULL), NULL);
-    return p;
-}
-
 /* ---- tests ---------------------------------------------------------------- */
 
 static void test_vectors_verify(void)
@@ -247,7 +239,7 @@ static void test_vectors_verify(void)
         CHECK(unpinned(&r));
         CHECK(strlen(r.aik_fingerprint) == HUSH_FINGERPRINT_LEN - 1);
         CHECK(starts_with(r.aik_fingerprint, "sha256:"));
-        pins[i] = pin_fingerprint(r.aik_fingerprint);
+        pins[i] = pinning_policy(r.aik_fingerprint);
         CHECK_OK(verify_vec(&vecs[i], pins[i], &r), &err);
         if (!r.verified)
             fprintf(stderr, "%s: %s\n", VECTORS[i], r.reason);

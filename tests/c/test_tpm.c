@@ -11,6 +11,7 @@
 #include <tss2/tss2_mu.h>
 
 #include "check.h"
+#include "pinning.h"
 #include "peer.h"
 #include "swtpm.h"
 
@@ -607,15 +608,6 @@ static const hush_json_value *tpm_attestation_of(const hush_json_doc *doc)
     return hush_json_object_get(meta, "tpm_attestation", 15);
 }
 
-static hush_attest_policy *pinning(const char *fingerprint)
-{
-    char json[256];
-    hush_attest_policy *policy = NULL;
-    snprintf(json, sizeof json, "{\"aik_fingerprints\":[\"%s\"]}", fingerprint);
-    CHECK_OK(hush_attest_policy_parse(json, strlen(json), &policy, NULL), NULL);
-    return policy;
-}
-
 /* The whole server role with a persistent AIK: an answer asked to be
  * attested carries a quote that the client side's verifier accepts for this
  * request and no other, once the AIK is pinned; an answer not asked says
@@ -644,7 +636,7 @@ static void test_server_answers_are_attested(void)
     hush_attest_result result;
     CHECK_OK(hush_attest_verify(quote, "attested-1", NULL, &result, &err), &err);
     CHECK(!result.verified && strcmp(result.reason, HUSH_ATTEST_UNPINNED_AIK) == 0);
-    hush_attest_policy *pinned = pinning(result.aik_fingerprint);
+    hush_attest_policy *pinned = pinning_policy(result.aik_fingerprint);
     CHECK_OK(hush_attest_verify(quote, "attested-1", pinned, &result, &err), &err);
     CHECK(result.verified && strcmp(result.reason, "ok") == 0);
     CHECK_OK(hush_attest_verify(quote, "attested-2", pinned, &result, &err), &err);
