@@ -108,7 +108,7 @@ fuzz: deps
 	mkdir -p $(BUILD_FUZZ)
 	for t in json envelope_v1 base64 attest; do \
 	  clang-14 -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -Icore/include -Icore/src core/src/*.c tests/fuzz/fuzz_$$t.c \
+	    -Icore/include -Icore/src core/src/*/*.c tests/fuzz/fuzz_$$t.c \
 	    -o $(BUILD_FUZZ)/fuzz_$$t -lcrypto -lcurl -lpthread \
 	    $$(pkg-config --libs tss2-esys tss2-mu tss2-tctildr tss2-rc) || exit 1; \
 	  mkdir -p $(BUILD_FUZZ)/corpus_$$t; \

@@ -23,11 +23,12 @@ build = {
     hushcall = "lua/hushcall.lua",
     ["hushcall.core"] = {
       sources = {
-        "core/src/error.c", "core/src/init.c", "core/src/secmem.c", "core/src/json_text.c",
-        "core/src/json.c", "core/src/json_writer.c", "core/src/base64.c", "core/src/keys.c",
-        "core/src/envelope_v1.c", "core/src/response.c", "core/src/client.c",
-        "core/src/engine.c", "core/src/echo.c", "core/src/upstream.c", "core/src/replay.c", "core/src/server.c",
-        "core/src/attest.c", "core/src/tpm.c",
+        "core/src/base/error.c", "core/src/base/init.c", "core/src/mem/secmem.c",
+        "core/src/codec/json_text.c", "core/src/codec/json.c", "core/src/codec/json_writer.c",
+        "core/src/codec/base64.c", "core/src/crypto/keys.c", "core/src/crypto/envelope_v1.c",
+        "core/src/attest/attest.c", "core/src/attest/tpm.c", "core/src/client/response.c",
+        "core/src/client/client.c", "core/src/client/engine.c", "core/src/server/replay.c",
+        "core/src/server/echo.c", "core/src/server/upstream.c", "core/src/server/server.c",
         "bindings/lua/module.c", "bindings/lua/serialize.c", "bindings/lua/response.c",
         "bindings/lua/client.c", "bindings/lua/keys.c",
       },

@@ -54,13 +54,13 @@ def version():
 
 # Relative paths: setuptools wants them, and they keep the build reproducible.
 os.chdir(HERE)
-sources = sorted(glob.glob("core/src/*.c")) + sorted(glob.glob("bindings/python/*.c"))
+sources = sorted(glob.glob("core/src/*/*.c")) + sorted(glob.glob("bindings/python/*.c"))
 deps = pkg_config("libcrypto", "libcurl", "tss2-esys", "tss2-mu", "tss2-tctildr", "tss2-rc")
 
 core = Extension(
     "hushcall._core",
     sources=sources,
-    depends=sorted(glob.glob("core/include/hushcall/*.h") + glob.glob("core/src/*.h")
+    depends=sorted(glob.glob("core/include/hushcall/*.h") + glob.glob("core/src/*.h") + glob.glob("core/src/*/*.h")
                    + glob.glob("bindings/python/*.h")),
     include_dirs=["core/include", "core/src"] + deps["include_dirs"],
     library_dirs=deps["library_dirs"],

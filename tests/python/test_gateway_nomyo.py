@@ -316,7 +316,7 @@ def test_upstream_down(upstream_down):
     assert type(e) is nomyo_scc.ServiceUnavailableError, repr(e)
     assert e.status_code == 503
     # docs/gateway.md fixes the status, not the words; these are the core's
-    # (core/src/upstream.c).
+    # (core/src/server/upstream.c).
     assert e.error_details == {"detail": "Upstream unavailable"}
     assert_no_prompt(e)
 

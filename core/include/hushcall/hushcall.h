@@ -15,7 +15,6 @@
 #include "hushcall/tpm.h"
 #include "hushcall/replay.h"
 #include "hushcall/server.h"
-
-#define HUSHCALL_VERSION "0.1.0"
+#include "hushcall/version.h"
 
 #endif

@@ -201,4 +201,12 @@ static inline long hush__ms_between(struct timespec from, struct timespec to)
     return (long)(to.tv_sec - from.tv_sec) * 1000 + (to.tv_nsec - from.tv_nsec) / 1000000L;
 }
 
+/* ---- header lists (engine.c; the server's upstream uses it too) ------ */
+
+/* Wipe every line of a curl header list (curl_slist_append copies the
+ * line, an "Authorization: Bearer" one included), then free the list
+ * (engine.c, where the client's lists are built; the upstream's too). */
+struct curl_slist;
+void hush__free_header_list(struct curl_slist *list);
+
 #endif

@@ -22,6 +22,8 @@
 
 #include "hushcall/keys.h"
 #include "internal.h"
+#include "crypto/crypto_internal.h"
+#include "mem/mem_internal.h"
 
 #define RSA_PUBLIC_EXPONENT 65537u
 #define KEY_FILE_MAX (1u << 20)

@@ -8,6 +8,8 @@
 #include "hushcall/envelope_v1.h"
 #include "hushcall/json.h"
 #include "internal.h"
+#include "codec/codec_internal.h"
+#include "crypto/crypto_internal.h"
 #include "pipeline.h"
 
 #define METADATA "_metadata"

@@ -19,6 +19,7 @@
 #include "hushcall/json.h"
 #include "hushcall/json_writer.h"
 #include "internal.h"
+#include "crypto/crypto_internal.h"
 
 #define AUTH_FAILED "decryption failed: the package is not authentic for this key"
 /* EVP lengths are ints: feed large payloads in slices well below INT_MAX. */

@@ -15,9 +15,15 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "hushcall/client.h"
+#include "hushcall/engine.h"
 #include "hushcall/envelope_v1.h"
-#include "hushcall/hushcall.h"
+#include "hushcall/json.h"
+#include "hushcall/secmem.h"
+#include "hushcall/version.h"
 #include "internal.h"
+#include "crypto/crypto_internal.h"
+#include "mem/mem_internal.h"
 #include "pipeline.h"
 
 #define DEFAULT_WORKERS 2u

@@ -14,6 +14,7 @@
 
 #include "hushcall/secmem.h"
 #include "internal.h"
+#include "mem/mem_internal.h"
 
 /* Process-wide statistics for hush_memory_protection_info(). Counters only:
  * no decision in hushcall reads them. */

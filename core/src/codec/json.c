@@ -7,6 +7,7 @@
 
 #include "hushcall/json.h"
 #include "internal.h"
+#include "codec/codec_internal.h"
 
 typedef struct json_member json_member;
 

@@ -26,6 +26,8 @@
 #include "hushcall/attest.h"
 #include "hushcall/base64.h"
 #include "internal.h"
+#include "codec/codec_internal.h"
+#include "mem/mem_internal.h"
 
 /* Each blob is a few hundred bytes from a real TPM; the largest TPMS_ATTEST
  * a quote can carry is well under this. Anything bigger is refused unread. */

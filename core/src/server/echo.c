@@ -6,8 +6,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend.h"
 #include "internal.h"
+#include "backend.h"
 
 #define REPLY_PREFIX "echo: "
 

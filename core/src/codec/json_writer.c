@@ -8,6 +8,7 @@
 
 #include "hushcall/json_writer.h"
 #include "internal.h"
+#include "codec/codec_internal.h"
 
 #define WRITER_FLAGS (HUSH_JSON_WRITE_SPACED | HUSH_JSON_WRITE_ASCII)
 #define DOUBLE_MAX_DIGITS 17 /* enough for any double to read back exactly */

@@ -10,11 +10,20 @@
 #include <strings.h>
 #include <time.h>
 
-#include "backend.h"
 #include <openssl/evp.h>
 
-#include "hushcall/hushcall.h"
+#include "hushcall/client.h"
+#include "hushcall/envelope_v1.h"
+#include "hushcall/json.h"
+#include "hushcall/json_writer.h"
+#include "hushcall/keys.h"
+#include "hushcall/replay.h"
+#include "hushcall/server.h"
+#include "hushcall/tpm.h"
 #include "internal.h"
+#include "crypto/crypto_internal.h"
+#include "mem/mem_internal.h"
+#include "backend.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000L
 #define DEFAULT_TIMEOUT_MS 300000L

@@ -16,9 +16,14 @@
 
 #include <curl/curl.h>
 
-#include "backend.h"
-#include "hushcall/hushcall.h"
+#include "hushcall/json.h"
+#include "hushcall/json_writer.h"
+#include "hushcall/secmem.h"
+#include "hushcall/version.h"
 #include "internal.h"
+#include "client/pipeline.h"
+#include "mem/mem_internal.h"
+#include "backend.h"
 
 #define ANSWER_INITIAL_BYTES 16384u
 #define AUTH_HEADER_MAX 1024u

@@ -3,6 +3,7 @@
  * writer emits is by construction what the parser accepts; and the one hex
  * digit reader (\u escapes, PCR values). */
 #include "internal.h"
+#include "codec/codec_internal.h"
 
 int32_t hush__utf8_next(hush_reader *r)
 {

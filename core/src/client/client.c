@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hushcall/attest.h"
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
-#include "hushcall/hushcall.h"
+#include "hushcall/keys.h"
 #include "internal.h"
+#include "mem/mem_internal.h"
 #include "pipeline.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000L

@@ -1,0 +1,44 @@
+/* crypto_internal.h — the crypto layer's internals: the OpenSSL keys behind
+ * the handles, and the v1 envelope's forms for the client and server roles. */
+#ifndef HUSHCALL_CRYPTO_INTERNAL_H
+#define HUSHCALL_CRYPTO_INTERNAL_H
+
+#include <stdint.h>
+
+#include "hushcall/envelope_v1.h"
+#include "hushcall/keys.h"
+#include "internal.h"
+
+/* The OpenSSL key behind a handle (keys.c), borrowed: valid while the
+ * handle is. For the envelope modules, which need the raw EVP_PKEY. */
+EVP_PKEY *hush__keypair_pkey(const hush_keypair *kp);
+EVP_PKEY *hush__pubkey_pkey(const hush_pubkey *pk);
+
+/* ---- envelope_v1.c, for the engine -------------------------------------- */
+
+/* hush_envelope_v1_seal with the message key made in `key`: secure space
+ * the caller keeps (a worker's), zeroed before returning. */
+hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void *plaintext,
+                                        size_t len, int64_t processed_at,
+                                        unsigned char key[HUSH_V1_KEY_BYTES],
+                                        hush_secbuf **package, hush_error *err);
+
+
+#define HUSH_V1_DIGEST_BYTES 32u
+
+/* hush_envelope_v1_open, decrypting into `arena` instead of a new buffer,
+ * so an answer, its plaintext and its document share one locked region.
+ * `*processed_at` (when processed_at is not NULL) is the package's
+ * processed_at, also in `arena`; NULL when absent or null.
+ * `wrapped_key_digest` (NULL for none) receives SHA-256 of the wrapped
+ * message key once the package has opened: fresh for every message, and
+ * no one without the message key can make another package that opens
+ * with it, so it names this message (the gateway's replay key). */
+hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void *package,
+                                      size_t len, size_t max_package_bytes, hush_arena *arena,
+                                      unsigned char **plaintext, size_t *plaintext_len,
+                                      const hush_json_value **processed_at,
+                                      unsigned char wrapped_key_digest[HUSH_V1_DIGEST_BYTES],
+                                      hush_error *err);
+
+#endif
