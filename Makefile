@@ -118,7 +118,7 @@ fuzz: deps
 	@command -v clang-14 >/dev/null || $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
 	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \
 	  -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DHUSH_SANITIZE=fuzzer -DHUSH_BUILD_TESTS=OFF -DHUSH_WITH_LUA=OFF \
-	  $(CMAKE_FLAGS) >/dev/null
+	  >/dev/null
 	cmake --build $(BUILD_FUZZ) -j$(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(BUILD_FUZZ)/corpus_$$t; \
