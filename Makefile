@@ -11,6 +11,7 @@ BUILD_ASAN := build-asan
 BUILD_TSAN := build-tsan
 BUILD_PYTHON := build-python
 BUILD_FUZZ := build-fuzz
+BUILD_CLIENT_ONLY := build-client-only
 FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
@@ -22,7 +23,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
 
 .PHONY: all deps build build-asan build-tsan build-python test test-c test-c-asan test-c-tsan \
-        test-python test-lua test-lua-asan demo bench fuzz clean
+        test-c-client-only test-python test-lua test-lua-asan demo bench fuzz clean
 
 all: build
 
@@ -72,6 +73,14 @@ test-c-asan: build-asan
 test-c-tsan: build-tsan
 	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -R '^(client|engine|server|tpm|replay)$$'
 
+# The client-only library (no tpm2-tss, no Lua), built once: the suites that
+# need no TPM, the stub's own suite, and what `cmake --install` leaves.
+test-c-client-only: deps
+	cmake -S . -B $(BUILD_CLIENT_ONLY) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHUSH_SANITIZE= \
+	  -DHUSH_WITH_TPM=OFF -DHUSH_WITH_LUA=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_CLIENT_ONLY) -j$(JOBS) --target hushcall test_json test_envelope_v1 test_no_tpm
+	cd $(BUILD_CLIENT_ONLY) && ctest --output-on-failure -j$(JOBS) -R '^(json|envelope_v1|no_tpm|install)$$'
+
 # The extension hushcall._core, built in place for the tests (pip install .
 # is the way to install it).
 build-python: deps
@@ -90,7 +99,7 @@ test-lua: build build-python
 test-lua-asan: build-asan build-python
 	$(PYTHON) tests/lua/run.py --build-dir $(BUILD_ASAN)
 
-test: test-c test-c-asan test-c-tsan test-python test-lua test-lua-asan
+test: test-c test-c-asan test-c-tsan test-c-client-only test-python test-lua test-lua-asan
 
 demo: build build-python
 	PYTHONPATH=python $(PYTHON) examples/demo.py $(BUILD)
@@ -102,19 +111,21 @@ bench: build build-python
 	PYTHONPATH=python $(PYTHON) bench/bench_python.py
 	PYTHONPATH=python $(PYTHON) bench/bench_gateway.py
 
-# Coverage-guided fuzzing with libFuzzer (clang), one target at a time.
+# Coverage-guided fuzzing with libFuzzer (clang), one target at a time; the
+# library as CMakeLists.txt describes it, instrumented (HUSH_SANITIZE=fuzzer).
+FUZZ_TARGETS := json envelope_v1 base64 attest
 fuzz: deps
 	@command -v clang-14 >/dev/null || $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
-	mkdir -p $(BUILD_FUZZ)
-	for t in json envelope_v1 base64 attest; do \
-	  clang-14 -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -Icore/include -Icore/src core/src/*/*.c tests/fuzz/fuzz_$$t.c \
-	    -o $(BUILD_FUZZ)/fuzz_$$t -lcrypto -lcurl -lpthread \
-	    $$(pkg-config --libs tss2-esys tss2-mu tss2-tctildr tss2-rc) || exit 1; \
+	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DHUSH_SANITIZE=fuzzer -DHUSH_BUILD_TESTS=OFF -DHUSH_WITH_LUA=OFF \
+	  >/dev/null
+	cmake --build $(BUILD_FUZZ) -j$(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(BUILD_FUZZ)/corpus_$$t; \
 	  TSS2_LOG=all+none ./$(BUILD_FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) $(BUILD_FUZZ)/corpus_$$t \
 	    tests/fuzz/corpus/$$t || exit 1; \
 	done
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ) $(BUILD_PYTHON) python/hushcall/_core*.so
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ) $(BUILD_CLIENT_ONLY) $(BUILD_PYTHON) \
+	  python/hushcall/_core*.so

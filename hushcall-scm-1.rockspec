@@ -1,6 +1,6 @@
 -- hushcall for Lua 5.4: the C module hushcall.core (libhushcall's sources and
 -- bindings/lua/) and the Lua layer hushcall (lua/hushcall.lua).
--- luarocks --lua-version 5.4 make   (needs libssl-dev, libcurl4-openssl-dev, libtss2-dev)
+-- luarocks --lua-version 5.4 make   (needs cmake, libssl-dev, libcurl4-openssl-dev, libtss2-dev)
 rockspec_format = "3.0"
 package = "hushcall"
 version = "scm-1"
@@ -17,28 +17,16 @@ strings you read become Lua strings.]],
 dependencies = {
   "lua >= 5.4, < 5.5",
 }
+-- Built through CMake, the one build description (CMakeLists.txt): its
+-- source list and flags, the Lua module and lua/hushcall.lua installed into
+-- the rock's directories; no tests, no C library of its own.
 build = {
-  type = "builtin",
-  modules = {
-    hushcall = "lua/hushcall.lua",
-    ["hushcall.core"] = {
-      sources = {
-        "core/src/base/error.c", "core/src/base/init.c", "core/src/mem/secmem.c",
-        "core/src/codec/json_text.c", "core/src/codec/json.c", "core/src/codec/json_writer.c",
-        "core/src/codec/base64.c", "core/src/crypto/keys.c", "core/src/crypto/envelope_v1.c",
-        "core/src/attest/attest.c", "core/src/attest/tpm.c", "core/src/client/response.c",
-        "core/src/client/client.c", "core/src/client/engine.c", "core/src/server/replay.c",
-        "core/src/server/echo.c", "core/src/server/upstream.c", "core/src/server/server.c",
-        "bindings/lua/module.c", "bindings/lua/serialize.c", "bindings/lua/response.c",
-        "bindings/lua/client.c", "bindings/lua/keys.c",
-      },
-      incdirs = { "core/include", "core/src" },
-      libraries = { "crypto", "curl", "tss2-esys", "tss2-mu", "tss2-tctildr", "tss2-rc",
-                    "pthread" },
-      defines = { "_GNU_SOURCE" },
-    },
+  type = "cmake",
+  variables = {
+    CMAKE_BUILD_TYPE = "RelWithDebInfo",
+    HUSH_BUILD_TESTS = "OFF",
+    HUSH_INSTALL_LIBRARY = "OFF",
+    HUSH_LUA_CMOD_DIR = "$(LIBDIR)",
+    HUSH_LUA_LMOD_DIR = "$(LUADIR)",
   },
-  -- The builtin type takes no compiler flags per module: the sources are
-  -- C11 and build under the compiler's default (gnu17) as well; for exactly
-  -- what CMake does, pass CFLAGS="-O2 -fPIC -std=c11" to luarocks make.
 }

@@ -1,0 +1,86 @@
+/* no_tpm.c — tpm.h and attest.h in a build without tpm2-tss
+ * (-DHUSH_WITH_TPM=OFF), compiled instead of tpm.c and attest.c: the same
+ * functions, refusing with HUSH_E_UNSUPPORTED. No policy can be loaded, so a
+ * client refuses require_attestation and security_tier "maximum". */
+#include <stdio.h>
+
+#include "hushcall/attest.h"
+#include "hushcall/tpm.h"
+#include "internal.h"
+
+#define UNSUPPORTED "built without TPM support"
+
+static hush_status unsupported(const char *what, hush_error *err)
+{
+    return hush__fail(err, HUSH_E_UNSUPPORTED, "%s: " UNSUPPORTED, what);
+}
+
+hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_error *err)
+{
+    (void)opts;
+    if (out != NULL)
+        *out = NULL;
+    return unsupported("hush_tpm_open", err);
+}
+
+void hush_tpm_close(hush_tpm *tpm)
+{
+    (void)tpm; /* none can exist */
+}
+
+const char *hush_tpm_pcr_banks(const hush_tpm *tpm)
+{
+    (void)tpm;
+    return "";
+}
+
+hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writer *w,
+                           hush_error *err)
+{
+    (void)tpm, (void)payload_id, (void)w;
+    return unsupported("hush_tpm_quote", err);
+}
+
+hush_status hush_attest_policy_parse(const void *json, size_t len, hush_attest_policy **out,
+                                     hush_error *err)
+{
+    (void)json, (void)len;
+    if (out != NULL)
+        *out = NULL;
+    return unsupported("hush_attest_policy_parse", err);
+}
+
+hush_status hush_attest_policy_load(const char *path, hush_attest_policy **out, hush_error *err)
+{
+    (void)path;
+    if (out != NULL)
+        *out = NULL;
+    return unsupported("hush_attest_policy_load", err);
+}
+
+void hush_attest_policy_free(hush_attest_policy *policy)
+{
+    (void)policy; /* none can exist */
+}
+
+bool hush_attest_policy_pins_aik(const hush_attest_policy *policy)
+{
+    (void)policy;
+    return false;
+}
+
+/* Every answer passes through here, so this one reports rather than fails:
+ * a quote that cannot be checked is not verified, and says why. Nothing can
+ * require it (no policy loads), so the answer is still released. */
+hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const char *payload_id,
+                               const hush_attest_policy *policy, hush_attest_result *out,
+                               hush_error *err)
+{
+    (void)policy;
+    if (payload_id == NULL || out == NULL)
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_attest_verify: NULL argument");
+    *out = (hush_attest_result){ .verified = false };
+    snprintf(out->reason, sizeof out->reason, "%s",
+             tpm_attestation == NULL ? "no attestation" : UNSUPPORTED);
+    return HUSH_OK;
+}
