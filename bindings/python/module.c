@@ -484,7 +484,7 @@ static PyModuleDef_Slot hushpy_slots[] = {
     /* A free-threaded CPython keeps the GIL on while this module is loaded.
      * The core is thread-safe, but some of these objects' own fields are
      * guarded only by the GIL: SecureBuffer's and _Document's pin counts and
-     * wipe_pending flags (pin, unpin and wipe each read-then-write them),
+     * _Document's wipe_pending (pin, unpin and wipe each read-then-write them),
      * Call's and Exchange's busy counts and deferred frees, and Engine's
      * handle and inflight set (close() clears them while submit() and
      * drain() use them). Declaring Py_MOD_GIL_NOT_USED needs each of those
