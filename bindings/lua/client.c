@@ -70,7 +70,7 @@ static void inflight_remove(lua_State *L, const hush_call *call)
     lua_pop(L, 1);
 }
 
-int hushlua_fd(lua_State *L)
+static int fd(lua_State *L)
 {
     hush_engine *engine = state_engine(L);
     if (engine == NULL)
@@ -79,7 +79,7 @@ int hushlua_fd(lua_State *L)
     return 1;
 }
 
-int hushlua_drain(lua_State *L)
+static int drain(lua_State *L)
 {
     lua_newtable(L);
     int list = lua_gettop(L);
@@ -237,10 +237,7 @@ static int call_index(lua_State *L)
         lua_pushinteger(L, c->call != NULL ? (lua_Integer)hush_call_attempts(c->call) : 0);
         return 1;
     }
-    luaL_getmetatable(L, HUSHLUA_CALL_MT);
-    lua_getfield(L, -1, "methods");
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
+    hushlua_push_method(L, 2);
     return 1;
 }
 
@@ -309,7 +306,7 @@ static void seconds_option(lua_State *L, const char *key, long *out)
 }
 
 /* hushcall.new{ base_url = ..., ... }: a client, or nil, err. */
-int hushlua_new(lua_State *L)
+static int new(lua_State *L)
 {
     static const char *const known[] = {
         "base_url", "api_key", "allow_http", "key_dir", "password", "timeout",
@@ -429,7 +426,7 @@ static int start_call(lua_State *L, const char *fname, bool wait)
 }
 
 /* core.submit(client, request, call_options): the call, or nil, err. */
-int hushlua_submit(lua_State *L)
+static int submit(lua_State *L)
 {
     int n = start_call(L, "submit", false);
     if (n != 0)
@@ -447,7 +444,7 @@ int hushlua_submit(lua_State *L)
 
 /* core.create(client, request, call_options): the response, or nil, err.
  * The finished call is kept just long enough to read err.details. */
-int hushlua_create(lua_State *L)
+static int create(lua_State *L)
 {
     int n = start_call(L, "create", true); /* holds no Lua lock while it waits */
     if (n != 0)
@@ -461,47 +458,10 @@ int hushlua_create(lua_State *L)
     return n;
 }
 
-void hushlua_client_open(lua_State *L)
+/* The registry tables that find a state's calls: in flight (strong) and all
+ * (weak values). */
+static void open_call_tables(lua_State *L)
 {
-    if (luaL_newmetatable(L, HUSHLUA_CLIENT_MT)) {
-        lua_pushcfunction(L, client_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, client_tostring);
-        lua_setfield(L, -2, "__tostring");
-        lua_newtable(L);
-        lua_pushcfunction(L, client_public_key_pem);
-        lua_setfield(L, -2, "public_key_pem");
-        lua_setfield(L, -2, "__index");
-        lua_pushliteral(L, "hushcall.client");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, HUSHLUA_ENGINE_MT)) {
-        lua_pushcfunction(L, engine_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushboolean(L, 0);
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, HUSHLUA_CALL_MT)) {
-        static const luaL_Reg meta[] = {
-            {"__gc", call_gc},
-            {"__index", call_index},
-            {"__tostring", call_tostring},
-            {NULL, NULL},
-        };
-        static const luaL_Reg methods[] = {
-            {"ready", call_ready},
-            {"result", call_result},
-            {"wait", call_wait},
-            {"cancel", call_cancel},
-            {NULL, NULL},
-        };
-        luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "methods");
-    }
-    lua_pop(L, 1);
     if (lua_getfield(L, LUA_REGISTRYINDEX, HUSHLUA_REG_INFLIGHT) == LUA_TNIL) {
         lua_newtable(L);
         lua_setfield(L, LUA_REGISTRYINDEX, HUSHLUA_REG_INFLIGHT);
@@ -516,4 +476,53 @@ void hushlua_client_open(lua_State *L)
         lua_setfield(L, LUA_REGISTRYINDEX, HUSHLUA_REG_CALLS);
     }
     lua_pop(L, 1);
+}
+
+void hushlua_open_client(lua_State *L)
+{
+    static const luaL_Reg client_meta[] = {
+        {"__gc", client_gc},
+        {"__tostring", client_tostring},
+        {NULL, NULL},
+    };
+    static const luaL_Reg client_methods[] = {
+        {"public_key_pem", client_public_key_pem},
+        {NULL, NULL},
+    };
+    if (hushlua_new_class(L, HUSHLUA_CLIENT_MT, client_meta, client_methods, NULL)) {
+        lua_pushliteral(L, "hushcall.client");
+        lua_setfield(L, -2, "__metatable");
+    }
+    /* The client's methods table, which the Lua layer completes. */
+    lua_getfield(L, -1, "__index");
+    lua_setfield(L, -3, "client_methods");
+    lua_pop(L, 1);
+
+    static const luaL_Reg engine_meta[] = {{"__gc", engine_gc}, {NULL, NULL}};
+    if (hushlua_new_class(L, HUSHLUA_ENGINE_MT, engine_meta, NULL, NULL)) {
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+    static const luaL_Reg call_meta[] = {
+        {"__gc", call_gc},
+        {"__tostring", call_tostring},
+        {NULL, NULL},
+    };
+    static const luaL_Reg call_methods[] = {
+        {"ready", call_ready},
+        {"result", call_result},
+        {"wait", call_wait},
+        {"cancel", call_cancel},
+        {NULL, NULL},
+    };
+    hushlua_new_class(L, HUSHLUA_CALL_MT, call_meta, call_methods, call_index);
+    lua_pop(L, 1);
+
+    open_call_tables(L);
+    static const luaL_Reg functions[] = {
+        {"new", new},       {"create", create}, {"submit", submit},
+        {"fd", fd},         {"drain", drain},   {NULL, NULL},
+    };
+    luaL_setfuncs(L, functions, 0);
 }

@@ -82,11 +82,7 @@ static int keypair_index(lua_State *L)
         lua_pushinteger(L, (lua_Integer)hush_keypair_bits(kp));
         return 1;
     }
-    if (strcmp(key, "public_pem") == 0) {
-        lua_pushcfunction(L, keypair_public_pem);
-        return 1;
-    }
-    lua_pushnil(L);
+    hushlua_push_method(L, 2);
     return 1;
 }
 
@@ -111,7 +107,7 @@ static const char *password_opt(lua_State *L, int idx, const char *fname)
 }
 
 /* generate_keys{ bits = 4096, key_dir = nil, password = nil, overwrite = false } */
-int hushlua_generate_keys(lua_State *L)
+static int generate_keys(lua_State *L)
 {
     static const char *const known[] = {"bits", "key_dir", "password", "overwrite", NULL};
     if (lua_isnoneornil(L, 1)) {
@@ -149,7 +145,7 @@ int hushlua_generate_keys(lua_State *L)
 }
 
 /* load_keys{ key_dir = ... } or { private_key = path }, with password. */
-int hushlua_load_keys(lua_State *L)
+static int load_keys(lua_State *L)
 {
     static const char *const known[] = {"key_dir", "private_key", "password", NULL};
     if (!lua_istable(L, 1))
@@ -172,18 +168,24 @@ int hushlua_load_keys(lua_State *L)
     return 1;
 }
 
-void hushlua_keys_open(lua_State *L)
+void hushlua_open_keys(lua_State *L)
 {
-    if (luaL_newmetatable(L, HUSHLUA_KEYPAIR_MT)) {
-        static const luaL_Reg meta[] = {
-            {"__index", keypair_index},
-            {"__gc", keypair_gc},
-            {"__tostring", keypair_tostring},
-            {NULL, NULL},
-        };
-        luaL_setfuncs(L, meta, 0);
+    static const luaL_Reg meta[] = {
+        {"__gc", keypair_gc},
+        {"__tostring", keypair_tostring},
+        {NULL, NULL},
+    };
+    static const luaL_Reg methods[] = {{"public_pem", keypair_public_pem}, {NULL, NULL}};
+    if (hushlua_new_class(L, HUSHLUA_KEYPAIR_MT, meta, methods, keypair_index)) {
         lua_pushliteral(L, "hushcall.keypair");
         lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
+
+    static const luaL_Reg functions[] = {
+        {"generate_keys", generate_keys},
+        {"load_keys", load_keys},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, functions, 0);
 }

@@ -184,19 +184,17 @@ static int view_get(lua_State *L)
 
 /* ---- metamethods ----------------------------------------------------------- */
 
+/* Methods first (so a JSON member named "get" is read with v:get("get")),
+ * then the JSON member or element. */
 static int view_index(lua_State *L)
 {
     if (lua_type(L, 2) == LUA_TSTRING) {
-        const char *k = lua_tostring(L, 2);
-        lua_CFunction method = strcmp(k, "wipe") == 0      ? view_wipe
-                               : strcmp(k, "totable") == 0 ? view_totable
-                               : strcmp(k, "get") == 0     ? view_get
-                                                           : NULL;
-        if (method != NULL) {
+        hushlua_push_method(L, 2);
+        if (!lua_isnil(L, -1)) {
             luaL_checkudata(L, 1, HUSHLUA_RESPONSE_MT);
-            lua_pushcfunction(L, method);
             return 1;
         }
+        lua_pop(L, 1);
     }
     return view_get(L);
 }
@@ -266,23 +264,26 @@ static int view_tostring(lua_State *L)
     return 1;
 }
 
-void hushlua_response_open(lua_State *L)
+void hushlua_open_response(lua_State *L)
 {
-    if (luaL_newmetatable(L, HUSHLUA_DOCUMENT_MT)) {
-        lua_pushcfunction(L, document_gc);
-        lua_setfield(L, -2, "__gc");
+    static const luaL_Reg document_meta[] = {{"__gc", document_gc}, {NULL, NULL}};
+    if (hushlua_new_class(L, HUSHLUA_DOCUMENT_MT, document_meta, NULL, NULL)) {
         lua_pushboolean(L, 0);
         lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
-    if (luaL_newmetatable(L, HUSHLUA_RESPONSE_MT)) {
-        static const luaL_Reg meta[] = {
-            {"__index", view_index},       {"__newindex", view_newindex},
-            {"__len", view_len},           {"__pairs", view_pairs},
-            {"__close", view_wipe},        {"__tostring", view_tostring},
-            {NULL, NULL},
-        };
-        luaL_setfuncs(L, meta, 0);
+    static const luaL_Reg view_meta[] = {
+        {"__newindex", view_newindex}, {"__len", view_len},
+        {"__pairs", view_pairs},       {"__close", view_wipe},
+        {"__tostring", view_tostring}, {NULL, NULL},
+    };
+    static const luaL_Reg view_methods[] = {
+        {"wipe", view_wipe},
+        {"totable", view_totable},
+        {"get", view_get},
+        {NULL, NULL},
+    };
+    if (hushlua_new_class(L, HUSHLUA_RESPONSE_MT, view_meta, view_methods, view_index)) {
         lua_pushliteral(L, "hushcall.response");
         lua_setfield(L, -2, "__metatable");
     }

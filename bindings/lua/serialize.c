@@ -1,6 +1,8 @@
 /* serialize.c — a Lua request table walked in C and written as compact JSON
  * straight into a locked hush_secbuf (hush_json_writer): no Lua string of
- * the JSON is ever made, and no metamethod runs (raw access only).
+ * the JSON is ever made, and no metamethod runs (raw access only). This part
+ * also owns what a request table may hold beyond plain values: the null
+ * sentinel and the hushcall.array / hushcall.object markers.
  *
  * Sequences 1..n are arrays, other tables objects with string keys; the
  * hushcall.array / hushcall.object metatables force either. The buffer and
@@ -33,17 +35,6 @@ static int holder_gc(lua_State *L)
 {
     holder_release(luaL_checkudata(L, 1, HUSHLUA_REQUEST_MT));
     return 0;
-}
-
-void hushlua_serialize_open(lua_State *L)
-{
-    if (luaL_newmetatable(L, HUSHLUA_REQUEST_MT)) {
-        lua_pushcfunction(L, holder_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushboolean(L, 0);
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_pop(L, 1);
 }
 
 /* One step of the path: a string key (pointing into a Lua string that is on
@@ -368,4 +359,85 @@ hush_secbuf *hushlua_serialize(lua_State *L, int idx, size_t max_bytes)
     lua_settop(L, holder - 1);
     hushlua_fail(L, status, &err, 0);
     return NULL;
+}
+
+/* ---- null, the markers and the part's registration ------------------------- */
+
+static int null_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "hushcall.null");
+    return 1;
+}
+
+/* hushcall.array(t) / hushcall.object(t): mark t (or a new table) and return it. */
+static int mark_table(lua_State *L, const char *mt, const char *fname)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    } else if (!lua_istable(L, 1)) {
+        return hushlua_argfail(L, 1, fname, "table expected, got %s", luaL_typename(L, 1));
+    }
+    lua_settop(L, 1);
+    if (lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, HUSHLUA_ARRAY_MT);
+        luaL_getmetatable(L, HUSHLUA_OBJECT_MT);
+        if (!lua_rawequal(L, -3, -2) && !lua_rawequal(L, -3, -1))
+            return hushlua_argfail(L, 1, fname, "the table already has a metatable");
+        lua_settop(L, 1);
+    }
+    luaL_setmetatable(L, mt);
+    return 1;
+}
+
+static int mark_array(lua_State *L)
+{
+    return mark_table(L, HUSHLUA_ARRAY_MT, "array");
+}
+
+static int mark_object(lua_State *L)
+{
+    return mark_table(L, HUSHLUA_OBJECT_MT, "object");
+}
+
+/* The sentinel: one per state, kept in the registry so that every load of
+ * the module in a state hands out the same value. */
+static void open_null(lua_State *L)
+{
+    static const luaL_Reg null_meta[] = {{"__tostring", null_tostring}, {NULL, NULL}};
+    if (hushlua_new_class(L, HUSHLUA_NULL_MT, null_meta, NULL, NULL)) {
+        lua_pushliteral(L, "hushcall.null");
+        lua_setfield(L, -2, "__metatable"); /* read-only: it is a constant */
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, HUSHLUA_REG_NULL) == LUA_TNIL) {
+        lua_newuserdatauv(L, 0, 0);
+        luaL_setmetatable(L, HUSHLUA_NULL_MT);
+        lua_setfield(L, LUA_REGISTRYINDEX, HUSHLUA_REG_NULL);
+    }
+    lua_pop(L, 1);
+}
+
+void hushlua_open_serialize(lua_State *L)
+{
+    static const luaL_Reg holder_meta[] = {{"__gc", holder_gc}, {NULL, NULL}};
+    if (hushlua_new_class(L, HUSHLUA_REQUEST_MT, holder_meta, NULL, NULL)) {
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+    hushlua_new_class(L, HUSHLUA_ARRAY_MT, NULL, NULL, NULL);
+    lua_pop(L, 1);
+    hushlua_new_class(L, HUSHLUA_OBJECT_MT, NULL, NULL, NULL);
+    lua_pop(L, 1);
+    open_null(L);
+
+    static const luaL_Reg functions[] = {
+        {"array", mark_array},
+        {"object", mark_object},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, functions, 0);
+    hushlua_push_null(L);
+    lua_setfield(L, -2, "null");
 }

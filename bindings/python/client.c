@@ -12,13 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
-#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
-#endif
-#ifndef Py_TPFLAGS_IMMUTABLETYPE
-#define Py_TPFLAGS_IMMUTABLETYPE 0
-#endif
-
 #define DRAIN_BATCH 64
 
 typedef struct {
@@ -289,13 +282,13 @@ static PyObject *client_public_key_pem(PyObject *op, PyObject *Py_UNUSED(ignored
 
 static PyMethodDef client_methods[] = {
     {"complete", (PyCFunction)(void (*)(void))client_complete, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("complete(request, *, api_key=None, security_tier=None, base_url=None)"
-               " -> Response\n--\n\n"
+     PyDoc_STR("complete($self, /, request, *, api_key=None, security_tier=None,\n"
+               "         base_url=None)\n--\n\n"
                "Encode `request` (a dict, or a SecureBuffer, which is consumed) into locked\n"
                "memory, send it sealed and wait for the decrypted answer, with the GIL\n"
                "released.")},
     {"public_key_pem", client_public_key_pem, METH_NOARGS,
-     PyDoc_STR("public_key_pem() -> str\n--\n\n"
+     PyDoc_STR("public_key_pem($self, /)\n--\n\n"
                "The client's public key (as sent in X-Public-Key), waiting for key\n"
                "generation if it is still running.")},
     {NULL, NULL, 0, NULL},
@@ -310,7 +303,7 @@ static PyType_Slot client_slots[] = {
          "       connect_timeout=None, max_retries=2, security_tier=None, key_dir=None,\n"
          "       password=None, ca_file=None, tls_pin=None, server_key_fingerprint=None,\n"
          "       secure_memory=True, max_request_bytes=None, key_bits=0, client_key=None,\n"
-         "       require_attestation=False, attestation_policy=None)\n\n"
+         "       require_attestation=False, attestation_policy=None)\n--\n\n"
          "A client of one NOMYO-compatible endpoint (hush_client). Timeouts are in\n"
          "seconds. client_key (a KeyPair) is used instead of a key_dir or generated key.\n"
          "Every answer's TPM quote is verified into _metadata.attestation (verified\n"
@@ -494,20 +487,23 @@ static PyObject *call_repr(PyObject *op)
 }
 
 static PyMethodDef call_methods[] = {
-    {"done", call_done, METH_NOARGS, PyDoc_STR("done() -> bool")},
+    {"done", call_done, METH_NOARGS,
+     PyDoc_STR("done($self, /)\n--\n\n"
+               "True once the call has finished.")},
     {"cancel", call_cancel, METH_NOARGS,
-     PyDoc_STR("cancel()\n--\n\nAsk the call to stop; it ends with CallCancelledError unless "
+     PyDoc_STR("cancel($self, /)\n--\n\n"
+               "Ask the call to stop; it ends with CallCancelledError unless "
                "it is done.")},
     {"result", call_result, METH_NOARGS,
-     PyDoc_STR("result() -> Response\n--\n\n"
+     PyDoc_STR("result($self, /)\n--\n\n"
                "The answer of a done call, or raise its error (APIError subclasses carry\n"
                "status_code and error_details, the server's JSON error body). The answer\n"
                "can be taken once.")},
     {"wait", (PyCFunction)(void (*)(void))call_wait, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("wait(timeout=None) -> bool\n--\n\n"
+     PyDoc_STR("wait($self, /, timeout=None)\n--\n\n"
                "Block (GIL released) until the call is done or `timeout` seconds pass.")},
     {"close", call_close, METH_NOARGS,
-     PyDoc_STR("close()\n--\n\nCancel the call if unfinished and release it.")},
+     PyDoc_STR("close($self, /)\n--\n\nCancel the call if unfinished and release it.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -731,17 +727,18 @@ static PyObject *engine_get_pending(PyObject *op, void *Py_UNUSED(closure))
 
 static PyMethodDef engine_methods[] = {
     {"fileno", engine_fileno, METH_NOARGS,
-     PyDoc_STR("fileno() -> int\n--\n\nReadable while finished calls wait to be drained "
+     PyDoc_STR("fileno($self, /)\n--\n\nReadable while finished calls wait to be drained "
                "(level-triggered).")},
     {"submit", (PyCFunction)(void (*)(void))engine_submit, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("submit(client, request, *, api_key=None, security_tier=None, base_url=None)"
-               " -> Call\n--\n\n"
+     PyDoc_STR("submit($self, /, client, request, *, api_key=None, security_tier=None,\n"
+               "       base_url=None)\n--\n\n"
                "Encode `request` into locked memory and start the call; returns at once.\n"
                "A request over the client's size limit fails here, with nothing sent.")},
     {"drain", engine_drain, METH_NOARGS,
-     PyDoc_STR("drain() -> list[Call]\n--\n\nThe calls that finished since the last drain.")},
+     PyDoc_STR("drain($self, /)\n--\n\nThe calls that finished since the last drain.")},
     {"close", engine_close, METH_NOARGS,
-     PyDoc_STR("close()\n--\n\nCancel every call in flight, wait for them (GIL released) and "
+     PyDoc_STR("close($self, /)\n--\n\n"
+               "Cancel every call in flight, wait for them (GIL released) and "
                "stop the engine's threads. Idempotent.")},
     {NULL, NULL, 0, NULL},
 };
@@ -761,7 +758,7 @@ static PyType_Slot engine_slots[] = {
     {Py_tp_methods, engine_methods},
     {Py_tp_getset, engine_getset},
     {Py_tp_doc, (void *)PyDoc_STR(
-         "Engine(*, workers=0)\n\n"
+         "Engine(*, workers=0)\n--\n\n"
          "The asynchronous request engine (hush_engine): one I/O thread and a few crypto\n"
          "workers. Watch fileno() in an event loop and call drain() when it is readable.")},
     {0, NULL},

@@ -16,6 +16,18 @@
 
 #include "hushcall/hushcall.h"
 
+/* ---- compatibility with older CPythons ----------------------------------- */
+
+/* Flags newer than the oldest CPython we build for (3.9): where missing they
+ * are 0, so a type is merely mutable or instantiable there, as any 3.9 heap
+ * type is. */
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
+#endif
+#ifndef Py_TPFLAGS_IMMUTABLETYPE
+#define Py_TPFLAGS_IMMUTABLETYPE 0
+#endif
+
 /* The exception classes, defined in python/hushcall/errors.py (so they keep
  * NOMYO's constructor signatures) and looked up once when the module is
  * executed. The order matches hushpy_exc_names in module.c. */

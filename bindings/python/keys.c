@@ -8,13 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
-#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
-#endif
-#ifndef Py_TPFLAGS_IMMUTABLETYPE
-#define Py_TPFLAGS_IMMUTABLETYPE 0
-#endif
-
 typedef struct {
     PyObject_HEAD
     hush_keypair *kp; /* never NULL once made */
@@ -190,22 +183,22 @@ static PyObject *keypair_repr(PyObject *op)
 static PyMethodDef keypair_methods[] = {
     {"generate", (PyCFunction)(void (*)(void))keypair_generate,
      METH_VARARGS | METH_KEYWORDS | METH_CLASS,
-     PyDoc_STR("generate(bits=4096) -> KeyPair\n--\n\n"
+     PyDoc_STR("generate($type, /, bits=4096)\n--\n\n"
                "Generate an RSA key pair (GIL released; about a second at 4096 bits).")},
     {"load", (PyCFunction)(void (*)(void))keypair_load, METH_VARARGS | METH_KEYWORDS | METH_CLASS,
-     PyDoc_STR("load(private_key_path, password=None) -> KeyPair\n--\n\n"
+     PyDoc_STR("load($type, /, private_key_path, password=None)\n--\n\n"
                "Load a PEM private key file (PKCS#8 or traditional RSA), GIL released.\n"
                "A symlink, a file not owned by the caller, or one readable or writable by\n"
                "group or others is refused with SecurityError (the message names the\n"
                "chmod fix); a missing or wrong password raises SecurityError too.")},
     {"save", (PyCFunction)(void (*)(void))keypair_save, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("save(key_dir, password=None, *, overwrite=False)\n--\n\n"
+     PyDoc_STR("save($self, /, key_dir, password=None, *, overwrite=False)\n--\n\n"
                "Write key_dir/private_key.pem (0600, PKCS#8; with a password encrypted\n"
                "with PBKDF2-HMAC-SHA256 and AES-256-CBC) and key_dir/public_key.pem\n"
                "(0644), atomically, as the nomyo client lays them out. key_dir is\n"
                "created 0700 when absent. Existing files are refused unless overwrite.")},
     {"public_pem", keypair_public_pem, METH_NOARGS,
-     PyDoc_STR("public_pem() -> str\n--\n\nThe public key as SubjectPublicKeyInfo PEM.")},
+     PyDoc_STR("public_pem($self, /)\n--\n\nThe public key as SubjectPublicKeyInfo PEM.")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -288,28 +288,30 @@ static PyObject *status_table(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef hushpy_methods[] = {
     {"get_memory_protection_info", get_memory_protection_info, METH_NOARGS,
-     PyDoc_STR("get_memory_protection_info() -> dict\n--\n\n"
+     PyDoc_STR("get_memory_protection_info($module, /)\n--\n\n"
                "Process-wide figures about hushcall's secure memory: whether mlock works,\n"
                "bytes locked and mapped now, lock failures so far, dump exclusion,\n"
                "wipe-on-fork and OpenSSL's secure heap.")},
     {"wipe_environment_variable", wipe_environment_variable, METH_O,
-     PyDoc_STR("wipe_environment_variable(name, /)\n--\n\n"
+     PyDoc_STR("wipe_environment_variable($module, name, /)\n--\n\n"
                "Zero the variable's value in the C environment (the block\n"
                "/proc/<pid>/environ shows, for one set at exec) and unset it. os.environ\n"
                "keeps its own copy: pop that too. Call it before other threads run.")},
     {"encode", (PyCFunction)(void (*)(void))hushpy_encode, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("encode(obj, *, max_bytes=10485760, max_depth=64) -> SecureBuffer\n--\n\n"
+     PyDoc_STR("encode($module, /, obj, *, max_bytes=10485760, max_depth=64)\n--\n\n"
                "Serialize dicts, lists, tuples, str, int, float, bool and None as compact\n"
                "JSON straight into locked memory. TypeError/ValueError name the path of a\n"
                "value that cannot be written; InvalidRequestError when over max_bytes.")},
     {"decode", (PyCFunction)(void (*)(void))hushpy_decode, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("decode(data, *, max_bytes=16777216, max_depth=64) -> Response\n--\n\n"
+     PyDoc_STR("decode($module, /, data, *, max_bytes=16777216, max_depth=64)\n--\n\n"
                "Parse JSON from a SecureBuffer (or any bytes-like object) into a document\n"
                "in locked memory and return a Response view over it.")},
     {"_raise_status", (PyCFunction)(void (*)(void))raise_status, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("Test hook: raise the exception a hush_status maps to.")},
+     PyDoc_STR("_raise_status($module, /, code, message='', http_status=0, offset=-1)\n--\n\n"
+               "Test hook: raise the exception a hush_status maps to.")},
     {"_status_table", status_table, METH_NOARGS,
-     PyDoc_STR("Test hook: the hush_status -> exception class table.")},
+     PyDoc_STR("_status_table($module, /)\n--\n\n"
+               "Test hook: the hush_status -> exception class table.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -368,18 +370,6 @@ static void hushpy_free(void *module)
     hushpy_clear((PyObject *)module);
 }
 
-static PyTypeObject *add_type(PyObject *module, PyType_Spec *spec, PyObject *base)
-{
-    PyTypeObject *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, base);
-    if (type == NULL)
-        return NULL;
-    if (PyModule_AddType(module, type) < 0) {
-        Py_DECREF(type);
-        return NULL;
-    }
-    return type;
-}
-
 static int load_exceptions(hushpy_state *st)
 {
     PyObject *errors = PyImport_ImportModule("hushcall.errors");
@@ -418,64 +408,59 @@ static int load_response_attrs(hushpy_state *st)
     return st->response_attrs == NULL ? -1 : 0;
 }
 
-static int hushpy_exec(PyObject *module)
+/* Every hush_status has a row in the table (a gap would raise the base class
+ * silently). */
+static int exec_check_status_table(PyObject *module)
 {
-    hushpy_state *st = PyModule_GetState(module);
-
+    (void)module;
     for (size_t i = 1; i < HUSHPY_STATUS_COUNT; i++) {
         if (hushpy_status_table[i].name == NULL) {
             PyErr_Format(PyExc_SystemError, "hush_status %zu has no exception class", i);
             return -1;
         }
     }
-    if (load_exceptions(st) < 0)
-        return -1;
+    return 0;
+}
 
-    st->secure_buffer_type = add_type(module, &hushpy_secure_buffer_spec, NULL);
-    if (st->secure_buffer_type == NULL)
-        return -1;
-    st->document_type = add_type(module, &hushpy_document_spec, NULL);
-    if (st->document_type == NULL)
-        return -1;
-    st->response_type = add_type(module, &hushpy_response_spec, NULL);
-    if (st->response_type == NULL)
-        return -1;
-    st->response_iter_type = add_type(module, &hushpy_response_iter_spec, NULL);
-    if (st->response_iter_type == NULL)
-        return -1;
-    st->zstr_type = add_type(module, &hushpy_zstr_spec, (PyObject *)&PyUnicode_Type);
-    if (st->zstr_type == NULL)
-        return -1;
-    if (load_response_attrs(st) < 0)
-        return -1;
-    st->client_type = add_type(module, &hushpy_client_spec, NULL);
-    if (st->client_type == NULL)
-        return -1;
-    st->engine_type = add_type(module, &hushpy_engine_spec, NULL);
-    if (st->engine_type == NULL)
-        return -1;
-    st->call_type = add_type(module, &hushpy_call_spec, NULL);
-    if (st->call_type == NULL)
-        return -1;
-    st->keypair_type = add_type(module, &hushpy_keypair_spec, NULL);
-    if (st->keypair_type == NULL)
-        return -1;
-    st->server_type = add_type(module, &hushpy_server_spec, NULL);
-    if (st->server_type == NULL)
-        return -1;
-    st->exchange_type = add_type(module, &hushpy_exchange_spec, NULL);
-    if (st->exchange_type == NULL)
-        return -1;
-    st->replay_cache_type = add_type(module, &hushpy_replay_cache_spec, NULL);
-    if (st->replay_cache_type == NULL)
-        return -1;
-    st->tpm_type = add_type(module, &hushpy_tpm_spec, NULL);
-    if (st->tpm_type == NULL)
-        return -1;
+static int exec_exceptions(PyObject *module)
+{
+    return load_exceptions(PyModule_GetState(module));
+}
 
-    if (PyModule_AddStringConstant(module, "__version__", HUSHCALL_VERSION) < 0)
+/* Make the type from `spec`, add it to the module and keep it in `*slot`. */
+static int add_type_to(PyObject *module, PyTypeObject **slot, PyType_Spec *spec,
+                       PyObject *base)
+{
+    *slot = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, base);
+    if (*slot == NULL)
         return -1;
-    if (PyModule_AddIntConstant(module, "DEFAULT_MAX_REQUEST_BYTES",
+    return PyModule_AddType(module, *slot); /* a new reference: the state keeps ours */
+}
+
+static int exec_types(PyObject *module)
+{
+    hushpy_state *st = PyModule_GetState(module);
+    if (add_type_to(module, &st->secure_buffer_type, &hushpy_secure_buffer_spec, NULL) < 0 ||
+        add_type_to(module, &st->document_type, &hushpy_document_spec, NULL) < 0 ||
+        add_type_to(module, &st->response_type, &hushpy_response_spec, NULL) < 0 ||
+        add_type_to(module, &st->response_iter_type, &hushpy_response_iter_spec, NULL) < 0 ||
+        add_type_to(module, &st->zstr_type, &hushpy_zstr_spec, (PyObject *)&PyUnicode_Type) < 0 ||
+        add_type_to(module, &st->client_type, &hushpy_client_spec, NULL) < 0 ||
+        add_type_to(module, &st->engine_type, &hushpy_engine_spec, NULL) < 0 ||
+        add_type_to(module, &st->call_type, &hushpy_call_spec, NULL) < 0 ||
+        add_type_to(module, &st->keypair_type, &hushpy_keypair_spec, NULL) < 0 ||
+        add_type_to(module, &st->server_type, &hushpy_server_spec, NULL) < 0 ||
+        add_type_to(module, &st->exchange_type, &hushpy_exchange_spec, NULL) < 0 ||
+        add_type_to(module, &st->replay_cache_type, &hushpy_replay_cache_spec, NULL) < 0 ||
+        add_type_to(module, &st->tpm_type, &hushpy_tpm_spec, NULL) < 0)
+        return -1;
+    return load_response_attrs(st);
+}
+
+static int exec_constants(PyObject *module)
+{
+    if (PyModule_AddStringConstant(module, "__version__", HUSHCALL_VERSION) < 0 ||
+        PyModule_AddIntConstant(module, "DEFAULT_MAX_REQUEST_BYTES",
                                 HUSH_DEFAULT_MAX_REQUEST_BYTES) < 0 ||
         PyModule_AddIntConstant(module, "DEFAULT_MAX_RESPONSE_BYTES",
                                 HUSH_JSON_DEFAULT_MAX_BYTES) < 0 ||
@@ -486,10 +471,25 @@ static int hushpy_exec(PyObject *module)
 }
 
 static PyModuleDef_Slot hushpy_slots[] = {
-    {Py_mod_exec, hushpy_exec},
+    /* In order: the exception classes before the types that raise them. */
+    {Py_mod_exec, exec_check_status_table},
+    {Py_mod_exec, exec_exceptions},
+    {Py_mod_exec, exec_types},
+    {Py_mod_exec, exec_constants},
 #ifdef Py_mod_multiple_interpreters
     /* The core is reentrant and keeps no per-interpreter state. */
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    /* A free-threaded CPython keeps the GIL on while this module is loaded.
+     * The core is thread-safe, but some of these objects' own fields are
+     * guarded only by the GIL: SecureBuffer's and _Document's pin counts and
+     * _Document's wipe_pending (pin, unpin and wipe each read-then-write them),
+     * Call's and Exchange's busy counts and deferred frees, and Engine's
+     * handle and inflight set (close() clears them while submit() and
+     * drain() use them). Declaring Py_MOD_GIL_NOT_USED needs each of those
+     * under a per-object lock (Py_BEGIN_CRITICAL_SECTION) first. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
 #endif
     {0, NULL},
 };

@@ -4,10 +4,6 @@
 #include "hushpy.h"
 
 
-#ifndef Py_TPFLAGS_IMMUTABLETYPE
-#define Py_TPFLAGS_IMMUTABLETYPE 0
-#endif
-
 typedef struct {
     PyObject_HEAD
     hush_replay_cache *cache; /* NULL only if __init__ failed */
@@ -130,7 +126,7 @@ static PyType_Slot replay_cache_slots[] = {
     {Py_tp_dealloc, replay_cache_dealloc},
     {Py_tp_methods, replay_cache_methods},
     {Py_tp_doc, (void *)PyDoc_STR(
-         "ReplayCache(max_entries=1000000, *, max_answers=3)\n\n"
+         "ReplayCache(max_entries=1000000, *, max_answers=3)\n--\n\n"
          "The requests a gateway has opened, by digest (hush_replay_cache): at most\n"
          "max_entries, the oldest forgotten first when full. Thread-safe.")},
     {0, NULL},

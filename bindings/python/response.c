@@ -17,13 +17,6 @@
 #define REPR_MAX_KEYS 32
 #define REPR_MAX_METADATA_CHARS 128
 
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
-#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
-#endif
-#ifndef Py_TPFLAGS_IMMUTABLETYPE
-#define Py_TPFLAGS_IMMUTABLETYPE 0
-#endif
-
 static const char WIPED_MESSAGE[] = "this response was wiped; its views are no longer valid";
 static const char FORKED_MESSAGE[] =
     "this response belongs to the parent process: secure memory is not inherited across fork()";
@@ -962,23 +955,30 @@ static void response_dealloc(PyObject *op)
 
 static PyMethodDef response_methods[] = {
     {"get", response_get, METH_VARARGS,
-     PyDoc_STR("get(key, default=None): a member (or, for an array, an element) or default.")},
-    {"keys", response_keys, METH_NOARGS, PyDoc_STR("The member names of an object, as a list.")},
+     PyDoc_STR("get($self, key, default=None, /)\n--\n\n"
+               "A member (or, for an array, an element) or default.")},
+    {"keys", response_keys, METH_NOARGS,
+     PyDoc_STR("keys($self, /)\n--\n\nThe member names of an object, as a list.")},
     {"values", response_values, METH_NOARGS,
-     PyDoc_STR("The member values of an object, or the elements of an array, as a list.")},
+     PyDoc_STR("values($self, /)\n--\n\n"
+               "The member values of an object, or the elements of an array, as a list.")},
     {"items", response_items, METH_NOARGS,
-     PyDoc_STR("The (name, value) pairs of an object, as a list.")},
+     PyDoc_STR("items($self, /)\n--\n\nThe (name, value) pairs of an object, as a list.")},
     {"to_dict", response_to_dict, METH_NOARGS,
-     PyDoc_STR("An explicit deep copy into plain dicts and lists (strings are ZeroOnFreeStr).\n"
+     PyDoc_STR("to_dict($self, /)\n--\n\n"
+               "An explicit deep copy into plain dicts and lists (strings are ZeroOnFreeStr).\n"
                "The copy is not wiped with the response.")},
     {"wipe", response_wipe, METH_NOARGS,
-     PyDoc_STR("Zero the document in locked memory; every view taken from it goes dead.\n"
+     PyDoc_STR("wipe($self, /)\n--\n\n"
+               "Zero the document in locked memory; every view taken from it goes dead.\n"
                "Idempotent.")},
-    {"__enter__", response_enter, METH_NOARGS, NULL},
-    {"__exit__", response_exit, METH_VARARGS, PyDoc_STR("Wipe.")},
-    {"__reduce__", response_reduce, METH_NOARGS, NULL},
-    {"_repr_html_", response_repr_html, METH_NOARGS, NULL},
-    {"_repr_pretty_", response_repr_pretty, METH_VARARGS, NULL},
+    {"__enter__", response_enter, METH_NOARGS, PyDoc_STR("__enter__($self, /)\n--\n\n")},
+    {"__exit__", response_exit, METH_VARARGS,
+     PyDoc_STR("__exit__($self, /, *exc_info)\n--\n\nWipe.")},
+    {"__reduce__", response_reduce, METH_NOARGS, PyDoc_STR("__reduce__($self, /)\n--\n\n")},
+    {"_repr_html_", response_repr_html, METH_NOARGS, PyDoc_STR("_repr_html_($self, /)\n--\n\n")},
+    {"_repr_pretty_", response_repr_pretty, METH_VARARGS,
+     PyDoc_STR("_repr_pretty_($self, p, cycle, /)\n--\n\n")},
     {NULL, NULL, 0, NULL},
 };
 

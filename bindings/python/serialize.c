@@ -142,13 +142,15 @@ static PyObject *buffer_repr(PyObject *op)
 
 static PyMethodDef buffer_methods[] = {
     {"wipe", buffer_wipe, METH_NOARGS,
-     PyDoc_STR("Zero and release the bytes. Idempotent.")},
+     PyDoc_STR("wipe($self, /)\n--\n\nZero and release the bytes. Idempotent.")},
     {"_unsafe_bytes", buffer_unsafe_bytes, METH_NOARGS,
-     PyDoc_STR("Copy the bytes into an ordinary bytes object (tests only: the copy is not "
+     PyDoc_STR("_unsafe_bytes($self, /)\n--\n\n"
+               "Copy the bytes into an ordinary bytes object (tests only: the copy is not "
                "locked or zeroed).")},
-    {"__enter__", buffer_enter, METH_NOARGS, NULL},
-    {"__exit__", buffer_exit, METH_VARARGS, PyDoc_STR("Wipe.")},
-    {"__reduce__", buffer_reduce, METH_NOARGS, NULL},
+    {"__enter__", buffer_enter, METH_NOARGS, PyDoc_STR("__enter__($self, /)\n--\n\n")},
+    {"__exit__", buffer_exit, METH_VARARGS,
+     PyDoc_STR("__exit__($self, /, *exc_info)\n--\n\nWipe.")},
+    {"__reduce__", buffer_reduce, METH_NOARGS, PyDoc_STR("__reduce__($self, /)\n--\n\n")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -170,13 +172,6 @@ static PyType_Slot buffer_slots[] = {
          "into Python except _unsafe_bytes(), which exists for tests.")},
     {0, NULL},
 };
-
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
-#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
-#endif
-#ifndef Py_TPFLAGS_IMMUTABLETYPE
-#define Py_TPFLAGS_IMMUTABLETYPE 0
-#endif
 
 PyType_Spec hushpy_secure_buffer_spec = {
     .name = "hushcall._core.SecureBuffer",

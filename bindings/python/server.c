@@ -8,10 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-#ifndef Py_TPFLAGS_IMMUTABLETYPE
-#define Py_TPFLAGS_IMMUTABLETYPE 0
-#endif
-
 typedef struct {
     PyObject_HEAD
     hush_server *server; /* NULL only if __init__ failed */
@@ -393,8 +389,8 @@ static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef server_methods[] = {
     {"handle", (PyCFunction)(void (*)(void))server_handle, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("handle(package, public_key, payload_id, security_tier=None, *, attest=False)\n"
-               " -> (bytes, dict)\n--\n\n"
+     PyDoc_STR("handle($self, /, package, public_key, payload_id, security_tier=None, *,\n"
+               "       attest=False)\n--\n\n"
                "Answer one sealed request (GIL released): open it with the server key,\n"
                "run the backend, seal the answer to public_key (the percent-decoded\n"
                "X-Public-Key PEM), quoting it with the server's TPM when attest is true.\n"
@@ -421,7 +417,7 @@ static PyType_Slot server_slots[] = {
          "Server(key, *, backend='echo', upstream_url=None, upstream_api_key=None,\n"
          "       upstream_ca_file=None, upstream_timeout=None, upstream_connect_timeout=None,\n"
          "       max_package_bytes=None, max_answer_bytes=None, server_name=None,\n"
-         "       secure_memory=True, tpm=None, allow_http_upstream=False)\n\n"
+         "       secure_memory=True, tpm=None, allow_http_upstream=False)\n--\n\n"
          "The server role of protocol v1 (hush_server): what the gateway runs each\n"
          "request through. Immutable and thread-safe.")},
     {0, NULL},

@@ -6,10 +6,6 @@
 
 #include <string.h>
 
-#ifndef Py_TPFLAGS_IMMUTABLETYPE
-#define Py_TPFLAGS_IMMUTABLETYPE 0
-#endif
-
 typedef struct {
     PyObject_HEAD
     hush_tpm *tpm; /* NULL only if __init__ failed */
@@ -94,7 +90,7 @@ static PyType_Slot tpm_slots[] = {
     {Py_tp_dealloc, tpm_dealloc},
     {Py_tp_getset, tpm_getset},
     {Py_tp_doc, (void *)PyDoc_STR(
-         "Tpm(tcti, *, pcrs=None, key_alg='ecc', persistent_handle=0)\n\n"
+         "Tpm(tcti, *, pcrs=None, key_alg='ecc', persistent_handle=0)\n--\n\n"
          "A TPM 2.0 reached through a tss2 TCTI (\"swtpm:host=127.0.0.1,port=2321\",\n"
          "\"device:/dev/tpmrm0\"), quoting pcrs (default \"sha256:0,7,10\") with a fresh\n"
          "AIK per quote (key_alg \"ecc\" or \"rsa\") or the key at persistent_handle.")},
