@@ -308,8 +308,7 @@ static void fail_with(hush_engine *e, hush_call *call, hush_status code, const c
 {
     hush_error err;
     hush_error_clear(&err);
-    hush__fail(&err, code, "%s", message);
-    fail(e, call, code, &err);
+    fail(e, call, hush__fail(&err, code, "%s", message), &err);
 }
 
 /* ---- transfers ---------------------------------------------------------- */
@@ -593,15 +592,15 @@ static void transfer_done(hush_engine *e, transfer *t, CURLcode rc)
         status = status_for_curl(rc, t);
         retryable = status == HUSH_E_CONNECTION;
         if (status == HUSH_E_LIMIT)
-            hush__fail(&err, status, "the server's answer exceeds %zu bytes", t->limit);
+            status = hush__fail(&err, status, "the server's answer exceeds %zu bytes", t->limit);
         else
-            hush__fail(&err, status, "%s: %s", curl_easy_strerror(rc),
-                       t->errbuf[0] ? t->errbuf : "no detail");
+            status = hush__fail(&err, status, "%s: %s", curl_easy_strerror(rc),
+                                t->errbuf[0] ? t->errbuf : "no detail");
     } else if (http != 200) {
         status = status_for_http(http);
         retryable = http == 429 || http == 503;
         wait_ms = retry_after_ms(t->easy);
-        hush__fail(&err, status, "the server answered HTTP %ld (%s)", http,
+        status = hush__fail(&err, status, "the server answered HTTP %ld (%s)", http,
                    hush_strerror(status));
         err.http_status = (int)http;
     }
@@ -1071,7 +1070,7 @@ hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_err
     pthread_mutex_lock(&call->lock);
     hush_status status = call->done ? call->status : HUSH_E_ARGUMENT;
     if (!call->done)
-        hush__fail(err, HUSH_E_ARGUMENT, "the call is not done yet");
+        status = hush__fail(err, HUSH_E_ARGUMENT, "the call is not done yet");
     else if (status != HUSH_OK && err != NULL)
         *err = call->error;
     else if (err != NULL)

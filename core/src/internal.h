@@ -20,12 +20,15 @@
 
 /* Fill `err` (if any) and return `code`. The format must never be given
  * plaintext, key bytes or field contents: names and sizes only. */
+HUSH_MUST_USE
 hush_status hush__fail(hush_error *err, hush_status code, const char *fmt, ...) HUSH_PRINTF(3, 4);
 /* As hush__fail, recording the byte offset of a parse error. */
+HUSH_MUST_USE
 hush_status hush__fail_at(hush_error *err, hush_status code, size_t offset, const char *fmt, ...)
     HUSH_PRINTF(4, 5);
 /* As hush__fail for an OpenSSL failure: appends OpenSSL's reason for the
  * most recent error and empties this thread's OpenSSL error queue. */
+HUSH_MUST_USE
 hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *what);
 
 /* The uniform pattern: a function declares `hush_status status = HUSH_OK;`,
@@ -59,6 +62,7 @@ hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *wh
 /* One-time, thread-safe initialisation (pthread_once): the OpenSSL secure
  * heap and a "C" locale for number formatting. Every entry point that needs
  * either calls it; it is cheap after the first call. */
+HUSH_MUST_USE
 hush_status hush__init(hush_error *err);
 locale_t hush__c_locale(void);
 bool hush__openssl_secure_heap(void);
@@ -125,15 +129,19 @@ typedef struct hush__json_member_spec {
     const hush_json_value *value;
 } hush__json_member_spec;
 
+HUSH_MUST_USE
 hush_status hush__json_new_string(hush_arena *arena, const char *s, size_t len,
                                   const hush_json_value **out, hush_error *err);
 /* HUSH_JSON_BOOL (with `value`) or HUSH_JSON_NULL. */
+HUSH_MUST_USE
 hush_status hush__json_new_literal(hush_arena *arena, hush_json_type type, bool value,
                                    const hush_json_value **out, hush_error *err);
 /* An object of `count` members in that order; equal keys are refused. */
+HUSH_MUST_USE
 hush_status hush__json_new_object(hush_arena *arena, const hush__json_member_spec *members,
                                   size_t count, const hush_json_value **out, hush_error *err);
 /* A document of `root` whose memory is `arena`; the document owns the arena. */
+HUSH_MUST_USE
 hush_status hush__json_doc_adopt(hush_arena *arena, const hush_json_value *root,
                                  hush_json_doc **out, hush_error *err);
 
@@ -141,6 +149,7 @@ hush_status hush__json_doc_adopt(hush_arena *arena, const hush_json_value *root,
 
 /* hush_envelope_v1_seal with the message key made in `key`: secure space
  * the caller keeps (a worker's), zeroed before returning. */
+HUSH_MUST_USE
 hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void *plaintext,
                                         size_t len, int64_t processed_at,
                                         unsigned char key[HUSH_V1_KEY_BYTES],
@@ -157,6 +166,7 @@ hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void
  * message key once the package has opened: fresh for every message, and
  * no one without the message key can make another package that opens
  * with it, so it names this message (the gateway's replay key). */
+HUSH_MUST_USE
 hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void *package,
                                       size_t len, size_t max_package_bytes, hush_arena *arena,
                                       unsigned char **plaintext, size_t *plaintext_len,
@@ -182,6 +192,7 @@ void hush__free_header_list(struct curl_slist *list);
 /* Read the rest of `fd` into a new buffer of `secmem_flags`, refusing more
  * than `max` bytes even if the file grows while it is read. Messages name
  * the file as `what` (a path to show, or a description). */
+HUSH_MUST_USE
 hush_status hush__secbuf_read_fd(int fd, const char *what, size_t max, unsigned secmem_flags,
                                  hush_secbuf **out, hush_error *err);
 

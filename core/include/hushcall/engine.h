@@ -33,6 +33,7 @@ typedef struct hush_engine_options {
 } hush_engine_options;
 
 /* Start the I/O thread and the workers. `opts` may be NULL. */
+HUSH_MUST_USE
 hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, hush_error *err);
 
 /* Cancel every call still in flight, wait for them to end, stop the
@@ -51,6 +52,7 @@ int hush_engine_fd(const hush_engine *engine);
  * a failure `*call` is NULL. A key fetch that fails ends every call waiting
  * for it with the fetch's status (HUSH_E_UNAVAILABLE after repeated 503s,
  * HUSH_E_KEY for an unusable key, HUSH_E_PIN for a fingerprint mismatch). */
+HUSH_MUST_USE
 hush_status hush_engine_submit(hush_engine *engine, hush_client *client, hush_secbuf *request,
                                const hush_call_options *opts, void *user_data, hush_call **call,
                                hush_error *err);
@@ -64,11 +66,13 @@ bool hush_call_done(const hush_call *call);
 
 /* Wait until the call is done; `timeout_ms` < 0 waits for ever.
  * HUSH_E_TIMEOUT when it is not done in time (the call goes on). */
+HUSH_MUST_USE
 hush_status hush_call_wait(hush_call *call, long timeout_ms, hush_error *err);
 
 /* The outcome of a done call (HUSH_E_ARGUMENT while it is not). On success
  * the response document passes to the caller; asking again gives the same
  * status and a NULL document. On an HTTP error, err->http_status is set. */
+HUSH_MUST_USE
 hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_error *err);
 
 /* The server's JSON error body of a failed call (its `detail` and the

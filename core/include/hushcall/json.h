@@ -47,12 +47,14 @@ typedef struct hush_json_doc hush_json_doc;     /* a root plus the arena that ow
 /* Parse `len` bytes into a DOM allocated in `arena`. `limits` may be NULL.
  * On failure nothing useful is left in the arena (the caller may wipe it);
  * err->offset is the byte offset of the problem. */
+HUSH_MUST_USE
 hush_status hush_json_parse_into(hush_arena *arena, const void *text, size_t len,
                                  const hush_json_limits *limits,
                                  const hush_json_value **root, hush_error *err);
 
 /* Parse into a fresh arena owned by the returned document. `secmem_flags`
  * are HUSH_SECMEM_* flags for that arena. */
+HUSH_MUST_USE
 hush_status hush_json_parse(const void *text, size_t len, const hush_json_limits *limits,
                             unsigned secmem_flags, hush_json_doc **out, hush_error *err);
 
@@ -90,8 +92,10 @@ const char *hush_json_number_text(const hush_json_value *value, size_t *len);
 bool hush_json_is_integer(const hush_json_value *value); /* no fraction, no exponent */
 
 /* HUSH_E_TYPE when not a number or not an integer; HUSH_E_LIMIT when out of range. */
+HUSH_MUST_USE
 hush_status hush_json_int64(const hush_json_value *value, int64_t *out, hush_error *err);
 /* HUSH_E_TYPE when not a number; HUSH_E_LIMIT when it overflows a double. */
+HUSH_MUST_USE
 hush_status hush_json_double(const hush_json_value *value, double *out, hush_error *err);
 
 /* A bool's value; false for any other type. */
@@ -99,6 +103,7 @@ bool hush_json_bool(const hush_json_value *value);
 
 /* Convenience for typed lookups: member `key` (NUL-terminated) of `object`
  * that must be of `type`. HUSH_E_NOT_FOUND or HUSH_E_TYPE name the key (never its value). */
+HUSH_MUST_USE
 hush_status hush_json_object_get_typed(const hush_json_value *object, const char *key,
                                        hush_json_type type, const hush_json_value **out,
                                        hush_error *err);

@@ -30,13 +30,16 @@ extern "C" {
 typedef struct hush_arena hush_arena;
 
 /* Create an empty arena. The arena owns every byte it hands out. */
+HUSH_MUST_USE
 hush_status hush_arena_new(hush_arena **out, unsigned flags, hush_error *err);
 
 /* Allocate `size` zeroed bytes aligned to 16. Thread-safe. The memory lives
  * until hush_arena_wipe or hush_arena_free. */
+HUSH_MUST_USE
 hush_status hush_arena_alloc(hush_arena *arena, size_t size, void **out, hush_error *err);
 
 /* Copy `len` bytes into the arena (a NUL is appended, not counted). */
+HUSH_MUST_USE
 hush_status hush_arena_strdup(hush_arena *arena, const void *data, size_t len,
                               char **out, hush_error *err);
 
@@ -60,14 +63,18 @@ typedef struct hush_secbuf hush_secbuf;
 /* Create a buffer with room for at least `capacity` bytes. `max_size` caps
  * its growth (0 means no cap beyond address space): growing past it fails
  * with HUSH_E_LIMIT and leaves the buffer as it was. */
+HUSH_MUST_USE
 hush_status hush_secbuf_new(hush_secbuf **out, size_t capacity, size_t max_size,
                             unsigned flags, hush_error *err);
 
 /* Make room for `extra` more bytes. Growth maps a new region, copies, and
  * zeroes the old region before unmapping it: no stale copy is left. */
+HUSH_MUST_USE
 hush_status hush_secbuf_reserve(hush_secbuf *buf, size_t extra, hush_error *err);
 
+HUSH_MUST_USE
 hush_status hush_secbuf_append(hush_secbuf *buf, const void *data, size_t len, hush_error *err);
+HUSH_MUST_USE
 hush_status hush_secbuf_append_byte(hush_secbuf *buf, unsigned char byte, hush_error *err);
 
 /* The bytes written so far. The pointer is invalidated by any growth. */
@@ -77,6 +84,7 @@ size_t hush_secbuf_capacity(const hush_secbuf *buf);
 
 /* Declare that `len` bytes were written directly into hush_secbuf_data()
  * (after a reserve). Fails with HUSH_E_ARGUMENT past the capacity. */
+HUSH_MUST_USE
 hush_status hush_secbuf_set_len(hush_secbuf *buf, size_t len, hush_error *err);
 
 /* Zero the contents and set the length to 0; capacity is kept. */
