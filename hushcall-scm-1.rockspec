@@ -24,6 +24,7 @@ build = {
     ["hushcall.core"] = {
       sources = {
         "core/src/error.c", "core/src/init.c", "core/src/secmem.c", "core/src/json_text.c",
+        "core/src/fileread.c",
         "core/src/json.c", "core/src/json_writer.c", "core/src/base64.c", "core/src/keys.c",
         "core/src/envelope_v1.c", "core/src/response.c", "core/src/client.c",
         "core/src/engine.c", "core/src/echo.c", "core/src/upstream.c", "core/src/replay.c", "core/src/server.c",

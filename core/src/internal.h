@@ -187,7 +187,7 @@ void hush__free_secret_string(char *s);
 struct curl_slist;
 void hush__free_header_list(struct curl_slist *list);
 
-/* ---- files (secmem.c) -------------------------------------------------- */
+/* ---- files (fileread.c) ------------------------------------------------ */
 
 /* Read the rest of `fd` into a new buffer of `secmem_flags`, refusing more
  * than `max` bytes even if the file grows while it is read. Messages name
