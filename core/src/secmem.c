@@ -313,6 +313,10 @@ size_t hush_arena_mapped_bytes(const hush_arena *a)
 struct hush_secbuf {
     region mem;
     size_t len;
+    /* How far from the start the buffer may hold data: the largest length
+     * ever set and the end of every room reserved (which callers write into
+     * directly). Wipes reach this far, not just to len (s2n's stuffer). */
+    size_t high_water;
     size_t max_size;
     unsigned flags;
 };
@@ -347,12 +351,20 @@ static size_t usable_capacity(const hush_secbuf *b)
     return b->max_size != 0 && b->max_size < b->mem.len ? b->max_size : b->mem.len;
 }
 
+static void raise_high_water(hush_secbuf *b, size_t end)
+{
+    if (end > b->high_water)
+        b->high_water = end;
+}
+
 hush_status hush_secbuf_reserve(hush_secbuf *b, size_t extra, hush_error *err)
 {
     if (b == NULL)
         return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_reserve: buffer is NULL");
-    if (extra <= usable_capacity(b) - b->len)
+    if (extra <= usable_capacity(b) - b->len) {
+        raise_high_water(b, b->len + extra);
         return HUSH_OK;
+    }
     if (extra > SIZE_MAX / 2 - b->len)
         return hush__fail(err, HUSH_E_LIMIT, "buffer growth overflows");
     size_t need = b->len + extra;
@@ -370,6 +382,7 @@ hush_status hush_secbuf_reserve(hush_secbuf *b, size_t extra, hush_error *err)
     memcpy(fresh.payload, b->mem.payload, b->len);
     region_unmap(&b->mem); /* zeroes the old copy before it goes */
     b->mem = fresh;
+    raise_high_water(b, need);
     return HUSH_OK;
 }
 
@@ -381,6 +394,7 @@ hush_status hush_secbuf_append(hush_secbuf *b, const void *data, size_t len, hus
     if (len > 0)
         memcpy(b->mem.payload + b->len, data, len);
     b->len += len;
+    raise_high_water(b, b->len);
     return HUSH_OK;
 }
 
@@ -388,6 +402,7 @@ hush_status hush_secbuf_append_byte(hush_secbuf *b, unsigned char byte, hush_err
 {
     if (b != NULL && b->len < usable_capacity(b)) {
         b->mem.payload[b->len++] = byte;
+        raise_high_water(b, b->len);
         return HUSH_OK;
     }
     return hush_secbuf_append(b, &byte, 1, err);
@@ -402,6 +417,11 @@ hush_status hush_secbuf_set_len(hush_secbuf *b, size_t len, hush_error *err)
 {
     if (b == NULL || len > usable_capacity(b))
         return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_set_len: length past capacity");
+    if (len < b->high_water) {
+        /* Shrinking: what lay past the new end (written or reserved) goes now. */
+        hush_memzero(b->mem.payload + len, b->high_water - len);
+        b->high_water = len;
+    }
     b->len = len;
     return HUSH_OK;
 }
@@ -410,8 +430,9 @@ void hush_secbuf_clear(hush_secbuf *b)
 {
     if (b == NULL)
         return;
-    hush_memzero(b->mem.payload, b->len);
+    hush_memzero(b->mem.payload, b->high_water);
     b->len = 0;
+    b->high_water = 0;
 }
 
 void hush_secbuf_free(hush_secbuf *b)

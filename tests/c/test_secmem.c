@@ -221,6 +221,49 @@ static void test_secbuf_growth_leaves_no_copy(void)
     CHECK_EQ(memscan_count(masked, 32), 0);
 }
 
+/* Write a random canary at `at` in reserved room (born inside the buffer)
+ * and keep only its masked form. */
+static void write_canary(hush_secbuf *b, size_t at, unsigned char masked[32])
+{
+    hush_error err;
+    CHECK_EQ(hush_secbuf_len(b), at);
+    CHECK_OK(hush_secbuf_reserve(b, 32, &err), &err);
+    CHECK(RAND_bytes(hush_secbuf_data(b) + at, 32) == 1);
+    for (int i = 0; i < 32; i++)
+        masked[i] = hush_secbuf_data(b)[at + i] ^ MEMSCAN_MASK;
+}
+
+static void test_secbuf_wipes_up_to_high_water(void)
+{
+    hush_error err;
+    hush_secbuf *b;
+    unsigned char masked[32];
+    static const unsigned char filler[32] = {1};
+    CHECK_OK(hush_secbuf_new(&b, 16, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_append(b, filler, sizeof filler, &err), &err);
+
+    /* Shrinking below a written canary wipes it. */
+    write_canary(b, 32, masked);
+    CHECK_OK(hush_secbuf_set_len(b, 64, &err), &err);
+    CHECK_EQ(memscan_count(masked, 32), 1);
+    CHECK_OK(hush_secbuf_set_len(b, 32, &err), &err);
+    CHECK_EQ(memscan_count(masked, 32), 0);
+    CHECK(memcmp(hush_secbuf_data(b), filler, sizeof filler) == 0); /* the kept part stays */
+    CHECK_OK(hush_secbuf_set_len(b, 64, &err), &err); /* growing again gives back zeros */
+    CHECK(all_zero(hush_secbuf_data(b) + 32, 32));
+    CHECK_OK(hush_secbuf_set_len(b, 32, &err), &err);
+
+    /* Clearing wipes a canary written into reserved room but never declared. */
+    write_canary(b, 32, masked);
+    CHECK_EQ(hush_secbuf_len(b), 32);
+    CHECK_EQ(memscan_count(masked, 32), 1);
+    hush_secbuf_clear(b);
+    CHECK_EQ(hush_secbuf_len(b), 0);
+    CHECK_EQ(memscan_count(masked, 32), 0);
+    CHECK(all_zero(hush_secbuf_data(b), 64));
+    hush_secbuf_free(b);
+}
+
 static void test_secbuf_limits_and_clear(void)
 {
     hush_error err;
@@ -337,6 +380,7 @@ int main(void)
     RUN_TEST(test_guard_pages_fault);
     RUN_TEST(test_wipe_on_fork_and_dump_exclusion);
     RUN_TEST(test_secbuf_growth_leaves_no_copy);
+    RUN_TEST(test_secbuf_wipes_up_to_high_water);
     RUN_TEST(test_secbuf_limits_and_clear);
     RUN_TEST(test_mlock_refused_still_works);
     RUN_TEST(test_no_lock_flag);

@@ -68,7 +68,11 @@ hush_status hush_secbuf_new(hush_secbuf **out, size_t capacity, size_t max_size,
                             unsigned flags, hush_error *err);
 
 /* Make room for `extra` more bytes. Growth maps a new region, copies, and
- * zeroes the old region before unmapping it: no stale copy is left. */
+ * zeroes the old region before unmapping it: no stale copy is left.
+ *
+ * A buffer keeps a high-water mark: the largest length it ever had and the
+ * end of every room reserved (callers write into that room directly). Clear
+ * and shrink wipe up to the mark, not just up to the current length. */
 HUSH_MUST_USE
 hush_status hush_secbuf_reserve(hush_secbuf *buf, size_t extra, hush_error *err);
 
@@ -83,16 +87,20 @@ size_t hush_secbuf_len(const hush_secbuf *buf);
 size_t hush_secbuf_capacity(const hush_secbuf *buf);
 
 /* Declare that `len` bytes were written directly into hush_secbuf_data()
- * (after a reserve). Fails with HUSH_E_ARGUMENT past the capacity. */
+ * (after a reserve). Fails with HUSH_E_ARGUMENT past the capacity. A length
+ * below the high-water mark shrinks the buffer: every byte past `len` up to
+ * the mark is zeroed, so it cannot be had back by growing again. */
 HUSH_MUST_USE
 hush_status hush_secbuf_set_len(hush_secbuf *buf, size_t len, hush_error *err);
 
-/* Zero the contents and set the length to 0; capacity is kept. */
+/* Zero everything up to the high-water mark and set the length to 0;
+ * capacity is kept. */
 void hush_secbuf_clear(hush_secbuf *buf);
 
 bool hush_secbuf_is_locked(const hush_secbuf *buf);
 
-/* Zero, then unmap. Accepts NULL. */
+/* Zero the whole region, then unmap. Accepts NULL. (A HUSH_SECMEM_PUBLIC
+ * buffer, not secret by its flag, is freed without zeroing.) */
 void hush_secbuf_free(hush_secbuf *buf);
 
 /* ---- zeroing and reporting ------------------------------------------- */
