@@ -1033,12 +1033,13 @@ void hush__call_resume(hush_call *call)
 
 /* ---- calls, for the caller --------------------------------------------- */
 
-bool hush_call_done(const hush_call *call)
+bool hush_call_done(hush_call *call)
 {
-    hush_call *c = (hush_call *)call;
-    pthread_mutex_lock(&c->lock);
-    bool done = c->done;
-    pthread_mutex_unlock(&c->lock);
+    if (call == NULL)
+        return false;
+    pthread_mutex_lock(&call->lock);
+    bool done = call->done;
+    pthread_mutex_unlock(&call->lock);
     return done;
 }
 
@@ -1083,9 +1084,10 @@ hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_err
     return status;
 }
 
-const char *hush_call_error_details(const hush_call *call, size_t *len)
+const char *hush_call_error_details(hush_call *call, size_t *len)
 {
-    if (call == NULL || call->error_details == NULL || !hush_call_done(call))
+    /* Once done, the details are final: read without the lock. */
+    if (!hush_call_done(call) || call->error_details == NULL)
         return NULL;
     if (len != NULL)
         *len = call->error_details_len;
@@ -1093,17 +1095,16 @@ const char *hush_call_error_details(const hush_call *call, size_t *len)
 }
 
 const char *hush_call_payload_id(const hush_call *call) { return call ? call->payload_id : NULL; }
-void *hush_call_user_data(const hush_call *call) { return call ? call->user_data : NULL; }
+void *hush_call_user_data(hush_call *call) { return call ? call->user_data : NULL; }
 
-unsigned hush_call_attempts(const hush_call *call)
+unsigned hush_call_attempts(hush_call *call)
 {
     if (call == NULL)
         return 0;
     /* Written by the I/O thread; final once the call is done. */
-    hush_call *c = (hush_call *)call;
-    pthread_mutex_lock(&c->lock);
-    unsigned attempts = c->done ? c->attempts : 0;
-    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&call->lock);
+    unsigned attempts = call->done ? call->attempts : 0;
+    pthread_mutex_unlock(&call->lock);
     return attempts;
 }
 

@@ -408,7 +408,8 @@ hush_status hush_secbuf_append_byte(hush_secbuf *b, unsigned char byte, hush_err
     return hush_secbuf_append(b, &byte, 1, err);
 }
 
-unsigned char *hush_secbuf_data(const hush_secbuf *b) { return b ? b->mem.payload : NULL; }
+unsigned char *hush_secbuf_data(hush_secbuf *b) { return b ? b->mem.payload : NULL; }
+const unsigned char *hush_secbuf_bytes(const hush_secbuf *b) { return b ? b->mem.payload : NULL; }
 size_t hush_secbuf_len(const hush_secbuf *b) { return b ? b->len : 0; }
 size_t hush_secbuf_capacity(const hush_secbuf *b) { return b ? usable_capacity(b) : 0; }
 bool hush_secbuf_is_locked(const hush_secbuf *b) { return b != NULL && b->mem.locked; }

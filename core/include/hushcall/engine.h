@@ -62,7 +62,12 @@ hush_status hush_engine_submit(hush_engine *engine, hush_client *client, hush_se
  * still frees each once. A call the caller already freed is not announced. */
 size_t hush_engine_drain(hush_engine *engine, hush_call **calls, size_t max);
 
-bool hush_call_done(const hush_call *call);
+/* The accessors below take a non-const call: the I/O thread writes a call
+ * while it runs, so reading one means taking its lock. Each requires a call
+ * from hush_engine_submit, or accepts NULL where it says so. */
+
+/* Whether the call is done; false for NULL. */
+bool hush_call_done(hush_call *call);
 
 /* Wait until the call is done; `timeout_ms` < 0 waits for ever.
  * HUSH_E_TIMEOUT when it is not done in time (the call goes on). */
@@ -76,13 +81,14 @@ HUSH_MUST_USE
 hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_error *err);
 
 /* The server's JSON error body of a failed call (its `detail` and the
- * rest), or NULL. Owned by the call. */
-const char *hush_call_error_details(const hush_call *call, size_t *len);
+ * rest), or NULL (also for a NULL call). Owned by the call. */
+const char *hush_call_error_details(hush_call *call, size_t *len);
 
-/* The X-Payload-ID (a UUIDv4), fixed from submission on. */
+/* The X-Payload-ID (a UUIDv4), fixed from submission on. NULL for NULL. */
 const char *hush_call_payload_id(const hush_call *call);
-unsigned hush_call_attempts(const hush_call *call);      /* POSTs sent, retries included */
-void *hush_call_user_data(const hush_call *call);
+unsigned hush_call_attempts(hush_call *call); /* POSTs sent, retries included; 0 for NULL */
+/* The caller's pointer given to hush_engine_submit; NULL for a NULL call. */
+void *hush_call_user_data(hush_call *call);
 
 /* Ask the call to stop; it ends with HUSH_E_CANCELLED unless it is done. */
 void hush_call_cancel(hush_call *call);

@@ -59,7 +59,9 @@ hush_status hush_json_parse(const void *text, size_t len, const hush_json_limits
                             unsigned secmem_flags, hush_json_doc **out, hush_error *err);
 
 const hush_json_value *hush_json_doc_root(const hush_json_doc *doc);
-hush_arena *hush_json_doc_arena(const hush_json_doc *doc);
+/* The arena the document owns (to add values to it); NULL for NULL. A
+ * const document gives out no mutable arena, so the handle is not const. */
+hush_arena *hush_json_doc_arena(hush_json_doc *doc);
 /* Wipe and free the document's arena. Accepts NULL. */
 void hush_json_doc_free(hush_json_doc *doc);
 

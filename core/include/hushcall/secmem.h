@@ -81,8 +81,11 @@ hush_status hush_secbuf_append(hush_secbuf *buf, const void *data, size_t len, h
 HUSH_MUST_USE
 hush_status hush_secbuf_append_byte(hush_secbuf *buf, unsigned char byte, hush_error *err);
 
-/* The bytes written so far. The pointer is invalidated by any growth. */
-unsigned char *hush_secbuf_data(const hush_secbuf *buf);
+/* The bytes written so far, to write into (after a reserve); NULL for a
+ * NULL buffer. The pointer is invalidated by any growth. */
+unsigned char *hush_secbuf_data(hush_secbuf *buf);
+/* The same bytes, read-only: what a const buffer gives out. */
+const unsigned char *hush_secbuf_bytes(const hush_secbuf *buf);
 size_t hush_secbuf_len(const hush_secbuf *buf);
 size_t hush_secbuf_capacity(const hush_secbuf *buf);
 

@@ -6,7 +6,10 @@
  * OpenAI backend hands them to libcurl, whose request and download buffers
  * are ordinary heap freed without wiping (docs/gateway.md says so to
  * operators). A server is immutable once made: one may serve any number of
- * threads, and hush_server_handle is blocking and reentrant.
+ * threads, and hush_server_handle is blocking and reentrant. The one thing
+ * a request changes is the borrowed TPM's session, which is why the TPM is
+ * reached through a mutable pointer and takes its own lock; the const
+ * server is never cast to take a lock.
  *
  * Failures of hush_server_handle set err->http_status to the status a
  * gateway should answer with and err->message to a detail safe to send
