@@ -240,6 +240,8 @@ hush_status hush_arena_alloc(hush_arena *a, size_t size, void **out, hush_error 
 hush_status hush_arena_strdup(hush_arena *a, const void *data, size_t len, char **out,
                               hush_error *err)
 {
+    if (out == NULL || (data == NULL && len > 0))
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_strdup: NULL argument");
     if (len == SIZE_MAX)
         return hush__fail(err, HUSH_E_LIMIT, "string too large");
     void *p = NULL;
@@ -388,6 +390,8 @@ hush_status hush_secbuf_reserve(hush_secbuf *b, size_t extra, hush_error *err)
 
 hush_status hush_secbuf_append(hush_secbuf *b, const void *data, size_t len, hush_error *err)
 {
+    if (data == NULL && len > 0)
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_append: data is NULL");
     hush_status status = hush_secbuf_reserve(b, len, err);
     if (status != HUSH_OK)
         return status;

@@ -282,6 +282,52 @@ static void test_secbuf_limits_and_clear(void)
     hush_secbuf_free(NULL);
 }
 
+/* Every entry point refuses NULL at the door instead of dereferencing it,
+ * and a refusal changes nothing. */
+static void test_null_arguments_refused(void)
+{
+    hush_error err;
+    hush_secbuf *b;
+    hush_arena *a;
+    char *copy = NULL;
+    void *p = NULL;
+    CHECK_STATUS(hush_secbuf_new(NULL, 16, 0, HUSH_SECMEM_DEFAULT, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_OK(hush_secbuf_new(&b, 16, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_append(b, "kept", 4, &err), &err);
+    CHECK_STATUS(hush_secbuf_append(b, NULL, 5, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_OK(hush_secbuf_append(b, NULL, 0, &err), &err); /* nothing to copy */
+    CHECK_EQ(hush_secbuf_len(b), 4);
+    CHECK(memcmp(hush_secbuf_bytes(b), "kept", 4) == 0);
+    CHECK_STATUS(hush_secbuf_append(NULL, "x", 1, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_secbuf_append_byte(NULL, 'x', &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_secbuf_reserve(NULL, 1, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_secbuf_set_len(NULL, 0, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(hush_secbuf_data(NULL) == NULL && hush_secbuf_bytes(NULL) == NULL);
+    CHECK_EQ(hush_secbuf_len(NULL), 0);
+    CHECK_EQ(hush_secbuf_capacity(NULL), 0);
+    CHECK(!hush_secbuf_is_locked(NULL));
+    hush_secbuf_clear(NULL);
+    hush_secbuf_free(b);
+
+    CHECK_STATUS(hush_arena_new(NULL, HUSH_SECMEM_DEFAULT, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_OK(hush_arena_new(&a, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_STATUS(hush_arena_alloc(NULL, 8, &p, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_alloc(a, 8, NULL, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_strdup(a, "abc", 3, NULL, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_strdup(a, NULL, 3, &copy, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_strdup(NULL, "abc", 3, &copy, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(copy == NULL);
+    CHECK_OK(hush_arena_strdup(a, NULL, 0, &copy, &err), &err);
+    CHECK(copy != NULL && copy[0] == '\0');
+    CHECK(!hush_arena_is_locked(NULL));
+    CHECK_EQ(hush_arena_mapped_bytes(NULL), 0);
+    hush_arena_wipe(NULL);
+    hush_arena_free(a);
+    hush_arena_free(NULL);
+    hush_memzero(NULL, 8);
+    hush_memory_protection_info(NULL);
+}
+
 /* In a child: forbid locking (and drop root's CAP_IPC_LOCK), then use memory. */
 static int works_without_mlock(void *arg)
 {
@@ -382,6 +428,7 @@ int main(void)
     RUN_TEST(test_secbuf_growth_leaves_no_copy);
     RUN_TEST(test_secbuf_wipes_up_to_high_water);
     RUN_TEST(test_secbuf_limits_and_clear);
+    RUN_TEST(test_null_arguments_refused);
     RUN_TEST(test_mlock_refused_still_works);
     RUN_TEST(test_no_lock_flag);
     RUN_TEST(test_arena_concurrent_allocation);

@@ -75,7 +75,7 @@ typedef struct hush_client_options {
     unsigned secmem_flags;          /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_client_options;
 
-/* Fill `opts` with the defaults (and NULLs). */
+/* Fill `opts` with the defaults (and NULLs). `opts` must not be NULL. */
 void hush_client_options_init(hush_client_options *opts);
 
 /* Check the options and make a client. An http:// base_url without
@@ -85,7 +85,8 @@ void hush_client_options_init(hush_client_options *opts);
 HUSH_MUST_USE
 hush_status hush_client_new(const hush_client_options *opts, hush_client **out, hush_error *err);
 
-/* Reference counting: calls keep their client alive. */
+/* Reference counting: calls keep their client alive. Accepts NULL (and
+ * returns it). */
 hush_client *hush_client_ref(hush_client *client);
 void hush_client_free(hush_client *client); /* accepts NULL */
 

@@ -41,7 +41,7 @@ hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, 
 void hush_engine_free(hush_engine *engine); /* accepts NULL */
 
 /* Readable while completed calls wait to be drained. Level-triggered:
- * hush_engine_drain resets it once the queue is empty. */
+ * hush_engine_drain resets it once the queue is empty. -1 for NULL. */
 int hush_engine_fd(const hush_engine *engine);
 
 /* Start a call of `client` on `engine`. `request` (JSON, secure memory) is
@@ -59,7 +59,8 @@ hush_status hush_engine_submit(hush_engine *engine, hush_client *client, hush_se
 
 /* Move up to `max` completed calls into `calls` and return how many. They
  * are the pointers hush_engine_submit gave (no new reference): the caller
- * still frees each once. A call the caller already freed is not announced. */
+ * still frees each once. A call the caller already freed is not announced.
+ * `engine` must not be NULL, nor `calls` unless `max` is 0. */
 size_t hush_engine_drain(hush_engine *engine, hush_call **calls, size_t max);
 
 /* The accessors below take a non-const call: the I/O thread writes a call
@@ -90,7 +91,8 @@ unsigned hush_call_attempts(hush_call *call); /* POSTs sent, retries included; 0
 /* The caller's pointer given to hush_engine_submit; NULL for a NULL call. */
 void *hush_call_user_data(hush_call *call);
 
-/* Ask the call to stop; it ends with HUSH_E_CANCELLED unless it is done. */
+/* Ask the call to stop; it ends with HUSH_E_CANCELLED unless it is done.
+ * Accepts NULL. */
 void hush_call_cancel(hush_call *call);
 
 /* Release the caller's reference (from hush_engine_submit). An unfinished

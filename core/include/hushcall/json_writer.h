@@ -77,7 +77,8 @@ hush_status hush_json_write_number_text(hush_json_writer *w, const char *text, s
 HUSH_MUST_USE
 hush_status hush_json_write_value(hush_json_writer *w, const hush_json_value *v, hush_error *err);
 
-/* True once a single top-level value has been written completely. */
+/* True once a single top-level value has been written completely; false
+ * for NULL. */
 bool hush_json_writer_complete(const hush_json_writer *w);
 
 #ifdef __cplusplus

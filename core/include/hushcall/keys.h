@@ -92,14 +92,15 @@ HUSH_MUST_USE
 hush_status hush_keypair_public_pem(const hush_keypair *kp, char **out, size_t *out_len,
                                     hush_error *err);
 
-unsigned hush_keypair_bits(const hush_keypair *kp);
+unsigned hush_keypair_bits(const hush_keypair *kp); /* 0 for NULL */
 
 /* "sha256:<hex>" over the DER SubjectPublicKeyInfo of the public half. */
 HUSH_MUST_USE
 hush_status hush_keypair_fingerprint(const hush_keypair *kp, char out[HUSH_FINGERPRINT_LEN],
                                      hush_error *err);
 
-/* A new reference-counted handle to the same key; each handle is freed. */
+/* A new reference-counted handle to the same key; each handle is freed.
+ * Accepts NULL (and returns it). */
 hush_keypair *hush_keypair_ref(hush_keypair *kp);
 void hush_keypair_free(hush_keypair *kp); /* accepts NULL */
 
@@ -116,11 +117,11 @@ hush_status hush_pubkey_from_keypair(const hush_keypair *kp, hush_pubkey **out, 
 
 HUSH_MUST_USE
 hush_status hush_pubkey_pem(const hush_pubkey *pk, char **out, size_t *out_len, hush_error *err);
-unsigned hush_pubkey_bits(const hush_pubkey *pk);
+unsigned hush_pubkey_bits(const hush_pubkey *pk); /* 0 for NULL */
 HUSH_MUST_USE
 hush_status hush_pubkey_fingerprint(const hush_pubkey *pk, char out[HUSH_FINGERPRINT_LEN],
                                     hush_error *err);
-hush_pubkey *hush_pubkey_ref(hush_pubkey *pk);
+hush_pubkey *hush_pubkey_ref(hush_pubkey *pk); /* as hush_keypair_ref; accepts NULL */
 void hush_pubkey_free(hush_pubkey *pk); /* accepts NULL */
 
 #ifdef __cplusplus

@@ -72,7 +72,8 @@ typedef struct hush_replay_stats {
     size_t bytes_reserved; /* the ring and the index at capacity */
 } hush_replay_stats;
 
-/* A snapshot, taken under the cache's lock. Accepts NULL `cache` (all zero). */
+/* A snapshot, taken under the cache's lock. Accepts NULL `cache` (all
+ * zero); `out` must not be NULL. */
 void hush_replay_cache_stats(hush_replay_cache *cache, hush_replay_stats *out);
 
 #ifdef __cplusplus

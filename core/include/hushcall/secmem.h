@@ -44,16 +44,17 @@ hush_status hush_arena_strdup(hush_arena *arena, const void *data, size_t len,
                               char **out, hush_error *err);
 
 /* Zero every byte the arena holds and forget all allocations; the arena
- * stays usable. Pointers handed out before are invalid afterwards. */
+ * stays usable. Pointers handed out before are invalid afterwards.
+ * Accepts NULL. */
 void hush_arena_wipe(hush_arena *arena);
 
 /* Wipe, then unmap. Accepts NULL. */
 void hush_arena_free(hush_arena *arena);
 
-/* True when every region of the arena is mlock'ed. */
+/* True when every region of the arena is mlock'ed; false for NULL. */
 bool hush_arena_is_locked(const hush_arena *arena);
 
-/* Bytes mapped for payload (guard pages and headers excluded). */
+/* Bytes mapped for payload (guard pages and headers excluded); 0 for NULL. */
 size_t hush_arena_mapped_bytes(const hush_arena *arena);
 
 /* ---- growable buffer -------------------------------------------------- */
@@ -86,8 +87,8 @@ hush_status hush_secbuf_append_byte(hush_secbuf *buf, unsigned char byte, hush_e
 unsigned char *hush_secbuf_data(hush_secbuf *buf);
 /* The same bytes, read-only: what a const buffer gives out. */
 const unsigned char *hush_secbuf_bytes(const hush_secbuf *buf);
-size_t hush_secbuf_len(const hush_secbuf *buf);
-size_t hush_secbuf_capacity(const hush_secbuf *buf);
+size_t hush_secbuf_len(const hush_secbuf *buf);      /* 0 for NULL */
+size_t hush_secbuf_capacity(const hush_secbuf *buf); /* 0 for NULL */
 
 /* Declare that `len` bytes were written directly into hush_secbuf_data()
  * (after a reserve). Fails with HUSH_E_ARGUMENT past the capacity. A length
@@ -97,10 +98,10 @@ HUSH_MUST_USE
 hush_status hush_secbuf_set_len(hush_secbuf *buf, size_t len, hush_error *err);
 
 /* Zero everything up to the high-water mark and set the length to 0;
- * capacity is kept. */
+ * capacity is kept. Accepts NULL. */
 void hush_secbuf_clear(hush_secbuf *buf);
 
-bool hush_secbuf_is_locked(const hush_secbuf *buf);
+bool hush_secbuf_is_locked(const hush_secbuf *buf); /* false for NULL */
 
 /* Zero the whole region, then unmap. Accepts NULL. (A HUSH_SECMEM_PUBLIC
  * buffer, not secret by its flag, is freed without zeroing.) */
@@ -108,7 +109,7 @@ void hush_secbuf_free(hush_secbuf *buf);
 
 /* ---- zeroing and reporting ------------------------------------------- */
 
-/* Zero memory in a way the compiler cannot remove. */
+/* Zero memory in a way the compiler cannot remove. Accepts NULL. */
 void hush_memzero(void *ptr, size_t len);
 
 typedef struct hush_memory_protection {
@@ -123,7 +124,7 @@ typedef struct hush_memory_protection {
 } hush_memory_protection;
 
 /* Process-wide figures. They are statistics only (atomic counters): nothing
- * in hushcall decides anything from them. */
+ * in hushcall decides anything from them. Accepts NULL (does nothing). */
 void hush_memory_protection_info(hush_memory_protection *out);
 
 #ifdef __cplusplus

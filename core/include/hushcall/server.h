@@ -70,7 +70,7 @@ typedef struct hush_server_options {
     unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_server_options;
 
-/* Fill `opts` with the defaults (and NULLs). */
+/* Fill `opts` with the defaults (and NULLs). `opts` must not be NULL. */
 void hush_server_options_init(hush_server_options *opts);
 
 /* Check the options and make a server. HUSH_E_ARGUMENT for a missing key,

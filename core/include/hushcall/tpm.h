@@ -48,7 +48,8 @@ HUSH_MUST_USE
 hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_error *err);
 void hush_tpm_close(hush_tpm *tpm); /* accepts NULL */
 
-/* The PCR selection in NOMYO's "pcr_banks" form ("sha256:0,7,10"). */
+/* The PCR selection in NOMYO's "pcr_banks" form ("sha256:0,7,10"); NULL
+ * for NULL. */
 const char *hush_tpm_pcr_banks(const hush_tpm *tpm);
 
 /* Quote the PCRs for one request and write the members of NOMYO's
