@@ -87,7 +87,7 @@ static hush_secbuf *request_secbuf(hushpy_state *st, PyObject *module, ClientObj
 /* ---- results, shared by Client.complete and Call.result --------------- */
 
 /* The server's JSON error body as a dict (json.loads), or None. */
-static PyObject *error_details(const hush_call *call)
+static PyObject *error_details(hush_call *call)
 {
     size_t len = 0;
     const char *text = hush_call_error_details(call, &len);

@@ -20,12 +20,15 @@
 
 /* Fill `err` (if any) and return `code`. The format must never be given
  * plaintext, key bytes or field contents: names and sizes only. */
+HUSH_MUST_USE
 hush_status hush__fail(hush_error *err, hush_status code, const char *fmt, ...) HUSH_PRINTF(3, 4);
 /* As hush__fail, recording the byte offset of a parse error. */
+HUSH_MUST_USE
 hush_status hush__fail_at(hush_error *err, hush_status code, size_t offset, const char *fmt, ...)
     HUSH_PRINTF(4, 5);
 /* As hush__fail for an OpenSSL failure: appends OpenSSL's reason for the
  * most recent error and empties this thread's OpenSSL error queue. */
+HUSH_MUST_USE
 hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *what);
 
 /* The uniform pattern: a function declares `hush_status status = HUSH_OK;`,
@@ -59,6 +62,7 @@ hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *wh
 /* One-time, thread-safe initialisation (pthread_once): the OpenSSL secure
  * heap and a "C" locale for number formatting. Every entry point that needs
  * either calls it; it is cheap after the first call. */
+HUSH_MUST_USE
 hush_status hush__init(hush_error *err);
 locale_t hush__c_locale(void);
 bool hush__openssl_secure_heap(void);

@@ -912,8 +912,8 @@ static void test_key_dir(void)
     if (on_disk != NULL && pem_a != NULL &&
         hush_pubkey_from_pem(on_disk, len, &disk_key, &err) == HUSH_OK &&
         hush_pubkey_from_pem(pem_a, strlen(pem_a), &client_pub, &err) == HUSH_OK) {
-        hush_pubkey_fingerprint(disk_key, fp_disk, &err);
-        hush_pubkey_fingerprint(client_pub, fp_client, &err);
+        CHECK_OK(hush_pubkey_fingerprint(disk_key, fp_disk, &err), &err);
+        CHECK_OK(hush_pubkey_fingerprint(client_pub, fp_client, &err), &err);
     }
     CHECK(strcmp(fp_disk, fp_client) == 0);
     hush_pubkey_free(disk_key);

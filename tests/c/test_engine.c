@@ -375,6 +375,26 @@ static void test_submit_oversized(void)
 
 /* ---- what a call reports -------------------------------------------------- */
 
+/* The call accessors answer for a NULL call instead of dereferencing it. */
+static void test_null_call_refused(void)
+{
+    hush_error err;
+    hush_json_doc *doc = NULL;
+    size_t len = 7;
+    CHECK(!hush_call_done(NULL));
+    CHECK_EQ(hush_call_attempts(NULL), 0);
+    CHECK(hush_call_error_details(NULL, &len) == NULL);
+    CHECK_EQ(len, 7); /* untouched */
+    CHECK(hush_call_payload_id(NULL) == NULL);
+    CHECK(hush_call_user_data(NULL) == NULL);
+    CHECK_STATUS(hush_call_wait(NULL, 0, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_call_result(NULL, &doc, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_EQ(hush_engine_fd(NULL), -1);
+    hush_call_cancel(NULL);
+    hush_call_free(NULL);
+    hush_engine_free(NULL);
+}
+
 static void test_payload_id_and_attempts(void)
 {
     hush_engine *e = new_engine(0);
@@ -452,6 +472,7 @@ int main(void)
     RUN_TEST(test_call_keeps_client);
     RUN_TEST(test_submit_oversized);
     RUN_TEST(test_payload_id_and_attempts);
+    RUN_TEST(test_null_call_refused);
 
     hush_client_free(client);
     hush_keypair_free(shared_key);

@@ -28,7 +28,7 @@ static void split_package(const hush_secbuf *pkg, fields *f)
 {
     hush_error err;
     hush_json_doc *doc = NULL;
-    CHECK_OK(hush_json_parse(hush_secbuf_data(pkg), hush_secbuf_len(pkg), NULL,
+    CHECK_OK(hush_json_parse(hush_secbuf_bytes(pkg), hush_secbuf_len(pkg), NULL,
                              HUSH_SECMEM_NO_LOCK, &doc, &err), &err);
     if (doc == NULL)
         return;

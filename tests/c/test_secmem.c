@@ -221,6 +221,49 @@ static void test_secbuf_growth_leaves_no_copy(void)
     CHECK_EQ(memscan_count(masked, 32), 0);
 }
 
+/* Write a random canary at `at` in reserved room (born inside the buffer)
+ * and keep only its masked form. */
+static void write_canary(hush_secbuf *b, size_t at, unsigned char masked[32])
+{
+    hush_error err;
+    CHECK_EQ(hush_secbuf_len(b), at);
+    CHECK_OK(hush_secbuf_reserve(b, 32, &err), &err);
+    CHECK(RAND_bytes(hush_secbuf_data(b) + at, 32) == 1);
+    for (int i = 0; i < 32; i++)
+        masked[i] = hush_secbuf_data(b)[at + i] ^ MEMSCAN_MASK;
+}
+
+static void test_secbuf_wipes_up_to_high_water(void)
+{
+    hush_error err;
+    hush_secbuf *b;
+    unsigned char masked[32];
+    static const unsigned char filler[32] = {1};
+    CHECK_OK(hush_secbuf_new(&b, 16, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_append(b, filler, sizeof filler, &err), &err);
+
+    /* Shrinking below a written canary wipes it. */
+    write_canary(b, 32, masked);
+    CHECK_OK(hush_secbuf_set_len(b, 64, &err), &err);
+    CHECK_EQ(memscan_count(masked, 32), 1);
+    CHECK_OK(hush_secbuf_set_len(b, 32, &err), &err);
+    CHECK_EQ(memscan_count(masked, 32), 0);
+    CHECK(memcmp(hush_secbuf_data(b), filler, sizeof filler) == 0); /* the kept part stays */
+    CHECK_OK(hush_secbuf_set_len(b, 64, &err), &err); /* growing again gives back zeros */
+    CHECK(all_zero(hush_secbuf_data(b) + 32, 32));
+    CHECK_OK(hush_secbuf_set_len(b, 32, &err), &err);
+
+    /* Clearing wipes a canary written into reserved room but never declared. */
+    write_canary(b, 32, masked);
+    CHECK_EQ(hush_secbuf_len(b), 32);
+    CHECK_EQ(memscan_count(masked, 32), 1);
+    hush_secbuf_clear(b);
+    CHECK_EQ(hush_secbuf_len(b), 0);
+    CHECK_EQ(memscan_count(masked, 32), 0);
+    CHECK(all_zero(hush_secbuf_data(b), 64));
+    hush_secbuf_free(b);
+}
+
 static void test_secbuf_limits_and_clear(void)
 {
     hush_error err;
@@ -237,6 +280,52 @@ static void test_secbuf_limits_and_clear(void)
     CHECK(all_zero(hush_secbuf_data(b), 10));
     hush_secbuf_free(b);
     hush_secbuf_free(NULL);
+}
+
+/* Every entry point refuses NULL at the door instead of dereferencing it,
+ * and a refusal changes nothing. */
+static void test_null_arguments_refused(void)
+{
+    hush_error err;
+    hush_secbuf *b;
+    hush_arena *a;
+    char *copy = NULL;
+    void *p = NULL;
+    CHECK_STATUS(hush_secbuf_new(NULL, 16, 0, HUSH_SECMEM_DEFAULT, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_OK(hush_secbuf_new(&b, 16, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_append(b, "kept", 4, &err), &err);
+    CHECK_STATUS(hush_secbuf_append(b, NULL, 5, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_OK(hush_secbuf_append(b, NULL, 0, &err), &err); /* nothing to copy */
+    CHECK_EQ(hush_secbuf_len(b), 4);
+    CHECK(memcmp(hush_secbuf_bytes(b), "kept", 4) == 0);
+    CHECK_STATUS(hush_secbuf_append(NULL, "x", 1, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_secbuf_append_byte(NULL, 'x', &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_secbuf_reserve(NULL, 1, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_secbuf_set_len(NULL, 0, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(hush_secbuf_data(NULL) == NULL && hush_secbuf_bytes(NULL) == NULL);
+    CHECK_EQ(hush_secbuf_len(NULL), 0);
+    CHECK_EQ(hush_secbuf_capacity(NULL), 0);
+    CHECK(!hush_secbuf_is_locked(NULL));
+    hush_secbuf_clear(NULL);
+    hush_secbuf_free(b);
+
+    CHECK_STATUS(hush_arena_new(NULL, HUSH_SECMEM_DEFAULT, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_OK(hush_arena_new(&a, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_STATUS(hush_arena_alloc(NULL, 8, &p, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_alloc(a, 8, NULL, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_strdup(a, "abc", 3, NULL, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_strdup(a, NULL, 3, &copy, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_strdup(NULL, "abc", 3, &copy, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(copy == NULL);
+    CHECK_OK(hush_arena_strdup(a, NULL, 0, &copy, &err), &err);
+    CHECK(copy != NULL && copy[0] == '\0');
+    CHECK(!hush_arena_is_locked(NULL));
+    CHECK_EQ(hush_arena_mapped_bytes(NULL), 0);
+    hush_arena_wipe(NULL);
+    hush_arena_free(a);
+    hush_arena_free(NULL);
+    hush_memzero(NULL, 8);
+    hush_memory_protection_info(NULL);
 }
 
 /* In a child: forbid locking (and drop root's CAP_IPC_LOCK), then use memory. */
@@ -337,7 +426,9 @@ int main(void)
     RUN_TEST(test_guard_pages_fault);
     RUN_TEST(test_wipe_on_fork_and_dump_exclusion);
     RUN_TEST(test_secbuf_growth_leaves_no_copy);
+    RUN_TEST(test_secbuf_wipes_up_to_high_water);
     RUN_TEST(test_secbuf_limits_and_clear);
+    RUN_TEST(test_null_arguments_refused);
     RUN_TEST(test_mlock_refused_still_works);
     RUN_TEST(test_no_lock_flag);
     RUN_TEST(test_arena_concurrent_allocation);

@@ -71,7 +71,7 @@ static hush_server_request request_for(const hush_secbuf *package, const char *p
                                        const char *tier)
 {
     hush_server_request req = {
-        .package = package != NULL ? hush_secbuf_data(package) : NULL,
+        .package = package != NULL ? hush_secbuf_bytes(package) : NULL,
         .package_len = package != NULL ? hush_secbuf_len(package) : 0,
         .client_public_key = client_pem,
         .client_public_key_len = client_pem_len,

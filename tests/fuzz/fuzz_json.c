@@ -29,7 +29,7 @@ static hush_secbuf *serialize(const hush_json_value *root, unsigned flags)
 static hush_json_doc *reparse(const hush_secbuf *buf)
 {
     hush_json_doc *doc = NULL;
-    if (hush_json_parse(hush_secbuf_data(buf), hush_secbuf_len(buf), NULL, HUSH_SECMEM_NO_LOCK,
+    if (hush_json_parse(hush_secbuf_bytes(buf), hush_secbuf_len(buf), NULL, HUSH_SECMEM_NO_LOCK,
                         &doc, NULL) != HUSH_OK)
         abort();
     return doc;
@@ -38,7 +38,7 @@ static hush_json_doc *reparse(const hush_secbuf *buf)
 static void require_same(const hush_secbuf *a, const hush_secbuf *b)
 {
     if (hush_secbuf_len(a) != hush_secbuf_len(b) ||
-        memcmp(hush_secbuf_data(a), hush_secbuf_data(b), hush_secbuf_len(a)) != 0)
+        memcmp(hush_secbuf_bytes(a), hush_secbuf_bytes(b), hush_secbuf_len(a)) != 0)
         abort();
 }
 

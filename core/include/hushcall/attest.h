@@ -38,8 +38,10 @@ typedef struct hush_attest_policy hush_attest_policy;
  *    "aik_fingerprints": ["sha256:<hex of SHA-256 over the marshalled TPMT_PUBLIC>", ...]}
  * Both members are optional. Unknown members, bad hex or lengths that do
  * not match the bank are refused (HUSH_E_FORMAT naming the member). */
+HUSH_MUST_USE
 hush_status hush_attest_policy_parse(const void *json, size_t len, hush_attest_policy **out,
                                      hush_error *err);
+HUSH_MUST_USE
 hush_status hush_attest_policy_load(const char *path, hush_attest_policy **out, hush_error *err);
 void hush_attest_policy_free(hush_attest_policy *policy); /* accepts NULL */
 
@@ -68,6 +70,7 @@ typedef struct hush_attest_result {
  * that fails is not an error: the function returns HUSH_OK with
  * out->verified false and the reason; errors are for the caller's mistakes
  * (HUSH_E_ARGUMENT) and resources (HUSH_E_NOMEM). */
+HUSH_MUST_USE
 hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const char *payload_id,
                                const hush_attest_policy *policy, hush_attest_result *out,
                                hush_error *err);

@@ -25,15 +25,18 @@ size_t hush_base64_encoded_len(size_t len);
 size_t hush_base64_decoded_max(size_t len);
 
 /* Encode into `out` (capacity `cap`, needs encoded_len + 1 for the NUL). */
+HUSH_MUST_USE
 hush_status hush_base64_encode(const void *in, size_t len, char *out, size_t cap,
                                size_t *out_len, hush_error *err);
 
 /* Encode by appending to a secure buffer (no NUL). */
+HUSH_MUST_USE
 hush_status hush_base64_encode_append(const void *in, size_t len, hush_secbuf *out,
                                       hush_error *err);
 
 /* Decode into `out` (capacity `cap` >= hush_base64_decoded_max(len)).
  * HUSH_E_BASE64 with err->offset at the first bad character. */
+HUSH_MUST_USE
 hush_status hush_base64_decode(const char *in, size_t len, unsigned char *out, size_t cap,
                                size_t *out_len, hush_error *err);
 

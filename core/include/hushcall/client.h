@@ -75,16 +75,18 @@ typedef struct hush_client_options {
     unsigned secmem_flags;          /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_client_options;
 
-/* Fill `opts` with the defaults (and NULLs). */
+/* Fill `opts` with the defaults (and NULLs). `opts` must not be NULL. */
 void hush_client_options_init(hush_client_options *opts);
 
 /* Check the options and make a client. An http:// base_url without
  * allow_http, a bad tier or fingerprint, or a key_dir whose key cannot be
  * loaded fail here, before any request. With neither client_key nor a
  * key_dir holding a key, key generation starts in the background now. */
+HUSH_MUST_USE
 hush_status hush_client_new(const hush_client_options *opts, hush_client **out, hush_error *err);
 
-/* Reference counting: calls keep their client alive. */
+/* Reference counting: calls keep their client alive. Accepts NULL (and
+ * returns it). */
 hush_client *hush_client_ref(hush_client *client);
 void hush_client_free(hush_client *client); /* accepts NULL */
 
@@ -100,6 +102,7 @@ typedef struct hush_call_options {
  * failure. `*response` is the answer with `_metadata` added (payload_id,
  * processed_at, is_encrypted, encryption_algorithm); free it with
  * hush_json_doc_free. */
+HUSH_MUST_USE
 hush_status hush_client_complete(hush_client *client, hush_secbuf *request,
                                  const hush_call_options *opts, hush_json_doc **response,
                                  hush_error *err);
@@ -109,12 +112,14 @@ hush_status hush_client_complete(hush_client *client, hush_secbuf *request,
  * too: HUSH_OK means `*call` is done (hush_call_result tells its outcome);
  * the caller frees it. A failure to start the call is returned as such,
  * with `*call` NULL. */
+HUSH_MUST_USE
 hush_status hush_client_complete_call(hush_client *client, hush_secbuf *request,
                                       const hush_call_options *opts, hush_call **call,
                                       hush_error *err);
 
 /* The client's public key PEM (as sent in X-Public-Key), waiting for key
  * generation if it is still running. Malloc'd; the caller frees it. */
+HUSH_MUST_USE
 hush_status hush_client_public_pem(hush_client *client, char **pem, hush_error *err);
 
 #ifdef __cplusplus

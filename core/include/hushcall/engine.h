@@ -33,6 +33,7 @@ typedef struct hush_engine_options {
 } hush_engine_options;
 
 /* Start the I/O thread and the workers. `opts` may be NULL. */
+HUSH_MUST_USE
 hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, hush_error *err);
 
 /* Cancel every call still in flight, wait for them to end, stop the
@@ -40,7 +41,7 @@ hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, 
 void hush_engine_free(hush_engine *engine); /* accepts NULL */
 
 /* Readable while completed calls wait to be drained. Level-triggered:
- * hush_engine_drain resets it once the queue is empty. */
+ * hush_engine_drain resets it once the queue is empty. -1 for NULL. */
 int hush_engine_fd(const hush_engine *engine);
 
 /* Start a call of `client` on `engine`. `request` (JSON, secure memory) is
@@ -51,36 +52,47 @@ int hush_engine_fd(const hush_engine *engine);
  * a failure `*call` is NULL. A key fetch that fails ends every call waiting
  * for it with the fetch's status (HUSH_E_UNAVAILABLE after repeated 503s,
  * HUSH_E_KEY for an unusable key, HUSH_E_PIN for a fingerprint mismatch). */
+HUSH_MUST_USE
 hush_status hush_engine_submit(hush_engine *engine, hush_client *client, hush_secbuf *request,
                                const hush_call_options *opts, void *user_data, hush_call **call,
                                hush_error *err);
 
 /* Move up to `max` completed calls into `calls` and return how many. They
  * are the pointers hush_engine_submit gave (no new reference): the caller
- * still frees each once. A call the caller already freed is not announced. */
+ * still frees each once. A call the caller already freed is not announced.
+ * `engine` must not be NULL, nor `calls` unless `max` is 0. */
 size_t hush_engine_drain(hush_engine *engine, hush_call **calls, size_t max);
 
-bool hush_call_done(const hush_call *call);
+/* The accessors below take a non-const call: the I/O thread writes a call
+ * while it runs, so reading one means taking its lock. Each requires a call
+ * from hush_engine_submit, or accepts NULL where it says so. */
+
+/* Whether the call is done; false for NULL. */
+bool hush_call_done(hush_call *call);
 
 /* Wait until the call is done; `timeout_ms` < 0 waits for ever.
  * HUSH_E_TIMEOUT when it is not done in time (the call goes on). */
+HUSH_MUST_USE
 hush_status hush_call_wait(hush_call *call, long timeout_ms, hush_error *err);
 
 /* The outcome of a done call (HUSH_E_ARGUMENT while it is not). On success
  * the response document passes to the caller; asking again gives the same
  * status and a NULL document. On an HTTP error, err->http_status is set. */
+HUSH_MUST_USE
 hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_error *err);
 
 /* The server's JSON error body of a failed call (its `detail` and the
- * rest), or NULL. Owned by the call. */
-const char *hush_call_error_details(const hush_call *call, size_t *len);
+ * rest), or NULL (also for a NULL call). Owned by the call. */
+const char *hush_call_error_details(hush_call *call, size_t *len);
 
-/* The X-Payload-ID (a UUIDv4), fixed from submission on. */
+/* The X-Payload-ID (a UUIDv4), fixed from submission on. NULL for NULL. */
 const char *hush_call_payload_id(const hush_call *call);
-unsigned hush_call_attempts(const hush_call *call);      /* POSTs sent, retries included */
-void *hush_call_user_data(const hush_call *call);
+unsigned hush_call_attempts(hush_call *call); /* POSTs sent, retries included; 0 for NULL */
+/* The caller's pointer given to hush_engine_submit; NULL for a NULL call. */
+void *hush_call_user_data(hush_call *call);
 
-/* Ask the call to stop; it ends with HUSH_E_CANCELLED unless it is done. */
+/* Ask the call to stop; it ends with HUSH_E_CANCELLED unless it is done.
+ * Accepts NULL. */
 void hush_call_cancel(hush_call *call);
 
 /* Release the caller's reference (from hush_engine_submit). An unfinished

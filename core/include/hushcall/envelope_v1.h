@@ -41,6 +41,7 @@ extern "C" {
  * (as NOMYO's API reference documents it); HUSH_V1_NO_PROCESSED_AT writes
  * none. The package (ciphertext only) is returned in a new buffer the
  * caller frees; it is not locked, since nothing in it is secret. */
+HUSH_MUST_USE
 hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plaintext, size_t len,
                                   int64_t processed_at, hush_secbuf **package, hush_error *err);
 
@@ -55,6 +56,7 @@ typedef struct hush_envelope_v1_opened {
 /* Open a package addressed to `recipient`. `max_package_bytes` 0 means
  * HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES; a longer package is refused with
  * HUSH_E_LIMIT before it is parsed. On failure `out` is left empty. */
+HUSH_MUST_USE
 hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *package, size_t len,
                                   size_t max_package_bytes, hush_envelope_v1_opened *out,
                                   hush_error *err);

@@ -50,6 +50,23 @@ typedef enum hush_status {
     HUSH_E_INTERNAL     /* a bug in hushcall */
 } hush_status;
 
+/* Every function returning a hush_status is declared HUSH_MUST_USE: a
+ * status dropped by accident is a compile error under -Werror. To ignore
+ * one on purpose, say why in a comment and write HUSH_IGNORE(call): GCC
+ * does not let a bare (void) cast silence the attribute, so the macro
+ * stores the status and (void)-casts the variable. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HUSH_MUST_USE __attribute__((warn_unused_result))
+#else
+#define HUSH_MUST_USE
+#endif
+
+#define HUSH_IGNORE(call)                          \
+    do {                                           \
+        hush_status hush_ignored_status_ = (call); \
+        (void)hush_ignored_status_;                \
+    } while (0)
+
 #define HUSH_ERROR_MESSAGE_MAX 256
 
 typedef struct hush_error {

@@ -45,6 +45,7 @@ typedef enum hush_replay_verdict {
  * each answered at most `max_answers` times (1 to 255). HUSH_E_ARGUMENT
  * outside those ranges. Memory is reserved for max_entries at once but the
  * kernel backs it only as entries arrive. */
+HUSH_MUST_USE
 hush_status hush_replay_cache_new(size_t max_entries, unsigned max_answers,
                                   hush_replay_cache **out, hush_error *err);
 void hush_replay_cache_free(hush_replay_cache *cache); /* accepts NULL */
@@ -56,6 +57,7 @@ void hush_replay_cache_free(hush_replay_cache *cache); /* accepts NULL */
  * the answer count is raised; `*answers` (may be NULL) receives it, or the
  * count so far for the refusals. Every argument must be non-NULL but
  * `answers`; HUSH_E_ARGUMENT otherwise, and unless 0 <= now < expires < 2^32. */
+HUSH_MUST_USE
 hush_status hush_replay_cache_check_and_remember(hush_replay_cache *cache,
                                                  const unsigned char digest[HUSH_REPLAY_DIGEST_BYTES],
                                                  const unsigned char binding[HUSH_REPLAY_DIGEST_BYTES],
@@ -70,7 +72,8 @@ typedef struct hush_replay_stats {
     size_t bytes_reserved; /* the ring and the index at capacity */
 } hush_replay_stats;
 
-/* A snapshot, taken under the cache's lock. Accepts NULL `cache` (all zero). */
+/* A snapshot, taken under the cache's lock. Accepts NULL `cache` (all
+ * zero); `out` must not be NULL. */
 void hush_replay_cache_stats(hush_replay_cache *cache, hush_replay_stats *out);
 
 #ifdef __cplusplus

@@ -6,7 +6,10 @@
  * OpenAI backend hands them to libcurl, whose request and download buffers
  * are ordinary heap freed without wiping (docs/gateway.md says so to
  * operators). A server is immutable once made: one may serve any number of
- * threads, and hush_server_handle is blocking and reentrant.
+ * threads, and hush_server_handle is blocking and reentrant. The one thing
+ * a request changes is the borrowed TPM's session, which is why the TPM is
+ * reached through a mutable pointer and takes its own lock; the const
+ * server is never cast to take a lock.
  *
  * Failures of hush_server_handle set err->http_status to the status a
  * gateway should answer with and err->message to a detail safe to send
@@ -67,7 +70,7 @@ typedef struct hush_server_options {
     unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_server_options;
 
-/* Fill `opts` with the defaults (and NULLs). */
+/* Fill `opts` with the defaults (and NULLs). `opts` must not be NULL. */
 void hush_server_options_init(hush_server_options *opts);
 
 /* Check the options and make a server. HUSH_E_ARGUMENT for a missing key,
@@ -76,6 +79,7 @@ void hush_server_options_init(hush_server_options *opts);
  * host that is not loopback without allow_http_upstream, or an
  * upstream_api_key that is not 1 to 512 printable ASCII characters without
  * spaces. */
+HUSH_MUST_USE
 hush_status hush_server_new(const hush_server_options *opts, hush_server **out, hush_error *err);
 void hush_server_free(hush_server *server); /* accepts NULL */
 
@@ -130,6 +134,7 @@ typedef struct hush_server_answer {
  *                             something not a JSON object, or too much
  *   HUSH_E_NOMEM, HUSH_E_CRYPTO, HUSH_E_INTERNAL [500]
  * On failure `out` is left empty. */
+HUSH_MUST_USE
 hush_status hush_server_handle(const hush_server *server, const hush_server_request *req,
                                hush_server_answer *out, hush_error *err);
 
@@ -148,6 +153,7 @@ typedef struct hush_server_exchange hush_server_exchange;
  * of hush_server_handle up to the backend, with the same statuses. The
  * exchange borrows `server` (which must outlive it) and copies what it
  * needs of `req`. */
+HUSH_MUST_USE
 hush_status hush_server_open(const hush_server *server, const hush_server_request *req,
                              hush_server_exchange **out, hush_error *err);
 
@@ -162,6 +168,7 @@ void hush_server_exchange_replay_key(const hush_server_exchange *x,
 /* Run the backend and seal the answer, as hush_server_handle does. An
  * exchange is answered once: the request's plaintext is wiped when this
  * returns, whatever the outcome, and a second call is HUSH_E_ARGUMENT. */
+HUSH_MUST_USE
 hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_answer *out,
                                         hush_error *err);
 

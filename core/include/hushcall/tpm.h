@@ -44,10 +44,12 @@ typedef struct hush_tpm_options {
 /* Connect to the TPM and check the options (HUSH_E_ARGUMENT for a bad
  * selection or handle; HUSH_E_CONNECTION when the TCTI cannot be opened;
  * HUSH_E_CRYPTO for a TPM error, with its response code in the message). */
+HUSH_MUST_USE
 hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_error *err);
 void hush_tpm_close(hush_tpm *tpm); /* accepts NULL */
 
-/* The PCR selection in NOMYO's "pcr_banks" form ("sha256:0,7,10"). */
+/* The PCR selection in NOMYO's "pcr_banks" form ("sha256:0,7,10"); NULL
+ * for NULL. */
 const char *hush_tpm_pcr_banks(const hush_tpm *tpm);
 
 /* Quote the PCRs for one request and write the members of NOMYO's
@@ -55,6 +57,7 @@ const char *hush_tpm_pcr_banks(const hush_tpm *tpm);
  * "is_available": true, "pcr_banks", "pcr_values" ({bank: {index: hex}}),
  * "aik_pubkey_b64" (marshalled TPM2B_PUBLIC), "quote_b64" (TPM2B_ATTEST),
  * "signature_b64" (TPMT_SIGNATURE). Nothing is written on failure. */
+HUSH_MUST_USE
 hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writer *w,
                            hush_error *err);
 

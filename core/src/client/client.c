@@ -465,7 +465,8 @@ static server_key *find_server_key(hush_client *c, const char *base_url, hush_er
     server_key *sk = calloc(1, sizeof *sk);
     if (sk == NULL || (sk->base_url = strdup(base_url)) == NULL) {
         free(sk);
-        hush__fail(err, HUSH_E_NOMEM, "out of memory");
+        /* The NULL return is the failure; err carries its status. */
+        HUSH_IGNORE(hush__fail(err, HUSH_E_NOMEM, "out of memory"));
         return NULL;
     }
     sk->next = c->server_keys;

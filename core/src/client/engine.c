@@ -314,8 +314,7 @@ static void fail_with(hush_engine *e, hush_call *call, hush_status code, const c
 {
     hush_error err;
     hush_error_clear(&err);
-    hush__fail(&err, code, "%s", message);
-    fail(e, call, code, &err);
+    fail(e, call, hush__fail(&err, code, "%s", message), &err);
 }
 
 /* ---- transfers ---------------------------------------------------------- */
@@ -599,15 +598,15 @@ static void transfer_done(hush_engine *e, transfer *t, CURLcode rc)
         status = status_for_curl(rc, t);
         retryable = status == HUSH_E_CONNECTION;
         if (status == HUSH_E_LIMIT)
-            hush__fail(&err, status, "the server's answer exceeds %zu bytes", t->limit);
+            status = hush__fail(&err, status, "the server's answer exceeds %zu bytes", t->limit);
         else
-            hush__fail(&err, status, "%s: %s", curl_easy_strerror(rc),
-                       t->errbuf[0] ? t->errbuf : "no detail");
+            status = hush__fail(&err, status, "%s: %s", curl_easy_strerror(rc),
+                                t->errbuf[0] ? t->errbuf : "no detail");
     } else if (http != 200) {
         status = status_for_http(http);
         retryable = http == 429 || http == 503;
         wait_ms = retry_after_ms(t->easy);
-        hush__fail(&err, status, "the server answered HTTP %ld (%s)", http,
+        status = hush__fail(&err, status, "the server answered HTTP %ld (%s)", http,
                    hush_strerror(status));
         err.http_status = (int)http;
     }
@@ -1040,12 +1039,13 @@ void hush__call_resume(hush_call *call)
 
 /* ---- calls, for the caller --------------------------------------------- */
 
-bool hush_call_done(const hush_call *call)
+bool hush_call_done(hush_call *call)
 {
-    hush_call *c = (hush_call *)call;
-    pthread_mutex_lock(&c->lock);
-    bool done = c->done;
-    pthread_mutex_unlock(&c->lock);
+    if (call == NULL)
+        return false;
+    pthread_mutex_lock(&call->lock);
+    bool done = call->done;
+    pthread_mutex_unlock(&call->lock);
     return done;
 }
 
@@ -1077,7 +1077,7 @@ hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_err
     pthread_mutex_lock(&call->lock);
     hush_status status = call->done ? call->status : HUSH_E_ARGUMENT;
     if (!call->done)
-        hush__fail(err, HUSH_E_ARGUMENT, "the call is not done yet");
+        status = hush__fail(err, HUSH_E_ARGUMENT, "the call is not done yet");
     else if (status != HUSH_OK && err != NULL)
         *err = call->error;
     else if (err != NULL)
@@ -1090,9 +1090,10 @@ hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_err
     return status;
 }
 
-const char *hush_call_error_details(const hush_call *call, size_t *len)
+const char *hush_call_error_details(hush_call *call, size_t *len)
 {
-    if (call == NULL || call->error_details == NULL || !hush_call_done(call))
+    /* Once done, the details are final: read without the lock. */
+    if (!hush_call_done(call) || call->error_details == NULL)
         return NULL;
     if (len != NULL)
         *len = call->error_details_len;
@@ -1100,17 +1101,16 @@ const char *hush_call_error_details(const hush_call *call, size_t *len)
 }
 
 const char *hush_call_payload_id(const hush_call *call) { return call ? call->payload_id : NULL; }
-void *hush_call_user_data(const hush_call *call) { return call ? call->user_data : NULL; }
+void *hush_call_user_data(hush_call *call) { return call ? call->user_data : NULL; }
 
-unsigned hush_call_attempts(const hush_call *call)
+unsigned hush_call_attempts(hush_call *call)
 {
     if (call == NULL)
         return 0;
     /* Written by the I/O thread; final once the call is done. */
-    hush_call *c = (hush_call *)call;
-    pthread_mutex_lock(&c->lock);
-    unsigned attempts = c->done ? c->attempts : 0;
-    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&call->lock);
+    unsigned attempts = call->done ? call->attempts : 0;
+    pthread_mutex_unlock(&call->lock);
     return attempts;
 }
 

@@ -122,6 +122,7 @@ struct hush_call {
 
 /* Fill a call's api_key, tier and base_url from the overrides and the
  * client's options, checked as hush_client_new checks the options. */
+HUSH_MUST_USE
 hush_status hush__client_call_settings(hush_client *client, const hush_call_options *opts,
                                        hush_call *call, hush_error *err);
 /* A call's reference to its client (not the caller's handle). */
@@ -132,6 +133,7 @@ void hush__client_release(hush_client *client);
  * the client key is ready and call->server_key is set. *wait: the call is
  * linked as a waiter and will be resumed. *fetch: this call must fetch the
  * server key (call->fetch_entry says which). Anything else: a failure. */
+HUSH_MUST_USE
 hush_status hush__client_keys_for(hush_client *client, hush_call *call, bool *wait, bool *fetch,
                                   hush_error *err);
 /* The fetch this call made has ended: store the key (or the failure) and
@@ -142,6 +144,7 @@ void hush__client_fetch_done(hush_client *client, hush_call *call, hush_pubkey *
  * was fetching hands the fetch over to its waiters. */
 void hush__client_forget(hush_client *client, hush_call *call);
 /* The circuit breaker: may this call go out, and how did it end. */
+HUSH_MUST_USE
 hush_status hush__client_admit(hush_client *client, bool *is_probe, hush_error *err);
 void hush__client_record(hush_client *client, hush_status outcome, int http_status,
                          bool is_probe);
@@ -150,6 +153,7 @@ void hush__client_record(hush_client *client, hush_status outcome, int http_stat
 
 /* Re-examine a waiting call (a key it waited for is ready or failed). */
 void hush__call_resume(hush_call *call);
+HUSH_MUST_USE
 hush_status hush__engine_submit(hush_engine *engine, hush_client *client, hush_secbuf *request,
                                 const hush_call_options *opts, void *user_data, bool announce,
                                 hush_call **out, hush_error *err);
@@ -170,6 +174,7 @@ typedef struct hush__attest_rule {
  * required attestation that does not verify is HUSH_E_ATTESTATION, and the
  * answer is wiped unread. One arena holds everything; the raw plaintext in
  * it is zeroed once parsed. */
+HUSH_MUST_USE
 hush_status hush__response_open(const hush_keypair *key, const void *package, size_t len,
                                 size_t max_response_bytes, const char *payload_id,
                                 const hush__attest_rule *rule, unsigned secmem_flags,

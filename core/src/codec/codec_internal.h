@@ -17,15 +17,19 @@ typedef struct hush__json_member_spec {
     const hush_json_value *value;
 } hush__json_member_spec;
 
+HUSH_MUST_USE
 hush_status hush__json_new_string(hush_arena *arena, const char *s, size_t len,
                                   const hush_json_value **out, hush_error *err);
 /* HUSH_JSON_BOOL (with `value`) or HUSH_JSON_NULL. */
+HUSH_MUST_USE
 hush_status hush__json_new_literal(hush_arena *arena, hush_json_type type, bool value,
                                    const hush_json_value **out, hush_error *err);
 /* An object of `count` members in that order; equal keys are refused. */
+HUSH_MUST_USE
 hush_status hush__json_new_object(hush_arena *arena, const hush__json_member_spec *members,
                                   size_t count, const hush_json_value **out, hush_error *err);
 /* A document of `root` whose memory is `arena`; the document owns the arena. */
+HUSH_MUST_USE
 hush_status hush__json_doc_adopt(hush_arena *arena, const hush_json_value *root,
                                  hush_json_doc **out, hush_error *err);
 

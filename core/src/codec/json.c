@@ -599,7 +599,7 @@ const hush_json_value *hush_json_doc_root(const hush_json_doc *doc)
     return doc != NULL ? doc->root : NULL;
 }
 
-hush_arena *hush_json_doc_arena(const hush_json_doc *doc)
+hush_arena *hush_json_doc_arena(hush_json_doc *doc)
 {
     return doc != NULL ? doc->arena : NULL;
 }

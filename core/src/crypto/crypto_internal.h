@@ -18,6 +18,7 @@ EVP_PKEY *hush__pubkey_pkey(const hush_pubkey *pk);
 
 /* hush_envelope_v1_seal with the message key made in `key`: secure space
  * the caller keeps (a worker's), zeroed before returning. */
+HUSH_MUST_USE
 hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void *plaintext,
                                         size_t len, int64_t processed_at,
                                         unsigned char key[HUSH_V1_KEY_BYTES],
@@ -34,6 +35,7 @@ hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void
  * message key once the package has opened: fresh for every message, and
  * no one without the message key can make another package that opens
  * with it, so it names this message (the gateway's replay key). */
+HUSH_MUST_USE
 hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void *package,
                                       size_t len, size_t max_package_bytes, hush_arena *arena,
                                       unsigned char **plaintext, size_t *plaintext_len,

@@ -359,7 +359,7 @@ static hush_status read_package(const void *package, size_t len, size_t max, v1_
             memcpy(reason, err->message, sizeof reason);
             reason[sizeof reason - 1] = '\0';
             int64_t offset = err->offset;
-            hush__fail(err, HUSH_E_FORMAT, "envelope is not valid JSON: %.200s", reason);
+            status = hush__fail(err, HUSH_E_FORMAT, "envelope is not valid JSON: %.200s", reason);
             err->offset = offset;
         }
         goto cleanup;

@@ -1,7 +1,6 @@
 /* secmem.c — guarded, locked, dump-excluded regions, and the arena and
  * growable buffer built on them. Every region is zeroed before it is
  * unmapped; growth copies into a new region and zeroes the old one. */
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -242,6 +241,8 @@ hush_status hush_arena_alloc(hush_arena *a, size_t size, void **out, hush_error 
 hush_status hush_arena_strdup(hush_arena *a, const void *data, size_t len, char **out,
                               hush_error *err)
 {
+    if (out == NULL || (data == NULL && len > 0))
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_strdup: NULL argument");
     if (len == SIZE_MAX)
         return hush__fail(err, HUSH_E_LIMIT, "string too large");
     void *p = NULL;
@@ -315,6 +316,10 @@ size_t hush_arena_mapped_bytes(const hush_arena *a)
 struct hush_secbuf {
     region mem;
     size_t len;
+    /* How far from the start the buffer may hold data: the largest length
+     * ever set and the end of every room reserved (which callers write into
+     * directly). Wipes reach this far, not just to len (s2n's stuffer). */
+    size_t high_water;
     size_t max_size;
     unsigned flags;
 };
@@ -349,12 +354,20 @@ static size_t usable_capacity(const hush_secbuf *b)
     return b->max_size != 0 && b->max_size < b->mem.len ? b->max_size : b->mem.len;
 }
 
+static void raise_high_water(hush_secbuf *b, size_t end)
+{
+    if (end > b->high_water)
+        b->high_water = end;
+}
+
 hush_status hush_secbuf_reserve(hush_secbuf *b, size_t extra, hush_error *err)
 {
     if (b == NULL)
         return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_reserve: buffer is NULL");
-    if (extra <= usable_capacity(b) - b->len)
+    if (extra <= usable_capacity(b) - b->len) {
+        raise_high_water(b, b->len + extra);
         return HUSH_OK;
+    }
     if (extra > SIZE_MAX / 2 - b->len)
         return hush__fail(err, HUSH_E_LIMIT, "buffer growth overflows");
     size_t need = b->len + extra;
@@ -372,17 +385,21 @@ hush_status hush_secbuf_reserve(hush_secbuf *b, size_t extra, hush_error *err)
     memcpy(fresh.payload, b->mem.payload, b->len);
     region_unmap(&b->mem); /* zeroes the old copy before it goes */
     b->mem = fresh;
+    raise_high_water(b, need);
     return HUSH_OK;
 }
 
 hush_status hush_secbuf_append(hush_secbuf *b, const void *data, size_t len, hush_error *err)
 {
+    if (data == NULL && len > 0)
+        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_append: data is NULL");
     hush_status status = hush_secbuf_reserve(b, len, err);
     if (status != HUSH_OK)
         return status;
     if (len > 0)
         memcpy(b->mem.payload + b->len, data, len);
     b->len += len;
+    raise_high_water(b, b->len);
     return HUSH_OK;
 }
 
@@ -390,12 +407,14 @@ hush_status hush_secbuf_append_byte(hush_secbuf *b, unsigned char byte, hush_err
 {
     if (b != NULL && b->len < usable_capacity(b)) {
         b->mem.payload[b->len++] = byte;
+        raise_high_water(b, b->len);
         return HUSH_OK;
     }
     return hush_secbuf_append(b, &byte, 1, err);
 }
 
-unsigned char *hush_secbuf_data(const hush_secbuf *b) { return b ? b->mem.payload : NULL; }
+unsigned char *hush_secbuf_data(hush_secbuf *b) { return b ? b->mem.payload : NULL; }
+const unsigned char *hush_secbuf_bytes(const hush_secbuf *b) { return b ? b->mem.payload : NULL; }
 size_t hush_secbuf_len(const hush_secbuf *b) { return b ? b->len : 0; }
 size_t hush_secbuf_capacity(const hush_secbuf *b) { return b ? usable_capacity(b) : 0; }
 bool hush_secbuf_is_locked(const hush_secbuf *b) { return b != NULL && b->mem.locked; }
@@ -404,6 +423,11 @@ hush_status hush_secbuf_set_len(hush_secbuf *b, size_t len, hush_error *err)
 {
     if (b == NULL || len > usable_capacity(b))
         return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_set_len: length past capacity");
+    if (len < b->high_water) {
+        /* Shrinking: what lay past the new end (written or reserved) goes now. */
+        hush_memzero(b->mem.payload + len, b->high_water - len);
+        b->high_water = len;
+    }
     b->len = len;
     return HUSH_OK;
 }
@@ -412,8 +436,9 @@ void hush_secbuf_clear(hush_secbuf *b)
 {
     if (b == NULL)
         return;
-    hush_memzero(b->mem.payload, b->len);
+    hush_memzero(b->mem.payload, b->high_water);
     b->len = 0;
+    b->high_water = 0;
 }
 
 void hush_secbuf_free(hush_secbuf *b)
@@ -430,7 +455,9 @@ void hush_memory_protection_info(hush_memory_protection *out)
 {
     if (out == NULL)
         return;
-    hush__init(NULL);
+    /* Best effort: if initialisation failed, the secure heap reads as
+     * absent below, which is the truth; this call has no error to give. */
+    HUSH_IGNORE(hush__init(NULL));
     out->platform = "linux";
     out->lock_failures = atomic_load(&stat_lock_failures);
     out->mlock_available = out->lock_failures == 0;
@@ -439,32 +466,4 @@ void hush_memory_protection_info(hush_memory_protection *out)
     out->openssl_secure_heap = hush__openssl_secure_heap();
     out->locked_bytes = atomic_load(&stat_locked_bytes);
     out->mapped_bytes = atomic_load(&stat_mapped_bytes);
-}
-
-hush_status hush__secbuf_read_fd(int fd, const char *what, size_t max, unsigned secmem_flags,
-                                 hush_secbuf **out, hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    hush_secbuf *buf = NULL;
-    size_t initial = max < 4096 ? max + 1 : 4096;
-
-    HUSH_TRY(hush_secbuf_new(&buf, initial, max + 1, secmem_flags, err));
-    for (;;) {
-        size_t len = hush_secbuf_len(buf);
-        /* One byte past the limit is read, so a larger file is noticed. */
-        HUSH_ENSURE(len <= max, HUSH_E_LIMIT, "%s is larger than %zu bytes", what, max);
-        HUSH_TRY(hush_secbuf_reserve(buf, 1, err));
-        ssize_t n = read(fd, hush_secbuf_data(buf) + len, hush_secbuf_capacity(buf) - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        HUSH_ENSURE(n >= 0, HUSH_E_IO, "cannot read %s: %s", what, strerror(errno));
-        if (n == 0)
-            break;
-        HUSH_TRY(hush_secbuf_set_len(buf, len + (size_t)n, err));
-    }
-    *out = buf;
-    buf = NULL;
-cleanup:
-    hush_secbuf_free(buf);
-    return status;
 }

@@ -24,6 +24,7 @@ typedef struct hush__upstream_config {
 
 /* The echo chat.completion for `request` (a parsed JSON object): id, object,
  * created, model, choices and usage. Working text goes to `arena`. */
+HUSH_MUST_USE
 hush_status hush__echo_write(const hush_json_value *request, const char *payload_id,
                              hush_arena *arena, hush_json_writer *w, hush_error *err);
 
@@ -33,6 +34,7 @@ hush_status hush__echo_write(const hush_json_value *request, const char *payload
  * status, 0 when none came. Failures carry the gateway's status code
  * (HUSH_E_UNAVAILABLE, HUSH_E_TIMEOUT, HUSH_E_HTTP) and a message that
  * names only statuses: never the upstream's body. */
+HUSH_MUST_USE
 hush_status hush__upstream_write(const hush__upstream_config *cfg, const void *body, size_t len,
                                  hush_arena *arena, hush_json_writer *w, int *upstream_status,
                                  hush_error *err);

@@ -137,7 +137,7 @@ static hush_status write_answer(const hush_secbuf *answer, size_t max, hush_aren
     const char *key;
     size_t key_len;
     const hush_json_value *value;
-    if (hush_json_parse_into(arena, hush_secbuf_data(answer), hush_secbuf_len(answer), &limits,
+    if (hush_json_parse_into(arena, hush_secbuf_bytes(answer), hush_secbuf_len(answer), &limits,
                              &root, NULL) != HUSH_OK ||
         hush_json_type_of(root) != HUSH_JSON_OBJECT)
         return hush__fail(err, HUSH_E_HTTP, "Upstream answer is not a JSON object");
