@@ -16,8 +16,6 @@
 #include "hushcall/hushcall.h"
 #include "internal.h"
 
-#define DEFAULT_CONNECT_TIMEOUT_MS 10000L
-#define DEFAULT_TIMEOUT_MS 300000L
 #define ANSWER_INITIAL_BYTES 4096u
 #define API_KEY_MAX 512u
 #define CHAT_COMPLETIONS "/chat/completions"
@@ -38,14 +36,19 @@ struct hush_server {
     hush_tpm *tpm;                  /* borrowed; NULL for none */
 };
 
-void hush_server_options_init(hush_server_options *opts)
+/* A server answers as much as a client accepts by default. */
+_Static_assert(HUSH_SERVER_DEFAULT_MAX_ANSWER_BYTES == HUSH_DEFAULT_MAX_RESPONSE_BYTES,
+               "the server's default answer limit follows the client's response limit");
+
+hush_status hush_server_options_init(hush_server_options *opts, unsigned version, hush_error *err)
 {
-    memset(opts, 0, sizeof *opts);
-    opts->backend = HUSH_BACKEND_ECHO;
-    opts->upstream_connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
-    opts->upstream_timeout_ms = DEFAULT_TIMEOUT_MS;
-    opts->max_package_bytes = HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES;
-    opts->max_answer_bytes = HUSH_DEFAULT_MAX_RESPONSE_BYTES;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_server_options_init: opts is NULL");
+    HUSH_TRY(hush__check_options_version("hush_server_options", version,
+                                         HUSH_SERVER_OPTIONS_VERSION, err));
+    *opts = (hush_server_options)HUSH_SERVER_OPTIONS_INIT;
+cleanup:
+    return status;
 }
 
 /* ---- making a server ---------------------------------------------------- */
@@ -203,6 +206,8 @@ hush_status hush_server_new(const hush_server_options *opts, hush_server **out, 
     hush_server *s = NULL;
     HUSH_ENSURE(opts != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_server_new: NULL argument");
     *out = NULL;
+    HUSH_TRY(hush__check_options_version("hush_server_options", opts->version,
+                                         HUSH_SERVER_OPTIONS_VERSION, err));
     HUSH_TRY(hush__init(err));
     HUSH_TRY(check_options(opts, err));
     HUSH_ENSURE((s = calloc(1, sizeof *s)) != NULL, HUSH_E_NOMEM, "out of memory");

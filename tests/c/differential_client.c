@@ -89,7 +89,7 @@ int main(int argc, char **argv)
         return 2;
     }
     hush_error_clear(&err);
-    hush_client_options_init(&opts);
+    opts = (hush_client_options)HUSH_CLIENT_OPTIONS_INIT;
     opts.base_url = argv[2];
     opts.allow_http = true;
     opts.key_dir = argv[1];
