@@ -904,8 +904,8 @@ hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, 
     HUSH_ENSURE((e->multi = curl_multi_init()) != NULL, HUSH_E_INTERNAL, "curl_multi_init failed");
     for (unsigned i = 0; i < e->worker_count; i++) {
         e->workers[i].engine = e;
-        HUSH_TRY(hush_secbuf_new(&e->workers[i].key_space, HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES,
-                                 HUSH_SECMEM_DEFAULT, err));
+        HUSH_TRY(hush_secbuf_new(HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT,
+                                 &e->workers[i].key_space, err));
     }
     for (; started < e->worker_count; started++)
         HUSH_ENSURE(pthread_create(&e->workers[started].thread, NULL, worker_main,

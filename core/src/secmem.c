@@ -182,7 +182,7 @@ static hush_status chunk_new(size_t payload, unsigned flags, chunk **out, hush_e
     return HUSH_OK;
 }
 
-hush_status hush_arena_new(hush_arena **out, unsigned flags, hush_error *err)
+hush_status hush_arena_new(unsigned flags, hush_arena **out, hush_error *err)
 {
     if (out == NULL)
         return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_new: out is NULL");
@@ -318,7 +318,7 @@ struct hush_secbuf {
     unsigned flags;
 };
 
-hush_status hush_secbuf_new(hush_secbuf **out, size_t capacity, size_t max_size, unsigned flags,
+hush_status hush_secbuf_new(size_t capacity, size_t max_size, unsigned flags, hush_secbuf **out,
                             hush_error *err)
 {
     if (out == NULL)
@@ -447,7 +447,7 @@ hush_status hush__secbuf_read_fd(int fd, const char *what, size_t max, unsigned 
     hush_secbuf *buf = NULL;
     size_t initial = max < 4096 ? max + 1 : 4096;
 
-    HUSH_TRY(hush_secbuf_new(&buf, initial, max + 1, secmem_flags, err));
+    HUSH_TRY(hush_secbuf_new(initial, max + 1, secmem_flags, &buf, err));
     for (;;) {
         size_t len = hush_secbuf_len(buf);
         /* One byte past the limit is read, so a larger file is noticed. */

@@ -499,7 +499,7 @@ hush_status hush_server_open(const hush_server *server, const hush_server_reques
     memcpy(x->payload_id, req->payload_id, strlen(req->payload_id) + 1); /* length checked */
     HUSH_TRY(client_key(req, &x->client, err));
     start = now_ms();
-    HUSH_TRY(hush_arena_new(&x->arena, server->secmem_flags, err));
+    HUSH_TRY(hush_arena_new(server->secmem_flags, &x->arena, err));
     HUSH_TRY(open_request(server, req, x->arena, &x->text, &x->len, &x->request, x->replay_key,
                           err));
     HUSH_TRY(check_stream(x->request, err));
@@ -558,8 +558,8 @@ hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_ans
     HUSH_ENSURE(!x->answered, HUSH_E_ARGUMENT, "this request has been answered already");
     x->answered = true;
     out->open_ms = x->open_ms;
-    HUSH_TRY(hush_secbuf_new(&answer, ANSWER_INITIAL_BYTES, 0, x->server->secmem_flags, err));
-    HUSH_TRY(hush_json_writer_new(&writer, answer, HUSH_JSON_WRITE_COMPACT, 0, err));
+    HUSH_TRY(hush_secbuf_new(ANSWER_INITIAL_BYTES, 0, x->server->secmem_flags, &answer, err));
+    HUSH_TRY(hush_json_writer_new(answer, HUSH_JSON_WRITE_COMPACT, 0, &writer, err));
     HUSH_TRY(write_answer(x, answer, writer, out, err));
     start = now_ms();
     /* processed_at in Unix seconds, the int NOMYO's API reference documents */

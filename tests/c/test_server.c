@@ -572,8 +572,8 @@ static bool memory_protection_of(const hush_server *s, const char *json, char *o
     if (mp != NULL) {
         hush_secbuf *text = NULL;
         hush_json_writer *w = NULL;
-        ok = hush_secbuf_new(&text, 256, 0, HUSH_SECMEM_DEFAULT, &err) == HUSH_OK &&
-             hush_json_writer_new(&w, text, HUSH_JSON_WRITE_COMPACT, 0, &err) == HUSH_OK &&
+        ok = hush_secbuf_new(256, 0, HUSH_SECMEM_DEFAULT, &text, &err) == HUSH_OK &&
+             hush_json_writer_new(text, HUSH_JSON_WRITE_COMPACT, 0, &w, &err) == HUSH_OK &&
              hush_json_write_value(w, mp, &err) == HUSH_OK && hush_secbuf_len(text) < size;
         if (ok)
             snprintf(out, size, "%.*s", (int)hush_secbuf_len(text),
@@ -603,7 +603,7 @@ static void test_memory_protection_is_per_request(void)
     hush_arena *held = NULL;
     void *p = NULL;
     hush_error err = {0};
-    CHECK_OK(hush_arena_new(&held, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_arena_new(HUSH_SECMEM_DEFAULT, &held, &err), &err);
     CHECK_OK(hush_arena_alloc(held, 1u << 20, &p, &err), &err);
     for (int i = 0; i < 20; i++)
         memory_protection_of(s, large, big, sizeof big);

@@ -153,9 +153,9 @@ static hush_json_doc *quote_doc(hush_tpm *tpm, const char *payload_id, hush_stat
     hush_secbuf *buf = NULL;
     hush_json_writer *w = NULL;
     hush_json_doc *doc = NULL;
-    *status = hush_secbuf_new(&buf, 4096, 0, HUSH_SECMEM_PUBLIC, err);
+    *status = hush_secbuf_new(4096, 0, HUSH_SECMEM_PUBLIC, &buf, err);
     if (*status == HUSH_OK)
-        *status = hush_json_writer_new(&w, buf, HUSH_JSON_WRITE_COMPACT, 0, err);
+        *status = hush_json_writer_new(buf, HUSH_JSON_WRITE_COMPACT, 0, &w, err);
     if (*status == HUSH_OK)
         *status = hush_json_write_object_begin(w, err);
     if (*status == HUSH_OK)
