@@ -896,7 +896,8 @@ hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, 
     e->notify_fd = -1;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->job_ready, NULL);
-    e->worker_count = opts != NULL && opts->workers > 0 ? opts->workers : HUSH_ENGINE_DEFAULT_WORKERS;
+    e->worker_count =
+        opts != NULL && opts->workers > 0 ? opts->workers : HUSH_ENGINE_DEFAULT_WORKERS;
     HUSH_ENSURE((e->workers = calloc(e->worker_count, sizeof *e->workers)) != NULL, HUSH_E_NOMEM,
                 "out of memory");
     HUSH_ENSURE((e->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) >= 0, HUSH_E_INTERNAL,

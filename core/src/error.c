@@ -143,7 +143,8 @@ hush_status hush__check_options_version(const char *struct_name, unsigned versio
                           "%s: version is 0 (fill it with its _INIT macro or init function)",
                           struct_name);
     if (version > newest)
-        return hush__fail(err, HUSH_E_ARGUMENT, "%s: unknown version %u (this library knows 1 to %u)",
-                          struct_name, version, newest);
+        return hush__fail(err, HUSH_E_ARGUMENT,
+                          "%s: unknown version %u (this library knows 1 to %u)", struct_name,
+                          version, newest);
     return HUSH_OK;
 }

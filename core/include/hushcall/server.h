@@ -67,7 +67,7 @@ typedef struct hush_server_options {
     long upstream_connect_timeout_ms;  /* default 10,000 */
     long upstream_timeout_ms;          /* whole upstream exchange, default 300,000 */
     size_t max_package_bytes;          /* default HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES */
-    size_t max_answer_bytes;           /* upstream answer; default HUSH_SERVER_DEFAULT_MAX_ANSWER_BYTES */
+    size_t max_answer_bytes;           /* upstream answer; default 16 MiB */
     const char *server_name;           /* _metadata.server; default HUSH_SERVER_DEFAULT_NAME */
     /* Quote the answers whose request asks for it (attest) with this TPM
      * (borrowed: it must outlive the server); NULL for none, which refuses
