@@ -219,7 +219,7 @@ int main(void)
     const char *bits[] = {"--bits", "4096", NULL};
     if (!peer_start(&p, false, bits))
         return 1;
-    hush_client_options_init(&o);
+    o = (hush_client_options)HUSH_CLIENT_OPTIONS_INIT;
     o.base_url = p.url;
     o.allow_http = true;
     if (hush_client_new(&o, &client, &err) != HUSH_OK) {

@@ -318,8 +318,7 @@ static int new(lua_State *L)
     lua_settop(L, 1);
     hushlua_check_options(L, 1, 1, "new", known);
 
-    hush_client_options o;
-    hush_client_options_init(&o);
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
     hushlua_opt_string(L, 1, 1, "new", "base_url", &o.base_url);
     hushlua_opt_string(L, 1, 1, "new", "api_key", &o.api_key);
     hushlua_opt_bool(L, 1, 1, "new", "allow_http", &o.allow_http);

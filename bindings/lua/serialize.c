@@ -325,9 +325,9 @@ hush_secbuf *hushlua_serialize(lua_State *L, int idx, size_t max_bytes)
     hush_error_clear(&wk->err);
 
     size_t first = max_bytes < FIRST_CAPACITY ? max_bytes : FIRST_CAPACITY;
-    hush_status status = hush_secbuf_new(&h->buf, first, max_bytes, HUSH_SECMEM_DEFAULT, &wk->err);
+    hush_status status = hush_secbuf_new(first, max_bytes, HUSH_SECMEM_DEFAULT, &h->buf, &wk->err);
     if (status == HUSH_OK)
-        status = hush_json_writer_new(&h->w, h->buf, HUSH_JSON_WRITE_COMPACT, MAX_DEPTH, &wk->err);
+        status = hush_json_writer_new(h->buf, HUSH_JSON_WRITE_COMPACT, MAX_DEPTH, &h->w, &wk->err);
     wk->w = h->w;
     if (status != HUSH_OK) {
         wk->status = status;

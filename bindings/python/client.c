@@ -152,8 +152,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
                                      &require_attestation, &policy))
         return NULL;
 
-    hush_client_options o;
-    hush_client_options_init(&o);
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
     o.base_url = base_url;
     o.api_key = api_key;
     o.allow_http = allow_http != 0;
@@ -554,7 +553,8 @@ static PyObject *engine_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         Py_DECREF(self);
         return NULL;
     }
-    hush_engine_options eo = {.workers = (unsigned)workers};
+    hush_engine_options eo = HUSH_ENGINE_OPTIONS_INIT;
+    eo.workers = (unsigned)workers;
     hush_engine *engine = NULL;
     hush_error err;
     hush_status status = hush_engine_new(&eo, &engine, &err);

@@ -374,7 +374,7 @@ static int str_utf8(walker *wk, unsigned depth, PyObject *s, const char **out, s
     }
     hush_status status;
     if (wk->scratch == NULL) {
-        status = hush_secbuf_new(&wk->scratch, need, wk->max_bytes, HUSH_SECMEM_DEFAULT, &wk->err);
+        status = hush_secbuf_new(need, wk->max_bytes, HUSH_SECMEM_DEFAULT, &wk->scratch, &wk->err);
         if (status != HUSH_OK)
             return writer_failed(wk, status);
     }
@@ -601,12 +601,12 @@ PyObject *hushpy_encode(PyObject *module, PyObject *args, PyObject *kwargs)
 
     size_t first = (size_t)max_bytes < ENCODE_FIRST_CAPACITY ? (size_t)max_bytes
                                                               : ENCODE_FIRST_CAPACITY;
-    status = hush_secbuf_new(&buf, first, (size_t)max_bytes, HUSH_SECMEM_DEFAULT, &wk.err);
+    status = hush_secbuf_new(first, (size_t)max_bytes, HUSH_SECMEM_DEFAULT, &buf, &wk.err);
     if (status != HUSH_OK) {
         writer_failed(&wk, status);
         goto done;
     }
-    status = hush_json_writer_new(&wk.w, buf, HUSH_JSON_WRITE_COMPACT, (unsigned)max_depth,
+    status = hush_json_writer_new(buf, HUSH_JSON_WRITE_COMPACT, (unsigned)max_depth, &wk.w,
                                   &wk.err);
     if (status != HUSH_OK) {
         writer_failed(&wk, status);

@@ -68,8 +68,7 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
                                      &secure_memory, &tpm, &allow_http_upstream))
         return -1;
 
-    hush_server_options o;
-    hush_server_options_init(&o);
+    hush_server_options o = HUSH_SERVER_OPTIONS_INIT;
     o.key = hushpy_keypair_get(st, key_obj);
     if (o.key == NULL)
         return -1;

@@ -35,7 +35,10 @@ static int tpm_init(PyObject *op, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$zsk:Tpm", keywords, &tcti, &pcrs,
                                      &key_alg, &handle))
         return -1;
-    hush_tpm_options o = {.tcti = tcti, .pcrs = pcrs, .persistent_handle = (uint32_t)handle};
+    hush_tpm_options o = HUSH_TPM_OPTIONS_INIT;
+    o.tcti = tcti;
+    o.pcrs = pcrs;
+    o.persistent_handle = (uint32_t)handle;
     if (strcmp(key_alg, "ecc") == 0) {
         o.key_alg = HUSH_TPM_KEY_ECC_P256;
     } else if (strcmp(key_alg, "rsa") == 0) {

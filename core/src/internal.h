@@ -31,6 +31,13 @@ hush_status hush__fail_at(hush_error *err, hush_status code, size_t offset, cons
 HUSH_MUST_USE
 hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *what);
 
+/* An options struct's `version` must be one this library knows: 1 to
+ * `newest`. 0 means the caller never filled the struct with its _INIT macro
+ * or init function. HUSH_E_ARGUMENT naming the struct otherwise. */
+HUSH_MUST_USE
+hush_status hush__check_options_version(const char *struct_name, unsigned version, unsigned newest,
+                                        hush_error *err);
+
 /* The uniform pattern: a function declares `hush_status status = HUSH_OK;`,
  * ends with a `cleanup:` label that releases everything, and returns status. */
 #define HUSH_TRY(expr)                       \

@@ -30,8 +30,8 @@ static hush_status write_line(const char *variant, const hush_json_doc *answer,
     hush_status status = HUSH_OK;
     hush_secbuf *out = NULL;
     hush_json_writer *w = NULL;
-    TRY(hush_secbuf_new(&out, 4096, 0, HUSH_SECMEM_DEFAULT, err));
-    TRY(hush_json_writer_new(&w, out, HUSH_JSON_WRITE_COMPACT, 0, err));
+    TRY(hush_secbuf_new(4096, 0, HUSH_SECMEM_DEFAULT, &out, err));
+    TRY(hush_json_writer_new(out, HUSH_JSON_WRITE_COMPACT, 0, &w, err));
     TRY(hush_json_write_object_begin(w, err));
     TRY(hush_json_write_key(w, "variant", 7, err));
     TRY(hush_json_write_string(w, variant, strlen(variant), err));
@@ -66,7 +66,7 @@ static hush_status request_variant(hush_client *client, const char *base_url, co
     char url[1024];
     snprintf(url, sizeof url, "%s/v/%s", base_url, variant);
     hush_call_options opts = {.base_url = url};
-    TRY(hush_secbuf_new(&request, sizeof REQUEST, 0, HUSH_SECMEM_DEFAULT, err));
+    TRY(hush_secbuf_new(sizeof REQUEST, 0, HUSH_SECMEM_DEFAULT, &request, err));
     TRY(hush_secbuf_append(request, REQUEST, strlen(REQUEST), err));
     hush_error_clear(&failure);
     hush_status failed = hush_client_complete(client, request, &opts, &answer, &failure);
@@ -89,7 +89,7 @@ int main(int argc, char **argv)
         return 2;
     }
     hush_error_clear(&err);
-    hush_client_options_init(&opts);
+    opts = (hush_client_options)HUSH_CLIENT_OPTIONS_INIT;
     opts.base_url = argv[2];
     opts.allow_http = true;
     opts.key_dir = argv[1];

@@ -464,7 +464,7 @@ static inline hush_secbuf *request_from_string(const char *json)
 {
     hush_secbuf *buf = NULL;
     size_t len = strlen(json);
-    if (hush_secbuf_new(&buf, len + 1, 0, HUSH_SECMEM_DEFAULT, NULL) != HUSH_OK)
+    if (hush_secbuf_new(len + 1, 0, HUSH_SECMEM_DEFAULT, &buf, NULL) != HUSH_OK)
         return NULL;
     if (hush_secbuf_append(buf, json, len, NULL) != HUSH_OK) {
         hush_secbuf_free(buf);

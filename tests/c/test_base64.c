@@ -123,7 +123,7 @@ static void test_encode_append(void)
 {
     hush_secbuf *buf = NULL;
     hush_error err;
-    CHECK_OK(hush_secbuf_new(&buf, 0, 0, HUSH_SECMEM_NO_LOCK, &err), &err);
+    CHECK_OK(hush_secbuf_new(0, 0, HUSH_SECMEM_NO_LOCK, &buf, &err), &err);
     CHECK_OK(hush_secbuf_append(buf, "x:", 2, &err), &err);
     CHECK_OK(hush_base64_encode_append("foobar", 6, buf, &err), &err);
     CHECK_OK(hush_base64_encode_append("f", 1, buf, &err), &err);

@@ -36,7 +36,7 @@ static const char *tmp_path(const char *name)
  * backoff and a breaker that only opens when a test asks for it. */
 static void base_options(hush_client_options *o)
 {
-    hush_client_options_init(o);
+    *o = (hush_client_options)HUSH_CLIENT_OPTIONS_INIT;
     o->base_url = http_peer.url;
     o->allow_http = true;
     o->client_key = shared_key;
@@ -1153,8 +1153,7 @@ static void test_api_key_copies_wiped(void)
 
 static void test_default_options(void)
 {
-    hush_client_options o;
-    hush_client_options_init(&o);
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
     CHECK(o.base_url == NULL && o.api_key == NULL && o.client_key == NULL);
     o.base_url = http_peer.url;
     o.allow_http = true;
@@ -1170,6 +1169,73 @@ static void test_default_options(void)
     CHECK_EQ(hush_pubkey_bits(pk), 4096);
     hush_pubkey_free(pk);
     free(pem);
+    hush_client_free(c);
+}
+
+/* ---- versioned options ------------------------------------------------------- */
+
+/* The defaults client.h documents, field by field. */
+static void check_client_defaults(const hush_client_options *o)
+{
+    CHECK_EQ(o->version, 1);
+    CHECK(o->base_url == NULL && o->api_key == NULL && !o->allow_http);
+    CHECK_EQ(o->connect_timeout_ms, 10000);
+    CHECK_EQ(o->timeout_ms, 300000);
+    CHECK_EQ(o->max_retries, 2);
+    CHECK_EQ(o->retry_base_ms, 500);
+    CHECK_EQ(o->retry_max_ms, 30000);
+    CHECK(o->ca_file == NULL && o->ca_dir == NULL && o->client_cert == NULL &&
+          o->client_cert_key == NULL && o->tls_pin == NULL && o->server_key_fingerprint == NULL);
+    CHECK(o->client_key == NULL && o->key_dir == NULL && o->key_password == NULL);
+    CHECK_EQ(o->key_bits, 4096);
+    CHECK(o->security_tier == NULL && !o->require_attestation && o->attestation_policy == NULL);
+    CHECK(o->user_agent == NULL);
+    CHECK_EQ(o->max_request_bytes, 10 * 1024 * 1024);
+    CHECK_EQ(o->max_response_bytes, 16 * 1024 * 1024);
+    CHECK_EQ(o->breaker_threshold, 5);
+    CHECK_EQ(o->breaker_cooldown_ms, 30000);
+    CHECK_EQ(o->secmem_flags, 0);
+}
+
+static void test_options_init(void)
+{
+    hush_client_options from_macro = HUSH_CLIENT_OPTIONS_INIT;
+    check_client_defaults(&from_macro);
+    hush_client_options o;
+    memset(&o, 0xa5, sizeof o);
+    hush_error err = {0};
+    CHECK_OK(hush_client_options_init(&o, HUSH_CLIENT_OPTIONS_VERSION, &err), &err);
+    check_client_defaults(&o);
+
+    CHECK_STATUS(hush_client_options_init(NULL, HUSH_CLIENT_OPTIONS_VERSION, &err),
+                 HUSH_E_ARGUMENT, &err);
+    const unsigned unknown[] = {0, HUSH_CLIENT_OPTIONS_VERSION + 1};
+    for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
+        o.timeout_ms = 1234;
+        CHECK_STATUS(hush_client_options_init(&o, unknown[i], &err), HUSH_E_ARGUMENT, &err);
+        CHECK(strstr(err.message, "hush_client_options") != NULL);
+        CHECK_EQ(o.timeout_ms, 1234); /* untouched: its size is not known */
+    }
+}
+
+/* A struct never filled by HUSH_CLIENT_OPTIONS_INIT (version 0), or filled
+ * by a newer header, is refused by name; the right version then works. */
+static void test_options_version_checked(void)
+{
+    hush_client_options o;
+    base_options(&o);
+    const unsigned unknown[] = {0, HUSH_CLIENT_OPTIONS_VERSION + 1};
+    for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
+        o.version = unknown[i];
+        hush_client *c = (hush_client *)&o; /* must be set to NULL on failure */
+        hush_error err = {0};
+        CHECK_STATUS(hush_client_new(&o, &c, &err), HUSH_E_ARGUMENT, &err);
+        CHECK(strstr(err.message, "hush_client_options") != NULL);
+        CHECK(c == NULL);
+    }
+    o.version = HUSH_CLIENT_OPTIONS_VERSION;
+    hush_client *c = new_client(&o);
+    hush_json_doc_free(complete_ok(c, "versioned", NULL, NULL));
     hush_client_free(c);
 }
 
@@ -1260,6 +1326,8 @@ int main(void)
     RUN_TEST(test_tls_pin);
     RUN_TEST(test_mutual_tls);
     RUN_TEST(test_default_options);
+    RUN_TEST(test_options_init);
+    RUN_TEST(test_options_version_checked);
 
     hush_engine_free(engine);
     hush_keypair_free(shared_key);

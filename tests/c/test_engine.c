@@ -20,7 +20,8 @@ static hush_engine *new_engine(unsigned workers)
 {
     hush_engine *e = NULL;
     hush_error err = {0};
-    hush_engine_options eo = {.workers = workers};
+    hush_engine_options eo = HUSH_ENGINE_OPTIONS_INIT;
+    eo.workers = workers;
     CHECK_OK(hush_engine_new(workers != 0 ? &eo : NULL, &e, &err), &err);
     CHECK(e != NULL);
     if (e != NULL)
@@ -324,8 +325,7 @@ static void test_freed_call_not_drained(void)
 static void test_call_keeps_client(void)
 {
     hush_engine *e = new_engine(0);
-    hush_client_options o;
-    hush_client_options_init(&o);
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
     o.base_url = http_peer.url;
     o.allow_http = true;
     o.client_key = shared_key;
@@ -345,8 +345,7 @@ static void test_call_keeps_client(void)
 static void test_submit_oversized(void)
 {
     hush_engine *e = new_engine(0);
-    hush_client_options o;
-    hush_client_options_init(&o);
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
     o.base_url = http_peer.url;
     o.allow_http = true;
     o.client_key = shared_key;
@@ -438,6 +437,42 @@ static void test_payload_id_and_attempts(void)
     hush_engine_free(e);
 }
 
+/* HUSH_ENGINE_OPTIONS_INIT and hush_engine_options_init give the defaults
+ * engine.h documents; a version 0 or newer than this library's is refused by
+ * name, by both. */
+static void test_options_versions(void)
+{
+    hush_engine_options from_macro = HUSH_ENGINE_OPTIONS_INIT;
+    hush_engine_options o;
+    memset(&o, 0xa5, sizeof o);
+    hush_error err = {0};
+    CHECK_OK(hush_engine_options_init(&o, HUSH_ENGINE_OPTIONS_VERSION, &err), &err);
+    CHECK_EQ(from_macro.version, 1);
+    CHECK_EQ(o.version, 1);
+    CHECK_EQ(from_macro.workers, 2);
+    CHECK_EQ(o.workers, 2);
+    CHECK_STATUS(hush_engine_options_init(NULL, HUSH_ENGINE_OPTIONS_VERSION, &err),
+                 HUSH_E_ARGUMENT, &err);
+
+    const unsigned unknown[] = {0, HUSH_ENGINE_OPTIONS_VERSION + 1};
+    for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
+        o.workers = 3;
+        CHECK_STATUS(hush_engine_options_init(&o, unknown[i], &err), HUSH_E_ARGUMENT, &err);
+        CHECK(strstr(err.message, "hush_engine_options") != NULL);
+        CHECK_EQ(o.workers, 3); /* untouched: its size is not known */
+
+        o.version = unknown[i];
+        hush_engine *e = (hush_engine *)&o; /* must be set to NULL on failure */
+        CHECK_STATUS(hush_engine_new(&o, &e, &err), HUSH_E_ARGUMENT, &err);
+        CHECK(strstr(err.message, "hush_engine_options") != NULL);
+        CHECK(e == NULL);
+        o.version = HUSH_ENGINE_OPTIONS_VERSION;
+    }
+    hush_engine *e = NULL;
+    CHECK_OK(hush_engine_new(&o, &e, &err), &err);
+    hush_engine_free(e);
+}
+
 int main(void)
 {
     hush_error err = {0};
@@ -447,8 +482,7 @@ int main(void)
         fprintf(stderr, "the NOMYO peer did not start: is `make deps` done?\n");
         return 1;
     }
-    hush_client_options o;
-    hush_client_options_init(&o);
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
     o.base_url = http_peer.url;
     o.allow_http = true;
     o.key_bits = 2048;
@@ -463,6 +497,7 @@ int main(void)
         return 1;
     }
 
+    RUN_TEST(test_options_versions);
     RUN_TEST(test_many_calls);
     RUN_TEST(test_cancel);
     RUN_TEST(test_wait_timeout);

@@ -176,8 +176,8 @@ static void opened_processed_at(const char *pkg, char *text, size_t cap)
         hush_envelope_v1_opened_clear(&opened);
         return;
     }
-    CHECK_OK(hush_secbuf_new(&out, 64, 0, HUSH_SECMEM_NO_LOCK, &err), &err);
-    CHECK_OK(hush_json_writer_new(&w, out, HUSH_JSON_WRITE_COMPACT, 0, &err), &err);
+    CHECK_OK(hush_secbuf_new(64, 0, HUSH_SECMEM_NO_LOCK, &out, &err), &err);
+    CHECK_OK(hush_json_writer_new(out, HUSH_JSON_WRITE_COMPACT, 0, &w, &err), &err);
     CHECK_OK(hush_json_write_value(w, hush_json_doc_root(opened.processed_at), &err), &err);
     CHECK(hush_secbuf_len(out) < cap);
     snprintf(text, cap, "%.*s", (int)hush_secbuf_len(out), (const char *)hush_secbuf_data(out));

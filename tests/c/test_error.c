@@ -43,15 +43,15 @@ static void test_failures_fill_the_caller_error_or_none(void)
     hush_error err;
     hush_error_clear(&err);
     hush_arena *a = NULL;
-    CHECK_STATUS(hush_arena_new(NULL, 0, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_arena_new(0, NULL, &err), HUSH_E_ARGUMENT, &err);
     CHECK_EQ(err.code, HUSH_E_ARGUMENT);
     CHECK(strlen(err.message) > 0);
     CHECK_EQ(err.offset, -1);
     /* NULL means "no details wanted"; the status still comes back. */
-    CHECK_EQ(hush_arena_new(NULL, 0, NULL), HUSH_E_ARGUMENT);
+    CHECK_EQ(hush_arena_new(0, NULL, NULL), HUSH_E_ARGUMENT);
     /* Parse errors carry the offset. */
     const hush_json_value *root;
-    CHECK_OK(hush_arena_new(&a, 0, &err), &err);
+    CHECK_OK(hush_arena_new(0, &a, &err), &err);
     CHECK_STATUS(hush_json_parse_into(a, "[1,,2]", 6, NULL, &root, &err), HUSH_E_JSON, &err);
     CHECK_EQ(err.offset, 3);
     hush_arena_free(a);

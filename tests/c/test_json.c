@@ -238,7 +238,7 @@ static void test_parse_into_a_caller_arena(void)
     hush_json_limits too_deep = {0, HUSH_JSON_MAX_DEPTH_LIMIT + 1};
     hush_error err;
 
-    CHECK_OK(hush_arena_new(&arena, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_arena_new(HUSH_SECMEM_DEFAULT, &arena, &err), &err);
     CHECK_OK(hush_json_parse_into(arena, "[1]", 3, NULL, &one, &err), &err);
     CHECK_OK(hush_json_parse_into(arena, "{\"a\":\"b\"}", 9, NULL, &two, &err), &err);
     CHECK_EQ(hush_json_length(one), 1);
@@ -685,8 +685,8 @@ static void test_plaintext_lives_only_in_secure_memory(void)
     CHECK_OK(hush_json_parse(input, n, NULL, HUSH_SECMEM_DEFAULT, &doc, &err), &err);
     CHECK_EQ(secret_copies(masked), 1); /* the arena's copy */
 
-    CHECK_OK(hush_secbuf_new(&out, 64, 0, HUSH_SECMEM_DEFAULT, &err), &err);
-    CHECK_OK(hush_json_writer_new(&w, out, HUSH_JSON_WRITE_COMPACT, 0, &err), &err);
+    CHECK_OK(hush_secbuf_new(64, 0, HUSH_SECMEM_DEFAULT, &out, &err), &err);
+    CHECK_OK(hush_json_writer_new(out, HUSH_JSON_WRITE_COMPACT, 0, &w, &err), &err);
     CHECK_OK(hush_json_write_value(w, hush_json_doc_root(doc), &err), &err);
     hush_json_writer_free(w);
     CHECK_EQ(secret_copies(masked), 2); /* and the output buffer's */

@@ -23,8 +23,8 @@ typedef struct fixture {
 static void open_writer(fixture *f, unsigned flags, unsigned max_depth)
 {
     memset(f, 0, sizeof *f);
-    CHECK_OK(hush_secbuf_new(&f->buf, 64, 0, HUSH_SECMEM_DEFAULT, &f->err), &f->err);
-    CHECK_OK(hush_json_writer_new(&f->w, f->buf, flags, max_depth, &f->err), &f->err);
+    CHECK_OK(hush_secbuf_new(64, 0, HUSH_SECMEM_DEFAULT, &f->buf, &f->err), &f->err);
+    CHECK_OK(hush_json_writer_new(f->buf, flags, max_depth, &f->w, &f->err), &f->err);
 }
 
 static void close_writer(fixture *f)
@@ -326,8 +326,8 @@ static void test_poisoning(void)
     /* A limit failure poisons with its own status. */
     hush_secbuf *small = NULL;
     hush_json_writer *w = NULL;
-    CHECK_OK(hush_secbuf_new(&small, 4, 8, HUSH_SECMEM_DEFAULT, &later), &later);
-    CHECK_OK(hush_json_writer_new(&w, small, 0, 0, &later), &later);
+    CHECK_OK(hush_secbuf_new(4, 8, HUSH_SECMEM_DEFAULT, &small, &later), &later);
+    CHECK_OK(hush_json_writer_new(small, 0, 0, &w, &later), &later);
     CHECK_STATUS(hush_json_write_string(w, MARKER, strlen(MARKER), &later), HUSH_E_LIMIT,
                  &later);
     CHECK(clean_message(&later));
@@ -360,14 +360,14 @@ static void test_writer_arguments(void)
     hush_json_writer *w = NULL;
     hush_error err;
 
-    CHECK_OK(hush_secbuf_new(&buf, 16, 0, HUSH_SECMEM_DEFAULT, &err), &err);
-    CHECK_STATUS(hush_json_writer_new(&w, NULL, 0, 0, &err), HUSH_E_ARGUMENT, &err);
-    CHECK_STATUS(hush_json_writer_new(NULL, buf, 0, 0, &err), HUSH_E_ARGUMENT, &err);
-    CHECK_STATUS(hush_json_writer_new(&w, buf, 4, 0, &err), HUSH_E_ARGUMENT, &err);
-    CHECK_STATUS(hush_json_writer_new(&w, buf, 0, HUSH_JSON_MAX_DEPTH_LIMIT + 1, &err),
+    CHECK_OK(hush_secbuf_new(16, 0, HUSH_SECMEM_DEFAULT, &buf, &err), &err);
+    CHECK_STATUS(hush_json_writer_new(NULL, 0, 0, &w, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_json_writer_new(buf, 0, 0, NULL, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_json_writer_new(buf, 4, 0, &w, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_json_writer_new(buf, 0, HUSH_JSON_MAX_DEPTH_LIMIT + 1, &w, &err),
                  HUSH_E_ARGUMENT, &err);
     CHECK(w == NULL);
-    CHECK_OK(hush_json_writer_new(&w, buf, 0, HUSH_JSON_MAX_DEPTH_LIMIT, &err), &err);
+    CHECK_OK(hush_json_writer_new(buf, 0, HUSH_JSON_MAX_DEPTH_LIMIT, &w, &err), &err);
     CHECK_STATUS(hush_json_write_string(w, NULL, 1, &err), HUSH_E_ARGUMENT, &err);
     hush_json_writer_free(w);
 

@@ -52,7 +52,7 @@ static void test_arena_alloc_aligned_and_zeroed(void)
 {
     hush_error err;
     hush_arena *a;
-    CHECK_OK(hush_arena_new(&a, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_arena_new(HUSH_SECMEM_DEFAULT, &a, &err), &err);
     for (size_t size = 0; size < 5000; size += 37) {
         void *p = NULL;
         CHECK_OK(hush_arena_alloc(a, size, &p, &err), &err);
@@ -78,7 +78,7 @@ static void test_arena_wipe_zeroes_every_byte(void)
     hush_error err;
     hush_arena *a;
     unsigned char *small[64], *big = NULL;
-    CHECK_OK(hush_arena_new(&a, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_arena_new(HUSH_SECMEM_DEFAULT, &a, &err), &err);
     for (int i = 0; i < 64; i++) {
         CHECK_OK(hush_arena_alloc(a, 1000, (void **)&small[i], &err), &err);
         memset(small[i], 0xC3, 1000);
@@ -104,12 +104,12 @@ static void test_vmlck_rises_and_falls(void)
     hush_arena *arenas[4];
     for (int i = 0; i < 4; i++) {
         void *p;
-        CHECK_OK(hush_arena_new(&arenas[i], HUSH_SECMEM_DEFAULT, &err), &err);
+        CHECK_OK(hush_arena_new(HUSH_SECMEM_DEFAULT, &arenas[i], &err), &err);
         CHECK_OK(hush_arena_alloc(arenas[i], 256u << 10, &p, &err), &err);
         CHECK(hush_arena_is_locked(arenas[i]));
     }
     hush_secbuf *buf;
-    CHECK_OK(hush_secbuf_new(&buf, 1u << 20, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_new(1u << 20, 0, HUSH_SECMEM_DEFAULT, &buf, &err), &err);
     long during = vm_locked_kb();
     CHECK(during - before >= 4 * 256 + 1024);
     hush_memory_protection info;
@@ -144,7 +144,7 @@ static void test_guard_pages_fault(void)
 {
     hush_error err;
     hush_secbuf *b;
-    CHECK_OK(hush_secbuf_new(&b, 100, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_new(100, 0, HUSH_SECMEM_DEFAULT, &b, &err), &err);
     /* The sanitizers install their own SIGSEGV handlers: die by the default one. */
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     struct sigaction old;
@@ -166,7 +166,7 @@ static void test_wipe_on_fork_and_dump_exclusion(void)
 {
     hush_error err;
     hush_secbuf *b;
-    CHECK_OK(hush_secbuf_new(&b, 64, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_new(64, 0, HUSH_SECMEM_DEFAULT, &b, &err), &err);
     CHECK_OK(hush_secbuf_append(b, "secret secret secret", 20, &err), &err);
     hush_memory_protection info;
     hush_memory_protection_info(&info);
@@ -201,7 +201,7 @@ static void test_secbuf_growth_leaves_no_copy(void)
     hush_error err;
     hush_secbuf *b;
     unsigned char masked[32];
-    CHECK_OK(hush_secbuf_new(&b, 16, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_new(16, 0, HUSH_SECMEM_DEFAULT, &b, &err), &err);
     /* The canary is born inside the buffer; the test keeps only a masked copy. */
     CHECK_OK(hush_secbuf_reserve(b, 32, &err), &err);
     CHECK(RAND_bytes(hush_secbuf_data(b), 32) == 1);
@@ -239,7 +239,7 @@ static void test_secbuf_wipes_up_to_high_water(void)
     hush_secbuf *b;
     unsigned char masked[32];
     static const unsigned char filler[32] = {1};
-    CHECK_OK(hush_secbuf_new(&b, 16, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_secbuf_new(16, 0, HUSH_SECMEM_DEFAULT, &b, &err), &err);
     CHECK_OK(hush_secbuf_append(b, filler, sizeof filler, &err), &err);
 
     /* Shrinking below a written canary wipes it. */
@@ -268,8 +268,8 @@ static void test_secbuf_limits_and_clear(void)
 {
     hush_error err;
     hush_secbuf *b;
-    CHECK_STATUS(hush_secbuf_new(&b, 100, 10, HUSH_SECMEM_DEFAULT, &err), HUSH_E_LIMIT, &err);
-    CHECK_OK(hush_secbuf_new(&b, 4, 10, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_STATUS(hush_secbuf_new(100, 10, HUSH_SECMEM_DEFAULT, &b, &err), HUSH_E_LIMIT, &err);
+    CHECK_OK(hush_secbuf_new(4, 10, HUSH_SECMEM_DEFAULT, &b, &err), &err);
     CHECK_OK(hush_secbuf_append(b, "0123456789", 10, &err), &err);
     CHECK_STATUS(hush_secbuf_append_byte(b, 'x', &err), HUSH_E_LIMIT, &err);
     CHECK_EQ(hush_secbuf_len(b), 10); /* unchanged by the refusal */
@@ -291,8 +291,8 @@ static void test_null_arguments_refused(void)
     hush_arena *a;
     char *copy = NULL;
     void *p = NULL;
-    CHECK_STATUS(hush_secbuf_new(NULL, 16, 0, HUSH_SECMEM_DEFAULT, &err), HUSH_E_ARGUMENT, &err);
-    CHECK_OK(hush_secbuf_new(&b, 16, 0, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_STATUS(hush_secbuf_new(16, 0, HUSH_SECMEM_DEFAULT, NULL, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_OK(hush_secbuf_new(16, 0, HUSH_SECMEM_DEFAULT, &b, &err), &err);
     CHECK_OK(hush_secbuf_append(b, "kept", 4, &err), &err);
     CHECK_STATUS(hush_secbuf_append(b, NULL, 5, &err), HUSH_E_ARGUMENT, &err);
     CHECK_OK(hush_secbuf_append(b, NULL, 0, &err), &err); /* nothing to copy */
@@ -309,8 +309,8 @@ static void test_null_arguments_refused(void)
     hush_secbuf_clear(NULL);
     hush_secbuf_free(b);
 
-    CHECK_STATUS(hush_arena_new(NULL, HUSH_SECMEM_DEFAULT, &err), HUSH_E_ARGUMENT, &err);
-    CHECK_OK(hush_arena_new(&a, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_STATUS(hush_arena_new(HUSH_SECMEM_DEFAULT, NULL, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_OK(hush_arena_new(HUSH_SECMEM_DEFAULT, &a, &err), &err);
     CHECK_STATUS(hush_arena_alloc(NULL, 8, &p, &err), HUSH_E_ARGUMENT, &err);
     CHECK_STATUS(hush_arena_alloc(a, 8, NULL, &err), HUSH_E_ARGUMENT, &err);
     CHECK_STATUS(hush_arena_strdup(a, "abc", 3, NULL, &err), HUSH_E_ARGUMENT, &err);
@@ -340,7 +340,7 @@ static int works_without_mlock(void *arg)
     hush_error err;
     hush_arena *a;
     unsigned char *p;
-    if (hush_arena_new(&a, HUSH_SECMEM_DEFAULT, &err) != HUSH_OK)
+    if (hush_arena_new(HUSH_SECMEM_DEFAULT, &a, &err) != HUSH_OK)
         return 12;
     if (hush_arena_is_locked(a))
         return 13;
@@ -367,7 +367,7 @@ static void test_no_lock_flag(void)
 {
     hush_error err;
     hush_arena *a;
-    CHECK_OK(hush_arena_new(&a, HUSH_SECMEM_NO_LOCK, &err), &err);
+    CHECK_OK(hush_arena_new(HUSH_SECMEM_NO_LOCK, &a, &err), &err);
     CHECK(!hush_arena_is_locked(a));
     hush_arena_free(a);
 }
@@ -393,7 +393,7 @@ static void test_arena_concurrent_allocation(void)
 {
     hush_error err;
     hush_arena *a;
-    CHECK_OK(hush_arena_new(&a, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_arena_new(HUSH_SECMEM_DEFAULT, &a, &err), &err);
     pthread_t threads[4];
     alloc_job jobs[4];
     for (int t = 0; t < 4; t++) {

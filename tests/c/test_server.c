@@ -49,8 +49,7 @@ static hush_server *new_server(hush_server_options *o)
 
 static hush_server *echo_server(void)
 {
-    hush_server_options o;
-    hush_server_options_init(&o);
+    hush_server_options o = HUSH_SERVER_OPTIONS_INIT;
     return new_server(&o);
 }
 
@@ -256,8 +255,7 @@ static void test_echo_round_trip(void)
 
 static void test_echo_parts_and_no_user(void)
 {
-    hush_server_options o;
-    hush_server_options_init(&o);
+    hush_server_options o = HUSH_SERVER_OPTIONS_INIT;
     o.server_name = "gw-test";
     hush_server *s = new_server(&o);
     hush_server_answer out;
@@ -399,8 +397,7 @@ static void test_bad_requests(void)
     hush_server_free(s);
 
     /* 1000 bytes of plaintext make a package of well over 1000 bytes. */
-    hush_server_options o;
-    hush_server_options_init(&o);
+    hush_server_options o = HUSH_SERVER_OPTIONS_INIT;
     o.max_package_bytes = 1000;
     s = new_server(&o);
     char big[1100];
@@ -411,12 +408,62 @@ static void test_bad_requests(void)
     hush_server_free(s);
 }
 
+/* The defaults server.h documents, field by field. */
+static void check_server_defaults(const hush_server_options *o)
+{
+    CHECK_EQ(o->version, 1);
+    CHECK(o->key == NULL);
+    CHECK_EQ(o->backend, HUSH_BACKEND_ECHO);
+    CHECK(o->upstream_url == NULL && o->upstream_api_key == NULL && o->upstream_ca_file == NULL);
+    CHECK(!o->allow_http_upstream);
+    CHECK_EQ(o->upstream_connect_timeout_ms, 10000);
+    CHECK_EQ(o->upstream_timeout_ms, 300000);
+    CHECK_EQ(o->max_package_bytes, 16 * 1024 * 1024);
+    CHECK_EQ(o->max_answer_bytes, 16 * 1024 * 1024);
+    CHECK(o->server_name == NULL && o->tpm == NULL);
+    CHECK_EQ(o->secmem_flags, 0);
+}
+
+static void test_server_options_init(void)
+{
+    hush_server_options from_macro = HUSH_SERVER_OPTIONS_INIT;
+    check_server_defaults(&from_macro);
+    hush_server_options o;
+    memset(&o, 0xa5, sizeof o);
+    hush_error err = {0};
+    CHECK_OK(hush_server_options_init(&o, HUSH_SERVER_OPTIONS_VERSION, &err), &err);
+    check_server_defaults(&o);
+
+    CHECK_STATUS(hush_server_options_init(NULL, HUSH_SERVER_OPTIONS_VERSION, &err),
+                 HUSH_E_ARGUMENT, &err);
+    const unsigned unknown[] = {0, HUSH_SERVER_OPTIONS_VERSION + 1};
+    for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
+        o.upstream_timeout_ms = 1234;
+        CHECK_STATUS(hush_server_options_init(&o, unknown[i], &err), HUSH_E_ARGUMENT, &err);
+        CHECK(strstr(err.message, "hush_server_options") != NULL);
+        CHECK_EQ(o.upstream_timeout_ms, 1234); /* untouched: its size is not known */
+    }
+
+    /* hush_server_new refuses a version it does not know, by name. */
+    o = (hush_server_options)HUSH_SERVER_OPTIONS_INIT;
+    o.key = server_key;
+    for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
+        o.version = unknown[i];
+        hush_server *s = (hush_server *)&o; /* must be set to NULL on failure */
+        CHECK_STATUS(hush_server_new(&o, &s, &err), HUSH_E_ARGUMENT, &err);
+        CHECK(strstr(err.message, "hush_server_options") != NULL);
+        CHECK(s == NULL);
+    }
+    o.version = HUSH_SERVER_OPTIONS_VERSION;
+    hush_server_free(new_server(&o));
+}
+
 static void test_server_new_errors(void)
 {
     hush_server_options o;
     hush_server *s = (hush_server *)&o; /* must be set to NULL on failure */
     hush_error err = {0};
-    hush_server_options_init(&o);
+    o = (hush_server_options)HUSH_SERVER_OPTIONS_INIT;
     CHECK_STATUS(hush_server_new(&o, &s, &err), HUSH_E_ARGUMENT, &err);
     CHECK(s == NULL);
 
@@ -447,7 +494,7 @@ static void test_server_new_errors(void)
 
     /* The server holds its own reference to the key. */
     hush_keypair *key = hush_keypair_ref(server_key);
-    hush_server_options_init(&o);
+    o = (hush_server_options)HUSH_SERVER_OPTIONS_INIT;
     o.key = key;
     CHECK_OK(hush_server_new(&o, &s, &err), &err);
     hush_keypair_free(key);
@@ -490,8 +537,7 @@ static void test_http_upstream_needs_loopback(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         for (int allow = 0; allow <= 1; allow++) {
-            hush_server_options o;
-            hush_server_options_init(&o);
+            hush_server_options o = HUSH_SERVER_OPTIONS_INIT;
             o.key = server_key;
             o.backend = HUSH_BACKEND_OPENAI;
             o.upstream_url = cases[i].url;
@@ -526,8 +572,8 @@ static bool memory_protection_of(const hush_server *s, const char *json, char *o
     if (mp != NULL) {
         hush_secbuf *text = NULL;
         hush_json_writer *w = NULL;
-        ok = hush_secbuf_new(&text, 256, 0, HUSH_SECMEM_DEFAULT, &err) == HUSH_OK &&
-             hush_json_writer_new(&w, text, HUSH_JSON_WRITE_COMPACT, 0, &err) == HUSH_OK &&
+        ok = hush_secbuf_new(256, 0, HUSH_SECMEM_DEFAULT, &text, &err) == HUSH_OK &&
+             hush_json_writer_new(text, HUSH_JSON_WRITE_COMPACT, 0, &w, &err) == HUSH_OK &&
              hush_json_write_value(w, mp, &err) == HUSH_OK && hush_secbuf_len(text) < size;
         if (ok)
             snprintf(out, size, "%.*s", (int)hush_secbuf_len(text),
@@ -557,7 +603,7 @@ static void test_memory_protection_is_per_request(void)
     hush_arena *held = NULL;
     void *p = NULL;
     hush_error err = {0};
-    CHECK_OK(hush_arena_new(&held, HUSH_SECMEM_DEFAULT, &err), &err);
+    CHECK_OK(hush_arena_new(HUSH_SECMEM_DEFAULT, &held, &err), &err);
     CHECK_OK(hush_arena_alloc(held, 1u << 20, &p, &err), &err);
     for (int i = 0; i < 20; i++)
         memory_protection_of(s, large, big, sizeof big);
@@ -577,8 +623,7 @@ static void test_memory_protection_is_per_request(void)
 static hush_server *openai_server(const char *base, const char *api_key, long timeout_ms,
                                   size_t max_answer)
 {
-    hush_server_options o;
-    hush_server_options_init(&o);
+    hush_server_options o = HUSH_SERVER_OPTIONS_INIT;
     o.backend = HUSH_BACKEND_OPENAI;
     o.upstream_url = base;
     o.upstream_api_key = api_key;
@@ -777,6 +822,7 @@ int main(void)
     RUN_TEST(test_invalid_packages);
     RUN_TEST(test_bad_requests);
     RUN_TEST(test_server_new_errors);
+    RUN_TEST(test_server_options_init);
     RUN_TEST(test_http_upstream_needs_loopback);
     RUN_TEST(test_memory_protection_is_per_request);
     RUN_TEST(test_openai_forwards);

@@ -125,9 +125,21 @@ static bool write_file(const char *name, const void *data, size_t len, char *pat
 
 /* ---- quoting into a document -------------------------------------------- */
 
+/* Options from HUSH_TPM_OPTIONS_INIT with these fields set. */
+static hush_tpm_options tpm_options(const char *tcti, const char *pcrs, hush_tpm_key_alg alg,
+                                    uint32_t handle)
+{
+    hush_tpm_options opts = HUSH_TPM_OPTIONS_INIT;
+    opts.tcti = tcti;
+    opts.pcrs = pcrs;
+    opts.key_alg = alg;
+    opts.persistent_handle = handle;
+    return opts;
+}
+
 static hush_tpm *open_tpm(const char *pcrs, hush_tpm_key_alg alg, uint32_t handle)
 {
-    hush_tpm_options opts = {tpm_sim.tcti, pcrs, alg, handle};
+    hush_tpm_options opts = tpm_options(tpm_sim.tcti, pcrs, alg, handle);
     hush_tpm *tpm = NULL;
     hush_error err;
     CHECK_OK(hush_tpm_open(&opts, &tpm, &err), &err);
@@ -141,9 +153,9 @@ static hush_json_doc *quote_doc(hush_tpm *tpm, const char *payload_id, hush_stat
     hush_secbuf *buf = NULL;
     hush_json_writer *w = NULL;
     hush_json_doc *doc = NULL;
-    *status = hush_secbuf_new(&buf, 4096, 0, HUSH_SECMEM_PUBLIC, err);
+    *status = hush_secbuf_new(4096, 0, HUSH_SECMEM_PUBLIC, &buf, err);
     if (*status == HUSH_OK)
-        *status = hush_json_writer_new(&w, buf, HUSH_JSON_WRITE_COMPACT, 0, err);
+        *status = hush_json_writer_new(buf, HUSH_JSON_WRITE_COMPACT, 0, &w, err);
     if (*status == HUSH_OK)
         *status = hush_json_write_object_begin(w, err);
     if (*status == HUSH_OK)
@@ -436,7 +448,7 @@ static void test_bad_selections(void)
                                       ":0",         "sha256:0+",    "sha256:0+sha256:1",
                                       "sha256:07",  "sha256: 0",    "sha256:100000000000"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        hush_tpm_options opts = {tpm_sim.tcti, bad[i], HUSH_TPM_KEY_ECC_P256, 0};
+        hush_tpm_options opts = tpm_options(tpm_sim.tcti, bad[i], HUSH_TPM_KEY_ECC_P256, 0);
         hush_tpm *tpm = (hush_tpm *)&opts; /* must be reset to NULL */
         hush_error err;
         hush_status st = hush_tpm_open(&opts, &tpm, &err);
@@ -454,23 +466,62 @@ static void test_bad_tcti(void)
     snprintf(tcti, sizeof tcti, "swtpm:host=127.0.0.1,port=%d", unused_port());
     const char *const bad[] = {tcti, "no-such-tcti-module:x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        hush_tpm_options opts = {bad[i], NULL, HUSH_TPM_KEY_ECC_P256, 0};
+        hush_tpm_options opts = tpm_options(bad[i], NULL, HUSH_TPM_KEY_ECC_P256, 0);
         hush_tpm *tpm = NULL;
         hush_error err;
         CHECK_STATUS(hush_tpm_open(&opts, &tpm, &err), HUSH_E_CONNECTION, &err);
         CHECK(tpm == NULL);
     }
-    hush_tpm_options none = {NULL, NULL, HUSH_TPM_KEY_ECC_P256, 0};
+    hush_tpm_options none = tpm_options(NULL, NULL, HUSH_TPM_KEY_ECC_P256, 0);
     hush_tpm *tpm = NULL;
     hush_error err;
     CHECK_STATUS(hush_tpm_open(&none, &tpm, &err), HUSH_E_ARGUMENT, &err);
+}
+
+/* The defaults tpm.h documents; a version 0 or newer than this library's is
+ * refused by name before the TPM is touched; the right version opens. */
+static void test_options_versions(void)
+{
+    hush_tpm_options from_macro = HUSH_TPM_OPTIONS_INIT;
+    hush_tpm_options o;
+    memset(&o, 0xa5, sizeof o);
+    hush_error err = {0};
+    CHECK_OK(hush_tpm_options_init(&o, HUSH_TPM_OPTIONS_VERSION, &err), &err);
+    const hush_tpm_options *filled[] = {&from_macro, &o};
+    for (size_t i = 0; i < 2; i++) {
+        CHECK_EQ(filled[i]->version, 1);
+        CHECK(filled[i]->tcti == NULL && filled[i]->pcrs == NULL);
+        CHECK_EQ(filled[i]->key_alg, HUSH_TPM_KEY_ECC_P256);
+        CHECK_EQ(filled[i]->persistent_handle, 0);
+    }
+    CHECK_STATUS(hush_tpm_options_init(NULL, HUSH_TPM_OPTIONS_VERSION, &err), HUSH_E_ARGUMENT,
+                 &err);
+
+    o.tcti = tpm_sim.tcti;
+    const unsigned unknown[] = {0, HUSH_TPM_OPTIONS_VERSION + 1};
+    for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
+        hush_tpm_options untouched = o;
+        CHECK_STATUS(hush_tpm_options_init(&o, unknown[i], &err), HUSH_E_ARGUMENT, &err);
+        CHECK(strstr(err.message, "hush_tpm_options") != NULL);
+        CHECK(o.tcti == untouched.tcti && o.version == untouched.version);
+
+        o.version = unknown[i];
+        hush_tpm *tpm = (hush_tpm *)&o; /* must be set to NULL on failure */
+        CHECK_STATUS(hush_tpm_open(&o, &tpm, &err), HUSH_E_ARGUMENT, &err);
+        CHECK(strstr(err.message, "hush_tpm_options") != NULL);
+        CHECK(tpm == NULL);
+        o.version = HUSH_TPM_OPTIONS_VERSION;
+    }
+    hush_tpm *tpm = NULL;
+    CHECK_OK(hush_tpm_open(&o, &tpm, &err), &err);
+    hush_tpm_close(tpm);
 }
 
 static void test_bad_handles(void)
 {
     static const uint32_t bad[] = {0x81000001u, 0x80000000u, 0x01000000u};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        hush_tpm_options opts = {tpm_sim.tcti, NULL, HUSH_TPM_KEY_ECC_P256, bad[i]};
+        hush_tpm_options opts = tpm_options(tpm_sim.tcti, NULL, HUSH_TPM_KEY_ECC_P256, bad[i]);
         hush_tpm *tpm = NULL;
         hush_error err;
         CHECK_STATUS(hush_tpm_open(&opts, &tpm, &err), HUSH_E_ARGUMENT, &err);
@@ -503,7 +554,8 @@ static void test_persistent_key(void)
                               "restricted|sign"));
     CHECK(make_persistent_key("0x81000003",
                               "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign"));
-    hush_tpm_options unrestricted = {tpm_sim.tcti, NULL, HUSH_TPM_KEY_ECC_P256, 0x81000003u};
+    hush_tpm_options unrestricted =
+        tpm_options(tpm_sim.tcti, NULL, HUSH_TPM_KEY_ECC_P256, 0x81000003u);
     hush_tpm *refused = NULL;
     hush_error err;
     CHECK_STATUS(hush_tpm_open(&unrestricted, &refused, &err), HUSH_E_ARGUMENT, &err);
@@ -625,8 +677,7 @@ static void test_server_answers_are_attested(void)
     CHECK_OK(hush_keypair_generate(2048, &sv.client_key, &err), &err);
     CHECK_OK(hush_pubkey_from_keypair(server_key, &sv.server_pub, &err), &err);
     CHECK_OK(hush_keypair_public_pem(sv.client_key, &sv.client_pem, &sv.pem_len, &err), &err);
-    hush_server_options o;
-    hush_server_options_init(&o);
+    hush_server_options o = HUSH_SERVER_OPTIONS_INIT;
     o.key = server_key;
     o.tpm = tpm;
     CHECK_OK(hush_server_new(&o, &sv.server, &err), &err);
@@ -698,6 +749,7 @@ int main(void)
         RUN_TEST(test_bad_selections);
         RUN_TEST(test_bad_tcti);
         RUN_TEST(test_bad_handles);
+        RUN_TEST(test_options_versions);
         RUN_TEST(test_persistent_key);
         RUN_TEST(test_concurrent_quotes);
         RUN_TEST(test_server_answers_are_attested);

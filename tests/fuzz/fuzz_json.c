@@ -17,9 +17,9 @@ static hush_secbuf *serialize(const hush_json_value *root, unsigned flags)
 {
     hush_secbuf *buf = NULL;
     hush_json_writer *w = NULL;
-    if (hush_secbuf_new(&buf, 256, 0, HUSH_SECMEM_NO_LOCK, NULL) != HUSH_OK)
+    if (hush_secbuf_new(256, 0, HUSH_SECMEM_NO_LOCK, &buf, NULL) != HUSH_OK)
         abort();
-    if (hush_json_writer_new(&w, buf, flags, FUZZ_MAX_DEPTH, NULL) != HUSH_OK ||
+    if (hush_json_writer_new(buf, flags, FUZZ_MAX_DEPTH, &w, NULL) != HUSH_OK ||
         hush_json_write_value(w, root, NULL) != HUSH_OK || !hush_json_writer_complete(w))
         abort();
     hush_json_writer_free(w);

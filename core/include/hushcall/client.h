@@ -33,8 +33,20 @@ typedef struct hush_call hush_call;
 #define HUSH_DEFAULT_MAX_REQUEST_BYTES (10u * 1024u * 1024u)
 #define HUSH_DEFAULT_MAX_RESPONSE_BYTES (16u * 1024u * 1024u)
 
-/* Strings are copied by hush_client_new; NULL means "not set". */
+/* Defaults that HUSH_CLIENT_OPTIONS_INIT fills in. */
+#define HUSH_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 10000L
+#define HUSH_CLIENT_DEFAULT_TIMEOUT_MS 300000L
+#define HUSH_CLIENT_DEFAULT_MAX_RETRIES 2u
+#define HUSH_CLIENT_DEFAULT_RETRY_BASE_MS 500L
+#define HUSH_CLIENT_DEFAULT_RETRY_MAX_MS 30000L
+#define HUSH_CLIENT_DEFAULT_BREAKER_THRESHOLD 5u
+#define HUSH_CLIENT_DEFAULT_BREAKER_COOLDOWN_MS 30000L
+
+/* Strings are copied by hush_client_new; NULL means "not set". Fill it with
+ * HUSH_CLIENT_OPTIONS_INIT or hush_client_options_init before setting
+ * fields: `version` tells a newer library which fields the caller knows. */
 typedef struct hush_client_options {
+    unsigned version;               /* HUSH_CLIENT_OPTIONS_VERSION */
     const char *base_url;           /* required: "https://host[:port][/prefix]" */
     const char *api_key;            /* sent as "Authorization: Bearer <key>" */
     bool allow_http;                /* permit an http:// base_url (local development only) */
@@ -75,10 +87,33 @@ typedef struct hush_client_options {
     unsigned secmem_flags;          /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_client_options;
 
-/* Fill `opts` with the defaults (and NULLs). `opts` must not be NULL. */
-void hush_client_options_init(hush_client_options *opts);
+#define HUSH_CLIENT_OPTIONS_VERSION 1u
 
-/* Check the options and make a client. An http:// base_url without
+/* The defaults (and NULLs), as an initializer for a declaration. */
+#define HUSH_CLIENT_OPTIONS_INIT                                        \
+    {                                                                   \
+        .version = HUSH_CLIENT_OPTIONS_VERSION,                         \
+        .connect_timeout_ms = HUSH_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS,   \
+        .timeout_ms = HUSH_CLIENT_DEFAULT_TIMEOUT_MS,                   \
+        .max_retries = HUSH_CLIENT_DEFAULT_MAX_RETRIES,                 \
+        .retry_base_ms = HUSH_CLIENT_DEFAULT_RETRY_BASE_MS,             \
+        .retry_max_ms = HUSH_CLIENT_DEFAULT_RETRY_MAX_MS,               \
+        .key_bits = HUSH_RSA_DEFAULT_BITS,                              \
+        .max_request_bytes = HUSH_DEFAULT_MAX_REQUEST_BYTES,            \
+        .max_response_bytes = HUSH_DEFAULT_MAX_RESPONSE_BYTES,          \
+        .breaker_threshold = HUSH_CLIENT_DEFAULT_BREAKER_THRESHOLD,     \
+        .breaker_cooldown_ms = HUSH_CLIENT_DEFAULT_BREAKER_COOLDOWN_MS, \
+    }
+
+/* Fill `opts` with HUSH_CLIENT_OPTIONS_INIT, for callers that cannot use the
+ * macro (bindings). `version` is the HUSH_CLIENT_OPTIONS_VERSION the caller
+ * was compiled with; HUSH_E_ARGUMENT for NULL or a version this library does
+ * not know, leaving `opts` untouched. */
+HUSH_MUST_USE
+hush_status hush_client_options_init(hush_client_options *opts, unsigned version, hush_error *err);
+
+/* Check the options and make a client. An opts->version of 0 or one this
+ * library does not know, an http:// base_url without
  * allow_http, a bad tier or fingerprint, or a key_dir whose key cannot be
  * loaded fail here, before any request. With neither client_key nor a
  * key_dir holding a key, key generation starts in the background now. */

@@ -28,11 +28,32 @@
 extern "C" {
 #endif
 
+#define HUSH_ENGINE_DEFAULT_WORKERS 2u
+
+/* Fill it with HUSH_ENGINE_OPTIONS_INIT or hush_engine_options_init before
+ * setting fields: `version` tells a newer library which fields the caller
+ * knows. */
 typedef struct hush_engine_options {
-    unsigned workers; /* crypto threads; 0 means 2 */
+    unsigned version; /* HUSH_ENGINE_OPTIONS_VERSION */
+    unsigned workers; /* crypto threads; 0 means HUSH_ENGINE_DEFAULT_WORKERS */
 } hush_engine_options;
 
-/* Start the I/O thread and the workers. `opts` may be NULL. */
+#define HUSH_ENGINE_OPTIONS_VERSION 1u
+
+/* The defaults, as an initializer for a declaration. */
+#define HUSH_ENGINE_OPTIONS_INIT \
+    { .version = HUSH_ENGINE_OPTIONS_VERSION, .workers = HUSH_ENGINE_DEFAULT_WORKERS }
+
+/* Fill `opts` with HUSH_ENGINE_OPTIONS_INIT, for callers that cannot use the
+ * macro (bindings). `version` is the HUSH_ENGINE_OPTIONS_VERSION the caller
+ * was compiled with; HUSH_E_ARGUMENT for NULL or a version this library does
+ * not know, leaving `opts` untouched. */
+HUSH_MUST_USE
+hush_status hush_engine_options_init(hush_engine_options *opts, unsigned version, hush_error *err);
+
+/* Start the I/O thread and the workers. `opts` may be NULL (the defaults);
+ * HUSH_E_ARGUMENT for an opts->version of 0 or one this library does not
+ * know. */
 HUSH_MUST_USE
 hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, hush_error *err);
 

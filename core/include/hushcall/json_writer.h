@@ -35,8 +35,8 @@ typedef struct hush_json_writer hush_json_writer;
  * deeper than `max_depth` (0: HUSH_JSON_DEFAULT_MAX_DEPTH) fails with
  * HUSH_E_LIMIT; a max_depth over HUSH_JSON_MAX_DEPTH_LIMIT is HUSH_E_ARGUMENT. */
 HUSH_MUST_USE
-hush_status hush_json_writer_new(hush_json_writer **out_writer, hush_secbuf *out,
-                                 unsigned flags, unsigned max_depth, hush_error *err);
+hush_status hush_json_writer_new(hush_secbuf *out, unsigned flags, unsigned max_depth,
+                                 hush_json_writer **out_writer, hush_error *err);
 void hush_json_writer_free(hush_json_writer *writer); /* accepts NULL */
 
 HUSH_MUST_USE

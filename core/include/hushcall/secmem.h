@@ -31,7 +31,7 @@ typedef struct hush_arena hush_arena;
 
 /* Create an empty arena. The arena owns every byte it hands out. */
 HUSH_MUST_USE
-hush_status hush_arena_new(hush_arena **out, unsigned flags, hush_error *err);
+hush_status hush_arena_new(unsigned flags, hush_arena **out, hush_error *err);
 
 /* Allocate `size` zeroed bytes aligned to 16. Thread-safe. The memory lives
  * until hush_arena_wipe or hush_arena_free. */
@@ -65,8 +65,8 @@ typedef struct hush_secbuf hush_secbuf;
  * its growth (0 means no cap beyond address space): growing past it fails
  * with HUSH_E_LIMIT and leaves the buffer as it was. */
 HUSH_MUST_USE
-hush_status hush_secbuf_new(hush_secbuf **out, size_t capacity, size_t max_size,
-                            unsigned flags, hush_error *err);
+hush_status hush_secbuf_new(size_t capacity, size_t max_size, unsigned flags, hush_secbuf **out,
+                            hush_error *err);
 
 /* Make room for `extra` more bytes. Growth maps a new region, copies, and
  * zeroes the old region before unmapping it: no stale copy is left.

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "hushcall/envelope_v1.h"
 #include "hushcall/error.h"
 #include "hushcall/keys.h"
 #include "hushcall/replay.h"
@@ -47,8 +48,16 @@ typedef enum hush_backend {
 #define HUSH_SERVER_INVALID_PACKAGE "Invalid encrypted payload"
 #define HUSH_SERVER_PAYLOAD_ID_MAX 128u /* longest X-Payload-ID accepted, in bytes */
 
-/* Strings are copied by hush_server_new; NULL means "not set". */
+/* Defaults that HUSH_SERVER_OPTIONS_INIT fills in. */
+#define HUSH_SERVER_DEFAULT_CONNECT_TIMEOUT_MS 10000L
+#define HUSH_SERVER_DEFAULT_TIMEOUT_MS 300000L
+#define HUSH_SERVER_DEFAULT_MAX_ANSWER_BYTES (16u * 1024u * 1024u)
+
+/* Strings are copied by hush_server_new; NULL means "not set". Fill it with
+ * HUSH_SERVER_OPTIONS_INIT or hush_server_options_init before setting
+ * fields: `version` tells a newer library which fields the caller knows. */
 typedef struct hush_server_options {
+    unsigned version;                  /* HUSH_SERVER_OPTIONS_VERSION */
     hush_keypair *key;                 /* required: the envelope key (a reference is taken) */
     hush_backend backend;
     const char *upstream_url;          /* OPENAI: base URL, e.g. "http://127.0.0.1:8000/v1" */
@@ -61,7 +70,7 @@ typedef struct hush_server_options {
     long upstream_connect_timeout_ms;  /* default 10,000 */
     long upstream_timeout_ms;          /* whole upstream exchange, default 300,000 */
     size_t max_package_bytes;          /* default HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES */
-    size_t max_answer_bytes;           /* upstream answer; default HUSH_DEFAULT_MAX_RESPONSE_BYTES */
+    size_t max_answer_bytes;           /* upstream answer; default 16 MiB */
     const char *server_name;           /* _metadata.server; default HUSH_SERVER_DEFAULT_NAME */
     /* Quote the answers whose request asks for it (attest) with this TPM
      * (borrowed: it must outlive the server); NULL for none, which refuses
@@ -70,10 +79,27 @@ typedef struct hush_server_options {
     unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
 } hush_server_options;
 
-/* Fill `opts` with the defaults (and NULLs). `opts` must not be NULL. */
-void hush_server_options_init(hush_server_options *opts);
+#define HUSH_SERVER_OPTIONS_VERSION 1u
 
-/* Check the options and make a server. HUSH_E_ARGUMENT for a missing key,
+/* The defaults (and NULLs), as an initializer for a declaration. */
+#define HUSH_SERVER_OPTIONS_INIT                                                \
+    {                                                                           \
+        .version = HUSH_SERVER_OPTIONS_VERSION, .backend = HUSH_BACKEND_ECHO,   \
+        .upstream_connect_timeout_ms = HUSH_SERVER_DEFAULT_CONNECT_TIMEOUT_MS,  \
+        .upstream_timeout_ms = HUSH_SERVER_DEFAULT_TIMEOUT_MS,                  \
+        .max_package_bytes = HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES,                 \
+        .max_answer_bytes = HUSH_SERVER_DEFAULT_MAX_ANSWER_BYTES,               \
+    }
+
+/* Fill `opts` with HUSH_SERVER_OPTIONS_INIT, for callers that cannot use the
+ * macro (bindings). `version` is the HUSH_SERVER_OPTIONS_VERSION the caller
+ * was compiled with; HUSH_E_ARGUMENT for NULL or a version this library does
+ * not know, leaving `opts` untouched. */
+HUSH_MUST_USE
+hush_status hush_server_options_init(hush_server_options *opts, unsigned version, hush_error *err);
+
+/* Check the options and make a server. HUSH_E_ARGUMENT for an
+ * opts->version of 0 or one this library does not know, a missing key,
  * an unknown backend, a size limit or timeout that is not positive, an
  * OPENAI backend without an http(s) upstream_url, a plain http:// one to a
  * host that is not loopback without allow_http_upstream, or an

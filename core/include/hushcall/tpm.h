@@ -30,7 +30,10 @@ typedef enum hush_tpm_key_alg {
 
 #define HUSH_TPM_DEFAULT_PCRS "sha256:0,7,10"
 
+/* Fill it with HUSH_TPM_OPTIONS_INIT or hush_tpm_options_init before setting
+ * fields: `version` tells a newer library which fields the caller knows. */
 typedef struct hush_tpm_options {
+    unsigned version; /* HUSH_TPM_OPTIONS_VERSION */
     /* tss2 TCTI configuration: "swtpm:host=127.0.0.1,port=2321",
      * "device:/dev/tpmrm0", ... (required) */
     const char *tcti;
@@ -41,8 +44,22 @@ typedef struct hush_tpm_options {
     uint32_t persistent_handle;     /* 0x81xxxxxx: quote with this key; 0: ephemeral */
 } hush_tpm_options;
 
-/* Connect to the TPM and check the options (HUSH_E_ARGUMENT for a bad
- * selection or handle; HUSH_E_CONNECTION when the TCTI cannot be opened;
+#define HUSH_TPM_OPTIONS_VERSION 1u
+
+/* The defaults (and NULLs), as an initializer for a declaration. */
+#define HUSH_TPM_OPTIONS_INIT \
+    { .version = HUSH_TPM_OPTIONS_VERSION, .key_alg = HUSH_TPM_KEY_ECC_P256 }
+
+/* Fill `opts` with HUSH_TPM_OPTIONS_INIT, for callers that cannot use the
+ * macro (bindings). `version` is the HUSH_TPM_OPTIONS_VERSION the caller was
+ * compiled with; HUSH_E_ARGUMENT for NULL or a version this library does not
+ * know, leaving `opts` untouched. */
+HUSH_MUST_USE
+hush_status hush_tpm_options_init(hush_tpm_options *opts, unsigned version, hush_error *err);
+
+/* Connect to the TPM and check the options (HUSH_E_ARGUMENT for an
+ * opts->version of 0 or one this library does not know, a bad selection or
+ * handle; HUSH_E_CONNECTION when the TCTI cannot be opened;
  * HUSH_E_CRYPTO for a TPM error, with its response code in the message). */
 HUSH_MUST_USE
 hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_error *err);

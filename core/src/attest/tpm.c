@@ -681,6 +681,17 @@ cleanup:
     return status;
 }
 
+hush_status hush_tpm_options_init(hush_tpm_options *opts, unsigned version, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_tpm_options_init: opts is NULL");
+    HUSH_TRY(hush__check_options_version("hush_tpm_options", version, HUSH_TPM_OPTIONS_VERSION,
+                                         err));
+    *opts = (hush_tpm_options)HUSH_TPM_OPTIONS_INIT;
+cleanup:
+    return status;
+}
+
 hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -689,6 +700,8 @@ hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_err
     HUSH_ENSURE(opts != NULL && out != NULL && opts->tcti != NULL, HUSH_E_ARGUMENT,
                 "hush_tpm_open: NULL argument");
     *out = NULL;
+    HUSH_TRY(hush__check_options_version("hush_tpm_options", opts->version,
+                                         HUSH_TPM_OPTIONS_VERSION, err));
     HUSH_ENSURE(opts->key_alg == HUSH_TPM_KEY_ECC_P256 || opts->key_alg == HUSH_TPM_KEY_RSA_2048,
                 HUSH_E_ARGUMENT, "hush_tpm_open: unknown key algorithm %d", (int)opts->key_alg);
     HUSH_ENSURE(opts->persistent_handle == 0 || (opts->persistent_handle >= PERSISTENT_FIRST &&

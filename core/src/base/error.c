@@ -134,3 +134,17 @@ hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *wh
         return hush__fail(err, code, "%s failed (%s)", what, reason);
     return hush__fail(err, code, "%s failed", what);
 }
+
+hush_status hush__check_options_version(const char *struct_name, unsigned version, unsigned newest,
+                                        hush_error *err)
+{
+    if (version == 0)
+        return hush__fail(err, HUSH_E_ARGUMENT,
+                          "%s: version is 0 (fill it with its _INIT macro or init function)",
+                          struct_name);
+    if (version > newest)
+        return hush__fail(err, HUSH_E_ARGUMENT,
+                          "%s: unknown version %u (this library knows 1 to %u)", struct_name,
+                          version, newest);
+    return HUSH_OK;
+}

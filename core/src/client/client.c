@@ -14,27 +14,15 @@
 #include "mem/mem_internal.h"
 #include "pipeline.h"
 
-#define DEFAULT_CONNECT_TIMEOUT_MS 10000L
-#define DEFAULT_TIMEOUT_MS 300000L
-#define DEFAULT_MAX_RETRIES 2u
-#define DEFAULT_RETRY_BASE_MS 500L
-#define DEFAULT_RETRY_MAX_MS 30000L
-#define DEFAULT_BREAKER_THRESHOLD 5u
-#define DEFAULT_BREAKER_COOLDOWN_MS 30000L
-
-void hush_client_options_init(hush_client_options *o)
+hush_status hush_client_options_init(hush_client_options *opts, unsigned version, hush_error *err)
 {
-    memset(o, 0, sizeof *o);
-    o->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
-    o->timeout_ms = DEFAULT_TIMEOUT_MS;
-    o->max_retries = DEFAULT_MAX_RETRIES;
-    o->retry_base_ms = DEFAULT_RETRY_BASE_MS;
-    o->retry_max_ms = DEFAULT_RETRY_MAX_MS;
-    o->key_bits = HUSH_RSA_DEFAULT_BITS;
-    o->max_request_bytes = HUSH_DEFAULT_MAX_REQUEST_BYTES;
-    o->max_response_bytes = HUSH_DEFAULT_MAX_RESPONSE_BYTES;
-    o->breaker_threshold = DEFAULT_BREAKER_THRESHOLD;
-    o->breaker_cooldown_ms = DEFAULT_BREAKER_COOLDOWN_MS;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_client_options_init: opts is NULL");
+    HUSH_TRY(hush__check_options_version("hush_client_options", version,
+                                         HUSH_CLIENT_OPTIONS_VERSION, err));
+    *opts = (hush_client_options)HUSH_CLIENT_OPTIONS_INIT;
+cleanup:
+    return status;
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -383,6 +371,8 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
     hush_client *c = NULL;
     HUSH_ENSURE(opts != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_client_new: NULL argument");
     *out = NULL;
+    HUSH_TRY(hush__check_options_version("hush_client_options", opts->version,
+                                         HUSH_CLIENT_OPTIONS_VERSION, err));
     HUSH_TRY(check_options(opts, err));
     HUSH_TRY(hush__init(err));
     HUSH_ENSURE((c = calloc(1, sizeof *c)) != NULL, HUSH_E_NOMEM, "out of memory");

@@ -26,7 +26,6 @@
 #include "mem/mem_internal.h"
 #include "pipeline.h"
 
-#define DEFAULT_WORKERS 2u
 #define POLL_MAX_MS 1000
 #define KEY_BODY_MAX (64u * 1024u)
 #define ERROR_DETAILS_MAX (64u * 1024u)
@@ -875,6 +874,17 @@ static void engine_release_resources(hush_engine *e)
     free(e);
 }
 
+hush_status hush_engine_options_init(hush_engine_options *opts, unsigned version, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_engine_options_init: opts is NULL");
+    HUSH_TRY(hush__check_options_version("hush_engine_options", version,
+                                         HUSH_ENGINE_OPTIONS_VERSION, err));
+    *opts = (hush_engine_options)HUSH_ENGINE_OPTIONS_INIT;
+cleanup:
+    return status;
+}
+
 hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -883,12 +893,16 @@ hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, 
 
     HUSH_ENSURE(out != NULL, HUSH_E_ARGUMENT, "hush_engine_new: out is NULL");
     *out = NULL;
+    if (opts != NULL)
+        HUSH_TRY(hush__check_options_version("hush_engine_options", opts->version,
+                                             HUSH_ENGINE_OPTIONS_VERSION, err));
     HUSH_TRY(hush__init(err));
     HUSH_ENSURE((e = calloc(1, sizeof *e)) != NULL, HUSH_E_NOMEM, "out of memory");
     e->notify_fd = -1;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->job_ready, NULL);
-    e->worker_count = opts != NULL && opts->workers > 0 ? opts->workers : DEFAULT_WORKERS;
+    e->worker_count =
+        opts != NULL && opts->workers > 0 ? opts->workers : HUSH_ENGINE_DEFAULT_WORKERS;
     HUSH_ENSURE((e->workers = calloc(e->worker_count, sizeof *e->workers)) != NULL, HUSH_E_NOMEM,
                 "out of memory");
     HUSH_ENSURE((e->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) >= 0, HUSH_E_INTERNAL,
@@ -896,8 +910,8 @@ hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, 
     HUSH_ENSURE((e->multi = curl_multi_init()) != NULL, HUSH_E_INTERNAL, "curl_multi_init failed");
     for (unsigned i = 0; i < e->worker_count; i++) {
         e->workers[i].engine = e;
-        HUSH_TRY(hush_secbuf_new(&e->workers[i].key_space, HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES,
-                                 HUSH_SECMEM_DEFAULT, err));
+        HUSH_TRY(hush_secbuf_new(HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT,
+                                 &e->workers[i].key_space, err));
     }
     for (; started < e->worker_count; started++)
         HUSH_ENSURE(pthread_create(&e->workers[started].thread, NULL, worker_main,

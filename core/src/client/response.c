@@ -173,7 +173,7 @@ hush_status hush__response_open(const hush_keypair *key, const void *package, si
                           *merged;
 
     *out = NULL;
-    HUSH_TRY(hush_arena_new(&arena, secmem_flags, err));
+    HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
     /* base64 makes a package 4/3 of its payload, plus the envelope's own fields */
     HUSH_TRY(hush__envelope_v1_open_in(key, package, len, max_response_bytes / 3 * 4 + 8192,
                                        arena, &plaintext, &plaintext_len, &processed_at, NULL,

@@ -582,7 +582,7 @@ hush_status hush_json_parse(const void *text, size_t len, const hush_json_limits
 
     HUSH_ENSURE(out != NULL, HUSH_E_ARGUMENT, "hush_json_parse needs an output pointer");
     *out = NULL;
-    HUSH_TRY(hush_arena_new(&arena, secmem_flags, err));
+    HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
     HUSH_TRY(hush_arena_alloc(arena, sizeof(hush_json_doc), &mem, err));
     doc = mem;
     doc->arena = arena;

@@ -473,8 +473,8 @@ static hush_status put_dom(hush_json_writer *w, const hush_json_value *v)
 
 /* ---- public API --------------------------------------------------------- */
 
-hush_status hush_json_writer_new(hush_json_writer **out_writer, hush_secbuf *out,
-                                 unsigned flags, unsigned max_depth, hush_error *err)
+hush_status hush_json_writer_new(hush_secbuf *out, unsigned flags, unsigned max_depth,
+                                 hush_json_writer **out_writer, hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush_json_writer *w = NULL;

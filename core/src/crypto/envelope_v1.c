@@ -139,7 +139,7 @@ hush_status hush__envelope_v1_seal_with(const hush_pubkey *recipient, const void
               "RSA-OAEP wrap");
 
     size_t estimate = hush_base64_encoded_len(len) + hush_base64_encoded_len(wrapped_len) + 512;
-    HUSH_TRY(hush_secbuf_new(&out, estimate, 0, HUSH_SECMEM_PUBLIC, err));
+    HUSH_TRY(hush_secbuf_new(estimate, 0, HUSH_SECMEM_PUBLIC, &out, err));
     HUSH_TRY(write_package(out, ciphertext, len, nonce, tag, wrapped, wrapped_len, processed_at,
                            err));
     *package = out;
@@ -159,8 +159,8 @@ hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plai
     hush_secbuf *key = NULL;
     if (package != NULL)
         *package = NULL;
-    hush_status status = hush_secbuf_new(&key, HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES,
-                                         HUSH_SECMEM_DEFAULT, err);
+    hush_status status = hush_secbuf_new(HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT,
+                                         &key, err);
     if (status == HUSH_OK)
         status = hush__envelope_v1_seal_with(recipient, plaintext, len, processed_at,
                                              hush_secbuf_data(key), package, err);
@@ -255,8 +255,8 @@ static hush_status keep_processed_at(const hush_json_value *root, v1_fields *f, 
     const hush_json_value *ts = hush_json_object_get(root, "processed_at", 12);
     if (ts == NULL || hush_json_type_of(ts) == HUSH_JSON_NULL)
         return HUSH_OK;
-    HUSH_TRY(hush_secbuf_new(&f->processed_at, 64, 0, HUSH_SECMEM_PUBLIC, err));
-    HUSH_TRY(hush_json_writer_new(&w, f->processed_at, HUSH_JSON_WRITE_COMPACT, 0, err));
+    HUSH_TRY(hush_secbuf_new(64, 0, HUSH_SECMEM_PUBLIC, &f->processed_at, err));
+    HUSH_TRY(hush_json_writer_new(f->processed_at, HUSH_JSON_WRITE_COMPACT, 0, &w, err));
     HUSH_TRY(hush_json_write_value(w, ts, err));
 cleanup:
     hush_json_writer_free(w);
@@ -410,7 +410,7 @@ hush_status hush_envelope_v1_open(const hush_keypair *recipient, const void *pac
                 "hush_envelope_v1_open: NULL argument");
     memset(out, 0, sizeof *out);
     HUSH_TRY(read_package(package, len, max, &f, err));
-    HUSH_TRY(hush_secbuf_new(&plaintext, open_space(recipient, &f), 0, HUSH_SECMEM_DEFAULT, err));
+    HUSH_TRY(hush_secbuf_new(open_space(recipient, &f), 0, HUSH_SECMEM_DEFAULT, &plaintext, err));
     HUSH_TRY(decrypt_into(recipient, &f, hush_secbuf_data(plaintext), err));
     HUSH_TRY(hush_secbuf_set_len(plaintext, f.ciphertext_len, err));
     if (f.processed_at != NULL)

@@ -228,7 +228,7 @@ static hush_status bio_to_secbuf(BIO *bio, hush_secbuf **out, hush_error *err)
     char *data = NULL;
     long len = BIO_get_mem_data(bio, &data);
     HUSH_OSSL(len > 0 && data != NULL, "reading the PEM text");
-    HUSH_TRY(hush_secbuf_new(&buf, (size_t)len, 0, HUSH_SECMEM_DEFAULT, err));
+    HUSH_TRY(hush_secbuf_new((size_t)len, 0, HUSH_SECMEM_DEFAULT, &buf, err));
     HUSH_TRY(hush_secbuf_append(buf, data, (size_t)len, err));
     *out = buf;
     buf = NULL;

@@ -16,7 +16,7 @@ hush_status hush__secbuf_read_fd(int fd, const char *what, size_t max, unsigned 
     hush_secbuf *buf = NULL;
     size_t initial = max < 4096 ? max + 1 : 4096;
 
-    HUSH_TRY(hush_secbuf_new(&buf, initial, max + 1, secmem_flags, err));
+    HUSH_TRY(hush_secbuf_new(initial, max + 1, secmem_flags, &buf, err));
     for (;;) {
         size_t len = hush_secbuf_len(buf);
         /* One byte past the limit is read, so a larger file is noticed. */

@@ -182,7 +182,7 @@ static hush_status chunk_new(size_t payload, unsigned flags, chunk **out, hush_e
     return HUSH_OK;
 }
 
-hush_status hush_arena_new(hush_arena **out, unsigned flags, hush_error *err)
+hush_status hush_arena_new(unsigned flags, hush_arena **out, hush_error *err)
 {
     if (out == NULL)
         return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_new: out is NULL");
@@ -324,7 +324,7 @@ struct hush_secbuf {
     unsigned flags;
 };
 
-hush_status hush_secbuf_new(hush_secbuf **out, size_t capacity, size_t max_size, unsigned flags,
+hush_status hush_secbuf_new(size_t capacity, size_t max_size, unsigned flags, hush_secbuf **out,
                             hush_error *err)
 {
     if (out == NULL)

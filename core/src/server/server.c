@@ -25,8 +25,6 @@
 #include "mem/mem_internal.h"
 #include "backend.h"
 
-#define DEFAULT_CONNECT_TIMEOUT_MS 10000L
-#define DEFAULT_TIMEOUT_MS 300000L
 #define ANSWER_INITIAL_BYTES 4096u
 #define API_KEY_MAX 512u
 #define CHAT_COMPLETIONS "/chat/completions"
@@ -47,14 +45,19 @@ struct hush_server {
     hush_tpm *tpm;                  /* borrowed; NULL for none */
 };
 
-void hush_server_options_init(hush_server_options *opts)
+/* A server answers as much as a client accepts by default. */
+_Static_assert(HUSH_SERVER_DEFAULT_MAX_ANSWER_BYTES == HUSH_DEFAULT_MAX_RESPONSE_BYTES,
+               "the server's default answer limit follows the client's response limit");
+
+hush_status hush_server_options_init(hush_server_options *opts, unsigned version, hush_error *err)
 {
-    memset(opts, 0, sizeof *opts);
-    opts->backend = HUSH_BACKEND_ECHO;
-    opts->upstream_connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
-    opts->upstream_timeout_ms = DEFAULT_TIMEOUT_MS;
-    opts->max_package_bytes = HUSH_V1_DEFAULT_MAX_PACKAGE_BYTES;
-    opts->max_answer_bytes = HUSH_DEFAULT_MAX_RESPONSE_BYTES;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_server_options_init: opts is NULL");
+    HUSH_TRY(hush__check_options_version("hush_server_options", version,
+                                         HUSH_SERVER_OPTIONS_VERSION, err));
+    *opts = (hush_server_options)HUSH_SERVER_OPTIONS_INIT;
+cleanup:
+    return status;
 }
 
 /* ---- making a server ---------------------------------------------------- */
@@ -212,6 +215,8 @@ hush_status hush_server_new(const hush_server_options *opts, hush_server **out, 
     hush_server *s = NULL;
     HUSH_ENSURE(opts != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_server_new: NULL argument");
     *out = NULL;
+    HUSH_TRY(hush__check_options_version("hush_server_options", opts->version,
+                                         HUSH_SERVER_OPTIONS_VERSION, err));
     HUSH_TRY(hush__init(err));
     HUSH_TRY(check_options(opts, err));
     HUSH_ENSURE((s = calloc(1, sizeof *s)) != NULL, HUSH_E_NOMEM, "out of memory");
@@ -503,7 +508,7 @@ hush_status hush_server_open(const hush_server *server, const hush_server_reques
     memcpy(x->payload_id, req->payload_id, strlen(req->payload_id) + 1); /* length checked */
     HUSH_TRY(client_key(req, &x->client, err));
     start = now_ms();
-    HUSH_TRY(hush_arena_new(&x->arena, server->secmem_flags, err));
+    HUSH_TRY(hush_arena_new(server->secmem_flags, &x->arena, err));
     HUSH_TRY(open_request(server, req, x->arena, &x->text, &x->len, &x->request, x->replay_key,
                           err));
     HUSH_TRY(check_stream(x->request, err));
@@ -562,8 +567,8 @@ hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_ans
     HUSH_ENSURE(!x->answered, HUSH_E_ARGUMENT, "this request has been answered already");
     x->answered = true;
     out->open_ms = x->open_ms;
-    HUSH_TRY(hush_secbuf_new(&answer, ANSWER_INITIAL_BYTES, 0, x->server->secmem_flags, err));
-    HUSH_TRY(hush_json_writer_new(&writer, answer, HUSH_JSON_WRITE_COMPACT, 0, err));
+    HUSH_TRY(hush_secbuf_new(ANSWER_INITIAL_BYTES, 0, x->server->secmem_flags, &answer, err));
+    HUSH_TRY(hush_json_writer_new(answer, HUSH_JSON_WRITE_COMPACT, 0, &writer, err));
     HUSH_TRY(write_answer(x, answer, writer, out, err));
     start = now_ms();
     /* processed_at in Unix seconds, the int NOMYO's API reference documents */

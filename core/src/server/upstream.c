@@ -165,7 +165,7 @@ hush_status hush__upstream_write(const hush__upstream_config *cfg, const void *b
                                                                   : ANSWER_INITIAL_BYTES;
 
     *upstream_status = 0;
-    HUSH_TRY(hush_secbuf_new(&sink.buf, initial, cfg->max_answer_bytes, cfg->secmem_flags, err));
+    HUSH_TRY(hush_secbuf_new(initial, cfg->max_answer_bytes, cfg->secmem_flags, &sink.buf, err));
     HUSH_ENSURE((easy = curl_easy_init()) != NULL, HUSH_E_NOMEM, "could not create a curl handle");
     HUSH_TRY(make_headers(cfg, &headers, err));
     HUSH_TRY(set_options(easy, cfg, headers, body, len, &sink, err));
