@@ -67,8 +67,7 @@ static void test_client_refuses_required_attestation(void)
 {
     const char *tiers[] = {NULL, "maximum"};
     for (size_t i = 0; i < sizeof tiers / sizeof tiers[0]; i++) {
-        hush_client_options o;
-        hush_client_options_init(&o);
+        hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
         o.base_url = "https://127.0.0.1:9";
         o.key_bits = 2048;
         o.require_attestation = tiers[i] == NULL;
