@@ -115,6 +115,8 @@ static hush_status check_attestation_pinned(const hush_client *c, const char *ti
                                                   : "security_tier \"maximum\"");
 }
 
+static void fill_plan(hush_client *c);
+
 /* ---- lifetime ----------------------------------------------------------- */
 
 static hush_client *client_retain(hush_client *c)
@@ -385,6 +387,7 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
         HUSH_TRY(hush_attest_policy_load(c->opts.attestation_policy, &c->attest_policy, err));
     HUSH_TRY(check_attestation_pinned(c, c->opts.security_tier, err));
     HUSH_TRY(start_share(c, err));
+    fill_plan(c);
     HUSH_TRY(start_key(c, err));
     *out = c;
     c = NULL;
@@ -424,8 +427,9 @@ static hush_status dup_setting(const char *override, const char *fallback, char 
     return HUSH_OK;
 }
 
-hush_status hush__client_call_settings(hush_client *c, const hush_call_options *o, hush_call *call,
-                                       hush_error *err)
+HUSH_MUST_USE
+static hush_status call_settings(hush_client *c, const hush_call_options *o, hush_call *call,
+                                 hush_error *err)
 {
     hush_status status = HUSH_OK;
     const hush_call_options none = {0};
@@ -436,6 +440,8 @@ hush_status hush__client_call_settings(hush_client *c, const hush_call_options *
     const char *tier = o->security_tier != NULL ? o->security_tier : c->opts.security_tier;
     HUSH_TRY(check_tier(tier, base_url, err));
     HUSH_TRY(check_attestation_pinned(c, tier, err));
+    call->attestation_required =
+        c->opts.require_attestation || (tier != NULL && strcmp(tier, "maximum") == 0);
     HUSH_TRY(dup_setting(o->api_key, c->opts.api_key, &call->api_key, err));
     HUSH_TRY(dup_setting(o->security_tier, c->opts.security_tier, &call->tier, err));
     HUSH_TRY(dup_setting(base_url, NULL, &call->base_url, err));
@@ -470,8 +476,8 @@ static void push_waiter(hush_call **list, hush_call *call)
     *list = call;
 }
 
-hush_status hush__client_keys_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
-                                  hush_error *err)
+static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
+                            hush_error *err)
 {
     hush_status status = HUSH_OK;
     *wait = *fetch = false;
@@ -487,6 +493,8 @@ hush_status hush__client_keys_for(hush_client *c, hush_call *call, bool *wait, b
             *err = c->key_error;
         goto done;
     }
+    call->client_key = c->key; /* both set once, before key_pending went false */
+    call->key_header = c->key_header;
     server_key *sk = find_server_key(c, call->base_url, err);
     if (sk == NULL) {
         status = HUSH_E_NOMEM;
@@ -514,8 +522,8 @@ done:
     return status;
 }
 
-void hush__client_fetch_done(hush_client *c, hush_call *call, hush_pubkey *key,
-                             const hush_error *failure)
+static void fetch_done(hush_client *c, hush_call *call, hush_pubkey *key,
+                       const hush_error *failure)
 {
     server_key *sk = call->fetch_entry;
     pthread_mutex_lock(&c->lock);
@@ -547,7 +555,7 @@ static bool unlink_waiter(hush_call **list, hush_call *call)
     return false;
 }
 
-void hush__client_forget(hush_client *c, hush_call *call)
+static void forget(hush_client *c, hush_call *call)
 {
     pthread_mutex_lock(&c->lock);
     if (!unlink_waiter(&c->key_waiters, call) && call->fetch_entry != NULL)
@@ -564,7 +572,8 @@ static bool counts_as_failure(hush_status outcome, int http_status)
            outcome == HUSH_E_RATE_LIMITED || http_status >= 500;
 }
 
-hush_status hush__client_admit(hush_client *c, bool *is_probe, hush_error *err)
+HUSH_MUST_USE
+static hush_status admit(hush_client *c, bool *is_probe, hush_error *err)
 {
     hush_status status = HUSH_OK;
     *is_probe = false;
@@ -586,7 +595,7 @@ hush_status hush__client_admit(hush_client *c, bool *is_probe, hush_error *err)
     return status;
 }
 
-void hush__client_record(hush_client *c, hush_status outcome, int http_status, bool is_probe)
+static void record(hush_client *c, hush_status outcome, int http_status, bool is_probe)
 {
     pthread_mutex_lock(&c->lock);
     if (is_probe)
@@ -602,6 +611,58 @@ void hush__client_record(hush_client *c, hush_status outcome, int http_status, b
         }
     }
     pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- submitting --------------------------------------------------------- */
+
+/* Hand a built call to the engine; one refused never went out, so a probe
+ * it held is given back to the breaker. */
+HUSH_MUST_USE
+static hush_status start_call(hush_engine *e, hush_client *c, hush_call *call,
+                              hush_secbuf *request, hush_error *err)
+{
+    hush_status status = hush__engine_start(e, call, request, err);
+    if (status != HUSH_OK)
+        record(c, HUSH_E_CANCELLED, 0, call->is_probe);
+    return status;
+}
+
+/* A call with this client's settings, admitted by the breaker, started on
+ * `e`. `request` is taken over, even on failure. */
+HUSH_MUST_USE
+static hush_status submit(hush_engine *e, hush_client *c, hush_secbuf *request,
+                          const hush_call_options *opts, void *user_data, bool announce,
+                          hush_call **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_call *call = NULL;
+    bool is_probe = false;
+    HUSH_ENSURE(e != NULL && c != NULL && request != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_engine_submit: NULL argument");
+    *out = NULL;
+    HUSH_ENSURE(hush_secbuf_len(request) <= c->opts.max_request_bytes, HUSH_E_LIMIT,
+                "request of %zu bytes exceeds the limit of %zu bytes; nothing was sent",
+                hush_secbuf_len(request), c->opts.max_request_bytes);
+    HUSH_TRY(hush__call_new(c, &c->plan, user_data, announce, &call, err));
+    HUSH_TRY(call_settings(c, opts, call, err));
+    HUSH_TRY(admit(c, &is_probe, err));
+    call->is_probe = is_probe;
+    hush_secbuf *handed = request;
+    request = NULL; /* the engine's now, whatever it answers */
+    HUSH_TRY(start_call(e, c, call, handed, err));
+    *out = call;
+    call = NULL;
+cleanup:
+    hush_secbuf_free(request);
+    hush__call_release(call);
+    return status;
+}
+
+hush_status hush_engine_submit(hush_engine *e, hush_client *client, hush_secbuf *request,
+                               const hush_call_options *opts, void *user_data, hush_call **out,
+                               hush_error *err)
+{
+    return submit(e, client, request, opts, user_data, true, out, err);
 }
 
 /* ---- the synchronous call ----------------------------------------------- */
@@ -633,7 +694,7 @@ hush_status hush_client_complete_call(hush_client *c, hush_secbuf *request,
         hush_secbuf_free(request);
         return status;
     }
-    HUSH_TRY(hush__engine_submit(engine, c, request, opts, NULL, false, call, err));
+    HUSH_TRY(submit(engine, c, request, opts, NULL, false, call, err));
     HUSH_TRY(hush_call_wait(*call, -1, err));
 cleanup:
     if (status != HUSH_OK) {
@@ -661,6 +722,39 @@ cleanup:
     return status;
 }
 
-/* For the engine: a call's reference to its client. */
-hush_client *hush__client_retain(hush_client *c) { return client_retain(c); }
-void hush__client_release(hush_client *c) { client_release(c); }
+/* ---- what the engine is handed ---------------------------------------- */
+
+static const hush__call_hooks client_hooks = {
+    .keys_for = keys_for,
+    .fetch_done = fetch_done,
+    .forget = forget,
+    .record = record,
+    .retain = client_retain,
+    .release = client_release,
+};
+
+/* Once the options are copied and the share exists: the plan points into both. */
+static void fill_plan(hush_client *c)
+{
+    const hush_client_options *o = &c->opts;
+    c->plan = (hush__transfer_plan){
+        .endpoint = {
+            .connect_timeout_ms = o->connect_timeout_ms,
+            .timeout_ms = o->timeout_ms,
+            .user_agent = o->user_agent,
+            .ca_file = o->ca_file,
+            .ca_dir = o->ca_dir,
+            .client_cert = o->client_cert,
+            .client_cert_key = o->client_cert_key,
+            .tls_pin = o->tls_pin,
+        },
+        .share = c->share,
+        .retry = {o->max_retries, o->retry_base_ms, o->retry_max_ms},
+        .max_response_bytes = o->max_response_bytes,
+        .secmem_flags = o->secmem_flags,
+        .ask_attestation = o->require_attestation,
+        .server_key_fingerprint = o->server_key_fingerprint,
+        .attest_policy = c->attest_policy,
+        .hooks = &client_hooks,
+    };
+}

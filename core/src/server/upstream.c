@@ -19,9 +19,8 @@
 #include "hushcall/json.h"
 #include "hushcall/json_writer.h"
 #include "hushcall/secmem.h"
-#include "hushcall/version.h"
 #include "internal.h"
-#include "client/pipeline.h"
+#include "client/transfer.h"
 #include "mem/mem_internal.h"
 #include "backend.h"
 
@@ -45,64 +44,53 @@ static size_t on_body(char *data, size_t size, size_t count, void *user)
     return status == HUSH_OK ? n : 0; /* 0 makes curl stop with CURLE_WRITE_ERROR */
 }
 
-static hush_status add_header(struct curl_slist **list, const char *line, hush_error *err)
-{
-    struct curl_slist *grown = curl_slist_append(*list, line);
-    if (grown == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    *list = grown;
-    return HUSH_OK;
-}
-
 static hush_status make_headers(const hush__upstream_config *cfg, struct curl_slist **out,
                                 hush_error *err)
 {
     hush_status status = HUSH_OK;
     char auth[AUTH_HEADER_MAX];
-    HUSH_TRY(add_header(out, "Content-Type: application/json", err));
-    HUSH_TRY(add_header(out, "Accept: application/json", err));
-    HUSH_TRY(add_header(out, "Expect:", err)); /* no 100-continue round trip */
+    HUSH_TRY(hush__header_add(out, "Content-Type: application/json", NULL, err));
+    HUSH_TRY(hush__header_add(out, "Accept: application/json", NULL, err));
+    HUSH_TRY(hush__header_add(out, "Expect:", NULL, err)); /* no 100-continue round trip */
     if (cfg->api_key != NULL) {
         int n = snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->api_key);
         HUSH_ENSURE(n > 0 && (size_t)n < sizeof auth, HUSH_E_INTERNAL,
                     "upstream_api_key is too long");
-        HUSH_TRY(add_header(out, auth, err));
+        HUSH_TRY(hush__header_add(out, auth, NULL, err));
     }
 cleanup:
     hush_memzero(auth, sizeof auth);
     return status;
 }
 
+/* The shared safety options (transfer.c), then this exchange's own. */
 static hush_status set_options(CURL *easy, const hush__upstream_config *cfg,
                                struct curl_slist *headers, const void *body, size_t len,
                                answer_sink *sink, hush_error *err)
 {
+    hush_status status = HUSH_OK;
+    const hush__curl_endpoint endpoint = {
+        .connect_timeout_ms = cfg->connect_timeout_ms,
+        .timeout_ms = cfg->timeout_ms,
+        .ca_file = cfg->ca_file,
+    };
     CURLcode rc = CURLE_OK;
+    HUSH_TRY(hush__curl_setup(easy, &endpoint, "upstream request", true, err));
 #define SET(opt, val) \
     if (rc == CURLE_OK) \
         rc = curl_easy_setopt(easy, opt, val)
     SET(CURLOPT_URL, cfg->url);
-    SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    SET(CURLOPT_CONNECTTIMEOUT_MS, cfg->connect_timeout_ms);
-    SET(CURLOPT_TIMEOUT_MS, cfg->timeout_ms);
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    SET(CURLOPT_USERAGENT, "hushcall/" HUSHCALL_VERSION);
     SET(CURLOPT_HTTPHEADER, headers);
     /* Pointed at, not copied here; libcurl copies it to send it (see the top). */
     SET(CURLOPT_POSTFIELDS, body);
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, sink);
-    if (cfg->ca_file != NULL)
-        SET(CURLOPT_CAINFO, cfg->ca_file);
 #undef SET
-    if (rc != CURLE_OK)
-        return hush__fail(err, HUSH_E_INTERNAL, "could not set up the upstream request (%s)",
-                          curl_easy_strerror(rc));
-    return HUSH_OK;
+    HUSH_ENSURE(rc == CURLE_OK, HUSH_E_INTERNAL, "could not set up the upstream request (%s)",
+                curl_easy_strerror(rc));
+cleanup:
+    return status;
 }
 
 /* The gateway's verdict on one exchange. An HTTP status decides first: an
