@@ -405,22 +405,34 @@ static bool schedule_retry(hush_call *call, bool is_fetch, long server_wait_ms)
     return true;
 }
 
+/* The fetched body as an RSA key; HUSH_E_KEY, with the parser's reason. */
+HUSH_MUST_USE
+static hush_status read_server_key(const transfer *t, hush_pubkey **key, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_error parse;
+    hush_error_clear(&parse);
+    HUSH_ENSURE(hush_pubkey_from_pem(t->body, t->len, key, &parse) == HUSH_OK, HUSH_E_KEY,
+                "the server's /pki/public_key is not a usable RSA key (%s)", parse.message);
+cleanup:
+    return status;
+}
+
 /* The fetched body as the server key, checked against the pin. */
+HUSH_MUST_USE
 static hush_status accept_server_key(hush_call *call, const transfer *t, hush_pubkey **key,
                                      hush_error *err)
 {
     hush_status status = HUSH_OK;
     char fp[HUSH_FINGERPRINT_LEN];
     const char *pin = call->plan->server_key_fingerprint;
-    if (hush_pubkey_from_pem(t->body, t->len, key, err) != HUSH_OK)
-        return hush__fail(err, HUSH_E_KEY, "the server's /pki/public_key is not a usable RSA key "
-                          "(%s)", err != NULL ? err->message : "");
-    if (pin == NULL)
-        return HUSH_OK;
-    HUSH_TRY(hush_pubkey_fingerprint(*key, fp, err));
-    HUSH_ENSURE(strcmp(fp, pin) == 0, HUSH_E_PIN,
-                "the server's envelope key does not match the pinned fingerprint; "
-                "nothing was sent");
+    HUSH_TRY(read_server_key(t, key, err));
+    if (pin != NULL) {
+        HUSH_TRY(hush_pubkey_fingerprint(*key, fp, err));
+        HUSH_ENSURE(strcmp(fp, pin) == 0, HUSH_E_PIN,
+                    "the server's envelope key does not match the pinned fingerprint; "
+                    "nothing was sent");
+    }
 cleanup:
     if (status != HUSH_OK) {
         hush_pubkey_free(*key);

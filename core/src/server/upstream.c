@@ -44,6 +44,7 @@ static size_t on_body(char *data, size_t size, size_t count, void *user)
     return status == HUSH_OK ? n : 0; /* 0 makes curl stop with CURLE_WRITE_ERROR */
 }
 
+HUSH_MUST_USE
 static hush_status make_headers(const hush__upstream_config *cfg, struct curl_slist **out,
                                 hush_error *err)
 {
@@ -64,6 +65,7 @@ cleanup:
 }
 
 /* The shared safety options (transfer.c), then this exchange's own. */
+HUSH_MUST_USE
 static hush_status set_options(CURL *easy, const hush__upstream_config *cfg,
                                struct curl_slist *headers, const void *body, size_t len,
                                answer_sink *sink, hush_error *err)
@@ -93,29 +95,38 @@ cleanup:
     return status;
 }
 
+/* How the transport ended, once the HTTP status had nothing to say. */
+HUSH_MUST_USE
+static hush_status check_transport(CURLcode rc, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_COULDNT_CONNECT,
+                HUSH_E_UNAVAILABLE, "Upstream unavailable");
+    HUSH_ENSURE(rc != CURLE_OPERATION_TIMEDOUT, HUSH_E_TIMEOUT, "Upstream timed out");
+    HUSH_ENSURE(rc == CURLE_OK, HUSH_E_HTTP, "Upstream request failed");
+cleanup:
+    return status;
+}
+
 /* The gateway's verdict on one exchange. An HTTP status decides first: an
  * error body that was too large or cut short is still that error. */
+HUSH_MUST_USE
 static hush_status check_exchange(CURLcode rc, long http, const answer_sink *sink,
                                   hush_error *err)
 {
-    if (http == 429 || http == 503)
-        return hush__fail(err, HUSH_E_UNAVAILABLE, "Upstream busy (HTTP %ld)", http);
-    if (http != 0 && (http < 200 || http > 299))
-        return hush__fail(err, HUSH_E_HTTP, "Upstream answered HTTP %ld", http);
-    if (sink->too_large)
-        return hush__fail(err, HUSH_E_HTTP, "Upstream answer too large");
-    if (sink->nomem)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    switch (rc) {
-    case CURLE_OK: return HUSH_OK;
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT: return hush__fail(err, HUSH_E_UNAVAILABLE, "Upstream unavailable");
-    case CURLE_OPERATION_TIMEDOUT: return hush__fail(err, HUSH_E_TIMEOUT, "Upstream timed out");
-    default: return hush__fail(err, HUSH_E_HTTP, "Upstream request failed");
-    }
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(http != 429 && http != 503, HUSH_E_UNAVAILABLE, "Upstream busy (HTTP %ld)", http);
+    HUSH_ENSURE(http == 0 || (http >= 200 && http <= 299), HUSH_E_HTTP,
+                "Upstream answered HTTP %ld", http);
+    HUSH_ENSURE(!sink->too_large, HUSH_E_HTTP, "Upstream answer too large");
+    HUSH_ENSURE(!sink->nomem, HUSH_E_NOMEM, "out of memory");
+    HUSH_TRY(check_transport(rc, err));
+cleanup:
+    return status;
 }
 
 /* The upstream's members, less its `_metadata`, into our answer. */
+HUSH_MUST_USE
 static hush_status write_answer(const hush_secbuf *answer, size_t max, hush_arena *arena,
                                 hush_json_writer *w, hush_error *err)
 {
@@ -125,10 +136,10 @@ static hush_status write_answer(const hush_secbuf *answer, size_t max, hush_aren
     const char *key;
     size_t key_len;
     const hush_json_value *value;
-    if (hush_json_parse_into(arena, hush_secbuf_bytes(answer), hush_secbuf_len(answer), &limits,
-                             &root, NULL) != HUSH_OK ||
-        hush_json_type_of(root) != HUSH_JSON_OBJECT)
-        return hush__fail(err, HUSH_E_HTTP, "Upstream answer is not a JSON object");
+    HUSH_ENSURE(hush_json_parse_into(arena, hush_secbuf_bytes(answer), hush_secbuf_len(answer),
+                                     &limits, &root, NULL) == HUSH_OK &&
+                    hush_json_type_of(root) == HUSH_JSON_OBJECT,
+                HUSH_E_HTTP, "Upstream answer is not a JSON object");
     for (size_t i = 0; hush_json_object_member(root, i, &key, &key_len, &value); i++) {
         if (key_len == 9 && memcmp(key, "_metadata", 9) == 0)
             continue;
