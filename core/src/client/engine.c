@@ -1,6 +1,9 @@
 /* engine.c — the request pipeline: one I/O thread on curl_multi, a worker
  * pool for the envelope cryptography, and an eventfd announcing completions.
- * Every call, synchronous or not, goes through here.
+ * Every call, synchronous or not, goes through here. It knows a call's
+ * client only as the plan and hooks the client handed it (pipeline.h);
+ * curl handle setup is in transfer.c, statuses and backoff in retry.c, a
+ * call's life and accessors in call.c.
  *
  * The I/O thread owns a call's progress; workers get a call only inside a
  * job and hand results back as events, so no field of a call is written by
