@@ -32,50 +32,61 @@ static bool starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+static bool tier_is(const char *tier, const char *name)
+{
+    return tier != NULL && strcmp(tier, name) == 0;
+}
+
 /* The tiers NOMYO defines; `maximum` never travels over plain HTTP. */
+HUSH_MUST_USE
 static hush_status check_tier(const char *tier, const char *base_url, hush_error *err)
 {
-    if (tier == NULL)
-        return HUSH_OK;
-    if (strcmp(tier, "standard") != 0 && strcmp(tier, "high") != 0 &&
-        strcmp(tier, "maximum") != 0)
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "security_tier must be \"standard\", \"high\" or \"maximum\"");
-    if (strcmp(tier, "maximum") == 0 && starts_with(base_url, "http://"))
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "security_tier \"maximum\" is refused over http://: use https");
-    return HUSH_OK;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(tier == NULL || tier_is(tier, "standard") || tier_is(tier, "high") ||
+                    tier_is(tier, "maximum"),
+                HUSH_E_ARGUMENT, "security_tier must be \"standard\", \"high\" or \"maximum\"");
+    HUSH_ENSURE(!tier_is(tier, "maximum") || !starts_with(base_url, "http://"), HUSH_E_ARGUMENT,
+                "security_tier \"maximum\" is refused over http://: use https");
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status check_base_url(const char *url, bool allow_http, hush_error *err)
 {
-    if (url == NULL || url[0] == '\0')
-        return hush__fail(err, HUSH_E_ARGUMENT, "base_url is required");
-    if (starts_with(url, "https://") && url[8] != '\0')
-        return HUSH_OK;
-    if (starts_with(url, "http://") && url[7] != '\0') {
-        if (allow_http)
-            return HUSH_OK;
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "base_url uses http://, which leaves the transport unprotected; "
-                          "set allow_http to true for local development only");
-    }
-    return hush__fail(err, HUSH_E_ARGUMENT, "base_url must start with https:// (or http://)");
+    hush_status status = HUSH_OK;
+    bool https = false, http = false;
+    HUSH_ENSURE(url != NULL && url[0] != '\0', HUSH_E_ARGUMENT, "base_url is required");
+    https = starts_with(url, "https://") && url[8] != '\0';
+    http = starts_with(url, "http://") && url[7] != '\0';
+    HUSH_ENSURE(https || http, HUSH_E_ARGUMENT, "base_url must start with https:// (or http://)");
+    HUSH_ENSURE(https || allow_http, HUSH_E_ARGUMENT,
+                "base_url uses http://, which leaves the transport unprotected; "
+                "set allow_http to true for local development only");
+cleanup:
+    return status;
 }
 
-static hush_status check_fingerprint(const char *fp, hush_error *err)
+/* "sha256:" and 64 lowercase hex digits, as hush_pubkey_fingerprint writes it. */
+static bool is_fingerprint(const char *fp)
 {
-    if (fp == NULL)
-        return HUSH_OK;
     bool ok = strlen(fp) == HUSH_FINGERPRINT_LEN - 1 && starts_with(fp, "sha256:");
     for (size_t i = 7; ok && fp[i] != '\0'; i++)
         ok = (fp[i] >= '0' && fp[i] <= '9') || (fp[i] >= 'a' && fp[i] <= 'f');
-    if (!ok)
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "server_key_fingerprint must be \"sha256:\" and 64 lowercase hex digits");
-    return HUSH_OK;
+    return ok;
 }
 
+HUSH_MUST_USE
+static hush_status check_fingerprint(const char *fp, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(fp == NULL || is_fingerprint(fp), HUSH_E_ARGUMENT,
+                "server_key_fingerprint must be \"sha256:\" and 64 lowercase hex digits");
+cleanup:
+    return status;
+}
+
+HUSH_MUST_USE
 static hush_status check_options(const hush_client_options *o, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -102,18 +113,20 @@ cleanup:
 
 /* Requiring attestation means something only when a quote can be verified,
  * and only a quote by a pinned AIK can (attest.h). */
+HUSH_MUST_USE
 static hush_status check_attestation_pinned(const hush_client *c, const char *tier,
                                             hush_error *err)
 {
-    bool maximum = tier != NULL && strcmp(tier, "maximum") == 0;
-    if ((!c->opts.require_attestation && !maximum) ||
-        hush_attest_policy_pins_aik(c->attest_policy))
-        return HUSH_OK;
-    return hush__fail(err, HUSH_E_ARGUMENT,
-                      "%s needs an attestation_policy that pins an AIK (aik_fingerprints)",
-                      c->opts.require_attestation ? "require_attestation"
-                                                  : "security_tier \"maximum\"");
+    hush_status status = HUSH_OK;
+    bool wanted = c->opts.require_attestation || tier_is(tier, "maximum");
+    HUSH_ENSURE(!wanted || hush_attest_policy_pins_aik(c->attest_policy), HUSH_E_ARGUMENT,
+                "%s needs an attestation_policy that pins an AIK (aik_fingerprints)",
+                c->opts.require_attestation ? "require_attestation" : "security_tier \"maximum\"");
+cleanup:
+    return status;
 }
+
+static void fill_plan(hush_client *c);
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -180,18 +193,21 @@ void hush_client_free(hush_client *client)
     client_release(client);
 }
 
+HUSH_MUST_USE
 static hush_status copy_option(hush_client *c, const char **field, hush_error *err)
 {
-    if (*field == NULL)
-        return HUSH_OK;
-    char *copy = strdup(*field);
-    if (copy == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    c->owned[c->owned_count++] = copy;
-    *field = copy;
-    return HUSH_OK;
+    hush_status status = HUSH_OK;
+    char *copy = NULL;
+    if (*field != NULL) {
+        HUSH_ENSURE((copy = strdup(*field)) != NULL, HUSH_E_NOMEM, "out of memory");
+        c->owned[c->owned_count++] = copy;
+        *field = copy;
+    }
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status copy_options(hush_client *c, const hush_client_options *o, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -233,21 +249,29 @@ static void share_unlock(CURL *handle, curl_lock_data data, void *user)
     pthread_mutex_unlock(&((hush_client *)user)->share_locks[data]);
 }
 
+HUSH_MUST_USE
 static hush_status start_share(hush_client *c, hush_error *err)
 {
-    CURLSH *share = curl_share_init();
-    if (share == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "could not create the curl share");
+    hush_status status = HUSH_OK;
+    CURLSH *share = NULL;
+    CURLSHcode rc = CURLSHE_OK;
+    HUSH_ENSURE((share = curl_share_init()) != NULL, HUSH_E_NOMEM,
+                "could not create the curl share");
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&c->share_locks[i], NULL);
-    c->share = share;
-    if (curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
-        curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
-        curl_share_setopt(share, CURLSHOPT_USERDATA, c) != CURLSHE_OK ||
-        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
-        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
-        return hush__fail(err, HUSH_E_INTERNAL, "could not set up the curl share");
-    return HUSH_OK;
+    c->share = share; /* cleaned up with the client from here on */
+#define SET(opt, val) \
+    if (rc == CURLSHE_OK) \
+        rc = curl_share_setopt(share, opt, val)
+    SET(CURLSHOPT_LOCKFUNC, share_lock);
+    SET(CURLSHOPT_UNLOCKFUNC, share_unlock);
+    SET(CURLSHOPT_USERDATA, c);
+    SET(CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    SET(CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+#undef SET
+    HUSH_ENSURE(rc == CURLSHE_OK, HUSH_E_INTERNAL, "could not set up the curl share");
+cleanup:
+    return status;
 }
 
 /* ---- the client key ----------------------------------------------------- */
@@ -277,6 +301,7 @@ static char *percent_encode(const char *s)
 }
 
 /* Install a ready key (client lock held). */
+HUSH_MUST_USE
 static hush_status install_key(hush_client *c, hush_keypair *key, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -335,34 +360,57 @@ static void *generate_key(void *arg)
     return NULL;
 }
 
-/* A given key, a key_dir's key, or a generator thread started now. */
-static hush_status start_key(hush_client *c, hush_error *err)
+/* The key saved in key_dir; *key stays NULL (and HUSH_OK) when there is
+ * none yet, so that one is generated. */
+HUSH_MUST_USE
+static hush_status load_saved_key(const hush_client *c, hush_keypair **key, hush_error *err)
 {
-    hush_keypair *key = NULL;
-    if (c->opts.client_key != NULL)
-        return install_key(c, hush_keypair_ref(c->opts.client_key), err);
-    if (c->opts.key_dir != NULL) {
-        hush_status status = hush_keypair_load_dir(c->opts.key_dir, c->opts.key_password, &key,
-                                                   err);
-        if (status == HUSH_OK) {
-            status = install_key(c, key, err);
-            if (status != HUSH_OK)
-                hush_keypair_free(key);
-            return status;
-        }
-        if (status != HUSH_E_NOT_FOUND)
-            return status;
+    hush_status status = hush_keypair_load_dir(c->opts.key_dir, c->opts.key_password, key, err);
+    if (status == HUSH_E_NOT_FOUND) {
+        *key = NULL;
+        status = HUSH_OK;
     }
+    return status;
+}
+
+/* Generate the key on a thread of its own, off the caller's path. */
+HUSH_MUST_USE
+static hush_status start_generator(hush_client *c, hush_error *err)
+{
+    hush_status status = HUSH_OK;
     pthread_t thread;
     c->key_pending = true;
-    client_retain(c);
-    if (pthread_create(&thread, NULL, generate_key, c) != 0) {
+    client_retain(c); /* the thread's */
+    HUSH_ENSURE(pthread_create(&thread, NULL, generate_key, c) == 0, HUSH_E_INTERNAL,
+                "could not start key generation");
+    pthread_detach(thread);
+cleanup:
+    if (status != HUSH_OK) {
         c->key_pending = false;
         client_release(c);
-        return hush__fail(err, HUSH_E_INTERNAL, "could not start key generation");
     }
-    pthread_detach(thread); /* it holds its own reference */
-    return HUSH_OK;
+    return status;
+}
+
+/* A given key, a key_dir's key, or a generator thread started now. */
+HUSH_MUST_USE
+static hush_status start_key(hush_client *c, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_keypair *key = NULL;
+    if (c->opts.client_key != NULL)
+        key = hush_keypair_ref(c->opts.client_key);
+    else if (c->opts.key_dir != NULL)
+        HUSH_TRY(load_saved_key(c, &key, err));
+    if (key == NULL) {
+        HUSH_TRY(start_generator(c, err));
+    } else {
+        HUSH_TRY(install_key(c, key, err));
+        key = NULL; /* the client's now */
+    }
+cleanup:
+    hush_keypair_free(key);
+    return status;
 }
 
 hush_status hush_client_new(const hush_client_options *opts, hush_client **out, hush_error *err)
@@ -385,6 +433,7 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
         HUSH_TRY(hush_attest_policy_load(c->opts.attestation_policy, &c->attest_policy, err));
     HUSH_TRY(check_attestation_pinned(c, c->opts.security_tier, err));
     HUSH_TRY(start_share(c, err));
+    fill_plan(c);
     HUSH_TRY(start_key(c, err));
     *out = c;
     c = NULL;
@@ -396,36 +445,39 @@ cleanup:
 
 hush_status hush_client_public_pem(hush_client *c, char **pem, hush_error *err)
 {
-    if (c == NULL || pem == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_client_public_pem: NULL argument");
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(c != NULL && pem != NULL, HUSH_E_ARGUMENT,
+                "hush_client_public_pem: NULL argument");
     pthread_mutex_lock(&c->lock);
     while (c->key_pending)
         pthread_cond_wait(&c->key_ready, &c->lock);
-    hush_status status = c->key_status;
-    if (status != HUSH_OK) {
-        if (err != NULL)
-            *err = c->key_error;
-    } else if ((*pem = strdup(c->key_pem)) == NULL) {
+    status = c->key_status;
+    if (status != HUSH_OK && err != NULL)
+        *err = c->key_error;
+    else if (status == HUSH_OK && (*pem = strdup(c->key_pem)) == NULL)
         status = hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    }
     pthread_mutex_unlock(&c->lock);
+cleanup:
     return status;
 }
 
 /* ---- one call's settings ---------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status dup_setting(const char *override, const char *fallback, char **out,
                                hush_error *err)
 {
+    hush_status status = HUSH_OK;
     const char *v = override != NULL ? override : fallback;
     *out = NULL;
-    if (v != NULL && (*out = strdup(v)) == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    return HUSH_OK;
+    HUSH_ENSURE(v == NULL || (*out = strdup(v)) != NULL, HUSH_E_NOMEM, "out of memory");
+cleanup:
+    return status;
 }
 
-hush_status hush__client_call_settings(hush_client *c, const hush_call_options *o, hush_call *call,
-                                       hush_error *err)
+HUSH_MUST_USE
+static hush_status call_settings(hush_client *c, const hush_call_options *o, hush_call *call,
+                                 hush_error *err)
 {
     hush_status status = HUSH_OK;
     const hush_call_options none = {0};
@@ -436,6 +488,8 @@ hush_status hush__client_call_settings(hush_client *c, const hush_call_options *
     const char *tier = o->security_tier != NULL ? o->security_tier : c->opts.security_tier;
     HUSH_TRY(check_tier(tier, base_url, err));
     HUSH_TRY(check_attestation_pinned(c, tier, err));
+    call->attestation_required =
+        c->opts.require_attestation || (tier != NULL && strcmp(tier, "maximum") == 0);
     HUSH_TRY(dup_setting(o->api_key, c->opts.api_key, &call->api_key, err));
     HUSH_TRY(dup_setting(o->security_tier, c->opts.security_tier, &call->tier, err));
     HUSH_TRY(dup_setting(base_url, NULL, &call->base_url, err));
@@ -447,21 +501,38 @@ cleanup:
 
 /* ---- server keys -------------------------------------------------------- */
 
-static server_key *find_server_key(hush_client *c, const char *base_url, hush_error *err)
+/* A new, unlinked entry for `base_url`. */
+HUSH_MUST_USE
+static hush_status new_server_key(const char *base_url, server_key **out, hush_error *err)
 {
-    for (server_key *sk = c->server_keys; sk != NULL; sk = sk->next)
-        if (strcmp(sk->base_url, base_url) == 0)
-            return sk;
-    server_key *sk = calloc(1, sizeof *sk);
-    if (sk == NULL || (sk->base_url = strdup(base_url)) == NULL) {
-        free(sk);
-        /* The NULL return is the failure; err carries its status. */
-        HUSH_IGNORE(hush__fail(err, HUSH_E_NOMEM, "out of memory"));
-        return NULL;
+    hush_status status = HUSH_OK;
+    server_key *sk = NULL;
+    HUSH_ENSURE((sk = calloc(1, sizeof *sk)) != NULL, HUSH_E_NOMEM, "out of memory");
+    HUSH_ENSURE((sk->base_url = strdup(base_url)) != NULL, HUSH_E_NOMEM, "out of memory");
+    *out = sk;
+    sk = NULL;
+cleanup:
+    free(sk);
+    return status;
+}
+
+/* The entry of `base_url`, made on first use (client lock held). */
+HUSH_MUST_USE
+static hush_status find_server_key(hush_client *c, const char *base_url, server_key **out,
+                                   hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    server_key *sk = c->server_keys;
+    while (sk != NULL && strcmp(sk->base_url, base_url) != 0)
+        sk = sk->next;
+    if (sk == NULL) {
+        HUSH_TRY(new_server_key(base_url, &sk, err));
+        sk->next = c->server_keys;
+        c->server_keys = sk;
     }
-    sk->next = c->server_keys;
-    c->server_keys = sk;
-    return sk;
+    *out = sk;
+cleanup:
+    return status;
 }
 
 static void push_waiter(hush_call **list, hush_call *call)
@@ -470,28 +541,25 @@ static void push_waiter(hush_call **list, hush_call *call)
     *list = call;
 }
 
-hush_status hush__client_keys_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
+/* A failure stored for every call that asks after it (client lock held). */
+HUSH_MUST_USE
+static hush_status stored_failure(hush_status code, const hush_error *stored, hush_error *err)
+{
+    if (err != NULL)
+        *err = *stored;
+    return code;
+}
+
+/* The server key part of keys_for (client lock held, client key ready). */
+HUSH_MUST_USE
+static hush_status server_key_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
                                   hush_error *err)
 {
     hush_status status = HUSH_OK;
-    *wait = *fetch = false;
-    pthread_mutex_lock(&c->lock);
-    if (c->key_pending) {
-        push_waiter(&c->key_waiters, call);
-        *wait = true;
-        goto done;
-    }
-    if (c->key_status != HUSH_OK) {
-        status = c->key_status;
-        if (err != NULL)
-            *err = c->key_error;
-        goto done;
-    }
-    server_key *sk = find_server_key(c, call->base_url, err);
-    if (sk == NULL) {
-        status = HUSH_E_NOMEM;
-        goto done;
-    }
+    server_key *sk = NULL;
+    call->client_key = c->key; /* both set once, before key_pending went false */
+    call->key_header = c->key_header;
+    HUSH_TRY(find_server_key(c, call->base_url, &sk, err));
     call->fetch_entry = sk;
     if (sk->key != NULL) {
         call->server_key = hush_pubkey_ref(sk->key);
@@ -501,21 +569,38 @@ hush_status hush__client_keys_for(hush_client *c, hush_call *call, bool *wait, b
         *wait = true;
     } else if (call->waited_fetch_id != 0 && call->waited_fetch_id == sk->failed_fetch_id) {
         /* The fetch this call waited for failed: so does the call. */
-        status = sk->failure.code;
-        if (err != NULL)
-            *err = sk->failure;
+        status = stored_failure(sk->failure.code, &sk->failure, err);
     } else {
         sk->fetching = true;
         sk->fetch_id++;
         *fetch = true;
     }
-done:
+cleanup:
+    return status;
+}
+
+/* The engine's keys_for hook (pipeline.h). */
+HUSH_MUST_USE
+static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
+                            hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    *wait = *fetch = false;
+    pthread_mutex_lock(&c->lock);
+    if (c->key_pending) {
+        push_waiter(&c->key_waiters, call);
+        *wait = true;
+    } else if (c->key_status != HUSH_OK) {
+        status = stored_failure(c->key_status, &c->key_error, err);
+    } else {
+        status = server_key_for(c, call, wait, fetch, err);
+    }
     pthread_mutex_unlock(&c->lock);
     return status;
 }
 
-void hush__client_fetch_done(hush_client *c, hush_call *call, hush_pubkey *key,
-                             const hush_error *failure)
+static void fetch_done(hush_client *c, hush_call *call, hush_pubkey *key,
+                       const hush_error *failure)
 {
     server_key *sk = call->fetch_entry;
     pthread_mutex_lock(&c->lock);
@@ -547,7 +632,7 @@ static bool unlink_waiter(hush_call **list, hush_call *call)
     return false;
 }
 
-void hush__client_forget(hush_client *c, hush_call *call)
+static void forget(hush_client *c, hush_call *call)
 {
     pthread_mutex_lock(&c->lock);
     if (!unlink_waiter(&c->key_waiters, call) && call->fetch_entry != NULL)
@@ -564,7 +649,8 @@ static bool counts_as_failure(hush_status outcome, int http_status)
            outcome == HUSH_E_RATE_LIMITED || http_status >= 500;
 }
 
-hush_status hush__client_admit(hush_client *c, bool *is_probe, hush_error *err)
+HUSH_MUST_USE
+static hush_status admit(hush_client *c, bool *is_probe, hush_error *err)
 {
     hush_status status = HUSH_OK;
     *is_probe = false;
@@ -586,7 +672,7 @@ hush_status hush__client_admit(hush_client *c, bool *is_probe, hush_error *err)
     return status;
 }
 
-void hush__client_record(hush_client *c, hush_status outcome, int http_status, bool is_probe)
+static void record(hush_client *c, hush_status outcome, int http_status, bool is_probe)
 {
     pthread_mutex_lock(&c->lock);
     if (is_probe)
@@ -604,8 +690,62 @@ void hush__client_record(hush_client *c, hush_status outcome, int http_status, b
     pthread_mutex_unlock(&c->lock);
 }
 
+/* ---- submitting --------------------------------------------------------- */
+
+/* Hand a built call to the engine; one refused never went out, so a probe
+ * it held is given back to the breaker. */
+HUSH_MUST_USE
+static hush_status start_call(hush_engine *e, hush_client *c, hush_call *call,
+                              hush_secbuf *request, hush_error *err)
+{
+    hush_status status = hush__engine_start(e, call, request, err);
+    if (status != HUSH_OK)
+        record(c, HUSH_E_CANCELLED, 0, call->is_probe);
+    return status;
+}
+
+/* A call with this client's settings, admitted by the breaker, started on
+ * `e`. `request` is taken over, even on failure. */
+HUSH_MUST_USE
+static hush_status submit(hush_engine *e, hush_client *c, hush_secbuf *request,
+                          const hush_call_options *opts, void *user_data, bool announce,
+                          hush_call **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_call *call = NULL;
+    hush_secbuf *handed = NULL;
+    bool is_probe = false;
+    HUSH_ENSURE(e != NULL && c != NULL && request != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_engine_submit: NULL argument");
+    *out = NULL;
+    HUSH_ENSURE(hush_secbuf_len(request) <= c->opts.max_request_bytes, HUSH_E_LIMIT,
+                "request of %zu bytes exceeds the limit of %zu bytes; nothing was sent",
+                hush_secbuf_len(request), c->opts.max_request_bytes);
+    HUSH_TRY(hush__call_new(c, &c->plan, user_data, announce, &call, err));
+    HUSH_TRY(call_settings(c, opts, call, err));
+    HUSH_TRY(admit(c, &is_probe, err));
+    call->is_probe = is_probe;
+    handed = request;
+    request = NULL; /* the engine's now, whatever it answers */
+    HUSH_TRY(start_call(e, c, call, handed, err));
+    *out = call;
+    call = NULL;
+cleanup:
+    hush_secbuf_free(request);
+    hush__call_release(call);
+    return status;
+}
+
+hush_status hush_engine_submit(hush_engine *e, hush_client *client, hush_secbuf *request,
+                               const hush_call_options *opts, void *user_data, hush_call **out,
+                               hush_error *err)
+{
+    return submit(e, client, request, opts, user_data, true, out, err);
+}
+
 /* ---- the synchronous call ----------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status sync_engine(hush_client *c, hush_engine **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -623,20 +763,18 @@ hush_status hush_client_complete_call(hush_client *c, hush_secbuf *request,
 {
     hush_status status = HUSH_OK;
     hush_engine *engine = NULL;
-    if (c == NULL || call == NULL) {
-        hush_secbuf_free(request);
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_client_complete_call: NULL argument");
-    }
+    hush_secbuf *handed = NULL;
+    HUSH_ENSURE(c != NULL && call != NULL, HUSH_E_ARGUMENT,
+                "hush_client_complete_call: NULL argument");
     *call = NULL;
-    status = sync_engine(c, &engine, err);
-    if (status != HUSH_OK) {
-        hush_secbuf_free(request);
-        return status;
-    }
-    HUSH_TRY(hush__engine_submit(engine, c, request, opts, NULL, false, call, err));
+    HUSH_TRY(sync_engine(c, &engine, err));
+    handed = request;
+    request = NULL; /* submit takes it over, whatever it answers */
+    HUSH_TRY(submit(engine, c, handed, opts, NULL, false, call, err));
     HUSH_TRY(hush_call_wait(*call, -1, err));
 cleanup:
-    if (status != HUSH_OK) {
+    hush_secbuf_free(request);
+    if (status != HUSH_OK && call != NULL) {
         hush_call_free(*call);
         *call = NULL;
     }
@@ -649,18 +787,52 @@ hush_status hush_client_complete(hush_client *c, hush_secbuf *request,
 {
     hush_status status = HUSH_OK;
     hush_call *call = NULL;
-    if (response == NULL) {
-        hush_secbuf_free(request);
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_client_complete: NULL argument");
-    }
+    hush_secbuf *handed = NULL;
+    HUSH_ENSURE(response != NULL, HUSH_E_ARGUMENT, "hush_client_complete: NULL argument");
     *response = NULL;
-    HUSH_TRY(hush_client_complete_call(c, request, opts, &call, err));
+    handed = request;
+    request = NULL; /* hush_client_complete_call takes it over */
+    HUSH_TRY(hush_client_complete_call(c, handed, opts, &call, err));
     HUSH_TRY(hush_call_result(call, response, err));
 cleanup:
+    hush_secbuf_free(request);
     hush_call_free(call);
     return status;
 }
 
-/* For the engine: a call's reference to its client. */
-hush_client *hush__client_retain(hush_client *c) { return client_retain(c); }
-void hush__client_release(hush_client *c) { client_release(c); }
+/* ---- what the engine is handed ---------------------------------------- */
+
+static const hush__call_hooks client_hooks = {
+    .keys_for = keys_for,
+    .fetch_done = fetch_done,
+    .forget = forget,
+    .record = record,
+    .retain = client_retain,
+    .release = client_release,
+};
+
+/* Once the options are copied and the share exists: the plan points into both. */
+static void fill_plan(hush_client *c)
+{
+    const hush_client_options *o = &c->opts;
+    c->plan = (hush__transfer_plan){
+        .endpoint = {
+            .connect_timeout_ms = o->connect_timeout_ms,
+            .timeout_ms = o->timeout_ms,
+            .user_agent = o->user_agent,
+            .ca_file = o->ca_file,
+            .ca_dir = o->ca_dir,
+            .client_cert = o->client_cert,
+            .client_cert_key = o->client_cert_key,
+            .tls_pin = o->tls_pin,
+        },
+        .share = c->share,
+        .retry = {o->max_retries, o->retry_base_ms, o->retry_max_ms},
+        .max_response_bytes = o->max_response_bytes,
+        .secmem_flags = o->secmem_flags,
+        .ask_attestation = o->require_attestation,
+        .server_key_fingerprint = o->server_key_fingerprint,
+        .attest_policy = c->attest_policy,
+        .hooks = &client_hooks,
+    };
+}

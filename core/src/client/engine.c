@@ -1,6 +1,9 @@
 /* engine.c — the request pipeline: one I/O thread on curl_multi, a worker
  * pool for the envelope cryptography, and an eventfd announcing completions.
- * Every call, synchronous or not, goes through here.
+ * Every call, synchronous or not, goes through here. It knows a call's
+ * client only as the plan and hooks the client handed it (pipeline.h);
+ * curl handle setup is in transfer.c, statuses and backoff in retry.c, a
+ * call's life and accessors in call.c.
  *
  * The I/O thread owns a call's progress; workers get a call only inside a
  * job and hand results back as events, so no field of a call is written by
@@ -13,14 +16,11 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <openssl/rand.h>
 
-#include "hushcall/client.h"
 #include "hushcall/engine.h"
 #include "hushcall/envelope_v1.h"
 #include "hushcall/json.h"
 #include "hushcall/secmem.h"
-#include "hushcall/version.h"
 #include "internal.h"
 #include "crypto/crypto_internal.h"
 #include "mem/mem_internal.h"
@@ -64,6 +64,7 @@ typedef struct transfer {
     /* The easy handle uses the client's curl share until it is cleaned up,
      * which may be after the call (and its reference) is gone. */
     hush_client *client;
+    const hush__call_hooks *hooks;
     bool is_fetch;
     unsigned char *body;
     size_t len, cap, limit;
@@ -97,54 +98,13 @@ struct hush_engine {
     hush_call *live; /* I/O thread only: every call not yet finished */
 };
 
-/* ---- calls -------------------------------------------------------------- */
-
-static hush_call *call_retain(hush_call *call)
-{
-    atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
-    return call;
-}
-
-static void call_release(hush_call *call)
-{
-    if (call == NULL || atomic_fetch_sub_explicit(&call->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    hush_secbuf_free(call->request);
-    hush_secbuf_free(call->package);
-    hush_pubkey_free(call->server_key);
-    hush_json_doc_free(call->response);
-    free(call->error_details);
-    hush__free_secret_string(call->api_key);
-    free(call->tier);
-    hush__free_secret_string(call->base_url); /* a URL may carry user:password@ */
-    hush__client_release(call->client);
-    pthread_cond_destroy(&call->finished);
-    pthread_mutex_destroy(&call->lock);
-    free(call);
-}
-
-/* A random (version 4) UUID, as X-Payload-ID. */
-static hush_status make_payload_id(char out[HUSH_PAYLOAD_ID_LEN + 1], hush_error *err)
-{
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof b) != 1)
-        return hush__fail_openssl(err, HUSH_E_CRYPTO, "RAND_bytes");
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, HUSH_PAYLOAD_ID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
-    return HUSH_OK;
-}
-
 /* ---- queues ------------------------------------------------------------- */
 
 static void free_event(event *ev)
 {
     hush_secbuf_free(ev->package);
     hush_json_doc_free(ev->response);
-    call_release(ev->call);
+    hush__call_release(ev->call);
     free(ev);
 }
 
@@ -177,7 +137,7 @@ static bool post(hush_engine *e, event_kind kind, hush_call *call, hush_status s
     if (ev == NULL)
         return false;
     ev->kind = kind;
-    ev->call = call_retain(call);
+    ev->call = hush__call_retain(call);
     ev->status = status;
     if (error != NULL)
         ev->error = *error;
@@ -196,7 +156,7 @@ static void free_job(job *j)
 {
     hush_secbuf_free(j->request);
     free(j->body);
-    call_release(j->call);
+    hush__call_release(j->call);
     free(j);
 }
 
@@ -233,7 +193,7 @@ static void free_transfer(hush_engine *e, transfer *t)
     curl_easy_cleanup(t->easy);
     hush__free_header_list(t->headers); /* its Authorization line holds the API key */
     free(t->body);
-    hush__client_release(t->client);
+    t->hooks->release(t->client);
     free(t);
 }
 
@@ -263,17 +223,18 @@ static void finish(hush_engine *e, hush_call *call, hush_status status, const hu
     free_transfer(e, call->transfer); /* still attached only when cancelled mid-exchange */
     call->transfer = NULL;
     unlink_live(e, call);
+    const hush__call_hooks *hooks = call->plan->hooks;
     if (call->stage == STAGE_KEYS)
-        hush__client_forget(call->client, call);
+        hooks->forget(call->client, call);
     if (call->stage == STAGE_FETCHING || (call->stage == STAGE_BACKOFF && call->backoff_fetch))
-        hush__client_fetch_done(call->client, call, NULL, NULL); /* hand the fetch over */
+        hooks->fetch_done(call->client, call, NULL, NULL); /* hand the fetch over */
     call->stage = STAGE_DONE;
     hush_secbuf_free(call->request);
     call->request = NULL;
     hush_secbuf_free(call->package);
     call->package = NULL;
     int http_status = error != NULL ? error->http_status : 0;
-    hush__client_record(call->client, status, http_status, call->is_probe);
+    hooks->record(call->client, status, http_status, call->is_probe);
 
     pthread_mutex_lock(&call->lock);
     call->done = true;
@@ -288,7 +249,7 @@ static void finish(hush_engine *e, hush_call *call, hush_status status, const hu
      * the fd is readable, and a drained call is always done. */
     if (call->announce && !atomic_load(&call->user_released)) {
         pthread_mutex_lock(&e->lock);
-        call_retain(call);
+        hush__call_retain(call);
         if (e->completed_tail != NULL)
             e->completed_tail->done_next = call;
         else
@@ -301,7 +262,7 @@ static void finish(hush_engine *e, hush_call *call, hush_status status, const hu
     }
     pthread_cond_broadcast(&call->finished);
     pthread_mutex_unlock(&call->lock);
-    call_release(call);
+    hush__call_release(call);
 }
 
 static void fail(hush_engine *e, hush_call *call, hush_status status, const hush_error *error)
@@ -341,216 +302,140 @@ static size_t on_body(char *data, size_t size, size_t count, void *userdata)
     return n;
 }
 
-void hush__free_header_list(struct curl_slist *list)
+/* The headers of a POST: the client's key, the payload id, the tier and
+ * the API key (wiped with the list). */
+HUSH_MUST_USE
+static hush_status build_post_headers(const hush_call *call, struct curl_slist **list)
 {
-    for (struct curl_slist *line = list; line != NULL; line = line->next)
-        hush__wipe_string(line->data);
-    curl_slist_free_all(list);
+    hush_status status = HUSH_OK;
+    hush_error *err = NULL; /* any failure is reported as the set-up failing */
+    char bearer[512];
+    bearer[0] = '\0';
+    HUSH_TRY(hush__header_add(list, call->key_header, NULL, err));
+    HUSH_TRY(hush__header_add(list, "X-Payload-ID", call->payload_id, err));
+    HUSH_TRY(hush__header_add(list, "Content-Type", "application/octet-stream", err));
+    HUSH_TRY(hush__header_add(list, "Expect", "", err)); /* no 100-continue round trip */
+    if (call->tier != NULL)
+        HUSH_TRY(hush__header_add(list, "X-Security-Tier", call->tier, err));
+    /* a gateway quotes a standard-tier answer only when asked */
+    if (call->plan->ask_attestation)
+        HUSH_TRY(hush__header_add(list, "X-Attestation", "required", err));
+    if (call->api_key != NULL) {
+        int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);
+        HUSH_ENSURE(n > 0 && (size_t)n < sizeof bearer, HUSH_E_INTERNAL, "api_key is too long");
+        HUSH_TRY(hush__header_add(list, "Authorization", bearer, err));
+    }
+cleanup:
+    hush_memzero(bearer, sizeof bearer);
+    return status;
 }
 
-/* The line may carry the API key: it is wiped once curl has copied it. */
-static bool add_header(struct curl_slist **list, const char *name, const char *value)
+/* The easy handle of one exchange: shared options, then this one's own. */
+HUSH_MUST_USE
+static hush_status set_up_easy(hush_call *call, transfer *t)
 {
-    char line[1024];
-    int n = snprintf(line, sizeof line, "%s: %s", name, value);
-    struct curl_slist *grown = NULL;
-    if (n > 0 && (size_t)n < sizeof line)
-        grown = curl_slist_append(*list, line);
-    hush_memzero(line, sizeof line);
-    if (grown == NULL)
-        return false;
-    *list = grown;
-    return true;
-}
-
-/* Options every exchange with the endpoint gets: timeouts, TLS, no redirects. */
-static CURLcode set_common_options(CURL *easy, const hush_client_options *o, transfer *t)
-{
+    hush_status status = HUSH_OK;
+    hush_error *err = NULL; /* any failure is reported as the set-up failing */
+    char url[2048];
+    snprintf(url, sizeof url, "%s%s", call->base_url,
+             t->is_fetch ? "/pki/public_key" : "/v1/chat/secure_completion");
     CURLcode rc = CURLE_OK;
+    HUSH_ENSURE((t->easy = curl_easy_init()) != NULL, HUSH_E_INTERNAL, "curl_easy_init");
+    HUSH_TRY(hush__curl_setup(t->easy, &call->plan->endpoint, "HTTP transfer", false, err));
 #define SET(opt, val) \
     if (rc == CURLE_OK) \
-        rc = curl_easy_setopt(easy, opt, val)
+        rc = curl_easy_setopt(t->easy, opt, val)
     SET(CURLOPT_PRIVATE, t);
-    SET(CURLOPT_SHARE, t->call->client->share);
-    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_SHARE, call->plan->share);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, t);
     SET(CURLOPT_ERRORBUFFER, t->errbuf);
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    SET(CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
-    SET(CURLOPT_TIMEOUT_MS, o->timeout_ms);
-    SET(CURLOPT_USERAGENT, o->user_agent != NULL ? o->user_agent : "hushcall/" HUSHCALL_VERSION);
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
     SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    if (o->ca_file != NULL)
-        SET(CURLOPT_CAINFO, o->ca_file);
-    if (o->ca_dir != NULL)
-        SET(CURLOPT_CAPATH, o->ca_dir);
-    if (o->client_cert != NULL)
-        SET(CURLOPT_SSLCERT, o->client_cert);
-    if (o->client_cert_key != NULL)
-        SET(CURLOPT_SSLKEY, o->client_cert_key);
-    if (o->tls_pin != NULL)
-        SET(CURLOPT_PINNEDPUBLICKEY, o->tls_pin);
+    SET(CURLOPT_URL, url);
+    if (t->is_fetch) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else {
+        HUSH_TRY(build_post_headers(call, &t->headers));
+        SET(CURLOPT_HTTPHEADER, t->headers);
+        SET(CURLOPT_POSTFIELDS, hush_secbuf_data(call->package));
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)hush_secbuf_len(call->package));
+    }
 #undef SET
-    return rc;
+    HUSH_ENSURE(rc == CURLE_OK, HUSH_E_INTERNAL, "curl_easy_setopt");
+cleanup:
+    hush_memzero(url, sizeof url); /* curl copied it, user:password@ included */
+    return status;
 }
 
 /* POST the sealed package (or GET the server key) on the I/O thread. */
 static void start_transfer(hush_engine *e, hush_call *call, bool is_fetch)
 {
-    const hush_client_options *o = &call->client->opts;
-    char url[2048];
-    transfer *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        call->stage = is_fetch ? STAGE_FETCHING : STAGE_SENDING;
-        fail_with(e, call, HUSH_E_NOMEM, "out of memory");
-        return;
-    }
     /* The stage first: should setting up fail, finish() must know this call
      * held the key fetch, and hand it over. */
     call->stage = is_fetch ? STAGE_FETCHING : STAGE_SENDING;
-    t->call = call;
-    t->client = hush__client_retain(call->client);
-    t->is_fetch = is_fetch;
-    t->limit = is_fetch ? KEY_BODY_MAX : o->max_response_bytes / 3 * 4 + PACKAGE_OVERHEAD;
-    call->transfer = t;
-    snprintf(url, sizeof url, "%s%s", call->base_url,
-             is_fetch ? "/pki/public_key" : "/v1/chat/secure_completion");
-    bool ok = (t->easy = curl_easy_init()) != NULL &&
-              set_common_options(t->easy, o, t) == CURLE_OK &&
-              curl_easy_setopt(t->easy, CURLOPT_URL, url) == CURLE_OK;
-    hush_memzero(url, sizeof url); /* curl copied it, user:password@ included */
-    if (ok && is_fetch) {
-        call->fetch_attempts++;
-        ok = curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L) == CURLE_OK;
-    } else if (ok) {
-        call->attempts++;
-        pthread_mutex_lock(&call->client->lock); /* the key header is set once, under the lock */
-        struct curl_slist *keyed = curl_slist_append(NULL, call->client->key_header);
-        pthread_mutex_unlock(&call->client->lock);
-        t->headers = keyed;
-        ok = keyed != NULL && add_header(&t->headers, "X-Payload-ID", call->payload_id) &&
-             add_header(&t->headers, "Content-Type", "application/octet-stream") &&
-             add_header(&t->headers, "Expect", "") /* no 100-continue round trip */ &&
-             (call->tier == NULL || add_header(&t->headers, "X-Security-Tier", call->tier)) &&
-             /* a gateway quotes a standard-tier answer only when asked */
-             (!call->client->opts.require_attestation ||
-              add_header(&t->headers, "X-Attestation", "required"));
-        if (ok && call->api_key != NULL) {
-            char bearer[512];
-            int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);
-            ok = n > 0 && (size_t)n < sizeof bearer && add_header(&t->headers, "Authorization", bearer);
-            hush_memzero(bearer, sizeof bearer);
-        }
-        ok = ok && curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers) == CURLE_OK &&
-             curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, hush_secbuf_data(call->package)) ==
-                 CURLE_OK &&
-             curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                              (curl_off_t)hush_secbuf_len(call->package)) == CURLE_OK;
+    transfer *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        fail_with(e, call, HUSH_E_NOMEM, "out of memory");
+        return;
     }
-    if (!ok || curl_multi_add_handle(e->multi, t->easy) != CURLM_OK)
+    t->call = call;
+    t->hooks = call->plan->hooks;
+    t->client = t->hooks->retain(call->client);
+    t->is_fetch = is_fetch;
+    t->limit = is_fetch ? KEY_BODY_MAX
+                        : call->plan->max_response_bytes / 3 * 4 + PACKAGE_OVERHEAD;
+    call->transfer = t;
+    if (is_fetch)
+        call->fetch_attempts++;
+    else
+        call->attempts++;
+    if (set_up_easy(call, t) != HUSH_OK || curl_multi_add_handle(e->multi, t->easy) != CURLM_OK)
         fail_with(e, call, HUSH_E_INTERNAL, "could not set up the HTTP transfer");
 }
 
 /* ---- classifying an exchange ------------------------------------------ */
 
-static hush_status status_for_http(long code)
-{
-    switch (code) {
-    case 400: return HUSH_E_BAD_REQUEST;
-    case 401: return HUSH_E_UNAUTHORIZED;
-    case 403: return HUSH_E_FORBIDDEN;
-    case 429: return HUSH_E_RATE_LIMITED;
-    case 500: return HUSH_E_SERVER;
-    case 503: return HUSH_E_UNAVAILABLE;
-    default: return HUSH_E_HTTP;
-    }
-}
-
-static hush_status status_for_curl(CURLcode rc, const transfer *t)
-{
-    if (t->too_large)
-        return HUSH_E_LIMIT;
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT: return HUSH_E_TIMEOUT;
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: return HUSH_E_PIN;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_USE_SSL_FAILED: return HUSH_E_TLS;
-    case CURLE_OUT_OF_MEMORY: return HUSH_E_NOMEM;
-    default: return HUSH_E_CONNECTION;
-    }
-}
-
-/* Retry-After in milliseconds (delta seconds or an HTTP date), or -1. */
-static long retry_after_ms(CURL *easy)
-{
-    struct curl_header *h = NULL;
-    if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
-        return -1;
-    char *end;
-    long seconds = strtol(h->value, &end, 10);
-    if (end != h->value && *end == '\0' && seconds >= 0)
-        return seconds > LONG_MAX / 1000 ? LONG_MAX : seconds * 1000;
-    time_t when = curl_getdate(h->value, NULL);
-    if (when < 0)
-        return -1;
-    double delta = difftime(when, time(NULL));
-    return delta > 0 ? (long)(delta * 1000) : 0;
-}
-
-/* Schedule a retry; false when none is left or the server asks for a
- * longer wait than retry_max_ms allows (retrying early would be rude). */
+/* Schedule a retry under the plan's policy (retry.c); false when none. */
 static bool schedule_retry(hush_call *call, bool is_fetch, long server_wait_ms)
 {
-    const hush_client_options *o = &call->client->opts;
+    long wait;
     unsigned done = is_fetch ? call->fetch_attempts : call->attempts;
-    if (done > o->max_retries)
+    if (!hush__retry_delay(&call->plan->retry, done, server_wait_ms, &wait))
         return false;
-    if (server_wait_ms > o->retry_max_ms)
-        return false;
-    /* Exponential backoff with jitter: half the step fixed, half random. */
-    long step = o->retry_base_ms;
-    for (unsigned i = 1; i < done && step < o->retry_max_ms; i++)
-        step *= 2;
-    if (step > o->retry_max_ms)
-        step = o->retry_max_ms;
-    unsigned short r = 0;
-    RAND_bytes((unsigned char *)&r, sizeof r);
-    long wait = step / 2 + (long)((double)(step - step / 2) * r / 65535.0);
-    if (server_wait_ms > wait)
-        wait = server_wait_ms;
     call->wake_at = hush__after_ms(hush__now(), wait);
     call->backoff_fetch = is_fetch;
     call->stage = STAGE_BACKOFF;
     return true;
 }
 
+/* The fetched body as an RSA key; HUSH_E_KEY, with the parser's reason. */
+HUSH_MUST_USE
+static hush_status read_server_key(const transfer *t, hush_pubkey **key, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_error parse;
+    hush_error_clear(&parse);
+    HUSH_ENSURE(hush_pubkey_from_pem(t->body, t->len, key, &parse) == HUSH_OK, HUSH_E_KEY,
+                "the server's /pki/public_key is not a usable RSA key (%s)", parse.message);
+cleanup:
+    return status;
+}
+
 /* The fetched body as the server key, checked against the pin. */
+HUSH_MUST_USE
 static hush_status accept_server_key(hush_call *call, const transfer *t, hush_pubkey **key,
                                      hush_error *err)
 {
     hush_status status = HUSH_OK;
     char fp[HUSH_FINGERPRINT_LEN];
-    const char *pin = call->client->opts.server_key_fingerprint;
-    if (hush_pubkey_from_pem(t->body, t->len, key, err) != HUSH_OK)
-        return hush__fail(err, HUSH_E_KEY, "the server's /pki/public_key is not a usable RSA key "
-                          "(%s)", err != NULL ? err->message : "");
-    if (pin == NULL)
-        return HUSH_OK;
-    HUSH_TRY(hush_pubkey_fingerprint(*key, fp, err));
-    HUSH_ENSURE(strcmp(fp, pin) == 0, HUSH_E_PIN,
-                "the server's envelope key does not match the pinned fingerprint; "
-                "nothing was sent");
+    const char *pin = call->plan->server_key_fingerprint;
+    HUSH_TRY(read_server_key(t, key, err));
+    if (pin != NULL) {
+        HUSH_TRY(hush_pubkey_fingerprint(*key, fp, err));
+        HUSH_ENSURE(strcmp(fp, pin) == 0, HUSH_E_PIN,
+                    "the server's envelope key does not match the pinned fingerprint; "
+                    "nothing was sent");
+    }
 cleanup:
     if (status != HUSH_OK) {
         hush_pubkey_free(*key);
@@ -570,7 +455,7 @@ static void fetch_done(hush_engine *e, hush_call *call, transfer *t, hush_status
     if (status != HUSH_OK && retryable && schedule_retry(call, true, wait_ms))
         return;
     call->stage = STAGE_KEYS; /* no longer the fetcher, whatever happens next */
-    hush__client_fetch_done(call->client, call, key, status == HUSH_OK ? NULL : err);
+    call->plan->hooks->fetch_done(call->client, call, key, status == HUSH_OK ? NULL : err);
     if (status == HUSH_OK)
         post_seal_job(e, call);
     else
@@ -594,7 +479,7 @@ static void transfer_done(hush_engine *e, transfer *t, CURLcode rc)
     long wait_ms = -1;
 
     if (rc != CURLE_OK) {
-        status = status_for_curl(rc, t);
+        status = hush__status_for_curl(rc, t->too_large);
         retryable = status == HUSH_E_CONNECTION;
         if (status == HUSH_E_LIMIT)
             status = hush__fail(&err, status, "the server's answer exceeds %zu bytes", t->limit);
@@ -602,9 +487,9 @@ static void transfer_done(hush_engine *e, transfer *t, CURLcode rc)
             status = hush__fail(&err, status, "%s: %s", curl_easy_strerror(rc),
                                 t->errbuf[0] ? t->errbuf : "no detail");
     } else if (http != 200) {
-        status = status_for_http(http);
+        status = hush__status_for_http(http);
         retryable = http == 429 || http == 503;
-        wait_ms = retry_after_ms(t->easy);
+        wait_ms = hush__retry_after_ms(t->easy);
         status = hush__fail(&err, status, "the server answered HTTP %ld (%s)", http,
                    hush_strerror(status));
         err.http_status = (int)http;
@@ -631,7 +516,7 @@ static void post_seal_job(hush_engine *e, hush_call *call)
         return;
     }
     j->kind = JOB_SEAL;
-    j->call = call_retain(call);
+    j->call = hush__call_retain(call);
     j->request = call->request; /* the worker owns the plaintext now */
     call->request = NULL;
     call->stage = STAGE_SEALING;
@@ -646,7 +531,7 @@ static void post_open_job(hush_engine *e, hush_call *call, transfer *t)
         return;
     }
     j->kind = JOB_OPEN;
-    j->call = call_retain(call);
+    j->call = hush__call_retain(call);
     j->body = t->body; /* the job owns the sealed answer now */
     j->body_len = t->len;
     t->body = NULL;
@@ -660,7 +545,7 @@ static void advance_keys(hush_engine *e, hush_call *call)
     hush_error err;
     hush_error_clear(&err);
     call->stage = STAGE_KEYS;
-    hush_status status = hush__client_keys_for(call->client, call, &wait, &fetch, &err);
+    hush_status status = call->plan->hooks->keys_for(call->client, call, &wait, &fetch, &err);
     if (status != HUSH_OK)
         fail(e, call, status, &err);
     else if (fetch)
@@ -794,18 +679,17 @@ static void run_seal(hush_engine *e, worker *w, job *j)
 static void run_open(hush_engine *e, job *j)
 {
     hush_call *call = j->call;
-    const hush_client_options *o = &call->client->opts;
+    const hush__transfer_plan *plan = call->plan;
     hush_error err;
     hush_error_clear(&err);
     hush_json_doc *doc = NULL;
     hush__attest_rule rule = {
-        .policy = call->client->attest_policy,
-        .required = o->require_attestation ||
-                    (call->tier != NULL && strcmp(call->tier, "maximum") == 0),
+        .policy = plan->attest_policy,
+        .required = call->attestation_required,
     };
-    hush_status status = hush__response_open(call->client->key, j->body, j->body_len,
-                                             o->max_response_bytes, call->payload_id, &rule,
-                                             o->secmem_flags, &doc, &err);
+    hush_status status = hush__response_open(call->client_key, j->body, j->body_len,
+                                             plan->max_response_bytes, call->payload_id, &rule,
+                                             plan->secmem_flags, &doc, &err);
     if (!post(e, EV_OPENED, call, status, &err, NULL, doc))
         hush_json_doc_free(doc);
 }
@@ -860,7 +744,7 @@ static void engine_release_resources(hush_engine *e)
     }
     for (hush_call *c = e->completed, *next; c != NULL; c = next) {
         next = c->done_next;
-        call_release(c);
+        hush__call_release(c);
     }
     if (e->multi != NULL)
         curl_multi_cleanup(e->multi);
@@ -978,7 +862,7 @@ size_t hush_engine_drain(hush_engine *e, hush_call **calls, size_t max)
     pthread_mutex_unlock(&e->lock);
     while (released != NULL) {
         hush_call *next = released->done_next;
-        call_release(released);
+        hush__call_release(released);
         released = next;
     }
     return n;
@@ -986,62 +870,18 @@ size_t hush_engine_drain(hush_engine *e, hush_call **calls, size_t max)
 
 /* ---- submitting --------------------------------------------------------- */
 
-hush_status hush__engine_submit(hush_engine *e, hush_client *client, hush_secbuf *request,
-                                const hush_call_options *opts, void *user_data, bool announce,
-                                hush_call **out, hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    hush_call *call = NULL;
-    bool is_probe = false;
-
-    HUSH_ENSURE(e != NULL && client != NULL && request != NULL && out != NULL, HUSH_E_ARGUMENT,
-                "hush_engine_submit: NULL argument");
-    *out = NULL;
-    HUSH_ENSURE(hush_secbuf_len(request) <= client->opts.max_request_bytes, HUSH_E_LIMIT,
-                "request of %zu bytes exceeds the limit of %zu bytes; nothing was sent",
-                hush_secbuf_len(request), client->opts.max_request_bytes);
-    HUSH_ENSURE((call = calloc(1, sizeof *call)) != NULL, HUSH_E_NOMEM, "out of memory");
-    atomic_init(&call->refs, 2); /* the caller's, and the engine's until finish() */
-    atomic_init(&call->user_released, false);
-    pthread_mutex_init(&call->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&call->finished, &attr);
-    pthread_condattr_destroy(&attr);
-    call->engine = e;
-    call->client = hush__client_retain(client);
-    call->user_data = user_data;
-    call->announce = announce;
-    call->stage = STAGE_QUEUED;
-    HUSH_TRY(hush__client_call_settings(client, opts, call, err));
-    HUSH_TRY(make_payload_id(call->payload_id, err));
-    HUSH_TRY(hush__client_admit(client, &is_probe, err));
-    call->is_probe = is_probe;
-    call->request = request;
-    request = NULL;
-
-    if (!post(e, EV_START, call, HUSH_OK, NULL, NULL, NULL)) {
-        hush__client_record(client, HUSH_E_CANCELLED, 0, is_probe);
-        status = hush__fail(err, HUSH_E_CANCELLED, "the engine is shutting down (or out of memory)");
-        goto cleanup;
-    }
-    *out = call;
-    call = NULL;
-cleanup:
-    hush_secbuf_free(request);
-    if (call != NULL) {
-        atomic_store(&call->refs, 1);
-        call_release(call);
-    }
-    return status;
-}
-
-hush_status hush_engine_submit(hush_engine *e, hush_client *client, hush_secbuf *request,
-                               const hush_call_options *opts, void *user_data, hush_call **out,
+hush_status hush__engine_start(hush_engine *e, hush_call *call, hush_secbuf *request,
                                hush_error *err)
 {
-    return hush__engine_submit(e, client, request, opts, user_data, true, out, err);
+    hush_status status = HUSH_OK;
+    call->engine = e;
+    call->request = request; /* the call owns it now: freed with the call */
+    hush__call_retain(call); /* the engine's, until finish() */
+    if (!post(e, EV_START, call, HUSH_OK, NULL, NULL, NULL)) {
+        hush__call_release(call);
+        status = hush__fail(err, HUSH_E_CANCELLED, "the engine is shutting down (or out of memory)");
+    }
+    return status;
 }
 
 void hush__call_resume(hush_call *call)
@@ -1051,100 +891,7 @@ void hush__call_resume(hush_call *call)
     post(call->engine, EV_RESUME, call, HUSH_OK, NULL, NULL, NULL);
 }
 
-/* ---- calls, for the caller --------------------------------------------- */
-
-bool hush_call_done(hush_call *call)
+void hush__call_post_cancel(hush_call *call)
 {
-    if (call == NULL)
-        return false;
-    pthread_mutex_lock(&call->lock);
-    bool done = call->done;
-    pthread_mutex_unlock(&call->lock);
-    return done;
-}
-
-hush_status hush_call_wait(hush_call *call, long timeout_ms, hush_error *err)
-{
-    if (call == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_call_wait: call is NULL");
-    struct timespec deadline = hush__after_ms(hush__now(), timeout_ms > 0 ? timeout_ms : 0);
-    hush_status status = HUSH_OK;
-    pthread_mutex_lock(&call->lock);
-    while (!call->done && status == HUSH_OK) {
-        if (timeout_ms < 0)
-            pthread_cond_wait(&call->finished, &call->lock);
-        else if (pthread_cond_timedwait(&call->finished, &call->lock, &deadline) == ETIMEDOUT &&
-                 !call->done)
-            status = hush__fail(err, HUSH_E_TIMEOUT, "the call is not done after %ld ms",
-                                timeout_ms);
-    }
-    pthread_mutex_unlock(&call->lock);
-    return status;
-}
-
-hush_status hush_call_result(hush_call *call, hush_json_doc **response, hush_error *err)
-{
-    if (call == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_call_result: call is NULL");
-    if (response != NULL)
-        *response = NULL;
-    pthread_mutex_lock(&call->lock);
-    hush_status status = call->done ? call->status : HUSH_E_ARGUMENT;
-    if (!call->done)
-        status = hush__fail(err, HUSH_E_ARGUMENT, "the call is not done yet");
-    else if (status != HUSH_OK && err != NULL)
-        *err = call->error;
-    else if (err != NULL)
-        hush_error_clear(err);
-    if (call->done && status == HUSH_OK && response != NULL) {
-        *response = call->response;
-        call->response = NULL;
-    }
-    pthread_mutex_unlock(&call->lock);
-    return status;
-}
-
-const char *hush_call_error_details(hush_call *call, size_t *len)
-{
-    /* Once done, the details are final: read without the lock. */
-    if (!hush_call_done(call) || call->error_details == NULL)
-        return NULL;
-    if (len != NULL)
-        *len = call->error_details_len;
-    return call->error_details;
-}
-
-const char *hush_call_payload_id(const hush_call *call) { return call ? call->payload_id : NULL; }
-void *hush_call_user_data(hush_call *call) { return call ? call->user_data : NULL; }
-
-unsigned hush_call_attempts(hush_call *call)
-{
-    if (call == NULL)
-        return 0;
-    /* Written by the I/O thread; final once the call is done. */
-    pthread_mutex_lock(&call->lock);
-    unsigned attempts = call->done ? call->attempts : 0;
-    pthread_mutex_unlock(&call->lock);
-    return attempts;
-}
-
-void hush_call_cancel(hush_call *call)
-{
-    if (call == NULL)
-        return;
-    /* Posting under the call's lock: the call cannot finish meanwhile, so
-     * its engine is still there to take the event. */
-    pthread_mutex_lock(&call->lock);
-    if (!call->done)
-        post(call->engine, EV_CANCEL, call, HUSH_E_CANCELLED, NULL, NULL, NULL);
-    pthread_mutex_unlock(&call->lock);
-}
-
-void hush_call_free(hush_call *call)
-{
-    if (call == NULL)
-        return;
-    atomic_store(&call->user_released, true);
-    hush_call_cancel(call);
-    call_release(call);
+    post(call->engine, EV_CANCEL, call, HUSH_E_CANCELLED, NULL, NULL, NULL);
 }

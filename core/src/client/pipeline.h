@@ -1,5 +1,6 @@
-/* pipeline.h — what the client (client.c), the engine (engine.c) and the
- * response builder (response.c) share about a request in flight.
+/* pipeline.h — what the client (client.c), the engine (engine.c with
+ * call.c, retry.c and transfer.c) and the response builder (response.c)
+ * share about a request in flight.
  *
  * Lock order: client lock, then call lock, then engine lock; never the
  * reverse. A cancel posts to the engine while holding the call's lock, so
@@ -19,6 +20,8 @@
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
 #include "hushcall/keys.h"
+#include "hushcall/secmem.h"
+#include "transfer.h"
 
 #define HUSH_PAYLOAD_ID_LEN 36
 
@@ -33,6 +36,57 @@ typedef struct server_key {
     hush_error failure;
     hush_call *waiters;          /* linked through waiter_next */
 } server_key;
+
+/* ---- the engine's interface: what a call hands it ----------------------
+ *
+ * The dependency runs one way: client.c knows the engine, the engine (I/O
+ * loop, workers, curl) knows nothing of the client's options, keys or
+ * breaker. A client fills one transfer plan (its endpoint options, retry
+ * policy, limits and the hooks below) and points each call at it; the
+ * engine reads the plan and the call, and reaches the client only through
+ * the hooks, function pointers rather than symbols, so the engine links
+ * and reasons without client.c. The hooks are exactly the moments the
+ * client must see: keys wanted, a key fetch over, a call forgotten, an
+ * outcome for the breaker, and the reference that keeps the plan alive. */
+typedef struct hush__call_hooks {
+    /* Get a call the keys it needs before sealing. HUSH_OK and neither
+     * flag: call->client_key, key_header and server_key are set. *wait:
+     * the call is linked as a waiter and will be resumed. *fetch: this call
+     * must fetch the server key. Anything else: a failure. */
+    hush_status (*keys_for)(hush_client *client, hush_call *call, bool *wait, bool *fetch,
+                            hush_error *err);
+    /* The fetch this call made has ended: store the key (taken over) or
+     * the failure, resume every waiter. Neither: the fetcher gave up. */
+    void (*fetch_done)(hush_client *client, hush_call *call, hush_pubkey *key,
+                       const hush_error *failure);
+    /* Unlink a finished call from whatever waiter list holds it. */
+    void (*forget)(hush_client *client, hush_call *call);
+    /* How the call ended, for the circuit breaker. */
+    void (*record)(hush_client *client, hush_status outcome, int http_status, bool is_probe);
+    /* References that keep the client (and so the plan and the curl share)
+     * alive while a call or an easy handle uses them. */
+    hush_client *(*retain)(hush_client *client);
+    void (*release)(hush_client *client);
+} hush__call_hooks;
+
+/* The retry policy of retry.c. */
+typedef struct hush__retry_policy {
+    unsigned max_retries;
+    long retry_base_ms, retry_max_ms;
+} hush__retry_policy;
+
+/* Everything a client's calls share, fixed when the client is made. */
+typedef struct hush__transfer_plan {
+    hush__curl_endpoint endpoint;
+    CURLSH *share;                     /* DNS and TLS sessions */
+    hush__retry_policy retry;
+    size_t max_response_bytes;
+    unsigned secmem_flags;
+    bool ask_attestation;              /* send X-Attestation: required */
+    const char *server_key_fingerprint; /* the pin of the envelope key, or NULL */
+    const hush_attest_policy *attest_policy;
+    const hush__call_hooks *hooks;
+} hush__transfer_plan;
 
 typedef enum breaker_state { BREAKER_CLOSED, BREAKER_OPEN } breaker_state;
 
@@ -62,6 +116,7 @@ struct hush_client {
     bool probe_in_flight;
 
     hush_engine *sync_engine; /* started by the first hush_client_complete */
+    hush__transfer_plan plan; /* what its calls hand the engine */
 
     /* DNS results and TLS sessions shared by every engine the client's calls
      * run on (connections stay per engine: libcurl does not share those
@@ -84,18 +139,22 @@ typedef enum call_stage {
 struct hush_call {
     atomic_uint refs;
     hush_engine *engine;
-    hush_client *client; /* a reference */
+    hush_client *client; /* a reference; the engine only hands it back to the hooks */
+    const hush__transfer_plan *plan; /* the client's */
     void *user_data;
     bool announce;       /* submitted through hush_engine_submit */
     char payload_id[HUSH_PAYLOAD_ID_LEN + 1];
     char *api_key, *tier, *base_url; /* this call's effective settings */
     bool is_probe;       /* the circuit breaker's half-open probe */
+    bool attestation_required; /* an answer whose quote fails is withheld */
 
     /* Touched only by the I/O thread (and by workers while they own the call). */
     call_stage stage;
     hush_secbuf *request; /* plaintext until sealed */
     hush_secbuf *package; /* sealed body, reused by retries */
     hush_pubkey *server_key;
+    const hush_keypair *client_key; /* the client's, set with key_header by keys_for */
+    const char *key_header;   /* "X-Public-Key: ..." */
     server_key *fetch_entry;  /* the entry this call fetches or waits on */
     uint64_t waited_fetch_id; /* the fetch it waited for */
     hush_call *waiter_next;   /* guarded by the client's lock */
@@ -118,45 +177,39 @@ struct hush_call {
     hush_json_doc *response;
 };
 
-/* ---- client.c, for the engine --------------------------------------- */
+/* ---- call.c ------------------------------------------------------------- */
 
-/* Fill a call's api_key, tier and base_url from the overrides and the
- * client's options, checked as hush_client_new checks the options. */
+/* A new call (one reference: the caller's) bound to `client`'s plan, with a
+ * fresh payload id; the client's settings are the caller's to fill. */
 HUSH_MUST_USE
-hush_status hush__client_call_settings(hush_client *client, const hush_call_options *opts,
-                                       hush_call *call, hush_error *err);
-/* A call's reference to its client (not the caller's handle). */
-hush_client *hush__client_retain(hush_client *client);
-void hush__client_release(hush_client *client);
+hush_status hush__call_new(hush_client *client, const hush__transfer_plan *plan, void *user_data,
+                           bool announce, hush_call **out, hush_error *err);
+hush_call *hush__call_retain(hush_call *call);
+void hush__call_release(hush_call *call);
 
-/* Get a call the keys it needs before sealing. HUSH_OK and neither flag:
- * the client key is ready and call->server_key is set. *wait: the call is
- * linked as a waiter and will be resumed. *fetch: this call must fetch the
- * server key (call->fetch_entry says which). Anything else: a failure. */
+/* ---- engine.c ----------------------------------------------------------- */
+
+/* Hand a call to the engine with its plaintext request (taken over, even on
+ * failure). HUSH_E_CANCELLED when the engine is stopping or out of memory. */
 HUSH_MUST_USE
-hush_status hush__client_keys_for(hush_client *client, hush_call *call, bool *wait, bool *fetch,
-                                  hush_error *err);
-/* The fetch this call made has ended: store the key (or the failure) and
- * resume every waiter. `key` is taken over. */
-void hush__client_fetch_done(hush_client *client, hush_call *call, hush_pubkey *key,
-                             const hush_error *failure);
-/* Unlink a cancelled call from whatever waiter list holds it; a call that
- * was fetching hands the fetch over to its waiters. */
-void hush__client_forget(hush_client *client, hush_call *call);
-/* The circuit breaker: may this call go out, and how did it end. */
-HUSH_MUST_USE
-hush_status hush__client_admit(hush_client *client, bool *is_probe, hush_error *err);
-void hush__client_record(hush_client *client, hush_status outcome, int http_status,
-                         bool is_probe);
-
-/* ---- engine.c, for the client ----------------------------------------- */
-
+hush_status hush__engine_start(hush_engine *engine, hush_call *call, hush_secbuf *request,
+                               hush_error *err);
 /* Re-examine a waiting call (a key it waited for is ready or failed). */
 void hush__call_resume(hush_call *call);
-HUSH_MUST_USE
-hush_status hush__engine_submit(hush_engine *engine, hush_client *client, hush_secbuf *request,
-                                const hush_call_options *opts, void *user_data, bool announce,
-                                hush_call **out, hush_error *err);
+/* Ask the engine to end the call cancelled (call lock held, call not done). */
+void hush__call_post_cancel(hush_call *call);
+
+/* ---- retry.c ------------------------------------------------------------ */
+
+hush_status hush__status_for_http(long code);
+hush_status hush__status_for_curl(CURLcode rc, bool too_large);
+/* Retry-After in milliseconds (delta seconds or an HTTP date), or -1. */
+long hush__retry_after_ms(CURL *easy);
+/* The wait before retry number `done` (attempts made so far); false when
+ * none is left or the server asks for a longer wait than retry_max_ms
+ * allows (retrying early would be rude). */
+bool hush__retry_delay(const hush__retry_policy *policy, unsigned done, long server_wait_ms,
+                       long *wait_ms);
 
 /* ---- response.c -------------------------------------------------------- */
 
@@ -205,13 +258,5 @@ static inline long hush__ms_between(struct timespec from, struct timespec to)
 {
     return (long)(to.tv_sec - from.tv_sec) * 1000 + (to.tv_nsec - from.tv_nsec) / 1000000L;
 }
-
-/* ---- header lists (engine.c; the server's upstream uses it too) ------ */
-
-/* Wipe every line of a curl header list (curl_slist_append copies the
- * line, an "Authorization: Bearer" one included), then free the list
- * (engine.c, where the client's lists are built; the upstream's too). */
-struct curl_slist;
-void hush__free_header_list(struct curl_slist *list);
 
 #endif

@@ -19,9 +19,8 @@
 #include "hushcall/json.h"
 #include "hushcall/json_writer.h"
 #include "hushcall/secmem.h"
-#include "hushcall/version.h"
 #include "internal.h"
-#include "client/pipeline.h"
+#include "client/transfer.h"
 #include "mem/mem_internal.h"
 #include "backend.h"
 
@@ -45,89 +44,89 @@ static size_t on_body(char *data, size_t size, size_t count, void *user)
     return status == HUSH_OK ? n : 0; /* 0 makes curl stop with CURLE_WRITE_ERROR */
 }
 
-static hush_status add_header(struct curl_slist **list, const char *line, hush_error *err)
-{
-    struct curl_slist *grown = curl_slist_append(*list, line);
-    if (grown == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    *list = grown;
-    return HUSH_OK;
-}
-
+HUSH_MUST_USE
 static hush_status make_headers(const hush__upstream_config *cfg, struct curl_slist **out,
                                 hush_error *err)
 {
     hush_status status = HUSH_OK;
     char auth[AUTH_HEADER_MAX];
-    HUSH_TRY(add_header(out, "Content-Type: application/json", err));
-    HUSH_TRY(add_header(out, "Accept: application/json", err));
-    HUSH_TRY(add_header(out, "Expect:", err)); /* no 100-continue round trip */
+    HUSH_TRY(hush__header_add(out, "Content-Type: application/json", NULL, err));
+    HUSH_TRY(hush__header_add(out, "Accept: application/json", NULL, err));
+    HUSH_TRY(hush__header_add(out, "Expect:", NULL, err)); /* no 100-continue round trip */
     if (cfg->api_key != NULL) {
         int n = snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->api_key);
         HUSH_ENSURE(n > 0 && (size_t)n < sizeof auth, HUSH_E_INTERNAL,
                     "upstream_api_key is too long");
-        HUSH_TRY(add_header(out, auth, err));
+        HUSH_TRY(hush__header_add(out, auth, NULL, err));
     }
 cleanup:
     hush_memzero(auth, sizeof auth);
     return status;
 }
 
+/* The shared safety options (transfer.c), then this exchange's own. */
+HUSH_MUST_USE
 static hush_status set_options(CURL *easy, const hush__upstream_config *cfg,
                                struct curl_slist *headers, const void *body, size_t len,
                                answer_sink *sink, hush_error *err)
 {
+    hush_status status = HUSH_OK;
+    const hush__curl_endpoint endpoint = {
+        .connect_timeout_ms = cfg->connect_timeout_ms,
+        .timeout_ms = cfg->timeout_ms,
+        .ca_file = cfg->ca_file,
+    };
     CURLcode rc = CURLE_OK;
+    HUSH_TRY(hush__curl_setup(easy, &endpoint, "upstream request", true, err));
 #define SET(opt, val) \
     if (rc == CURLE_OK) \
         rc = curl_easy_setopt(easy, opt, val)
     SET(CURLOPT_URL, cfg->url);
-    SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    SET(CURLOPT_CONNECTTIMEOUT_MS, cfg->connect_timeout_ms);
-    SET(CURLOPT_TIMEOUT_MS, cfg->timeout_ms);
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    SET(CURLOPT_USERAGENT, "hushcall/" HUSHCALL_VERSION);
     SET(CURLOPT_HTTPHEADER, headers);
     /* Pointed at, not copied here; libcurl copies it to send it (see the top). */
     SET(CURLOPT_POSTFIELDS, body);
     SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, sink);
-    if (cfg->ca_file != NULL)
-        SET(CURLOPT_CAINFO, cfg->ca_file);
 #undef SET
-    if (rc != CURLE_OK)
-        return hush__fail(err, HUSH_E_INTERNAL, "could not set up the upstream request (%s)",
-                          curl_easy_strerror(rc));
-    return HUSH_OK;
+    HUSH_ENSURE(rc == CURLE_OK, HUSH_E_INTERNAL, "could not set up the upstream request (%s)",
+                curl_easy_strerror(rc));
+cleanup:
+    return status;
+}
+
+/* How the transport ended, once the HTTP status had nothing to say. */
+HUSH_MUST_USE
+static hush_status check_transport(CURLcode rc, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_COULDNT_CONNECT,
+                HUSH_E_UNAVAILABLE, "Upstream unavailable");
+    HUSH_ENSURE(rc != CURLE_OPERATION_TIMEDOUT, HUSH_E_TIMEOUT, "Upstream timed out");
+    HUSH_ENSURE(rc == CURLE_OK, HUSH_E_HTTP, "Upstream request failed");
+cleanup:
+    return status;
 }
 
 /* The gateway's verdict on one exchange. An HTTP status decides first: an
  * error body that was too large or cut short is still that error. */
+HUSH_MUST_USE
 static hush_status check_exchange(CURLcode rc, long http, const answer_sink *sink,
                                   hush_error *err)
 {
-    if (http == 429 || http == 503)
-        return hush__fail(err, HUSH_E_UNAVAILABLE, "Upstream busy (HTTP %ld)", http);
-    if (http != 0 && (http < 200 || http > 299))
-        return hush__fail(err, HUSH_E_HTTP, "Upstream answered HTTP %ld", http);
-    if (sink->too_large)
-        return hush__fail(err, HUSH_E_HTTP, "Upstream answer too large");
-    if (sink->nomem)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    switch (rc) {
-    case CURLE_OK: return HUSH_OK;
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT: return hush__fail(err, HUSH_E_UNAVAILABLE, "Upstream unavailable");
-    case CURLE_OPERATION_TIMEDOUT: return hush__fail(err, HUSH_E_TIMEOUT, "Upstream timed out");
-    default: return hush__fail(err, HUSH_E_HTTP, "Upstream request failed");
-    }
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(http != 429 && http != 503, HUSH_E_UNAVAILABLE, "Upstream busy (HTTP %ld)", http);
+    HUSH_ENSURE(http == 0 || (http >= 200 && http <= 299), HUSH_E_HTTP,
+                "Upstream answered HTTP %ld", http);
+    HUSH_ENSURE(!sink->too_large, HUSH_E_HTTP, "Upstream answer too large");
+    HUSH_ENSURE(!sink->nomem, HUSH_E_NOMEM, "out of memory");
+    HUSH_TRY(check_transport(rc, err));
+cleanup:
+    return status;
 }
 
 /* The upstream's members, less its `_metadata`, into our answer. */
+HUSH_MUST_USE
 static hush_status write_answer(const hush_secbuf *answer, size_t max, hush_arena *arena,
                                 hush_json_writer *w, hush_error *err)
 {
@@ -137,10 +136,10 @@ static hush_status write_answer(const hush_secbuf *answer, size_t max, hush_aren
     const char *key;
     size_t key_len;
     const hush_json_value *value;
-    if (hush_json_parse_into(arena, hush_secbuf_bytes(answer), hush_secbuf_len(answer), &limits,
-                             &root, NULL) != HUSH_OK ||
-        hush_json_type_of(root) != HUSH_JSON_OBJECT)
-        return hush__fail(err, HUSH_E_HTTP, "Upstream answer is not a JSON object");
+    HUSH_ENSURE(hush_json_parse_into(arena, hush_secbuf_bytes(answer), hush_secbuf_len(answer),
+                                     &limits, &root, NULL) == HUSH_OK &&
+                    hush_json_type_of(root) == HUSH_JSON_OBJECT,
+                HUSH_E_HTTP, "Upstream answer is not a JSON object");
     for (size_t i = 0; hush_json_object_member(root, i, &key, &key_len, &value); i++) {
         if (key_len == 9 && memcmp(key, "_metadata", 9) == 0)
             continue;
