@@ -205,6 +205,7 @@ struct hush_attest_policy {
     char (*aik)[HUSH_FINGERPRINT_LEN];
 };
 
+HUSH_MUST_USE
 static hush_status policy_pcrs(hush_attest_policy *p, const hush_json_value *pcrs, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -249,6 +250,7 @@ static bool fingerprint_well_formed(const char *s, size_t len)
     return true;
 }
 
+HUSH_MUST_USE
 static hush_status policy_aiks(hush_attest_policy *p, const hush_json_value *list, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -421,6 +423,7 @@ static bool unmarshal_blobs(quote_check *q, hush_attest_result *out)
 }
 
 /* "sha256:" + hex(SHA-256 over the marshalled TPMT_PUBLIC). */
+HUSH_MUST_USE
 static hush_status aik_fingerprint(const quote_check *q, hush_attest_result *out, hush_error *err)
 {
     static const char hex[] = "0123456789abcdef";
@@ -594,6 +597,7 @@ static bool signature_scheme(quote_check *q, hush_attest_result *out)
     return true;
 }
 
+HUSH_MUST_USE
 static hush_status check_signature(quote_check *q, bool *ok, hush_attest_result *out,
                                    hush_error *err)
 {
@@ -688,6 +692,7 @@ static bool read_pcr_values(quote_check *q, const hush_json_value *values, hush_
 
 /* TPM2_Quote's pcrDigest: the hash of the signing scheme over the selected
  * PCRs, banks in selection order, indices ascending. */
+HUSH_MUST_USE
 static hush_status check_pcr_digest(const quote_check *q, bool *ok, hush_attest_result *out,
                                     hush_error *err)
 {
@@ -757,6 +762,7 @@ static bool check_aik_pinned(const hush_attest_policy *policy, const char *finge
     return reject(out, "aik not in policy");
 }
 
+HUSH_MUST_USE
 static hush_status verify_quote(quote_check *q, const hush_json_value *att, const char *payload_id,
                                 const hush_attest_policy *policy, hush_attest_result *out,
                                 hush_error *err)

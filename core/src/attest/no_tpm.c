@@ -10,6 +10,7 @@
 
 #define UNSUPPORTED "built without TPM support"
 
+HUSH_MUST_USE
 static hush_status unsupported(const char *what, hush_error *err)
 {
     return hush__fail(err, HUSH_E_UNSUPPORTED, "%s: " UNSUPPORTED, what);

@@ -72,6 +72,7 @@ typedef struct quote_result {
     size_t sig_len;
 } quote_result;
 
+HUSH_MUST_USE
 static hush_status fail_tss(hush_error *err, hush_status code, const char *what, TSS2_RC rc)
 {
     return hush__fail(err, code, "%s failed: %s", what, Tss2_RC_Decode(rc));
@@ -105,6 +106,7 @@ static bool pcr_selected(const TPMS_PCR_SELECTION *s, unsigned pcr)
 
 /* ---- the PCR selection string ------------------------------------------ */
 
+HUSH_MUST_USE
 static hush_status parse_bank_name(const char *s, size_t len, TPMS_PCR_SELECTION *out,
                                    hush_error *err)
 {
@@ -121,6 +123,7 @@ static hush_status parse_bank_name(const char *s, size_t len, TPMS_PCR_SELECTION
 }
 
 /* "<i>,<j>,..." up to `end`: decimal indices 0..23, each at most once. */
+HUSH_MUST_USE
 static hush_status parse_indices(const char *s, const char *end, TPMS_PCR_SELECTION *out,
                                  hush_error *err)
 {
@@ -148,6 +151,7 @@ cleanup:
 }
 
 /* Appends "<bank>:<i>,<j>" in ascending order (the canonical form). */
+HUSH_MUST_USE
 static hush_status format_bank(const TPMS_PCR_SELECTION *sel, char *out, size_t cap,
                                size_t *len, hush_error *err)
 {
@@ -169,6 +173,7 @@ static hush_status format_bank(const TPMS_PCR_SELECTION *sel, char *out, size_t 
 
 /* Parses "<bank>:<i>,...[+<bank>:...]" strictly into `out` and writes its
  * canonical form (indices ascending) to `canon`. */
+HUSH_MUST_USE
 static hush_status parse_pcr_selection(const char *text, TPML_PCR_SELECTION *out, char *canon,
                                        size_t cap, hush_error *err)
 {
@@ -206,6 +211,7 @@ cleanup:
 /* ---- reading PCRs ------------------------------------------------------- */
 
 /* Records the values one PCR_Read returned and clears them from `left`. */
+HUSH_MUST_USE
 static hush_status take_pcr_values(const TPML_PCR_SELECTION *got, const TPML_DIGEST *values,
                                    TPML_PCR_SELECTION *left, pcr_values *out, size_t *taken,
                                    hush_error *err)
@@ -254,6 +260,7 @@ static bool selection_empty(const TPML_PCR_SELECTION *sel)
 
 /* Reads every selected PCR. TPM2_PCR_Read answers at most 8 digests per
  * call, so ask again for what is left until nothing is. */
+HUSH_MUST_USE
 static hush_status read_pcrs(hush_tpm *tpm, pcr_values *out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -285,6 +292,7 @@ cleanup:
 
 /* The digest a quote over `pcrs` must carry: the hash (`alg`) of the
  * selected values concatenated in selection order. */
+HUSH_MUST_USE
 static hush_status pcr_digest(const hush_tpm *tpm, const pcr_values *pcrs, TPMI_ALG_HASH alg,
                               unsigned char *out, unsigned *out_len, hush_error *err)
 {
@@ -316,6 +324,7 @@ cleanup:
 
 /* The scheme to quote with: the key's own, or for a key without one
  * (TPM2_ALG_NULL) ECDSA / RSASSA with SHA-256. */
+HUSH_MUST_USE
 static hush_status signing_scheme(const TPMT_PUBLIC *pub, TPMT_SIG_SCHEME *out, hush_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -381,6 +390,7 @@ static void aik_template(hush_tpm_key_alg alg, TPM2B_PUBLIC *t)
 
 /* A fresh restricted signing key in the endorsement hierarchy (flushed by
  * the caller). */
+HUSH_MUST_USE
 static hush_status create_aik(hush_tpm *tpm, ESYS_TR *key, TPM2B_PUBLIC **pub, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -408,6 +418,7 @@ cleanup:
 }
 
 /* Finds the key at `handle` and keeps its public area. */
+HUSH_MUST_USE
 static hush_status load_persistent(hush_tpm *tpm, uint32_t handle, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -436,6 +447,7 @@ cleanup:
 
 /* ---- quoting -------------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status qualifying_data(const char *payload_id, TPM2B_DATA *out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -466,6 +478,7 @@ static bool same_selection(const TPML_PCR_SELECTION *a, const TPML_PCR_SELECTION
 
 /* Whether `quoted` is a quote of our selection with our qualifying data
  * over exactly the values in `pcrs`. */
+HUSH_MUST_USE
 static hush_status quote_covers(const hush_tpm *tpm, const TPM2B_ATTEST *quoted,
                                 const TPM2B_DATA *qualifying, TPMI_ALG_HASH hash_alg,
                                 const pcr_values *pcrs, bool *covers, hush_error *err)
@@ -491,6 +504,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status marshal_quote(const TPM2B_PUBLIC *pub, const TPM2B_ATTEST *quoted,
                                  const TPMT_SIGNATURE *sig, quote_result *q, hush_error *err)
 {
@@ -508,6 +522,7 @@ cleanup:
 
 /* One read of the PCRs and one quote with `key`; `*covers` says whether
  * the quote is over the values read (a PCR may be extended in between). */
+HUSH_MUST_USE
 static hush_status quote_once(hush_tpm *tpm, ESYS_TR key, const TPM2B_PUBLIC *pub,
                               const TPM2B_DATA *qualifying, quote_result *q, bool *covers,
                               hush_error *err)
@@ -532,6 +547,7 @@ cleanup:
 
 /* The quote under the lock: the key, the quote (again once if a PCR
  * changed between reading and quoting), and the ephemeral key flushed. */
+HUSH_MUST_USE
 static hush_status quote_locked(hush_tpm *tpm, const TPM2B_DATA *qualifying, quote_result *q,
                                 hush_error *err)
 {
@@ -558,11 +574,13 @@ cleanup:
 
 /* ---- writing the result ------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status write_key(hush_json_writer *w, const char *key, hush_error *err)
 {
     return hush_json_write_key(w, key, strlen(key), err);
 }
 
+HUSH_MUST_USE
 static hush_status write_string_member(hush_json_writer *w, const char *key, const char *value,
                                        hush_error *err)
 {
@@ -574,6 +592,7 @@ cleanup:
 }
 
 /* "pcr_values": {"<bank>": {"<index>": "<hex>", ...}, ...} */
+HUSH_MUST_USE
 static hush_status write_pcr_values(const hush_tpm *tpm, const pcr_values *pcrs,
                                     hush_json_writer *w, hush_error *err)
 {
@@ -607,6 +626,7 @@ cleanup:
 }
 
 /* The three blobs in base64, in one allocation: NUL-separated strings. */
+HUSH_MUST_USE
 static hush_status encode_blobs(const quote_result *q, char **out, const char *b64[3],
                                 hush_error *err)
 {
@@ -632,6 +652,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status write_attestation(const hush_tpm *tpm, const quote_result *q,
                                      hush_json_writer *w, hush_error *err)
 {
@@ -653,6 +674,7 @@ cleanup:
 
 /* ---- the public API ----------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status connect_tpm(hush_tpm *tpm, const char *tcti, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -670,6 +692,7 @@ cleanup:
 
 /* Refuses a bank the TPM has not allocated now rather than at the first
  * request, by reading the selection once. */
+HUSH_MUST_USE
 static hush_status check_banks(hush_tpm *tpm, hush_error *err)
 {
     hush_status status = HUSH_OK;

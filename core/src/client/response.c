@@ -30,6 +30,7 @@ static bool is_ours(const char *key, size_t len)
 }
 
 /* Room for an object's members plus `extra`, in the arena. */
+HUSH_MUST_USE
 static hush_status member_specs(hush_arena *arena, const hush_json_value *object, size_t extra,
                                 hush__json_member_spec **out, hush_error *err)
 {
@@ -47,6 +48,7 @@ static void add_spec(hush__json_member_spec *specs, size_t *n, const char *key,
     (*n)++;
 }
 
+HUSH_MUST_USE
 static hush_status new_text(hush_arena *arena, const char *s, const hush_json_value **out,
                             hush_error *err)
 {
@@ -64,6 +66,7 @@ static bool quote_checked_out(const hush_attest_result *result)
 
 /* {"verified", "reason", "aik_fingerprint", "pcrs"}: the verdict, with the
  * quoted PCR values only when the quote checked out. */
+HUSH_MUST_USE
 static hush_status build_attestation(hush_arena *arena, const hush_attest_result *result,
                                      const hush_json_value *tpm, const hush_json_value **out,
                                      hush_error *err)
@@ -90,6 +93,7 @@ cleanup:
 
 /* The server's `_metadata` members, then ours (which win). processed_at
  * is the package's value as received (NULL: absent or null). */
+HUSH_MUST_USE
 static hush_status build_metadata(hush_arena *arena, const hush_json_value *server,
                                   const char *payload_id, const hush_json_value *processed_at,
                                   const hush_json_value *attestation,
@@ -123,6 +127,7 @@ cleanup:
 }
 
 /* The server's root with `_metadata` replaced by the merged one, last. */
+HUSH_MUST_USE
 static hush_status with_metadata(hush_arena *arena, const hush_json_value *root,
                                  const hush_json_value *metadata, const hush_json_value **out,
                                  hush_error *err)
@@ -144,6 +149,7 @@ cleanup:
 
 /* Judge the server's quote; a required one that fails ends the call here,
  * before anyone can read the answer. */
+HUSH_MUST_USE
 static hush_status attest(hush_arena *arena, const hush_json_value *server_metadata,
                           const char *payload_id, const hush__attest_rule *rule,
                           const hush_json_value **out, hush_error *err)

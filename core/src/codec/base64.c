@@ -151,6 +151,7 @@ static void decode_group(const unsigned char *in, size_t offset, bool last, unsi
     dst[2] = (unsigned char)(v[2] << 6 | v[3]);
 }
 
+HUSH_MUST_USE
 static hush_status decode_failure(const unsigned char *in, size_t len, size_t offset,
                                   hush_error *err)
 {

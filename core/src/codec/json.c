@@ -63,21 +63,25 @@ typedef struct string_out {
     size_t len;
 } string_out;
 
+HUSH_MUST_USE
 static hush_status parse_value(parser *p, hush_json_value **out);
 
 /* ---- errors and small helpers ------------------------------------------ */
 
+HUSH_MUST_USE
 static hush_status fail_at(parser *p, size_t offset, const char *reason)
 {
     return hush__fail_at(p->err, HUSH_E_JSON, offset, "%s", reason);
 }
 
+HUSH_MUST_USE
 static hush_status fail_end(parser *p)
 {
     return fail_at(p, p->in.len, "unexpected end of input");
 }
 
 /* A syntax error at the current byte, or the end of input if there is none. */
+HUSH_MUST_USE
 static hush_status fail_here(parser *p, const char *reason)
 {
     return hush_reader_done(&p->in) ? fail_end(p) : fail_at(p, p->in.pos, reason);
@@ -95,6 +99,7 @@ static void skip_whitespace(parser *p)
 
 static bool is_digit(int c) { return c >= '0' && c <= '9'; }
 
+HUSH_MUST_USE
 static hush_status new_node(parser *p, hush_json_type type, hush_json_value **out)
 {
     void *mem;
@@ -107,6 +112,7 @@ static hush_status new_node(parser *p, hush_json_type type, hush_json_value **ou
 }
 
 /* An arena array of `count` pointers; NULL (and no allocation) for none. */
+HUSH_MUST_USE
 static hush_status new_pointer_array(parser *p, size_t count, void **out)
 {
     *out = NULL;
@@ -118,6 +124,7 @@ static hush_status new_pointer_array(parser *p, size_t count, void **out)
 }
 
 /* Skip whitespace, then consume `byte` or fail with `reason`. */
+HUSH_MUST_USE
 static hush_status expect_byte(parser *p, int byte, const char *reason)
 {
     skip_whitespace(p);
@@ -129,6 +136,7 @@ static hush_status expect_byte(parser *p, int byte, const char *reason)
 
 /* ---- literals and numbers ----------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status parse_literal(parser *p, const char *word, hush_json_type type,
                                  bool boolean, hush_json_value **out)
 {
@@ -146,6 +154,7 @@ static hush_status parse_literal(parser *p, const char *word, hush_json_type typ
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_number(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
@@ -210,6 +219,7 @@ static bool read_hex4(hush_reader *r, uint32_t *out)
 
 /* A \uXXXX escape, with its backslash and 'u' already consumed; a high
  * surrogate must be followed at once by an escaped low one. */
+HUSH_MUST_USE
 static hush_status read_unicode_escape(parser *p, size_t at, uint32_t *cp)
 {
     uint32_t low = 0;
@@ -229,6 +239,7 @@ static hush_status read_unicode_escape(parser *p, size_t at, uint32_t *cp)
     return HUSH_OK;
 }
 
+HUSH_MUST_USE
 static hush_status read_escape(parser *p, string_out *o)
 {
     size_t at = p->in.pos;
@@ -257,6 +268,7 @@ static hush_status read_escape(parser *p, string_out *o)
 
 /* Unescape and validate from just after the opening quote through the
  * closing one. */
+HUSH_MUST_USE
 static hush_status decode_string(parser *p, string_out *o)
 {
     for (;;) {
@@ -301,6 +313,7 @@ static bool raw_string_length(const hush_reader *r, size_t *len)
 }
 
 /* A string at the reader (on its opening quote), unescaped into the arena. */
+HUSH_MUST_USE
 static hush_status parse_string_bytes(parser *p, const char **bytes, size_t *len)
 {
     hush_status status = HUSH_OK;
@@ -328,6 +341,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_string(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
@@ -355,6 +369,7 @@ static bool open_container(parser *p, int close)
 }
 
 /* After a member or element: true at the closing byte, false after a comma. */
+HUSH_MUST_USE
 static hush_status after_item(parser *p, int close, const char *reason, bool *closed)
 {
     skip_whitespace(p);
@@ -366,6 +381,7 @@ static hush_status after_item(parser *p, int close, const char *reason, bool *cl
     return HUSH_OK;
 }
 
+HUSH_MUST_USE
 static hush_status parse_array(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
@@ -430,6 +446,7 @@ static const json_member *first_duplicate(const json_member **sorted, size_t cou
 
 /* An object node over `members` (document order), with the sorted index
  * lookups use; *duplicate is set instead when two keys are equal. */
+HUSH_MUST_USE
 static hush_status index_object(hush_arena *arena, const json_member **members, size_t count,
                                 hush_json_value **out, const json_member **duplicate,
                                 hush_error *err)
@@ -457,6 +474,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_member(parser *p, json_member **out)
 {
     hush_status status = HUSH_OK;
@@ -479,6 +497,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_object(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
@@ -509,6 +528,7 @@ cleanup:
 
 /* ---- values and documents ----------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status parse_container(parser *p, hush_json_value **out)
 {
     if (p->depth >= p->max_depth)
@@ -521,6 +541,7 @@ static hush_status parse_container(parser *p, hush_json_value **out)
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_value(parser *p, hush_json_value **out)
 {
     skip_whitespace(p);
@@ -613,6 +634,7 @@ void hush_json_doc_free(hush_json_doc *doc)
 
 /* ---- building values (internal) ---------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status new_value(hush_arena *arena, hush_json_type type, hush_json_value **out,
                              hush_error *err)
 {
@@ -818,6 +840,7 @@ bool hush_json_bool(const hush_json_value *value)
     return is_type(value, HUSH_JSON_BOOL) && value->as.boolean;
 }
 
+HUSH_MUST_USE
 static hush_status require_number(const hush_json_value *value, hush_error *err)
 {
     if (!is_type(value, HUSH_JSON_NUMBER))

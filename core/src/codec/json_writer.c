@@ -34,6 +34,7 @@ struct hush_json_writer {
 
 /* ---- poisoning ---------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status usable(const hush_json_writer *w, hush_error *err)
 {
     if (w == NULL)
@@ -44,6 +45,7 @@ static hush_status usable(const hush_json_writer *w, hush_error *err)
 }
 
 /* Internal steps record failures in w->first_error; hand them on. */
+HUSH_MUST_USE
 static hush_status settle(hush_json_writer *w, hush_status status, hush_error *err)
 {
     if (status != HUSH_OK) {
@@ -56,17 +58,20 @@ static hush_status settle(hush_json_writer *w, hush_status status, hush_error *e
 
 /* ---- output and structure ----------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status put(hush_json_writer *w, const void *bytes, size_t len)
 {
     return hush_secbuf_append(w->out, bytes, len, &w->first_error);
 }
 
+HUSH_MUST_USE
 static hush_status put_byte(hush_json_writer *w, unsigned byte)
 {
     return hush_secbuf_append_byte(w->out, (unsigned char)byte, &w->first_error);
 }
 
 /* ',' or ':', followed by a space in Python's style. */
+HUSH_MUST_USE
 static hush_status put_separator(hush_json_writer *w, char separator)
 {
     hush_status status = put_byte(w, (unsigned char)separator);
@@ -81,6 +86,7 @@ static frame *innermost(hush_json_writer *w)
 }
 
 /* Check that a value may go here, and write the ',' before it if one is due. */
+HUSH_MUST_USE
 static hush_status begin_value(hush_json_writer *w)
 {
     hush_status status = HUSH_OK;
@@ -103,12 +109,14 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_value_bytes(hush_json_writer *w, const char *bytes, size_t len)
 {
     hush_status status = begin_value(w);
     return status != HUSH_OK ? status : put(w, bytes, len);
 }
 
+HUSH_MUST_USE
 static hush_status open_container(hush_json_writer *w, bool is_object)
 {
     hush_status status = HUSH_OK;
@@ -123,6 +131,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status close_container(hush_json_writer *w, bool is_object)
 {
     hush_status status = HUSH_OK;
@@ -143,6 +152,7 @@ cleanup:
 
 /* \uXXXX in lowercase hex, as json.dumps writes it. Written byte by byte,
  * so no scratch copy of the character is left on the stack. */
+HUSH_MUST_USE
 static hush_status put_u_escape(hush_json_writer *w, uint32_t unit)
 {
     static const char hex[] = "0123456789abcdef";
@@ -161,6 +171,7 @@ static bool needs_escape(const hush_json_writer *w, uint32_t cp)
     return (w->flags & HUSH_JSON_WRITE_ASCII) && cp >= 0x7F;
 }
 
+HUSH_MUST_USE
 static hush_status put_escape(hush_json_writer *w, uint32_t cp)
 {
     switch (cp) {
@@ -181,6 +192,7 @@ static hush_status put_escape(hush_json_writer *w, uint32_t cp)
 }
 
 /* Bytes from `run` up to `end`, copied as they are. */
+HUSH_MUST_USE
 static hush_status put_run(hush_json_writer *w, hush_reader *run, size_t end)
 {
     const unsigned char *bytes = NULL;
@@ -192,6 +204,7 @@ static hush_status put_run(hush_json_writer *w, hush_reader *run, size_t end)
     return put(w, bytes, len);
 }
 
+HUSH_MUST_USE
 static hush_status put_string(hush_json_writer *w, const char *s, size_t len)
 {
     hush_status status = HUSH_OK;
@@ -218,6 +231,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_key(hush_json_writer *w, const char *key, size_t len)
 {
     hush_status status = HUSH_OK;
@@ -238,6 +252,7 @@ cleanup:
 
 /* ---- numbers ------------------------------------------------------------ */
 
+HUSH_MUST_USE
 static hush_status put_integer(hush_json_writer *w, bool negative, uint64_t magnitude)
 {
     char digits[NUMBER_SCRATCH];
@@ -382,6 +397,7 @@ static size_t decimal_format_like_python(const decimal *d, char *out)
     return n;
 }
 
+HUSH_MUST_USE
 static hush_status put_double(hush_json_writer *w, double v)
 {
     decimal d;
@@ -406,6 +422,7 @@ static bool is_json_number(const char *text, size_t len)
     return hush__json_scan_number(&r) == NULL && hush_reader_done(&r);
 }
 
+HUSH_MUST_USE
 static hush_status put_number_text(hush_json_writer *w, const char *text, size_t len)
 {
     if (text == NULL || !is_json_number(text, len))
@@ -416,8 +433,10 @@ static hush_status put_number_text(hush_json_writer *w, const char *text, size_t
 
 /* ---- DOM subtrees ------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status put_dom(hush_json_writer *w, const hush_json_value *v);
 
+HUSH_MUST_USE
 static hush_status put_dom_array(hush_json_writer *w, const hush_json_value *array)
 {
     hush_status status = HUSH_OK;
@@ -429,6 +448,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_dom_object(hush_json_writer *w, const hush_json_value *object)
 {
     hush_status status = HUSH_OK;
@@ -446,6 +466,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_dom(hush_json_writer *w, const hush_json_value *v)
 {
     const char *text;

@@ -27,6 +27,7 @@
 
 /* ---- RSA-OAEP key wrapping ------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status oaep_ctx(EVP_PKEY *pkey, bool encrypt, EVP_PKEY_CTX **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -47,6 +48,7 @@ cleanup:
 
 /* ---- sealing ---------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status gcm_encrypt(const unsigned char *key, const unsigned char *nonce,
                                const unsigned char *plaintext, size_t len,
                                unsigned char *ciphertext, unsigned char *tag, hush_error *err)
@@ -70,6 +72,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status append_str(hush_secbuf *out, const char *s, hush_error *err)
 {
     return hush_secbuf_append(out, s, strlen(s), err);
@@ -77,6 +80,7 @@ static hush_status append_str(hush_secbuf *out, const char *s, hush_error *err)
 
 /* The package, key for key and separator for separator as nomyo's
  * json.dumps(encrypted_package) writes it. */
+HUSH_MUST_USE
 static hush_status write_package(hush_secbuf *out, const unsigned char *ciphertext, size_t ct_len,
                                  const unsigned char *nonce, const unsigned char *tag,
                                  const unsigned char *wrapped, size_t wrapped_len,
@@ -181,6 +185,7 @@ typedef struct v1_fields {
     hush_secbuf *processed_at; /* its JSON text (public); NULL when absent or null */
 } v1_fields;
 
+HUSH_MUST_USE
 static hush_status require_string(const hush_json_value *obj, const char *name,
                                   const char **s, size_t *len, hush_error *err)
 {
@@ -194,6 +199,7 @@ static hush_status require_string(const hush_json_value *obj, const char *name,
 }
 
 /* A field that must hold exactly `expected`. */
+HUSH_MUST_USE
 static hush_status require_constant(const hush_json_value *obj, const char *name,
                                     const char *expected, hush_error *err)
 {
@@ -209,6 +215,7 @@ static hush_status require_constant(const hush_json_value *obj, const char *name
 }
 
 /* A base64 field of exactly `want` bytes (nonce, tag). */
+HUSH_MUST_USE
 static hush_status decode_fixed(const hush_json_value *obj, const char *name, unsigned char *out,
                                 size_t want, hush_error *err)
 {
@@ -229,6 +236,7 @@ static hush_status decode_fixed(const hush_json_value *obj, const char *name, un
 }
 
 /* A base64 field of any length into a new malloc'd buffer (not secret). */
+HUSH_MUST_USE
 static hush_status decode_alloc(const hush_json_value *obj, const char *name, unsigned char **out,
                                 size_t *out_len, hush_error *err)
 {
@@ -248,6 +256,7 @@ static hush_status decode_alloc(const hush_json_value *obj, const char *name, un
 
 /* processed_at is not authenticated and never interpreted: it is kept as the
  * JSON text it arrived as, whatever its type, as the nomyo client keeps it. */
+HUSH_MUST_USE
 static hush_status keep_processed_at(const hush_json_value *root, v1_fields *f, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -265,6 +274,7 @@ cleanup:
 
 /* key_algorithm and payload_algorithm are labels the nomyo client never
  * reads: `algorithm` alone fixes the cipher suite, so they are not checked. */
+HUSH_MUST_USE
 static hush_status parse_package(const hush_json_value *root, v1_fields *f, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -291,6 +301,7 @@ cleanup:
 
 /* Unwrap the AES key into `key` (rsa_bytes of secure scratch). Anything
  * that means "not for this key" is the one opaque failure. */
+HUSH_MUST_USE
 static hush_status unwrap_key(EVP_PKEY *pkey, const v1_fields *f, unsigned char *key,
                               size_t rsa_bytes, hush_error *err)
 {
@@ -311,6 +322,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status gcm_decrypt(const unsigned char *key, const v1_fields *f, unsigned char *out,
                                hush_error *err)
 {
@@ -342,6 +354,7 @@ cleanup:
 }
 
 /* Parse and check a package into its decoded (public) fields. */
+HUSH_MUST_USE
 static hush_status read_package(const void *package, size_t len, size_t max, v1_fields *f,
                                 hush_error *err)
 {
@@ -377,6 +390,7 @@ static size_t open_space(const hush_keypair *recipient, const v1_fields *f)
     return f->ciphertext_len + (size_t)EVP_PKEY_get_size(hush__keypair_pkey(recipient)) + 1;
 }
 
+HUSH_MUST_USE
 static hush_status decrypt_into(const hush_keypair *recipient, const v1_fields *f,
                                 unsigned char *space, hush_error *err)
 {

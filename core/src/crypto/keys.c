@@ -52,6 +52,7 @@ struct hush_pubkey {
 
 /* ---- handles ----------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status keypair_wrap(EVP_PKEY **pkey, hush_keypair **out, hush_error *err)
 {
     hush_keypair *kp = malloc(sizeof *kp);
@@ -64,6 +65,7 @@ static hush_status keypair_wrap(EVP_PKEY **pkey, hush_keypair **out, hush_error 
     return HUSH_OK;
 }
 
+HUSH_MUST_USE
 static hush_status pubkey_wrap(EVP_PKEY **pkey, hush_pubkey **out, hush_error *err)
 {
     hush_pubkey *pk = malloc(sizeof *pk);
@@ -123,6 +125,7 @@ unsigned hush_pubkey_bits(const hush_pubkey *pk)
 }
 
 /* Every key hushcall accepts is RSA of a sensible size. */
+HUSH_MUST_USE
 static hush_status check_rsa_key(const EVP_PKEY *pkey, hush_error *err)
 {
     if (!EVP_PKEY_is_a(pkey, "RSA"))
@@ -175,12 +178,14 @@ cleanup:
 
 /* ---- password failures ------------------------------------------------ */
 
+HUSH_MUST_USE
 static hush_status fail_wrong_password(hush_error *err)
 {
     ERR_clear_error();
     return hush__fail(err, HUSH_E_PASSWORD, "wrong password (or damaged key file)");
 }
 
+HUSH_MUST_USE
 static hush_status fail_password_needed(hush_error *err)
 {
     ERR_clear_error();
@@ -203,6 +208,7 @@ static X509_ALGOR *pbes2_algorithm(hush_key_kdf kdf)
                              NID_hmacWithSHA256);
 }
 
+HUSH_MUST_USE
 static hush_status write_encrypted_pkcs8(BIO *bio, PKCS8_PRIV_KEY_INFO *p8inf,
                                          const char *password, hush_key_kdf kdf, hush_error *err)
 {
@@ -221,6 +227,7 @@ cleanup:
 }
 
 /* Copy what a memory BIO holds into a new secure buffer. */
+HUSH_MUST_USE
 static hush_status bio_to_secbuf(BIO *bio, hush_secbuf **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -304,6 +311,7 @@ static bool scrypt_cost_refused(void)
     return refused;
 }
 
+HUSH_MUST_USE
 static hush_status read_private_key(const void *pem, int len, const char *password,
                                     EVP_PKEY **out, hush_error *err)
 {
@@ -362,6 +370,7 @@ static const char *shown_path(const char *path, char buf[PATH_SHOWN_MAX + 1])
     return buf;
 }
 
+HUSH_MUST_USE
 static hush_status fail_open(const char *path, int errnum, hush_error *err)
 {
     char buf[PATH_SHOWN_MAX + 1];
@@ -375,6 +384,7 @@ static hush_status fail_open(const char *path, int errnum, hush_error *err)
 }
 
 /* ssh's rule: a private key only its owner can reach. */
+HUSH_MUST_USE
 static hush_status check_private_key_file(int fd, const char *path, hush_error *err)
 {
     char buf[PATH_SHOWN_MAX + 1];
@@ -399,6 +409,7 @@ static hush_status check_private_key_file(int fd, const char *path, hush_error *
 }
 
 /* The whole private key file, into secure memory. */
+HUSH_MUST_USE
 static hush_status read_secret_file(int fd, const char *path, hush_secbuf **out, hush_error *err)
 {
     char shown_buf[PATH_SHOWN_MAX + 1];
@@ -435,6 +446,7 @@ cleanup:
 }
 
 /* `dir`/`name` in a new malloc'd string. */
+HUSH_MUST_USE
 static hush_status join_path(const char *dir, const char *name, char **out, hush_error *err)
 {
     size_t len = strlen(dir) + 1 + strlen(name) + 1;
@@ -472,6 +484,7 @@ typedef struct staged_file {
     bool placed;
 } staged_file;
 
+HUSH_MUST_USE
 static hush_status open_key_dir(const char *dir, int *dfd, hush_error *err)
 {
     char buf[PATH_SHOWN_MAX + 1];
@@ -497,6 +510,7 @@ static hush_status open_key_dir(const char *dir, int *dfd, hush_error *err)
     return HUSH_OK;
 }
 
+HUSH_MUST_USE
 static hush_status refuse_existing(int dfd, const char *dir, const staged_file *files, size_t count,
                                    hush_error *err)
 {
@@ -530,6 +544,7 @@ static bool write_all(int fd, const unsigned char *data, size_t len)
 }
 
 /* Write `data` to a fresh temporary file beside the final name, durably. */
+HUSH_MUST_USE
 static hush_status stage_file(int dfd, const char *dir, staged_file *f, const void *data,
                               size_t len, hush_error *err)
 {
@@ -561,6 +576,7 @@ cleanup:
 
 /* Give the temporary file its final name. Without overwrite, linkat fails
  * atomically when the name was taken since refuse_existing looked. */
+HUSH_MUST_USE
 static hush_status place_file(int dfd, const char *dir, staged_file *f, bool overwrite,
                               hush_error *err)
 {
@@ -645,6 +661,7 @@ cleanup:
 
 /* ---- public keys ------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status public_pem(EVP_PKEY *pkey, char **out, size_t *out_len, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -682,6 +699,7 @@ hush_status hush_pubkey_pem(const hush_pubkey *pk, char **out, size_t *out_len, 
     return public_pem(pk->pkey, out, out_len, err);
 }
 
+HUSH_MUST_USE
 static hush_status fingerprint(EVP_PKEY *pkey, char out[HUSH_FINGERPRINT_LEN], hush_error *err)
 {
     static const char hex[] = "0123456789abcdef"; /* indexed by public bytes only */

@@ -126,6 +126,7 @@ static bool is_loopback_url(const char *url)
     return inet_pton(AF_INET6, host, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
+HUSH_MUST_USE
 static hush_status check_options(const hush_server_options *o, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -155,6 +156,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status copy_string(const char *s, char **out, hush_error *err)
 {
     if (s == NULL)
@@ -165,6 +167,7 @@ static hush_status copy_string(const char *s, char **out, hush_error *err)
 }
 
 /* "<base>/chat/completions", one trailing slash of the base dropped. */
+HUSH_MUST_USE
 static hush_status make_upstream_url(const char *base, char **out, hush_error *err)
 {
     size_t n = strlen(base);
@@ -177,6 +180,7 @@ static hush_status make_upstream_url(const char *base, char **out, hush_error *e
     return HUSH_OK;
 }
 
+HUSH_MUST_USE
 static hush_status copy_upstream(hush_server *s, const hush_server_options *o, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -267,6 +271,7 @@ static bool is_printable(const char *s)
     return true;
 }
 
+HUSH_MUST_USE
 static hush_status check_request(const hush_server *s, const hush_server_request *req,
                                  hush_error *err)
 {
@@ -290,6 +295,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status client_key(const hush_server_request *req, hush_pubkey **out, hush_error *err)
 {
     hush_status status = HUSH_E_KEY;
@@ -303,6 +309,7 @@ static hush_status client_key(const hush_server_request *req, hush_pubkey **out,
 
 /* Open and parse the request into `arena`. Every way a package can be bad
  * is one message, so a client learns nothing about which check it failed. */
+HUSH_MUST_USE
 static hush_status open_request(const hush_server *s, const hush_server_request *req,
                                 hush_arena *arena, const unsigned char **text, size_t *len,
                                 const hush_json_value **root,
@@ -328,6 +335,7 @@ static hush_status open_request(const hush_server *s, const hush_server_request 
     return HUSH_OK;
 }
 
+HUSH_MUST_USE
 static hush_status check_stream(const hush_json_value *request, hush_error *err)
 {
     const hush_json_value *stream = hush_json_object_get(request, "stream", 6);
@@ -359,6 +367,7 @@ struct hush_server_exchange {
 
 /* ---- _metadata ---------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status put_string(hush_json_writer *w, const char *key, const char *value,
                               hush_error *err)
 {
@@ -366,12 +375,14 @@ static hush_status put_string(hush_json_writer *w, const char *key, const char *
     return status == HUSH_OK ? hush_json_write_string(w, value, strlen(value), err) : status;
 }
 
+HUSH_MUST_USE
 static hush_status put_bool(hush_json_writer *w, const char *key, bool value, hush_error *err)
 {
     hush_status status = hush_json_write_key(w, key, strlen(key), err);
     return status == HUSH_OK ? hush_json_write_bool(w, value, err) : status;
 }
 
+HUSH_MUST_USE
 static hush_status put_uint(hush_json_writer *w, const char *key, uint64_t value,
                             hush_error *err)
 {
@@ -383,6 +394,7 @@ static hush_status put_uint(hush_json_writer *w, const char *key, uint64_t value
  * one client about the traffic of others. The request's arena holds its
  * plaintext (and, for the openai backend, the upstream's answer); the answer
  * buffer holds the answer being written. Sizes are as mapped so far. */
+HUSH_MUST_USE
 static hush_status write_memory_protection(const hush_arena *arena, const hush_secbuf *answer,
                                            hush_json_writer *w, hush_error *err)
 {
@@ -411,6 +423,7 @@ cleanup:
  * having no TPM, or ours for not quoting ("quoted": false: each quote is a
  * TPM round trip under one lock). A TPM that fails to quote fails the
  * request: an answer that should carry a quote must not go out without one. */
+HUSH_MUST_USE
 static hush_status write_tpm_attestation(const hush_server_exchange *x, hush_json_writer *w,
                                          hush_error *err)
 {
@@ -432,6 +445,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status write_metadata(const hush_server_exchange *x, const hush_secbuf *answer,
                                   hush_json_writer *w,
                                   hush_error *err)
@@ -471,6 +485,7 @@ static const char *tier_literal(const char *tier)
 
 /* SHA-256 over the client key's fingerprint and the payload id: what a
  * retry of this request comes with, and a replay under another key not. */
+HUSH_MUST_USE
 static hush_status replay_binding(const hush_server_exchange *x, unsigned char *out,
                                   hush_error *err)
 {
@@ -533,6 +548,7 @@ void hush_server_exchange_replay_key(const hush_server_exchange *x,
 
 /* ---- answering it ------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status write_answer(const hush_server_exchange *x, const hush_secbuf *answer,
                                 hush_json_writer *w,
                                 hush_server_answer *out, hush_error *err)
