@@ -67,6 +67,14 @@ hush_status hush__check_options_version(const char *struct_name, unsigned versio
         goto cleanup;                                    \
     } while (0)
 
+/* Fail with the status a failure constructor built (a parser's fail_at,
+ * a TSS decoder): for helpers that fill the error their own way. */
+#define HUSH_BAIL_WITH(failure)     \
+    do {                            \
+        status = (failure);         \
+        goto cleanup;               \
+    } while (0)
+
 /* HUSH_TRY that replaces the callee's failure with an opaque one (its
  * message too): for errors that must not tell an attacker which step
  * failed. */
