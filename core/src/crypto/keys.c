@@ -686,7 +686,8 @@ hush_status hush_keypair_public_pem(const hush_keypair *kp, char **out, size_t *
                                     hush_error *err)
 {
     hush_status status = HUSH_OK;
-    HUSH_ENSURE(kp != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_keypair_public_pem: NULL argument");
+    HUSH_ENSURE(kp != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_keypair_public_pem: NULL argument");
     *out = NULL;
     HUSH_TRY(public_pem(kp->pkey, out, out_len, err));
 cleanup:
@@ -732,7 +733,8 @@ hush_status hush_keypair_fingerprint(const hush_keypair *kp, char out[HUSH_FINGE
                                      hush_error *err)
 {
     hush_status status = HUSH_OK;
-    HUSH_ENSURE(kp != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_keypair_fingerprint: NULL argument");
+    HUSH_ENSURE(kp != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_keypair_fingerprint: NULL argument");
     HUSH_TRY(fingerprint(kp->pkey, out, err));
 cleanup:
     return status;
@@ -742,7 +744,8 @@ hush_status hush_pubkey_fingerprint(const hush_pubkey *pk, char out[HUSH_FINGERP
                                     hush_error *err)
 {
     hush_status status = HUSH_OK;
-    HUSH_ENSURE(pk != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_pubkey_fingerprint: NULL argument");
+    HUSH_ENSURE(pk != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_pubkey_fingerprint: NULL argument");
     HUSH_TRY(fingerprint(pk->pkey, out, err));
 cleanup:
     return status;
