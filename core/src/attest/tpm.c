@@ -110,16 +110,19 @@ HUSH_MUST_USE
 static hush_status parse_bank_name(const char *s, size_t len, TPMS_PCR_SELECTION *out,
                                    hush_error *err)
 {
+    hush_status status = HUSH_OK;
     for (size_t i = 0; i < PCR_BANK_COUNT; i++) {
         if (strlen(PCR_BANKS[i].name) == len && memcmp(PCR_BANKS[i].name, s, len) == 0) {
             out->hash = PCR_BANKS[i].alg;
             out->sizeofSelect = PCR_SELECT_BYTES;
-            return HUSH_OK;
+            goto cleanup;
         }
     }
-    return hush__fail(err, HUSH_E_ARGUMENT,
-                      "PCR selection: unknown bank \"%.*s\" (sha1, sha256, sha384, sha512)",
-                      (int)(len > 16 ? 16 : len), s);
+    HUSH_BAIL(HUSH_E_ARGUMENT,
+              "PCR selection: unknown bank \"%.*s\" (sha1, sha256, sha384, sha512)",
+              (int)(len > 16 ? 16 : len), s);
+cleanup:
+    return status;
 }
 
 /* "<i>,<j>,..." up to `end`: decimal indices 0..23, each at most once. */
@@ -155,6 +158,7 @@ HUSH_MUST_USE
 static hush_status format_bank(const TPMS_PCR_SELECTION *sel, char *out, size_t cap,
                                size_t *len, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     const char *sep = *len > 0 ? "+" : "";
     int n = snprintf(out + *len, cap - *len, "%s%s:", sep, bank_by_alg(sel->hash, NULL)->name);
     sep = "";
@@ -165,10 +169,11 @@ static hush_status format_bank(const TPMS_PCR_SELECTION *sel, char *out, size_t 
         n = m < 0 ? m : n + m;
         sep = ",";
     }
-    if (n < 0 || (size_t)n >= cap - *len)
-        return hush__fail(err, HUSH_E_INTERNAL, "PCR selection does not fit its buffer");
+    HUSH_ENSURE(n >= 0 && (size_t)n < cap - *len, HUSH_E_INTERNAL,
+                "PCR selection does not fit its buffer");
     *len += (size_t)n;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 /* Parses "<bank>:<i>,...[+<bank>:...]" strictly into `out` and writes its
@@ -327,6 +332,7 @@ cleanup:
 HUSH_MUST_USE
 static hush_status signing_scheme(const TPMT_PUBLIC *pub, TPMT_SIG_SCHEME *out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     memset(out, 0, sizeof *out);
     TPMI_ALG_SIG_SCHEME key_scheme;
     TPMI_ALG_HASH key_hash;
@@ -339,26 +345,27 @@ static hush_status signing_scheme(const TPMT_PUBLIC *pub, TPMT_SIG_SCHEME *out, 
         key_hash = pub->parameters.rsaDetail.scheme.details.anySig.hashAlg;
         out->scheme = TPM2_ALG_RSASSA;
     } else {
-        return hush__fail(err, HUSH_E_ARGUMENT, "the AIK is neither an RSA nor an ECC key");
+        HUSH_BAIL(HUSH_E_ARGUMENT, "the AIK is neither an RSA nor an ECC key");
     }
     /* Only a restricted key vouches that what it signed came from the TPM
      * (an unrestricted one signs anything TPM2_Sign is given), and clients
      * refuse quotes from any other. */
-    if ((pub->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) == 0 ||
-        (pub->objectAttributes & TPMA_OBJECT_RESTRICTED) == 0 ||
-        (pub->objectAttributes & TPMA_OBJECT_DECRYPT) != 0)
-        return hush__fail(err, HUSH_E_ARGUMENT, "the AIK is not a restricted signing key");
+    HUSH_ENSURE((pub->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) != 0 &&
+                    (pub->objectAttributes & TPMA_OBJECT_RESTRICTED) != 0 &&
+                    (pub->objectAttributes & TPMA_OBJECT_DECRYPT) == 0,
+                HUSH_E_ARGUMENT, "the AIK is not a restricted signing key");
     out->details.any.hashAlg = TPM2_ALG_SHA256;
     if (key_scheme == TPM2_ALG_NULL)
-        return HUSH_OK;
-    if (key_scheme != TPM2_ALG_ECDSA && key_scheme != TPM2_ALG_RSASSA &&
-        key_scheme != TPM2_ALG_RSAPSS)
-        return hush__fail(err, HUSH_E_UNSUPPORTED,
-                          "the AIK's signing scheme 0x%04x is not ECDSA, RSASSA or RSAPSS",
-                          (unsigned)key_scheme);
+        goto cleanup;
+    HUSH_ENSURE(key_scheme == TPM2_ALG_ECDSA || key_scheme == TPM2_ALG_RSASSA ||
+                    key_scheme == TPM2_ALG_RSAPSS,
+                HUSH_E_UNSUPPORTED,
+                "the AIK's signing scheme 0x%04x is not ECDSA, RSASSA or RSAPSS",
+                (unsigned)key_scheme);
     out->scheme = key_scheme;
     out->details.any.hashAlg = key_hash;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 static void aik_template(hush_tpm_key_alg alg, TPM2B_PUBLIC *t)
@@ -429,10 +436,8 @@ static hush_status load_persistent(hush_tpm *tpm, uint32_t handle, hush_error *e
         tpm->persistent = ESYS_TR_NONE;
         /* TPM_RC_HANDLE: nothing is stored at that handle. */
         bool missing = (rc & TPM2_RC_FMT1) != 0 && (rc & 0x3Fu) == (TPM2_RC_HANDLE & 0x3Fu);
-        status = hush__fail(err, missing ? HUSH_E_ARGUMENT : HUSH_E_CRYPTO,
-                            "no usable persistent key at 0x%08x: %s", (unsigned)handle,
-                            Tss2_RC_Decode(rc));
-        goto cleanup;
+        HUSH_BAIL(missing ? HUSH_E_ARGUMENT : HUSH_E_CRYPTO,
+                  "no usable persistent key at 0x%08x: %s", (unsigned)handle, Tss2_RC_Decode(rc));
     }
     HUSH_TSS(Esys_ReadPublic(tpm->esys, tpm->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
                              ESYS_TR_NONE, &pub, NULL, NULL),
@@ -681,9 +686,8 @@ static hush_status connect_tpm(hush_tpm *tpm, const char *tcti, hush_error *err)
     TSS2_RC rc = Tss2_TctiLdr_Initialize(tcti, &tpm->tcti);
     if (rc != TSS2_RC_SUCCESS) {
         tpm->tcti = NULL;
-        status = hush__fail(err, HUSH_E_CONNECTION, "cannot open the TPM through TCTI \"%.64s\": %s",
-                            tcti, Tss2_RC_Decode(rc));
-        goto cleanup;
+        HUSH_BAIL(HUSH_E_CONNECTION, "cannot open the TPM through TCTI \"%.64s\": %s", tcti,
+                  Tss2_RC_Decode(rc));
     }
     HUSH_TSS(Esys_Initialize(&tpm->esys, tpm->tcti, NULL), "Esys_Initialize");
 cleanup:
@@ -737,8 +741,7 @@ hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_err
     if (rc != 0) {
         free(tpm); /* not a hush_tpm for hush_tpm_close yet */
         tpm = NULL;
-        status = hush__fail(err, HUSH_E_NOMEM, "pthread_mutex_init failed (%d)", rc);
-        goto cleanup;
+        HUSH_BAIL(HUSH_E_NOMEM, "pthread_mutex_init failed (%d)", rc);
     }
     tpm->persistent = ESYS_TR_NONE;
     tpm->key_alg = opts->key_alg;
@@ -786,10 +789,9 @@ hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writ
     q = calloc(1, sizeof *q);
     HUSH_ENSURE(q != NULL, HUSH_E_NOMEM, "out of memory");
     pthread_mutex_lock(&tpm->lock);
-    status = quote_locked(tpm, &qualifying, q, err);
+    hush_status quoted = quote_locked(tpm, &qualifying, q, err);
     pthread_mutex_unlock(&tpm->lock);
-    if (status != HUSH_OK)
-        goto cleanup;
+    HUSH_TRY(quoted);
     HUSH_TRY(write_attestation(tpm, q, w, err));
 cleanup:
     free(q);
