@@ -138,13 +138,12 @@ hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *wh
 hush_status hush__check_options_version(const char *struct_name, unsigned version, unsigned newest,
                                         hush_error *err)
 {
-    if (version == 0)
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "%s: version is 0 (fill it with its _INIT macro or init function)",
-                          struct_name);
-    if (version > newest)
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "%s: unknown version %u (this library knows 1 to %u)", struct_name,
-                          version, newest);
-    return HUSH_OK;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(version != 0, HUSH_E_ARGUMENT,
+                "%s: version is 0 (fill it with its _INIT macro or init function)", struct_name);
+    HUSH_ENSURE(version <= newest, HUSH_E_ARGUMENT,
+                "%s: unknown version %u (this library knows 1 to %u)", struct_name, version,
+                newest);
+cleanup:
+    return status;
 }
