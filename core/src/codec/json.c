@@ -248,6 +248,19 @@ cleanup:
 }
 
 HUSH_MUST_USE
+static hush_status put_unicode_escape(parser *p, size_t at, string_out *o)
+{
+    hush_status status = HUSH_OK;
+    uint32_t cp = 0;
+    HUSH_TRY(read_unicode_escape(p, at, &cp));
+    put_utf8(o, cp);
+cleanup:
+    return status;
+}
+
+/* One escape, dispatched on its letter: each case's result is the
+ * function's. */
+HUSH_MUST_USE
 static hush_status read_escape(parser *p, string_out *o)
 {
     size_t at = p->in.pos;
@@ -262,13 +275,7 @@ static hush_status read_escape(parser *p, string_out *o)
     case 'n': put_byte(o, '\n'); return HUSH_OK;
     case 'r': put_byte(o, '\r'); return HUSH_OK;
     case 't': put_byte(o, '\t'); return HUSH_OK;
-    case 'u': {
-        uint32_t cp = 0;
-        hush_status status = read_unicode_escape(p, at, &cp);
-        if (status == HUSH_OK)
-            put_utf8(o, cp);
-        return status;
-    }
+    case 'u': return put_unicode_escape(p, at, o);
     case -1: return fail_end(p);
     default: return fail_at(p, at, "invalid escape in string");
     }
@@ -650,12 +657,12 @@ HUSH_MUST_USE
 static hush_status new_value(hush_arena *arena, hush_json_type type, hush_json_value **out,
                              hush_error *err)
 {
+    hush_status status = HUSH_OK;
     void *mem;
-    hush_status status = hush_arena_alloc(arena, sizeof(hush_json_value), &mem, err);
-    if (status == HUSH_OK) {
-        *out = mem;
-        (*out)->type = type;
-    }
+    HUSH_TRY(hush_arena_alloc(arena, sizeof(hush_json_value), &mem, err));
+    *out = mem;
+    (*out)->type = type;
+cleanup:
     return status;
 }
 
@@ -723,13 +730,13 @@ cleanup:
 hush_status hush__json_doc_adopt(hush_arena *arena, const hush_json_value *root,
                                  hush_json_doc **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     void *mem;
-    hush_status status = hush_arena_alloc(arena, sizeof(hush_json_doc), &mem, err);
-    if (status == HUSH_OK) {
-        *out = mem;
-        (*out)->arena = arena;
-        (*out)->root = root;
-    }
+    HUSH_TRY(hush_arena_alloc(arena, sizeof(hush_json_doc), &mem, err));
+    *out = mem;
+    (*out)->arena = arena;
+    (*out)->root = root;
+cleanup:
     return status;
 }
 

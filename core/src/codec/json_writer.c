@@ -76,9 +76,11 @@ static hush_status put_byte(hush_json_writer *w, unsigned byte)
 HUSH_MUST_USE
 static hush_status put_separator(hush_json_writer *w, char separator)
 {
-    hush_status status = put_byte(w, (unsigned char)separator);
-    if (status == HUSH_OK && (w->flags & HUSH_JSON_WRITE_SPACED))
-        status = put_byte(w, ' ');
+    hush_status status = HUSH_OK;
+    HUSH_TRY(put_byte(w, (unsigned char)separator));
+    if (w->flags & HUSH_JSON_WRITE_SPACED)
+        HUSH_TRY(put_byte(w, ' '));
+cleanup:
     return status;
 }
 

@@ -160,14 +160,15 @@ cleanup:
 hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plaintext, size_t len,
                                   int64_t processed_at, hush_secbuf **package, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     hush_secbuf *key = NULL;
     if (package != NULL)
         *package = NULL;
-    hush_status status = hush_secbuf_new(HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT,
-                                         &key, err);
-    if (status == HUSH_OK)
-        status = hush__envelope_v1_seal_with(recipient, plaintext, len, processed_at,
-                                             hush_secbuf_data(key), package, err);
+    HUSH_TRY(hush_secbuf_new(HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT, &key,
+                             err));
+    HUSH_TRY(hush__envelope_v1_seal_with(recipient, plaintext, len, processed_at,
+                                         hush_secbuf_data(key), package, err));
+cleanup:
     hush_secbuf_free(key);
     return status;
 }
@@ -402,9 +403,10 @@ static hush_status decrypt_into(const hush_keypair *recipient, const v1_fields *
     EVP_PKEY *pkey = hush__keypair_pkey(recipient);
     size_t rsa_bytes = (size_t)EVP_PKEY_get_size(pkey);
     unsigned char *key = space + f->ciphertext_len;
-    hush_status status = unwrap_key(pkey, f, key, rsa_bytes, err);
-    if (status == HUSH_OK)
-        status = gcm_decrypt(key, f, space, err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(unwrap_key(pkey, f, key, rsa_bytes, err));
+    HUSH_TRY(gcm_decrypt(key, f, space, err));
+cleanup:
     hush_memzero(key, rsa_bytes);
     return status;
 }

@@ -401,12 +401,16 @@ cleanup:
 
 hush_status hush_secbuf_append_byte(hush_secbuf *b, unsigned char byte, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     if (b != NULL && b->len < usable_capacity(b)) {
+        /* The common case: room already there, no call. */
         b->mem.payload[b->len++] = byte;
         raise_high_water(b, b->len);
-        return HUSH_OK;
+        goto cleanup;
     }
-    return hush_secbuf_append(b, &byte, 1, err);
+    HUSH_TRY(hush_secbuf_append(b, &byte, 1, err));
+cleanup:
+    return status;
 }
 
 unsigned char *hush_secbuf_data(hush_secbuf *b) { return b ? b->mem.payload : NULL; }

@@ -194,7 +194,7 @@ static hush_status copy_upstream(hush_server *s, const hush_server_options *o, h
     u->max_answer_bytes = o->max_answer_bytes;
     u->secmem_flags = o->secmem_flags;
     if (o->backend != HUSH_BACKEND_OPENAI)
-        return HUSH_OK;
+        goto cleanup;
     HUSH_TRY(make_upstream_url(o->upstream_url, &s->upstream_url, err));
     HUSH_TRY(copy_string(o->upstream_api_key, &s->upstream_api_key, err));
     HUSH_TRY(copy_string(o->upstream_ca_file, &s->upstream_ca_file, err));
