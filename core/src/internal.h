@@ -57,6 +57,35 @@ hush_status hush__check_options_version(const char *struct_name, unsigned versio
         }                                                    \
     } while (0)
 
+/* HUSH_ENSURE for a caller's pointer: NULL is HUSH_E_ARGUMENT. */
+#define HUSH_ENSURE_REF(ptr, ...) HUSH_ENSURE((ptr) != NULL, HUSH_E_ARGUMENT, __VA_ARGS__)
+
+/* Fail unconditionally (s2n's BAIL): for the end of a chain of checks. */
+#define HUSH_BAIL(code, ...)                             \
+    do {                                                 \
+        status = hush__fail(err, (code), __VA_ARGS__);   \
+        goto cleanup;                                    \
+    } while (0)
+
+/* Fail with the status a failure constructor built (a parser's fail_at,
+ * a TSS decoder): for helpers that fill the error their own way. */
+#define HUSH_BAIL_WITH(failure)     \
+    do {                            \
+        status = (failure);         \
+        goto cleanup;               \
+    } while (0)
+
+/* HUSH_TRY that replaces the callee's failure with an opaque one (its
+ * message too): for errors that must not tell an attacker which step
+ * failed. */
+#define HUSH_TRY_AS(expr, code, ...)                         \
+    do {                                                     \
+        if ((expr) != HUSH_OK) {                             \
+            status = hush__fail(err, (code), __VA_ARGS__);   \
+            goto cleanup;                                    \
+        }                                                    \
+    } while (0)
+
 /* An OpenSSL call that returns <= 0 (or NULL) on failure. */
 #define HUSH_OSSL(cond, what)                                          \
     do {                                                               \

@@ -1,5 +1,7 @@
 /* test_error.c — status strings and the explicit error out-parameter. */
 #include "check.h"
+/* The core's error-flow macros, tested as a core function uses them. */
+#include "../../core/src/internal.h"
 
 static void test_every_status_has_its_own_description(void)
 {
@@ -57,11 +59,83 @@ static void test_failures_fill_the_caller_error_or_none(void)
     hush_arena_free(a);
 }
 
+/* Each error-flow macro leaves through the one cleanup label (counted in
+ * *cleanups) with the status and message core/src/internal.h promises. */
+HUSH_MUST_USE
+static hush_status ensure_ref(const void *p, int *cleanups, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE_REF(p, "ensure_ref: p is NULL");
+cleanup:
+    (*cleanups)++;
+    return status;
+}
+
+HUSH_MUST_USE
+static hush_status try_as(const char *b64, int *cleanups, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    unsigned char out[3];
+    size_t n;
+    HUSH_TRY_AS(hush_base64_decode(b64, strlen(b64), out, sizeof out, &n, err), HUSH_E_FORMAT,
+                "opaque");
+cleanup:
+    (*cleanups)++;
+    return status;
+}
+
+HUSH_MUST_USE
+static hush_status bail_with(int *cleanups, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_BAIL_WITH(hush__fail_at(err, HUSH_E_JSON, 7, "at seven"));
+cleanup:
+    (*cleanups)++;
+    return status;
+}
+
+HUSH_MUST_USE
+static hush_status bail(int *cleanups, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_BAIL(HUSH_E_LIMIT, "limit %d", 3);
+cleanup:
+    (*cleanups)++;
+    return status;
+}
+
+static void test_error_flow_macros_leave_through_cleanup(void)
+{
+    hush_error err;
+    int cleanups = 0;
+    int x = 0;
+
+    CHECK_OK(ensure_ref(&x, &cleanups, &err), &err);
+    CHECK_STATUS(ensure_ref(NULL, &cleanups, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(strcmp(err.message, "ensure_ref: p is NULL") == 0);
+
+    CHECK_OK(try_as("AAAA", &cleanups, &err), &err);
+    /* The callee's HUSH_E_BASE64 and its offset-bearing message are replaced. */
+    CHECK_STATUS(try_as("A!AA", &cleanups, &err), HUSH_E_FORMAT, &err);
+    CHECK(strcmp(err.message, "opaque") == 0);
+
+    /* The constructor's status, message and offset are kept. */
+    CHECK_STATUS(bail_with(&cleanups, &err), HUSH_E_JSON, &err);
+    CHECK(strcmp(err.message, "at seven") == 0);
+    CHECK_EQ(err.offset, 7);
+
+    CHECK_STATUS(bail(&cleanups, &err), HUSH_E_LIMIT, &err);
+    CHECK(strcmp(err.message, "limit 3") == 0);
+    CHECK_EQ(bail(&cleanups, NULL), HUSH_E_LIMIT);
+    CHECK_EQ(cleanups, 7);
+}
+
 int main(void)
 {
     RUN_TEST(test_every_status_has_its_own_description);
     RUN_TEST(test_every_status_has_its_own_kind);
     RUN_TEST(test_clear_resets_everything);
     RUN_TEST(test_failures_fill_the_caller_error_or_none);
+    RUN_TEST(test_error_flow_macros_leave_through_cleanup);
     return check_report();
 }

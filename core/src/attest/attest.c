@@ -205,6 +205,7 @@ struct hush_attest_policy {
     char (*aik)[HUSH_FINGERPRINT_LEN];
 };
 
+HUSH_MUST_USE
 static hush_status policy_pcrs(hush_attest_policy *p, const hush_json_value *pcrs, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -249,6 +250,7 @@ static bool fingerprint_well_formed(const char *s, size_t len)
     return true;
 }
 
+HUSH_MUST_USE
 static hush_status policy_aiks(hush_attest_policy *p, const hush_json_value *list, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -298,8 +300,8 @@ hush_status hush_attest_policy_parse(const void *json, size_t len, hush_attest_p
         else if (key_len == 16 && memcmp(key, "aik_fingerprints", 16) == 0)
             HUSH_TRY(policy_aiks(p, v, err));
         else
-            HUSH_ENSURE(false, HUSH_E_FORMAT, "policy: unknown member (only \"pcrs\" and "
-                                              "\"aik_fingerprints\" are known)");
+            HUSH_BAIL(HUSH_E_FORMAT,
+                      "policy: unknown member (only \"pcrs\" and \"aik_fingerprints\" are known)");
     }
     *out = p;
     p = NULL;
@@ -320,11 +322,8 @@ hush_status hush_attest_policy_load(const char *path, hush_attest_policy **out, 
                 "hush_attest_policy_load: NULL argument");
     *out = NULL;
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        status = hush__fail(err, errno == ENOENT ? HUSH_E_NOT_FOUND : HUSH_E_IO,
-                            "cannot open the attestation policy (%s)", strerror(errno));
-        goto cleanup;
-    }
+    HUSH_ENSURE(fd >= 0, errno == ENOENT ? HUSH_E_NOT_FOUND : HUSH_E_IO,
+                "cannot open the attestation policy (%s)", strerror(errno));
     /* Policies are public: ordinary heap. */
     HUSH_TRY(hush__secbuf_read_fd(fd, "the attestation policy", POLICY_FILE_MAX,
                                   HUSH_SECMEM_PUBLIC, &data, err));
@@ -421,6 +420,7 @@ static bool unmarshal_blobs(quote_check *q, hush_attest_result *out)
 }
 
 /* "sha256:" + hex(SHA-256 over the marshalled TPMT_PUBLIC). */
+HUSH_MUST_USE
 static hush_status aik_fingerprint(const quote_check *q, hush_attest_result *out, hush_error *err)
 {
     static const char hex[] = "0123456789abcdef";
@@ -451,13 +451,13 @@ static EVP_PKEY *pkey_from_params(const char *type, OSSL_PARAM_BLD *bld)
     EVP_PKEY_CTX *check = NULL;
     if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
         EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
-        goto done;
+        goto cleanup;
     check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     if (check == NULL || EVP_PKEY_public_check(check) != 1) {
         EVP_PKEY_free(pkey);
         pkey = NULL;
     }
-done:
+cleanup:
     EVP_PKEY_CTX_free(check);
     EVP_PKEY_CTX_free(ctx);
     OSSL_PARAM_free(params);
@@ -482,9 +482,9 @@ static EVP_PKEY *rsa_pkey(const TPMT_PUBLIC *pub)
         BN_set_word(bn_e, rp->exponent != 0 ? rp->exponent : 65537u) != 1 ||
         OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) != 1 ||
         OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) != 1)
-        goto done;
+        goto cleanup;
     pkey = pkey_from_params("RSA", bld);
-done:
+cleanup:
     OSSL_PARAM_BLD_free(bld);
     BN_free(bn_n);
     BN_free(bn_e);
@@ -552,12 +552,12 @@ static bool ecdsa_der(const TPMS_SIGNATURE_ECC *e, unsigned char **der, int *der
     BIGNUM *s = BN_bin2bn(e->signatureS.buffer, e->signatureS.size, NULL);
     bool ok = false;
     if (sig == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(sig, r, s) != 1)
-        goto done;
+        goto cleanup;
     r = s = NULL; /* owned by sig now */
     *der = NULL;
     *der_len = i2d_ECDSA_SIG(sig, der);
     ok = *der_len > 0;
-done:
+cleanup:
     BN_free(r);
     BN_free(s);
     ECDSA_SIG_free(sig);
@@ -594,6 +594,7 @@ static bool signature_scheme(quote_check *q, hush_attest_result *out)
     return true;
 }
 
+HUSH_MUST_USE
 static hush_status check_signature(quote_check *q, bool *ok, hush_attest_result *out,
                                    hush_error *err)
 {
@@ -688,6 +689,7 @@ static bool read_pcr_values(quote_check *q, const hush_json_value *values, hush_
 
 /* TPM2_Quote's pcrDigest: the hash of the signing scheme over the selected
  * PCRs, banks in selection order, indices ascending. */
+HUSH_MUST_USE
 static hush_status check_pcr_digest(const quote_check *q, bool *ok, hush_attest_result *out,
                                     hush_error *err)
 {
@@ -757,6 +759,7 @@ static bool check_aik_pinned(const hush_attest_policy *policy, const char *finge
     return reject(out, "aik not in policy");
 }
 
+HUSH_MUST_USE
 static hush_status verify_quote(quote_check *q, const hush_json_value *att, const char *payload_id,
                                 const hush_attest_policy *policy, hush_attest_result *out,
                                 hush_error *err)
@@ -839,13 +842,14 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
     }
     q = calloc(1, sizeof *q);
     HUSH_ENSURE(q != NULL, HUSH_E_NOMEM, "out of memory");
-    status = verify_quote(q, tpm_attestation, payload_id, policy, out, err);
-    if (status != HUSH_OK) {
-        /* an error, not a verdict: leave no half-filled result */
+    HUSH_TRY(verify_quote(q, tpm_attestation, payload_id, policy, out, err));
+cleanup:
+    if (status != HUSH_OK && q != NULL) {
+        /* verify_quote failed: an error, not a verdict, so leave no
+         * half-filled result */
         out->verified = false;
         snprintf(out->reason, sizeof out->reason, "error");
     }
-cleanup:
     if (q != NULL) {
         EVP_PKEY_free(q->pkey);
         free(q);

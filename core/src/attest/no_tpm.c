@@ -10,6 +10,7 @@
 
 #define UNSUPPORTED "built without TPM support"
 
+HUSH_MUST_USE
 static hush_status unsupported(const char *what, hush_error *err)
 {
     return hush__fail(err, HUSH_E_UNSUPPORTED, "%s: " UNSUPPORTED, what);
@@ -76,11 +77,13 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
                                const hush_attest_policy *policy, hush_attest_result *out,
                                hush_error *err)
 {
+    hush_status status = HUSH_OK;
     (void)policy;
-    if (payload_id == NULL || out == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_attest_verify: NULL argument");
+    HUSH_ENSURE(payload_id != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_attest_verify: NULL argument");
     *out = (hush_attest_result){ .verified = false };
     snprintf(out->reason, sizeof out->reason, "%s",
              tpm_attestation == NULL ? "no attestation" : UNSUPPORTED);
-    return HUSH_OK;
+cleanup:
+    return status;
 }

@@ -72,6 +72,7 @@ typedef struct quote_result {
     size_t sig_len;
 } quote_result;
 
+HUSH_MUST_USE
 static hush_status fail_tss(hush_error *err, hush_status code, const char *what, TSS2_RC rc)
 {
     return hush__fail(err, code, "%s failed: %s", what, Tss2_RC_Decode(rc));
@@ -105,22 +106,27 @@ static bool pcr_selected(const TPMS_PCR_SELECTION *s, unsigned pcr)
 
 /* ---- the PCR selection string ------------------------------------------ */
 
+HUSH_MUST_USE
 static hush_status parse_bank_name(const char *s, size_t len, TPMS_PCR_SELECTION *out,
                                    hush_error *err)
 {
+    hush_status status = HUSH_OK;
     for (size_t i = 0; i < PCR_BANK_COUNT; i++) {
         if (strlen(PCR_BANKS[i].name) == len && memcmp(PCR_BANKS[i].name, s, len) == 0) {
             out->hash = PCR_BANKS[i].alg;
             out->sizeofSelect = PCR_SELECT_BYTES;
-            return HUSH_OK;
+            goto cleanup;
         }
     }
-    return hush__fail(err, HUSH_E_ARGUMENT,
-                      "PCR selection: unknown bank \"%.*s\" (sha1, sha256, sha384, sha512)",
-                      (int)(len > 16 ? 16 : len), s);
+    HUSH_BAIL(HUSH_E_ARGUMENT,
+              "PCR selection: unknown bank \"%.*s\" (sha1, sha256, sha384, sha512)",
+              (int)(len > 16 ? 16 : len), s);
+cleanup:
+    return status;
 }
 
 /* "<i>,<j>,..." up to `end`: decimal indices 0..23, each at most once. */
+HUSH_MUST_USE
 static hush_status parse_indices(const char *s, const char *end, TPMS_PCR_SELECTION *out,
                                  hush_error *err)
 {
@@ -148,9 +154,11 @@ cleanup:
 }
 
 /* Appends "<bank>:<i>,<j>" in ascending order (the canonical form). */
+HUSH_MUST_USE
 static hush_status format_bank(const TPMS_PCR_SELECTION *sel, char *out, size_t cap,
                                size_t *len, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     const char *sep = *len > 0 ? "+" : "";
     int n = snprintf(out + *len, cap - *len, "%s%s:", sep, bank_by_alg(sel->hash, NULL)->name);
     sep = "";
@@ -161,14 +169,16 @@ static hush_status format_bank(const TPMS_PCR_SELECTION *sel, char *out, size_t 
         n = m < 0 ? m : n + m;
         sep = ",";
     }
-    if (n < 0 || (size_t)n >= cap - *len)
-        return hush__fail(err, HUSH_E_INTERNAL, "PCR selection does not fit its buffer");
+    HUSH_ENSURE(n >= 0 && (size_t)n < cap - *len, HUSH_E_INTERNAL,
+                "PCR selection does not fit its buffer");
     *len += (size_t)n;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 /* Parses "<bank>:<i>,...[+<bank>:...]" strictly into `out` and writes its
  * canonical form (indices ascending) to `canon`. */
+HUSH_MUST_USE
 static hush_status parse_pcr_selection(const char *text, TPML_PCR_SELECTION *out, char *canon,
                                        size_t cap, hush_error *err)
 {
@@ -206,6 +216,7 @@ cleanup:
 /* ---- reading PCRs ------------------------------------------------------- */
 
 /* Records the values one PCR_Read returned and clears them from `left`. */
+HUSH_MUST_USE
 static hush_status take_pcr_values(const TPML_PCR_SELECTION *got, const TPML_DIGEST *values,
                                    TPML_PCR_SELECTION *left, pcr_values *out, size_t *taken,
                                    hush_error *err)
@@ -254,6 +265,7 @@ static bool selection_empty(const TPML_PCR_SELECTION *sel)
 
 /* Reads every selected PCR. TPM2_PCR_Read answers at most 8 digests per
  * call, so ask again for what is left until nothing is. */
+HUSH_MUST_USE
 static hush_status read_pcrs(hush_tpm *tpm, pcr_values *out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -285,6 +297,7 @@ cleanup:
 
 /* The digest a quote over `pcrs` must carry: the hash (`alg`) of the
  * selected values concatenated in selection order. */
+HUSH_MUST_USE
 static hush_status pcr_digest(const hush_tpm *tpm, const pcr_values *pcrs, TPMI_ALG_HASH alg,
                               unsigned char *out, unsigned *out_len, hush_error *err)
 {
@@ -316,8 +329,10 @@ cleanup:
 
 /* The scheme to quote with: the key's own, or for a key without one
  * (TPM2_ALG_NULL) ECDSA / RSASSA with SHA-256. */
+HUSH_MUST_USE
 static hush_status signing_scheme(const TPMT_PUBLIC *pub, TPMT_SIG_SCHEME *out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     memset(out, 0, sizeof *out);
     TPMI_ALG_SIG_SCHEME key_scheme;
     TPMI_ALG_HASH key_hash;
@@ -330,26 +345,27 @@ static hush_status signing_scheme(const TPMT_PUBLIC *pub, TPMT_SIG_SCHEME *out, 
         key_hash = pub->parameters.rsaDetail.scheme.details.anySig.hashAlg;
         out->scheme = TPM2_ALG_RSASSA;
     } else {
-        return hush__fail(err, HUSH_E_ARGUMENT, "the AIK is neither an RSA nor an ECC key");
+        HUSH_BAIL(HUSH_E_ARGUMENT, "the AIK is neither an RSA nor an ECC key");
     }
     /* Only a restricted key vouches that what it signed came from the TPM
      * (an unrestricted one signs anything TPM2_Sign is given), and clients
      * refuse quotes from any other. */
-    if ((pub->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) == 0 ||
-        (pub->objectAttributes & TPMA_OBJECT_RESTRICTED) == 0 ||
-        (pub->objectAttributes & TPMA_OBJECT_DECRYPT) != 0)
-        return hush__fail(err, HUSH_E_ARGUMENT, "the AIK is not a restricted signing key");
+    HUSH_ENSURE((pub->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) != 0 &&
+                    (pub->objectAttributes & TPMA_OBJECT_RESTRICTED) != 0 &&
+                    (pub->objectAttributes & TPMA_OBJECT_DECRYPT) == 0,
+                HUSH_E_ARGUMENT, "the AIK is not a restricted signing key");
     out->details.any.hashAlg = TPM2_ALG_SHA256;
     if (key_scheme == TPM2_ALG_NULL)
-        return HUSH_OK;
-    if (key_scheme != TPM2_ALG_ECDSA && key_scheme != TPM2_ALG_RSASSA &&
-        key_scheme != TPM2_ALG_RSAPSS)
-        return hush__fail(err, HUSH_E_UNSUPPORTED,
-                          "the AIK's signing scheme 0x%04x is not ECDSA, RSASSA or RSAPSS",
-                          (unsigned)key_scheme);
+        goto cleanup;
+    HUSH_ENSURE(key_scheme == TPM2_ALG_ECDSA || key_scheme == TPM2_ALG_RSASSA ||
+                    key_scheme == TPM2_ALG_RSAPSS,
+                HUSH_E_UNSUPPORTED,
+                "the AIK's signing scheme 0x%04x is not ECDSA, RSASSA or RSAPSS",
+                (unsigned)key_scheme);
     out->scheme = key_scheme;
     out->details.any.hashAlg = key_hash;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 static void aik_template(hush_tpm_key_alg alg, TPM2B_PUBLIC *t)
@@ -381,6 +397,7 @@ static void aik_template(hush_tpm_key_alg alg, TPM2B_PUBLIC *t)
 
 /* A fresh restricted signing key in the endorsement hierarchy (flushed by
  * the caller). */
+HUSH_MUST_USE
 static hush_status create_aik(hush_tpm *tpm, ESYS_TR *key, TPM2B_PUBLIC **pub, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -408,6 +425,7 @@ cleanup:
 }
 
 /* Finds the key at `handle` and keeps its public area. */
+HUSH_MUST_USE
 static hush_status load_persistent(hush_tpm *tpm, uint32_t handle, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -418,10 +436,8 @@ static hush_status load_persistent(hush_tpm *tpm, uint32_t handle, hush_error *e
         tpm->persistent = ESYS_TR_NONE;
         /* TPM_RC_HANDLE: nothing is stored at that handle. */
         bool missing = (rc & TPM2_RC_FMT1) != 0 && (rc & 0x3Fu) == (TPM2_RC_HANDLE & 0x3Fu);
-        status = hush__fail(err, missing ? HUSH_E_ARGUMENT : HUSH_E_CRYPTO,
-                            "no usable persistent key at 0x%08x: %s", (unsigned)handle,
-                            Tss2_RC_Decode(rc));
-        goto cleanup;
+        HUSH_BAIL(missing ? HUSH_E_ARGUMENT : HUSH_E_CRYPTO,
+                  "no usable persistent key at 0x%08x: %s", (unsigned)handle, Tss2_RC_Decode(rc));
     }
     HUSH_TSS(Esys_ReadPublic(tpm->esys, tpm->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
                              ESYS_TR_NONE, &pub, NULL, NULL),
@@ -436,6 +452,7 @@ cleanup:
 
 /* ---- quoting -------------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status qualifying_data(const char *payload_id, TPM2B_DATA *out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -466,6 +483,7 @@ static bool same_selection(const TPML_PCR_SELECTION *a, const TPML_PCR_SELECTION
 
 /* Whether `quoted` is a quote of our selection with our qualifying data
  * over exactly the values in `pcrs`. */
+HUSH_MUST_USE
 static hush_status quote_covers(const hush_tpm *tpm, const TPM2B_ATTEST *quoted,
                                 const TPM2B_DATA *qualifying, TPMI_ALG_HASH hash_alg,
                                 const pcr_values *pcrs, bool *covers, hush_error *err)
@@ -491,6 +509,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status marshal_quote(const TPM2B_PUBLIC *pub, const TPM2B_ATTEST *quoted,
                                  const TPMT_SIGNATURE *sig, quote_result *q, hush_error *err)
 {
@@ -508,6 +527,7 @@ cleanup:
 
 /* One read of the PCRs and one quote with `key`; `*covers` says whether
  * the quote is over the values read (a PCR may be extended in between). */
+HUSH_MUST_USE
 static hush_status quote_once(hush_tpm *tpm, ESYS_TR key, const TPM2B_PUBLIC *pub,
                               const TPM2B_DATA *qualifying, quote_result *q, bool *covers,
                               hush_error *err)
@@ -532,6 +552,7 @@ cleanup:
 
 /* The quote under the lock: the key, the quote (again once if a PCR
  * changed between reading and quoting), and the ephemeral key flushed. */
+HUSH_MUST_USE
 static hush_status quote_locked(hush_tpm *tpm, const TPM2B_DATA *qualifying, quote_result *q,
                                 hush_error *err)
 {
@@ -558,11 +579,13 @@ cleanup:
 
 /* ---- writing the result ------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status write_key(hush_json_writer *w, const char *key, hush_error *err)
 {
     return hush_json_write_key(w, key, strlen(key), err);
 }
 
+HUSH_MUST_USE
 static hush_status write_string_member(hush_json_writer *w, const char *key, const char *value,
                                        hush_error *err)
 {
@@ -574,6 +597,7 @@ cleanup:
 }
 
 /* "pcr_values": {"<bank>": {"<index>": "<hex>", ...}, ...} */
+HUSH_MUST_USE
 static hush_status write_pcr_values(const hush_tpm *tpm, const pcr_values *pcrs,
                                     hush_json_writer *w, hush_error *err)
 {
@@ -607,6 +631,7 @@ cleanup:
 }
 
 /* The three blobs in base64, in one allocation: NUL-separated strings. */
+HUSH_MUST_USE
 static hush_status encode_blobs(const quote_result *q, char **out, const char *b64[3],
                                 hush_error *err)
 {
@@ -632,6 +657,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status write_attestation(const hush_tpm *tpm, const quote_result *q,
                                      hush_json_writer *w, hush_error *err)
 {
@@ -653,15 +679,15 @@ cleanup:
 
 /* ---- the public API ----------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status connect_tpm(hush_tpm *tpm, const char *tcti, hush_error *err)
 {
     hush_status status = HUSH_OK;
     TSS2_RC rc = Tss2_TctiLdr_Initialize(tcti, &tpm->tcti);
     if (rc != TSS2_RC_SUCCESS) {
         tpm->tcti = NULL;
-        status = hush__fail(err, HUSH_E_CONNECTION, "cannot open the TPM through TCTI \"%.64s\": %s",
-                            tcti, Tss2_RC_Decode(rc));
-        goto cleanup;
+        HUSH_BAIL(HUSH_E_CONNECTION, "cannot open the TPM through TCTI \"%.64s\": %s", tcti,
+                  Tss2_RC_Decode(rc));
     }
     HUSH_TSS(Esys_Initialize(&tpm->esys, tpm->tcti, NULL), "Esys_Initialize");
 cleanup:
@@ -670,6 +696,7 @@ cleanup:
 
 /* Refuses a bank the TPM has not allocated now rather than at the first
  * request, by reading the selection once. */
+HUSH_MUST_USE
 static hush_status check_banks(hush_tpm *tpm, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -714,8 +741,7 @@ hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_err
     if (rc != 0) {
         free(tpm); /* not a hush_tpm for hush_tpm_close yet */
         tpm = NULL;
-        status = hush__fail(err, HUSH_E_NOMEM, "pthread_mutex_init failed (%d)", rc);
-        goto cleanup;
+        HUSH_BAIL(HUSH_E_NOMEM, "pthread_mutex_init failed (%d)", rc);
     }
     tpm->persistent = ESYS_TR_NONE;
     tpm->key_alg = opts->key_alg;
@@ -763,10 +789,9 @@ hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writ
     q = calloc(1, sizeof *q);
     HUSH_ENSURE(q != NULL, HUSH_E_NOMEM, "out of memory");
     pthread_mutex_lock(&tpm->lock);
-    status = quote_locked(tpm, &qualifying, q, err);
+    hush_status quoted = quote_locked(tpm, &qualifying, q, err);
     pthread_mutex_unlock(&tpm->lock);
-    if (status != HUSH_OK)
-        goto cleanup;
+    HUSH_TRY(quoted);
     HUSH_TRY(write_attestation(tpm, q, w, err));
 cleanup:
     free(q);

@@ -95,22 +95,22 @@ void hush_error_clear(hush_error *err)
     err->message[0] = '\0';
 }
 
-static hush_status fail_v(hush_error *err, hush_status code, int64_t offset, const char *fmt,
-                          va_list ap)
+/* Fills `err` (if any); the callers return `code` themselves. */
+static void fill_error(hush_error *err, hush_status code, int64_t offset, const char *fmt,
+                       va_list ap)
 {
     if (err == NULL)
-        return code;
+        return;
     err->code = code;
     err->offset = offset;
     vsnprintf(err->message, sizeof err->message, fmt, ap);
-    return code;
 }
 
 hush_status hush__fail(hush_error *err, hush_status code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fail_v(err, code, -1, fmt, ap);
+    fill_error(err, code, -1, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -119,7 +119,7 @@ hush_status hush__fail_at(hush_error *err, hush_status code, size_t offset, cons
 {
     va_list ap;
     va_start(ap, fmt);
-    fail_v(err, code, offset > INT64_MAX ? INT64_MAX : (int64_t)offset, fmt, ap);
+    fill_error(err, code, offset > INT64_MAX ? INT64_MAX : (int64_t)offset, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -138,13 +138,12 @@ hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *wh
 hush_status hush__check_options_version(const char *struct_name, unsigned version, unsigned newest,
                                         hush_error *err)
 {
-    if (version == 0)
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "%s: version is 0 (fill it with its _INIT macro or init function)",
-                          struct_name);
-    if (version > newest)
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "%s: unknown version %u (this library knows 1 to %u)", struct_name,
-                          version, newest);
-    return HUSH_OK;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(version != 0, HUSH_E_ARGUMENT,
+                "%s: version is 0 (fill it with its _INIT macro or init function)", struct_name);
+    HUSH_ENSURE(version <= newest, HUSH_E_ARGUMENT,
+                "%s: unknown version %u (this library knows 1 to %u)", struct_name, version,
+                newest);
+cleanup:
+    return status;
 }

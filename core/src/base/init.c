@@ -58,12 +58,13 @@ static void init_once_fn(void)
 
 hush_status hush__init(hush_error *err)
 {
-    if (pthread_once(&init_once, init_once_fn) != 0)
-        return hush__fail(err, HUSH_E_INTERNAL, "one-time initialisation failed");
-    if (init_status != HUSH_OK)
-        return hush__fail(err, init_status,
-                          "one-time initialisation failed (locale, OpenSSL algorithms or libcurl)");
-    return HUSH_OK;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(pthread_once(&init_once, init_once_fn) == 0, HUSH_E_INTERNAL,
+                "one-time initialisation failed");
+    HUSH_ENSURE(init_status == HUSH_OK, init_status,
+                "one-time initialisation failed (locale, OpenSSL algorithms or libcurl)");
+cleanup:
+    return status;
 }
 
 locale_t hush__c_locale(void) { return c_locale; }

@@ -34,10 +34,12 @@ HUSH_MUST_USE
 static hush_status member_specs(hush_arena *arena, const hush_json_value *object, size_t extra,
                                 hush__json_member_spec **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     void *mem;
     size_t n = hush_json_length(object) + extra;
-    hush_status status = hush_arena_alloc(arena, n * sizeof **out, &mem, err);
+    HUSH_TRY(hush_arena_alloc(arena, n * sizeof **out, &mem, err));
     *out = mem;
+cleanup:
     return status;
 }
 

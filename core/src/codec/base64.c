@@ -79,17 +79,17 @@ static void encode_into(const unsigned char *in, size_t len, char *dst)
 hush_status hush_base64_encode(const void *in, size_t len, char *out, size_t cap,
                                size_t *out_len, hush_error *err)
 {
-    if ((in == NULL && len > 0) || out == NULL || out_len == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_base64_encode: NULL argument");
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE((in != NULL || len == 0) && out != NULL && out_len != NULL, HUSH_E_ARGUMENT,
+                "hush_base64_encode: NULL argument");
     size_t need = hush_base64_encoded_len(len);
-    if (need == SIZE_MAX || need + 1 > cap)
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "hush_base64_encode: output capacity %zu is too small for %zu bytes",
-                          cap, len);
+    HUSH_ENSURE(need != SIZE_MAX && need + 1 <= cap, HUSH_E_ARGUMENT,
+                "hush_base64_encode: output capacity %zu is too small for %zu bytes", cap, len);
     encode_into(in, len, out);
     out[need] = '\0';
     *out_len = need;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 hush_status hush_base64_encode_append(const void *in, size_t len, hush_secbuf *out,
@@ -151,6 +151,7 @@ static void decode_group(const unsigned char *in, size_t offset, bool last, unsi
     dst[2] = (unsigned char)(v[2] << 6 | v[3]);
 }
 
+HUSH_MUST_USE
 static hush_status decode_failure(const unsigned char *in, size_t len, size_t offset,
                                   hush_error *err)
 {
@@ -171,12 +172,12 @@ static hush_status decode_failure(const unsigned char *in, size_t len, size_t of
 hush_status hush_base64_decode(const char *in, size_t len, unsigned char *out, size_t cap,
                                size_t *out_len, hush_error *err)
 {
-    if ((in == NULL && len > 0) || (out == NULL && cap > 0) || out_len == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_base64_decode: NULL argument");
-    if (cap < hush_base64_decoded_max(len))
-        return hush__fail(err, HUSH_E_ARGUMENT,
-                          "hush_base64_decode: output capacity %zu is too small for %zu characters",
-                          cap, len);
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE((in != NULL || len == 0) && (out != NULL || cap == 0) && out_len != NULL,
+                HUSH_E_ARGUMENT, "hush_base64_decode: NULL argument");
+    HUSH_ENSURE(cap >= hush_base64_decoded_max(len), HUSH_E_ARGUMENT,
+                "hush_base64_decode: output capacity %zu is too small for %zu characters", cap,
+                len);
     const unsigned char *src = (const unsigned char *)in;
     size_t groups = len / 4;
     bad_tracker t = {0, 0};
@@ -194,9 +195,10 @@ hush_status hush_base64_decode(const char *in, size_t len, unsigned char *out, s
     }
     if (t.seen) {
         hush_memzero(out, groups * 3);
-        return decode_failure(src, len, t.first, err);
+        HUSH_TRY(decode_failure(src, len, t.first, err));
     }
     size_t padding = len == 0 ? 0 : (size_t)(src[len - 1] == '=') + (src[len - 2] == '=');
     *out_len = groups * 3 - padding;
-    return HUSH_OK;
+cleanup:
+    return status;
 }

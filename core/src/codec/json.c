@@ -63,21 +63,25 @@ typedef struct string_out {
     size_t len;
 } string_out;
 
+HUSH_MUST_USE
 static hush_status parse_value(parser *p, hush_json_value **out);
 
 /* ---- errors and small helpers ------------------------------------------ */
 
+HUSH_MUST_USE
 static hush_status fail_at(parser *p, size_t offset, const char *reason)
 {
     return hush__fail_at(p->err, HUSH_E_JSON, offset, "%s", reason);
 }
 
+HUSH_MUST_USE
 static hush_status fail_end(parser *p)
 {
     return fail_at(p, p->in.len, "unexpected end of input");
 }
 
 /* A syntax error at the current byte, or the end of input if there is none. */
+HUSH_MUST_USE
 static hush_status fail_here(parser *p, const char *reason)
 {
     return hush_reader_done(&p->in) ? fail_end(p) : fail_at(p, p->in.pos, reason);
@@ -95,57 +99,68 @@ static void skip_whitespace(parser *p)
 
 static bool is_digit(int c) { return c >= '0' && c <= '9'; }
 
+HUSH_MUST_USE
 static hush_status new_node(parser *p, hush_json_type type, hush_json_value **out)
 {
+    hush_status status = HUSH_OK;
     void *mem;
-    hush_status status = hush_arena_alloc(p->arena, sizeof(hush_json_value), &mem, p->err);
-    if (status != HUSH_OK)
-        return status;
+    HUSH_TRY(hush_arena_alloc(p->arena, sizeof(hush_json_value), &mem, p->err));
     *out = mem;
     (*out)->type = type;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 /* An arena array of `count` pointers; NULL (and no allocation) for none. */
+HUSH_MUST_USE
 static hush_status new_pointer_array(parser *p, size_t count, void **out)
 {
+    hush_status status = HUSH_OK;
+    hush_error *err = p->err;
     *out = NULL;
     if (count == 0)
-        return HUSH_OK;
-    if (count > SIZE_MAX / sizeof(void *))
-        return hush__fail(p->err, HUSH_E_LIMIT, "too many JSON elements");
-    return hush_arena_alloc(p->arena, count * sizeof(void *), out, p->err);
+        goto cleanup;
+    HUSH_ENSURE(count <= SIZE_MAX / sizeof(void *), HUSH_E_LIMIT, "too many JSON elements");
+    HUSH_TRY(hush_arena_alloc(p->arena, count * sizeof(void *), out, err));
+cleanup:
+    return status;
 }
 
 /* Skip whitespace, then consume `byte` or fail with `reason`. */
+HUSH_MUST_USE
 static hush_status expect_byte(parser *p, int byte, const char *reason)
 {
+    hush_status status = HUSH_OK;
     skip_whitespace(p);
     if (hush_reader_peek(&p->in) != byte)
-        return fail_here(p, reason);
+        HUSH_BAIL_WITH(fail_here(p, reason));
     hush_reader_next(&p->in);
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 /* ---- literals and numbers ----------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status parse_literal(parser *p, const char *word, hush_json_type type,
                                  bool boolean, hush_json_value **out)
 {
+    hush_status status = HUSH_OK;
     size_t start = p->in.pos;
     for (size_t i = 0; word[i] != '\0'; i++) {
         int c = hush_reader_next(&p->in);
         if (c < 0)
-            return fail_end(p);
+            HUSH_BAIL_WITH(fail_end(p));
         if (c != (unsigned char)word[i])
-            return fail_at(p, start, "invalid literal");
+            HUSH_BAIL_WITH(fail_at(p, start, "invalid literal"));
     }
-    hush_status status = new_node(p, type, out);
-    if (status == HUSH_OK)
-        (*out)->as.boolean = boolean;
+    HUSH_TRY(new_node(p, type, out));
+    (*out)->as.boolean = boolean;
+cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_number(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
@@ -153,7 +168,7 @@ static hush_status parse_number(parser *p, hush_json_value **out)
     hush_reader start = p->in;
     const char *reason = hush__json_scan_number(&p->in);
     if (reason != NULL)
-        return fail_here(p, reason);
+        HUSH_BAIL_WITH(fail_here(p, reason));
 
     const unsigned char *text = NULL;
     size_t len = p->in.pos - start.pos;
@@ -210,25 +225,42 @@ static bool read_hex4(hush_reader *r, uint32_t *out)
 
 /* A \uXXXX escape, with its backslash and 'u' already consumed; a high
  * surrogate must be followed at once by an escaped low one. */
+HUSH_MUST_USE
 static hush_status read_unicode_escape(parser *p, size_t at, uint32_t *cp)
 {
+    hush_status status = HUSH_OK;
     uint32_t low = 0;
     if (!read_hex4(&p->in, cp))
-        return fail_at(p, at, "invalid \\u escape in string");
+        HUSH_BAIL_WITH(fail_at(p, at, "invalid \\u escape in string"));
     if (*cp >= 0xDC00 && *cp <= 0xDFFF)
-        return fail_at(p, at, "unpaired surrogate escape in string");
+        HUSH_BAIL_WITH(fail_at(p, at, "unpaired surrogate escape in string"));
     if (*cp < 0xD800 || *cp > 0xDBFF)
-        return HUSH_OK;
+        goto cleanup;
     if (hush_reader_next(&p->in) != '\\' || hush_reader_next(&p->in) != 'u')
-        return fail_at(p, at, "unpaired surrogate escape in string");
+        HUSH_BAIL_WITH(fail_at(p, at, "unpaired surrogate escape in string"));
     if (!read_hex4(&p->in, &low))
-        return fail_at(p, at + 6, "invalid \\u escape in string");
+        HUSH_BAIL_WITH(fail_at(p, at + 6, "invalid \\u escape in string"));
     if (low < 0xDC00 || low > 0xDFFF)
-        return fail_at(p, at, "unpaired surrogate escape in string");
+        HUSH_BAIL_WITH(fail_at(p, at, "unpaired surrogate escape in string"));
     *cp = 0x10000 + ((*cp - 0xD800) << 10) + (low - 0xDC00);
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
+static hush_status put_unicode_escape(parser *p, size_t at, string_out *o)
+{
+    hush_status status = HUSH_OK;
+    uint32_t cp = 0;
+    HUSH_TRY(read_unicode_escape(p, at, &cp));
+    put_utf8(o, cp);
+cleanup:
+    return status;
+}
+
+/* One escape, dispatched on its letter: each case's result is the
+ * function's. */
+HUSH_MUST_USE
 static hush_status read_escape(parser *p, string_out *o)
 {
     size_t at = p->in.pos;
@@ -243,13 +275,7 @@ static hush_status read_escape(parser *p, string_out *o)
     case 'n': put_byte(o, '\n'); return HUSH_OK;
     case 'r': put_byte(o, '\r'); return HUSH_OK;
     case 't': put_byte(o, '\t'); return HUSH_OK;
-    case 'u': {
-        uint32_t cp = 0;
-        hush_status status = read_unicode_escape(p, at, &cp);
-        if (status == HUSH_OK)
-            put_utf8(o, cp);
-        return status;
-    }
+    case 'u': return put_unicode_escape(p, at, o);
     case -1: return fail_end(p);
     default: return fail_at(p, at, "invalid escape in string");
     }
@@ -257,30 +283,32 @@ static hush_status read_escape(parser *p, string_out *o)
 
 /* Unescape and validate from just after the opening quote through the
  * closing one. */
+HUSH_MUST_USE
 static hush_status decode_string(parser *p, string_out *o)
 {
+    hush_status status = HUSH_OK;
     for (;;) {
         int c = hush_reader_peek(&p->in);
         if (c < 0)
-            return fail_end(p);
+            HUSH_BAIL_WITH(fail_end(p));
         if (c == '"') {
             hush_reader_next(&p->in);
-            return HUSH_OK;
+            break;
         }
         if (c == '\\') {
-            hush_status status = read_escape(p, o);
-            if (status != HUSH_OK)
-                return status;
+            HUSH_TRY(read_escape(p, o));
             continue;
         }
         if (c < 0x20)
-            return fail_at(p, p->in.pos, "control character in string");
+            HUSH_BAIL_WITH(fail_at(p, p->in.pos, "control character in string"));
         size_t at = p->in.pos;
         int32_t cp = hush__utf8_next(&p->in);
         if (cp < 0)
-            return fail_at(p, at, "invalid UTF-8 in string");
+            HUSH_BAIL_WITH(fail_at(p, at, "invalid UTF-8 in string"));
         put_utf8(o, (uint32_t)cp);
     }
+cleanup:
+    return status;
 }
 
 /* The raw length up to the closing quote, escapes skipped over; false when
@@ -301,6 +329,7 @@ static bool raw_string_length(const hush_reader *r, size_t *len)
 }
 
 /* A string at the reader (on its opening quote), unescaped into the arena. */
+HUSH_MUST_USE
 static hush_status parse_string_bytes(parser *p, const char **bytes, size_t *len)
 {
     hush_status status = HUSH_OK;
@@ -313,8 +342,8 @@ static hush_status parse_string_bytes(parser *p, const char **bytes, size_t *len
     if (!raw_string_length(&p->in, &raw_len)) {
         /* Unterminated: measuring reports the first problem at its offset,
          * which is at worst the end of the input. */
-        status = decode_string(p, &o);
-        return status != HUSH_OK ? status : fail_end(p);
+        HUSH_TRY(decode_string(p, &o));
+        HUSH_BAIL_WITH(fail_end(p));
     }
     HUSH_TRY(hush_arena_alloc(p->arena, raw_len + 1, &mem, p->err));
     o.bytes = mem;
@@ -328,6 +357,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_string(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
@@ -355,17 +385,21 @@ static bool open_container(parser *p, int close)
 }
 
 /* After a member or element: true at the closing byte, false after a comma. */
+HUSH_MUST_USE
 static hush_status after_item(parser *p, int close, const char *reason, bool *closed)
 {
+    hush_status status = HUSH_OK;
     skip_whitespace(p);
     int c = hush_reader_peek(&p->in);
     if (c != ',' && c != close)
-        return fail_here(p, reason);
+        HUSH_BAIL_WITH(fail_here(p, reason));
     hush_reader_next(&p->in);
     *closed = c == close;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_array(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
@@ -430,6 +464,7 @@ static const json_member *first_duplicate(const json_member **sorted, size_t cou
 
 /* An object node over `members` (document order), with the sorted index
  * lookups use; *duplicate is set instead when two keys are equal. */
+HUSH_MUST_USE
 static hush_status index_object(hush_arena *arena, const json_member **members, size_t count,
                                 hush_json_value **out, const json_member **duplicate,
                                 hush_error *err)
@@ -445,7 +480,7 @@ static hush_status index_object(hush_arena *arena, const json_member **members, 
         if (count > 1)
             qsort(sorted, count, sizeof *sorted, compare_members);
         if ((*duplicate = first_duplicate(sorted, count)) != NULL)
-            return HUSH_OK;
+            goto cleanup; /* not an error here: the parser reports it with its offset */
     }
     HUSH_TRY(hush_arena_alloc(arena, sizeof(hush_json_value), &mem, err));
     *out = mem;
@@ -457,6 +492,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_member(parser *p, json_member **out)
 {
     hush_status status = HUSH_OK;
@@ -466,7 +502,7 @@ static hush_status parse_member(parser *p, json_member **out)
 
     skip_whitespace(p);
     if (hush_reader_peek(&p->in) != '"')
-        return fail_here(p, "expected a string key in object");
+        HUSH_BAIL_WITH(fail_here(p, "expected a string key in object"));
     HUSH_TRY(hush_arena_alloc(p->arena, sizeof(json_member), &mem, p->err));
     m = mem;
     m->offset = p->in.pos;
@@ -479,6 +515,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_object(parser *p, hush_json_value **out)
 {
     hush_status status = HUSH_OK;
@@ -509,18 +546,21 @@ cleanup:
 
 /* ---- values and documents ----------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status parse_container(parser *p, hush_json_value **out)
 {
+    hush_status status = HUSH_OK;
     if (p->depth >= p->max_depth)
-        return hush__fail_at(p->err, HUSH_E_LIMIT, p->in.pos,
-                             "nesting deeper than the limit of %u", p->max_depth);
+        HUSH_BAIL_WITH(hush__fail_at(p->err, HUSH_E_LIMIT, p->in.pos,
+                                     "nesting deeper than the limit of %u", p->max_depth));
     p->depth++;
-    hush_status status = hush_reader_peek(&p->in) == '[' ? parse_array(p, out)
-                                                          : parse_object(p, out);
+    status = hush_reader_peek(&p->in) == '[' ? parse_array(p, out) : parse_object(p, out);
     p->depth--;
+cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status parse_value(parser *p, hush_json_value **out)
 {
     skip_whitespace(p);
@@ -613,15 +653,16 @@ void hush_json_doc_free(hush_json_doc *doc)
 
 /* ---- building values (internal) ---------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status new_value(hush_arena *arena, hush_json_type type, hush_json_value **out,
                              hush_error *err)
 {
+    hush_status status = HUSH_OK;
     void *mem;
-    hush_status status = hush_arena_alloc(arena, sizeof(hush_json_value), &mem, err);
-    if (status == HUSH_OK) {
-        *out = mem;
-        (*out)->type = type;
-    }
+    HUSH_TRY(hush_arena_alloc(arena, sizeof(hush_json_value), &mem, err));
+    *out = mem;
+    (*out)->type = type;
+cleanup:
     return status;
 }
 
@@ -647,14 +688,14 @@ cleanup:
 hush_status hush__json_new_literal(hush_arena *arena, hush_json_type type, bool value,
                                    const hush_json_value **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     hush_json_value *v;
-    if (type != HUSH_JSON_BOOL && type != HUSH_JSON_NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "only booleans and null are literals");
-    hush_status status = new_value(arena, type, &v, err);
-    if (status == HUSH_OK) {
-        v->as.boolean = type == HUSH_JSON_BOOL && value;
-        *out = v;
-    }
+    HUSH_ENSURE(type == HUSH_JSON_BOOL || type == HUSH_JSON_NULL, HUSH_E_ARGUMENT,
+                "only booleans and null are literals");
+    HUSH_TRY(new_value(arena, type, &v, err));
+    v->as.boolean = type == HUSH_JSON_BOOL && value;
+    *out = v;
+cleanup:
     return status;
 }
 
@@ -689,13 +730,13 @@ cleanup:
 hush_status hush__json_doc_adopt(hush_arena *arena, const hush_json_value *root,
                                  hush_json_doc **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     void *mem;
-    hush_status status = hush_arena_alloc(arena, sizeof(hush_json_doc), &mem, err);
-    if (status == HUSH_OK) {
-        *out = mem;
-        (*out)->arena = arena;
-        (*out)->root = root;
-    }
+    HUSH_TRY(hush_arena_alloc(arena, sizeof(hush_json_doc), &mem, err));
+    *out = mem;
+    (*out)->arena = arena;
+    (*out)->root = root;
+cleanup:
     return status;
 }
 
@@ -818,12 +859,14 @@ bool hush_json_bool(const hush_json_value *value)
     return is_type(value, HUSH_JSON_BOOL) && value->as.boolean;
 }
 
+HUSH_MUST_USE
 static hush_status require_number(const hush_json_value *value, hush_error *err)
 {
-    if (!is_type(value, HUSH_JSON_NUMBER))
-        return hush__fail(err, HUSH_E_TYPE, "expected number, got %s",
-                          value != NULL ? hush_json_type_name(value->type) : "nothing");
-    return HUSH_OK;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(is_type(value, HUSH_JSON_NUMBER), HUSH_E_TYPE, "expected number, got %s",
+                value != NULL ? hush_json_type_name(value->type) : "nothing");
+cleanup:
+    return status;
 }
 
 hush_status hush_json_int64(const hush_json_value *value, int64_t *out, hush_error *err)

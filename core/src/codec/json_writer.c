@@ -34,16 +34,20 @@ struct hush_json_writer {
 
 /* ---- poisoning ---------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status usable(const hush_json_writer *w, hush_error *err)
 {
-    if (w == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "JSON writer is NULL");
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE_REF(w, "JSON writer is NULL");
     if (w->first_error.code != HUSH_OK && err != NULL)
         *err = w->first_error;
-    return w->first_error.code;
+    status = w->first_error.code;
+cleanup:
+    return status;
 }
 
 /* Internal steps record failures in w->first_error; hand them on. */
+HUSH_MUST_USE
 static hush_status settle(hush_json_writer *w, hush_status status, hush_error *err)
 {
     if (status != HUSH_OK) {
@@ -56,22 +60,27 @@ static hush_status settle(hush_json_writer *w, hush_status status, hush_error *e
 
 /* ---- output and structure ----------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status put(hush_json_writer *w, const void *bytes, size_t len)
 {
     return hush_secbuf_append(w->out, bytes, len, &w->first_error);
 }
 
+HUSH_MUST_USE
 static hush_status put_byte(hush_json_writer *w, unsigned byte)
 {
     return hush_secbuf_append_byte(w->out, (unsigned char)byte, &w->first_error);
 }
 
 /* ',' or ':', followed by a space in Python's style. */
+HUSH_MUST_USE
 static hush_status put_separator(hush_json_writer *w, char separator)
 {
-    hush_status status = put_byte(w, (unsigned char)separator);
-    if (status == HUSH_OK && (w->flags & HUSH_JSON_WRITE_SPACED))
-        status = put_byte(w, ' ');
+    hush_status status = HUSH_OK;
+    HUSH_TRY(put_byte(w, (unsigned char)separator));
+    if (w->flags & HUSH_JSON_WRITE_SPACED)
+        HUSH_TRY(put_byte(w, ' '));
+cleanup:
     return status;
 }
 
@@ -81,6 +90,7 @@ static frame *innermost(hush_json_writer *w)
 }
 
 /* Check that a value may go here, and write the ',' before it if one is due. */
+HUSH_MUST_USE
 static hush_status begin_value(hush_json_writer *w)
 {
     hush_status status = HUSH_OK;
@@ -103,12 +113,17 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_value_bytes(hush_json_writer *w, const char *bytes, size_t len)
 {
-    hush_status status = begin_value(w);
-    return status != HUSH_OK ? status : put(w, bytes, len);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(begin_value(w));
+    HUSH_TRY(put(w, bytes, len));
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status open_container(hush_json_writer *w, bool is_object)
 {
     hush_status status = HUSH_OK;
@@ -123,6 +138,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status close_container(hush_json_writer *w, bool is_object)
 {
     hush_status status = HUSH_OK;
@@ -143,6 +159,7 @@ cleanup:
 
 /* \uXXXX in lowercase hex, as json.dumps writes it. Written byte by byte,
  * so no scratch copy of the character is left on the stack. */
+HUSH_MUST_USE
 static hush_status put_u_escape(hush_json_writer *w, uint32_t unit)
 {
     static const char hex[] = "0123456789abcdef";
@@ -161,6 +178,7 @@ static bool needs_escape(const hush_json_writer *w, uint32_t cp)
     return (w->flags & HUSH_JSON_WRITE_ASCII) && cp >= 0x7F;
 }
 
+HUSH_MUST_USE
 static hush_status put_escape(hush_json_writer *w, uint32_t cp)
 {
     switch (cp) {
@@ -176,22 +194,30 @@ static hush_status put_escape(hush_json_writer *w, uint32_t cp)
     if (cp < 0x10000)
         return put_u_escape(w, cp);
     /* Beyond the BMP: a UTF-16 surrogate pair. */
-    hush_status status = put_u_escape(w, 0xD800 + ((cp - 0x10000) >> 10));
-    return status != HUSH_OK ? status : put_u_escape(w, 0xDC00 + ((cp - 0x10000) & 0x3FF));
+    hush_status status = HUSH_OK;
+    HUSH_TRY(put_u_escape(w, 0xD800 + ((cp - 0x10000) >> 10)));
+    HUSH_TRY(put_u_escape(w, 0xDC00 + ((cp - 0x10000) & 0x3FF)));
+cleanup:
+    return status;
 }
 
 /* Bytes from `run` up to `end`, copied as they are. */
+HUSH_MUST_USE
 static hush_status put_run(hush_json_writer *w, hush_reader *run, size_t end)
 {
+    hush_status status = HUSH_OK;
+    hush_error *err = &w->first_error;
     const unsigned char *bytes = NULL;
     size_t len = end - run->pos;
     if (len == 0)
-        return HUSH_OK;
-    if (!hush_reader_take(run, len, &bytes))
-        return hush__fail(&w->first_error, HUSH_E_INTERNAL, "string run out of bounds");
-    return put(w, bytes, len);
+        goto cleanup;
+    HUSH_ENSURE(hush_reader_take(run, len, &bytes), HUSH_E_INTERNAL, "string run out of bounds");
+    HUSH_TRY(put(w, bytes, len));
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_string(hush_json_writer *w, const char *s, size_t len)
 {
     hush_status status = HUSH_OK;
@@ -218,6 +244,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_key(hush_json_writer *w, const char *key, size_t len)
 {
     hush_status status = HUSH_OK;
@@ -238,6 +265,7 @@ cleanup:
 
 /* ---- numbers ------------------------------------------------------------ */
 
+HUSH_MUST_USE
 static hush_status put_integer(hush_json_writer *w, bool negative, uint64_t magnitude)
 {
     char digits[NUMBER_SCRATCH];
@@ -382,19 +410,21 @@ static size_t decimal_format_like_python(const decimal *d, char *out)
     return n;
 }
 
+HUSH_MUST_USE
 static hush_status put_double(hush_json_writer *w, double v)
 {
+    hush_status status = HUSH_OK;
+    hush_error *err = &w->first_error;
     decimal d;
     char text[NUMBER_SCRATCH];
 
-    if (!isfinite(v))
-        return hush__fail(&w->first_error, HUSH_E_ARGUMENT,
-                          "NaN and infinities cannot be written as JSON");
+    HUSH_ENSURE(isfinite(v), HUSH_E_ARGUMENT, "NaN and infinities cannot be written as JSON");
     decimal_shortest(v, &d);
     size_t len = decimal_format_like_python(&d, text);
-    hush_status status = put_value_bytes(w, text, len);
+    status = put_value_bytes(w, text, len);
     hush_memzero(&d, sizeof d);
     hush_memzero(text, sizeof text);
+cleanup:
     return status;
 }
 
@@ -406,18 +436,24 @@ static bool is_json_number(const char *text, size_t len)
     return hush__json_scan_number(&r) == NULL && hush_reader_done(&r);
 }
 
+HUSH_MUST_USE
 static hush_status put_number_text(hush_json_writer *w, const char *text, size_t len)
 {
-    if (text == NULL || !is_json_number(text, len))
-        return hush__fail(&w->first_error, HUSH_E_ARGUMENT,
-                          "number text does not follow the JSON number grammar");
-    return put_value_bytes(w, text, len);
+    hush_status status = HUSH_OK;
+    hush_error *err = &w->first_error;
+    HUSH_ENSURE(text != NULL && is_json_number(text, len), HUSH_E_ARGUMENT,
+                "number text does not follow the JSON number grammar");
+    HUSH_TRY(put_value_bytes(w, text, len));
+cleanup:
+    return status;
 }
 
 /* ---- DOM subtrees ------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status put_dom(hush_json_writer *w, const hush_json_value *v);
 
+HUSH_MUST_USE
 static hush_status put_dom_array(hush_json_writer *w, const hush_json_value *array)
 {
     hush_status status = HUSH_OK;
@@ -429,6 +465,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_dom_object(hush_json_writer *w, const hush_json_value *object)
 {
     hush_status status = HUSH_OK;
@@ -446,29 +483,47 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
+static hush_status put_string_value(hush_json_writer *w, const char *s, size_t len)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(begin_value(w));
+    HUSH_TRY(put_string(w, s, len));
+cleanup:
+    return status;
+}
+
+HUSH_MUST_USE
 static hush_status put_dom(hush_json_writer *w, const hush_json_value *v)
 {
+    hush_status status = HUSH_OK;
+    hush_error *err = &w->first_error;
     const char *text;
     size_t len;
 
-    if (v == NULL)
-        return hush__fail(&w->first_error, HUSH_E_ARGUMENT, "JSON value is NULL");
+    HUSH_ENSURE_REF(v, "JSON value is NULL");
+    /* No default: -Wswitch names a type added later. Each case's result is
+     * the function's. */
     switch (hush_json_type_of(v)) {
-    case HUSH_JSON_NULL: return put_value_bytes(w, "null", 4);
+    case HUSH_JSON_NULL: status = put_value_bytes(w, "null", 4); goto cleanup;
     case HUSH_JSON_BOOL:
-        return hush_json_bool(v) ? put_value_bytes(w, "true", 4) : put_value_bytes(w, "false", 5);
+        status = hush_json_bool(v) ? put_value_bytes(w, "true", 4)
+                                   : put_value_bytes(w, "false", 5);
+        goto cleanup;
     case HUSH_JSON_NUMBER:
         text = hush_json_number_text(v, &len);
-        return put_number_text(w, text, len);
-    case HUSH_JSON_STRING: {
+        status = put_number_text(w, text, len);
+        goto cleanup;
+    case HUSH_JSON_STRING:
         text = hush_json_string(v, &len);
-        hush_status status = begin_value(w);
-        return status != HUSH_OK ? status : put_string(w, text, len);
+        status = put_string_value(w, text, len);
+        goto cleanup;
+    case HUSH_JSON_ARRAY: status = put_dom_array(w, v); goto cleanup;
+    case HUSH_JSON_OBJECT: status = put_dom_object(w, v); goto cleanup;
     }
-    case HUSH_JSON_ARRAY: return put_dom_array(w, v);
-    case HUSH_JSON_OBJECT: return put_dom_object(w, v);
-    }
-    return hush__fail(&w->first_error, HUSH_E_INTERNAL, "unknown JSON value type");
+    HUSH_BAIL(HUSH_E_INTERNAL, "unknown JSON value type");
+cleanup:
+    return status;
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -506,89 +561,122 @@ void hush_json_writer_free(hush_json_writer *writer) { free(writer); }
 
 hush_status hush_json_write_object_begin(hush_json_writer *w, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, open_container(w, true), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, open_container(w, true), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_object_end(hush_json_writer *w, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, close_container(w, true), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, close_container(w, true), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_array_begin(hush_json_writer *w, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, open_container(w, false), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, open_container(w, false), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_array_end(hush_json_writer *w, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, close_container(w, false), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, close_container(w, false), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_key(hush_json_writer *w, const char *key, size_t len, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, put_key(w, key, len), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, put_key(w, key, len), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_string(hush_json_writer *w, const char *s, size_t len, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    if (status == HUSH_OK)
-        status = begin_value(w);
-    if (status == HUSH_OK)
-        status = put_string(w, s, len);
-    return settle(w, status, err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, put_string_value(w, s, len), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_int64(hush_json_writer *w, int64_t v, hush_error *err)
 {
     /* The magnitude of INT64_MIN only fits unsigned. */
     uint64_t magnitude = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, put_integer(w, v < 0, magnitude), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, put_integer(w, v < 0, magnitude), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_uint64(hush_json_writer *w, uint64_t v, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, put_integer(w, false, v), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, put_integer(w, false, v), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_double(hush_json_writer *w, double v, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, put_double(w, v), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, put_double(w, v), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_bool(hush_json_writer *w, bool v, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    if (status != HUSH_OK)
-        return status;
-    return settle(w, v ? put_value_bytes(w, "true", 4) : put_value_bytes(w, "false", 5), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, v ? put_value_bytes(w, "true", 4) : put_value_bytes(w, "false", 5), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_null(hush_json_writer *w, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, put_value_bytes(w, "null", 4), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, put_value_bytes(w, "null", 4), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_number_text(hush_json_writer *w, const char *text, size_t len,
                                         hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, put_number_text(w, text, len), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, put_number_text(w, text, len), err));
+cleanup:
+    return status;
 }
 
 hush_status hush_json_write_value(hush_json_writer *w, const hush_json_value *v, hush_error *err)
 {
-    hush_status status = usable(w, err);
-    return status != HUSH_OK ? status : settle(w, put_dom(w, v), err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(usable(w, err));
+    HUSH_TRY(settle(w, put_dom(w, v), err));
+cleanup:
+    return status;
 }
 
 bool hush_json_writer_complete(const hush_json_writer *w)

@@ -27,6 +27,7 @@
 
 /* ---- RSA-OAEP key wrapping ------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status oaep_ctx(EVP_PKEY *pkey, bool encrypt, EVP_PKEY_CTX **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -47,6 +48,7 @@ cleanup:
 
 /* ---- sealing ---------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status gcm_encrypt(const unsigned char *key, const unsigned char *nonce,
                                const unsigned char *plaintext, size_t len,
                                unsigned char *ciphertext, unsigned char *tag, hush_error *err)
@@ -70,6 +72,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status append_str(hush_secbuf *out, const char *s, hush_error *err)
 {
     return hush_secbuf_append(out, s, strlen(s), err);
@@ -77,6 +80,7 @@ static hush_status append_str(hush_secbuf *out, const char *s, hush_error *err)
 
 /* The package, key for key and separator for separator as nomyo's
  * json.dumps(encrypted_package) writes it. */
+HUSH_MUST_USE
 static hush_status write_package(hush_secbuf *out, const unsigned char *ciphertext, size_t ct_len,
                                  const unsigned char *nonce, const unsigned char *tag,
                                  const unsigned char *wrapped, size_t wrapped_len,
@@ -156,14 +160,15 @@ cleanup:
 hush_status hush_envelope_v1_seal(const hush_pubkey *recipient, const void *plaintext, size_t len,
                                   int64_t processed_at, hush_secbuf **package, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     hush_secbuf *key = NULL;
     if (package != NULL)
         *package = NULL;
-    hush_status status = hush_secbuf_new(HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT,
-                                         &key, err);
-    if (status == HUSH_OK)
-        status = hush__envelope_v1_seal_with(recipient, plaintext, len, processed_at,
-                                             hush_secbuf_data(key), package, err);
+    HUSH_TRY(hush_secbuf_new(HUSH_V1_KEY_BYTES, HUSH_V1_KEY_BYTES, HUSH_SECMEM_DEFAULT, &key,
+                             err));
+    HUSH_TRY(hush__envelope_v1_seal_with(recipient, plaintext, len, processed_at,
+                                         hush_secbuf_data(key), package, err));
+cleanup:
     hush_secbuf_free(key);
     return status;
 }
@@ -181,80 +186,85 @@ typedef struct v1_fields {
     hush_secbuf *processed_at; /* its JSON text (public); NULL when absent or null */
 } v1_fields;
 
+HUSH_MUST_USE
 static hush_status require_string(const hush_json_value *obj, const char *name,
                                   const char **s, size_t *len, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     const hush_json_value *v;
-    hush_status status = hush_json_object_get_typed(obj, name, HUSH_JSON_STRING, &v, err);
-    if (status != HUSH_OK)
-        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' is %s", name,
-                          status == HUSH_E_NOT_FOUND ? "missing" : "not a string");
+    hush_status found = hush_json_object_get_typed(obj, name, HUSH_JSON_STRING, &v, err);
+    HUSH_ENSURE(found == HUSH_OK, HUSH_E_FORMAT, "envelope field '%s' is %s", name,
+                found == HUSH_E_NOT_FOUND ? "missing" : "not a string");
     *s = hush_json_string(v, len);
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 /* A field that must hold exactly `expected`. */
+HUSH_MUST_USE
 static hush_status require_constant(const hush_json_value *obj, const char *name,
                                     const char *expected, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     const char *s = NULL;
     size_t len;
-    hush_status status = require_string(obj, name, &s, &len, err);
-    if (status != HUSH_OK)
-        return status;
-    if (len != strlen(expected) || memcmp(s, expected, len) != 0)
-        return hush__fail(err, HUSH_E_UNSUPPORTED, "envelope field '%s' names an unsupported value "
-                          "(expected \"%s\")", name, expected);
-    return HUSH_OK;
+    HUSH_TRY(require_string(obj, name, &s, &len, err));
+    HUSH_ENSURE(len == strlen(expected) && memcmp(s, expected, len) == 0, HUSH_E_UNSUPPORTED,
+                "envelope field '%s' names an unsupported value (expected \"%s\")", name,
+                expected);
+cleanup:
+    return status;
 }
 
 /* A base64 field of exactly `want` bytes (nonce, tag). */
+HUSH_MUST_USE
 static hush_status decode_fixed(const hush_json_value *obj, const char *name, unsigned char *out,
                                 size_t want, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     const char *s = NULL;
     size_t len, decoded;
     unsigned char scratch[2 * HUSH_V1_TAG_BYTES];
-    hush_status status = require_string(obj, name, &s, &len, err);
-    if (status != HUSH_OK)
-        return status;
-    if (len != hush_base64_encoded_len(want) || want > sizeof scratch)
-        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' must be %zu bytes", name, want);
-    if (hush_base64_decode(s, len, scratch, sizeof scratch, &decoded, err) != HUSH_OK)
-        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' is not valid base64", name);
-    if (decoded != want)
-        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' must be %zu bytes", name, want);
+    HUSH_TRY(require_string(obj, name, &s, &len, err));
+    HUSH_ENSURE(len == hush_base64_encoded_len(want) && want <= sizeof scratch, HUSH_E_FORMAT,
+                "envelope field '%s' must be %zu bytes", name, want);
+    HUSH_TRY_AS(hush_base64_decode(s, len, scratch, sizeof scratch, &decoded, err),
+                HUSH_E_FORMAT, "envelope field '%s' is not valid base64", name);
+    HUSH_ENSURE(decoded == want, HUSH_E_FORMAT, "envelope field '%s' must be %zu bytes", name,
+                want);
     memcpy(out, scratch, want);
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 /* A base64 field of any length into a new malloc'd buffer (not secret). */
+HUSH_MUST_USE
 static hush_status decode_alloc(const hush_json_value *obj, const char *name, unsigned char **out,
                                 size_t *out_len, hush_error *err)
 {
     const char *s = NULL;
     size_t len;
-    hush_status status = require_string(obj, name, &s, &len, err);
-    if (status != HUSH_OK)
-        return status;
+    hush_status status = HUSH_OK;
+    HUSH_TRY(require_string(obj, name, &s, &len, err));
     size_t cap = hush_base64_decoded_max(len) + 1;
     *out = malloc(cap);
-    if (*out == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory for envelope field '%s'", name);
-    if (hush_base64_decode(s, len, *out, cap, out_len, err) != HUSH_OK)
-        return hush__fail(err, HUSH_E_FORMAT, "envelope field '%s' is not valid base64", name);
-    return HUSH_OK;
+    HUSH_ENSURE(*out != NULL, HUSH_E_NOMEM, "out of memory for envelope field '%s'", name);
+    HUSH_TRY_AS(hush_base64_decode(s, len, *out, cap, out_len, err), HUSH_E_FORMAT,
+                "envelope field '%s' is not valid base64", name);
+cleanup:
+    return status;
 }
 
 /* processed_at is not authenticated and never interpreted: it is kept as the
  * JSON text it arrived as, whatever its type, as the nomyo client keeps it. */
+HUSH_MUST_USE
 static hush_status keep_processed_at(const hush_json_value *root, v1_fields *f, hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush_json_writer *w = NULL;
     const hush_json_value *ts = hush_json_object_get(root, "processed_at", 12);
     if (ts == NULL || hush_json_type_of(ts) == HUSH_JSON_NULL)
-        return HUSH_OK;
+        goto cleanup;
     HUSH_TRY(hush_secbuf_new(64, 0, HUSH_SECMEM_PUBLIC, &f->processed_at, err));
     HUSH_TRY(hush_json_writer_new(f->processed_at, HUSH_JSON_WRITE_COMPACT, 0, &w, err));
     HUSH_TRY(hush_json_write_value(w, ts, err));
@@ -265,6 +275,7 @@ cleanup:
 
 /* key_algorithm and payload_algorithm are labels the nomyo client never
  * reads: `algorithm` alone fixes the cipher suite, so they are not checked. */
+HUSH_MUST_USE
 static hush_status parse_package(const hush_json_value *root, v1_fields *f, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -277,9 +288,9 @@ static hush_status parse_package(const hush_json_value *root, v1_fields *f, hush
 
     if (hush_json_object_get_typed(root, "encrypted_payload", HUSH_JSON_OBJECT, &payload, err) !=
         HUSH_OK)
-        HUSH_ENSURE(false, HUSH_E_FORMAT, "envelope field 'encrypted_payload' is %s",
-                    hush_json_object_get(root, "encrypted_payload", 17) ? "not an object"
-                                                                         : "missing");
+        HUSH_BAIL(HUSH_E_FORMAT, "envelope field 'encrypted_payload' is %s",
+                  hush_json_object_get(root, "encrypted_payload", 17) ? "not an object"
+                                                                       : "missing");
     HUSH_TRY(decode_fixed(payload, "nonce", f->nonce, HUSH_V1_NONCE_BYTES, err));
     HUSH_TRY(decode_fixed(payload, "tag", f->tag, HUSH_V1_TAG_BYTES, err));
     HUSH_TRY(decode_alloc(payload, "ciphertext", &f->ciphertext, &f->ciphertext_len, err));
@@ -291,6 +302,7 @@ cleanup:
 
 /* Unwrap the AES key into `key` (rsa_bytes of secure scratch). Anything
  * that means "not for this key" is the one opaque failure. */
+HUSH_MUST_USE
 static hush_status unwrap_key(EVP_PKEY *pkey, const v1_fields *f, unsigned char *key,
                               size_t rsa_bytes, hush_error *err)
 {
@@ -298,8 +310,7 @@ static hush_status unwrap_key(EVP_PKEY *pkey, const v1_fields *f, unsigned char 
     EVP_PKEY_CTX *ctx = NULL;
     size_t key_len = rsa_bytes;
 
-    if (f->wrapped_len != rsa_bytes)
-        return hush__fail(err, HUSH_E_AUTH, AUTH_FAILED);
+    HUSH_ENSURE(f->wrapped_len == rsa_bytes, HUSH_E_AUTH, AUTH_FAILED);
     HUSH_TRY(oaep_ctx(pkey, false, &ctx, err));
     if (EVP_PKEY_decrypt(ctx, key, &key_len, f->wrapped, f->wrapped_len) <= 0 ||
         key_len != HUSH_V1_KEY_BYTES) {
@@ -311,6 +322,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status gcm_decrypt(const unsigned char *key, const v1_fields *f, unsigned char *out,
                                hush_error *err)
 {
@@ -341,7 +353,25 @@ cleanup:
     return status;
 }
 
+/* The parser's error restated as HUSH_E_FORMAT: its offset kept, the
+ * message saying which layer failed. */
+HUSH_MUST_USE
+static hush_status not_valid_json(hush_error *err)
+{
+    if (err == NULL)
+        return HUSH_E_FORMAT;
+    char reason[HUSH_ERROR_MESSAGE_MAX];
+    memcpy(reason, err->message, sizeof reason);
+    reason[sizeof reason - 1] = '\0';
+    int64_t offset = err->offset;
+    hush_status status = hush__fail(err, HUSH_E_FORMAT, "envelope is not valid JSON: %.200s",
+                                    reason);
+    err->offset = offset;
+    return status;
+}
+
 /* Parse and check a package into its decoded (public) fields. */
+HUSH_MUST_USE
 static hush_status read_package(const void *package, size_t len, size_t max, v1_fields *f,
                                 hush_error *err)
 {
@@ -351,19 +381,8 @@ static hush_status read_package(const void *package, size_t len, size_t max, v1_
                 len, max);
     /* The package holds only ciphertext: ordinary memory will do. */
     hush_json_limits limits = {.max_bytes = max}; /* the default depth, 64 */
-    if (hush_json_parse(package, len, &limits, HUSH_SECMEM_PUBLIC, &doc, err) != HUSH_OK) {
-        status = HUSH_E_FORMAT;
-        if (err != NULL) {
-            /* Keep the parser's offset; say which layer failed. */
-            char reason[HUSH_ERROR_MESSAGE_MAX];
-            memcpy(reason, err->message, sizeof reason);
-            reason[sizeof reason - 1] = '\0';
-            int64_t offset = err->offset;
-            status = hush__fail(err, HUSH_E_FORMAT, "envelope is not valid JSON: %.200s", reason);
-            err->offset = offset;
-        }
-        goto cleanup;
-    }
+    if (hush_json_parse(package, len, &limits, HUSH_SECMEM_PUBLIC, &doc, err) != HUSH_OK)
+        HUSH_BAIL_WITH(not_valid_json(err));
     HUSH_TRY(parse_package(hush_json_doc_root(doc), f, err));
 cleanup:
     hush_json_doc_free(doc);
@@ -377,15 +396,17 @@ static size_t open_space(const hush_keypair *recipient, const v1_fields *f)
     return f->ciphertext_len + (size_t)EVP_PKEY_get_size(hush__keypair_pkey(recipient)) + 1;
 }
 
+HUSH_MUST_USE
 static hush_status decrypt_into(const hush_keypair *recipient, const v1_fields *f,
                                 unsigned char *space, hush_error *err)
 {
     EVP_PKEY *pkey = hush__keypair_pkey(recipient);
     size_t rsa_bytes = (size_t)EVP_PKEY_get_size(pkey);
     unsigned char *key = space + f->ciphertext_len;
-    hush_status status = unwrap_key(pkey, f, key, rsa_bytes, err);
-    if (status == HUSH_OK)
-        status = gcm_decrypt(key, f, space, err);
+    hush_status status = HUSH_OK;
+    HUSH_TRY(unwrap_key(pkey, f, key, rsa_bytes, err));
+    HUSH_TRY(gcm_decrypt(key, f, space, err));
+cleanup:
     hush_memzero(key, rsa_bytes);
     return status;
 }

@@ -52,28 +52,32 @@ struct hush_pubkey {
 
 /* ---- handles ----------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status keypair_wrap(EVP_PKEY **pkey, hush_keypair **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     hush_keypair *kp = malloc(sizeof *kp);
-    if (kp == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    HUSH_ENSURE(kp != NULL, HUSH_E_NOMEM, "out of memory");
     atomic_init(&kp->refcount, 1);
     kp->pkey = *pkey;
     *pkey = NULL;
     *out = kp;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status pubkey_wrap(EVP_PKEY **pkey, hush_pubkey **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     hush_pubkey *pk = malloc(sizeof *pk);
-    if (pk == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    HUSH_ENSURE(pk != NULL, HUSH_E_NOMEM, "out of memory");
     atomic_init(&pk->refcount, 1);
     pk->pkey = *pkey;
     *pkey = NULL;
     *out = pk;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 hush_keypair *hush_keypair_ref(hush_keypair *kp)
@@ -123,18 +127,18 @@ unsigned hush_pubkey_bits(const hush_pubkey *pk)
 }
 
 /* Every key hushcall accepts is RSA of a sensible size. */
+HUSH_MUST_USE
 static hush_status check_rsa_key(const EVP_PKEY *pkey, hush_error *err)
 {
-    if (!EVP_PKEY_is_a(pkey, "RSA"))
-        return hush__fail(err, HUSH_E_KEY, "not an RSA key");
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(EVP_PKEY_is_a(pkey, "RSA"), HUSH_E_KEY, "not an RSA key");
     int bits = EVP_PKEY_get_bits(pkey);
-    if (bits < (int)HUSH_RSA_MIN_BITS)
-        return hush__fail(err, HUSH_E_KEY, "RSA key of %d bits is too small (minimum %u)", bits,
-                          HUSH_RSA_MIN_BITS);
-    if (bits > (int)HUSH_RSA_MAX_BITS)
-        return hush__fail(err, HUSH_E_KEY, "RSA key of %d bits is too large (maximum %u)", bits,
-                          HUSH_RSA_MAX_BITS);
-    return HUSH_OK;
+    HUSH_ENSURE(bits >= (int)HUSH_RSA_MIN_BITS, HUSH_E_KEY,
+                "RSA key of %d bits is too small (minimum %u)", bits, HUSH_RSA_MIN_BITS);
+    HUSH_ENSURE(bits <= (int)HUSH_RSA_MAX_BITS, HUSH_E_KEY,
+                "RSA key of %d bits is too large (maximum %u)", bits, HUSH_RSA_MAX_BITS);
+cleanup:
+    return status;
 }
 
 /* ---- generation -------------------------------------------------------- */
@@ -175,12 +179,14 @@ cleanup:
 
 /* ---- password failures ------------------------------------------------ */
 
+HUSH_MUST_USE
 static hush_status fail_wrong_password(hush_error *err)
 {
     ERR_clear_error();
     return hush__fail(err, HUSH_E_PASSWORD, "wrong password (or damaged key file)");
 }
 
+HUSH_MUST_USE
 static hush_status fail_password_needed(hush_error *err)
 {
     ERR_clear_error();
@@ -203,6 +209,7 @@ static X509_ALGOR *pbes2_algorithm(hush_key_kdf kdf)
                              NID_hmacWithSHA256);
 }
 
+HUSH_MUST_USE
 static hush_status write_encrypted_pkcs8(BIO *bio, PKCS8_PRIV_KEY_INFO *p8inf,
                                          const char *password, hush_key_kdf kdf, hush_error *err)
 {
@@ -221,6 +228,7 @@ cleanup:
 }
 
 /* Copy what a memory BIO holds into a new secure buffer. */
+HUSH_MUST_USE
 static hush_status bio_to_secbuf(BIO *bio, hush_secbuf **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -304,6 +312,7 @@ static bool scrypt_cost_refused(void)
     return refused;
 }
 
+HUSH_MUST_USE
 static hush_status read_private_key(const void *pem, int len, const char *password,
                                     EVP_PKEY **out, hush_error *err)
 {
@@ -362,6 +371,7 @@ static const char *shown_path(const char *path, char buf[PATH_SHOWN_MAX + 1])
     return buf;
 }
 
+HUSH_MUST_USE
 static hush_status fail_open(const char *path, int errnum, hush_error *err)
 {
     char buf[PATH_SHOWN_MAX + 1];
@@ -375,30 +385,30 @@ static hush_status fail_open(const char *path, int errnum, hush_error *err)
 }
 
 /* ssh's rule: a private key only its owner can reach. */
+HUSH_MUST_USE
 static hush_status check_private_key_file(int fd, const char *path, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     char buf[PATH_SHOWN_MAX + 1];
     const char *shown = shown_path(path, buf);
     struct stat st;
-    if (fstat(fd, &st) != 0)
-        return hush__fail(err, HUSH_E_IO, "cannot stat %s: %s", shown, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return hush__fail(err, HUSH_E_PERMISSIONS, "%s is not a regular file", shown);
-    if (st.st_uid != geteuid())
-        return hush__fail(err, HUSH_E_PERMISSIONS,
-                          "%s is owned by uid %u, not by the current user (uid %u)", shown,
-                          (unsigned)st.st_uid, (unsigned)geteuid());
-    if ((st.st_mode & 077) != 0)
-        return hush__fail(err, HUSH_E_PERMISSIONS,
-                          "permissions %04o for '%s' are too open: the private key must not be "
-                          "accessible by others; run: chmod 600 %s",
-                          (unsigned)(st.st_mode & 07777), shown, shown);
-    if (st.st_size > (off_t)KEY_FILE_MAX)
-        return hush__fail(err, HUSH_E_LIMIT, "%s is larger than %u bytes", shown, KEY_FILE_MAX);
-    return HUSH_OK;
+    HUSH_ENSURE(fstat(fd, &st) == 0, HUSH_E_IO, "cannot stat %s: %s", shown, strerror(errno));
+    HUSH_ENSURE(S_ISREG(st.st_mode), HUSH_E_PERMISSIONS, "%s is not a regular file", shown);
+    HUSH_ENSURE(st.st_uid == geteuid(), HUSH_E_PERMISSIONS,
+                "%s is owned by uid %u, not by the current user (uid %u)", shown,
+                (unsigned)st.st_uid, (unsigned)geteuid());
+    HUSH_ENSURE((st.st_mode & 077) == 0, HUSH_E_PERMISSIONS,
+                "permissions %04o for '%s' are too open: the private key must not be "
+                "accessible by others; run: chmod 600 %s",
+                (unsigned)(st.st_mode & 07777), shown, shown);
+    HUSH_ENSURE(st.st_size <= (off_t)KEY_FILE_MAX, HUSH_E_LIMIT, "%s is larger than %u bytes",
+                shown, KEY_FILE_MAX);
+cleanup:
+    return status;
 }
 
 /* The whole private key file, into secure memory. */
+HUSH_MUST_USE
 static hush_status read_secret_file(int fd, const char *path, hush_secbuf **out, hush_error *err)
 {
     char shown_buf[PATH_SHOWN_MAX + 1];
@@ -419,10 +429,8 @@ hush_status hush_keypair_load_file(const char *private_key_path, const char *pas
     /* O_NONBLOCK: opening a FIFO planted in place of the key must not hang;
      * it is refused as not a regular file. */
     fd = open(private_key_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        status = fail_open(private_key_path, errno, err);
-        goto cleanup;
-    }
+    if (fd < 0)
+        HUSH_BAIL_WITH(fail_open(private_key_path, errno, err));
     HUSH_TRY(check_private_key_file(fd, private_key_path, err));
     HUSH_TRY(read_secret_file(fd, private_key_path, &pem, err));
     HUSH_TRY(hush_keypair_from_pem(hush_secbuf_data(pem), hush_secbuf_len(pem), password, out,
@@ -435,14 +443,16 @@ cleanup:
 }
 
 /* `dir`/`name` in a new malloc'd string. */
+HUSH_MUST_USE
 static hush_status join_path(const char *dir, const char *name, char **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     size_t len = strlen(dir) + 1 + strlen(name) + 1;
     *out = malloc(len);
-    if (*out == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    HUSH_ENSURE(*out != NULL, HUSH_E_NOMEM, "out of memory");
     snprintf(*out, len, "%s/%s", dir, name);
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 hush_status hush_keypair_load_dir(const char *dir, const char *password, hush_keypair **out,
@@ -472,16 +482,17 @@ typedef struct staged_file {
     bool placed;
 } staged_file;
 
+HUSH_MUST_USE
 static hush_status open_key_dir(const char *dir, int *dfd, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     char buf[PATH_SHOWN_MAX + 1];
     const char *shown = shown_path(dir, buf);
     /* Only the last component is created: a missing parent is more likely
      * a typo than a wish for a new tree. */
     bool created = mkdir(dir, 0700) == 0;
-    if (!created && errno != EEXIST)
-        return hush__fail(err, HUSH_E_IO, "cannot create the key directory %s: %s", shown,
-                          strerror(errno));
+    HUSH_ENSURE(created || errno == EEXIST, HUSH_E_IO, "cannot create the key directory %s: %s",
+                shown, strerror(errno));
     *dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (*dfd < 0) {
         /* Linux says ENOTDIR, not ELOOP, for a symlink with O_DIRECTORY. */
@@ -489,30 +500,33 @@ static hush_status open_key_dir(const char *dir, int *dfd, hush_error *err)
         struct stat st;
         if (errnum == ENOTDIR && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
             errnum = ELOOP;
-        return fail_open(dir, errnum, err);
+        HUSH_BAIL_WITH(fail_open(dir, errnum, err));
     }
-    /* The umask may have taken bits from mkdir's mode; be exact. */
-    if (created && fchmod(*dfd, 0700) != 0)
-        return hush__fail(err, HUSH_E_IO, "cannot chmod %s: %s", shown, strerror(errno));
-    return HUSH_OK;
+    /* The umask may have taken bits from mkdir's mode; be exact. The caller
+     * closes *dfd whatever happens. */
+    HUSH_ENSURE(!created || fchmod(*dfd, 0700) == 0, HUSH_E_IO, "cannot chmod %s: %s", shown,
+                strerror(errno));
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status refuse_existing(int dfd, const char *dir, const staged_file *files, size_t count,
                                    hush_error *err)
 {
+    hush_status status = HUSH_OK;
     char buf[PATH_SHOWN_MAX + 1];
     const char *shown = shown_path(dir, buf);
     for (size_t i = 0; i < count; i++) {
         struct stat st;
-        if (fstatat(dfd, files[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-            return hush__fail(err, HUSH_E_EXISTS,
-                              "%s/%s already exists (HUSH_KEYS_SAVE_OVERWRITE replaces it)",
-                              shown, files[i].name);
-        if (errno != ENOENT)
-            return hush__fail(err, HUSH_E_IO, "cannot stat %s/%s: %s", shown, files[i].name,
-                              strerror(errno));
+        HUSH_ENSURE(fstatat(dfd, files[i].name, &st, AT_SYMLINK_NOFOLLOW) != 0, HUSH_E_EXISTS,
+                    "%s/%s already exists (HUSH_KEYS_SAVE_OVERWRITE replaces it)", shown,
+                    files[i].name);
+        HUSH_ENSURE(errno == ENOENT, HUSH_E_IO, "cannot stat %s/%s: %s", shown, files[i].name,
+                    strerror(errno));
     }
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 static bool write_all(int fd, const unsigned char *data, size_t len)
@@ -530,6 +544,7 @@ static bool write_all(int fd, const unsigned char *data, size_t len)
 }
 
 /* Write `data` to a fresh temporary file beside the final name, durably. */
+HUSH_MUST_USE
 static hush_status stage_file(int dfd, const char *dir, staged_file *f, const void *data,
                               size_t len, hush_error *err)
 {
@@ -561,28 +576,29 @@ cleanup:
 
 /* Give the temporary file its final name. Without overwrite, linkat fails
  * atomically when the name was taken since refuse_existing looked. */
+HUSH_MUST_USE
 static hush_status place_file(int dfd, const char *dir, staged_file *f, bool overwrite,
                               hush_error *err)
 {
+    hush_status status = HUSH_OK;
     char buf[PATH_SHOWN_MAX + 1];
     const char *shown = shown_path(dir, buf);
     if (overwrite) {
-        if (renameat(dfd, f->temp, dfd, f->name) != 0)
-            return hush__fail(err, HUSH_E_IO, "cannot rename into %s/%s: %s", shown, f->name,
-                              strerror(errno));
+        HUSH_ENSURE(renameat(dfd, f->temp, dfd, f->name) == 0, HUSH_E_IO,
+                    "cannot rename into %s/%s: %s", shown, f->name, strerror(errno));
         f->temp_exists = false;
     } else {
-        if (linkat(dfd, f->temp, dfd, f->name, 0) != 0)
-            return hush__fail(err, errno == EEXIST ? HUSH_E_EXISTS : HUSH_E_IO,
-                              "cannot create %s/%s: %s", shown, f->name, strerror(errno));
+        HUSH_ENSURE(linkat(dfd, f->temp, dfd, f->name, 0) == 0,
+                    errno == EEXIST ? HUSH_E_EXISTS : HUSH_E_IO, "cannot create %s/%s: %s",
+                    shown, f->name, strerror(errno));
         f->placed = true;
-        if (unlinkat(dfd, f->temp, 0) != 0)
-            return hush__fail(err, HUSH_E_IO, "cannot remove a temporary file in %s: %s", shown,
-                              strerror(errno));
+        HUSH_ENSURE(unlinkat(dfd, f->temp, 0) == 0, HUSH_E_IO,
+                    "cannot remove a temporary file in %s: %s", shown, strerror(errno));
         f->temp_exists = false;
     }
     f->placed = true;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 /* After a failure: no temporary files, and without overwrite no new key
@@ -645,6 +661,7 @@ cleanup:
 
 /* ---- public keys ------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status public_pem(EVP_PKEY *pkey, char **out, size_t *out_len, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -668,20 +685,26 @@ cleanup:
 hush_status hush_keypair_public_pem(const hush_keypair *kp, char **out, size_t *out_len,
                                     hush_error *err)
 {
-    if (kp == NULL || out == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_keypair_public_pem: NULL argument");
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(kp != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_keypair_public_pem: NULL argument");
     *out = NULL;
-    return public_pem(kp->pkey, out, out_len, err);
+    HUSH_TRY(public_pem(kp->pkey, out, out_len, err));
+cleanup:
+    return status;
 }
 
 hush_status hush_pubkey_pem(const hush_pubkey *pk, char **out, size_t *out_len, hush_error *err)
 {
-    if (pk == NULL || out == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_pubkey_pem: NULL argument");
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(pk != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_pubkey_pem: NULL argument");
     *out = NULL;
-    return public_pem(pk->pkey, out, out_len, err);
+    HUSH_TRY(public_pem(pk->pkey, out, out_len, err));
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status fingerprint(EVP_PKEY *pkey, char out[HUSH_FINGERPRINT_LEN], hush_error *err)
 {
     static const char hex[] = "0123456789abcdef"; /* indexed by public bytes only */
@@ -709,17 +732,23 @@ cleanup:
 hush_status hush_keypair_fingerprint(const hush_keypair *kp, char out[HUSH_FINGERPRINT_LEN],
                                      hush_error *err)
 {
-    if (kp == NULL || out == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_keypair_fingerprint: NULL argument");
-    return fingerprint(kp->pkey, out, err);
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(kp != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_keypair_fingerprint: NULL argument");
+    HUSH_TRY(fingerprint(kp->pkey, out, err));
+cleanup:
+    return status;
 }
 
 hush_status hush_pubkey_fingerprint(const hush_pubkey *pk, char out[HUSH_FINGERPRINT_LEN],
                                     hush_error *err)
 {
-    if (pk == NULL || out == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_pubkey_fingerprint: NULL argument");
-    return fingerprint(pk->pkey, out, err);
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(pk != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_pubkey_fingerprint: NULL argument");
+    HUSH_TRY(fingerprint(pk->pkey, out, err));
+cleanup:
+    return status;
 }
 
 hush_status hush_pubkey_from_pem(const void *pem, size_t len, hush_pubkey **out, hush_error *err)
@@ -740,10 +769,8 @@ hush_status hush_pubkey_from_pem(const void *pem, size_t len, hush_pubkey **out,
     HUSH_OSSL((ctx = OSSL_DECODER_CTX_new_for_pkey(&pkey, "PEM", NULL, NULL, EVP_PKEY_PUBLIC_KEY,
                                                    NULL, NULL)) != NULL,
               "creating a PEM decoder");
-    if (OSSL_DECODER_from_data(ctx, &data, &left) != 1) {
-        status = hush__fail_openssl(err, HUSH_E_KEY, "reading the PEM public key");
-        goto cleanup;
-    }
+    if (OSSL_DECODER_from_data(ctx, &data, &left) != 1)
+        HUSH_BAIL_WITH(hush__fail_openssl(err, HUSH_E_KEY, "reading the PEM public key"));
     HUSH_TRY(check_rsa_key(pkey, err));
     HUSH_TRY(pubkey_wrap(&pkey, out, err));
 cleanup:

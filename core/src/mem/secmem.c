@@ -67,11 +67,13 @@ static size_t round_to_pages(size_t n, size_t page)
     return (n + page - 1) / page * page;
 }
 
+HUSH_MUST_USE
 static hush_status region_map(region *r, size_t min_len, unsigned flags, hush_error *err)
 {
-    hush_status status = hush__init(err);
-    if (status != HUSH_OK)
-        return status;
+    hush_status status = HUSH_OK;
+    unsigned char *base = MAP_FAILED;
+    size_t total = 0;
+    HUSH_TRY(hush__init(err));
     size_t page = hush__page_size();
     if (min_len == 0)
         min_len = 1;
@@ -79,23 +81,20 @@ static hush_status region_map(region *r, size_t min_len, unsigned flags, hush_er
         /* Public bytes need no syscalls: mapping, locking and guarding a
          * region costs more than a whole request's other work. */
         *r = (region){.payload = malloc(min_len), .len = min_len, .heap = true};
-        if (r->payload == NULL)
-            return hush__fail(err, HUSH_E_NOMEM, "out of memory for %zu bytes", min_len);
-        return HUSH_OK;
+        HUSH_ENSURE(r->payload != NULL, HUSH_E_NOMEM, "out of memory for %zu bytes", min_len);
+        goto cleanup;
     }
-    if (min_len > SIZE_MAX - 3 * page)
-        return hush__fail(err, HUSH_E_LIMIT, "secure region of %zu bytes is too large", min_len);
+    HUSH_ENSURE(min_len <= SIZE_MAX - 3 * page, HUSH_E_LIMIT,
+                "secure region of %zu bytes is too large", min_len);
     size_t len = round_to_pages(min_len, page);
-    size_t total = len + 2 * page;
+    total = len + 2 * page;
 
-    unsigned char *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                               -1, 0);
-    if (base == MAP_FAILED)
-        return hush__fail(err, HUSH_E_NOMEM, "could not map %zu bytes of secure memory", len);
-    if (mprotect(base, page, PROT_NONE) != 0 || mprotect(base + page + len, page, PROT_NONE) != 0) {
-        munmap(base, total);
-        return hush__fail(err, HUSH_E_NOMEM, "could not set up guard pages");
-    }
+    base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    HUSH_ENSURE(base != MAP_FAILED, HUSH_E_NOMEM, "could not map %zu bytes of secure memory",
+                len);
+    HUSH_ENSURE(mprotect(base, page, PROT_NONE) == 0 &&
+                    mprotect(base + page + len, page, PROT_NONE) == 0,
+                HUSH_E_NOMEM, "could not set up guard pages");
     r->payload = base + page;
     r->len = len;
     r->heap = false;
@@ -121,7 +120,11 @@ static hush_status region_map(region *r, size_t min_len, unsigned flags, hush_er
         }
     }
     atomic_fetch_add(&stat_mapped_bytes, len);
-    return HUSH_OK;
+    base = MAP_FAILED; /* the region owns the mapping now */
+cleanup:
+    if (base != MAP_FAILED)
+        munmap(base, total);
+    return status;
 }
 
 static void region_unmap(region *r)
@@ -165,95 +168,94 @@ struct hush_arena {
 
 static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
 
+HUSH_MUST_USE
 static hush_status chunk_new(size_t payload, unsigned flags, chunk **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     region r;
     size_t header = align_up(sizeof(chunk));
-    if (payload > SIZE_MAX - header)
-        return hush__fail(err, HUSH_E_LIMIT, "arena allocation of %zu bytes is too large", payload);
-    hush_status status = region_map(&r, header + payload, flags, err);
-    if (status != HUSH_OK)
-        return status;
+    HUSH_ENSURE(payload <= SIZE_MAX - header, HUSH_E_LIMIT,
+                "arena allocation of %zu bytes is too large", payload);
+    HUSH_TRY(region_map(&r, header + payload, flags, err));
     chunk *c = (chunk *)r.payload;
     c->next = NULL;
     c->mem = r;
     c->used = header;
     *out = c;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 hush_status hush_arena_new(unsigned flags, hush_arena **out, hush_error *err)
 {
-    if (out == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_new: out is NULL");
+    hush_status status = HUSH_OK;
+    chunk *first = NULL;
+    HUSH_ENSURE_REF(out, "hush_arena_new: out is NULL");
     *out = NULL;
-    chunk *first;
-    hush_status status = chunk_new(align_up(sizeof(hush_arena)) + ARENA_FIRST_CHUNK, flags, &first,
-                                   err);
-    if (status != HUSH_OK)
-        return status;
+    HUSH_TRY(chunk_new(align_up(sizeof(hush_arena)) + ARENA_FIRST_CHUNK, flags, &first, err));
     hush_arena *a = (hush_arena *)(first->mem.payload + first->used);
     first->used += align_up(sizeof(hush_arena));
-    if (pthread_mutex_init(&a->lock, NULL) != 0) {
-        region r = first->mem;
-        region_unmap(&r);
-        return hush__fail(err, HUSH_E_INTERNAL, "could not initialise the arena lock");
-    }
+    HUSH_ENSURE(pthread_mutex_init(&a->lock, NULL) == 0, HUSH_E_INTERNAL,
+                "could not initialise the arena lock");
     a->flags = flags;
     a->chunks = first;
     a->next_chunk_size = ARENA_FIRST_CHUNK * 2;
     *out = a;
-    return HUSH_OK;
+    first = NULL; /* the arena owns it now */
+cleanup:
+    if (first != NULL) {
+        region r = first->mem;
+        region_unmap(&r);
+    }
+    return status;
 }
 
 hush_status hush_arena_alloc(hush_arena *a, size_t size, void **out, hush_error *err)
 {
-    if (a == NULL || out == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_alloc: NULL argument");
-    if (size > SIZE_MAX - ARENA_ALIGN)
-        return hush__fail(err, HUSH_E_LIMIT, "arena allocation of %zu bytes is too large", size);
-    size_t need = align_up(size == 0 ? 1 : size);
     hush_status status = HUSH_OK;
+    bool locked = false;
+    HUSH_ENSURE(a != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_arena_alloc: NULL argument");
+    HUSH_ENSURE(size <= SIZE_MAX - ARENA_ALIGN, HUSH_E_LIMIT,
+                "arena allocation of %zu bytes is too large", size);
+    size_t need = align_up(size == 0 ? 1 : size);
 
     pthread_mutex_lock(&a->lock);
+    locked = true;
     chunk *c = a->chunks;
     if (c->mem.len - c->used < need) {
         size_t payload = need > a->next_chunk_size ? need : a->next_chunk_size;
         chunk *fresh = NULL;
-        status = chunk_new(payload, a->flags, &fresh, err);
-        if (status == HUSH_OK) {
-            fresh->next = a->chunks;
-            a->chunks = fresh;
-            c = fresh;
-            if (a->next_chunk_size < ARENA_MAX_CHUNK)
-                a->next_chunk_size *= 2;
-        }
+        HUSH_TRY(chunk_new(payload, a->flags, &fresh, err));
+        fresh->next = a->chunks;
+        a->chunks = fresh;
+        c = fresh;
+        if (a->next_chunk_size < ARENA_MAX_CHUNK)
+            a->next_chunk_size *= 2;
     }
-    if (status == HUSH_OK) {
-        /* Fresh pages are zero, and wipe zeroes what was used: no memset. */
-        *out = c->mem.payload + c->used;
-        c->used += need;
-    }
-    pthread_mutex_unlock(&a->lock);
+    /* Fresh pages are zero, and wipe zeroes what was used: no memset. */
+    *out = c->mem.payload + c->used;
+    c->used += need;
+cleanup:
+    if (locked)
+        pthread_mutex_unlock(&a->lock);
     return status;
 }
 
 hush_status hush_arena_strdup(hush_arena *a, const void *data, size_t len, char **out,
                               hush_error *err)
 {
-    if (out == NULL || (data == NULL && len > 0))
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_arena_strdup: NULL argument");
-    if (len == SIZE_MAX)
-        return hush__fail(err, HUSH_E_LIMIT, "string too large");
+    hush_status status = HUSH_OK;
     void *p = NULL;
-    hush_status status = hush_arena_alloc(a, len + 1, &p, err);
-    if (status != HUSH_OK)
-        return status;
+    HUSH_ENSURE(out != NULL && (data != NULL || len == 0), HUSH_E_ARGUMENT,
+                "hush_arena_strdup: NULL argument");
+    HUSH_ENSURE(len != SIZE_MAX, HUSH_E_LIMIT, "string too large");
+    HUSH_TRY(hush_arena_alloc(a, len + 1, &p, err));
     if (len > 0)
         memcpy(p, data, len);
     ((char *)p)[len] = '\0';
     *out = p;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 /* The offset in a chunk where handed-out memory starts. */
@@ -327,25 +329,23 @@ struct hush_secbuf {
 hush_status hush_secbuf_new(size_t capacity, size_t max_size, unsigned flags, hush_secbuf **out,
                             hush_error *err)
 {
-    if (out == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_new: out is NULL");
+    hush_status status = HUSH_OK;
+    hush_secbuf *b = NULL;
+    HUSH_ENSURE_REF(out, "hush_secbuf_new: out is NULL");
     *out = NULL;
-    if (max_size != 0 && capacity > max_size)
-        return hush__fail(err, HUSH_E_LIMIT, "buffer of %zu bytes exceeds its limit of %zu",
-                          capacity, max_size);
+    HUSH_ENSURE(max_size == 0 || capacity <= max_size, HUSH_E_LIMIT,
+                "buffer of %zu bytes exceeds its limit of %zu", capacity, max_size);
     /* The struct holds only pointers and sizes, never plaintext. */
-    hush_secbuf *b = calloc(1, sizeof *b);
-    if (b == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    hush_status status = region_map(&b->mem, capacity, flags, err);
-    if (status != HUSH_OK) {
-        free(b);
-        return status;
-    }
+    b = calloc(1, sizeof *b);
+    HUSH_ENSURE(b != NULL, HUSH_E_NOMEM, "out of memory");
+    HUSH_TRY(region_map(&b->mem, capacity, flags, err));
     b->max_size = max_size;
     b->flags = flags;
     *out = b;
-    return HUSH_OK;
+    b = NULL;
+cleanup:
+    free(b); /* a failed map left nothing in it */
+    return status;
 }
 
 /* Pages are whole, but the cap is exact. */
@@ -362,55 +362,55 @@ static void raise_high_water(hush_secbuf *b, size_t end)
 
 hush_status hush_secbuf_reserve(hush_secbuf *b, size_t extra, hush_error *err)
 {
-    if (b == NULL)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_reserve: buffer is NULL");
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE_REF(b, "hush_secbuf_reserve: buffer is NULL");
     if (extra <= usable_capacity(b) - b->len) {
         raise_high_water(b, b->len + extra);
-        return HUSH_OK;
+        goto cleanup;
     }
-    if (extra > SIZE_MAX / 2 - b->len)
-        return hush__fail(err, HUSH_E_LIMIT, "buffer growth overflows");
+    HUSH_ENSURE(extra <= SIZE_MAX / 2 - b->len, HUSH_E_LIMIT, "buffer growth overflows");
     size_t need = b->len + extra;
-    if (b->max_size != 0 && need > b->max_size)
-        return hush__fail(err, HUSH_E_LIMIT, "buffer would grow to %zu bytes, over its limit of %zu",
-                          need, b->max_size);
+    HUSH_ENSURE(b->max_size == 0 || need <= b->max_size, HUSH_E_LIMIT,
+                "buffer would grow to %zu bytes, over its limit of %zu", need, b->max_size);
     size_t want = b->mem.len * 2 > need ? b->mem.len * 2 : need;
     if (b->max_size != 0 && want > b->max_size)
         want = b->max_size;
 
     region fresh;
-    hush_status status = region_map(&fresh, want, b->flags, err);
-    if (status != HUSH_OK)
-        return status;
+    HUSH_TRY(region_map(&fresh, want, b->flags, err));
     memcpy(fresh.payload, b->mem.payload, b->len);
     region_unmap(&b->mem); /* zeroes the old copy before it goes */
     b->mem = fresh;
     raise_high_water(b, need);
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 hush_status hush_secbuf_append(hush_secbuf *b, const void *data, size_t len, hush_error *err)
 {
-    if (data == NULL && len > 0)
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_append: data is NULL");
-    hush_status status = hush_secbuf_reserve(b, len, err);
-    if (status != HUSH_OK)
-        return status;
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(data != NULL || len == 0, HUSH_E_ARGUMENT, "hush_secbuf_append: data is NULL");
+    HUSH_TRY(hush_secbuf_reserve(b, len, err));
     if (len > 0)
         memcpy(b->mem.payload + b->len, data, len);
     b->len += len;
     raise_high_water(b, b->len);
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 hush_status hush_secbuf_append_byte(hush_secbuf *b, unsigned char byte, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     if (b != NULL && b->len < usable_capacity(b)) {
+        /* The common case: room already there, no call. */
         b->mem.payload[b->len++] = byte;
         raise_high_water(b, b->len);
-        return HUSH_OK;
+        goto cleanup;
     }
-    return hush_secbuf_append(b, &byte, 1, err);
+    HUSH_TRY(hush_secbuf_append(b, &byte, 1, err));
+cleanup:
+    return status;
 }
 
 unsigned char *hush_secbuf_data(hush_secbuf *b) { return b ? b->mem.payload : NULL; }
@@ -421,15 +421,17 @@ bool hush_secbuf_is_locked(const hush_secbuf *b) { return b != NULL && b->mem.lo
 
 hush_status hush_secbuf_set_len(hush_secbuf *b, size_t len, hush_error *err)
 {
-    if (b == NULL || len > usable_capacity(b))
-        return hush__fail(err, HUSH_E_ARGUMENT, "hush_secbuf_set_len: length past capacity");
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(b != NULL && len <= usable_capacity(b), HUSH_E_ARGUMENT,
+                "hush_secbuf_set_len: length past capacity");
     if (len < b->high_water) {
         /* Shrinking: what lay past the new end (written or reserved) goes now. */
         hush_memzero(b->mem.payload + len, b->high_water - len);
         b->high_water = len;
     }
     b->len = len;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
 void hush_secbuf_clear(hush_secbuf *b)

@@ -78,6 +78,7 @@ static void copy_piece(void *ctx, const char *s, size_t len)
 }
 
 /* "echo: " and the text of the last user message (none: ""), in the arena. */
+HUSH_MUST_USE
 static hush_status make_reply(const hush_json_value *last_user, hush_arena *arena, char **out,
                               size_t *out_len, hush_error *err)
 {
@@ -98,6 +99,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status write_choices(hush_json_writer *w, const char *reply, size_t len,
                                  hush_error *err)
 {
@@ -122,6 +124,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status write_usage(hush_json_writer *w, size_t prompt, size_t completion,
                                hush_error *err)
 {
@@ -139,6 +142,7 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status write_head(hush_json_writer *w, const hush_json_value *request,
                               const char *payload_id, hush_error *err)
 {

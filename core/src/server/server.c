@@ -126,6 +126,7 @@ static bool is_loopback_url(const char *url)
     return inet_pton(AF_INET6, host, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
+HUSH_MUST_USE
 static hush_status check_options(const hush_server_options *o, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -155,28 +156,35 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status copy_string(const char *s, char **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     if (s == NULL)
-        return HUSH_OK;
-    if ((*out = strdup(s)) == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
-    return HUSH_OK;
+        goto cleanup;
+    *out = strdup(s);
+    HUSH_ENSURE(*out != NULL, HUSH_E_NOMEM, "out of memory");
+cleanup:
+    return status;
 }
 
 /* "<base>/chat/completions", one trailing slash of the base dropped. */
+HUSH_MUST_USE
 static hush_status make_upstream_url(const char *base, char **out, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     size_t n = strlen(base);
     if (n > 0 && base[n - 1] == '/')
         n--;
     size_t size = n + sizeof CHAT_COMPLETIONS;
-    if ((*out = malloc(size)) == NULL)
-        return hush__fail(err, HUSH_E_NOMEM, "out of memory");
+    *out = malloc(size);
+    HUSH_ENSURE(*out != NULL, HUSH_E_NOMEM, "out of memory");
     snprintf(*out, size, "%.*s%s", (int)n, base, CHAT_COMPLETIONS);
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status copy_upstream(hush_server *s, const hush_server_options *o, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -186,7 +194,7 @@ static hush_status copy_upstream(hush_server *s, const hush_server_options *o, h
     u->max_answer_bytes = o->max_answer_bytes;
     u->secmem_flags = o->secmem_flags;
     if (o->backend != HUSH_BACKEND_OPENAI)
-        return HUSH_OK;
+        goto cleanup;
     HUSH_TRY(make_upstream_url(o->upstream_url, &s->upstream_url, err));
     HUSH_TRY(copy_string(o->upstream_api_key, &s->upstream_api_key, err));
     HUSH_TRY(copy_string(o->upstream_ca_file, &s->upstream_ca_file, err));
@@ -267,6 +275,7 @@ static bool is_printable(const char *s)
     return true;
 }
 
+HUSH_MUST_USE
 static hush_status check_request(const hush_server *s, const hush_server_request *req,
                                  hush_error *err)
 {
@@ -290,50 +299,73 @@ cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status client_key(const hush_server_request *req, hush_pubkey **out, hush_error *err)
 {
-    hush_status status = HUSH_E_KEY;
-    if (req->client_public_key != NULL)
-        status = hush_pubkey_from_pem(req->client_public_key, req->client_public_key_len, out,
-                                      err);
-    if (status == HUSH_OK || status == HUSH_E_NOMEM)
-        return status;
-    return hush__fail(err, HUSH_E_KEY, BAD_CLIENT_KEY);
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(req->client_public_key != NULL, HUSH_E_KEY, BAD_CLIENT_KEY);
+    hush_status read = hush_pubkey_from_pem(req->client_public_key, req->client_public_key_len,
+                                            out, err);
+    /* Running out of memory is ours to report; any other failure is the
+     * client's key, in one message. */
+    if (read == HUSH_E_NOMEM)
+        HUSH_BAIL_WITH(read);
+    HUSH_ENSURE(read == HUSH_OK, HUSH_E_KEY, BAD_CLIENT_KEY);
+cleanup:
+    return status;
+}
+
+/* Open the package and parse its plaintext, which must be a JSON object. */
+HUSH_MUST_USE
+static hush_status open_and_parse(const hush_server *s, const hush_server_request *req,
+                                  hush_arena *arena, unsigned char **plaintext, size_t *len,
+                                  const hush_json_value **root,
+                                  unsigned char replay_key[HUSH_REPLAY_DIGEST_BYTES],
+                                  hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const void *package = req->package != NULL ? req->package : "";
+    HUSH_TRY(hush__envelope_v1_open_in(s->key, package, req->package_len, s->max_package_bytes,
+                                       arena, plaintext, len, NULL, replay_key, err));
+    hush_json_limits limits = {.max_bytes = *len};
+    HUSH_TRY(hush_json_parse_into(arena, *plaintext, *len, &limits, root, err));
+    HUSH_ENSURE(hush_json_type_of(*root) == HUSH_JSON_OBJECT, HUSH_E_TYPE,
+                "request is not a JSON object");
+cleanup:
+    return status;
 }
 
 /* Open and parse the request into `arena`. Every way a package can be bad
  * is one message, so a client learns nothing about which check it failed. */
+HUSH_MUST_USE
 static hush_status open_request(const hush_server *s, const hush_server_request *req,
                                 hush_arena *arena, const unsigned char **text, size_t *len,
                                 const hush_json_value **root,
                                 unsigned char replay_key[HUSH_REPLAY_DIGEST_BYTES],
                                 hush_error *err)
 {
+    hush_status status = HUSH_OK;
     unsigned char *plaintext = NULL;
-    const void *package = req->package != NULL ? req->package : "";
-    hush_status status =
-        hush__envelope_v1_open_in(s->key, package, req->package_len, s->max_package_bytes,
-                                  arena, &plaintext, len, NULL, replay_key, err);
-    if (status == HUSH_OK) {
-        hush_json_limits limits = {.max_bytes = *len};
-        status = hush_json_parse_into(arena, plaintext, *len, &limits, root, err);
-    }
-    if (status == HUSH_OK && hush_json_type_of(*root) != HUSH_JSON_OBJECT)
-        status = HUSH_E_TYPE;
-    if (status == HUSH_E_NOMEM || status == HUSH_E_CRYPTO)
-        return status;
-    if (status != HUSH_OK)
-        return hush__fail(err, HUSH_E_BAD_REQUEST, HUSH_SERVER_INVALID_PACKAGE);
+    hush_status opened = open_and_parse(s, req, arena, &plaintext, len, root, replay_key, err);
+    /* Our own failures are reported as they are; every fault of the
+     * package is the one opaque message. */
+    if (opened == HUSH_E_NOMEM || opened == HUSH_E_CRYPTO)
+        HUSH_BAIL_WITH(opened);
+    HUSH_ENSURE(opened == HUSH_OK, HUSH_E_BAD_REQUEST, HUSH_SERVER_INVALID_PACKAGE);
     *text = plaintext;
-    return HUSH_OK;
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status check_stream(const hush_json_value *request, hush_error *err)
 {
+    hush_status status = HUSH_OK;
     const hush_json_value *stream = hush_json_object_get(request, "stream", 6);
-    if (hush_json_type_of(stream) == HUSH_JSON_BOOL && hush_json_bool(stream))
-        return hush__fail(err, HUSH_E_BAD_REQUEST, "stream is not supported");
-    return HUSH_OK;
+    HUSH_ENSURE(hush_json_type_of(stream) != HUSH_JSON_BOOL || !hush_json_bool(stream),
+                HUSH_E_BAD_REQUEST, "stream is not supported");
+cleanup:
+    return status;
 }
 
 /* ---- an opened request -------------------------------------------------- */
@@ -359,30 +391,43 @@ struct hush_server_exchange {
 
 /* ---- _metadata ---------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status put_string(hush_json_writer *w, const char *key, const char *value,
                               hush_error *err)
 {
-    hush_status status = hush_json_write_key(w, key, strlen(key), err);
-    return status == HUSH_OK ? hush_json_write_string(w, value, strlen(value), err) : status;
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush_json_write_key(w, key, strlen(key), err));
+    HUSH_TRY(hush_json_write_string(w, value, strlen(value), err));
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_bool(hush_json_writer *w, const char *key, bool value, hush_error *err)
 {
-    hush_status status = hush_json_write_key(w, key, strlen(key), err);
-    return status == HUSH_OK ? hush_json_write_bool(w, value, err) : status;
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush_json_write_key(w, key, strlen(key), err));
+    HUSH_TRY(hush_json_write_bool(w, value, err));
+cleanup:
+    return status;
 }
 
+HUSH_MUST_USE
 static hush_status put_uint(hush_json_writer *w, const char *key, uint64_t value,
                             hush_error *err)
 {
-    hush_status status = hush_json_write_key(w, key, strlen(key), err);
-    return status == HUSH_OK ? hush_json_write_uint64(w, value, err) : status;
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush_json_write_key(w, key, strlen(key), err));
+    HUSH_TRY(hush_json_write_uint64(w, value, err));
+cleanup:
+    return status;
 }
 
 /* This request's facts only: never process-wide counters, which would tell
  * one client about the traffic of others. The request's arena holds its
  * plaintext (and, for the openai backend, the upstream's answer); the answer
  * buffer holds the answer being written. Sizes are as mapped so far. */
+HUSH_MUST_USE
 static hush_status write_memory_protection(const hush_arena *arena, const hush_secbuf *answer,
                                            hush_json_writer *w, hush_error *err)
 {
@@ -411,6 +456,7 @@ cleanup:
  * having no TPM, or ours for not quoting ("quoted": false: each quote is a
  * TPM round trip under one lock). A TPM that fails to quote fails the
  * request: an answer that should carry a quote must not go out without one. */
+HUSH_MUST_USE
 static hush_status write_tpm_attestation(const hush_server_exchange *x, hush_json_writer *w,
                                          hush_error *err)
 {
@@ -423,15 +469,16 @@ static hush_status write_tpm_attestation(const hush_server_exchange *x, hush_jso
     } else if (!x->attest) {
         HUSH_TRY(put_bool(w, "is_available", true, err));
         HUSH_TRY(put_bool(w, "quoted", false, err));
-    } else if (hush_tpm_quote(tpm, x->payload_id, w, err) != HUSH_OK) {
-        status = hush__fail(err, HUSH_E_UNAVAILABLE, "TPM attestation failed");
-        goto cleanup;
+    } else {
+        HUSH_TRY_AS(hush_tpm_quote(tpm, x->payload_id, w, err), HUSH_E_UNAVAILABLE,
+                    "TPM attestation failed");
     }
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
     return status;
 }
 
+HUSH_MUST_USE
 static hush_status write_metadata(const hush_server_exchange *x, const hush_secbuf *answer,
                                   hush_json_writer *w,
                                   hush_error *err)
@@ -471,6 +518,7 @@ static const char *tier_literal(const char *tier)
 
 /* SHA-256 over the client key's fingerprint and the payload id: what a
  * retry of this request comes with, and a replay under another key not. */
+HUSH_MUST_USE
 static hush_status replay_binding(const hush_server_exchange *x, unsigned char *out,
                                   hush_error *err)
 {
@@ -533,6 +581,7 @@ void hush_server_exchange_replay_key(const hush_server_exchange *x,
 
 /* ---- answering it ------------------------------------------------------- */
 
+HUSH_MUST_USE
 static hush_status write_answer(const hush_server_exchange *x, const hush_secbuf *answer,
                                 hush_json_writer *w,
                                 hush_server_answer *out, hush_error *err)
