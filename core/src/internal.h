@@ -37,6 +37,13 @@ hush_status hush__fail_openssl(hush_error *err, hush_status code, const char *wh
 HUSH_MUST_USE
 hush_status hush__check_options_version(const char *struct_name, unsigned version, unsigned newest,
                                         hush_error *err);
+/* The body of every hush_x_options_init: refuse a NULL `opts` or a version
+ * this library does not know (leaving `opts` untouched), else copy
+ * `defaults` (the struct's _INIT) over it. */
+HUSH_MUST_USE
+hush_status hush__options_init(void *opts, const void *defaults, size_t size,
+                               const char *struct_name, unsigned version, unsigned newest,
+                               hush_error *err);
 
 /* The uniform pattern: a function declares `hush_status status = HUSH_OK;`,
  * ends with a `cleanup:` label that releases everything, and returns status. */

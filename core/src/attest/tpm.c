@@ -710,13 +710,9 @@ cleanup:
 
 hush_status hush_tpm_options_init(hush_tpm_options *opts, unsigned version, hush_error *err)
 {
-    hush_status status = HUSH_OK;
-    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_tpm_options_init: opts is NULL");
-    HUSH_TRY(hush__check_options_version("hush_tpm_options", version, HUSH_TPM_OPTIONS_VERSION,
-                                         err));
-    *opts = (hush_tpm_options)HUSH_TPM_OPTIONS_INIT;
-cleanup:
-    return status;
+    static const hush_tpm_options defaults = HUSH_TPM_OPTIONS_INIT;
+    return hush__options_init(opts, &defaults, sizeof defaults, "hush_tpm_options", version,
+                              HUSH_TPM_OPTIONS_VERSION, err);
 }
 
 hush_status hush_tpm_open(const hush_tpm_options *opts, hush_tpm **out, hush_error *err)

@@ -147,3 +147,15 @@ hush_status hush__check_options_version(const char *struct_name, unsigned versio
 cleanup:
     return status;
 }
+
+hush_status hush__options_init(void *opts, const void *defaults, size_t size,
+                               const char *struct_name, unsigned version, unsigned newest,
+                               hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "%s_init: opts is NULL", struct_name);
+    HUSH_TRY(hush__check_options_version(struct_name, version, newest, err));
+    memcpy(opts, defaults, size);
+cleanup:
+    return status;
+}

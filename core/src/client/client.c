@@ -16,13 +16,9 @@
 
 hush_status hush_client_options_init(hush_client_options *opts, unsigned version, hush_error *err)
 {
-    hush_status status = HUSH_OK;
-    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_client_options_init: opts is NULL");
-    HUSH_TRY(hush__check_options_version("hush_client_options", version,
-                                         HUSH_CLIENT_OPTIONS_VERSION, err));
-    *opts = (hush_client_options)HUSH_CLIENT_OPTIONS_INIT;
-cleanup:
-    return status;
+    static const hush_client_options defaults = HUSH_CLIENT_OPTIONS_INIT;
+    return hush__options_init(opts, &defaults, sizeof defaults, "hush_client_options", version,
+                              HUSH_CLIENT_OPTIONS_VERSION, err);
 }
 
 /* ---- validation --------------------------------------------------------- */

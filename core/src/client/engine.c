@@ -760,13 +760,9 @@ static void engine_release_resources(hush_engine *e)
 
 hush_status hush_engine_options_init(hush_engine_options *opts, unsigned version, hush_error *err)
 {
-    hush_status status = HUSH_OK;
-    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_engine_options_init: opts is NULL");
-    HUSH_TRY(hush__check_options_version("hush_engine_options", version,
-                                         HUSH_ENGINE_OPTIONS_VERSION, err));
-    *opts = (hush_engine_options)HUSH_ENGINE_OPTIONS_INIT;
-cleanup:
-    return status;
+    static const hush_engine_options defaults = HUSH_ENGINE_OPTIONS_INIT;
+    return hush__options_init(opts, &defaults, sizeof defaults, "hush_engine_options", version,
+                              HUSH_ENGINE_OPTIONS_VERSION, err);
 }
 
 hush_status hush_engine_new(const hush_engine_options *opts, hush_engine **out, hush_error *err)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <openssl/err.h>
 #include <openssl/rand.h>
 
 #include "pipeline.h"
@@ -73,7 +74,10 @@ bool hush__retry_delay(const hush__retry_policy *p, unsigned done, long server_w
     if (step > p->retry_max_ms)
         step = p->retry_max_ms;
     unsigned short r = 0;
-    (void)RAND_bytes((unsigned char *)&r, sizeof r); /* a failure leaves r at 0: the fixed half */
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1) {
+        ERR_clear_error(); /* no jitter then: the fixed half alone */
+        r = 0;
+    }
     long wait = step / 2 + (long)((double)(step - step / 2) * r / 65535.0);
     *wait_ms = server_wait_ms > wait ? server_wait_ms : wait;
     return true;

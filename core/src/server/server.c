@@ -51,13 +51,9 @@ _Static_assert(HUSH_SERVER_DEFAULT_MAX_ANSWER_BYTES == HUSH_DEFAULT_MAX_RESPONSE
 
 hush_status hush_server_options_init(hush_server_options *opts, unsigned version, hush_error *err)
 {
-    hush_status status = HUSH_OK;
-    HUSH_ENSURE(opts != NULL, HUSH_E_ARGUMENT, "hush_server_options_init: opts is NULL");
-    HUSH_TRY(hush__check_options_version("hush_server_options", version,
-                                         HUSH_SERVER_OPTIONS_VERSION, err));
-    *opts = (hush_server_options)HUSH_SERVER_OPTIONS_INIT;
-cleanup:
-    return status;
+    static const hush_server_options defaults = HUSH_SERVER_OPTIONS_INIT;
+    return hush__options_init(opts, &defaults, sizeof defaults, "hush_server_options", version,
+                              HUSH_SERVER_OPTIONS_VERSION, err);
 }
 
 /* ---- making a server ---------------------------------------------------- */
