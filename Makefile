@@ -15,9 +15,17 @@ BUILD_CLIENT_ONLY := build-client-only
 FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
-                liblua5.4-dev lua5.4 luarocks swtpm swtpm-tools tpm2-tools
-PIP_PACKAGES := pytest cryptography nomyo setuptools aiohttp nbclient nbformat ipykernel
-PIP_MODULES := pytest,cryptography,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel
+                liblua5.4-dev lua5.4 luarocks swtpm swtpm-tools tpm2-tools valgrind
+# cryptography >= 47 has HPKE and ML-KEM for the live cross-checks;
+# cryptography-vectors (pinned) carries RFC 9180's, the HPKE-PQ and NIST's
+# ML-KEM known answers, which the C tests read where pip put them.
+VECTORS_VERSION := 48.0.0
+PIP_PACKAGES := pytest 'cryptography>=47' cryptography-vectors==$(VECTORS_VERSION) nomyo setuptools \
+                aiohttp nbclient nbformat ipykernel
+PIP_MODULES := pytest,cryptography,cryptography_vectors,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel
+PIP_VERSIONS_OK := import cryptography, cryptography_vectors; \
+  assert int(cryptography.__version__.split('.')[0]) >= 47, 'cryptography < 47'; \
+  assert cryptography_vectors.__version__ == '$(VECTORS_VERSION)', 'cryptography-vectors != $(VECTORS_VERSION)'
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
@@ -41,12 +49,13 @@ deps:
 	@locale -a 2>/dev/null | grep -qi '^de_DE\.utf-\?8$$' || { \
 	  echo "deps: generating locale de_DE.UTF-8"; \
 	  $(SUDO) localedef -i de_DE -f UTF-8 de_DE.UTF-8 || { echo "deps: localedef failed" >&2; exit 1; }; }
-	@if ! $(PYTHON) -c "import $(PIP_MODULES)" 2>/dev/null; then \
+	@if ! $(PYTHON) -c "import $(PIP_MODULES); $(PIP_VERSIONS_OK)" 2>/dev/null; then \
 	  echo "deps: installing Python packages: $(PIP_PACKAGES)"; \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check $(PIP_PACKAGES) || \
 	  { echo "deps: pip install failed" >&2; exit 1; }; \
 	fi
-	@$(PYTHON) -c "import $(PIP_MODULES)" || { echo "deps: Python packages still missing" >&2; exit 1; }
+	@$(PYTHON) -c "import $(PIP_MODULES); $(PIP_VERSIONS_OK)" || \
+	  { echo "deps: Python packages still missing or too old" >&2; exit 1; }
 
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHUSH_SANITIZE= $(CMAKE_FLAGS) >/dev/null
