@@ -319,6 +319,7 @@ static void test_sample_ntt_fallback(void)
     CHECK(ctx != NULL);
     CHECK_OK(hush__mlkem768_sample_ntt(ctx, seed, 504, full, &err), &err);
     CHECK_OK(hush__mlkem768_sample_ntt(ctx, seed, 168, fallback, &err), &err);
+    CHECK_STATUS(hush__mlkem768_sample_ntt(ctx, seed, 0, fallback, &err), HUSH_E_ARGUMENT, &err);
     CHECK(memcmp(full, fallback, sizeof full) == 0);
     for (int i = 0; i < 256; i++)
         CHECK(full[i] >= 0 && full[i] < 3329);

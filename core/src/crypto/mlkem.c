@@ -401,7 +401,8 @@ hush_status hush__mlkem768_sample_ntt(EVP_MD_CTX *ctx, const unsigned char seed[
     unsigned char first[XOF_FIRST_BYTES];
     unsigned char *longer = NULL;
     size_t pos = 0, filled = 0;
-    HUSH_ENSURE(first_bytes <= sizeof first, HUSH_E_ARGUMENT, "first squeeze too long");
+    HUSH_ENSURE(first_bytes >= XOF_BLOCK_BYTES && first_bytes <= sizeof first, HUSH_E_ARGUMENT,
+                "first squeeze of %zu bytes", first_bytes);
     HUSH_TRY(hash2(ctx, hush__shake128(), seed, 34, NULL, 0, first, first_bytes, err));
     filled = parse_uniform(out, filled, first, first_bytes, &pos);
     for (size_t len = 2 * first_bytes; filled < N; len *= 2) {
