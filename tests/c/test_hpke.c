@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 
 #include "check.h"
+#include "crypto/crypto_internal.h"
 #include "hushcall/hpke.h"
 #include "hushcall/json.h"
 
@@ -683,6 +684,31 @@ static void test_arguments(void)
     close_conversation(&c);
 }
 
+/* The last sequence number seals and opens; the one after is refused on
+ * both sides, and the refusal spends nothing. */
+static void test_sequence_number_exhausted(void)
+{
+    hush_error err;
+    conversation c;
+    unsigned char ct[1 + HUSH_HPKE_TAG_BYTES], pt[1];
+    size_t ct_len = 0, pt_len = 0;
+    open_conversation(X25519_AES, &c);
+    hush__hpke_ctx_set_seq(c.sender, UINT64_MAX - 1);
+    hush__hpke_ctx_set_seq(c.recipient, UINT64_MAX - 1);
+    CHECK_OK(hush_hpke_seal(c.sender, NULL, 0, "z", 1, ct, sizeof ct, &ct_len, &err), &err);
+    unsigned char next[sizeof ct];
+    size_t next_len = 0;
+    CHECK_STATUS(hush_hpke_seal(c.sender, NULL, 0, "z", 1, next, sizeof next, &next_len, &err),
+                 HUSH_E_LIMIT, &err);
+    CHECK(strstr(err.message, "sequence number") != NULL);
+    CHECK_OK(hush_hpke_open(c.recipient, NULL, 0, ct, ct_len, pt, sizeof pt, &pt_len, &err),
+             &err);
+    CHECK(pt_len == 1 && pt[0] == 'z');
+    CHECK_STATUS(hush_hpke_open(c.recipient, NULL, 0, ct, ct_len, pt, sizeof pt, &pt_len, &err),
+                 HUSH_E_LIMIT, &err);
+    close_conversation(&c);
+}
+
 /* Two senders to one key get different encapsulations and keys. */
 static void test_fresh_encapsulation(void)
 {
@@ -846,6 +872,7 @@ int main(void)
     RUN_TEST(test_malformed_enc_refused);
     RUN_TEST(test_roles_and_export_only);
     RUN_TEST(test_arguments);
+    RUN_TEST(test_sequence_number_exhausted);
     RUN_TEST(test_fresh_encapsulation);
     RUN_TEST(test_pyca_both_ways);
     return check_report();

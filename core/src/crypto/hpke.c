@@ -462,6 +462,8 @@ cleanup:
     return status;
 }
 
+void hush__hpke_ctx_set_seq(hush_hpke_ctx *ctx, uint64_t seq) { ctx->seq = seq; }
+
 hush_hpke_suite hush_hpke_ctx_suite(const hush_hpke_ctx *ctx)
 {
     hush_hpke_suite none = {0, 0, 0};
