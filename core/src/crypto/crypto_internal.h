@@ -14,6 +14,22 @@
 EVP_PKEY *hush__keypair_pkey(const hush_keypair *kp);
 EVP_PKEY *hush__pubkey_pkey(const hush_pubkey *pk);
 
+/* ---- password protection of private-key files (keys.c, hpke_keyfile.c) -- */
+
+/* The costs of hush_key_kdf, the same for every kind of key file. */
+#define HUSH_KEY_PBKDF2_ITERATIONS 600000u
+/* OWASP's scrypt settings trade memory for passes: N=2^14, r=8, p=5 is
+ * rated as N=2^17, r=8, p=1, and its 16 MiB stay within the 32 MiB that
+ * OpenSSL's own PKCS#8 code allows, so the files are plain PBES2 that
+ * OpenSSL, `openssl pkey` and Python's cryptography all read. */
+#define HUSH_KEY_SCRYPT_N (1u << 14)
+#define HUSH_KEY_SCRYPT_R 8u
+#define HUSH_KEY_SCRYPT_P 5u
+#define HUSH_KEY_SALT_BYTES 16u
+/* OpenSSL reads PEM passwords through a PEM_BUFSIZE (1024) buffer; the
+ * same limit holds for every key file. */
+#define HUSH_KEY_PASSWORD_MAX 1024u
+
 /* ---- envelope_v1.c, for the engine -------------------------------------- */
 
 /* hush_envelope_v1_seal with the message key made in `key`: secure space
