@@ -30,6 +30,24 @@ EVP_PKEY *hush__pubkey_pkey(const hush_pubkey *pk);
  * same limit holds for every key file. */
 #define HUSH_KEY_PASSWORD_MAX 1024u
 
+/* ---- hpke_keyfile.c: the key file format on raw keys --------------------- */
+
+/* The armoured text of a key file for KEM `kem_id` and its serialized
+ * private key `sk`, protected under `password` with `kdf` (NULL: in the
+ * clear), into a new secure buffer. */
+HUSH_MUST_USE
+hush_status hush__hpke_keyfile_encode(uint16_t kem_id, const unsigned char *sk, size_t sk_len,
+                                      const char *password, hush_key_kdf kdf, hush_secbuf **text,
+                                      hush_error *err);
+
+/* The inverse: the KEM and the private key (a new secure buffer) a key
+ * file's text holds. HUSH_E_KEY naming what is malformed, HUSH_E_PASSWORD
+ * for a missing or wrong password (or a damaged encrypted key). */
+HUSH_MUST_USE
+hush_status hush__hpke_keyfile_decode(const unsigned char *text, size_t len,
+                                      const char *password, uint16_t *kem_id, hush_secbuf **sk,
+                                      hush_error *err);
+
 /* ---- envelope_v1.c, for the engine -------------------------------------- */
 
 /* hush_envelope_v1_seal with the message key made in `key`: secure space
