@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "hushcall/envelope_v1.h"
+#include "hushcall/hpke.h"
 #include "hushcall/keys.h"
 #include "internal.h"
 
@@ -47,6 +48,52 @@ HUSH_MUST_USE
 hush_status hush__hpke_keyfile_decode(const unsigned char *text, size_t len,
                                       const char *password, uint16_t *kem_id, hush_secbuf **sk,
                                       hush_error *err);
+
+/* ---- HPKE internals (hpke_kdf.c, hpke_keys.c), for hpke.c --------------- */
+
+/* A piece of a labeled input: the labeled functions hash their inputs in
+ * parts, so a secret is never copied into a concatenation buffer. */
+typedef struct hush__span {
+    const void *data;
+    size_t len;
+} hush__span;
+
+#define HUSH_HPKE_SECRET_BYTES 32u    /* Nsecret of both KEMs; Nh of HKDF-SHA256 */
+#define HUSH_HPKE_SHAKE256_NH 64u     /* Nh of the one-stage SHAKE256 KDF */
+
+/* RFC 9180 §4 over HKDF-SHA256: LabeledExtract(salt, label, ikm parts) and
+ * LabeledExpand(prk, label, info parts, L), with `suite_id` ("KEM"||id or
+ * "HPKE"||ids). L is at most 255 * 32. */
+HUSH_MUST_USE
+hush_status hush__hpke_labeled_extract(const unsigned char *suite_id, size_t suite_id_len,
+                                       const void *salt, size_t salt_len, const char *label,
+                                       const hush__span *ikm, size_t ikm_parts,
+                                       unsigned char prk[HUSH_HPKE_SECRET_BYTES], hush_error *err);
+HUSH_MUST_USE
+hush_status hush__hpke_labeled_expand(const unsigned char *suite_id, size_t suite_id_len,
+                                      const unsigned char prk[HUSH_HPKE_SECRET_BYTES],
+                                      const char *label, const hush__span *info, size_t info_parts,
+                                      unsigned char *out, size_t len, hush_error *err);
+/* The one-stage KDF's LabeledDerive(ikm parts, label, context parts, L) over
+ * SHAKE256 (draft-ietf-hpke-pq); L at most 65535. */
+HUSH_MUST_USE
+hush_status hush__hpke_labeled_derive(const unsigned char *suite_id, size_t suite_id_len,
+                                      const hush__span *ikm, size_t ikm_parts, const char *label,
+                                      const hush__span *context, size_t context_parts,
+                                      unsigned char *out, size_t len, hush_error *err);
+
+/* The KEM's Encap(pkR) into `enc` (room for hush_hpke_kem_enc_bytes) and a
+ * 32-byte shared secret; `ikmE` NULL for fresh randomness, else DHKEM's
+ * DeriveKeyPair input or X-Wing's 64-byte eseed. HUSH_E_KEY for a public
+ * key no secret can be agreed with. */
+HUSH_MUST_USE
+hush_status hush__hpke_encap(const hush_hpke_pubkey *pkR, const void *ikmE, size_t ikmE_len,
+                             unsigned char *enc, unsigned char ss[HUSH_HPKE_SECRET_BYTES],
+                             hush_error *err);
+/* The KEM's Decap(enc, skR); every failure is one opaque HUSH_E_AUTH. */
+HUSH_MUST_USE
+hush_status hush__hpke_decap(const hush_hpke_keypair *skR, const void *enc, size_t enc_len,
+                             unsigned char ss[HUSH_HPKE_SECRET_BYTES], hush_error *err);
 
 /* ---- envelope_v1.c, for the engine -------------------------------------- */
 
