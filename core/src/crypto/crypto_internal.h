@@ -124,4 +124,14 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
                                       unsigned char wrapped_key_digest[HUSH_V1_DIGEST_BYTES],
                                       hush_error *err);
 
+/* ---- mlkem.c ------------------------------------------------------------ */
+
+/* SampleNTT (FIPS 203 Algorithm 7) of SHAKE128(seed), seed = rho || j || i,
+ * squeezing `first_bytes` (at most 672) first and longer outputs after
+ * that should they run short. Public data only; for the tests, which
+ * prove the fallback by starting it short. */
+HUSH_MUST_USE
+hush_status hush__mlkem768_sample_ntt(EVP_MD_CTX *ctx, const unsigned char seed[34],
+                                      size_t first_bytes, int16_t out[256], hush_error *err);
+
 #endif
