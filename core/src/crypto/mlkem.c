@@ -185,26 +185,22 @@ static void poly_invntt_tomont(poly *r)
         r->c[i] = fqmul(r->c[i], INVNTT_SCALE);
 }
 
-/* r += a * b in the NTT domain (Algorithms 11 and 12), times R^-1. */
-static void poly_basemul_acc(poly *r, const poly *a, const poly *b)
-{
-    for (size_t i = 0; i < N / 2; i++) {
-        int16_t a0 = a->c[2 * i], a1 = a->c[2 * i + 1];
-        int16_t b0 = b->c[2 * i], b1 = b->c[2 * i + 1];
-        int16_t c0 = (int16_t)(fqmul(a0, b0) + fqmul(fqmul(a1, b1), gammas[i]));
-        int16_t c1 = (int16_t)(fqmul(a0, b1) + fqmul(a1, b0));
-        r->c[2 * i] = (int16_t)(r->c[2 * i] + c0);
-        r->c[2 * i + 1] = (int16_t)(r->c[2 * i + 1] + c1);
-    }
-}
-
-/* r = sum_j a[j] * b[j] in the NTT domain, times R^-1, reduced. */
+/* r = sum_j a[j] * b[j] in the NTT domain (Algorithms 11 and 12), times
+ * R^-1, reduced. Sums in 32 bits and reduces once: with |a| < 2^12 and
+ * |b| <= q/2 the six products per coefficient stay far below q 2^15. */
 static void polyvec_inner_product(poly *r, const polyvec *a, const polyvec *b)
 {
-    memset(r, 0, sizeof *r);
-    for (size_t j = 0; j < K; j++)
-        poly_basemul_acc(r, &a->p[j], &b->p[j]);
-    poly_reduce(r);
+    for (size_t i = 0; i < N / 2; i++) {
+        int32_t c0 = 0, c1 = 0;
+        for (size_t j = 0; j < K; j++) {
+            int32_t a0 = a->p[j].c[2 * i], a1 = a->p[j].c[2 * i + 1];
+            int32_t b0 = b->p[j].c[2 * i], b1 = b->p[j].c[2 * i + 1];
+            c0 += a0 * b0 + (int32_t)fqmul((int16_t)a1, (int16_t)b1) * gammas[i];
+            c1 += a0 * b1 + a1 * b0;
+        }
+        r->c[2 * i] = barrett_reduce(montgomery_reduce(c0));
+        r->c[2 * i + 1] = barrett_reduce(montgomery_reduce(c1));
+    }
 }
 
 /* ---- byte encodings (Algorithms 5 and 6) -------------------------------- */
