@@ -8,6 +8,8 @@
 #include "hushcall/envelope_v1.h"
 #include "hushcall/hpke.h"
 #include "hushcall/keys.h"
+#include "hushcall/mlkem.h"
+#include "hushcall/xwing.h"
 #include "internal.h"
 
 /* The OpenSSL key behind a handle (keys.c), borrowed: valid while the
@@ -133,5 +135,31 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
 HUSH_MUST_USE
 hush_status hush__mlkem768_sample_ntt(EVP_MD_CTX *ctx, const unsigned char seed[34],
                                       size_t first_bytes, int16_t out[256], hush_error *err);
+
+/* ---- xwing.c ------------------------------------------------------------ */
+
+#define HUSH_X25519_KEY_BYTES 32u
+
+/* An X-Wing private key expanded once from its seed, for a holder that
+ * decapsulates many times (HPKE's recipient). Secret as a whole: place it
+ * in secure memory and wipe it (hush_memzero) when done. */
+typedef struct hush_xwing_expanded {
+    unsigned char mlkem_dk[HUSH_MLKEM768_DECAPS_KEY_BYTES];
+    unsigned char x25519_sk[HUSH_X25519_KEY_BYTES];
+    unsigned char pk[HUSH_XWING_PUBLIC_KEY_BYTES]; /* ML-KEM ek || X25519 public key */
+} hush_xwing_expanded;
+
+/* expandDecapsulationKey: SHAKE256(seed, 96) split into ML-KEM's d || z and
+ * the X25519 private key, and the public key they make. */
+HUSH_MUST_USE
+hush_status hush__xwing_expand(const unsigned char seed[HUSH_XWING_PRIVATE_KEY_BYTES],
+                               hush_xwing_expanded *out, hush_error *err);
+
+/* Decapsulate with an expanded key; as hush_xwing_decaps. */
+HUSH_MUST_USE
+hush_status hush__xwing_decaps_expanded(const hush_xwing_expanded *key,
+                                        const unsigned char ct[HUSH_XWING_CIPHERTEXT_BYTES],
+                                        unsigned char ss[HUSH_XWING_SHARED_SECRET_BYTES],
+                                        hush_error *err);
 
 #endif

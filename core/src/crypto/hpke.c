@@ -388,11 +388,12 @@ hush_status hush_hpke_seal(hush_hpke_ctx *ctx, const void *aad, size_t aad_len, 
                            hush_error *err)
 {
     hush_status status = HUSH_OK;
+    if (ct_len != NULL)
+        *ct_len = 0;
     HUSH_TRY(check_message_call(ctx, true, "hush_hpke_seal", err));
     HUSH_ENSURE((aad != NULL || aad_len == 0) && (pt != NULL || pt_len == 0) && ct != NULL &&
                     ct_len != NULL,
                 HUSH_E_ARGUMENT, "hush_hpke_seal: NULL argument");
-    *ct_len = 0;
     HUSH_ENSURE(pt_len <= HPKE_MAX_MESSAGE && aad_len <= INT_MAX, HUSH_E_LIMIT,
                 "hush_hpke_seal: plaintext or aad longer than %zu bytes", HPKE_MAX_MESSAGE);
     HUSH_ENSURE(ct_cap >= pt_len + HUSH_HPKE_TAG_BYTES, HUSH_E_ARGUMENT,
@@ -411,10 +412,11 @@ hush_status hush_hpke_open(hush_hpke_ctx *ctx, const void *aad, size_t aad_len, 
 {
     hush_status status = HUSH_OK;
     size_t len = 0;
+    if (pt_len != NULL)
+        *pt_len = 0;
     HUSH_TRY(check_message_call(ctx, false, "hush_hpke_open", err));
     HUSH_ENSURE((aad != NULL || aad_len == 0) && (ct != NULL || ct_len == 0) && pt_len != NULL,
                 HUSH_E_ARGUMENT, "hush_hpke_open: NULL argument");
-    *pt_len = 0;
     HUSH_ENSURE(ct_len >= HUSH_HPKE_TAG_BYTES, HUSH_E_AUTH, "authentication failed");
     len = ct_len - HUSH_HPKE_TAG_BYTES;
     HUSH_ENSURE(pt != NULL || len == 0, HUSH_E_ARGUMENT, "hush_hpke_open: pt is NULL");
