@@ -4,6 +4,7 @@
  * key derived from a password (scrypt or PBKDF2, as hush_key_kdf). The
  * format is in docs/crypto.md. The decoded body, the derived key and the
  * private key only ever sit in secure memory. */
+#include <stdint.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -215,8 +216,8 @@ static hush_status wrap_key(const unsigned char *key, const keyfile_header *h,
     HUSH_OSSL(EVP_EncryptUpdate(ctx, ct, &outl, sk, h->key_len) == 1 && outl == h->key_len,
               "AES-GCM update");
     HUSH_OSSL(EVP_EncryptFinal_ex(ctx, ct + h->key_len, &outl) == 1, "AES-GCM final");
-    HUSH_OSSL(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, WRAP_TAG_BYTES, ct + h->key_len) ==
-                  1,
+    HUSH_OSSL(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, WRAP_TAG_BYTES,
+                                  ct + h->key_len) == 1,
               "AES-GCM tag");
     HUSH_TRY(hush_secbuf_set_len(body, aad_len + h->key_len + WRAP_TAG_BYTES, err));
 cleanup:
@@ -280,6 +281,17 @@ cleanup:
     return status;
 }
 
+/* The length of the line at the reader's position, without its '\n';
+ * SIZE_MAX when no '\n' ends it. */
+static size_t line_length(const hush_reader *r)
+{
+    size_t n = 0;
+    int c;
+    while ((c = hush_reader_peek_at(r, n)) >= 0 && c != '\n')
+        n++;
+    return c == '\n' ? n : SIZE_MAX;
+}
+
 /* The base64 between the armour lines, joined, into `b64`. Strict: the
  * BEGIN line first, full 64-character lines but the last, the END line,
  * nothing after it. */
@@ -289,17 +301,18 @@ static hush_status strip_armour(const unsigned char *text, size_t len, hush_secb
 {
     hush_status status = HUSH_OK;
     hush_reader r;
-    const unsigned char *p;
+    const unsigned char *line;
     size_t begin_len = strlen(ARMOUR_BEGIN), end_len = strlen(ARMOUR_END);
 
     hush_reader_init(&r, text, len);
-    HUSH_ENSURE(hush_reader_take(&r, begin_len, &p) && memcmp(p, ARMOUR_BEGIN, begin_len) == 0,
+    HUSH_ENSURE(hush_reader_take(&r, begin_len, &line) &&
+                    memcmp(line, ARMOUR_BEGIN, begin_len) == 0,
                 HUSH_E_KEY, "not an HPKE key file (no BEGIN HUSHCALL HPKE PRIVATE KEY line)");
     for (;;) {
-        const unsigned char *line = r.data + r.pos;
-        const unsigned char *nl = memchr(line, '\n', hush_reader_left(&r));
-        HUSH_ENSURE(nl != NULL, HUSH_E_KEY, "HPKE key file: no END line");
-        size_t line_len = (size_t)(nl - line);
+        size_t line_len = line_length(&r);
+        HUSH_ENSURE(line_len != SIZE_MAX, HUSH_E_KEY, "HPKE key file: no END line");
+        HUSH_ENSURE(hush_reader_take(&r, line_len + 1, &line), HUSH_E_KEY,
+                    "HPKE key file: no END line");
         if (line_len + 1 == end_len && memcmp(line, ARMOUR_END, end_len) == 0)
             break;
         HUSH_ENSURE(line_len > 0 && line_len <= ARMOUR_LINE_CHARS, HUSH_E_KEY,
@@ -307,9 +320,7 @@ static hush_status strip_armour(const unsigned char *text, size_t len, hush_secb
         HUSH_ENSURE(hush_secbuf_len(b64) % ARMOUR_LINE_CHARS == 0, HUSH_E_KEY,
                     "HPKE key file: a short line before the last");
         HUSH_TRY(hush_secbuf_append(b64, line, line_len, err));
-        r.pos += line_len + 1;
     }
-    r.pos += end_len;
     HUSH_ENSURE(hush_reader_done(&r), HUSH_E_KEY, "HPKE key file: %zu bytes after the END line",
                 hush_reader_left(&r));
 cleanup:
