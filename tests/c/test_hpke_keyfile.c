@@ -87,7 +87,8 @@ static bool write_armoured(const char *path, const unsigned char *body, size_t l
         at += (size_t)chunk;
         text[at++] = '\n';
     }
-    at += (size_t)snprintf(text + at, sizeof text - at, "-----END HUSHCALL HPKE PRIVATE KEY-----\n");
+    at += (size_t)snprintf(text + at, sizeof text - at,
+                           "-----END HUSHCALL HPKE PRIVATE KEY-----\n");
     return write_file(path, text, at, 0600);
 }
 
@@ -310,8 +311,15 @@ static void wrong_or_missing_password(hush_key_kdf kdf)
     remove_tree(dir);
 }
 
-static void test_wrong_or_missing_password_pbkdf2(void) { wrong_or_missing_password(HUSH_KDF_PBKDF2); }
-static void test_wrong_or_missing_password_scrypt(void) { wrong_or_missing_password(HUSH_KDF_SCRYPT); }
+static void test_wrong_or_missing_password_pbkdf2(void)
+{
+    wrong_or_missing_password(HUSH_KDF_PBKDF2);
+}
+
+static void test_wrong_or_missing_password_scrypt(void)
+{
+    wrong_or_missing_password(HUSH_KDF_SCRYPT);
+}
 
 static void test_argument_refusals(void)
 {
