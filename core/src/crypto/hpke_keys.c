@@ -5,8 +5,9 @@
  *
  * Private keys: an X25519 key is an EVP_PKEY, whose scalar OpenSSL keeps in
  * its secure heap (hush__init sets it up before any key is made); an X-Wing
- * key is its 32-byte seed in a hush_secbuf. Handles are immutable and
- * reference counted like keys.c's. */
+ * key is its 32-byte seed and the key expanded from it once, together in a
+ * hush_secbuf, so decapsulation does not expand it again. Handles are
+ * immutable and reference counted like keys.c's. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +33,24 @@ struct hush_hpke_pubkey {
     unsigned char bytes[]; /* SerializePublicKey's output */
 };
 
+/* An X-Wing private key as a key pair holds it, in secure memory. */
+typedef struct xwing_secret {
+    unsigned char seed[HUSH_XWING_PRIVATE_KEY_BYTES];
+    hush_xwing_expanded expanded;
+} xwing_secret;
+
 struct hush_hpke_keypair {
     atomic_uint refcount;
     uint16_t kem_id;
-    EVP_PKEY *x25519;        /* DHKEM(X25519): the private key (OpenSSL secure heap) */
-    hush_secbuf *xwing_seed; /* X-Wing: the 32-byte seed */
+    EVP_PKEY *x25519;   /* DHKEM(X25519): the private key (OpenSSL secure heap) */
+    hush_secbuf *xwing; /* X-Wing: one xwing_secret */
     hush_hpke_pubkey *pub;
 };
+
+static const xwing_secret *xwing_of(const hush_hpke_keypair *kp)
+{
+    return (const xwing_secret *)(const void *)hush_secbuf_bytes(kp->xwing);
+}
 
 /* ---- sizes ------------------------------------------------------------- */
 
@@ -203,22 +215,27 @@ cleanup:
     return status;
 }
 
-/* The X-Wing key pair a seed names; the seed is copied into secure memory. */
+/* The X-Wing key pair a seed names: the seed is copied into secure memory
+ * and expanded there. */
 HUSH_MUST_USE
 static hush_status keypair_from_xwing_seed(const unsigned char seed[HUSH_XWING_PRIVATE_KEY_BYTES],
                                            hush_hpke_keypair **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    unsigned char pub[HUSH_XWING_PUBLIC_KEY_BYTES];
+    xwing_secret *secret = NULL;
     hush_hpke_keypair *kp = calloc(1, sizeof *kp);
     HUSH_ENSURE(kp != NULL, HUSH_E_NOMEM, "out of memory");
     atomic_init(&kp->refcount, 1);
     kp->kem_id = HUSH_HPKE_KEM_XWING;
-    HUSH_TRY(hush_secbuf_new(HUSH_XWING_PRIVATE_KEY_BYTES, HUSH_XWING_PRIVATE_KEY_BYTES,
-                             HUSH_SECMEM_DEFAULT, &kp->xwing_seed, err));
-    HUSH_TRY(hush_secbuf_append(kp->xwing_seed, seed, HUSH_XWING_PRIVATE_KEY_BYTES, err));
-    HUSH_TRY(hush_xwing_public_key(hush_secbuf_bytes(kp->xwing_seed), pub, err));
-    HUSH_TRY(pubkey_new(kp->kem_id, pub, sizeof pub, &kp->pub, err));
+    HUSH_TRY(hush_secbuf_new(sizeof *secret, sizeof *secret, HUSH_SECMEM_DEFAULT, &kp->xwing,
+                             err));
+    HUSH_TRY(hush_secbuf_reserve(kp->xwing, sizeof *secret, err));
+    HUSH_TRY(hush_secbuf_set_len(kp->xwing, sizeof *secret, err));
+    secret = (xwing_secret *)(void *)hush_secbuf_data(kp->xwing);
+    memcpy(secret->seed, seed, sizeof secret->seed);
+    HUSH_TRY(hush__xwing_expand(secret->seed, &secret->expanded, err));
+    HUSH_TRY(pubkey_new(kp->kem_id, secret->expanded.pk, sizeof secret->expanded.pk, &kp->pub,
+                        err));
     *out = kp;
     kp = NULL;
 cleanup:
@@ -385,7 +402,7 @@ hush_status hush_hpke_keypair_private(const hush_hpke_keypair *kp, hush_secbuf *
                       got == len,
                   "reading the X25519 private key");
     } else {
-        memcpy(hush_secbuf_data(buf), hush_secbuf_bytes(kp->xwing_seed), len);
+        memcpy(hush_secbuf_data(buf), xwing_of(kp)->seed, len);
     }
     HUSH_TRY(hush_secbuf_set_len(buf, len, err));
     *out = buf;
@@ -420,7 +437,7 @@ void hush_hpke_keypair_free(hush_hpke_keypair *kp)
     if (kp == NULL || atomic_fetch_sub_explicit(&kp->refcount, 1, memory_order_acq_rel) != 1)
         return;
     EVP_PKEY_free(kp->x25519);
-    hush_secbuf_free(kp->xwing_seed);
+    hush_secbuf_free(kp->xwing);
     hush_hpke_pubkey_free(kp->pub);
     free(kp);
 }
@@ -552,7 +569,7 @@ hush_status hush__hpke_decap(const hush_hpke_keypair *skR, const void *enc, size
     if (skR->kem_id == HUSH_HPKE_KEM_X25519_SHA256)
         HUSH_TRY_AS(dhkem_decap(skR, enc, ss, NULL), HUSH_E_AUTH, "authentication failed");
     else
-        HUSH_TRY_AS(hush_xwing_decaps(hush_secbuf_bytes(skR->xwing_seed), enc, ss, NULL),
+        HUSH_TRY_AS(hush__xwing_decaps_expanded(&xwing_of(skR)->expanded, enc, ss, NULL),
                     HUSH_E_AUTH, "authentication failed");
 cleanup:
     return status;
