@@ -373,47 +373,62 @@ static void test_hand_built_file_loads(void)
     remove_tree(dir);
 }
 
-/* A PBKDF2 file opens with the format's recipe, done here with OpenSSL:
- * PBKDF2-HMAC-SHA256(password, salt, 600000) keys AES-256-GCM over the key
- * field, the header before it being the AAD. */
-static void test_pbkdf2_file_opens_by_the_documented_recipe(void)
+/* The armoured body of the file at `path`, decoded into `body`; its length. */
+static size_t read_body(const char *path, unsigned char body[256])
 {
-    char dir[64], path[128];
-    unsigned char body[256], key[32], sk[32];
-    hush_hpke_keypair *kp = generate(HUSH_HPKE_KEM_XWING), *expected = NULL;
-    hush_error err;
-    make_temp_dir(dir);
-    join(path, sizeof path, dir, KEY_NAME);
-    CHECK_OK(hush_hpke_keypair_save_file(kp, path, PASSWORD, HUSH_KDF_PBKDF2, 0, &err), &err);
-    /* Undo the armour: the lines between BEGIN and END, joined. */
     char *text = read_file(path, NULL);
     char b64[512] = "";
     char *line = text != NULL ? strchr(text, '\n') : NULL;
     while (line != NULL && strncmp(line + 1, "-----END", 8) != 0) {
         char *next = strchr(line + 1, '\n');
-        if (next == NULL)
+        if (next == NULL || strlen(b64) + (size_t)(next - line) >= sizeof b64)
             break;
         strncat(b64, line + 1, (size_t)(next - line - 1));
         line = next;
     }
+    free(text);
     int n = EVP_DecodeBlock(body, (const unsigned char *)b64, (int)strlen(b64));
-    size_t len = n > 0 ? (size_t)n - (strlen(b64) - strcspn(b64, "=")) : 0;
-    /* magic 4, version 1, KEM 2, protection 1, iterations 4, salt 16,
-     * nonce 12, key length 2: 42 bytes of header, then 32 + 16. */
-    CHECK_EQ(len, 42 + 32 + 16);
-    CHECK(memcmp(body, "HHPK\x01\x64\x7a\x02", 8) == 0);
-    CHECK(memcmp(body + 8, "\x00\x09\x27\xc0", 4) == 0); /* 600000 */
-    CHECK(body[40] == 0 && body[41] == 32);
-    if (len == 42 + 32 + 16) {
-        CHECK(PKCS5_PBKDF2_HMAC(PASSWORD, (int)strlen(PASSWORD), body + 12, 16, 600000,
-                                EVP_sha256(), sizeof key, key) == 1);
+    return n > 0 ? (size_t)n - (strlen(b64) - strcspn(b64, "=")) : 0;
+}
+
+/* A protected file opens by the format's recipe, done here with OpenSSL:
+ * the KDF over the password and the header's salt keys AES-256-GCM with the
+ * header's nonce over the key field, the header being the AAD. Header:
+ * magic 4, version 1, KEM 2, protection 1, the KDF's costs (PBKDF2:
+ * iterations 4; scrypt: log2 N 1, r 4, p 4), salt 16, nonce 12, key length
+ * 2; then the key (32) and the tag (16). */
+static void file_opens_by_the_documented_recipe(hush_key_kdf kdf)
+{
+    char dir[64], path[128];
+    unsigned char body[256], key[32], sk[32];
+    hush_hpke_keypair *kp = generate(HUSH_HPKE_KEM_XWING), *expected = NULL;
+    hush_error err;
+    bool scrypt = kdf == HUSH_KDF_SCRYPT;
+    size_t salt = scrypt ? 17 : 12, header = salt + 16 + 12 + 2;
+    make_temp_dir(dir);
+    join(path, sizeof path, dir, KEY_NAME);
+    CHECK_OK(hush_hpke_keypair_save_file(kp, path, PASSWORD, kdf, 0, &err), &err);
+    size_t len = read_body(path, body);
+    CHECK_EQ(len, header + 32 + 16);
+    CHECK(memcmp(body, scrypt ? "HHPK\x01\x64\x7a\x01" : "HHPK\x01\x64\x7a\x02", 8) == 0);
+    if (scrypt) /* N = 2^14, r = 8, p = 5 */
+        CHECK(memcmp(body + 8, "\x0e\x00\x00\x00\x08\x00\x00\x00\x05", 9) == 0);
+    else /* 600000 iterations */
+        CHECK(memcmp(body + 8, "\x00\x09\x27\xc0", 4) == 0);
+    CHECK(body[header - 2] == 0 && body[header - 1] == 32);
+    if (len == header + 32 + 16) {
+        int derived = scrypt ? EVP_PBE_scrypt(PASSWORD, strlen(PASSWORD), body + salt, 16,
+                                              1u << 14, 8, 5, 64u << 20, key, sizeof key)
+                             : PKCS5_PBKDF2_HMAC(PASSWORD, (int)strlen(PASSWORD), body + salt,
+                                                 16, 600000, EVP_sha256(), sizeof key, key);
+        CHECK_EQ(derived, 1);
         EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
         int outl = 0;
         bool ok = ctx != NULL &&
-                  EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, body + 28) == 1 &&
-                  EVP_DecryptUpdate(ctx, NULL, &outl, body, 42) == 1 &&
-                  EVP_DecryptUpdate(ctx, sk, &outl, body + 42, 32) == 1 &&
-                  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, body + 74) == 1 &&
+                  EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, body + salt + 16) == 1 &&
+                  EVP_DecryptUpdate(ctx, NULL, &outl, body, (int)header) == 1 &&
+                  EVP_DecryptUpdate(ctx, sk, &outl, body + header, 32) == 1 &&
+                  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, body + header + 32) == 1 &&
                   EVP_DecryptFinal_ex(ctx, sk + 32, &outl) == 1;
         CHECK(ok);
         EVP_CIPHER_CTX_free(ctx);
@@ -424,10 +439,19 @@ static void test_pbkdf2_file_opens_by_the_documented_recipe(void)
     }
     OPENSSL_cleanse(key, sizeof key);
     OPENSSL_cleanse(sk, sizeof sk);
-    free(text);
     hush_hpke_keypair_free(expected);
     hush_hpke_keypair_free(kp);
     remove_tree(dir);
+}
+
+static void test_pbkdf2_file_opens_by_the_documented_recipe(void)
+{
+    file_opens_by_the_documented_recipe(HUSH_KDF_PBKDF2);
+}
+
+static void test_scrypt_file_opens_by_the_documented_recipe(void)
+{
+    file_opens_by_the_documented_recipe(HUSH_KDF_SCRYPT);
 }
 
 /* Load `path` expecting HUSH_E_KEY with `needle` in the message. */
@@ -592,6 +616,7 @@ int main(void)
     RUN_TEST(test_argument_refusals);
     RUN_TEST(test_hand_built_file_loads);
     RUN_TEST(test_pbkdf2_file_opens_by_the_documented_recipe);
+    RUN_TEST(test_scrypt_file_opens_by_the_documented_recipe);
     RUN_TEST(test_malformed_bodies_refused);
     RUN_TEST(test_edited_files_refused);
     return check_report();
