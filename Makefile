@@ -16,7 +16,7 @@ BUILD_OPENSSL35 := build-openssl35
 FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
-                liblua5.4-dev lua5.4 luarocks swtpm swtpm-tools tpm2-tools valgrind
+                liblua5.4-dev lua5.4 luarocks swtpm swtpm-tools tpm2-tools valgrind curl perl
 # cryptography >= 47 has HPKE and ML-KEM for the live cross-checks;
 # cryptography-vectors (pinned) carries RFC 9180's, the HPKE-PQ and NIST's
 # ML-KEM known answers, which the C tests read where pip put them.
@@ -32,7 +32,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
 
 .PHONY: all deps build build-asan build-tsan build-python test test-c test-c-asan test-c-tsan \
-        test-c-client-only test-c-openssl35 test-python test-lua test-lua-asan demo bench fuzz clean
+        test-c-client-only openssl35 test-c-openssl35 test-python test-lua test-lua-asan demo bench fuzz clean
 
 all: build
 
@@ -91,17 +91,45 @@ test-c-client-only: deps
 	cmake --build $(BUILD_CLIENT_ONLY) -j$(JOBS) --target hushcall test_json test_envelope_v1 test_no_tpm
 	cd $(BUILD_CLIENT_ONLY) && ctest --output-on-failure -j$(JOBS) -R '^(json|envelope_v1|no_tpm|install)$$'
 
-# The ML-KEM/X-Wing suites against an OpenSSL >= 3.5 installed at
-# OPENSSL35_PREFIX, whose own ML-KEM-768 the core then uses (mlkem_openssl.c).
-test-c-openssl35: deps
-	@test -n "$(OPENSSL35_PREFIX)" || { echo "set OPENSSL35_PREFIX to an OpenSSL >= 3.5 installation" >&2; exit 1; }
-	@test -d "$(OPENSSL35_PREFIX)/lib/pkgconfig" || { echo "no $(OPENSSL35_PREFIX)/lib/pkgconfig" >&2; exit 1; }
+# OpenSSL 3.5 (it has its own ML-KEM-768), built from Debian's source
+# package (trixie's orig tarball, checked against its SHA-256) into
+# $(BUILD_OPENSSL35)/openssl, because bookworm ships 3.0. About 8 minutes on
+# two cores, once: the prefix is kept between runs.
+OPENSSL35_VERSION := 3.5.7
+OPENSSL35_TARBALL := openssl_$(OPENSSL35_VERSION).orig.tar.gz
+OPENSSL35_SHA256 := a8c0d28a529ca480f9f36cf5792e2cd21984552a3c8e4aa11a24aa31aeac98e8
+OPENSSL35_URL := http://deb.debian.org/debian/pool/main/o/openssl/$(OPENSSL35_TARBALL)
+OPENSSL35_BUILT := $(CURDIR)/$(BUILD_OPENSSL35)/openssl
+OPENSSL35_PREFIX ?= $(OPENSSL35_BUILT)/prefix
+
+$(OPENSSL35_BUILT)/prefix/lib/pkgconfig/libcrypto.pc:
+	@command -v curl >/dev/null && command -v perl >/dev/null || \
+	  { echo "openssl35: needs curl and perl (make deps)" >&2; exit 1; }
+	rm -rf $(OPENSSL35_BUILT) && mkdir -p $(OPENSSL35_BUILT)
+	curl -fsS -o $(OPENSSL35_BUILT)/$(OPENSSL35_TARBALL) $(OPENSSL35_URL)
+	echo "$(OPENSSL35_SHA256)  $(OPENSSL35_BUILT)/$(OPENSSL35_TARBALL)" | sha256sum -c --quiet
+	tar -xzf $(OPENSSL35_BUILT)/$(OPENSSL35_TARBALL) -C $(OPENSSL35_BUILT)
+	cd $(OPENSSL35_BUILT)/openssl-$(OPENSSL35_VERSION) && \
+	  ./Configure --prefix=$(OPENSSL35_BUILT)/prefix --libdir=lib no-tests no-docs no-apps shared >/dev/null && \
+	  $(MAKE) -j$(JOBS) build_libs >/dev/null 2>&1 && $(MAKE) install_dev >/dev/null
+	rm -rf $(OPENSSL35_BUILT)/openssl-$(OPENSSL35_VERSION) $(OPENSSL35_BUILT)/$(OPENSSL35_TARBALL)
+
+openssl35: deps $(OPENSSL35_BUILT)/prefix/lib/pkgconfig/libcrypto.pc
+
+# The core built against OpenSSL >= 3.5 (OPENSSL35_PREFIX, by default the one
+# `make openssl35` builds), where ML-KEM-768 is OpenSSL's own
+# (mlkem_openssl.c): the same ML-KEM, X-Wing, HPKE, key-file, cross-check and
+# constant-time suites must pass.
+OPENSSL35_SUITES := mlkem|xwing|hpke|hpke_keyfile|cross_pyca|consttime|consttime_negative_control|\
+  fuzz_mlkem_decaps_corpus|fuzz_xwing_decaps_corpus|fuzz_hpke_open_corpus
+test-c-openssl35: deps $(if $(filter $(OPENSSL35_BUILT)/prefix,$(OPENSSL35_PREFIX)),openssl35)
+	@test -d "$(OPENSSL35_PREFIX)/lib/pkgconfig" || { echo "no OpenSSL at $(OPENSSL35_PREFIX)" >&2; exit 1; }
 	PKG_CONFIG_PATH=$(OPENSSL35_PREFIX)/lib/pkgconfig cmake -S . -B $(BUILD_OPENSSL35) \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHUSH_SANITIZE= -DHUSH_WITH_LUA=OFF $(CMAKE_FLAGS) >/dev/null
-	cmake --build $(BUILD_OPENSSL35) -j$(JOBS) --target test_mlkem test_xwing test_consttime \
-	  fuzz_mlkem_decaps_replay fuzz_xwing_decaps_replay
+	cmake --build $(BUILD_OPENSSL35) -j$(JOBS) --target test_mlkem test_xwing test_hpke test_hpke_keyfile \
+	  hpke_peer test_consttime fuzz_mlkem_decaps_replay fuzz_xwing_decaps_replay fuzz_hpke_open_replay
 	cd $(BUILD_OPENSSL35) && LD_LIBRARY_PATH=$(OPENSSL35_PREFIX)/lib ctest --output-on-failure \
-	  -R '^(mlkem|xwing|consttime|consttime_negative_control|fuzz_mlkem_decaps_corpus|fuzz_xwing_decaps_corpus)$$'
+	  -R '^($(OPENSSL35_SUITES))$$'
 
 # The extension hushcall._core, built in place for the tests (pip install .
 # is the way to install it).
@@ -121,7 +149,7 @@ test-lua: build build-python
 test-lua-asan: build-asan build-python
 	$(PYTHON) tests/lua/run.py --build-dir $(BUILD_ASAN)
 
-test: test-c test-c-asan test-c-tsan test-c-client-only test-python test-lua test-lua-asan
+test: test-c test-c-asan test-c-tsan test-c-client-only test-c-openssl35 test-python test-lua test-lua-asan
 
 demo: build build-python
 	PYTHONPATH=python $(PYTHON) examples/demo.py $(BUILD)
