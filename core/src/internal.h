@@ -113,6 +113,11 @@ size_t hush__page_size(void);
 /* SHA-256 and AES-256-GCM, fetched once (valid after hush__init). */
 const EVP_MD *hush__sha256(void);
 const EVP_CIPHER *hush__aes_256_gcm(void);
+/* The SHA-3 family for ML-KEM and X-Wing, fetched once (after hush__init). */
+const EVP_MD *hush__sha3_256(void);
+const EVP_MD *hush__sha3_512(void);
+const EVP_MD *hush__shake128(void);
+const EVP_MD *hush__shake256(void);
 
 /* ---- bounds-checked reader ------------------------------------------- */
 

@@ -23,6 +23,7 @@ static bool secure_heap;
 static size_t page_size;
 static EVP_MD *sha256;
 static EVP_CIPHER *aes_256_gcm;
+static EVP_MD *sha3_256, *sha3_512, *shake128, *shake256;
 
 static void init_once_fn(void)
 {
@@ -44,7 +45,13 @@ static void init_once_fn(void)
      * use of EVP_sha256() or EVP_aes_256_gcm(), on every message. */
     sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
     aes_256_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-    if (sha256 == NULL || aes_256_gcm == NULL) {
+    /* ML-KEM and X-Wing hash a few dozen times per operation. */
+    sha3_256 = EVP_MD_fetch(NULL, "SHA3-256", NULL);
+    sha3_512 = EVP_MD_fetch(NULL, "SHA3-512", NULL);
+    shake128 = EVP_MD_fetch(NULL, "SHAKE-128", NULL);
+    shake256 = EVP_MD_fetch(NULL, "SHAKE-256", NULL);
+    if (sha256 == NULL || aes_256_gcm == NULL || sha3_256 == NULL || sha3_512 == NULL ||
+        shake128 == NULL || shake256 == NULL) {
         init_status = HUSH_E_CRYPTO;
         return;
     }
@@ -72,3 +79,7 @@ bool hush__openssl_secure_heap(void) { return secure_heap; }
 size_t hush__page_size(void) { return page_size; }
 const EVP_MD *hush__sha256(void) { return sha256; }
 const EVP_CIPHER *hush__aes_256_gcm(void) { return aes_256_gcm; }
+const EVP_MD *hush__sha3_256(void) { return sha3_256; }
+const EVP_MD *hush__sha3_512(void) { return sha3_512; }
+const EVP_MD *hush__shake128(void) { return shake128; }
+const EVP_MD *hush__shake256(void) { return shake256; }

@@ -6,13 +6,62 @@
 #include <stdint.h>
 
 #include "hushcall/envelope_v1.h"
+#include "hushcall/hpke.h"
 #include "hushcall/keys.h"
+#include "hushcall/mlkem.h"
+#include "hushcall/xwing.h"
 #include "internal.h"
 
 /* The OpenSSL key behind a handle (keys.c), borrowed: valid while the
  * handle is. For the envelope modules, which need the raw EVP_PKEY. */
 EVP_PKEY *hush__keypair_pkey(const hush_keypair *kp);
 EVP_PKEY *hush__pubkey_pkey(const hush_pubkey *pk);
+
+/* ---- HPKE internals (hpke_kdf.c, hpke_keys.c), for hpke.c --------------- */
+
+/* A piece of a labeled input: the labeled functions hash their inputs in
+ * parts, so a secret is never copied into a concatenation buffer. */
+typedef struct hush__span {
+    const void *data;
+    size_t len;
+} hush__span;
+
+#define HUSH_HPKE_SECRET_BYTES 32u    /* Nsecret of both KEMs; Nh of HKDF-SHA256 */
+#define HUSH_HPKE_SHAKE256_NH 64u     /* Nh of the one-stage SHAKE256 KDF */
+
+/* RFC 9180 §4 over HKDF-SHA256: LabeledExtract(salt, label, ikm parts) and
+ * LabeledExpand(prk, label, info parts, L), with `suite_id` ("KEM"||id or
+ * "HPKE"||ids). L is at most 255 * 32. */
+HUSH_MUST_USE
+hush_status hush__hpke_labeled_extract(const unsigned char *suite_id, size_t suite_id_len,
+                                       const void *salt, size_t salt_len, const char *label,
+                                       const hush__span *ikm, size_t ikm_parts,
+                                       unsigned char prk[HUSH_HPKE_SECRET_BYTES], hush_error *err);
+HUSH_MUST_USE
+hush_status hush__hpke_labeled_expand(const unsigned char *suite_id, size_t suite_id_len,
+                                      const unsigned char prk[HUSH_HPKE_SECRET_BYTES],
+                                      const char *label, const hush__span *info, size_t info_parts,
+                                      unsigned char *out, size_t len, hush_error *err);
+/* The one-stage KDF's LabeledDerive(ikm parts, label, context parts, L) over
+ * SHAKE256 (draft-ietf-hpke-pq); L at most 65535. */
+HUSH_MUST_USE
+hush_status hush__hpke_labeled_derive(const unsigned char *suite_id, size_t suite_id_len,
+                                      const hush__span *ikm, size_t ikm_parts, const char *label,
+                                      const hush__span *context, size_t context_parts,
+                                      unsigned char *out, size_t len, hush_error *err);
+
+/* The KEM's Encap(pkR) into `enc` (room for hush_hpke_kem_enc_bytes) and a
+ * 32-byte shared secret; `ikmE` NULL for fresh randomness, else DHKEM's
+ * DeriveKeyPair input or X-Wing's 64-byte eseed. HUSH_E_KEY for a public
+ * key no secret can be agreed with. */
+HUSH_MUST_USE
+hush_status hush__hpke_encap(const hush_hpke_pubkey *pkR, const void *ikmE, size_t ikmE_len,
+                             unsigned char *enc, unsigned char ss[HUSH_HPKE_SECRET_BYTES],
+                             hush_error *err);
+/* The KEM's Decap(enc, skR); every failure is one opaque HUSH_E_AUTH. */
+HUSH_MUST_USE
+hush_status hush__hpke_decap(const hush_hpke_keypair *skR, const void *enc, size_t enc_len,
+                             unsigned char ss[HUSH_HPKE_SECRET_BYTES], hush_error *err);
 
 /* ---- envelope_v1.c, for the engine -------------------------------------- */
 
@@ -42,5 +91,41 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
                                       const hush_json_value **processed_at,
                                       unsigned char wrapped_key_digest[HUSH_V1_DIGEST_BYTES],
                                       hush_error *err);
+
+/* ---- mlkem.c ------------------------------------------------------------ */
+
+/* SampleNTT (FIPS 203 Algorithm 7) of SHAKE128(seed), seed = rho || j || i,
+ * squeezing `first_bytes` (at most 672) first and longer outputs after
+ * that should they run short. Public data only; for the tests, which
+ * prove the fallback by starting it short. */
+HUSH_MUST_USE
+hush_status hush__mlkem768_sample_ntt(EVP_MD_CTX *ctx, const unsigned char seed[34],
+                                      size_t first_bytes, int16_t out[256], hush_error *err);
+
+/* ---- xwing.c ------------------------------------------------------------ */
+
+#define HUSH_X25519_KEY_BYTES 32u
+
+/* An X-Wing private key expanded once from its seed, for a holder that
+ * decapsulates many times (HPKE's recipient). Secret as a whole: place it
+ * in secure memory and wipe it (hush_memzero) when done. */
+typedef struct hush_xwing_expanded {
+    unsigned char mlkem_dk[HUSH_MLKEM768_DECAPS_KEY_BYTES];
+    unsigned char x25519_sk[HUSH_X25519_KEY_BYTES];
+    unsigned char pk[HUSH_XWING_PUBLIC_KEY_BYTES]; /* ML-KEM ek || X25519 public key */
+} hush_xwing_expanded;
+
+/* expandDecapsulationKey: SHAKE256(seed, 96) split into ML-KEM's d || z and
+ * the X25519 private key, and the public key they make. */
+HUSH_MUST_USE
+hush_status hush__xwing_expand(const unsigned char seed[HUSH_XWING_PRIVATE_KEY_BYTES],
+                               hush_xwing_expanded *out, hush_error *err);
+
+/* Decapsulate with an expanded key; as hush_xwing_decaps. */
+HUSH_MUST_USE
+hush_status hush__xwing_decaps_expanded(const hush_xwing_expanded *key,
+                                        const unsigned char ct[HUSH_XWING_CIPHERTEXT_BYTES],
+                                        unsigned char ss[HUSH_XWING_SHARED_SECRET_BYTES],
+                                        hush_error *err);
 
 #endif
