@@ -424,14 +424,12 @@ hush_status hush_hpke_open(hush_hpke_ctx *ctx, const void *aad, size_t aad_len, 
                 "hush_hpke_open: ciphertext or aad longer than %zu bytes", HPKE_MAX_MESSAGE);
     HUSH_ENSURE(pt_cap >= len, HUSH_E_ARGUMENT, "hush_hpke_open: pt capacity %zu is too small for %zu",
                 pt_cap, len);
-    status = aead_open(ctx, aad, aad_len, ct, len, pt, err);
-    if (status != HUSH_OK) {
-        hush_memzero(pt, len); /* nothing unauthenticated is left behind */
-        goto cleanup;
-    }
+    HUSH_TRY(aead_open(ctx, aad, aad_len, ct, len, pt, err));
     ctx->seq++;
     *pt_len = len;
 cleanup:
+    if (status == HUSH_E_AUTH && pt != NULL)
+        hush_memzero(pt, len); /* nothing unauthenticated is left behind */
     return status;
 }
 
@@ -463,6 +461,8 @@ hush_status hush_hpke_export(const hush_hpke_ctx *ctx, const void *exporter_cont
 cleanup:
     return status;
 }
+
+void hush__hpke_ctx_set_seq(hush_hpke_ctx *ctx, uint64_t seq) { ctx->seq = seq; }
 
 hush_hpke_suite hush_hpke_ctx_suite(const hush_hpke_ctx *ctx)
 {
