@@ -12,6 +12,7 @@ BUILD_TSAN := build-tsan
 BUILD_PYTHON := build-python
 BUILD_FUZZ := build-fuzz
 BUILD_CLIENT_ONLY := build-client-only
+BUILD_OPENSSL35 := build-openssl35
 FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
@@ -31,7 +32,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
 
 .PHONY: all deps build build-asan build-tsan build-python test test-c test-c-asan test-c-tsan \
-        test-c-client-only test-python test-lua test-lua-asan demo bench fuzz clean
+        test-c-client-only test-c-openssl35 test-python test-lua test-lua-asan demo bench fuzz clean
 
 all: build
 
@@ -90,6 +91,18 @@ test-c-client-only: deps
 	cmake --build $(BUILD_CLIENT_ONLY) -j$(JOBS) --target hushcall test_json test_envelope_v1 test_no_tpm
 	cd $(BUILD_CLIENT_ONLY) && ctest --output-on-failure -j$(JOBS) -R '^(json|envelope_v1|no_tpm|install)$$'
 
+# The ML-KEM/X-Wing suites against an OpenSSL >= 3.5 installed at
+# OPENSSL35_PREFIX, whose own ML-KEM-768 the core then uses (mlkem_openssl.c).
+test-c-openssl35: deps
+	@test -n "$(OPENSSL35_PREFIX)" || { echo "set OPENSSL35_PREFIX to an OpenSSL >= 3.5 installation" >&2; exit 1; }
+	@test -d "$(OPENSSL35_PREFIX)/lib/pkgconfig" || { echo "no $(OPENSSL35_PREFIX)/lib/pkgconfig" >&2; exit 1; }
+	PKG_CONFIG_PATH=$(OPENSSL35_PREFIX)/lib/pkgconfig cmake -S . -B $(BUILD_OPENSSL35) \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHUSH_SANITIZE= -DHUSH_WITH_LUA=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD_OPENSSL35) -j$(JOBS) --target test_mlkem test_xwing test_consttime \
+	  fuzz_mlkem_decaps_replay fuzz_xwing_decaps_replay
+	cd $(BUILD_OPENSSL35) && LD_LIBRARY_PATH=$(OPENSSL35_PREFIX)/lib ctest --output-on-failure \
+	  -R '^(mlkem|xwing|consttime|consttime_negative_control|fuzz_mlkem_decaps_corpus|fuzz_xwing_decaps_corpus)$$'
+
 # The extension hushcall._core, built in place for the tests (pip install .
 # is the way to install it).
 build-python: deps
@@ -137,5 +150,5 @@ fuzz: deps
 	done
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ) $(BUILD_CLIENT_ONLY) $(BUILD_PYTHON) \
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ) $(BUILD_CLIENT_ONLY) $(BUILD_OPENSSL35) $(BUILD_PYTHON) \
 	  python/hushcall/_core*.so

@@ -1,6 +1,6 @@
 /* test_consttime.c — run under valgrind memcheck by ctest: the secret
- * inputs of ML-KEM decapsulation, X-Wing decapsulation and OpenSSL's X25519
- * are marked undefined (VALGRIND_MAKE_MEM_UNDEFINED), so any branch or
+ * inputs of ML-KEM and X-Wing decapsulation and encapsulation and of
+ * OpenSSL's X25519 are marked undefined (VALGRIND_MAKE_MEM_UNDEFINED), so any branch or
  * memory index that depends on them is reported and valgrind's error exit
  * code fails the test. Outputs are marked defined only after each
  * operation, before they are compared with the expected values.
@@ -53,6 +53,47 @@ static void test_mlkem_decaps(void)
             CHECK((memcmp(got, ss, 32) == 0) == (bad == 0));
             ct[100] ^= (unsigned char)bad;
         }
+    }
+}
+
+/* Encapsulation's secret is m (and everything derived from it). */
+static void test_mlkem_encaps(void)
+{
+    hush_error err;
+    unsigned char ek[HUSH_MLKEM768_ENCAPS_KEY_BYTES], dk[HUSH_MLKEM768_DECAPS_KEY_BYTES];
+    unsigned char ct[HUSH_MLKEM768_CIPHERTEXT_BYTES], ss[32], got[32];
+    unsigned char m[HUSH_MLKEM768_MESSAGE_BYTES];
+    for (int i = 0; i < ITERATIONS; i++) {
+        CHECK_OK(hush_mlkem768_keygen(ek, dk, &err), &err);
+        CHECK(RAND_bytes(m, sizeof m) == 1);
+        SECRET(m, sizeof m);
+        CHECK_OK(hush_mlkem768_encaps_derand(ek, m, ct, ss, &err), &err);
+        DECLASSIFY(m, sizeof m);
+        DECLASSIFY(ct, sizeof ct);
+        DECLASSIFY(ss, sizeof ss);
+        CHECK_OK(hush_mlkem768_decaps(dk, ct, got, &err), &err);
+        CHECK(memcmp(got, ss, 32) == 0);
+    }
+}
+
+/* X-Wing encapsulation's secret is eseed: ML-KEM's m and the ephemeral
+ * X25519 key. */
+static void test_xwing_encaps(void)
+{
+    hush_error err;
+    unsigned char sk[HUSH_XWING_PRIVATE_KEY_BYTES], pk[HUSH_XWING_PUBLIC_KEY_BYTES];
+    unsigned char ct[HUSH_XWING_CIPHERTEXT_BYTES], ss[32], got[32];
+    unsigned char eseed[HUSH_XWING_ENCAPS_SEED_BYTES];
+    for (int i = 0; i < ITERATIONS; i++) {
+        CHECK_OK(hush_xwing_keygen(sk, pk, &err), &err);
+        CHECK(RAND_bytes(eseed, sizeof eseed) == 1);
+        SECRET(eseed, sizeof eseed);
+        CHECK_OK(hush_xwing_encaps_derand(pk, eseed, ct, ss, &err), &err);
+        DECLASSIFY(eseed, sizeof eseed);
+        DECLASSIFY(ct, sizeof ct);
+        DECLASSIFY(ss, sizeof ss);
+        CHECK_OK(hush_xwing_decaps(sk, ct, got, &err), &err);
+        CHECK(memcmp(got, ss, 32) == 0);
     }
 }
 
@@ -147,7 +188,9 @@ int main(int argc, char **argv)
         return check_report();
     }
     RUN_TEST(test_mlkem_decaps);
+    RUN_TEST(test_mlkem_encaps);
     RUN_TEST(test_xwing_decaps);
+    RUN_TEST(test_xwing_encaps);
     RUN_TEST(test_x25519);
     return check_report();
 }

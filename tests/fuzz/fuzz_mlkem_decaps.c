@@ -4,8 +4,10 @@
  *   1: a decapsulation key then a ciphertext: HUSH_OK or HUSH_E_KEY;
  *   2: as 1, with the key's H(ek) recomputed so it passes the hash check:
  *      arbitrary s and ek (coefficients up to 4095) reach the arithmetic
- *      and must decapsulate (HUSH_OK).
+ *      and must decapsulate (HUSH_OK); OpenSSL's ML-KEM (>= 3.5 builds)
+ *      may refuse such a key in its pairwise test (HUSH_E_KEY).
  * Short inputs are padded with zeros. Any other status aborts. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     take(ct, sizeof ct, &data, &size);
     hush_status status = hush_mlkem768_decaps(dk, ct, ss, &err);
-    if (status == HUSH_E_KEY && mode == 1)
+    bool openssl = strcmp(hush_mlkem768_implementation(), "openssl") == 0;
+    if (status == HUSH_E_KEY && (mode == 1 || (mode == 2 && openssl)))
         return 0;
     if (status != HUSH_OK)
         abort();

@@ -99,7 +99,7 @@ hush_status hush__envelope_v1_open_in(const hush_keypair *recipient, const void 
 /* ---- mlkem.c ------------------------------------------------------------ */
 
 /* SampleNTT (FIPS 203 Algorithm 7) of SHAKE128(seed), seed = rho || j || i,
- * squeezing `first_bytes` (at most 672) first and longer outputs after
+ * squeezing `first_bytes` (at most 504) first and longer outputs after
  * that should they run short. Public data only; for the tests, which
  * prove the fallback by starting it short. */
 HUSH_MUST_USE
