@@ -136,7 +136,7 @@ bench: build build-python
 
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time; the
 # library as CMakeLists.txt describes it, instrumented (HUSH_SANITIZE=fuzzer).
-FUZZ_TARGETS := json envelope_v1 base64 attest mlkem_decaps xwing_decaps hpke_open
+FUZZ_TARGETS := json envelope_v1 base64 attest mlkem_decaps xwing_decaps hpke_open hpke_keyfile
 fuzz: deps
 	@command -v clang-14 >/dev/null || $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
 	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \

@@ -1,8 +1,8 @@
 /* test_hpke.c — HPKE (RFC 9180 base mode) against the published vectors:
  * RFC 9180's HPKE/test-vectors.json and draft-ietf-hpke-pq's
  * HPKE/hpke-pq-test-vectors.json from the installed cryptography-vectors
- * package, then every way a caller or an attacker can get it wrong, and
- * live against pyca cryptography (tests/interop/hpke_pyca.py) both ways. */
+ * package, then every way a caller or an attacker can get it wrong. The
+ * live cross-check with pyca cryptography is tests/c/cross_pyca.py. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -724,142 +724,6 @@ static void test_fresh_encapsulation(void)
     close_conversation(&b);
 }
 
-/* ---- pyca cryptography, both ways -------------------------------------- */
-
-static char *hex_of(const unsigned char *data, size_t len)
-{
-    char *out = malloc(2 * len + 1);
-    for (size_t i = 0; i < len; i++)
-        snprintf(out + 2 * i, 3, "%02x", data[i]);
-    out[2 * len] = '\0';
-    return out;
-}
-
-/* One line of the peer's output without its newline, or NULL. */
-static char *read_line(FILE *f)
-{
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&line, &cap, f);
-    if (n <= 0) {
-        free(line);
-        return NULL;
-    }
-    if (line[n - 1] == '\n')
-        line[n - 1] = '\0';
-    return line;
-}
-
-static blob blob_from_hex(const char *hex)
-{
-    blob b = {NULL, 0};
-    size_t len = hex != NULL ? strlen(hex) : 0;
-    CHECK(hex != NULL && len % 2 == 0);
-    b.data = calloc(len / 2 + 1, 1);
-    b.len = len / 2;
-    for (size_t i = 0; i < b.len; i++) {
-        int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
-        CHECK(hi >= 0 && lo >= 0);
-        b.data[i] = (unsigned char)(hi << 4 | (lo & 15));
-    }
-    return b;
-}
-
-/* hushcall seals to a fresh key, tests/interop/hpke_pyca.py opens it (and
- * refuses it under another info) and seals its own message back, which
- * hushcall opens, and refuses under another info or with a flipped bit. */
-static void cross_check_suite(hush_hpke_suite suite)
-{
-    static const char ours[] = "sealed by hushcall";
-    static const char theirs[] = "sealed by pyca cryptography";
-    static const char info[] = "cross-check info";
-    hush_error err;
-    hush_hpke_keypair *kp = NULL;
-    hush_hpke_pubkey *pk = NULL;
-    hush_hpke_ctx *sender = NULL, *recipient = NULL, *wrong = NULL;
-    hush_secbuf *sk = NULL;
-    unsigned char message[HUSH_HPKE_MAX_ENC_BYTES + sizeof ours + HUSH_HPKE_TAG_BYTES];
-    size_t enc_len = 0, ct_len = 0, pk_len = 0;
-
-    CHECK_OK(hush_hpke_keypair_generate(suite.kem_id, &kp, &err), &err);
-    CHECK_OK(hush_hpke_keypair_private(kp, &sk, &err), &err);
-    CHECK_OK(hush_hpke_keypair_public(kp, &pk, &err), &err);
-    CHECK_OK(hush_hpke_setup_base_s(suite, pk, info, strlen(info), message, sizeof message,
-                                    &enc_len, &sender, &err),
-             &err);
-    CHECK_OK(hush_hpke_seal(sender, NULL, 0, ours, strlen(ours), message + enc_len,
-                            sizeof message - enc_len, &ct_len, &err),
-             &err);
-    const unsigned char *pk_bytes = hush_hpke_pubkey_bytes(pk, &pk_len);
-    char *sk_hex = hex_of(hush_secbuf_bytes(sk), hush_secbuf_len(sk));
-    char *pk_hex = hex_of(pk_bytes, pk_len);
-    char *info_hex = hex_of((const unsigned char *)info, strlen(info));
-    char *message_hex = hex_of(message, enc_len + ct_len);
-    size_t cap = strlen(sk_hex) + strlen(pk_hex) + strlen(message_hex) + 1024;
-    char *command = malloc(cap);
-    snprintf(command, cap, "'%s' '%s/hpke_pyca.py' %u %u %u %s %s %s %s", HUSH_TEST_PYTHON,
-             HUSH_TEST_INTEROP_DIR, (unsigned)suite.kem_id, (unsigned)suite.kdf_id,
-             (unsigned)suite.aead_id, sk_hex, pk_hex, info_hex, message_hex);
-    FILE *peer = popen(command, "r");
-    CHECK(peer != NULL);
-    char *opened = peer != NULL ? read_line(peer) : NULL;
-    char *other_info = peer != NULL ? read_line(peer) : NULL;
-    char *sealed = peer != NULL ? read_line(peer) : NULL;
-    CHECK(peer != NULL && pclose(peer) == 0);
-
-    char *ours_hex = hex_of((const unsigned char *)ours, strlen(ours));
-    CHECK(opened != NULL && strcmp(opened, ours_hex) == 0);
-    CHECK(other_info != NULL && strcmp(other_info, "refused") == 0);
-    blob reply = blob_from_hex(sealed);
-    size_t their_enc = hush_hpke_kem_enc_bytes(suite.kem_id);
-    CHECK(reply.len == their_enc + strlen(theirs) + HUSH_HPKE_TAG_BYTES);
-    if (reply.len == their_enc + strlen(theirs) + HUSH_HPKE_TAG_BYTES) {
-        unsigned char pt[sizeof theirs];
-        size_t pt_len = 0;
-        CHECK_OK(hush_hpke_setup_base_r(suite, kp, reply.data, their_enc, info, strlen(info),
-                                        &recipient, &err),
-                 &err);
-        CHECK_OK(hush_hpke_setup_base_r(suite, kp, reply.data, their_enc, "x", 1, &wrong, &err),
-                 &err);
-        check_refused(wrong, NULL, 0, reply.data + their_enc, reply.len - their_enc);
-        reply.data[reply.len - 1] ^= 1;
-        check_refused(recipient, NULL, 0, reply.data + their_enc, reply.len - their_enc);
-        reply.data[reply.len - 1] ^= 1;
-        CHECK_OK(hush_hpke_open(recipient, NULL, 0, reply.data + their_enc, reply.len - their_enc,
-                                pt, sizeof pt, &pt_len, &err),
-                 &err);
-        CHECK(pt_len == strlen(theirs) && memcmp(pt, theirs, pt_len) == 0);
-    }
-    free(reply.data);
-    free(ours_hex);
-    free(opened);
-    free(other_info);
-    free(sealed);
-    free(command);
-    free(message_hex);
-    free(info_hex);
-    free(pk_hex);
-    free(sk_hex);
-    hush_hpke_ctx_free(sender);
-    hush_hpke_ctx_free(recipient);
-    hush_hpke_ctx_free(wrong);
-    hush_secbuf_free(sk);
-    hush_hpke_pubkey_free(pk);
-    hush_hpke_keypair_free(kp);
-}
-
-/* Every suite with an AEAD (pyca's single-shot API has no export-only). */
-static void test_pyca_both_ways(void)
-{
-    const uint16_t kems[] = {HUSH_HPKE_KEM_X25519_SHA256, HUSH_HPKE_KEM_XWING};
-    const uint16_t kdfs[] = {HUSH_HPKE_KDF_HKDF_SHA256, HUSH_HPKE_KDF_SHAKE256};
-    const uint16_t aeads[] = {HUSH_HPKE_AEAD_AES_256_GCM, HUSH_HPKE_AEAD_CHACHA20_POLY1305};
-    for (size_t k = 0; k < 2; k++)
-        for (size_t d = 0; d < 2; d++)
-            for (size_t a = 0; a < 2; a++)
-                cross_check_suite((hush_hpke_suite){kems[k], kdfs[d], aeads[a]});
-}
-
 int main(void)
 {
     RUN_TEST(test_rfc9180_vectors);
@@ -874,6 +738,5 @@ int main(void)
     RUN_TEST(test_arguments);
     RUN_TEST(test_sequence_number_exhausted);
     RUN_TEST(test_fresh_encapsulation);
-    RUN_TEST(test_pyca_both_ways);
     return check_report();
 }

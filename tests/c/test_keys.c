@@ -18,6 +18,7 @@
 #include <openssl/x509.h>
 
 #include "check.h"
+#include "tempfiles.h"
 
 /* Distinctive, so a message that leaked it would be found. */
 #define PASSWORD "Quokka-Marmalade-7731"
@@ -26,62 +27,6 @@
 static hush_keypair *shared_key; /* 2048 bits, made once: generation is slow */
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static void make_temp_dir(char path[64])
-{
-    strcpy(path, "/tmp/hush_test_keys.XXXXXX");
-    if (mkdtemp(path) == NULL) {
-        perror("mkdtemp");
-        exit(1);
-    }
-}
-
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
-
-static void remove_tree(const char *path)
-{
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void join(char *out, size_t cap, const char *dir, const char *name)
-{
-    snprintf(out, cap, "%s/%s", dir, name);
-}
-
-static unsigned file_mode(const char *path)
-{
-    struct stat st;
-    return lstat(path, &st) == 0 ? (unsigned)(st.st_mode & 07777) : 0xffffffffu;
-}
-
-static bool write_file(const char *path, const void *data, size_t len, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return false;
-    bool ok = write(fd, data, len) == (ssize_t)len && fchmod(fd, mode) == 0;
-    return close(fd) == 0 && ok;
-}
-
-/* The whole file in a malloc'd NUL-terminated string, or NULL. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    char *buf = calloc(1, 1 << 16);
-    size_t n = buf != NULL ? fread(buf, 1, (1 << 16) - 1, f) : 0;
-    fclose(f);
-    if (len != NULL)
-        *len = n;
-    return buf;
-}
 
 /* True when `dir` holds exactly the key files (`count` of them: 0 or 2). */
 static bool dir_holds_only_keys(const char *dir, int count)

@@ -3,8 +3,8 @@
  * from msg, decapsulation of ct and of the invalid ct_n, whose answer is the
  * implicit-rejection secret), the key checks of FIPS 203 §7.2 and §7.3, the
  * rejection secret recomputed as J(z || c) with OpenSSL's SHAKE256, random
- * round trips, and a live cross-check both ways with pyca `cryptography`
- * (tests/interop/mlkem_peer.py). */
+ * round trips. The live cross-check with pyca cryptography is
+ * tests/c/cross_pyca.py. */
 #include <stdlib.h>
 
 #include <openssl/evp.h>
@@ -236,73 +236,6 @@ static void test_null_arguments(void)
     CHECK_STATUS(hush_mlkem768_check_encaps_key(NULL, &err), HUSH_E_ARGUMENT, &err);
 }
 
-/* ---- live cross-check with pyca cryptography (tests/interop/mlkem_peer.py) */
-
-#define PEER HUSH_TEST_PYTHON " " HUSH_TEST_INTEROP_DIR "/mlkem_peer.py"
-
-static void to_hex(const unsigned char *in, size_t len, char *out)
-{
-    for (size_t i = 0; i < len; i++)
-        sprintf(out + 2 * i, "%02x", in[i]);
-}
-
-/* Runs the peer with `args` and reads its one line of up to two hex words
- * into out1 (len1 bytes) and out2 (len2 bytes, 0 for none). */
-static bool peer_run(const char *args, unsigned char *out1, size_t len1, unsigned char *out2,
-                     size_t len2)
-{
-    static char command[16384], word1[4096], word2[4096];
-    snprintf(command, sizeof command, "%s %s", PEER, args);
-    FILE *p = popen(command, "r");
-    if (p == NULL)
-        return false;
-    int words = fscanf(p, "%4095s %4095s", word1, word2);
-    bool exited_ok = pclose(p) == 0;
-    bool ok = exited_ok && words == (len2 > 0 ? 2 : 1) && hex_to_bytes(word1, out1, len1) &&
-              (len2 == 0 || hex_to_bytes(word2, out2, len2));
-    if (!ok)
-        fprintf(stderr, "mlkem_peer.py failed or answered badly (%s)\n", PEER);
-    return ok;
-}
-
-static void test_cross_check_with_pyca(void)
-{
-    hush_error err;
-    static char args[8192], seed_hex[129];
-    unsigned char seed[HUSH_MLKEM768_SEED_BYTES];
-    unsigned char ek[HUSH_MLKEM768_ENCAPS_KEY_BYTES], dk[HUSH_MLKEM768_DECAPS_KEY_BYTES];
-    unsigned char their_ek[HUSH_MLKEM768_ENCAPS_KEY_BYTES], ct[HUSH_MLKEM768_CIPHERTEXT_BYTES];
-    unsigned char ss[32], theirs[32], ours[32];
-    CHECK(RAND_bytes(seed, sizeof seed) == 1);
-    to_hex(seed, sizeof seed, seed_hex);
-    CHECK_OK(hush_mlkem768_keygen_from_seed(seed, ek, dk, &err), &err);
-
-    /* the same seed, the same encapsulation key */
-    snprintf(args, sizeof args, "public %s", seed_hex);
-    CHECK(peer_run(args, their_ek, sizeof their_ek, NULL, 0));
-    CHECK(memcmp(their_ek, ek, sizeof ek) == 0);
-
-    /* pyca encapsulates, we decapsulate */
-    strcpy(args, "encaps ");
-    to_hex(ek, sizeof ek, args + strlen(args));
-    CHECK(peer_run(args, ct, sizeof ct, theirs, sizeof theirs));
-    CHECK_OK(hush_mlkem768_decaps(dk, ct, ours, &err), &err);
-    CHECK(memcmp(ours, theirs, 32) == 0);
-
-    /* we encapsulate, pyca decapsulates; then a modified ciphertext gives
-     * both sides the same implicit-rejection secret, not the real one */
-    for (int modified = 0; modified < 2; modified++) {
-        CHECK_OK(hush_mlkem768_encaps(ek, ct, ss, &err), &err);
-        ct[HUSH_MLKEM768_CIPHERTEXT_BYTES - 1] ^= (unsigned char)modified;
-        snprintf(args, sizeof args, "decaps %s ", seed_hex);
-        to_hex(ct, sizeof ct, args + strlen(args));
-        CHECK(peer_run(args, theirs, sizeof theirs, NULL, 0));
-        CHECK_OK(hush_mlkem768_decaps(dk, ct, ours, &err), &err);
-        CHECK(memcmp(ours, theirs, 32) == 0);
-        CHECK((memcmp(ss, theirs, 32) == 0) == (modified == 0));
-    }
-}
-
 #ifdef HUSH_TEST_MLKEM_OWN
 /* A first squeeze of one block (112 candidates) never fills a polynomial,
  * so the longer squeezes must carry on to the same one as three blocks. */
@@ -341,7 +274,6 @@ int main(void)
     RUN_TEST(test_flipped_ciphertext_gives_rejection_secret);
     RUN_TEST(test_encaps_key_modulus_check);
     RUN_TEST(test_decaps_key_hash_check);
-    RUN_TEST(test_cross_check_with_pyca);
     RUN_TEST(test_null_arguments);
 #ifdef HUSH_TEST_MLKEM_OWN
     RUN_TEST(test_sample_ntt_fallback);

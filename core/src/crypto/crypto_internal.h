@@ -17,6 +17,40 @@
 EVP_PKEY *hush__keypair_pkey(const hush_keypair *kp);
 EVP_PKEY *hush__pubkey_pkey(const hush_pubkey *pk);
 
+/* ---- password protection of private-key files (keys.c, hpke_keyfile.c) -- */
+
+/* The costs of hush_key_kdf, the same for every kind of key file. */
+#define HUSH_KEY_PBKDF2_ITERATIONS 600000u
+/* OWASP's scrypt settings trade memory for passes: N=2^14, r=8, p=5 is
+ * rated as N=2^17, r=8, p=1, and its 16 MiB stay within the 32 MiB that
+ * OpenSSL's own PKCS#8 code allows, so the files are plain PBES2 that
+ * OpenSSL, `openssl pkey` and Python's cryptography all read. */
+#define HUSH_KEY_SCRYPT_N (1u << 14)
+#define HUSH_KEY_SCRYPT_R 8u
+#define HUSH_KEY_SCRYPT_P 5u
+#define HUSH_KEY_SALT_BYTES 16u
+/* OpenSSL reads PEM passwords through a PEM_BUFSIZE (1024) buffer; the
+ * same limit holds for every key file. */
+#define HUSH_KEY_PASSWORD_MAX 1024u
+
+/* ---- hpke_keyfile.c: the key file format on raw keys --------------------- */
+
+/* The armoured text of a key file for KEM `kem_id` and its serialized
+ * private key `sk`, protected under `password` with `kdf` (NULL: in the
+ * clear), into a new secure buffer. */
+HUSH_MUST_USE
+hush_status hush__hpke_keyfile_encode(uint16_t kem_id, const unsigned char *sk, size_t sk_len,
+                                      const char *password, hush_key_kdf kdf, hush_secbuf **text,
+                                      hush_error *err);
+
+/* The inverse: the KEM and the private key (a new secure buffer) a key
+ * file's text holds. HUSH_E_KEY naming what is malformed, HUSH_E_PASSWORD
+ * for a missing or wrong password (or a damaged encrypted key). */
+HUSH_MUST_USE
+hush_status hush__hpke_keyfile_decode(const unsigned char *text, size_t len,
+                                      const char *password, uint16_t *kem_id, hush_secbuf **sk,
+                                      hush_error *err);
+
 /* ---- HPKE internals (hpke_kdf.c, hpke_keys.c), for hpke.c --------------- */
 
 /* A piece of a labeled input: the labeled functions hash their inputs in

@@ -3,12 +3,10 @@
  * secure heap and handed out in a hush_secbuf; key files are checked as ssh
  * checks them and written atomically. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -27,18 +25,6 @@
 
 #define RSA_PUBLIC_EXPONENT 65537u
 #define KEY_FILE_MAX (1u << 20)
-#define PBKDF2_ITERATIONS 600000
-/* OWASP's scrypt settings trade memory for passes: N=2^14, r=8, p=5 is
- * rated as N=2^17, r=8, p=1, and its 16 MiB stay within the 32 MiB that
- * OpenSSL's own PKCS#8 code allows, so the files are plain PBES2 that
- * OpenSSL, `openssl pkey` and Python's cryptography all read. */
-#define SCRYPT_N (1u << 14)
-#define SCRYPT_R 8u
-#define SCRYPT_P 5u
-#define PBE_SALT_BYTES 16
-/* Paths are shown in messages at most this long (the tail is kept), so two
- * fit in one HUSH_ERROR_MESSAGE_MAX message with its text. */
-#define PATH_SHOWN_MAX 60
 
 struct hush_keypair {
     atomic_uint refcount;
@@ -199,14 +185,14 @@ static hush_status fail_password_needed(hush_error *err)
  * under NIST's minimum) and a fresh IV: AES-256-CBC under `kdf`. */
 static X509_ALGOR *pbes2_algorithm(hush_key_kdf kdf)
 {
-    unsigned char salt[PBE_SALT_BYTES];
+    unsigned char salt[HUSH_KEY_SALT_BYTES];
     if (RAND_bytes(salt, sizeof salt) != 1)
         return NULL;
     if (kdf == HUSH_KDF_SCRYPT)
-        return PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), salt, sizeof salt, NULL, SCRYPT_N,
-                                     SCRYPT_R, SCRYPT_P);
-    return PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), PBKDF2_ITERATIONS, salt, sizeof salt, NULL,
-                             NID_hmacWithSHA256);
+        return PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), salt, sizeof salt, NULL,
+                                     HUSH_KEY_SCRYPT_N, HUSH_KEY_SCRYPT_R, HUSH_KEY_SCRYPT_P);
+    return PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), HUSH_KEY_PBKDF2_ITERATIONS, salt, sizeof salt,
+                             NULL, NID_hmacWithSHA256);
 }
 
 HUSH_MUST_USE
@@ -361,84 +347,20 @@ cleanup:
 
 /* ---- key files ---------------------------------------------------------- */
 
-/* `path`, or "..." and its tail when it is long (paths are not secret). */
-static const char *shown_path(const char *path, char buf[PATH_SHOWN_MAX + 1])
-{
-    size_t len = strlen(path);
-    if (len <= PATH_SHOWN_MAX)
-        return path;
-    snprintf(buf, PATH_SHOWN_MAX + 1, "...%s", path + len - (PATH_SHOWN_MAX - 3));
-    return buf;
-}
-
-HUSH_MUST_USE
-static hush_status fail_open(const char *path, int errnum, hush_error *err)
-{
-    char buf[PATH_SHOWN_MAX + 1];
-    const char *shown = shown_path(path, buf);
-    if (errnum == ELOOP)
-        return hush__fail(err, HUSH_E_PERMISSIONS, "%s is a symbolic link; refusing to follow it",
-                          shown);
-    if (errnum == ENOENT)
-        return hush__fail(err, HUSH_E_NOT_FOUND, "%s does not exist", shown);
-    return hush__fail(err, HUSH_E_IO, "cannot open %s: %s", shown, strerror(errnum));
-}
-
-/* ssh's rule: a private key only its owner can reach. */
-HUSH_MUST_USE
-static hush_status check_private_key_file(int fd, const char *path, hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    char buf[PATH_SHOWN_MAX + 1];
-    const char *shown = shown_path(path, buf);
-    struct stat st;
-    HUSH_ENSURE(fstat(fd, &st) == 0, HUSH_E_IO, "cannot stat %s: %s", shown, strerror(errno));
-    HUSH_ENSURE(S_ISREG(st.st_mode), HUSH_E_PERMISSIONS, "%s is not a regular file", shown);
-    HUSH_ENSURE(st.st_uid == geteuid(), HUSH_E_PERMISSIONS,
-                "%s is owned by uid %u, not by the current user (uid %u)", shown,
-                (unsigned)st.st_uid, (unsigned)geteuid());
-    HUSH_ENSURE((st.st_mode & 077) == 0, HUSH_E_PERMISSIONS,
-                "permissions %04o for '%s' are too open: the private key must not be "
-                "accessible by others; run: chmod 600 %s",
-                (unsigned)(st.st_mode & 07777), shown, shown);
-    HUSH_ENSURE(st.st_size <= (off_t)KEY_FILE_MAX, HUSH_E_LIMIT, "%s is larger than %u bytes",
-                shown, KEY_FILE_MAX);
-cleanup:
-    return status;
-}
-
-/* The whole private key file, into secure memory. */
-HUSH_MUST_USE
-static hush_status read_secret_file(int fd, const char *path, hush_secbuf **out, hush_error *err)
-{
-    char shown_buf[PATH_SHOWN_MAX + 1];
-    return hush__secbuf_read_fd(fd, shown_path(path, shown_buf), KEY_FILE_MAX,
-                                HUSH_SECMEM_DEFAULT, out, err);
-}
-
 hush_status hush_keypair_load_file(const char *private_key_path, const char *password,
                                    hush_keypair **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush_secbuf *pem = NULL;
-    int fd = -1;
 
     HUSH_ENSURE(private_key_path != NULL && out != NULL, HUSH_E_ARGUMENT,
                 "hush_keypair_load_file: NULL argument");
     *out = NULL;
-    /* O_NONBLOCK: opening a FIFO planted in place of the key must not hang;
-     * it is refused as not a regular file. */
-    fd = open(private_key_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0)
-        HUSH_BAIL_WITH(fail_open(private_key_path, errno, err));
-    HUSH_TRY(check_private_key_file(fd, private_key_path, err));
-    HUSH_TRY(read_secret_file(fd, private_key_path, &pem, err));
+    HUSH_TRY(hush__private_key_file_read(private_key_path, KEY_FILE_MAX, &pem, err));
     HUSH_TRY(hush_keypair_from_pem(hush_secbuf_data(pem), hush_secbuf_len(pem), password, out,
                                    err));
 cleanup:
     hush_secbuf_free(pem);
-    if (fd >= 0)
-        close(fd);
     return status;
 }
 
@@ -472,147 +394,6 @@ cleanup:
 
 /* ---- key directories --------------------------------------------------- */
 
-/* One key file on its way into the directory: written under a temporary
- * name, then put in place. */
-typedef struct staged_file {
-    const char *name;
-    mode_t mode;
-    char temp[64];
-    bool temp_exists;
-    bool placed;
-} staged_file;
-
-HUSH_MUST_USE
-static hush_status open_key_dir(const char *dir, int *dfd, hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    char buf[PATH_SHOWN_MAX + 1];
-    const char *shown = shown_path(dir, buf);
-    /* Only the last component is created: a missing parent is more likely
-     * a typo than a wish for a new tree. */
-    bool created = mkdir(dir, 0700) == 0;
-    HUSH_ENSURE(created || errno == EEXIST, HUSH_E_IO, "cannot create the key directory %s: %s",
-                shown, strerror(errno));
-    *dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (*dfd < 0) {
-        /* Linux says ENOTDIR, not ELOOP, for a symlink with O_DIRECTORY. */
-        int errnum = errno;
-        struct stat st;
-        if (errnum == ENOTDIR && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
-            errnum = ELOOP;
-        HUSH_BAIL_WITH(fail_open(dir, errnum, err));
-    }
-    /* The umask may have taken bits from mkdir's mode; be exact. The caller
-     * closes *dfd whatever happens. */
-    HUSH_ENSURE(!created || fchmod(*dfd, 0700) == 0, HUSH_E_IO, "cannot chmod %s: %s", shown,
-                strerror(errno));
-cleanup:
-    return status;
-}
-
-HUSH_MUST_USE
-static hush_status refuse_existing(int dfd, const char *dir, const staged_file *files, size_t count,
-                                   hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    char buf[PATH_SHOWN_MAX + 1];
-    const char *shown = shown_path(dir, buf);
-    for (size_t i = 0; i < count; i++) {
-        struct stat st;
-        HUSH_ENSURE(fstatat(dfd, files[i].name, &st, AT_SYMLINK_NOFOLLOW) != 0, HUSH_E_EXISTS,
-                    "%s/%s already exists (HUSH_KEYS_SAVE_OVERWRITE replaces it)", shown,
-                    files[i].name);
-        HUSH_ENSURE(errno == ENOENT, HUSH_E_IO, "cannot stat %s/%s: %s", shown, files[i].name,
-                    strerror(errno));
-    }
-cleanup:
-    return status;
-}
-
-static bool write_all(int fd, const unsigned char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
-/* Write `data` to a fresh temporary file beside the final name, durably. */
-HUSH_MUST_USE
-static hush_status stage_file(int dfd, const char *dir, staged_file *f, const void *data,
-                              size_t len, hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    char buf[PATH_SHOWN_MAX + 1];
-    const char *shown = shown_path(dir, buf);
-    unsigned char rnd[6];
-    int fd = -1;
-
-    HUSH_OSSL(RAND_bytes(rnd, sizeof rnd) == 1, "RAND_bytes");
-    snprintf(f->temp, sizeof f->temp, ".%s.%02x%02x%02x%02x%02x%02x", f->name, rnd[0], rnd[1],
-             rnd[2], rnd[3], rnd[4], rnd[5]);
-    fd = openat(dfd, f->temp, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, f->mode);
-    HUSH_ENSURE(fd >= 0, HUSH_E_IO, "cannot create a file in %s: %s", shown, strerror(errno));
-    f->temp_exists = true;
-    /* Exact mode whatever the umask. */
-    HUSH_ENSURE(fchmod(fd, f->mode) == 0, HUSH_E_IO, "cannot chmod a file in %s: %s", shown,
-                strerror(errno));
-    HUSH_ENSURE(write_all(fd, data, len), HUSH_E_IO, "cannot write %s/%s: %s", shown, f->name,
-                strerror(errno));
-    HUSH_ENSURE(fsync(fd) == 0, HUSH_E_IO, "cannot fsync %s/%s: %s", shown, f->name,
-                strerror(errno));
-cleanup:
-    if (fd >= 0 && close(fd) != 0 && status == HUSH_OK)
-        status = hush__fail(err, HUSH_E_IO, "cannot close %s/%s: %s", shown, f->name,
-                            strerror(errno));
-    return status;
-}
-
-/* Give the temporary file its final name. Without overwrite, linkat fails
- * atomically when the name was taken since refuse_existing looked. */
-HUSH_MUST_USE
-static hush_status place_file(int dfd, const char *dir, staged_file *f, bool overwrite,
-                              hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    char buf[PATH_SHOWN_MAX + 1];
-    const char *shown = shown_path(dir, buf);
-    if (overwrite) {
-        HUSH_ENSURE(renameat(dfd, f->temp, dfd, f->name) == 0, HUSH_E_IO,
-                    "cannot rename into %s/%s: %s", shown, f->name, strerror(errno));
-        f->temp_exists = false;
-    } else {
-        HUSH_ENSURE(linkat(dfd, f->temp, dfd, f->name, 0) == 0,
-                    errno == EEXIST ? HUSH_E_EXISTS : HUSH_E_IO, "cannot create %s/%s: %s",
-                    shown, f->name, strerror(errno));
-        f->placed = true;
-        HUSH_ENSURE(unlinkat(dfd, f->temp, 0) == 0, HUSH_E_IO,
-                    "cannot remove a temporary file in %s: %s", shown, strerror(errno));
-        f->temp_exists = false;
-    }
-    f->placed = true;
-cleanup:
-    return status;
-}
-
-/* After a failure: no temporary files, and without overwrite no new key
- * files either (they were ours: the names were free when we began). */
-static void undo_staging(int dfd, staged_file *files, size_t count, bool overwrite)
-{
-    for (size_t i = 0; i < count; i++) {
-        if (files[i].temp_exists)
-            unlinkat(dfd, files[i].temp, 0);
-        if (files[i].placed && !overwrite)
-            unlinkat(dfd, files[i].name, 0);
-    }
-}
-
 hush_status hush_keypair_save_dir(const hush_keypair *kp, const char *dir, const char *password,
                                   hush_key_kdf kdf, unsigned flags, hush_error *err)
 {
@@ -627,7 +408,7 @@ hush_status hush_keypair_save_dir(const hush_keypair *kp, const char *dir, const
      * which the private key can always regenerate; the other order could
      * leave a public key on disk (and handed out) whose private key was
      * never saved, so everything sealed to it would be lost. */
-    staged_file files[2] = {
+    hush_staged_file files[2] = {
         {.name = HUSH_PRIVATE_KEY_FILE, .mode = 0600},
         {.name = HUSH_PUBLIC_KEY_FILE, .mode = 0644},
     };
@@ -639,19 +420,19 @@ hush_status hush_keypair_save_dir(const hush_keypair *kp, const char *dir, const
     /* Both texts exist before the file system is touched. */
     HUSH_TRY(hush_keypair_private_pem(kp, password, kdf, &private_pem, err));
     HUSH_TRY(hush_keypair_public_pem(kp, &public_pem, &public_len, err));
-    HUSH_TRY(open_key_dir(dir, &dfd, err));
+    HUSH_TRY(hush__dir_open(dir, true, &dfd, err));
     if (!overwrite)
-        HUSH_TRY(refuse_existing(dfd, dir, files, 2, err));
-    HUSH_TRY(stage_file(dfd, dir, &files[0], hush_secbuf_data(private_pem),
-                        hush_secbuf_len(private_pem), err));
-    HUSH_TRY(stage_file(dfd, dir, &files[1], public_pem, public_len, err));
-    HUSH_TRY(place_file(dfd, dir, &files[0], overwrite, err));
-    HUSH_TRY(place_file(dfd, dir, &files[1], overwrite, err));
+        HUSH_TRY(hush__staged_refuse_existing(dfd, dir, files, 2, err));
+    HUSH_TRY(hush__staged_write(dfd, dir, &files[0], hush_secbuf_data(private_pem),
+                                hush_secbuf_len(private_pem), err));
+    HUSH_TRY(hush__staged_write(dfd, dir, &files[1], public_pem, public_len, err));
+    HUSH_TRY(hush__staged_place(dfd, dir, &files[0], overwrite, err));
+    HUSH_TRY(hush__staged_place(dfd, dir, &files[1], overwrite, err));
     HUSH_ENSURE(fsync(dfd) == 0, HUSH_E_IO, "cannot fsync the key directory: %s",
                 strerror(errno));
 cleanup:
     if (status != HUSH_OK && dfd >= 0)
-        undo_staging(dfd, files, 2, overwrite);
+        hush__staged_undo(dfd, files, 2, overwrite);
     if (dfd >= 0)
         close(dfd);
     free(public_pem);
