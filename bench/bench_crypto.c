@@ -58,11 +58,12 @@ static double now_s(clockid_t clock)
 /* ---- the harness ---------------------------------------------------------- */
 
 typedef void (*bench_fn)(void *state);
+typedef void (*bench_prepare_fn)(void *state, size_t calls); /* for the next `calls` calls */
 
 typedef struct bench_case {
     const char *op;   /* the name bench_crypto.py matches pyca's figure by */
     size_t bytes;     /* the payload, for MB/s; 0 for a fixed-size operation */
-    bench_fn prepare; /* untimed, before each BATCH calls (NULL for none) */
+    bench_prepare_fn prepare; /* untimed, before each batch of calls (NULL for none) */
     bench_fn run;     /* the timed call */
     void *state;
 } bench_case;
@@ -86,7 +87,7 @@ static span time_calls(const bench_case *c, long iterations, clockid_t clock)
     double timed = 0;
     for (long done = 0; done < iterations; done += BATCH) {
         long batch = iterations - done < BATCH ? iterations - done : BATCH;
-        c->prepare(c->state);
+        c->prepare(c->state, (size_t)batch);
         double batch_start = now_s(clock);
         for (long i = 0; i < batch; i++)
             c->run(c->state);
@@ -352,11 +353,11 @@ static void hpke_free_openers(hpke_state *s)
 /* The AEAD half of an open: fresh recipient contexts are made untimed, one
  * for each call of the next batch (an open moves its context's sequence
  * number on). */
-static void hpke_fresh_openers(void *state)
+static void hpke_fresh_openers(void *state, size_t calls)
 {
     hpke_state *s = state;
     hpke_free_openers(s);
-    for (size_t i = 0; i < BATCH; i++)
+    for (size_t i = 0; i < calls; i++)
         s->openers[i] = hpke_recipient(s);
     s->next_opener = 0;
 }
@@ -422,14 +423,31 @@ static const size_t sizes[] = {KIB, MIB};
  * per AEAD and size the open alone. */
 #define MAX_CASES (7 + 2 * N_KEMS + 2 * N_HPKE + N_AEADS * N_SIZES)
 
+/* The HPKE states run KEM by KEM, within a KEM AEAD by AEAD, within an
+ * AEAD size by size. */
+static const named_id *kem_of(size_t state)
+{
+    return &kems[state / (N_AEADS * N_SIZES)];
+}
+
+static const named_id *aead_of(size_t state)
+{
+    return &aeads[(state / N_SIZES) % N_AEADS];
+}
+
+static size_t size_of(size_t state)
+{
+    return sizes[state % N_SIZES];
+}
+
 typedef struct bench_set {
     bench_case cases[MAX_CASES];
     size_t count;
     char names[MAX_CASES][64];
 } bench_set;
 
-static void add_case(bench_set *set, const char *op, size_t bytes, bench_fn prepare, bench_fn run,
-                     void *state)
+static void add_case(bench_set *set, const char *op, size_t bytes, bench_prepare_fn prepare,
+                     bench_fn run, void *state)
 {
     snprintf(set->names[set->count], sizeof set->names[0], "%s", op);
     set->cases[set->count] =
@@ -456,17 +474,15 @@ static void add_hpke_cases(bench_set *set, hpke_state states[N_HPKE])
         add_case(set, op, 0, NULL, hpke_setup_r, first);
     }
     for (size_t i = 0; i < N_HPKE; i++) {
-        const char *kem = kems[i / (N_AEADS * N_SIZES)].name;
-        const char *aead = aeads[(i / N_SIZES) % N_AEADS].name;
-        const char *size = size_name(sizes[i % N_SIZES]);
+        const char *kem = kem_of(i)->name, *aead = aead_of(i)->name;
+        const char *size = size_name(size_of(i));
         snprintf(op, sizeof op, "hpke_seal_%s_%s_%s", kem, aead, size);
         add_case(set, op, states[i].message_len, NULL, hpke_seal_single_shot, &states[i]);
         snprintf(op, sizeof op, "hpke_open_%s_%s_%s", kem, aead, size);
         add_case(set, op, states[i].message_len, NULL, hpke_open_single_shot, &states[i]);
     }
     for (size_t i = 0; i < N_AEADS * N_SIZES; i++) {
-        snprintf(op, sizeof op, "hpke_open_only_%s_%s", aeads[i / N_SIZES].name,
-                 size_name(sizes[i % N_SIZES]));
+        snprintf(op, sizeof op, "hpke_open_only_%s_%s", aead_of(i)->name, size_name(size_of(i)));
         add_case(set, op, states[i].message_len, hpke_fresh_openers, hpke_open_only, &states[i]);
     }
 }
@@ -521,6 +537,50 @@ static bench_options parse_args(int argc, char **argv)
     return o;
 }
 
+/* One 1 MiB message (secure memory, as plaintext is) and one buffer to open
+ * into, shared by every HPKE state. */
+static void hpke_states_init(hpke_state states[N_HPKE], hush_arena *arena)
+{
+    unsigned char *message = secret(arena, MIB), *opened = secret(arena, MIB);
+    must_ossl(RAND_bytes(message, MIB), "random message");
+    for (size_t i = 0; i < N_HPKE; i++) {
+        hush_hpke_suite suite = {kem_of(i)->id, HUSH_HPKE_KDF_HKDF_SHA256, aead_of(i)->id};
+        hpke_state_init(&states[i], suite, message, size_of(i), opened);
+    }
+}
+
+static void print_header(const bench_options *o)
+{
+    if (o->json) {
+        printf("{\"meta\": {\"mlkem\": \"%s\", \"openssl\": \"%s\", \"rounds\": %d, "
+               "\"min_time_s\": %g, \"clock\": \"%s\"}}\n",
+               hush_mlkem768_implementation(), OpenSSL_version(OPENSSL_VERSION), ROUNDS,
+               o->min_time, o->clock_name);
+        return;
+    }
+    printf("hushcall crypto, ML-KEM-768 by %s, on %s; median of %d rounds, %s clock\n\n",
+           hush_mlkem768_implementation(), OpenSSL_version(OPENSSL_VERSION), ROUNDS,
+           o->clock_name);
+    printf("| %-40s | %12s | %9s | %8s |\n", "operation", "us/op", "calls", "MB/s");
+    printf("|------------------------------------------|--------------|-----------|----------|\n");
+}
+
+/* Measure and print each case --only selects, as soon as it is measured. */
+static void run_set(const bench_set *set, const bench_options *o)
+{
+    for (size_t i = 0; i < set->count; i++) {
+        const bench_case *c = &set->cases[i];
+        if (strncmp(c->op, o->only, strlen(o->only)) != 0)
+            continue;
+        bench_result r = measure(c, o->min_time, o->clock);
+        if (o->json)
+            print_json(c, &r);
+        else
+            print_row(c, &r);
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv)
 {
     bench_options o = parse_args(argc, argv);
@@ -538,14 +598,8 @@ int main(int argc, char **argv)
     xwing_keygen(&xwing);
     xwing_encaps(&xwing);
 
-    unsigned char *message = secret(arena, MIB), *opened = secret(arena, MIB);
-    must_ossl(RAND_bytes(message, MIB), "random message");
     hpke_state hpke[N_HPKE];
-    for (size_t i = 0; i < N_HPKE; i++) {
-        hush_hpke_suite suite = {kems[i / (N_AEADS * N_SIZES)].id, HUSH_HPKE_KDF_HKDF_SHA256,
-                                 aeads[(i / N_SIZES) % N_AEADS].id};
-        hpke_state_init(&hpke[i], suite, message, sizes[i % N_SIZES], opened);
-    }
+    hpke_states_init(hpke, arena);
 
     bench_set set = {.count = 0};
     add_case(&set, "mlkem768_keygen", 0, NULL, mlkem_keygen, &mlkem);
@@ -557,27 +611,8 @@ int main(int argc, char **argv)
     add_case(&set, "xwing_decaps", 0, NULL, xwing_decaps, &xwing);
     add_hpke_cases(&set, hpke);
 
-    if (o.json)
-        printf("{\"meta\": {\"mlkem\": \"%s\", \"openssl\": \"%s\", \"rounds\": %d, "
-               "\"min_time_s\": %g, \"clock\": \"%s\"}}\n",
-               hush_mlkem768_implementation(), OpenSSL_version(OPENSSL_VERSION), ROUNDS,
-               o.min_time, o.clock_name);
-    else
-        printf("hushcall crypto, ML-KEM-768 by %s, on %s; median of %d rounds, %s clock\n\n"
-               "| %-40s | %12s | %9s | %8s |\n"
-               "|------------------------------------------|--------------|-----------|----------|\n",
-               hush_mlkem768_implementation(), OpenSSL_version(OPENSSL_VERSION), ROUNDS,
-               o.clock_name, "operation", "us/op", "calls", "MB/s");
-    for (size_t i = 0; i < set.count; i++) {
-        if (strncmp(set.cases[i].op, o.only, strlen(o.only)) != 0)
-            continue;
-        bench_result r = measure(&set.cases[i], o.min_time, o.clock);
-        if (o.json)
-            print_json(&set.cases[i], &r);
-        else
-            print_row(&set.cases[i], &r);
-        fflush(stdout);
-    }
+    print_header(&o);
+    run_set(&set, &o);
 
     for (size_t i = 0; i < N_HPKE; i++)
         hpke_state_free(&hpke[i]);
