@@ -160,6 +160,7 @@ bench: build build-python
 	./$(BUILD)/bench_client
 	PYTHONPATH=python $(PYTHON) bench/bench_python.py
 	PYTHONPATH=python $(PYTHON) bench/bench_gateway.py
+	$(PYTHON) bench/bench_crypto.py --binary $(BUILD)/bench_crypto
 
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time; the
 # library as CMakeLists.txt describes it, instrumented (HUSH_SANITIZE=fuzzer).
