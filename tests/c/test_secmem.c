@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "memscan.h"
+#include "mem/mem_internal.h"
 
 static bool all_zero(const unsigned char *p, size_t n)
 {
@@ -418,6 +419,45 @@ static void test_arena_concurrent_allocation(void)
     hush_arena_free(a);
 }
 
+/* Small secret blocks come from OpenSSL's secure heap and, once it is full,
+ * from regions of their own; either way they are born zeroed and nothing of
+ * them is left in memory after they are freed. */
+static void test_secret_blocks(void)
+{
+    enum { BLOCK = 64 * 1024, COUNT = 20 }; /* 1.25 MiB: more than the 1 MiB heap */
+    hush__secret_block blocks[COUNT];
+    unsigned char masked[COUNT][32];
+    size_t from_heap = 0, from_regions = 0;
+    hush_error err;
+
+    CHECK_OK(hush__init(&err), &err);
+    CHECK(hush__openssl_secure_heap());
+    for (int i = 0; i < COUNT; i++) {
+        CHECK_OK(hush__secret_block_new(BLOCK, &blocks[i], &err), &err);
+        CHECK(all_zero(blocks[i].data, BLOCK));
+        unsigned char *canary = (unsigned char *)blocks[i].data + BLOCK - 32;
+        CHECK(RAND_bytes(canary, 32) == 1);
+        for (int j = 0; j < 32; j++)
+            masked[i][j] = canary[j] ^ MEMSCAN_MASK;
+        if (blocks[i].region != NULL)
+            from_regions++;
+        else
+            from_heap++;
+    }
+    CHECK(from_heap > 0);
+    CHECK(from_regions > 0);
+    for (int i = 0; i < COUNT; i++) {
+        CHECK_EQ(memscan_count(masked[i], 32), 1);
+        hush__secret_block_free(&blocks[i]);
+        CHECK(blocks[i].data == NULL);
+        CHECK_EQ(memscan_count(masked[i], 32), 0);
+    }
+    hush__secret_block_free(&blocks[0]); /* twice: nothing left to do */
+
+    hush__secret_block none;
+    CHECK_EQ(hush__secret_block_new(0, &none, &err), HUSH_E_ARGUMENT);
+}
+
 int main(void)
 {
     RUN_TEST(test_arena_alloc_aligned_and_zeroed);
@@ -432,5 +472,6 @@ int main(void)
     RUN_TEST(test_mlock_refused_still_works);
     RUN_TEST(test_no_lock_flag);
     RUN_TEST(test_arena_concurrent_allocation);
+    RUN_TEST(test_secret_blocks);
     return check_report();
 }

@@ -24,6 +24,7 @@ static size_t page_size;
 static EVP_MD *sha256;
 static EVP_CIPHER *aes_256_gcm;
 static EVP_MD *sha3_256, *sha3_512, *shake128, *shake256;
+static EVP_MAC *hmac;
 
 static void init_once_fn(void)
 {
@@ -50,8 +51,10 @@ static void init_once_fn(void)
     sha3_512 = EVP_MD_fetch(NULL, "SHA3-512", NULL);
     shake128 = EVP_MD_fetch(NULL, "SHAKE-128", NULL);
     shake256 = EVP_MD_fetch(NULL, "SHAKE-256", NULL);
+    /* HPKE's key schedule runs HMAC eight times per context. */
+    hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     if (sha256 == NULL || aes_256_gcm == NULL || sha3_256 == NULL || sha3_512 == NULL ||
-        shake128 == NULL || shake256 == NULL) {
+        shake128 == NULL || shake256 == NULL || hmac == NULL) {
         init_status = HUSH_E_CRYPTO;
         return;
     }
@@ -83,3 +86,4 @@ const EVP_MD *hush__sha3_256(void) { return sha3_256; }
 const EVP_MD *hush__sha3_512(void) { return sha3_512; }
 const EVP_MD *hush__shake128(void) { return shake128; }
 const EVP_MD *hush__shake256(void) { return shake256; }
+EVP_MAC *hush__hmac(void) { return hmac; }

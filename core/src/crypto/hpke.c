@@ -17,6 +17,7 @@
 #include "hushcall/hpke.h"
 #include "internal.h"
 #include "crypto/crypto_internal.h"
+#include "mem/mem_internal.h"
 
 #define HPKE_SUITE_ID_BYTES 10u /* "HPKE" || kem || kdf || aead */
 #define HPKE_KEY_BYTES 32u      /* Nk of both AEADs */
@@ -42,7 +43,7 @@ struct hush_hpke_ctx {
     bool sender;
     uint64_t seq;
     size_t nk, nn, nh;
-    hush_secbuf *secrets_buf; /* holds one ctx_secrets */
+    hush__secret_block secrets_block; /* holds one ctx_secrets */
     ctx_secrets *secrets;
 };
 
@@ -172,11 +173,8 @@ static hush_status ctx_new(hush_hpke_suite suite, bool sender, hush_hpke_ctx **o
     ctx->nk = export_only(suite) ? 0 : HPKE_KEY_BYTES;
     ctx->nn = export_only(suite) ? 0 : HPKE_NONCE_BYTES;
     ctx->nh = one_stage(suite) ? HUSH_HPKE_SHAKE256_NH : HUSH_HPKE_SECRET_BYTES;
-    HUSH_TRY(hush_secbuf_new(sizeof(ctx_secrets), sizeof(ctx_secrets), HUSH_SECMEM_DEFAULT,
-                             &ctx->secrets_buf, err));
-    HUSH_TRY(hush_secbuf_reserve(ctx->secrets_buf, sizeof(ctx_secrets), err));
-    HUSH_TRY(hush_secbuf_set_len(ctx->secrets_buf, sizeof(ctx_secrets), err));
-    ctx->secrets = (ctx_secrets *)(void *)hush_secbuf_data(ctx->secrets_buf);
+    HUSH_TRY(hush__secret_block_new(sizeof(ctx_secrets), &ctx->secrets_block, err));
+    ctx->secrets = ctx->secrets_block.data;
     *out = ctx;
     ctx = NULL;
 cleanup:
@@ -474,6 +472,6 @@ void hush_hpke_ctx_free(hush_hpke_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    hush_secbuf_free(ctx->secrets_buf); /* zeroes every secret before unmapping */
+    hush__secret_block_free(&ctx->secrets_block); /* zeroes every secret */
     free(ctx);
 }

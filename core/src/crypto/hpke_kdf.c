@@ -30,7 +30,6 @@ static hush_status hmac_sha256(const unsigned char *key, size_t key_len, const h
                                hush_error *err)
 {
     hush_status status = HUSH_OK;
-    EVP_MAC *mac = NULL;
     EVP_MAC_CTX *ctx = NULL;
     size_t out_len = 0;
     OSSL_PARAM params[] = {
@@ -38,8 +37,7 @@ static hush_status hmac_sha256(const unsigned char *key, size_t key_len, const h
         OSSL_PARAM_construct_end(),
     };
 
-    HUSH_OSSL((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) != NULL, "fetching HMAC");
-    HUSH_OSSL((ctx = EVP_MAC_CTX_new(mac)) != NULL, "creating an HMAC context");
+    HUSH_OSSL((ctx = EVP_MAC_CTX_new(hush__hmac())) != NULL, "creating an HMAC context");
     HUSH_OSSL(EVP_MAC_init(ctx, key, key_len, params) == 1, "HMAC init");
     for (size_t i = 0; i < n_parts; i++)
         HUSH_OSSL(parts[i].len == 0 || EVP_MAC_update(ctx, parts[i].data, parts[i].len) == 1,
@@ -49,7 +47,6 @@ static hush_status hmac_sha256(const unsigned char *key, size_t key_len, const h
               "HMAC final");
 cleanup:
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
     return status;
 }
 

@@ -18,6 +18,26 @@ void hush__wipe_string(char *s);
 /* Wipe, then free: every heap copy of a credential ends here. Accepts NULL. */
 void hush__free_secret_string(char *s);
 
+/* ---- small secrets (secmem.c) -------------------------------------------- */
+
+/* A few hundred secret bytes that live as long as one object (an HPKE
+ * context's keys). A region of its own costs eight system calls (map,
+ * guard, lock, advise, unmap: ~20 us), more than the cryptography around
+ * it; OpenSSL's secure heap, set up by hush__init, is one locked,
+ * dump-excluded region with guard pages at its ends, whose blocks are
+ * cleared when freed. So a block comes from there, and from a region of
+ * its own (hush_secbuf) when that heap is absent or full. */
+typedef struct hush__secret_block {
+    void *data;          /* `size` zeroed bytes */
+    size_t size;
+    hush_secbuf *region; /* the fallback's region, else NULL */
+} hush__secret_block;
+
+HUSH_MUST_USE
+hush_status hush__secret_block_new(size_t size, hush__secret_block *out, hush_error *err);
+/* Zero the block and give it back; a zeroed struct is accepted (nothing to do). */
+void hush__secret_block_free(hush__secret_block *block);
+
 /* ---- files (fileread.c) ------------------------------------------------ */
 
 /* Read the rest of `fd` into a new buffer of `secmem_flags`, refusing more

@@ -469,3 +469,38 @@ void hush_memory_protection_info(hush_memory_protection *out)
     out->locked_bytes = atomic_load(&stat_locked_bytes);
     out->mapped_bytes = atomic_load(&stat_mapped_bytes);
 }
+
+/* ---- small secrets ---------------------------------------------------- */
+
+hush_status hush__secret_block_new(size_t size, hush__secret_block *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush__secret_block block = {NULL, size, NULL};
+
+    HUSH_ENSURE(size > 0 && out != NULL, HUSH_E_ARGUMENT, "secret block: no size or no output");
+    if (hush__openssl_secure_heap())
+        block.data = OPENSSL_secure_zalloc(size); /* NULL when the heap is full */
+    if (block.data == NULL) {
+        HUSH_TRY(hush_secbuf_new(size, size, HUSH_SECMEM_DEFAULT, &block.region, err));
+        HUSH_TRY(hush_secbuf_reserve(block.region, size, err));
+        HUSH_TRY(hush_secbuf_set_len(block.region, size, err));
+        block.data = hush_secbuf_data(block.region);
+    }
+    *out = block;
+    block.region = NULL;
+cleanup:
+    hush_secbuf_free(block.region);
+    return status;
+}
+
+void hush__secret_block_free(hush__secret_block *block)
+{
+    if (block == NULL || block->data == NULL)
+        return;
+    if (block->region != NULL)
+        hush_secbuf_free(block->region); /* zeroes before unmapping */
+    else
+        OPENSSL_secure_clear_free(block->data, block->size);
+    block->data = NULL;
+    block->region = NULL;
+}
