@@ -1,0 +1,458 @@
+#!/usr/bin/env python3
+"""An independent EHBP server (+ hushcall's post-quantum suite), our clients' test peer.
+
+Written from ../shared/refs/ehbp-SPEC.md, RFC 9180, RFC 9458 and docs/protocol-v2.md
+only, never with hushcall: X25519 through pyhpke (what tinfoil-ehbp uses), X-Wing
+through pyca `cryptography` (its hazmat HPKE opens the first frame; X-Wing
+decapsulation and RFC 9180's key schedule are written here over pyca primitives,
+because pyca's HPKE Suite is single-shot: no multi-frame context, no Export).
+Started as a subprocess on loopback:
+
+  ehbp_server.py [--host 127.0.0.1] [--port 0] [--plain-ehbp]
+
+It binds, prints one line `READY <port>` to stdout and exits 0 on SIGTERM/SIGINT.
+--plain-ehbp makes it a plain EHBP server: no X-Wing key, no hushcall endpoint,
+Hushcall-Key-Config ignored.
+
+Endpoints
+  GET  /.well-known/hpke-keys           the newest X25519 key config, bare (RFC 9458 §3),
+                                        Content-Type exactly application/ohttp-keys
+  GET  /.well-known/hushcall-hpke-keys  every live config as RFC 9458 §3.2's length-prefixed
+                                        list, newest first (X-Wing: ChaCha20-Poly1305, then
+                                        AES-256-GCM); 404 with --plain-ehbp
+  POST /__control                       JSON test controls, answered {"ok": true, ...}:
+                                        {"rotate": true}  new keys with new key ids; the old
+                                                          ones are refused from then on
+                                        {"misbehave": MODE[, "size": N]}  the next sealed
+                                                          answer misbehaves once (MODES)
+  POST <any other path>                 the echo completion, sealed per EHBP §4.4:
+    {"id": "chatcmpl-ehbp-peer-<n>", "object": "chat.completion", "model": <model>,
+     "choices": [{"index": 0, "message": {"role": "assistant",
+                  "content": "echo: " + <last user text>}, "finish_reason": "stop"}],
+     "usage": {...}, "_peer": {"suite": "ehbp"|"pq", "aead": <id>, "key_id": <id>,
+                               "request_frames": <non-empty frames received>}}
+    sent as frames of at most 64 plaintext bytes, chunked. A body that is not a JSON
+    object gets a sealed 400 {"error": ...}. Without Ehbp-Encapsulated-Key the request
+    is plaintext (EHBP §5.2, §7.4) and so is the echo.
+
+Errors (EHBP §5, docs/protocol-v2.md): 400 "bad request" (one opaque text for every
+malformed header, framing or cryptographic failure); 422 application/problem+json
+key-config for a Hushcall-Key-Config naming no live key or an EHBP request that opens
+under no live X25519 key; 409 for an `enc` already accepted under that key.
+"""
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import struct
+import sys
+
+from aiohttp import web
+from cryptography.hazmat.primitives import hashes, hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from pyhpke import AEADId, CipherSuite, KDFId, KEMId
+
+KEM_X25519, KEM_XWING = 0x0020, 0x647A
+KDF_SHA256 = 0x0001
+AEAD_AES256GCM, AEAD_CHACHA = 0x0002, 0x0003
+EHBP_INFO, EHBP_EXPORT = b"ehbp request", b"ehbp response"
+PQ_INFO, PQ_EXPORT = b"hushcall-v2 request", b"hushcall-v2 response"
+XWING_LABEL = b"\\.//^\\"
+NPK = {KEM_X25519: 32, KEM_XWING: 1216}
+NENC = {KEM_X25519: 32, KEM_XWING: 1120}
+AEADS = {AEAD_AES256GCM: AESGCM, AEAD_CHACHA: ChaCha20Poly1305}
+NK, NN, NH = 32, 12, 32
+RESPONSE_NONCE_BYTES = 32
+RESPONSE_FRAME_BYTES = 64
+MAX_BODY = 16 * 1024 * 1024
+MAX_REQUEST_FRAME = 4 * 1024 * 1024
+KEY_CONFIG_PROBLEM = "urn:ietf:params:ehbp:error:key-config"
+MODES = ("strip-nonce", "bad-nonce", "flip-bit", "truncate", "plaintext-502",
+         "oversize-frame", "other-enc")
+LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+
+
+class Refused(Exception):
+    """A request refused before the application saw it: `response` says how."""
+
+    def __init__(self, response):
+        super().__init__(response.status)
+        self.response = response
+
+
+def bad_request():
+    return Refused(web.Response(status=400, text="bad request"))
+
+
+def key_config_mismatch():
+    body = json.dumps({"type": KEY_CONFIG_PROBLEM, "title": "key configuration mismatch"})
+    return Refused(web.Response(status=422, text=body, content_type="application/problem+json"))
+
+
+# ---- RFC 9180 over pyca primitives (X-Wing only; X25519 goes through pyhpke) ----
+
+def hkdf_extract(salt, ikm):
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+
+def hkdf_expand(prk, info, length):
+    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(prk)
+
+
+class Rfc9180Context:
+    """A base-mode recipient context: open frames in sequence, Export."""
+
+    def __init__(self, shared_secret, suite_id, info, aead_id):
+        def extract(salt, label, ikm):
+            return hkdf_extract(salt, b"HPKE-v1" + suite_id + label + ikm)
+
+        def expand(prk, label, ctx, length):
+            return hkdf_expand(prk, struct.pack(">H", length) + b"HPKE-v1" + suite_id
+                               + label + ctx, length)
+
+        ks_context = (b"\x00" + extract(b"", b"psk_id_hash", b"")
+                      + extract(b"", b"info_hash", info))
+        secret = extract(shared_secret, b"secret", b"")
+        self._aead = AEADS[aead_id](expand(secret, b"key", ks_context, NK))
+        self._base_nonce = expand(secret, b"base_nonce", ks_context, NN)
+        self._exporter = expand(secret, b"exp", ks_context, NH)
+        self._expand = expand
+        self._seq = 0
+
+    def open(self, ciphertext, aad=b""):
+        nonce = xor_counter(self._base_nonce, self._seq)
+        plaintext = self._aead.decrypt(nonce, ciphertext, aad)
+        self._seq += 1
+        return plaintext
+
+    def export(self, context, length):
+        return self._expand(self._exporter, b"sec", context, length)
+
+
+def xor_counter(base, counter):
+    return bytes(a ^ b for a, b in zip(base, counter.to_bytes(len(base), "big")))
+
+
+class XWingKey:
+    """An X-Wing key pair from its 32-byte seed (draft-connolly-cfrg-xwing-kem)."""
+
+    def __init__(self, seed):
+        expanded = hashlib.shake_256(seed).digest(96)
+        self.mlkem = mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64])
+        self.x25519 = x25519.X25519PrivateKey.from_private_bytes(expanded[64:])
+        self.pk_x = self.x25519.public_key().public_bytes_raw()
+        self.public_bytes = self.mlkem.public_key().public_bytes_raw() + self.pk_x
+        self.pyca = hpke.MLKEM768X25519PrivateKey(self.mlkem, self.x25519)
+
+    def decapsulate(self, enc):
+        ct_m, ct_x = enc[:1088], enc[1088:]
+        ss_m = self.mlkem.decapsulate(ct_m)
+        ss_x = self.x25519.exchange(x25519.X25519PublicKey.from_public_bytes(ct_x))
+        return hashlib.sha3_256(ss_m + ss_x + ct_x + self.pk_x + XWING_LABEL).digest()
+
+
+# ---- keys and configs ------------------------------------------------------------
+
+class PeerKey:
+    def __init__(self, key_id, kem_id, aeads):
+        self.key_id, self.kem_id, self.aeads = key_id, kem_id, aeads
+        self.seen_encs = set()
+        if kem_id == KEM_X25519:
+            self.suite = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256,
+                                         AEADId.AES256_GCM)
+            self.pair = self.suite.kem.derive_key_pair(os.urandom(32))
+            self.public_bytes = self.pair.public_key.to_public_bytes()
+        else:
+            self.xwing = XWingKey(os.urandom(32))
+            self.public_bytes = self.xwing.public_bytes
+
+    def config(self):
+        suites = b"".join(struct.pack(">HH", KDF_SHA256, a) for a in self.aeads)
+        return (struct.pack(">BH", self.key_id, self.kem_id) + self.public_bytes
+                + struct.pack(">H", len(suites)) + suites)
+
+    def header(self, aead_id):
+        return struct.pack(">BHHH", self.key_id, self.kem_id, KDF_SHA256, aead_id)
+
+    def open_context(self, enc, aead_id, first_frame):
+        """(context, first plaintext); InvalidTag or ValueError when it does not open."""
+        if self.kem_id == KEM_X25519:
+            ctx = self.suite.create_recipient_context(enc, self.pair.private_key, info=EHBP_INFO)
+            return ctx, ctx.open(first_frame, b"")
+        info = PQ_INFO + b"\x00" + self.header(aead_id)
+        suite_id = b"HPKE" + struct.pack(">HHH", KEM_XWING, KDF_SHA256, aead_id)
+        ctx = Rfc9180Context(self.xwing.decapsulate(enc), suite_id, info, aead_id)
+        first = ctx.open(first_frame)
+        pyca_aead = {AEAD_AES256GCM: hpke.AEAD.AES_256_GCM,
+                     AEAD_CHACHA: hpke.AEAD.CHACHA20_POLY1305}[aead_id]
+        pyca_suite = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, pyca_aead)
+        if pyca_suite.decrypt(enc + first_frame, self.xwing.pyca, info=info) != first:
+            raise ValueError("the key schedule disagrees with pyca's HPKE")
+        return ctx, first
+
+
+class KeyRing:
+    """The live keys, newest first; key ids unique among them."""
+
+    def __init__(self, with_pq):
+        self.with_pq = with_pq
+        self.next_id = 0
+        self.keys = []
+        self.rotate()
+
+    def _new(self, kem_id, aeads):
+        key = PeerKey(self.next_id, kem_id, aeads)
+        self.next_id = (self.next_id + 1) % 256
+        return key
+
+    def rotate(self):
+        fresh = []
+        if self.with_pq:
+            fresh.append(self._new(KEM_XWING, (AEAD_CHACHA, AEAD_AES256GCM)))
+        fresh.append(self._new(KEM_X25519, (AEAD_AES256GCM,)))
+        self.keys = fresh
+
+    def newest_x25519(self):
+        return next(k for k in self.keys if k.kem_id == KEM_X25519)
+
+
+# ---- request opening -------------------------------------------------------------
+
+def parse_frames(body):
+    """EHBP §4.3: the non-empty ciphertexts; Refused(400) on a framing error."""
+    frames, offset = [], 0
+    while offset < len(body):
+        if len(body) - offset < 4:
+            raise bad_request()
+        (length,) = struct.unpack_from(">I", body, offset)
+        offset += 4
+        if length > MAX_REQUEST_FRAME or len(body) - offset < length:
+            raise bad_request()
+        if length:
+            frames.append(body[offset:offset + length])
+        offset += length
+    if not frames:
+        raise bad_request()
+    return frames
+
+
+def lower_hex(value, length):
+    if value is None or len(value) != 2 * length or not LOWER_HEX.fullmatch(value):
+        raise bad_request()
+    return bytes.fromhex(value)
+
+
+def candidates(ring, request):
+    """[(key, aead_id, export label)] the request may be sealed under."""
+    named = request.headers.get("Hushcall-Key-Config")
+    if named is None or not ring.with_pq:
+        return [(k, AEAD_AES256GCM, EHBP_EXPORT) for k in ring.keys if k.kem_id == KEM_X25519]
+    key_id, kem_id, kdf_id, aead_id = struct.unpack(">BHHH", lower_hex(named, 7))
+    for key in ring.keys:
+        if (key.key_id, key.kem_id) == (key_id, kem_id) and kdf_id == KDF_SHA256 \
+                and aead_id in key.aeads:
+            export = EHBP_EXPORT if kem_id == KEM_X25519 else PQ_EXPORT
+            return [(key, aead_id, export)]
+    raise key_config_mismatch()
+
+
+class Exchange:
+    """One opened request: what the answer is sealed with."""
+
+    def __init__(self, key, aead_id, enc, secret, plaintext, frames):
+        self.key, self.aead_id, self.enc, self.secret = key, aead_id, enc, secret
+        self.plaintext, self.frames = plaintext, frames
+
+
+def open_request(ring, request, body):
+    encoded = request.headers.get("Ehbp-Encapsulated-Key")
+    options = candidates(ring, request)
+    frames = parse_frames(body)
+    for key, aead_id, export in options:
+        enc = lower_hex(encoded, NENC[key.kem_id])
+        try:
+            ctx, first = key.open_context(enc, aead_id, frames[0])
+        except Exception:  # pyhpke, pyca and X25519 each raise their own kind
+            continue
+        try:
+            rest = [ctx.open(f, b"") for f in frames[1:]]
+        except Exception:
+            raise bad_request()
+        if enc in key.seen_encs:
+            raise Refused(web.Response(status=409, text="replayed request"))
+        key.seen_encs.add(enc)
+        secret = ctx.export(export, NK)
+        return Exchange(key, aead_id, enc, secret, first + b"".join(rest), len(frames))
+    if request.headers.get("Hushcall-Key-Config") is not None and ring.with_pq:
+        raise bad_request()  # the named key exists: its request does not open
+    raise key_config_mismatch()
+
+
+# ---- the answer --------------------------------------------------------------------
+
+def response_cipher(exchange, nonce):
+    prk = hkdf_extract(exchange.enc + nonce, exchange.secret)
+    return (AEADS[exchange.aead_id](hkdf_expand(prk, b"key", NK)),
+            hkdf_expand(prk, b"nonce", NN))
+
+
+def seal_frames(exchange, nonce, plaintext):
+    aead, base = response_cipher(exchange, nonce)
+    pieces = [plaintext[i:i + RESPONSE_FRAME_BYTES]
+              for i in range(0, len(plaintext), RESPONSE_FRAME_BYTES)] or [b""]
+    return [aead.encrypt(xor_counter(base, i), piece, b"") for i, piece in enumerate(pieces)]
+
+
+def last_user_text(chat):
+    messages = chat.get("messages") if isinstance(chat.get("messages"), list) else []
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    content = users[-1].get("content") if users else None
+    return content if isinstance(content, str) else ""
+
+
+def completion(count, chat, exchange):
+    answer = {
+        "id": "chatcmpl-ehbp-peer-%d" % count,
+        "object": "chat.completion",
+        "created": 0,
+        "model": chat.get("model", ""),
+        "choices": [{"index": 0, "message": {"role": "assistant",
+                                             "content": "echo: " + last_user_text(chat)},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+    if exchange is not None:
+        answer["_peer"] = {"suite": "ehbp" if exchange.key.kem_id == KEM_X25519 else "pq",
+                           "aead": exchange.aead_id, "key_id": exchange.key.key_id,
+                           "request_frames": exchange.frames}
+    return answer
+
+
+def application(count, plaintext, exchange):
+    """(status, JSON bytes) the application answers."""
+    try:
+        chat = json.loads(plaintext)
+    except ValueError:
+        chat = None
+    if not isinstance(chat, dict):
+        return 400, json.dumps({"error": {"message": "body is not a JSON object"}}).encode()
+    return 200, json.dumps(completion(count, chat, exchange)).encode()
+
+
+class Peer:
+    def __init__(self, with_pq):
+        self.ring = KeyRing(with_pq)
+        self.count = 0
+        self.misbehave = None
+        self.previous = None
+
+    async def keys(self, request):
+        return web.Response(body=self.ring.newest_x25519().config(),
+                            headers={"Content-Type": "application/ohttp-keys"})
+
+    async def hushcall_keys(self, request):
+        if not self.ring.with_pq:
+            raise web.HTTPNotFound()
+        body = b"".join(struct.pack(">H", len(c)) + c for c in
+                        (k.config() for k in self.ring.keys))
+        return web.Response(body=body, headers={"Content-Type": "application/ohttp-keys"})
+
+    async def control(self, request):
+        order = await request.json()
+        if order.get("rotate"):
+            self.ring.rotate()
+        if "misbehave" in order:
+            if order["misbehave"] not in MODES:
+                return web.json_response({"ok": False, "modes": MODES}, status=400)
+            self.misbehave = (order["misbehave"], int(order.get("size", 64 * 1024 * 1024 + 1)))
+        return web.json_response({"ok": True, "key_ids": [k.key_id for k in self.ring.keys]})
+
+    async def post(self, request):
+        self.count += 1
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            return web.Response(status=413, text="body too large")
+        if "Ehbp-Encapsulated-Key" not in request.headers:
+            status, answer = application(self.count, body, None)
+            return web.Response(status=status, body=answer, content_type="application/json")
+        try:
+            exchange = open_request(self.ring, request, body)
+        except Refused as refused:
+            return refused.response
+        status, answer = application(self.count, exchange.plaintext, exchange)
+        return await self.sealed(request, status, answer, exchange)
+
+    async def sealed(self, request, status, answer, exchange):
+        mode, size = self.misbehave or (None, 0)
+        self.misbehave = None
+        sealed_for = self.previous if mode == "other-enc" and self.previous else exchange
+        self.previous = exchange
+        if mode == "plaintext-502":
+            return web.Response(status=502, text="bad gateway")
+        nonce = os.urandom(RESPONSE_NONCE_BYTES)
+        frames = seal_frames(sealed_for, nonce, answer)
+        headers = {"Content-Type": "application/json", "Ehbp-Response-Nonce": nonce.hex()}
+        if mode == "strip-nonce":
+            del headers["Ehbp-Response-Nonce"]
+        elif mode == "bad-nonce":
+            headers["Ehbp-Response-Nonce"] = nonce[:-1].hex()
+        elif mode == "flip-bit":
+            frames[0] = bytes([frames[0][0] ^ 0x01]) + frames[0][1:]
+        wire = [struct.pack(">I", len(f)) + f for f in frames]
+        if mode == "truncate":
+            wire[-1] = wire[-1][:-1]
+        elif mode == "oversize-frame":
+            wire.append(struct.pack(">I", size) + b"\x00" * 16)
+        response = web.StreamResponse(status=status, headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for piece in wire:
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
+
+def make_app(with_pq):
+    peer = Peer(with_pq)
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_get("/.well-known/hpke-keys", peer.keys)
+    app.router.add_get("/.well-known/hushcall-hpke-keys", peer.hushcall_keys)
+    app.router.add_post("/__control", peer.control)
+    app.router.add_post("/{tail:.*}", peer.post)
+    return app
+
+
+async def serve(host, port, with_pq):
+    runner = web.AppRunner(make_app(with_pq), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]
+    print("READY %d" % bound, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--plain-ehbp", action="store_true",
+                        help="a plain EHBP server: no X-Wing key, no hushcall endpoint")
+    args = parser.parse_args()
+    asyncio.run(serve(args.host, args.port, not args.plain_ehbp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
