@@ -345,6 +345,16 @@ def application(count, plaintext, exchange):
     return 200, json.dumps(completion(count, chat, exchange)).encode()
 
 
+async def read_capped(request):
+    """The whole body, or None past MAX_BODY (read() returns what has arrived)."""
+    body = bytearray()
+    while not request.content.at_eof():
+        body += await request.content.read(64 * 1024)
+        if len(body) > MAX_BODY:
+            return None
+    return bytes(body)
+
+
 class Peer:
     def __init__(self, with_pq):
         self.ring = KeyRing(with_pq)
@@ -375,8 +385,8 @@ class Peer:
 
     async def post(self, request):
         self.count += 1
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
+        body = await read_capped(request)
+        if body is None:
             return web.Response(status=413, text="body too large")
         if "Ehbp-Encapsulated-Key" not in request.headers:
             status, answer = application(self.count, body, None)

@@ -1,6 +1,6 @@
 """Child processes the gateway tests run on loopback: the gateway itself
-(`python -m hushcall serve`) and the fake OpenAI upstream
-(tests/interop/fake_openai.py). Each is started, waited for until it names
+(`python -m hushcall serve`), the fake OpenAI upstream
+(tests/interop/fake_openai.py) and the EHBP peer (tests/interop/ehbp_server.py). Each is started, waited for until it names
 its port, and stopped; one that does not start fails the test, never skips it."""
 
 import os
@@ -15,6 +15,7 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 FAKE_OPENAI = os.path.join(ROOT, "tests", "interop", "fake_openai.py")
+EHBP_SERVER = os.path.join(ROOT, "tests", "interop", "ehbp_server.py")
 START_TIMEOUT = 60.0
 
 
@@ -96,6 +97,18 @@ class FakeOpenAI(Child):
             pytest.fail("unexpected first line %r:\n%s" % (self.first_line, self.log()))
         self.port = int(self.first_line.split()[1])
         self.url = "http://127.0.0.1:%d/v1" % self.port
+
+
+class EhbpPeer(Child):
+    """tests/interop/ehbp_server.py; `url` is its origin (http://127.0.0.1:P)."""
+
+    def __init__(self, tmp_path, *args):
+        argv = [sys.executable, EHBP_SERVER, "--port", "0", *args]
+        super().__init__(argv, tmp_path / ("ehbp-peer-%d.log" % time.monotonic_ns()))
+        if not self.first_line.startswith("READY "):
+            self.kill()
+            pytest.fail("unexpected first line %r:\n%s" % (self.first_line, self.log()))
+        self.url = "http://127.0.0.1:%d" % int(self.first_line.split()[1])
 
 
 # ---- a software TPM ------------------------------------------------------------
