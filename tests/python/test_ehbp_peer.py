@@ -5,6 +5,8 @@ here wrote, before our own v2 clients are tested against it:
   official `openai` package on its `EHBPTransport`: a chat completion, its
   key-mismatch recovery after the peer rotates (SPEC §5.4.3), and each of the
   peer's misbehaviours making it fail;
+- the peer's X-Wing and RFC 9180 key schedule, and the sender written here,
+  against the published X-Wing HPKE vectors (cryptography-vectors);
 - requests built here from the specs (pyhpke for X25519, pyca `cryptography`
   for X-Wing with RFC 9180's key schedule written out below) for what the
   tinfoil client never sends: bad headers and frames, replays, the
@@ -15,8 +17,11 @@ Every package is required: a missing import fails this module."""
 import hashlib
 import hmac
 import json
+import os
 import struct
+import sys
 
+import cryptography_vectors
 import ehbp
 import httpx
 import openai
@@ -27,7 +32,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 
-from processes import EhbpPeer
+from processes import EHBP_SERVER, EhbpPeer
+
+sys.path.insert(0, os.path.dirname(EHBP_SERVER))
+import ehbp_server  # noqa: E402  (the peer's own X-Wing and key schedule, checked below)
 
 CHAT = "/v1/chat/completions"
 KEY_CONFIG_PROBLEM = "urn:ietf:params:ehbp:error:key-config"
@@ -328,10 +336,10 @@ class Sender:
         self.exporter = expand(secret, b"exp", context, 32)
         self.expand, self.seq = expand, 0
 
-    def seal(self, plaintext):
+    def seal(self, plaintext, aad=b""):
         nonce = (int.from_bytes(self.base_nonce, "big") ^ self.seq).to_bytes(12, "big")
         self.seq += 1
-        return self.aead.encrypt(nonce, plaintext, b"")
+        return self.aead.encrypt(nonce, plaintext, aad)
 
     def export(self, label, length):
         return self.expand(self.exporter, b"sec", label, length)
@@ -446,3 +454,43 @@ def test_an_ehbp_request_may_name_the_x25519_config(peer):
     assert answer.status_code == 200
     plaintext, _ = open_answer(answer, enc, sender.export(b"ehbp response", 32), AES256GCM)
     assert json.loads(plaintext)["_peer"]["suite"] == "ehbp"
+
+
+# ---- known answers: the X-Wing HPKE vectors of draft-ietf-hpke-pq ---------------------
+
+def xwing_vectors():
+    with cryptography_vectors.open_vector_file(
+            os.path.join("HPKE", "hpke-pq-test-vectors.json"), "r") as f:
+        entries = json.load(f)
+    chosen = [e for e in entries if (e["mode"], e["kem_id"], e["kdf_id"])
+              == (0, KEM_XWING, KDF_SHA256) and e["aead_id"] in AEADS]
+    assert chosen, "no base-mode X-Wing / HKDF-SHA256 vector"
+    return chosen
+
+
+@pytest.mark.parametrize("vector", xwing_vectors(), ids=lambda v: "aead%d" % v["aead_id"])
+def test_the_peers_xwing_and_key_schedule_give_the_published_answers(vector):
+    h = {k: bytes.fromhex(v) for k, v in vector.items() if isinstance(v, str)}
+    key = ehbp_server.XWingKey(h["skRm"])
+    assert key.public_bytes == h["pkRm"]
+    assert key.decapsulate(h["enc"]) == h["shared_secret"]
+    context = ehbp_server.Rfc9180Context(h["shared_secret"], h["suite_id"], h["info"],
+                                         vector["aead_id"])
+    for sealed in vector["encryptions"]:
+        e = {k: bytes.fromhex(v) for k, v in sealed.items()}
+        assert context.open(e["ct"], e["aad"]) == e["pt"]
+    for export in vector["exports"]:
+        assert context.export(bytes.fromhex(export["exporter_context"]), export["L"]) \
+            == bytes.fromhex(export["exported_value"])
+
+
+@pytest.mark.parametrize("vector", xwing_vectors(), ids=lambda v: "aead%d" % v["aead_id"])
+def test_the_sender_written_here_gives_the_published_answers(vector):
+    h = {k: bytes.fromhex(v) for k, v in vector.items() if isinstance(v, str)}
+    sender = Sender(h["shared_secret"], vector["aead_id"], h["info"])
+    for sealed in vector["encryptions"]:
+        e = {k: bytes.fromhex(v) for k, v in sealed.items()}
+        assert sender.seal(e["pt"], e["aad"]) == e["ct"]
+    for export in vector["exports"]:
+        assert sender.export(bytes.fromhex(export["exporter_context"]), export["L"]) \
+            == bytes.fromhex(export["exported_value"])
