@@ -8,11 +8,12 @@ decapsulation and RFC 9180's key schedule are written here over pyca primitives,
 because pyca's HPKE Suite is single-shot: no multi-frame context, no Export).
 Started as a subprocess on loopback:
 
-  ehbp_server.py [--host 127.0.0.1] [--port 0] [--plain-ehbp]
+  ehbp_server.py [--host 127.0.0.1] [--port 0] [--plain-ehbp] [--max-body BYTES]
 
 It binds, prints one line `READY <port>` to stdout and exits 0 on SIGTERM/SIGINT.
 --plain-ehbp makes it a plain EHBP server: no X-Wing key, no hushcall endpoint,
-Hushcall-Key-Config ignored.
+Hushcall-Key-Config ignored. A request body over --max-body (default 16 MiB) gets
+413 before anything is opened.
 
 Endpoints
   GET  /.well-known/hpke-keys           the newest X25519 key config, bare (RFC 9458 §3),
@@ -24,7 +25,16 @@ Endpoints
                                         {"rotate": true}  new keys with new key ids; the old
                                                           ones are refused from then on
                                         {"misbehave": MODE[, "size": N]}  the next sealed
-                                                          answer misbehaves once (MODES)
+                                                          answer misbehaves once, MODE one of
+      strip-nonce     a 200 without Ehbp-Response-Nonce (EHBP §5.3: the client must fail)
+      bad-nonce       a 31-byte Ehbp-Response-Nonce
+      flip-bit        one bit of the first response frame flipped
+      truncate        the last byte of the last frame cut off
+      plaintext-502   a plaintext 502 "bad gateway" without EHBP headers, as a proxy sends
+      oversize-frame  a last frame whose length prefix says N bytes (default 64 MiB + 1,
+                      one over tinfoil-ehbp's cap), followed by 16 bytes
+      other-enc       the answer sealed for the previous exchange (its enc and export)
+                      instead of this one: a swapped response
   POST <any other path>                 the echo completion, sealed per EHBP §4.4:
     {"id": "chatcmpl-ehbp-peer-<n>", "object": "chat.completion", "model": <model>,
      "choices": [{"index": 0, "message": {"role": "assistant",
@@ -70,7 +80,6 @@ AEADS = {AEAD_AES256GCM: AESGCM, AEAD_CHACHA: ChaCha20Poly1305}
 NK, NN, NH = 32, 12, 32
 RESPONSE_NONCE_BYTES = 32
 RESPONSE_FRAME_BYTES = 64
-MAX_BODY = 16 * 1024 * 1024
 MAX_REQUEST_FRAME = 4 * 1024 * 1024
 KEY_CONFIG_PROBLEM = "urn:ietf:params:ehbp:error:key-config"
 MODES = ("strip-nonce", "bad-nonce", "flip-bit", "truncate", "plaintext-502",
@@ -345,19 +354,20 @@ def application(count, plaintext, exchange):
     return 200, json.dumps(completion(count, chat, exchange)).encode()
 
 
-async def read_capped(request):
-    """The whole body, or None past MAX_BODY (read() returns what has arrived)."""
+async def read_capped(request, limit):
+    """The whole body, or None past `limit` (read() returns what has arrived)."""
     body = bytearray()
     while not request.content.at_eof():
         body += await request.content.read(64 * 1024)
-        if len(body) > MAX_BODY:
+        if len(body) > limit:
             return None
     return bytes(body)
 
 
 class Peer:
-    def __init__(self, with_pq):
+    def __init__(self, with_pq, max_body):
         self.ring = KeyRing(with_pq)
+        self.max_body = max_body
         self.count = 0
         self.misbehave = None
         self.previous = None
@@ -385,7 +395,7 @@ class Peer:
 
     async def post(self, request):
         self.count += 1
-        body = await read_capped(request)
+        body = await read_capped(request, self.max_body)
         if body is None:
             return web.Response(status=413, text="body too large")
         if "Ehbp-Encapsulated-Key" not in request.headers:
@@ -401,7 +411,11 @@ class Peer:
     async def sealed(self, request, status, answer, exchange):
         mode, size = self.misbehave or (None, 0)
         self.misbehave = None
-        sealed_for = self.previous if mode == "other-enc" and self.previous else exchange
+        sealed_for = exchange
+        if mode == "other-enc":
+            sealed_for = self.previous or Exchange(exchange.key, exchange.aead_id,
+                                                   os.urandom(len(exchange.enc)),
+                                                   os.urandom(NK), b"", 0)
         self.previous = exchange
         if mode == "plaintext-502":
             return web.Response(status=502, text="bad gateway")
@@ -428,9 +442,9 @@ class Peer:
         return response
 
 
-def make_app(with_pq):
-    peer = Peer(with_pq)
-    app = web.Application(client_max_size=MAX_BODY)
+def make_app(with_pq, max_body):
+    peer = Peer(with_pq, max_body)
+    app = web.Application()
     app.router.add_get("/.well-known/hpke-keys", peer.keys)
     app.router.add_get("/.well-known/hushcall-hpke-keys", peer.hushcall_keys)
     app.router.add_post("/__control", peer.control)
@@ -438,8 +452,8 @@ def make_app(with_pq):
     return app
 
 
-async def serve(host, port, with_pq):
-    runner = web.AppRunner(make_app(with_pq), access_log=None)
+async def serve(host, port, with_pq, max_body):
+    runner = web.AppRunner(make_app(with_pq, max_body), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -459,8 +473,9 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--plain-ehbp", action="store_true",
                         help="a plain EHBP server: no X-Wing key, no hushcall endpoint")
+    parser.add_argument("--max-body", type=int, default=16 * 1024 * 1024)
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, not args.plain_ehbp))
+    asyncio.run(serve(args.host, args.port, not args.plain_ehbp, args.max_body))
     return 0
 
 

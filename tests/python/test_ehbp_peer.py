@@ -125,6 +125,18 @@ def test_a_plain_ehbp_peer_offers_no_hushcall_configs(tmp_path):
         assert child.stop() == 0
 
 
+def test_a_body_over_the_limit_gets_413_before_anything_is_opened(tmp_path):
+    child = EhbpPeer(tmp_path, "--max-body", "1000")
+    try:
+        with ehbp.Client.discover(child.url) as client:
+            assert client.post(CHAT, json_body=chat("x" * 900)).status_code == 200
+            answer = client.post(CHAT, json_body=chat("x" * 1000))
+        assert answer.status_code == 413
+        assert "ehbp-response-nonce" not in answer.headers
+    finally:
+        assert child.stop() == 0
+
+
 # ---- the tinfoil-ehbp client -----------------------------------------------------------
 
 def test_tinfoil_client_gets_a_chat_completion_over_several_frames(peer):
