@@ -74,7 +74,6 @@ AEAD_AES256GCM, AEAD_CHACHA = 0x0002, 0x0003
 EHBP_INFO, EHBP_EXPORT = b"ehbp request", b"ehbp response"
 PQ_INFO, PQ_EXPORT = b"hushcall-v2 request", b"hushcall-v2 response"
 XWING_LABEL = b"\\.//^\\"
-NPK = {KEM_X25519: 32, KEM_XWING: 1216}
 NENC = {KEM_X25519: 32, KEM_XWING: 1120}
 AEADS = {AEAD_AES256GCM: AESGCM, AEAD_CHACHA: ChaCha20Poly1305}
 NK, NN, NH = 32, 12, 32
@@ -252,7 +251,7 @@ def parse_frames(body):
 
 
 def lower_hex(value, length):
-    if value is None or len(value) != 2 * length or not LOWER_HEX.fullmatch(value):
+    if len(value) != 2 * length or not LOWER_HEX.fullmatch(value):
         raise bad_request()
     return bytes.fromhex(value)
 
@@ -280,7 +279,9 @@ class Exchange:
 
 
 def open_request(ring, request, body):
-    encoded = request.headers.get("Ehbp-Encapsulated-Key")
+    encoded = request.headers.get("Ehbp-Encapsulated-Key", "")
+    if not LOWER_HEX.fullmatch(encoded):
+        raise bad_request()  # malformed whatever the key: 400 before any key lookup
     options = candidates(ring, request)
     frames = parse_frames(body)
     for key, aead_id, export in options:

@@ -442,6 +442,8 @@ def test_pq_requests_under_the_wrong_labels_or_config_are_refused(peer):
     assert_key_config_problem(post(peer, enc.hex(), good,
                                    **{"Hushcall-Key-Config": wrong_kdf.hex()}))
     assert_opaque_400(post(peer, enc.hex(), good, **{"Hushcall-Key-Config": "zz"}))
+    assert_opaque_400(post(peer, enc.hex().upper(), good,
+                           **{"Hushcall-Key-Config": unknown.hex()}))
     assert_opaque_400(post(peer, enc.hex()[:-2], good, **{"Hushcall-Key-Config": hdr.hex()}))
     # none of these was accepted, so the same enc still opens once
     assert post(peer, enc.hex(), good, **{"Hushcall-Key-Config": hdr.hex()}).status_code == 200
