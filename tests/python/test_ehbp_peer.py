@@ -14,6 +14,7 @@ here wrote, before our own v2 clients are tested against it:
 
 Every package is required: a missing import fails this module."""
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -162,6 +163,20 @@ def test_openai_package_over_the_ehbp_transport(peer):
     assert completion.choices[0].message.content == "echo: through openai"
 
 
+def test_async_openai_over_the_async_ehbp_transport(peer):
+    with ehbp.Client.discover(peer) as discovered:
+        identity = discovered.server_identity
+
+    async def ask():
+        async with httpx.AsyncClient(transport=ehbp.AsyncEHBPTransport(identity)) as http:
+            client = openai.AsyncOpenAI(base_url=peer + "/v1", api_key="unused",
+                                        http_client=http)
+            return await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "async"}])
+
+    assert asyncio.run(ask()).choices[0].message.content == "echo: async"
+
+
 def test_tinfoil_client_recovers_from_a_key_mismatch_after_rotation(fresh_peer):
     client = ehbp.Client.discover(fresh_peer)
     assert client.post(CHAT, json_body=chat("before")).status_code == 200
@@ -281,6 +296,9 @@ def test_an_ehbp_request_opening_under_no_live_key_gets_the_key_config_problem(p
     enc, body, _ = x25519_request(peer, BODY)
     flipped = body[:4] + bytes([body[4] ^ 1]) + body[5:]
     assert_key_config_problem(post(peer, enc.hex(), flipped))
+    # A low-order share fails in decapsulation, not in the AEAD: the same answer,
+    # so the status is no oracle for which step failed (EHBP §5.4.4).
+    assert_key_config_problem(post(peer, "00" * 32, body))
 
 
 def test_a_replayed_enc_gets_409_and_no_answer(peer):
