@@ -5,8 +5,10 @@ lookups at once), key ids unique among live keys and not reused while
 tombstoned, restarts from the directory, and every kind of bad directory
 refused loudly."""
 
+import gc
 import hashlib
 import json
+import mmap
 import os
 import stat
 import threading
@@ -15,6 +17,7 @@ import pytest
 
 from hushcall import _core
 from hushcall.keyring import SUITES, KeyRing, KeyRingError
+from keyscan import PRIVATE_BYTES, find_copies, read_clear_private_key
 
 HOUR = 3600.0
 LIFETIME = 24 * HOUR
@@ -118,6 +121,25 @@ def test_rotation_overlap_and_expiry(tmp_path, clock):
     ring.maintain()
     for k in first.values():
         assert not (d / ("key-%03d.json" % k.key_id)).exists(), "tombstone retired"
+
+
+@pytest.mark.parametrize("suite", ["ehbp", "pq"])
+def test_an_expired_private_key_is_gone_from_disk_and_memory(tmp_path, clock, suite):
+    d = tmp_path / "keys"
+    ring = ring_at(d, clock)
+    key_id = next(k.key_id for k in ring.live_keys() if k.suite == suite)
+    needle = mmap.mmap(-1, mmap.PAGESIZE)
+    try:
+        read_clear_private_key(d / ("key-%03d.hpke" % key_id), needle)
+        assert find_copies(needle, PRIVATE_BYTES), "control: the live key is found"
+        clock.now += LIFETIME
+        ring.maintain()
+        gc.collect()
+        assert not (d / ("key-%03d.hpke" % key_id)).exists()
+        assert find_copies(needle, PRIVATE_BYTES) == [], "wiped when the ring let it go"
+    finally:
+        needle.write(bytes(len(needle)))
+        needle.close()
 
 
 def test_maintain_says_when_the_next_change_is_due(tmp_path, clock):
