@@ -112,6 +112,10 @@ class _Key:
 
 
 class KeyRing:
+    """The v2 keys of one gateway, persisted in `key_dir` (module docstring).
+    Made ready to serve: the directory is loaded (or refused) and maintained
+    once before the constructor returns."""
+
     def __init__(self, key_dir: "os.PathLike[str] | str", *,
                  key_lifetime: float = DEFAULT_KEY_LIFETIME,
                  key_overlap: float = DEFAULT_KEY_OVERLAP,
@@ -124,7 +128,8 @@ class KeyRing:
         self.key_overlap = float(key_overlap)
         self.password = password
         self.clock = clock
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()           # guards keys and last_key_id
+        self.maintain_lock = threading.Lock()  # one maintain() at a time
         self.keys: Dict[int, _Key] = {}  # by key id: live keys and tombstones
         self.last_key_id = KEY_IDS - 1   # the round-robin starts at 0
         os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
@@ -158,21 +163,31 @@ class KeyRing:
 
     def maintain(self, now: Optional[float] = None) -> float:
         """Expire, retire and rotate as of `now` (default: the clock). Returns
-        when the next change is due, for the gateway's timer."""
+        when the next change is due, for the gateway's timer. A new key is
+        made and saved (a password derivation: up to a second) without
+        holding up the readers; calls to maintain() take turns."""
         now = self.clock() if now is None else now
-        with self.lock:
-            for key in list(self.keys.values()):
-                if key.keypair is not None and now >= key.expires:
-                    self._expire(key)
-                if key.keypair is None and now >= self._retired_at(key):
-                    self._forget(key)
-            for suite in SUITES:
-                newest = self._newest_of(suite, now)
-                if newest is None or now >= self._rotation_at(newest):
-                    self._create(suite, now)
-            return self._next_due()
+        with self.maintain_lock:
+            with self.lock:
+                for key in list(self.keys.values()):
+                    if key.keypair is not None and now >= key.expires:
+                        self._expire(key)
+                    if key.keypair is None and now >= self._retired_at(key):
+                        self._forget(key)
+                due = [s for s in SUITES if self._rotation_due(s, now)]
+            for suite in due:
+                key = self._create(suite, now)  # only maintain() adds keys or takes ids
+                with self.lock:
+                    self.keys[key.key_id] = key
+                    self.last_key_id = key.key_id
+            with self.lock:
+                return self._next_due()
 
     # ---- schedule ----------------------------------------------------------
+
+    def _rotation_due(self, suite: str, now: float) -> bool:
+        newest = self._newest_of(suite, now)
+        return newest is None or now >= self._rotation_at(newest)
 
     def _rotation_at(self, key: _Key) -> float:
         return key.expires - self.key_overlap
@@ -210,18 +225,22 @@ class KeyRing:
                 return candidate
         raise KeyRingError("all 256 key ids are live or retiring: lengthen key_lifetime")
 
-    # ---- changes (under the lock) --------------------------------------------
+    # ---- changes: maintain() only; _expire and _forget under the lock -----
 
-    def _create(self, suite: str, now: float) -> None:
+    def _create(self, suite: str, now: float) -> _Key:
+        """A new key, saved and published; the caller adds it to the ring."""
         key_id = self._next_key_id()
         keypair = _core.HpkeKeypair.generate(SUITES[suite][0])
         key = _Key(key_id, suite, now, now + self.key_lifetime, keypair.fingerprint, keypair)
         keypair.save(self._path(key_id, "hpke"), self.password)
-        self._write_metadata(key)  # the commit point: now the key exists
-        self.keys[key_id] = key
-        self.last_key_id = key_id
+        try:
+            self._write_metadata(key)  # the commit point: now the key exists
+        except BaseException:
+            _shred(self._path(key_id, "hpke"))
+            raise
         log.info("v2 key %d (%s, %s) created, expires %s", key_id, suite, key.fingerprint,
                  _iso(key.expires))
+        return key
 
     def _expire(self, key: _Key) -> None:
         key.keypair = None  # the core wipes it when no request holds it any more
