@@ -280,14 +280,15 @@ class KeyRing:
                 raise KeyRingError("%s: not a file of the key ring; remove it or use another "
                                    "directory" % os.path.join(self.key_dir, name))
         for name in names:
-            if STAGED_FILE.match(name):
-                log.warning("removing %s, left by an interrupted write", name)
-                _remove(os.path.join(self.key_dir, name))
-        for name in names:
             match = METADATA_FILE.match(name)
             if match:
                 key = self._load_key(int(match.group(1)))
                 self.keys[key.key_id] = key
+        # Only a directory found sound is cleaned up.
+        for name in names:
+            if STAGED_FILE.match(name):
+                log.warning("removing %s, left by an interrupted write", name)
+                _remove(os.path.join(self.key_dir, name))
         for name in names:
             match = KEY_FILE.match(name)
             if match and int(match.group(1)) not in self.keys:
