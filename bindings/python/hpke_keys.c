@@ -49,11 +49,11 @@ static void hpke_keypair_dealloc(PyObject *op)
 }
 
 /* A KEM id the core speaks, or -1 with ValueError set. */
-static int kem_arg(unsigned long kem, uint16_t *out)
+static int kem_arg(long kem, uint16_t *out)
 {
-    if (kem > 0xFFFFu || hush_hpke_kem_public_key_bytes((uint16_t)kem) == 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "kem must be HPKE_KEM_X25519_SHA256 (0x0020) or HPKE_KEM_XWING (0x647A)");
+    if (kem < 0 || kem > 0xFFFF || hush_hpke_kem_public_key_bytes((uint16_t)kem) == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "kem must be HPKE_KEM_X25519_SHA256 (0x0020) or HPKE_KEM_XWING (0x647A)");
         return -1;
     }
     *out = (uint16_t)kem;
@@ -91,9 +91,9 @@ static PyObject *hpke_keypair_generate(PyObject *cls, PyObject *args, PyObject *
     if (st == NULL)
         return NULL;
     char *keywords[] = {"kem", NULL};
-    unsigned long kem_value;
+    long kem_value;
     uint16_t kem;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "k:generate", keywords, &kem_value) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "l:generate", keywords, &kem_value) ||
         kem_arg(kem_value, &kem) < 0)
         return NULL;
     hush_hpke_keypair *kp = NULL;
@@ -211,10 +211,10 @@ PyObject *hushpy_hpke_pubkey_fingerprint(PyObject *module, PyObject *args, PyObj
 {
     hushpy_state *st = PyModule_GetState(module);
     char *keywords[] = {"kem", "public_bytes", NULL};
-    unsigned long kem_value;
+    long kem_value;
     uint16_t kem;
     Py_buffer key;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ky*:hpke_pubkey_fingerprint", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ly*:hpke_pubkey_fingerprint", keywords,
                                      &kem_value, &key))
         return NULL;
     PyObject *result = NULL;

@@ -50,8 +50,11 @@ def test_pubkey_fingerprint_refuses_what_is_not_a_key():
         _core.hpke_pubkey_fingerprint(XWING, kp.public_bytes())
     with pytest.raises(ValueError, match="kem must be"):
         _core.hpke_pubkey_fingerprint(0x0010, kp.public_bytes())  # P-256: not ours
-    with pytest.raises(ValueError, match="kem must be"):
-        _core.HpkeKeypair.generate(0x10020)
+    for kem in (0x10020, -1, 0):
+        with pytest.raises(ValueError, match="kem must be"):
+            _core.HpkeKeypair.generate(kem)
+    with pytest.raises(OverflowError):
+        _core.HpkeKeypair.generate(2**64 + X25519)  # not wrapped around to a valid id
 
 
 def test_saved_x25519_key_is_the_public_keys_private_half(tmp_path):
