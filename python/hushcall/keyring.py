@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -133,6 +134,7 @@ class KeyRing:
         self.keys: Dict[int, _Key] = {}  # by key id: live keys and tombstones
         self.last_key_id = KEY_IDS - 1   # the round-robin starts at 0
         os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
+        _check_directory(self.key_dir)
         with self.lock:
             self._load()
         self.maintain()
@@ -314,6 +316,16 @@ class KeyRing:
             raise KeyRingError("%s: the key does not match %s" % (key_path, path))
         key.keypair = keypair
         return key
+
+
+def _check_directory(path: str) -> None:
+    """Refuse a key directory others could plant or swap files in."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise KeyRingError("%s: not a directory" % path)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise KeyRingError("%s: must be owned by this user and writable by no one else "
+                           "(chmod 700 %s)" % (path, path))
 
 
 def _read_metadata(path: str, key_id: int) -> dict:

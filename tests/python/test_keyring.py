@@ -288,6 +288,19 @@ def test_leftovers_of_an_interrupted_write_are_removed(tmp_path, clock):
     assert again.lookup(orphan) is None
 
 
+def test_a_directory_others_can_write_or_a_symlink_is_refused(tmp_path, clock):
+    d = tmp_path / "keys"
+    ring_at(d, clock)
+    os.symlink(d, tmp_path / "link")
+    with pytest.raises(KeyRingError, match="not a directory"):
+        ring_at(tmp_path / "link", clock)
+    os.chmod(d, 0o770)
+    with pytest.raises(KeyRingError, match="chmod 700"):
+        ring_at(d, clock)
+    os.chmod(d, 0o755)  # readable is fine: the key files themselves are 0600
+    assert len(ring_at(d, clock).live_keys()) == 2
+
+
 def test_overlap_must_be_shorter_than_the_lifetime(tmp_path, clock):
     for lifetime, overlap in ((HOUR, HOUR), (HOUR, 2 * HOUR), (HOUR, 0)):
         with pytest.raises(KeyRingError, match="key_overlap"):
