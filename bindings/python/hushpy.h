@@ -66,6 +66,7 @@ typedef struct hushpy_state {
     PyTypeObject *exchange_type;      /* Exchange: a request a Server opened */
     PyTypeObject *replay_cache_type;  /* ReplayCache: a hush_replay_cache */
     PyTypeObject *tpm_type;           /* Tpm: a hush_tpm the Server quotes with */
+    PyTypeObject *hpke_keypair_type;  /* HpkeKeypair: a hush_hpke_keypair (v2 server key) */
     PyObject *response_attrs;         /* frozenset: names that are Response's own attributes */
     PyObject *exc[HUSHPY_EXC_COUNT];
 } hushpy_state;
@@ -131,6 +132,11 @@ extern PyType_Spec hushpy_keypair_spec;
 /* The hush_keypair of a KeyPair (borrowed: valid while `obj` lives), or NULL
  * with TypeError set when `obj` is not one. */
 hush_keypair *hushpy_keypair_get(hushpy_state *st, PyObject *obj);
+
+/* ---- hpke_keys.c --------------------------------------------------------- */
+
+extern PyType_Spec hushpy_hpke_keypair_spec;
+PyObject *hushpy_hpke_pubkey_fingerprint(PyObject *module, PyObject *args, PyObject *kwargs);
 
 /* ---- server.c ------------------------------------------------------------ */
 

@@ -306,6 +306,11 @@ static PyMethodDef hushpy_methods[] = {
      PyDoc_STR("decode($module, /, data, *, max_bytes=16777216, max_depth=64)\n--\n\n"
                "Parse JSON from a SecureBuffer (or any bytes-like object) into a document\n"
                "in locked memory and return a Response view over it.")},
+    {"hpke_pubkey_fingerprint", (PyCFunction)(void (*)(void))hushpy_hpke_pubkey_fingerprint,
+     METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("hpke_pubkey_fingerprint($module, /, kem, public_bytes)\n--\n\n"
+               "\"sha256:<hex>\" of an HPKE public key, as HpkeKeypair.fingerprint gives\n"
+               "it; SecurityError when the bytes are not a valid key for the KEM.")},
     {"_raise_status", (PyCFunction)(void (*)(void))raise_status, METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("_raise_status($module, /, code, message='', http_status=0, offset=-1)\n--\n\n"
                "Test hook: raise the exception a hush_status maps to.")},
@@ -335,6 +340,7 @@ static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->exchange_type);
     Py_VISIT(st->replay_cache_type);
     Py_VISIT(st->tpm_type);
+    Py_VISIT(st->hpke_keypair_type);
     Py_VISIT(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_VISIT(st->exc[i]);
@@ -359,6 +365,7 @@ static int hushpy_clear(PyObject *module)
     Py_CLEAR(st->exchange_type);
     Py_CLEAR(st->replay_cache_type);
     Py_CLEAR(st->tpm_type);
+    Py_CLEAR(st->hpke_keypair_type);
     Py_CLEAR(st->response_attrs);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_CLEAR(st->exc[i]);
@@ -452,7 +459,8 @@ static int exec_types(PyObject *module)
         add_type_to(module, &st->server_type, &hushpy_server_spec, NULL) < 0 ||
         add_type_to(module, &st->exchange_type, &hushpy_exchange_spec, NULL) < 0 ||
         add_type_to(module, &st->replay_cache_type, &hushpy_replay_cache_spec, NULL) < 0 ||
-        add_type_to(module, &st->tpm_type, &hushpy_tpm_spec, NULL) < 0)
+        add_type_to(module, &st->tpm_type, &hushpy_tpm_spec, NULL) < 0 ||
+        add_type_to(module, &st->hpke_keypair_type, &hushpy_hpke_keypair_spec, NULL) < 0)
         return -1;
     return load_response_attrs(st);
 }
@@ -465,7 +473,9 @@ static int exec_constants(PyObject *module)
         PyModule_AddIntConstant(module, "DEFAULT_MAX_RESPONSE_BYTES",
                                 HUSH_JSON_DEFAULT_MAX_BYTES) < 0 ||
         PyModule_AddIntConstant(module, "DEFAULT_MAX_DEPTH", HUSH_JSON_DEFAULT_MAX_DEPTH) < 0 ||
-        PyModule_AddIntConstant(module, "MAX_DEPTH_LIMIT", HUSH_JSON_MAX_DEPTH_LIMIT) < 0)
+        PyModule_AddIntConstant(module, "MAX_DEPTH_LIMIT", HUSH_JSON_MAX_DEPTH_LIMIT) < 0 ||
+        PyModule_AddIntConstant(module, "HPKE_KEM_X25519_SHA256", HUSH_HPKE_KEM_X25519_SHA256) < 0 ||
+        PyModule_AddIntConstant(module, "HPKE_KEM_XWING", HUSH_HPKE_KEM_XWING) < 0)
         return -1;
     return 0;
 }

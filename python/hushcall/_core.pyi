@@ -7,6 +7,8 @@ DEFAULT_MAX_REQUEST_BYTES: int
 DEFAULT_MAX_RESPONSE_BYTES: int
 DEFAULT_MAX_DEPTH: int
 MAX_DEPTH_LIMIT: int
+HPKE_KEM_X25519_SHA256: int
+HPKE_KEM_XWING: int
 
 JSONValue = Union[None, bool, int, float, str, "Response"]
 
@@ -74,6 +76,29 @@ class KeyPair:
     def fingerprint(self) -> str: ...
     @property
     def bits(self) -> int: ...
+
+@final
+class HpkeKeypair:
+    """A server's HPKE key pair for v2 (hush_hpke_keypair); the private half never leaves C."""
+    @classmethod
+    def generate(cls, kem: int) -> "HpkeKeypair": ...
+    @classmethod
+    def load(
+        cls, path: Union[str, bytes, "os.PathLike[str]"], password: Optional[str] = None
+    ) -> "HpkeKeypair": ...
+    def save(
+        self,
+        path: Union[str, bytes, "os.PathLike[str]"],
+        password: Optional[str] = None,
+        *,
+        kdf: str = "pbkdf2",
+        overwrite: bool = False,
+    ) -> None: ...
+    def public_bytes(self) -> bytes: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def kem(self) -> int: ...
 
 @final
 class Client:
@@ -221,6 +246,7 @@ def decode(
     max_depth: int = ...,
 ) -> Response: ...
 def get_memory_protection_info() -> Dict[str, Any]: ...
+def hpke_pubkey_fingerprint(kem: int, public_bytes: bytes) -> str: ...
 
 # Test hooks.
 def _raise_status(

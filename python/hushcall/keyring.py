@@ -1,0 +1,395 @@
+"""The gateway's key ring for protocol v2 (docs/gateway.md, "v2 keys and
+rotation"; the wire is docs/protocol-v2.md).
+
+Per suite ("ehbp": X25519, the config EHBP clients read; "pq": X-Wing) the
+ring holds a current key and, ``key_overlap`` before that key expires, the
+next one, so a client that fetched the old config has the overlap to use
+it. Every key lives ``key_lifetime`` from its creation. On expiry the ring
+drops its handle (the core wipes the private key when the last request
+using it is done) and deletes the key file, so past requests can never be
+opened again.
+
+Key ids (0..255) are unique among the live keys of both suites and are
+handed out round-robin. An expired key leaves a tombstone (its public
+metadata file without the key file) for one more ``key_lifetime``, and its
+id is not reused before the tombstone goes: a client may still hold the old
+config, and must get the key-config error rather than a failure to open.
+
+The directory holds, per key, ``key-NNN.hpke`` (the private key, written
+0600 and atomically by the core: _core.HpkeKeypair.save) and
+``key-NNN.json`` (public metadata, written atomically after the key file:
+the metadata is what publishes a key). A restart loads both and serves the
+same keys. Anything else in the directory, or a file that does not match
+its partner, is refused at start with KeyRingError naming the file; the
+leftovers of an interrupted write (a staged dotfile, or a key file whose
+metadata was never written: never published, never used) are removed.
+
+The clock is injectable (``clock``: a callable returning Unix time), so
+tests advance it instead of sleeping. Every method is thread-safe.
+"""
+
+import json
+import logging
+import os
+import re
+import secrets
+import stat
+import threading
+import time
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from . import _core
+from .errors import HushcallError
+
+__all__ = ["KeyRing", "KeyRingError", "LiveKey", "SUITES", "DEFAULT_KEY_LIFETIME",
+           "DEFAULT_KEY_OVERLAP"]
+
+log = logging.getLogger("hushcall.gateway")
+
+DEFAULT_KEY_LIFETIME = 24 * 3600.0
+DEFAULT_KEY_OVERLAP = 3600.0
+
+KDF_HKDF_SHA256 = 0x0001
+AEAD_AES_256_GCM = 0x0002
+AEAD_CHACHA20_POLY1305 = 0x0003
+
+# suite name -> (KEM id, the (KDF, AEAD) pairs its key config lists, preferred first)
+SUITES: Dict[str, Tuple[int, Tuple[Tuple[int, int], ...]]] = {
+    "ehbp": (_core.HPKE_KEM_X25519_SHA256, ((KDF_HKDF_SHA256, AEAD_AES_256_GCM),)),
+    "pq": (_core.HPKE_KEM_XWING, ((KDF_HKDF_SHA256, AEAD_CHACHA20_POLY1305),
+                                  (KDF_HKDF_SHA256, AEAD_AES_256_GCM))),
+}
+
+KEY_IDS = 256
+METADATA_VERSION = 1
+METADATA_FIELDS = {"version", "key_id", "suite", "kem", "not_before", "expires", "fingerprint"}
+KEY_FILE = re.compile(r"^key-(\d{3})\.hpke$")
+METADATA_FILE = re.compile(r"^key-(\d{3})\.json$")
+# What an interrupted write leaves: the core's staged ".<name>.<12 hex>" files and ours.
+STAGED_FILE = re.compile(r"^\.key-\d{3}\.(hpke|json)\.[0-9a-f]{12}$")
+
+
+class KeyRingError(HushcallError):
+    """The key directory cannot be used as it is (names the file), or the
+    ring was configured wrongly."""
+
+
+class LiveKey(NamedTuple):
+    """A live key as the gateway publishes it; nothing secret."""
+    key_id: int
+    suite: str
+    kem: int
+    suites: Tuple[Tuple[int, int], ...]  # (KDF id, AEAD id), preferred first
+    public_bytes: bytes
+    fingerprint: str
+    not_before: float
+    expires: float
+
+
+class _Key:
+    """One key of the ring: its metadata and, while it lives, its handle."""
+
+    def __init__(self, key_id: int, suite: str, not_before: float, expires: float,
+                 fingerprint: str, keypair: Optional["_core.HpkeKeypair"]):
+        self.key_id = key_id
+        self.suite = suite
+        self.not_before = not_before
+        self.expires = expires
+        self.fingerprint = fingerprint
+        self.keypair = keypair  # None once expired: a tombstone
+
+    def metadata(self) -> dict:
+        return {"version": METADATA_VERSION, "key_id": self.key_id, "suite": self.suite,
+                "kem": SUITES[self.suite][0], "not_before": self.not_before,
+                "expires": self.expires, "fingerprint": self.fingerprint}
+
+    def live_at(self, now: float) -> bool:
+        return self.keypair is not None and self.not_before <= now < self.expires
+
+    def public(self) -> LiveKey:
+        kem, suites = SUITES[self.suite]
+        return LiveKey(self.key_id, self.suite, kem, suites, self.keypair.public_bytes(),
+                       self.fingerprint, self.not_before, self.expires)
+
+
+class KeyRing:
+    """The v2 keys of one gateway, persisted in `key_dir` (module docstring).
+    Made ready to serve: the directory is loaded (or refused) and maintained
+    once before the constructor returns."""
+
+    def __init__(self, key_dir: "os.PathLike[str] | str", *,
+                 key_lifetime: float = DEFAULT_KEY_LIFETIME,
+                 key_overlap: float = DEFAULT_KEY_OVERLAP,
+                 password: Optional[str] = None,
+                 clock: Callable[[], float] = time.time):
+        if not 0 < key_overlap < key_lifetime:
+            raise KeyRingError("key_overlap must be positive and shorter than key_lifetime")
+        self.key_dir = os.fspath(key_dir)
+        self.key_lifetime = float(key_lifetime)
+        self.key_overlap = float(key_overlap)
+        self.password = password
+        self.clock = clock
+        self.lock = threading.Lock()           # guards keys and last_key_id
+        self.maintain_lock = threading.Lock()  # one maintain() at a time
+        self.keys: Dict[int, _Key] = {}  # by key id: live keys and tombstones
+        self.last_key_id = KEY_IDS - 1   # the round-robin starts at 0
+        os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
+        _check_directory(self.key_dir)
+        with self.lock:
+            self._load()
+        self.maintain()
+
+    # ---- the gateway's view ------------------------------------------------
+
+    def live_keys(self) -> List[LiveKey]:
+        """Every live key, newest first."""
+        now = self.clock()
+        with self.lock:
+            return [k.public() for k in self._newest_first() if k.live_at(now)]
+
+    def lookup(self, key_id: int) -> Optional["_core.HpkeKeypair"]:
+        """The key pair of a live key, or None (unknown or expired, even if
+        maintain() has not run since)."""
+        now = self.clock()
+        with self.lock:
+            key = self.keys.get(key_id)
+            return key.keypair if key is not None and key.live_at(now) else None
+
+    def x25519_candidates(self) -> List[Tuple[int, "_core.HpkeKeypair"]]:
+        """(key id, key pair) of the live EHBP keys, newest first: the keys an
+        EHBP request, which names none, may have been sealed to."""
+        now = self.clock()
+        with self.lock:
+            return [(k.key_id, k.keypair) for k in self._newest_first()
+                    if k.suite == "ehbp" and k.live_at(now)]
+
+    def maintain(self, now: Optional[float] = None) -> float:
+        """Expire, retire and rotate as of `now` (default: the clock). Returns
+        when the next change is due, for the gateway's timer. A new key is
+        made and saved (a password derivation: up to a second) without
+        holding up the readers; calls to maintain() take turns."""
+        now = self.clock() if now is None else now
+        with self.maintain_lock:
+            with self.lock:
+                for key in list(self.keys.values()):
+                    if key.keypair is not None and now >= key.expires:
+                        self._expire(key)
+                    if key.keypair is None and now >= self._retired_at(key):
+                        self._forget(key)
+                due = [s for s in SUITES if self._rotation_due(s, now)]
+            for suite in due:
+                key = self._create(suite, now)  # only maintain() adds keys or takes ids
+                with self.lock:
+                    self.keys[key.key_id] = key
+                    self.last_key_id = key.key_id
+            with self.lock:
+                return self._next_due()
+
+    # ---- schedule ----------------------------------------------------------
+
+    def _rotation_due(self, suite: str, now: float) -> bool:
+        newest = self._newest_of(suite, now)
+        return newest is None or now >= self._rotation_at(newest)
+
+    def _rotation_at(self, key: _Key) -> float:
+        return key.expires - self.key_overlap
+
+    def _retired_at(self, key: _Key) -> float:
+        return key.expires + self.key_lifetime
+
+    def _next_due(self) -> float:
+        due = []
+        for key in self.keys.values():
+            if key.keypair is None:
+                due.append(self._retired_at(key))
+            else:
+                due.append(key.expires)
+        for suite in SUITES:
+            newest = self._newest_of(suite, None)
+            if newest is not None:
+                due.append(self._rotation_at(newest))
+        return min(due)
+
+    def _newest_first(self) -> List[_Key]:
+        return sorted(self.keys.values(), key=lambda k: k.not_before, reverse=True)
+
+    def _newest_of(self, suite: str, now: Optional[float]) -> Optional[_Key]:
+        for key in self._newest_first():
+            if key.suite == suite and key.keypair is not None and \
+                    (now is None or key.live_at(now)):
+                return key
+        return None
+
+    def _next_key_id(self) -> int:
+        for step in range(1, KEY_IDS + 1):
+            candidate = (self.last_key_id + step) % KEY_IDS
+            if candidate not in self.keys:
+                return candidate
+        raise KeyRingError("all 256 key ids are live or retiring: lengthen key_lifetime")
+
+    # ---- changes: maintain() only; _expire and _forget under the lock -----
+
+    def _create(self, suite: str, now: float) -> _Key:
+        """A new key, saved and published; the caller adds it to the ring."""
+        key_id = self._next_key_id()
+        keypair = _core.HpkeKeypair.generate(SUITES[suite][0])
+        key = _Key(key_id, suite, now, now + self.key_lifetime, keypair.fingerprint, keypair)
+        keypair.save(self._path(key_id, "hpke"), self.password)
+        try:
+            self._write_metadata(key)  # the commit point: now the key exists
+        except BaseException:
+            _shred(self._path(key_id, "hpke"))
+            raise
+        log.info("v2 key %d (%s, %s) created, expires %s", key_id, suite, key.fingerprint,
+                 _iso(key.expires))
+        return key
+
+    def _expire(self, key: _Key) -> None:
+        key.keypair = None  # the core wipes it when no request holds it any more
+        _shred(self._path(key.key_id, "hpke"))
+        log.info("v2 key %d (%s) expired: private key deleted", key.key_id, key.suite)
+
+    def _forget(self, key: _Key) -> None:
+        _remove(self._path(key.key_id, "json"))
+        del self.keys[key.key_id]
+
+    # ---- files -------------------------------------------------------------
+
+    def _path(self, key_id: int, ext: str) -> str:
+        return os.path.join(self.key_dir, "key-%03d.%s" % (key_id, ext))
+
+    def _write_metadata(self, key: _Key) -> None:
+        path = self._path(key.key_id, "json")
+        staged = os.path.join(self.key_dir, ".%s.%s" % (os.path.basename(path),
+                                                        secrets.token_hex(6)))
+        data = json.dumps(key.metadata(), sort_keys=True).encode() + b"\n"
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(staged, path)
+        except BaseException:
+            _remove(staged)
+            raise
+        _sync_dir(self.key_dir)
+
+    def _load(self) -> None:
+        names = sorted(os.listdir(self.key_dir))
+        for name in names:
+            if not (KEY_FILE.match(name) or METADATA_FILE.match(name) or STAGED_FILE.match(name)):
+                raise KeyRingError("%s: not a file of the key ring; remove it or use another "
+                                   "directory" % os.path.join(self.key_dir, name))
+        for name in names:
+            match = METADATA_FILE.match(name)
+            if match:
+                key = self._load_key(int(match.group(1)))
+                self.keys[key.key_id] = key
+        # Only a directory found sound is cleaned up.
+        for name in names:
+            if STAGED_FILE.match(name):
+                log.warning("removing %s, left by an interrupted write", name)
+                _remove(os.path.join(self.key_dir, name))
+        for name in names:
+            match = KEY_FILE.match(name)
+            if match and int(match.group(1)) not in self.keys:
+                log.warning("removing %s: its metadata was never written, so it was never "
+                            "published", name)
+                _shred(os.path.join(self.key_dir, name))
+        if self.keys:
+            self.last_key_id = self._newest_first()[0].key_id
+
+    def _load_key(self, key_id: int) -> _Key:
+        path = self._path(key_id, "json")
+        meta = _read_metadata(path, key_id)
+        key_path = self._path(key_id, "hpke")
+        key = _Key(key_id, meta["suite"], meta["not_before"], meta["expires"],
+                   meta["fingerprint"], None)
+        if not os.path.lexists(key_path):
+            return key  # a tombstone
+        try:
+            keypair = _core.HpkeKeypair.load(key_path, self.password)
+        except HushcallError as e:
+            raise KeyRingError("%s: %s" % (key_path, e)) from e
+        if keypair.kem != meta["kem"] or keypair.fingerprint != meta["fingerprint"]:
+            raise KeyRingError("%s: the key does not match %s" % (key_path, path))
+        key.keypair = keypair
+        return key
+
+
+def _check_directory(path: str) -> None:
+    """Refuse a key directory others could plant or swap files in."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise KeyRingError("%s: not a directory" % path)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise KeyRingError("%s: must be owned by this user and writable by no one else "
+                           "(chmod 700 %s)" % (path, path))
+
+
+def _read_metadata(path: str, key_id: int) -> dict:
+    """The metadata in `path`, checked field by field (the message names the
+    field, never its content)."""
+    try:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+            meta = json.loads(f.read())
+    except (OSError, ValueError) as e:
+        raise KeyRingError("%s: unreadable key metadata (%s)" % (path, type(e).__name__)) from e
+    if not isinstance(meta, dict) or set(meta) != METADATA_FIELDS:
+        raise KeyRingError("%s: key metadata must have exactly the fields %s"
+                           % (path, ", ".join(sorted(METADATA_FIELDS))))
+    checks = [
+        ("version", meta["version"] == METADATA_VERSION and type(meta["version"]) is int),
+        ("key_id", meta["key_id"] == key_id and type(meta["key_id"]) is int),
+        ("suite", meta["suite"] in SUITES),
+        ("kem", meta["suite"] in SUITES and meta["kem"] == SUITES[meta["suite"]][0]),
+        ("not_before", _is_time(meta["not_before"])),
+        ("expires", _is_time(meta["expires"]) and _is_time(meta["not_before"])
+         and meta["expires"] > meta["not_before"]),
+        ("fingerprint", isinstance(meta["fingerprint"], str)
+         and re.fullmatch(r"sha256:[0-9a-f]{64}", meta["fingerprint"]) is not None),
+    ]
+    for field, ok in checks:
+        if not ok:
+            raise KeyRingError("%s: bad %s" % (path, field))
+    return meta
+
+
+def _is_time(value) -> bool:
+    return type(value) in (int, float) and 0 <= value < 1e11  # NaN fails the range too
+
+
+def _shred(path: str) -> None:
+    """Overwrite a key file with zeros, then delete it. The overwrite is
+    best effort: a journaling file system or an SSD may keep old blocks."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        os.write(fd, bytes(size))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _remove(path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _sync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
