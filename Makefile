@@ -22,8 +22,8 @@ APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-ope
 # ML-KEM known answers, which the C tests read where pip put them.
 VECTORS_VERSION := 48.0.0
 PIP_PACKAGES := pytest 'cryptography>=47' cryptography-vectors==$(VECTORS_VERSION) nomyo setuptools \
-                aiohttp nbclient nbformat ipykernel
-PIP_MODULES := pytest,cryptography,cryptography_vectors,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel
+                aiohttp nbclient nbformat ipykernel pyhpke tinfoil-ehbp==0.4.1
+PIP_MODULES := pytest,cryptography,cryptography_vectors,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel,pyhpke,ehbp
 PIP_VERSIONS_OK := import cryptography, cryptography_vectors; \
   assert int(cryptography.__version__.split('.')[0]) >= 47, 'cryptography < 47'; \
   assert cryptography_vectors.__version__ == '$(VECTORS_VERSION)', 'cryptography-vectors != $(VECTORS_VERSION)'
