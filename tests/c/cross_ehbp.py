@@ -18,6 +18,10 @@ For both suites (and both of the post-quantum AEADs): Python seals a request
 our server opens; we seal a request Python opens; Python seals the answer we
 open, and the reverse; a flipped bit is refused on both sides.
 
+The examples in docs/protocol-v2.md are checked too: Python remakes or
+opens every value, and the core makes the same bytes today
+(`cross_ehbp.py PEER --print-examples` prints them afresh).
+
 Exits 1 on the first disagreement, and if a dependency is missing.
 """
 
@@ -291,10 +295,108 @@ def check_tinfoil(peer):
             pass
 
 
+# ---- the examples in docs/protocol-v2.md ----------------------------------------------
+
+DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "protocol-v2.md")
+EXAMPLE_INPUTS = {
+    "ehbp": dict(kem=X25519_KEM, aead=AES_256_GCM, key_id=1, ikm=bytes(range(32)),
+                 ikmE=bytes(range(32, 64))),
+    "pq": dict(kem=XWING_KEM, aead=CHACHA20, key_id=2, ikm=bytes(range(32)),
+               ikmE=bytes(range(64, 128))),
+}
+EXAMPLE_REQUEST = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+EXAMPLE_ANSWER = b'{"choices":[{"message":{"role":"assistant","content":"hello"}}]}'
+EXAMPLE_NONCE = bytes(range(128, 160))
+EXAMPLE_FRAME = 32  # request frames of 32 bytes of plaintext, so there are two; one answer frame
+EXAMPLE_FIELDS = ["private_key", "config", "hdr", "enc", "request_frames", "response_nonce",
+                  "response_frames"]
+
+
+def example_by_core(peer, name):
+    """Every value of one example as hushcall's core makes it."""
+    x = EXAMPLE_INPUTS[name]
+    sk, config = peer.ok("keygen", "%04x" % x["kem"], "%02x" % x["key_id"], hx(x["ikm"]),
+                         "%04x" % x["aead"])
+    hdr, enc, frames = peer.ok("seal_request", hx(config), "0", "%x" % EXAMPLE_FRAME,
+                               hx(EXAMPLE_REQUEST), hx(x["ikmE"]))
+    named = hx(hdr) if x["kem"] == XWING_KEM else "-"
+    ensure(peer.ok("open_request", "%04x" % x["kem"], hx(sk), named, hx(enc), hx(frames)) ==
+           [EXAMPLE_REQUEST], "example %s: our server did not open our request" % name)
+    nonce, answer = peer.ok("seal_response", "%x" % len(EXAMPLE_ANSWER), hx(EXAMPLE_ANSWER),
+                            hx(EXAMPLE_NONCE))
+    return dict(zip(EXAMPLE_FIELDS, [sk, config, hdr, enc, frames, nonce, answer]))
+
+
+def check_example_independently(name, v):
+    """What Python alone says of an example's values. For EHBP it makes them
+    all itself (pyhpke's DeriveKeyPair and a sender with a derived ephemeral
+    key); for the PQ suite (pyca has no derandomized X-Wing) it opens the
+    request with the private key and remakes the config and the answer."""
+    x = EXAMPLE_INPUTS[name]
+    kem, aead = x["kem"], x["aead"]
+    ensure(v["hdr"] == hdr_of(x["key_id"], kem, aead), "example %s: hdr" % name)
+    ensure(v["response_nonce"] == EXAMPLE_NONCE, "example %s: nonce" % name)
+    if kem == X25519_KEM:
+        kp = PYHPKE.kem.derive_key_pair(x["ikm"])
+        pk = kp.public_key.to_public_bytes()
+        ensure(v["private_key"] == kp.private_key.to_private_bytes(), "example ehbp: private key")
+        enc, sender = PYHPKE.create_sender_context(kp.public_key, info=EHBP_INFO,
+                                                   eks=PYHPKE.kem.derive_key_pair(x["ikmE"]))
+        ensure(v["enc"] == enc, "example ehbp: enc")
+        frames = frames_of(sender.seal(c) for c in chunks(EXAMPLE_REQUEST, EXAMPLE_FRAME))
+        ensure(v["request_frames"] == frames, "example ehbp: request frames")
+        secret = sender.export(EHBP_EXPORT, 32)
+    else:
+        pk = cross_pyca.public_bytes_from_private(kem, v["private_key"])
+        opened, secret = python_opens_pq(v["private_key"], pk, v["hdr"], aead, v["enc"],
+                                         v["request_frames"])
+        ensure(opened == EXAMPLE_REQUEST, "example pq: Python did not open the request")
+    ensure(v["config"] == encode_config(x["key_id"], kem, pk, [aead]), "example %s: config" % name)
+    answer = seal_response(aead, secret, v["enc"], EXAMPLE_ANSWER, EXAMPLE_NONCE)
+    ensure(v["response_frames"] == answer, "example %s: response frames" % name)
+
+
+def read_doc_examples():
+    """The `name.field: hex` lines of docs/protocol-v2.md's examples."""
+    values = {}
+    with open(DOC) as f:
+        for line in f:
+            head, _, value = line.strip().partition(": ")
+            name, _, field = head.partition(".")
+            if name in EXAMPLE_INPUTS and field in EXAMPLE_FIELDS:
+                values.setdefault(name, {})[field] = bytes.fromhex(value)
+    return values
+
+
+def check_doc_examples(peer):
+    documented = read_doc_examples()
+    for name in EXAMPLE_INPUTS:
+        v = example_by_core(peer, name)
+        check_example_independently(name, v)
+        ensure(documented.get(name) == v,
+               "docs/protocol-v2.md's %s example differs from what the core makes now" % name)
+
+
+def print_doc_examples(peer):
+    for name in EXAMPLE_INPUTS:
+        v = example_by_core(peer, name)
+        check_example_independently(name, v)
+        print("```")
+        for field in EXAMPLE_FIELDS:
+            print("%s.%s: %s" % (name, field, v[field].hex()))
+        print("```")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[2] == "--print-examples":
+        peer = Peer(sys.argv[1])
+        print_doc_examples(peer)
+        peer.close()
+        return
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     peer = Peer(sys.argv[1])
+    check_doc_examples(peer)
     check_configs(peer)
     for kem, aead in [(X25519_KEM, AES_256_GCM), (XWING_KEM, CHACHA20), (XWING_KEM, AES_256_GCM)]:
         check_python_seals(peer, kem, aead)
