@@ -235,7 +235,7 @@ static void test_keyconfig_malformed(void)
     hush_error err;
     server_key x;
     hush_secbuf *b = public_buf();
-    unsigned char c[64], l[128];
+    unsigned char c[64], l[192];
     size_t n, count = 99;
 
     server_key_make(X25519, 1, 3, AES, &x);
@@ -271,7 +271,8 @@ static void test_keyconfig_malformed(void)
     /* In a list: unknown KEM and unusable suites skipped, the rest kept. */
     size_t at = 0;
     l[at++] = 0, l[at++] = (unsigned char)n;
-    memcpy(l + at, kem, n), kem[1] = 0x00, kem[2] = 0x21, memcpy(l + at, kem, n), at += n;
+    kem[1] = 0x00, kem[2] = 0x21; /* an unknown KEM */
+    memcpy(l + at, kem, n), at += n;
     l[at++] = 0, l[at++] = (unsigned char)n;
     memcpy(l + at, suites, n), at += n;
     l[at++] = 0, l[at++] = (unsigned char)n;
