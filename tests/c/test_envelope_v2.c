@@ -574,6 +574,12 @@ static void test_limits(void)
                            hush_secbuf_len(f.response), 0, out),
              HUSH_E_LIMIT);
     check_nothing_released(out, 0);
+    /* A frame cap past what a length field and EVP take is the caller's mistake. */
+    hush_v2_limits huge = {(size_t)INT32_MAX + 1, 0};
+    CHECK_EQ(open_response(f.client, f.nonce, &huge, hush_secbuf_bytes(f.response),
+                           hush_secbuf_len(f.response), 0, out),
+             HUSH_E_ARGUMENT);
+    CHECK_EQ(hush_secbuf_len(out), 0);
     /* A frame too short to hold a tag. */
     unsigned char tiny[4 + 15] = {0, 0, 0, 15};
     CHECK_EQ(open_response(f.client, f.nonce, NULL, tiny, sizeof tiny, 0, out), HUSH_E_AUTH);

@@ -23,6 +23,8 @@
 #define PQ_INFO "hushcall-v2 request"
 #define PQ_EXPORT_LABEL "hushcall-v2 response"
 #define PQ_INFO_BYTES (sizeof PQ_INFO + HUSH_V2_HDR_BYTES) /* the label, 0x00, hdr */
+/* EVP lengths are ints, and a frame's length field is 32 bits: one cap for both. */
+#define MAX_FRAME_CT_BYTES ((size_t)INT32_MAX)
 
 struct hush_v2_exchange {
     hush_hpke_suite suite;
@@ -337,7 +339,8 @@ static hush_status request_seal(const hush_v2_keyconfig *cfg, size_t cipher, con
     *exchange = NULL;
     start = hush_secbuf_len(frames);
     HUSH_ENSURE(cipher < cfg->n_ciphers, HUSH_E_ARGUMENT, "cipher %zu not in the config", cipher);
-    HUSH_ENSURE(chunk <= UINT32_MAX - HUSH_HPKE_TAG_BYTES, HUSH_E_ARGUMENT, "frame size too large");
+    HUSH_ENSURE(chunk <= MAX_FRAME_CT_BYTES - HUSH_HPKE_TAG_BYTES, HUSH_E_ARGUMENT,
+                "frame size too large");
     suite = (hush_hpke_suite){hush_hpke_pubkey_kem(cfg->pubkey), cfg->ciphers[cipher].kdf_id,
                               cfg->ciphers[cipher].aead_id};
     HUSH_TRY(check_v2_suite(suite, err));
@@ -404,7 +407,8 @@ hush_status hush_v2_response_seal_with_nonce(const hush_v2_exchange *ex, const v
 
     HUSH_ENSURE(ex != NULL && frames != NULL && nonce != NULL && (body != NULL || len == 0),
                 HUSH_E_ARGUMENT, "hush_v2_response_seal: NULL argument");
-    HUSH_ENSURE(chunk <= INT32_MAX - HUSH_HPKE_TAG_BYTES, HUSH_E_ARGUMENT, "frame size too large");
+    HUSH_ENSURE(chunk <= MAX_FRAME_CT_BYTES - HUSH_HPKE_TAG_BYTES, HUSH_E_ARGUMENT,
+                "frame size too large");
     start = hush_secbuf_len(frames);
     HUSH_TRY(hush__init(err));
     HUSH_TRY(derive_response_keys(ex, nonce, &keys, err));
@@ -442,14 +446,17 @@ static hush_status opener_new(bool response, const hush_v2_limits *limits, hush_
 {
     hush_status status = HUSH_OK;
     hush_v2_opener *o = NULL;
+    hush_v2_limits l = effective_limits(limits);
 
     HUSH_ENSURE(out != NULL && opener != NULL, HUSH_E_ARGUMENT, "v2 opener: NULL argument");
     *opener = NULL;
+    HUSH_ENSURE(l.max_frame_bytes <= MAX_FRAME_CT_BYTES, HUSH_E_ARGUMENT,
+                "max_frame_bytes over %zu", MAX_FRAME_CT_BYTES);
     HUSH_TRY(hush__init(err));
     o = calloc(1, sizeof *o);
     HUSH_ENSURE(o != NULL, HUSH_E_NOMEM, "out of memory for a v2 opener");
     o->response = response;
-    o->limits = effective_limits(limits);
+    o->limits = l;
     o->out = out;
     o->out_start = hush_secbuf_len(out);
     o->chosen = SIZE_MAX;
