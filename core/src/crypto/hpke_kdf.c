@@ -24,8 +24,8 @@ static void put_u16(unsigned char out[2], size_t value)
 }
 
 hush_status hush__hmac_sha256(const unsigned char *key, size_t key_len, const hush__span *parts,
-                               size_t n_parts, unsigned char out[HUSH_HPKE_SECRET_BYTES],
-                               hush_error *err)
+                              size_t n_parts, unsigned char out[HUSH_HPKE_SECRET_BYTES],
+                              hush_error *err)
 {
     hush_status status = HUSH_OK;
     EVP_MAC_CTX *ctx = NULL;
