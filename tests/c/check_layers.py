@@ -20,7 +20,7 @@ PUBLIC = {
     "secmem.h": "mem",
     "json.h": "codec", "json_writer.h": "codec", "base64.h": "codec",
     "keys.h": "crypto", "envelope_v1.h": "crypto",
-    "mlkem.h": "crypto", "xwing.h": "crypto", "hpke.h": "crypto",
+    "mlkem.h": "crypto", "xwing.h": "crypto", "hpke.h": "crypto", "envelope_v2.h": "crypto",
     "attest.h": "attest", "tpm.h": "attest",
     "client.h": "client", "engine.h": "client",
     "server.h": "server", "replay.h": "server",

@@ -12,6 +12,7 @@
 #include "hushcall/mlkem.h"
 #include "hushcall/xwing.h"
 #include "hushcall/hpke.h"
+#include "hushcall/envelope_v2.h"
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
 #include "hushcall/attest.h"

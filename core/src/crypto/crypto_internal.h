@@ -63,6 +63,13 @@ typedef struct hush__span {
 #define HUSH_HPKE_SECRET_BYTES 32u    /* Nsecret of both KEMs; Nh of HKDF-SHA256 */
 #define HUSH_HPKE_SHAKE256_NH 64u     /* Nh of the one-stage SHAKE256 KDF */
 
+/* HMAC-SHA256(key, parts...): the plain HKDF steps of v2's response key
+ * (envelope_v2.c) use it as the labeled ones do. */
+HUSH_MUST_USE
+hush_status hush__hmac_sha256(const unsigned char *key, size_t key_len, const hush__span *parts,
+                              size_t n_parts, unsigned char out[HUSH_HPKE_SECRET_BYTES],
+                              hush_error *err);
+
 /* RFC 9180 §4 over HKDF-SHA256: LabeledExtract(salt, label, ikm parts) and
  * LabeledExpand(prk, label, info parts, L), with `suite_id` ("KEM"||id or
  * "HPKE"||ids). L is at most 255 * 32. */

@@ -23,11 +23,9 @@ static void put_u16(unsigned char out[2], size_t value)
     out[1] = (unsigned char)value;
 }
 
-/* HMAC-SHA256(key, parts...). */
-HUSH_MUST_USE
-static hush_status hmac_sha256(const unsigned char *key, size_t key_len, const hush__span *parts,
-                               size_t n_parts, unsigned char out[HUSH_HPKE_SECRET_BYTES],
-                               hush_error *err)
+hush_status hush__hmac_sha256(const unsigned char *key, size_t key_len, const hush__span *parts,
+                              size_t n_parts, unsigned char out[HUSH_HPKE_SECRET_BYTES],
+                              hush_error *err)
 {
     hush_status status = HUSH_OK;
     EVP_MAC_CTX *ctx = NULL;
@@ -70,9 +68,9 @@ hush_status hush__hpke_labeled_extract(const unsigned char *suite_id, size_t sui
     for (size_t i = 0; i < ikm_parts; i++)
         parts[n++] = ikm[i];
     if (salt_len == 0)
-        HUSH_TRY(hmac_sha256(zero_salt, sizeof zero_salt, parts, n, prk, err));
+        HUSH_TRY(hush__hmac_sha256(zero_salt, sizeof zero_salt, parts, n, prk, err));
     else
-        HUSH_TRY(hmac_sha256(salt, salt_len, parts, n, prk, err));
+        HUSH_TRY(hush__hmac_sha256(salt, salt_len, parts, n, prk, err));
 cleanup:
     return status;
 }
@@ -106,7 +104,7 @@ hush_status hush__hpke_labeled_expand(const unsigned char *suite_id, size_t suit
 
     for (size_t done = 0; done < len; done += sizeof block) {
         counter++;
-        HUSH_TRY(hmac_sha256(prk, HUSH_HPKE_SECRET_BYTES, parts, fixed, block, err));
+        HUSH_TRY(hush__hmac_sha256(prk, HUSH_HPKE_SECRET_BYTES, parts, fixed, block, err));
         size_t take = len - done < sizeof block ? len - done : sizeof block;
         memcpy(out + done, block, take);
         parts[0] = (hush__span){out + done, sizeof block};
