@@ -289,8 +289,11 @@ static void bad_headers(const hush_server *srv, sealed *s)
     req.key_config = hdr;
     check_unknown_key(srv, &req, "hdr naming no live key");
     memcpy(hdr, s->hdr_hex, sizeof hdr);
-    memcpy(hdr + 10, "0003", 4); /* X25519 with ChaCha20-Poly1305: not a v2 suite */
-    check_invalid(srv, &req, "hdr naming a suite not spoken");
+    memcpy(hdr + 10, "0003", 4); /* X25519 with ChaCha20-Poly1305: a config never offered */
+    check_unknown_key(srv, &req, "hdr naming a suite not offered");
+    memcpy(hdr, s->hdr_hex, sizeof hdr);
+    memcpy(hdr + 6, "0002", 4); /* HKDF-SHA384 */
+    check_unknown_key(srv, &req, "hdr naming another KDF");
     req = request_of(s, false);
     req.key_count = 0;
     check_unknown_key(srv, &req, "no live keys");

@@ -236,7 +236,8 @@ typedef struct hush_server_v2_request {
 /* Check and open one v2 request into locked memory. The body must be a
  * JSON object without "stream": true. Errors (err->http_status):
  *   HUSH_E_LIMIT [413]        the body is longer than max_package_bytes
- *   HUSH_E_KEY [422]          the named config is not among `keys`, or no
+ *   HUSH_E_KEY [422]          the named config (key id, KEM, suite) is not
+ *                             among `keys` and their offered suites, or no
  *                             live X25519 key opens an EHBP request's
  *                             first frame (the key-config problem)
  *   HUSH_E_BAD_REQUEST [400]  a malformed header, a body that does not

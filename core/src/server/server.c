@@ -702,9 +702,20 @@ static int v2_http_status_for(hush_status status)
     return status == HUSH_E_KEY ? 422 : http_status_for(status);
 }
 
+/* A suite the gateway offers with a key of its KEM (docs/protocol-v2.md):
+ * a named config with another is a config the gateway does not have. */
+static bool v2_suite_offered(hush_hpke_suite suite)
+{
+    bool aes = suite.aead_id == HUSH_HPKE_AEAD_AES_256_GCM;
+    bool chacha = suite.aead_id == HUSH_HPKE_AEAD_CHACHA20_POLY1305;
+    return suite.kdf_id == HUSH_HPKE_KDF_HKDF_SHA256 &&
+           ((suite.kem_id == HUSH_HPKE_KEM_X25519_SHA256 && aes) ||
+            (suite.kem_id == HUSH_HPKE_KEM_XWING && (aes || chacha)));
+}
+
 /* The keys a v2 request may open under, by index into req->keys: the one
- * its config names (key id and KEM), or every X25519 key for an EHBP
- * request. HUSH_E_KEY when there is none. */
+ * its config names (key id, KEM and an offered suite), or every X25519 key
+ * for an EHBP request. HUSH_E_KEY when there is none. */
 HUSH_MUST_USE
 static hush_status v2_candidates(const hush_server_v2_request *req, const unsigned char *hdr,
                                  hush_hpke_keypair **keys, size_t *index, size_t *count,
@@ -716,6 +727,7 @@ static hush_status v2_candidates(const hush_server_v2_request *req, const unsign
     if (hdr != NULL)
         hush_v2_hdr_decode(hdr, &key_id, &suite);
     *count = 0;
+    HUSH_ENSURE(hdr == NULL || v2_suite_offered(suite), HUSH_E_KEY, V2_UNKNOWN_KEY);
     for (size_t i = 0; i < req->key_count && (hdr == NULL || *count == 0); i++) {
         const hush_server_v2_key *k = &req->keys[i];
         if (k->keypair == NULL || hush_hpke_keypair_kem(k->keypair) != suite.kem_id ||
