@@ -235,7 +235,8 @@ def test_the_access_log_has_v2_lines_and_no_plaintext(gateway):
     assert CANARY not in log
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     v2 = [r for r in lines if r.get("protocol") == "v2" and r["status"] == 200]
-    assert v2 and all(r["bytes_out"] > 0 and r["open_ms"] is not None for r in v2)
+    assert v2 and all(r["bytes_in"] > 0 and r["bytes_out"] > 0 and r["open_ms"] is not None
+                      for r in v2)
 
 
 # ---- rotation ------------------------------------------------------------------------------
