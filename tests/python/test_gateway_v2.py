@@ -16,6 +16,8 @@ import httpx
 import openai
 import pytest
 
+from hushcall import _core
+from hushcall.errors import HushcallError
 from processes import Gateway, keys_copy
 from test_ehbp_peer import (AES256GCM, CHACHA, KEM_X25519, KEM_XWING, KEY_CONFIG_PROBLEM,
                             Sender, assert_key_config_problem, chat, frame, open_answer,
@@ -278,3 +280,44 @@ def test_no_v2_serves_v1_only(tmp_path, server_keys):
         assert httpx.get(gw.url + "/pki/public_key").status_code == 200
     finally:
         assert gw.stop() == 0
+
+
+def test_v2_takes_the_api_key_and_rate_limit_of_v1(tmp_path, server_keys, upstream):
+    gw = Gateway(tmp_path, "--backend", "openai:" + upstream.url, "--api-key", "k-v2",
+                 "--rate-limit", "0.001", "--rate-burst", "1",
+                 key_dir=keys_copy(server_keys, tmp_path))
+    try:
+        enc, body, _ = x25519_request(gw.url, BODY)
+        before = upstream_count(upstream)
+        assert post(gw.url, enc.hex(), body).status_code == 401
+        assert post(gw.url, enc.hex(), body, Authorization="Bearer wrong").status_code == 401
+        assert upstream_count(upstream) == before
+        with ehbp.Client.discover(gw.url) as discovered:
+            identity = discovered.server_identity
+        with httpx.Client(transport=ehbp.EHBPTransport(identity)) as http:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k-v2", http_client=http,
+                                   max_retries=0)
+            completion = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "with a key"}])
+            assert completion.choices[0].message.content == "upstream: with a key"
+            with pytest.raises(openai.RateLimitError):  # one request per 1000 s
+                client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "too soon"}])
+        assert upstream_count(upstream) == before + 1
+    finally:
+        assert gw.stop() == 0
+
+
+# ---- the binding's checks ----------------------------------------------------------------
+
+def test_the_binding_refuses_keys_that_are_not_key_pairs_and_a_bare_list():
+    key = _core.HpkeKeypair.generate(KEM_X25519)
+    server = _core.Server(_core.KeyPair.generate(2048))
+    for keys in ([key], [(1, "not a key")], [(256, key)], 5):
+        with pytest.raises(TypeError):
+            server.open_v2("00" * 32, b"", keys)
+    with pytest.raises(ValueError):
+        _core.v2_key_configs([(1, key), (2, key)], bare=True)
+    with pytest.raises(HushcallError) as caught:
+        server.open_v2("00" * 32, b"", [])
+    assert caught.value.http_status == 422
