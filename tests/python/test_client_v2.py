@@ -132,3 +132,30 @@ def test_secure_chat_completion_stays_on_v1(peer):
     with pytest.raises(hushcall.APIError) as raised:
         asyncio.run(client.create(model="m", messages=user("v1 only")))
     assert raised.value.status_code == 405
+
+
+# ---- our gateway ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, server_keys):
+    from processes import Gateway, keys_copy
+    tmp = tmp_path_factory.mktemp("gw-client-v2")
+    gw = Gateway(tmp, key_dir=keys_copy(server_keys, tmp))
+    yield gw
+    assert gw.stop() == 0
+
+
+def test_our_gateway_in_the_post_quantum_suite_and_in_v1(gateway):
+    pq = hushcall.Client(gateway.url, allow_http=True, require_pq=True)
+    resp = pq.create(model="m", messages=user("through the gateway"))
+    assert "through the gateway" in str(resp.choices[0].message.content)
+    assert resp["_metadata"]["protocol"] == "v2"
+    assert resp["_metadata"]["suite"] == "xwing-chacha20poly1305"
+    assert resp["_metadata"]["server_key_fingerprint"] == xwing_fingerprint(gateway.url)
+
+    v1 = hushcall.Client(gateway.url, allow_http=True, protocol="v1", key_bits=2048)
+    old = v1.create(model="m", messages=user("v1 beside it"))
+    assert "v1 beside it" in str(old.choices[0].message.content)
+    assert "protocol" not in old["_metadata"]
+    assert old["_metadata"]["is_encrypted"] is True
