@@ -1,10 +1,10 @@
 -- The Lua half of `make demo`: one encrypted round trip through the gateway
--- whose URL is the first argument, then a few calls at once through the
+-- whose URL is the first argument (protocol v2, post-quantum: require_pq), then a few calls at once through the
 -- engine's fd. Run (and timed) by examples/demo.py.
 local hushcall = require "hushcall"
 
 local url = assert(arg[1], "usage: lua5.4 demo.lua <gateway url>")
-local client = assert(hushcall.new{ base_url = url, allow_http = true })
+local client = assert(hushcall.new{ base_url = url, allow_http = true, require_pq = true })
 
 do
   local resp <close> = assert(client:create{
@@ -13,9 +13,8 @@ do
   })
   print("reply:      " .. resp.choices[1].message.content)
   local meta = resp._metadata
-  print(("_metadata:  server=%s backend=%s tier=%s mlock=%s payload_id=%s"):format(
-    meta.server, meta.backend, meta.security_tier,
-    tostring(meta.memory_protection.mlock_available), meta.payload_id))
+  print(("_metadata:  protocol=%s suite=%s key_id=%s server_key_fingerprint=%s"):format(
+    meta.protocol, meta.suite, meta.key_id, meta.server_key_fingerprint))
   print("tostring:   " .. tostring(resp))
 end -- <close> wipes the answer here
 
