@@ -54,9 +54,11 @@ function M.peer_client(hushcall, extra)
   return assert(hushcall.new(opts))
 end
 
+-- A client of the gateway in protocol v1, whose _metadata these tests read
+-- (test_v2.lua tests v2).
 function M.gateway_client(hushcall, extra)
   local opts = { base_url = M.gateway_url, allow_http = true, key_bits = 2048,
-                 api_key = M.gateway_key }
+                 api_key = M.gateway_key, protocol = "v1" }
   for k, v in pairs(extra or {}) do opts[k] = v end
   return assert(hushcall.new(opts))
 end

@@ -13,8 +13,9 @@ local tpm_url = os.getenv("HUSH_TPM_GATEWAY_URL")
 assert(tpm_url and tpm_url ~= "", "HUSH_TPM_GATEWAY_URL is not set: run the tests through tests/lua/run.py")
 local tmp = assert(os.getenv("HUSH_TEST_TMP"), "HUSH_TEST_TMP is not set")
 
+-- Protocol v1: the TPM quote is v1's (v2 carries none).
 local function tpm_client(extra)
-  local opts = { base_url = tpm_url, allow_http = true, key_bits = 2048 }
+  local opts = { base_url = tpm_url, allow_http = true, key_bits = 2048, protocol = "v1" }
   for k, v in pairs(extra or {}) do opts[k] = v end
   return assert(hushcall.new(opts))
 end

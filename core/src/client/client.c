@@ -530,6 +530,11 @@ static hush_status call_settings(hush_client *c, const hush_call_options *o, hus
     HUSH_TRY(check_attestation_pinned(c, tier, err));
     call->attestation_required =
         c->opts.require_attestation || (tier != NULL && strcmp(tier, "maximum") == 0);
+    HUSH_ENSURE(!(tier != NULL || call->attestation_required) ||
+                    (c->plan.protocol != PROTOCOL_V2 && !c->opts.require_pq),
+                HUSH_E_ARGUMENT,
+                "security_tier and require_attestation are protocol v1's (NOMYO's headers); "
+                "a protocol \"v2\" or require_pq client cannot honour them");
     HUSH_TRY(dup_setting(o->api_key, c->opts.api_key, &call->api_key, err));
     HUSH_TRY(dup_setting(o->security_tier, c->opts.security_tier, &call->tier, err));
     HUSH_TRY(dup_setting(base_url, NULL, &call->base_url, err));
@@ -739,9 +744,17 @@ static hush_status cached_or_fetch(hush_call *call, server_key *sk, bool uses_v1
         sk->fetching = true;
         sk->fetch_id++;
         call->fetch_kind = uses_v1 ? FETCH_V1_KEY : FETCH_V2_LIST;
+        call->v2_fell_back = false;
         *fetch = true;
     }
     return status;
+}
+
+/* A security tier and a TPM quote are NOMYO's (v1's headers and _metadata);
+ * v2 carries neither, so "auto" speaks v1 for a call that asks for them. */
+static bool needs_v1(const hush_call *call)
+{
+    return call->tier != NULL || call->attestation_required || call->plan->ask_attestation;
 }
 
 /* The engine's keys_for hook (pipeline.h). A v2 call needs the server's
@@ -753,7 +766,8 @@ static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *f
 {
     hush_status status = HUSH_OK;
     server_key *sk = NULL;
-    bool wants_v2 = c->plan.protocol != PROTOCOL_V1;
+    bool wants_v2 = c->plan.protocol == PROTOCOL_V2 ||
+                    (c->plan.protocol == PROTOCOL_AUTO && !needs_v1(call));
     *wait = *fetch = false;
     pthread_mutex_lock(&c->lock);
     HUSH_TRY(find_server_key(c, call->base_url, &sk, err));
@@ -785,7 +799,7 @@ static hush_status store_fetched(hush_client *c, server_key *sk,
         hush_pubkey_free(sk->key);
         sk->key = got->v1_key;
         got->v1_key = NULL;
-        sk->v2_absent = c->plan.protocol != PROTOCOL_V1; /* "auto" found no v2 */
+        sk->v2_absent = sk->v2_absent || got->v2_absent;
     }
 cleanup:
     return status;

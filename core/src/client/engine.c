@@ -551,6 +551,7 @@ HUSH_MUST_USE
 static hush_status read_fetched(hush_call *call, const transfer *t, hush__fetched *got,
                                 hush_error *err)
 {
+    got->v2_absent = call->v2_fell_back;
     if (call->fetch_kind == FETCH_V1_KEY)
         return accept_server_key(call, t, &got->v1_key, err);
     return read_v2_configs(call, t, got, err);
@@ -587,6 +588,7 @@ static void fetch_done(hush_engine *e, hush_call *call, transfer *t, long http,
     hush_error failure;
     if (http == 404 && call->fetch_kind != FETCH_V1_KEY) {
         if (next_fetch_kind(call->plan, &call->fetch_kind)) {
+            call->v2_fell_back = call->fetch_kind == FETCH_V1_KEY;
             call->fetch_attempts = 0; /* another resource, not a retry: a fresh budget */
             start_transfer(e, call, true); /* still this call's fetch */
             return;

@@ -58,6 +58,7 @@ typedef struct hush__fetched {
     hush_v2_keyconfig *v2;
     size_t v2_count;
     bool v2_named;
+    bool v2_absent; /* the v1 key, fetched because the server has no v2 configs */
 } hush__fetched;
 
 /* ---- the engine's interface: what a call hands it ----------------------
@@ -206,6 +207,7 @@ struct hush_call {
     bool v2_named;
     uint64_t v2_generation;
     bool v2_refetched;           /* a 422 made it fetch once already */
+    bool v2_fell_back;           /* this fetch reached v1's key through two 404s */
     char v2_fingerprint[HUSH_FINGERPRINT_LEN];
     hush_v2_exchange *v2_exchange;
     unsigned char v2_nonce[HUSH_V2_RESPONSE_NONCE_BYTES];
