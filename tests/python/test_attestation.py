@@ -28,7 +28,7 @@ import pytest
 import hushcall
 from processes import Gateway, ROOT, Swtpm, _env, keys_copy
 
-FAST = {"allow_http": True, "key_bits": 2048}
+FAST = {"allow_http": True, "protocol": "v1", "key_bits": 2048}
 QUIET_TSS = {"TSS2_LOG": "all+none"}
 DEFAULT_PCRS = "sha256:0,7,10"
 PERSISTENT_HANDLE = "0x81000002"

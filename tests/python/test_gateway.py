@@ -26,7 +26,7 @@ from hushcall import _core
 from processes import Gateway, ROOT, _env, keys_copy
 
 CANARY = "CANARY-7f3a91-prompt"
-FAST = {"allow_http": True, "key_bits": 2048}
+FAST = {"allow_http": True, "protocol": "v1", "key_bits": 2048}
 # /healthz tells in_flight only to a caller with an API key.
 HEALTH_KEY = "k-health"
 

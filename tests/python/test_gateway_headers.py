@@ -16,7 +16,7 @@ from hushcall import _core
 from processes import Gateway, keys_copy
 
 API_KEY = "fuzz-key-1"
-FAST = {"allow_http": True, "key_bits": 2048, "api_key": API_KEY}
+FAST = {"allow_http": True, "protocol": "v1", "key_bits": 2048, "api_key": API_KEY}
 CHECKED = ("Authorization", "X-Payload-ID", "X-Public-Key", "X-Security-Tier")
 SEED = 20261201
 CAMPAIGN = 1500

@@ -15,7 +15,7 @@ import hushcall
 from hushcall import _core, gateway
 from processes import FakeOpenAI, Gateway, _env, keys_copy
 
-FAST = {"allow_http": True, "key_bits": 2048}
+FAST = {"allow_http": True, "protocol": "v1", "key_bits": 2048}
 PASSWORD = "pw-canary-5d1e0b7c"
 UPSTREAM_KEY = "up-canary-93a4f6e2"
 

@@ -25,7 +25,8 @@ from processes import Gateway, _env, keys_copy
 
 # /healthz tells in_flight only to callers with an API key: every gateway here has one.
 API_KEY = "slow-test-key"
-FAST = {"allow_http": True, "key_bits": 2048, "max_retries": 0, "api_key": API_KEY}
+FAST = {"allow_http": True, "protocol": "v1", "key_bits": 2048, "max_retries": 0,
+        "api_key": API_KEY}
 PATH = "/v1/chat/secure_completion"
 HEADER_TIMEOUT = "2"
 BODY_TIMEOUT = "3"
