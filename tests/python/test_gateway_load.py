@@ -21,7 +21,8 @@ def question(i):
 
 
 async def load(url):
-    client = hushcall.AsyncClient(url, allow_http=True, key_bits=2048, max_retries=0)
+    client = hushcall.AsyncClient(url, allow_http=True, protocol="v1", key_bits=2048,
+                                  max_retries=0)
     gate = asyncio.Semaphore(CONCURRENCY)
     in_flight = peak = 0
 
