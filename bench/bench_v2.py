@@ -244,7 +244,8 @@ def seal_ehbp(config, body):
                             AEADId.AES256_GCM)
     enc, sender = suite.create_sender_context(suite.kem.deserialize_public_key(config[2]),
                                               info=b"ehbp request")
-    return {"Ehbp-Encapsulated-Key": enc.hex()}, frame(sender.seal(body, b""))
+    return ({"Content-Type": "application/json", "Ehbp-Encapsulated-Key": enc.hex()},
+            frame(sender.seal(body, b"")))
 
 
 def seal_pq(config, body):
@@ -261,8 +262,8 @@ def seal_pq(config, body):
         x25519.X25519PublicKey.from_public_bytes(public[1184:]))
     sealed = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, aead[aead_id]).encrypt(
         body, recipient, info=b"hushcall-v2 request\x00" + hdr)
-    return ({"Ehbp-Encapsulated-Key": sealed[:1120].hex(), "Hushcall-Key-Config": hdr.hex()},
-            frame(sealed[1120:]))
+    return ({"Content-Type": "application/json", "Ehbp-Encapsulated-Key": sealed[:1120].hex(),
+             "Hushcall-Key-Config": hdr.hex()}, frame(sealed[1120:]))
 
 
 async def post_load(url, requests, concurrency):
