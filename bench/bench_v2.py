@@ -327,6 +327,14 @@ def passthrough_server():
 # ---- the run ---------------------------------------------------------------------------
 
 
+def measure(url, requests, concurrency):
+    """The figures of one load row; a failed warm-up fails the row, not the run."""
+    try:
+        return figures(asyncio.run(post_load(url, requests, concurrency)))
+    except Exception as e:
+        return {"failed": repr(e)[:160]}
+
+
 def figures(result):
     latencies, errors, wall = result
     lat = sorted(x * 1000.0 for x in latencies)
@@ -401,12 +409,12 @@ def load_rows(gateway, inflight, n):
                 continue
             requests = [seal(offered[suite], json.dumps(chat(i)).encode())
                         for i in range(-1, n)]
-            rows.append((title, c, figures(asyncio.run(post_load(gateway.url, requests, c)))))
+            rows.append((title, c, measure(gateway.url, requests, c)))
     passthrough = Child([sys.executable, os.path.abspath(__file__), "--passthrough-server"])
     try:
         for c in inflight:
             rows.append(("pass-through (plain aiohttp)", c,
-                         figures(asyncio.run(post_load(passthrough.url, plain_requests(n), c)))))
+                         measure(passthrough.url, plain_requests(n), c)))
     finally:
         passthrough.stop()
     return rows
@@ -423,8 +431,9 @@ def print_load_rows(rows, n):
     print("-" * len(hdr))
     rps = {}
     for title, c, f in rows:
-        if "unavailable" in f:
-            print("%-30s %9d not available: %s" % (title, c, f["unavailable"]))
+        if "unavailable" in f or "failed" in f:
+            print("%-30s %9d %s" % (title, c, "not available: " + f["unavailable"]
+                                     if "unavailable" in f else "FAILED: " + f["failed"]))
             continue
         rps[(title, c)] = f["rps"]
         print("%-30s %9d %10.1f %9.1f %9.1f %7d" % (title, c, f["rps"], f["p50"], f["p99"],
