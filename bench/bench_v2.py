@@ -394,10 +394,13 @@ def load_rows(gateway, inflight, n):
     offered = v2_configs(gateway.url)
     rows = []
     for c in inflight:
-        (result, ok) = asyncio.run(bench_gateway.gateway_alone(gateway.url, n, c))
-        f = figures(result)
-        if not ok:
-            f["first_error"] = "the sample answer did not open to its echo"
+        try:
+            (result, ok) = asyncio.run(bench_gateway.gateway_alone(gateway.url, n, c))
+            f = figures(result)
+            if not ok:
+                f["first_error"] = "the sample answer did not open to its echo"
+        except Exception as e:
+            f = {"failed": repr(e)[:160]}
         rows.append(("gateway v1 (RSA-4096)", c, f))
     for suite, seal in (("ehbp", seal_ehbp), ("pq", seal_pq)):
         title = "gateway v2 %s" % ("X25519" if suite == "ehbp" else "PQ (X-Wing)")
