@@ -205,6 +205,96 @@ static PyObject *hpke_keypair_repr(PyObject *op)
                                 (unsigned)hush_hpke_keypair_kem(self->kp), fp);
 }
 
+hush_hpke_keypair *hushpy_hpke_keypair_get(hushpy_state *st, PyObject *obj)
+{
+    if (!PyObject_TypeCheck(obj, st->hpke_keypair_type)) {
+        PyErr_SetString(PyExc_TypeError, "expected an HpkeKeypair");
+        return NULL;
+    }
+    return ((HpkeKeypairObject *)obj)->kp;
+}
+
+/* The suites a gateway offers with a key of `kem` (docs/protocol-v2.md):
+ * EHBP's one for X25519, ChaCha20-Poly1305 then AES-256-GCM for X-Wing. */
+static void offered_suites(uint16_t kem, hush_v2_keyconfig *cfg)
+{
+    cfg->ciphers[0] = (hush_v2_cipher){HUSH_HPKE_KDF_HKDF_SHA256, HUSH_HPKE_AEAD_AES_256_GCM};
+    cfg->n_ciphers = 1;
+    if (kem != HUSH_HPKE_KEM_XWING)
+        return;
+    cfg->ciphers[0].aead_id = HUSH_HPKE_AEAD_CHACHA20_POLY1305;
+    cfg->ciphers[1] = (hush_v2_cipher){HUSH_HPKE_KDF_HKDF_SHA256, HUSH_HPKE_AEAD_AES_256_GCM};
+    cfg->n_ciphers = 2;
+}
+
+/* One (key_id, HpkeKeypair) pair as a config borrowing the pair's public
+ * key; -1 with TypeError/ValueError set. */
+static int config_of(hushpy_state *st, PyObject *item, hush_v2_keyconfig *cfg)
+{
+    PyObject *pair_obj;
+    int key_id;
+    if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "iO", &key_id, &pair_obj)) {
+        PyErr_SetString(PyExc_TypeError, "keys must be (key_id, HpkeKeypair) pairs");
+        return -1;
+    }
+    if (key_id < 0 || key_id > 255) {
+        PyErr_SetString(PyExc_ValueError, "key_id must be between 0 and 255");
+        return -1;
+    }
+    if (hushpy_hpke_keypair_get(st, pair_obj) == NULL)
+        return -1;
+    HpkeKeypairObject *pair = (HpkeKeypairObject *)pair_obj;
+    cfg->key_id = (uint8_t)key_id;
+    cfg->pubkey = pair->pub; /* borrowed: never cleared here */
+    offered_suites(hush_hpke_keypair_kem(pair->kp), cfg);
+    return 0;
+}
+
+/* v2_key_configs(keys, *, bare=False): the configs a gateway publishes. */
+PyObject *hushpy_v2_key_configs(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    hushpy_state *st = PyModule_GetState(module);
+    char *keywords[] = {"keys", "bare", NULL};
+    PyObject *keys, *result = NULL, *seq = NULL;
+    int bare = 0;
+    hush_v2_keyconfig *cfgs = NULL;
+    hush_secbuf *out = NULL;
+    hush_error err;
+    hush_status status;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$p:v2_key_configs", keywords, &keys,
+                                     &bare))
+        return NULL;
+    if ((seq = PySequence_Fast(keys, "keys must be a sequence")) == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (bare && n != 1) {
+        PyErr_SetString(PyExc_ValueError, "a bare key config is exactly one key");
+        goto cleanup;
+    }
+    if ((cfgs = PyMem_Calloc(n > 0 ? (size_t)n : 1, sizeof *cfgs)) == NULL) {
+        PyErr_NoMemory();
+        goto cleanup;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (config_of(st, PySequence_Fast_GET_ITEM(seq, i), &cfgs[i]) < 0)
+            goto cleanup;
+    status = hush_secbuf_new(256, 0, HUSH_SECMEM_PUBLIC, &out, &err);
+    if (status == HUSH_OK)
+        status = bare ? hush_v2_keyconfig_encode(&cfgs[0], out, &err)
+                      : hush_v2_keyconfigs_encode(cfgs, (size_t)n, out, &err);
+    if (status != HUSH_OK) {
+        hushpy_raise(st, status, &err);
+        goto cleanup;
+    }
+    result = PyBytes_FromStringAndSize((const char *)hush_secbuf_bytes(out),
+                                       (Py_ssize_t)hush_secbuf_len(out));
+cleanup:
+    hush_secbuf_free(out);
+    PyMem_Free(cfgs); /* the public keys are the pairs' own */
+    Py_DECREF(seq);
+    return result;
+}
+
 /* hpke_pubkey_fingerprint(kem, public_bytes): a client's view of a key
  * config's key, checked as DeserializePublicKey checks it. */
 PyObject *hushpy_hpke_pubkey_fingerprint(PyObject *module, PyObject *args, PyObject *kwargs)

@@ -137,6 +137,10 @@ hush_keypair *hushpy_keypair_get(hushpy_state *st, PyObject *obj);
 
 extern PyType_Spec hushpy_hpke_keypair_spec;
 PyObject *hushpy_hpke_pubkey_fingerprint(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *hushpy_v2_key_configs(PyObject *module, PyObject *args, PyObject *kwargs);
+/* The hush_hpke_keypair of an HpkeKeypair (borrowed: valid while `obj`
+ * lives), or NULL with TypeError set when `obj` is not one. */
+hush_hpke_keypair *hushpy_hpke_keypair_get(hushpy_state *st, PyObject *obj);
 
 /* ---- server.c ------------------------------------------------------------ */
 

@@ -311,6 +311,13 @@ static PyMethodDef hushpy_methods[] = {
      PyDoc_STR("hpke_pubkey_fingerprint($module, /, kem, public_bytes)\n--\n\n"
                "\"sha256:<hex>\" of an HPKE public key, as HpkeKeypair.fingerprint gives\n"
                "it; SecurityError when the bytes are not a valid key for the KEM.")},
+    {"v2_key_configs", (PyCFunction)(void (*)(void))hushpy_v2_key_configs,
+     METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("v2_key_configs($module, /, keys, *, bare=False)\n--\n\n"
+               "The RFC 9458 key configs of (key_id, HpkeKeypair) pairs as a gateway\n"
+               "publishes them (docs/protocol-v2.md): X25519 with EHBP's one suite,\n"
+               "X-Wing with ChaCha20-Poly1305 then AES-256-GCM. The list form (each\n"
+               "config after its 2-byte length), or with bare=True exactly one config.")},
     {"_raise_status", (PyCFunction)(void (*)(void))raise_status, METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("_raise_status($module, /, code, message='', http_status=0, offset=-1)\n--\n\n"
                "Test hook: raise the exception a hush_status maps to.")},

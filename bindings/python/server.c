@@ -1,5 +1,5 @@
-/* server.c — Server: the server role of protocol v1 (hush_server, server.h)
- * for the gateway. Python hands it the sealed request as it came off the
+/* server.c — Server: the server role of protocols v1 and v2 (hush_server,
+ * server.h) for the gateway. Python hands it the sealed request as it came off the
  * wire and gets the sealed answer back; the plaintext between the two never
  * becomes a Python object. handle() runs with the GIL released, so a pool
  * of threads answers requests in parallel. */
@@ -151,12 +151,23 @@ static PyObject *timings(const hush_server_answer *answer)
                          answer->upstream_status);
 }
 
-/* (sealed answer, timings); the answer struct is cleared. */
-static PyObject *sealed_answer(hush_server_answer *answer)
+/* v2: (Ehbp-Response-Nonce as lowercase hex, the frames). */
+static PyObject *v2_sealed(const hush_server_answer *answer, PyObject *frames)
+{
+    char nonce[2 * HUSH_V2_RESPONSE_NONCE_BYTES + 1];
+    hush_v2_hex_format(answer->response_nonce, sizeof answer->response_nonce, nonce);
+    return Py_BuildValue("(sO)", nonce, frames);
+}
+
+/* (sealed answer, timings), the sealed answer of a v2 request being
+ * (nonce hex, frames); the answer struct is cleared. */
+static PyObject *sealed_answer(hush_server_answer *answer, bool v2)
 {
     PyObject *result = NULL;
     PyObject *sealed = PyBytes_FromStringAndSize((const char *)hush_secbuf_data(answer->package),
                                                  (Py_ssize_t)hush_secbuf_len(answer->package));
+    if (v2 && sealed != NULL)
+        Py_SETREF(sealed, v2_sealed(answer, sealed));
     PyObject *times = timings(answer);
     if (sealed != NULL && times != NULL)
         result = PyTuple_Pack(2, sealed, times);
@@ -220,7 +231,7 @@ static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
     PyBuffer_Release(&package);
     if (status != HUSH_OK)
         return raise_for_gateway(st, status, &err);
-    return sealed_answer(&answer);
+    return sealed_answer(&answer, false);
 }
 
 /* ---- Exchange: a request opened and not yet answered -------------------- */
@@ -228,6 +239,7 @@ static PyObject *server_handle(PyObject *op, PyObject *args, PyObject *kwargs)
 typedef struct {
     PyObject_HEAD
     hush_server_exchange *exchange; /* NULL once answered or closed */
+    PyObject *v2_key;               /* v2: (key id, index into open_v2's keys); else None */
     PyObject *server;               /* the Server it borrows, kept alive here */
     int busy;                       /* answer() is running without the GIL */
 } ExchangeObject;
@@ -242,6 +254,7 @@ static int exchange_traverse(PyObject *op, visitproc visit, void *arg)
 static int exchange_clear(PyObject *op)
 {
     Py_CLEAR(((ExchangeObject *)op)->server);
+    Py_CLEAR(((ExchangeObject *)op)->v2_key);
     return 0;
 }
 
@@ -292,6 +305,7 @@ static PyObject *exchange_answer(PyObject *op, PyObject *Py_UNUSED(ignored))
     hush_error err;
     hush_status status;
     hush_server_exchange *x = self->exchange;
+    bool v2 = self->v2_key != Py_None;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     status = hush_server_exchange_answer(x, &answer, &err);
@@ -301,7 +315,12 @@ static PyObject *exchange_answer(PyObject *op, PyObject *Py_UNUSED(ignored))
     self->exchange = NULL;
     if (status != HUSH_OK)
         return raise_for_gateway(st, status, &err);
-    return sealed_answer(&answer);
+    return sealed_answer(&answer, v2);
+}
+
+static PyObject *exchange_v2_key(PyObject *op, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(((ExchangeObject *)op)->v2_key);
 }
 
 static PyObject *exchange_close(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -318,7 +337,8 @@ static PyMethodDef exchange_methods[] = {
     {"answer", exchange_answer, METH_NOARGS,
      PyDoc_STR("answer($self, /)\n--\n\n"
                "Run the backend and seal the answer (GIL released): the second half of\n"
-               "Server.handle. Returns (sealed answer, timings). An exchange is answered\n"
+               "Server.handle. Returns (sealed answer, timings); a v2 request's sealed\n"
+               "answer is (Ehbp-Response-Nonce hex, frames). An exchange is answered\n"
                "once; its plaintext is wiped when this returns, whatever the outcome.")},
     {"close", exchange_close, METH_NOARGS,
      PyDoc_STR("close($self, /)\n--\n\n"
@@ -331,7 +351,12 @@ static PyGetSetDef exchange_getset[] = {
     {"replay_key", exchange_replay_key, NULL,
      PyDoc_STR("(digest, binding): SHA-256 of the request's wrapped message key, unique\n"
                "to it, and SHA-256 over the client key's fingerprint and the payload id.\n"
-               "What a replay store remembers (ReplayCache.check_and_remember)."),
+               "What a replay store remembers (ReplayCache.check_and_remember). v2:\n"
+               "SHA-256 of enc, and SHA-256 over the key id that opened it."),
+     NULL},
+    {"v2_key", exchange_v2_key, NULL,
+     PyDoc_STR("v2: (key id, index into open_v2's keys) of the key that opened the\n"
+               "request; None for a v1 request."),
      NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -356,6 +381,43 @@ PyType_Spec hushpy_exchange_spec = {
     .slots = exchange_slots,
 };
 
+/* An Exchange owning `x`, keeping `server` alive; `x` is freed on failure. */
+static PyObject *wrap_exchange(hushpy_state *st, PyObject *server, hush_server_exchange *x)
+{
+    uint8_t key_id;
+    size_t index;
+    PyObject *v2_key = hush_server_exchange_v2_key(x, &key_id, &index)
+                           ? Py_BuildValue("(in)", (int)key_id, (Py_ssize_t)index)
+                           : Py_NewRef(Py_None);
+    ExchangeObject *ex = v2_key != NULL ? PyObject_GC_New(ExchangeObject, st->exchange_type)
+                                        : NULL;
+    if (ex == NULL) {
+        Py_XDECREF(v2_key);
+        hush_server_exchange_free(x);
+        return NULL;
+    }
+    ex->exchange = x;
+    ex->busy = 0;
+    ex->v2_key = v2_key;
+    ex->server = Py_NewRef(server);
+    PyObject_GC_Track((PyObject *)ex);
+    return (PyObject *)ex;
+}
+
+/* Open a v2 request with the GIL released, into an Exchange. */
+static PyObject *open_v2(hushpy_state *st, PyObject *server, const hush_server_v2_request *req)
+{
+    hush_server_exchange *x = NULL;
+    hush_error err;
+    hush_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = hush_server_open_v2(((ServerObject *)server)->server, req, &x, &err);
+    Py_END_ALLOW_THREADS
+    if (status != HUSH_OK)
+        return raise_for_gateway(st, status, &err);
+    return wrap_exchange(st, server, x);
+}
+
 static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     ServerObject *self = (ServerObject *)op;
@@ -373,17 +435,76 @@ static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
     PyBuffer_Release(&package);
     if (status != HUSH_OK)
         return raise_for_gateway(st, status, &err);
-    ExchangeObject *ex = PyObject_GC_New(ExchangeObject, st->exchange_type);
-    if (ex == NULL) {
-        hush_server_exchange_free(x);
-        return NULL;
+    return wrap_exchange(st, op, x);
+}
+
+/* open_v2()'s keys, a sequence of (key_id, HpkeKeypair), as the core's
+ * (borrowed from `seq`, which the caller keeps alive); -1 with an
+ * exception set. */
+static int v2_keys_arg(hushpy_state *st, PyObject *seq, hush_server_v2_key *keys)
+{
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *pair;
+        int key_id;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "iO", &key_id, &pair) ||
+            key_id < 0 || key_id > 255) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "keys must be (key_id 0..255, HpkeKeypair) pairs");
+            return -1;
+        }
+        if ((keys[i].keypair = hushpy_hpke_keypair_get(st, pair)) == NULL)
+            return -1;
+        keys[i].key_id = (uint8_t)key_id;
     }
-    ex->exchange = x;
-    ex->busy = 0;
-    Py_INCREF(op);
-    ex->server = op;
-    PyObject_GC_Track((PyObject *)ex);
-    return (PyObject *)ex;
+    return 0;
+}
+
+/* A header value: str (ASCII hex is checked by the core) or None. */
+static int header_arg(PyObject *obj, const char *name, const char **text, size_t *len)
+{
+    if (hushpy_str_option(obj, name, text) < 0)
+        return -1;
+    *len = *text != NULL ? strlen(*text) : 0;
+    return 0;
+}
+
+static PyObject *server_open_v2(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    ServerObject *self = (ServerObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    char *keywords[] = {"encapsulated_key", "body", "keys", "key_config", NULL};
+    PyObject *enc_obj, *keys_obj, *hdr_obj = Py_None, *seq = NULL, *result = NULL;
+    Py_buffer body = {0};
+    hush_server_v2_key *keys = NULL;
+    hush_server_v2_request req = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oy*O|O:open_v2", keywords, &enc_obj, &body,
+                                     &keys_obj, &hdr_obj))
+        return NULL;
+    if (self->server == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
+        goto cleanup;
+    }
+    if (header_arg(enc_obj, "encapsulated_key", &req.encapsulated_key,
+                   &req.encapsulated_key_len) < 0 ||
+        header_arg(hdr_obj, "key_config", &req.key_config, &req.key_config_len) < 0 ||
+        (seq = PySequence_Fast(keys_obj, "keys must be a sequence")) == NULL)
+        goto cleanup;
+    req.key_count = (size_t)PySequence_Fast_GET_SIZE(seq);
+    if ((keys = PyMem_Calloc(req.key_count + 1, sizeof *keys)) == NULL) {
+        PyErr_NoMemory();
+        goto cleanup;
+    }
+    if (v2_keys_arg(st, seq, keys) < 0)
+        goto cleanup;
+    req.keys = keys;
+    req.body = body.buf;
+    req.body_len = (size_t)body.len;
+    result = open_v2(st, op, &req);
+cleanup:
+    PyMem_Free(keys);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&body);
+    return result;
 }
 
 static PyMethodDef server_methods[] = {
@@ -404,6 +525,15 @@ static PyMethodDef server_methods[] = {
                "The first half of handle (GIL released): check the request and open it\n"
                "into locked memory. Returns an Exchange, whose replay_key a gateway\n"
                "looks up before it calls answer(). Arguments and failures as handle's.")},
+    {"open_v2", (PyCFunction)(void (*)(void))server_open_v2, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("open_v2($self, /, encapsulated_key, body, keys, key_config=None)\n--\n\n"
+               "Check and open a v2 request (GIL released) into locked memory: the\n"
+               "Ehbp-Encapsulated-Key and optional Hushcall-Key-Config header values\n"
+               "(str), the framed body, and the live keys as (key_id, HpkeKeypair)\n"
+               "pairs, newest first. Returns an Exchange whose answer() gives\n"
+               "((nonce hex, frames), timings). Failures raise with http_status: 422\n"
+               "for an unknown or expired key, 400 (one message) for anything malformed\n"
+               "or that fails to open, 413 over max_package_bytes.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -417,7 +547,7 @@ static PyType_Slot server_slots[] = {
          "       upstream_ca_file=None, upstream_timeout=None, upstream_connect_timeout=None,\n"
          "       max_package_bytes=None, max_answer_bytes=None, server_name=None,\n"
          "       secure_memory=True, tpm=None, allow_http_upstream=False)\n--\n\n"
-         "The server role of protocol v1 (hush_server): what the gateway runs each\n"
+         "The server role of protocols v1 and v2 (hush_server): what the gateway runs each\n"
          "request through. Immutable and thread-safe.")},
     {0, NULL},
 };

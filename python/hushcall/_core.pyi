@@ -1,6 +1,6 @@
 # Type stubs for hushcall._core, the C extension (bindings/python/*.c).
 import os
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Type, Union, final, overload
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union, final, overload
 
 __version__: str
 DEFAULT_MAX_REQUEST_BYTES: int
@@ -185,7 +185,7 @@ class Tpm:
 
 @final
 class Server:
-    """The server role of protocol v1 (hush_server): the gateway's core."""
+    """The server role of protocols v1 and v2 (hush_server): the gateway's core."""
     def __init__(
         self,
         key: KeyPair,
@@ -221,12 +221,21 @@ class Server:
         *,
         attest: bool = False,
     ) -> "Exchange": ...
+    def open_v2(
+        self,
+        encapsulated_key: str,
+        body: Union[bytes, bytearray, memoryview],
+        keys: Sequence[Tuple[int, HpkeKeypair]],
+        key_config: Optional[str] = None,
+    ) -> "Exchange": ...
 
 class Exchange:
-    """A request Server.open checked and opened into locked memory, not yet answered."""
+    """A request Server.open or open_v2 checked and opened into locked memory, not yet answered."""
     @property
     def replay_key(self) -> Tuple[bytes, bytes]: ...
-    def answer(self) -> Tuple[bytes, Dict[str, Any]]: ...
+    @property
+    def v2_key(self) -> Optional[Tuple[int, int]]: ...
+    def answer(self) -> Tuple[Union[bytes, Tuple[str, bytes]], Dict[str, Any]]: ...
     def close(self) -> None: ...
 
 class ReplayCache:
@@ -247,6 +256,7 @@ def decode(
 ) -> Response: ...
 def get_memory_protection_info() -> Dict[str, Any]: ...
 def hpke_pubkey_fingerprint(kem: int, public_bytes: bytes) -> str: ...
+def v2_key_configs(keys: Sequence[Tuple[int, HpkeKeypair]], *, bare: bool = False) -> bytes: ...
 
 # Test hooks.
 def _raise_status(

@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from typing import List, Optional
 
-from . import gateway, replay
+from . import gateway, keyring, replay
 from .errors import HushcallError
 
 API_KEY_ENV = "HUSHCALL_API_KEY"
@@ -102,6 +102,15 @@ def _add_limits(p) -> None:
                    help="seconds for a request head to arrive (default %(default)s)")
     p.add_argument("--body-timeout", type=_positive_float, default=gateway.DEFAULT_BODY_TIMEOUT,
                    help="seconds for a whole request body to arrive (default %(default)s)")
+    p.add_argument("--no-v2", dest="v2", action="store_false",
+                   help="serve protocol v1 only (no /v1/chat/completions, no v2 keys)")
+    p.add_argument("--v2-key-dir",
+                   help="where the v2 key ring is kept (default: v2-keys inside --key-dir)")
+    p.add_argument("--key-lifetime", type=_positive_float, default=keyring.DEFAULT_KEY_LIFETIME,
+                   help="seconds each v2 key is accepted (default %(default)s)")
+    p.add_argument("--key-overlap", type=_positive_float, default=keyring.DEFAULT_KEY_OVERLAP,
+                   help="seconds the next v2 key is published before the current one expires "
+                        "(default %(default)s)")
     p.add_argument("--max-connections-per-ip", type=_positive_int,
                    default=gateway.DEFAULT_MAX_CONNECTIONS_PER_IP,
                    help="open connections from one address (default %(default)s)")
@@ -123,7 +132,9 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         workers=args.workers, shutdown_timeout=args.shutdown_timeout, tpm=args.tpm,
         tpm_pcrs=args.tpm_pcrs, tpm_key_alg=args.tpm_key_alg, tpm_handle=args.tpm_handle,
         replay_window=args.replay_window, replay_max_entries=args.replay_max_entries,
-        tpm_quotes_per_second=args.tpm_quotes_per_second)
+        tpm_quotes_per_second=args.tpm_quotes_per_second, v2=args.v2,
+        v2_key_dir=args.v2_key_dir, key_lifetime=args.key_lifetime,
+        key_overlap=args.key_overlap)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

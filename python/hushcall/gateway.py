@@ -1,9 +1,10 @@
-"""The reference gateway: a NOMYO-compatible secure endpoint (docs/gateway.md).
+"""The reference gateway: a NOMYO-compatible secure endpoint, and protocol
+v2 (EHBP) beside it in the same process (docs/gateway.md).
 
 Python here sees only ciphertext, headers and sizes. Each sealed request is
-handed whole to ``_core.Server.handle`` on a worker thread, which opens it
-into locked memory, runs the backend there and seals the answer; the
-plaintext never becomes a Python object.
+handed whole to ``_core.Server`` on a worker thread, which opens it into
+locked memory, runs the backend there and seals the answer; the plaintext
+never becomes a Python object. v2's part is in gateway_v2.py.
 """
 
 import asyncio
@@ -26,7 +27,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import _core, replay
+from . import _core, gateway_v2, keyring, replay
 from .errors import HushcallError
 from .gateway_limits import (DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
                              DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -40,6 +41,7 @@ TIERS = ("standard", "high", "maximum")
 DEFAULT_PORT = 12434
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_KEY_DIR = os.path.join("~", ".hushcall", "gateway")
+V2_KEY_DIR_NAME = "v2-keys"  # the v2 key ring's default directory, inside the key dir
 KEY_PASSWORD_ENV = "HUSHCALL_GATEWAY_KEY_PASSWORD"
 UPSTREAM_API_KEY_ENV = "HUSHCALL_UPSTREAM_API_KEY"
 # What may be logged of a client-chosen payload id; anything else is "-".
@@ -57,6 +59,9 @@ ATTESTATION_REQUIRED = "required"
 DEFAULT_TPM_QUOTES_PER_SECOND = 20.0
 # The headers the gateway reads; each must come at most once, as UTF-8 text.
 CHECKED_HEADERS = ("Authorization", "X-Payload-ID", "X-Public-Key", "X-Security-Tier")
+V2_HEADERS = ("Authorization", gateway_v2.ENC_HEADER, gateway_v2.CONFIG_HEADER)
+PLAINTEXT_REFUSED = ("Encrypted request required: send Ehbp-Encapsulated-Key "
+                     "(this gateway serves no plaintext completions)")
 
 MAXIMUM_TIER_REFUSED = (
     "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
@@ -93,6 +98,10 @@ class GatewayConfig:
     tpm_handle: int = 0
     replay_window: float = replay.DEFAULT_WINDOW  # seconds a request is remembered
     replay_max_entries: int = replay.DEFAULT_MAX_ENTRIES
+    v2: bool = True  # serve protocol v2 beside v1
+    v2_key_dir: Optional[str] = None  # default: <key_dir>/v2-keys
+    key_lifetime: float = keyring.DEFAULT_KEY_LIFETIME
+    key_overlap: float = keyring.DEFAULT_KEY_OVERLAP
 
 
 def take_secret_env(name: str) -> Optional[str]:
@@ -106,10 +115,9 @@ def take_secret_env(name: str) -> Optional[str]:
     return value or None
 
 
-def load_server_key(key_dir: str) -> "_core.KeyPair":
+def load_server_key(key_dir: str, password: Optional[str] = None) -> "_core.KeyPair":
     """The gateway's key from key_dir, made and saved there (0600) on first start."""
     key_dir = os.path.expanduser(key_dir)
-    password = take_secret_env(KEY_PASSWORD_ENV)
     private = os.path.join(key_dir, "private_key.pem")
     if os.path.lexists(private):
         return _core.KeyPair.load(private, password)
@@ -179,10 +187,18 @@ def checked_header(request: web.Request, name: str) -> Optional[str]:
     return values[0]
 
 
+def load_key_ring(config: GatewayConfig, password: Optional[str]) -> keyring.KeyRing:
+    """The v2 key ring, protected by the same password as the v1 key."""
+    key_dir = config.v2_key_dir or os.path.join(config.key_dir, V2_KEY_DIR_NAME)
+    return keyring.KeyRing(os.path.expanduser(key_dir), key_lifetime=config.key_lifetime,
+                           key_overlap=config.key_overlap, password=password)
+
+
 class Gateway:
     """The aiohttp application around one _core.Server."""
 
-    def __init__(self, config: GatewayConfig, key: "_core.KeyPair"):
+    def __init__(self, config: GatewayConfig, key: "_core.KeyPair",
+                 ring: Optional[keyring.KeyRing] = None):
         self.config = config
         self.key = key
         self.public_pem = key.public_pem()
@@ -222,6 +238,10 @@ class Gateway:
         self.replay_store: replay.ReplayStore = replay.InProcessReplayStore(
             config.replay_max_entries)
         self.answer_cache = replay.AnswerCache()
+        self.v2 = None
+        if ring is not None:
+            self.v2 = gateway_v2.V2(self.server, ring,
+                                    replay.InProcessReplayStore(config.replay_max_entries))
         self.limits = Limits(
             max_in_flight=config.max_in_flight, max_buffered_bytes=config.max_buffered_bytes,
             header_timeout=config.header_timeout,
@@ -243,6 +263,13 @@ class Gateway:
                      expect_handler=expect_later),
             web.get("/healthz", self.healthz),
         ])
+        if self.v2 is not None:
+            app.add_routes([
+                web.get(gateway_v2.EHBP_KEYS_PATH, self.v2.ehbp_keys),
+                web.get(gateway_v2.HUSHCALL_KEYS_PATH, self.v2.hushcall_keys),
+                web.post("/v1/chat/completions", self.chat_completions,
+                         expect_handler=expect_later),
+            ])
         return app
 
     # ---- handlers --------------------------------------------------------
@@ -266,16 +293,9 @@ class Gateway:
             "memory_protection": _core.get_memory_protection_info(),
         })
 
-    async def secure_completion(self, request: web.Request) -> web.StreamResponse:
-        if self.stopping:
-            return error(503, "Gateway is shutting down", {"Connection": "close"})
-        try:
-            headers = {name: checked_header(request, name) for name in CHECKED_HEADERS}
-            public_key = urllib.parse.unquote(headers["X-Public-Key"] or "")
-            if "\x00" in public_key:
-                raise BadHeader("X-Public-Key header contains a NUL character")
-        except BadHeader as e:
-            return error(400, e.args[0])
+    def admit_caller(self, request: web.Request) -> Optional[web.Response]:
+        """None when the caller may go on: authenticated, within its rate and
+        the gateway's in-flight limit; else the refusal."""
         caller = self.authenticate(request)
         if caller is None:
             return error(401, "Invalid API key")
@@ -287,6 +307,21 @@ class Gateway:
                              {"Retry-After": str(max(1, math.ceil(wait)))})
         if not self.limits.admit(request):
             return error(503, "Gateway busy", {"Retry-After": "1"})
+        return None
+
+    async def secure_completion(self, request: web.Request) -> web.StreamResponse:
+        if self.stopping:
+            return error(503, "Gateway is shutting down", {"Connection": "close"})
+        try:
+            headers = {name: checked_header(request, name) for name in CHECKED_HEADERS}
+            public_key = urllib.parse.unquote(headers["X-Public-Key"] or "")
+            if "\x00" in public_key:
+                raise BadHeader("X-Public-Key header contains a NUL character")
+        except BadHeader as e:
+            return error(400, e.args[0])
+        refused = self.admit_caller(request)
+        if refused is not None:
+            return refused
         payload_id = headers["X-Payload-ID"]
         if not payload_id:
             return error(400, "Missing X-Payload-ID header")
@@ -356,6 +391,43 @@ class Gateway:
         finally:
             exchange.close()
 
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        """Protocol v2: an EHBP (or post-quantum) sealed chat request."""
+        if self.stopping:
+            return error(503, "Gateway is shutting down", {"Connection": "close"})
+        try:
+            headers = {name: checked_header(request, name) for name in V2_HEADERS}
+        except BadHeader as e:
+            return error(400, e.args[0])
+        refused = self.admit_caller(request)
+        if refused is not None:
+            return refused
+        enc = headers[gateway_v2.ENC_HEADER]
+        if enc is None:
+            return error(400, PLAINTEXT_REFUSED)
+        request["protocol"] = "v2"
+        if (request.content_length or 0) > self.config.max_body_bytes:
+            return error(413, "Request body too large", {"Connection": "close"})
+        body = await self.read_body(request)
+        if not isinstance(body, bytes):
+            return body
+        loop = asyncio.get_running_loop()
+        try:
+            answered = await loop.run_in_executor(self.executor, functools.partial(
+                self.v2.open_and_answer, enc, headers[gateway_v2.CONFIG_HEADER], body))
+        except HushcallError as e:
+            request["core"] = {"error": e.kind}
+            status = getattr(e, "http_status", 500)
+            if status == 422:
+                return gateway_v2.key_config_problem()
+            return error(status, e.args[0] if e.args else "error")
+        if answered is None:
+            request["replay"] = 1
+            return error(409, REPLAYED_REQUEST)
+        (nonce, frames), timings = answered
+        request["core"] = timings
+        return await gateway_v2.send_frames(request, nonce, frames)
+
     def authenticate(self, request: web.Request) -> Optional[str]:
         """The caller's rate-limit and log label, or None when refused."""
         if not self.api_keys:
@@ -413,6 +485,7 @@ class Gateway:
             status = response.status
             if isinstance(response, web.Response) and isinstance(response.body, bytes):
                 size = len(response.body)
+            size = request.get("bytes_out", size)
             return response
         except web.HTTPException as e:
             status = e.status
@@ -442,6 +515,7 @@ class Gateway:
             "answers": request.get("answers"),
             "payload_id": payload_id,
             "tier": request.get("tier"),
+            "protocol": request.get("protocol"),
             "caller": request.get("caller") if self.api_keys else None,
             "client": request.remote,
         }
@@ -478,8 +552,13 @@ class Gateway:
         log.info("backend=%s key=%s tpm=%s memory_protection=%s", self.config.backend,
                  self.key.fingerprint, self.tpm.pcr_banks if self.tpm is not None else "-",
                  json.dumps(_core.get_memory_protection_info()))
+        maintainer = None
+        if self.v2 is not None:
+            maintainer = asyncio.create_task(self.v2.maintain_forever(self.executor))
         print("listening on %s://%s:%d" % (scheme, host, port), flush=True)
         await stop.wait()
+        if maintainer is not None:
+            maintainer.cancel()
         log.info("shutting down: %d in flight", self.in_flight)
         self.stopping = True
         try:
@@ -522,8 +601,12 @@ async def _main(config: GatewayConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    key = await loop.run_in_executor(None, load_server_key, config.key_dir)
-    await Gateway(config, key).serve(stop)
+    password = take_secret_env(KEY_PASSWORD_ENV)
+    key = await loop.run_in_executor(None, load_server_key, config.key_dir, password)
+    ring = None
+    if config.v2:
+        ring = await loop.run_in_executor(None, load_key_ring, config, password)
+    await Gateway(config, key, ring).serve(stop)
 
 
 def run(config: GatewayConfig) -> None:

@@ -1,4 +1,4 @@
-/* hushcall/server.h — the server role of protocol v1, for gateways.
+/* hushcall/server.h — the server role of protocols v1 and v2, for gateways.
  *
  * A hush_server opens a sealed chat request with the server key, answers it
  * with its backend, and seals the answer to the client's key. The request
@@ -20,8 +20,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "hushcall/envelope_v1.h"
+#include "hushcall/envelope_v2.h"
 #include "hushcall/error.h"
 #include "hushcall/keys.h"
 #include "hushcall/replay.h"
@@ -125,7 +127,10 @@ typedef struct hush_server_request {
 } hush_server_request;
 
 typedef struct hush_server_answer {
-    hush_secbuf *package;  /* the sealed answer: ciphertext, not locked; caller frees */
+    hush_secbuf *package;  /* the sealed answer: ciphertext, not locked; caller frees.
+                              v2: the frames of the answer's body */
+    /* v2 only: the Ehbp-Response-Nonce's bytes (zeros for a v1 answer) */
+    unsigned char response_nonce[HUSH_V2_RESPONSE_NONCE_BYTES];
     int upstream_status;   /* the upstream's HTTP status; 0 for the echo backend */
     double open_ms;        /* opening and parsing the request */
     double backend_ms;     /* the backend's work, upstream round trip included */
@@ -197,6 +202,60 @@ void hush_server_exchange_replay_key(const hush_server_exchange *x,
 HUSH_MUST_USE
 hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_answer *out,
                                         hush_error *err);
+
+/* ---- protocol v2 (docs/protocol-v2.md) ----------------------------------
+ *
+ * The same two phases for a v2 request: hush_server_open_v2, then
+ * hush_server_exchange_answer, which answers with the backend's JSON as it
+ * is (a v2 client assembles its own _metadata) sealed with
+ * hush_v2_response_seal: frames in answer->package, the nonce in
+ * answer->response_nonce. The echo backend names its answer
+ * "chatcmpl-v2-" and the first 16 bytes of the replay key in hex. */
+
+/* One live key the gateway offers: its config's key id and its pair. */
+typedef struct hush_server_v2_key {
+    uint8_t key_id;
+    hush_hpke_keypair *keypair; /* borrowed for the call */
+} hush_server_v2_key;
+
+/* One v2 POST /v1/chat/completions, as the gateway received it. */
+typedef struct hush_server_v2_request {
+    const char *key_config;        /* Hushcall-Key-Config (hex); NULL for an EHBP request */
+    size_t key_config_len;
+    const char *encapsulated_key;  /* Ehbp-Encapsulated-Key (hex), required */
+    size_t encapsulated_key_len;
+    const void *body;              /* the framed body */
+    size_t body_len;
+    /* The live keys, newest first. A request naming its config is opened
+     * under the one of them with its key id and KEM; an EHBP request under
+     * the X25519 ones, the first frame picking the key. */
+    const hush_server_v2_key *keys;
+    size_t key_count;
+} hush_server_v2_request;
+
+/* Check and open one v2 request into locked memory. The body must be a
+ * JSON object without "stream": true. Errors (err->http_status):
+ *   HUSH_E_LIMIT [413]        the body is longer than max_package_bytes
+ *   HUSH_E_KEY [422]          the named config (key id, KEM, suite) is not
+ *                             among `keys` and their offered suites, or no
+ *                             live X25519 key opens an EHBP request's
+ *                             first frame (the key-config problem)
+ *   HUSH_E_BAD_REQUEST [400]  a malformed header, a body that does not
+ *                             open (framing, authentication, a frame over
+ *                             the cap) or is not a JSON object: one message,
+ *                             HUSH_SERVER_INVALID_PACKAGE; "stream": true
+ *   HUSH_E_NOMEM, HUSH_E_CRYPTO, HUSH_E_INTERNAL [500]
+ * Nothing of the body reaches the backend before hush_server_exchange_answer. */
+HUSH_MUST_USE
+hush_status hush_server_open_v2(const hush_server *server, const hush_server_v2_request *req,
+                                hush_server_exchange **out, hush_error *err);
+
+/* Which key opened a v2 exchange: its key id and its index in the request's
+ * `keys`. False (and nothing written) for a v1 exchange. The replay key of a
+ * v2 exchange (hush_server_exchange_replay_key) is SHA-256 of enc; its
+ * binding is SHA-256 over the key id, so a gateway remembers it per key. */
+bool hush_server_exchange_v2_key(const hush_server_exchange *x, uint8_t *key_id,
+                                 size_t *key_index);
 
 /* Wipe and free an exchange, answered or not. Accepts NULL. */
 void hush_server_exchange_free(hush_server_exchange *x);

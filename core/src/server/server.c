@@ -1,8 +1,9 @@
-/* server.c — the server role of protocol v1: check a received request, open
- * it with the server key into one arena (locked memory), let the backend
- * write the answer into a locked buffer, add `_metadata` and seal it to the
- * client's key. Every failure carries the HTTP status a gateway answers
- * with and a message safe to send back. */
+/* server.c — the server role of protocols v1 and v2: check a received
+ * request, open it with the server key into one arena (locked memory), let
+ * the backend write the answer into a locked buffer, and seal it: v1 adds
+ * `_metadata` and seals to the client's key, v2 seals to the request's HPKE
+ * context. Every failure carries the HTTP status a gateway answers with and
+ * a message safe to send back. */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,9 @@
 #define API_KEY_MAX 512u
 #define CHAT_COMPLETIONS "/chat/completions"
 #define BAD_CLIENT_KEY "X-Public-Key is not an RSA public key of at least 2048 bits"
+#define V2_UNKNOWN_KEY "Unknown or expired key configuration"
+#define V2_BINDING_LABEL "hushcall-v2 key" /* what a v2 replay binding hashes, with the key id */
+#define V2_PAYLOAD_ID_BYTES 16u            /* of the replay key, named in the echo's id */
 #define NO_TPM_FOR_MAXIMUM \
     "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
 
@@ -383,6 +387,13 @@ struct hush_server_exchange {
     unsigned char replay_binding[HUSH_REPLAY_DIGEST_BYTES];
     double open_ms;
     bool answered;
+    /* v2 only (v2 != NULL): the HPKE exchange the answer is sealed to, the
+     * request's plaintext (secure memory; `text` points into it) and the
+     * key that opened it. */
+    hush_v2_exchange *v2;
+    hush_secbuf *v2_plaintext;
+    uint8_t v2_key_id;
+    size_t v2_key_index;
 };
 
 /* ---- _metadata ---------------------------------------------------------- */
@@ -498,6 +509,8 @@ void hush_server_exchange_free(hush_server_exchange *x)
     if (x == NULL)
         return;
     hush_arena_free(x->arena); /* wipes the request */
+    hush_secbuf_free(x->v2_plaintext);
+    hush_v2_exchange_free(x->v2);
     hush_pubkey_free(x->client);
     free(x);
 }
@@ -592,8 +605,23 @@ static hush_status write_answer(const hush_server_exchange *x, const hush_secbuf
         HUSH_TRY(hush__upstream_write(&s->upstream, x->text, x->len, x->arena, w,
                                       &out->upstream_status, err));
     out->backend_ms = now_ms() - start;
-    HUSH_TRY(write_metadata(x, answer, w, err));
+    if (x->v2 == NULL) /* a v2 client assembles its own */
+        HUSH_TRY(write_metadata(x, answer, w, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
+cleanup:
+    return status;
+}
+
+/* The answer's frames and response nonce, sealed to the request's context. */
+HUSH_MUST_USE
+static hush_status seal_v2_answer(const hush_server_exchange *x, const hush_secbuf *answer,
+                                  hush_server_answer *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    size_t len = hush_secbuf_len(answer);
+    HUSH_TRY(hush_secbuf_new(len + len / 16 + 64, 0, HUSH_SECMEM_PUBLIC, &out->package, err));
+    HUSH_TRY(hush_v2_response_seal(x->v2, hush_secbuf_bytes(answer), len, 0, out->package,
+                                   out->response_nonce, err));
 cleanup:
     return status;
 }
@@ -616,9 +644,12 @@ hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_ans
     HUSH_TRY(hush_json_writer_new(answer, HUSH_JSON_WRITE_COMPACT, 0, &writer, err));
     HUSH_TRY(write_answer(x, answer, writer, out, err));
     start = now_ms();
-    /* processed_at in Unix seconds, the int NOMYO's API reference documents */
-    HUSH_TRY(hush_envelope_v1_seal(x->client, hush_secbuf_data(answer), hush_secbuf_len(answer),
-                                   (int64_t)time(NULL), &out->package, err));
+    if (x->v2 != NULL)
+        HUSH_TRY(seal_v2_answer(x, answer, out, err));
+    else /* processed_at in Unix seconds, the int NOMYO's API reference documents */
+        HUSH_TRY(hush_envelope_v1_seal(x->client, hush_secbuf_data(answer),
+                                       hush_secbuf_len(answer), (int64_t)time(NULL),
+                                       &out->package, err));
     out->seal_ms = now_ms() - start;
 cleanup:
     hush_json_writer_free(writer);
@@ -626,9 +657,13 @@ cleanup:
     if (x != NULL) { /* the request's plaintext is no longer needed, whatever happened */
         hush_arena_free(x->arena);
         x->arena = NULL;
+        hush_secbuf_free(x->v2_plaintext);
+        x->v2_plaintext = NULL;
     }
-    if (status != HUSH_OK && out != NULL)
+    if (status != HUSH_OK && out != NULL) {
+        hush_secbuf_free(out->package);
         memset(out, 0, sizeof *out);
+    }
     if (status != HUSH_OK && err != NULL)
         err->http_status = http_status_for(status);
     return status;
@@ -656,4 +691,187 @@ void hush_server_answer_clear(hush_server_answer *answer)
         return;
     hush_secbuf_free(answer->package);
     memset(answer, 0, sizeof *answer);
+}
+
+/* ---- protocol v2 ---------------------------------------------------------- */
+
+/* The status a gateway answers a v2 request with: a key-config problem is
+ * EHBP's 422, everything else as v1. */
+static int v2_http_status_for(hush_status status)
+{
+    return status == HUSH_E_KEY ? 422 : http_status_for(status);
+}
+
+/* A suite the gateway offers with a key of its KEM (docs/protocol-v2.md):
+ * a named config with another is a config the gateway does not have. */
+static bool v2_suite_offered(hush_hpke_suite suite)
+{
+    bool aes = suite.aead_id == HUSH_HPKE_AEAD_AES_256_GCM;
+    bool chacha = suite.aead_id == HUSH_HPKE_AEAD_CHACHA20_POLY1305;
+    return suite.kdf_id == HUSH_HPKE_KDF_HKDF_SHA256 &&
+           ((suite.kem_id == HUSH_HPKE_KEM_X25519_SHA256 && aes) ||
+            (suite.kem_id == HUSH_HPKE_KEM_XWING && (aes || chacha)));
+}
+
+/* The keys a v2 request may open under, by index into req->keys: the one
+ * its config names (key id, KEM and an offered suite), or every X25519 key
+ * for an EHBP request. HUSH_E_KEY when there is none. */
+HUSH_MUST_USE
+static hush_status v2_candidates(const hush_server_v2_request *req, const unsigned char *hdr,
+                                 hush_hpke_keypair **keys, size_t *index, size_t *count,
+                                 hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    uint8_t key_id = 0;
+    hush_hpke_suite suite = {.kem_id = HUSH_HPKE_KEM_X25519_SHA256};
+    if (hdr != NULL)
+        hush_v2_hdr_decode(hdr, &key_id, &suite);
+    *count = 0;
+    HUSH_ENSURE(hdr == NULL || v2_suite_offered(suite), HUSH_E_KEY, V2_UNKNOWN_KEY);
+    for (size_t i = 0; i < req->key_count && (hdr == NULL || *count == 0); i++) {
+        const hush_server_v2_key *k = &req->keys[i];
+        if (k->keypair == NULL || hush_hpke_keypair_kem(k->keypair) != suite.kem_id ||
+            (hdr != NULL && k->key_id != key_id))
+            continue;
+        keys[*count] = k->keypair;
+        index[*count] = i;
+        (*count)++;
+    }
+    HUSH_ENSURE(*count > 0, HUSH_E_KEY, V2_UNKNOWN_KEY);
+cleanup:
+    return status;
+}
+
+/* Open the framed body into x->v2_plaintext under the candidate keys and
+ * keep the exchange and the key that opened it. */
+HUSH_MUST_USE
+static hush_status v2_open_body(const hush_server *s, const hush_server_v2_request *req,
+                                hush_server_exchange *x, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    unsigned char hdr[HUSH_V2_HDR_BYTES];
+    unsigned char enc[HUSH_HPKE_MAX_ENC_BYTES];
+    size_t enc_len = 0, count = 0, chosen = 0;
+    hush_hpke_suite suite = {.kem_id = HUSH_HPKE_KEM_X25519_SHA256};
+    uint8_t named_id = 0;
+    hush_hpke_keypair **keys = NULL;
+    size_t *index = NULL;
+    hush_v2_opener *opener = NULL;
+    hush_v2_limits limits = {.max_total_bytes = s->max_package_bytes};
+    bool named = req->key_config != NULL;
+
+    if (named) {
+        HUSH_TRY(hush_v2_hdr_parse_hex(req->key_config, req->key_config_len, hdr, err));
+        hush_v2_hdr_decode(hdr, &named_id, &suite);
+    }
+    HUSH_ENSURE(req->key_count > 0, HUSH_E_KEY, V2_UNKNOWN_KEY);
+    keys = calloc(req->key_count, sizeof *keys);
+    index = calloc(req->key_count, sizeof *index);
+    HUSH_ENSURE(keys != NULL && index != NULL, HUSH_E_NOMEM, "out of memory");
+    HUSH_TRY(v2_candidates(req, named ? hdr : NULL, keys, index, &count, err));
+    HUSH_TRY(hush_v2_enc_parse_hex(suite.kem_id, req->encapsulated_key,
+                                   req->encapsulated_key_len, enc, &enc_len, err));
+    HUSH_TRY(hush_secbuf_new(req->body_len, s->max_package_bytes, s->secmem_flags,
+                             &x->v2_plaintext, err));
+    HUSH_TRY(hush_v2_request_opener_new(named ? hdr : NULL, enc, enc_len, keys, count, &limits,
+                                        x->v2_plaintext, &opener, err));
+    HUSH_TRY(hush_v2_opener_feed(opener, req->body != NULL ? req->body : "", req->body_len,
+                                 err));
+    HUSH_TRY(hush_v2_opener_finish(opener, &x->v2, &chosen, err));
+    x->v2_key_index = index[chosen];
+    x->v2_key_id = req->keys[x->v2_key_index].key_id;
+cleanup:
+    hush_v2_opener_free(opener);
+    free(keys);
+    free(index);
+    return status;
+}
+
+/* Open the body and parse its plaintext, a JSON object, into x->arena.
+ * Every fault of the request is one opaque message, except a key the
+ * gateway does not have (the client refetches the configs). */
+HUSH_MUST_USE
+static hush_status v2_open_request(const hush_server *s, const hush_server_v2_request *req,
+                                   hush_server_exchange *x, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_status opened = v2_open_body(s, req, x, err);
+    if (opened == HUSH_E_NOMEM || opened == HUSH_E_CRYPTO || opened == HUSH_E_ARGUMENT)
+        HUSH_BAIL_WITH(opened);
+    HUSH_ENSURE(opened != HUSH_E_KEY, HUSH_E_KEY, V2_UNKNOWN_KEY);
+    HUSH_ENSURE(opened == HUSH_OK, HUSH_E_BAD_REQUEST, HUSH_SERVER_INVALID_PACKAGE);
+    x->text = hush_secbuf_bytes(x->v2_plaintext);
+    x->len = hush_secbuf_len(x->v2_plaintext);
+    hush_json_limits limits = {.max_bytes = x->len};
+    hush_status parsed = hush_json_parse_into(x->arena, x->text, x->len, &limits, &x->request,
+                                              err);
+    if (parsed == HUSH_E_NOMEM)
+        HUSH_BAIL_WITH(parsed);
+    HUSH_ENSURE(parsed == HUSH_OK && hush_json_type_of(x->request) == HUSH_JSON_OBJECT,
+                HUSH_E_BAD_REQUEST, HUSH_SERVER_INVALID_PACKAGE);
+cleanup:
+    return status;
+}
+
+/* The replay key (SHA-256 of enc), its binding (SHA-256 over the key id),
+ * and the echo's payload id made from the replay key. */
+HUSH_MUST_USE
+static hush_status v2_identify(hush_server_exchange *x, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    HUSH_OSSL(md != NULL, "SHA-256 context");
+    hush_v2_exchange_digest(x->v2, x->replay_key);
+    HUSH_OSSL(EVP_DigestInit_ex(md, hush__sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(md, V2_BINDING_LABEL, sizeof V2_BINDING_LABEL) == 1 &&
+                  EVP_DigestUpdate(md, &x->v2_key_id, 1) == 1 &&
+                  EVP_DigestFinal_ex(md, x->replay_binding, NULL) == 1,
+              "SHA-256 of the replay binding");
+    memcpy(x->payload_id, "v2-", 3);
+    hush_v2_hex_format(x->replay_key, V2_PAYLOAD_ID_BYTES, x->payload_id + 3);
+cleanup:
+    EVP_MD_CTX_free(md);
+    return status;
+}
+
+hush_status hush_server_open_v2(const hush_server *server, const hush_server_v2_request *req,
+                                hush_server_exchange **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_server_exchange *x = NULL;
+    double start = now_ms();
+    HUSH_ENSURE(server != NULL && req != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_server_open_v2: NULL argument");
+    *out = NULL;
+    HUSH_ENSURE((req->body != NULL || req->body_len == 0) && (req->keys != NULL ||
+                    req->key_count == 0),
+                HUSH_E_ARGUMENT, "hush_server_open_v2: NULL body or keys");
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(req->body_len <= server->max_package_bytes, HUSH_E_LIMIT,
+                "Request body too large");
+    HUSH_ENSURE(req->encapsulated_key != NULL, HUSH_E_BAD_REQUEST, HUSH_SERVER_INVALID_PACKAGE);
+    HUSH_ENSURE((x = calloc(1, sizeof *x)) != NULL, HUSH_E_NOMEM, "out of memory");
+    x->server = server;
+    HUSH_TRY(hush_arena_new(server->secmem_flags, &x->arena, err));
+    HUSH_TRY(v2_open_request(server, req, x, err));
+    HUSH_TRY(check_stream(x->request, err));
+    HUSH_TRY(v2_identify(x, err));
+    x->open_ms = now_ms() - start;
+    *out = x;
+    x = NULL;
+cleanup:
+    hush_server_exchange_free(x);
+    if (status != HUSH_OK && err != NULL)
+        err->http_status = v2_http_status_for(status);
+    return status;
+}
+
+bool hush_server_exchange_v2_key(const hush_server_exchange *x, uint8_t *key_id,
+                                 size_t *key_index)
+{
+    if (x == NULL || x->v2 == NULL)
+        return false;
+    *key_id = x->v2_key_id;
+    *key_index = x->v2_key_index;
+    return true;
 }
