@@ -1177,7 +1177,7 @@ static void test_default_options(void)
 /* The defaults client.h documents, field by field. */
 static void check_client_defaults(const hush_client_options *o)
 {
-    CHECK_EQ(o->version, 1);
+    CHECK_EQ(o->version, 2);
     CHECK(o->base_url == NULL && o->api_key == NULL && !o->allow_http);
     CHECK_EQ(o->connect_timeout_ms, 10000);
     CHECK_EQ(o->timeout_ms, 300000);
@@ -1195,6 +1195,7 @@ static void check_client_defaults(const hush_client_options *o)
     CHECK_EQ(o->breaker_threshold, 5);
     CHECK_EQ(o->breaker_cooldown_ms, 30000);
     CHECK_EQ(o->secmem_flags, 0);
+    CHECK(o->protocol == NULL && !o->require_pq && o->v2_key_fingerprint == NULL);
 }
 
 static void test_options_init(void)
@@ -1216,6 +1217,14 @@ static void test_options_init(void)
         CHECK(strstr(err.message, "hush_client_options") != NULL);
         CHECK_EQ(o.timeout_ms, 1234); /* untouched: its size is not known */
     }
+
+    /* A version 1 caller's struct ends before `protocol`: nothing past it is written. */
+    memset(&o, 0xa5, sizeof o);
+    CHECK_OK(hush_client_options_init(&o, 1, &err), &err);
+    CHECK_EQ(o.version, 1);
+    CHECK_EQ(o.timeout_ms, 300000);
+    const unsigned char *tail = (const unsigned char *)&o + offsetof(hush_client_options, protocol);
+    CHECK(tail[0] == 0xa5 && tail[sizeof o.protocol - 1] == 0xa5);
 }
 
 /* A struct never filled by HUSH_CLIENT_OPTIONS_INIT (version 0), or filled

@@ -24,6 +24,9 @@ Endpoints
   POST /__control                       JSON test controls, answered {"ok": true, ...}:
                                         {"rotate": true}  new keys with new key ids; the old
                                                           ones are refused from then on
+                                        {"drop_pq": true} rotate to an X25519 key alone, the
+                                                          hushcall list still served: a
+                                                          downgrade ({"rotate": true} undoes it)
                                         {"misbehave": MODE[, "size": N]}  the next sealed
                                                           answer misbehaves once, MODE one of
       strip-nonce     a 200 without Ehbp-Response-Nonce (EHBP §5.3: the client must fail)
@@ -35,6 +38,8 @@ Endpoints
                       one over tinfoil-ehbp's cap), followed by 16 bytes
       other-enc       the answer sealed for the previous exchange (its enc and export)
                       instead of this one: a swapped response
+      unavailable-503 a plaintext 503 after the request was opened (its enc is
+                      remembered: a retry that re-sent the same seal gets 409)
   POST <any other path>                 the echo completion, sealed per EHBP §4.4:
     {"id": "chatcmpl-ehbp-peer-<n>", "object": "chat.completion", "model": <model>,
      "choices": [{"index": 0, "message": {"role": "assistant",
@@ -82,7 +87,7 @@ RESPONSE_FRAME_BYTES = 64
 MAX_REQUEST_FRAME = 4 * 1024 * 1024
 KEY_CONFIG_PROBLEM = "urn:ietf:params:ehbp:error:key-config"
 MODES = ("strip-nonce", "bad-nonce", "flip-bit", "truncate", "plaintext-502",
-         "oversize-frame", "other-enc")
+         "oversize-frame", "other-enc", "unavailable-503")
 LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 
 
@@ -219,9 +224,9 @@ class KeyRing:
         self.next_id = (self.next_id + 1) % 256
         return key
 
-    def rotate(self):
+    def rotate(self, drop_pq=False):
         fresh = []
-        if self.with_pq:
+        if self.with_pq and not drop_pq:
             fresh.append(self._new(KEM_XWING, (AEAD_CHACHA, AEAD_AES256GCM)))
         fresh.append(self._new(KEM_X25519, (AEAD_AES256GCM,)))
         self.keys = fresh
@@ -386,8 +391,8 @@ class Peer:
 
     async def control(self, request):
         order = await request.json()
-        if order.get("rotate"):
-            self.ring.rotate()
+        if order.get("rotate") or order.get("drop_pq"):
+            self.ring.rotate(drop_pq=bool(order.get("drop_pq")))
         if "misbehave" in order:
             if order["misbehave"] not in MODES:
                 return web.json_response({"ok": False, "modes": MODES}, status=400)
@@ -420,6 +425,8 @@ class Peer:
         self.previous = exchange
         if mode == "plaintext-502":
             return web.Response(status=502, text="bad gateway")
+        if mode == "unavailable-503":
+            return web.Response(status=503, text="unavailable")
         nonce = os.urandom(RESPONSE_NONCE_BYTES)
         frames = seal_frames(sealed_for, nonce, answer)
         headers = {"Content-Type": "application/json", "Ehbp-Response-Nonce": nonce.hex()}

@@ -85,9 +85,18 @@ typedef struct hush_client_options {
     unsigned breaker_threshold;     /* default 5 */
     long breaker_cooldown_ms;       /* default 30,000 */
     unsigned secmem_flags;          /* HUSH_SECMEM_NO_LOCK to skip mlock */
+    /* ---- version 2: protocol v2 (docs/protocol-v2.md) ---- */
+    /* "auto" (NULL: the default) speaks v2 when the server publishes key
+     * configs and v1 when it publishes none; "v2" and "v1" only that one. */
+    const char *protocol;
+    /* Use only the post-quantum suite (X-Wing): refuse a server without it,
+     * and a later config list that drops it (a downgrade), instead of
+     * falling back to X25519 or v1. */
+    bool require_pq;
+    const char *v2_key_fingerprint; /* "sha256:<hex>" (hush_hpke_pubkey_fingerprint) of the v2 key */
 } hush_client_options;
 
-#define HUSH_CLIENT_OPTIONS_VERSION 1u
+#define HUSH_CLIENT_OPTIONS_VERSION 2u
 
 /* The defaults (and NULLs), as an initializer for a declaration. */
 #define HUSH_CLIENT_OPTIONS_INIT                                        \

@@ -25,6 +25,8 @@ void hush__call_release(hush_call *call)
     hush_secbuf_free(call->request);
     hush_secbuf_free(call->package);
     hush_pubkey_free(call->server_key);
+    hush_v2_keyconfig_clear(&call->v2_config);
+    hush_v2_exchange_free(call->v2_exchange);
     hush_json_doc_free(call->response);
     free(call->error_details);
     hush__free_secret_string(call->api_key);

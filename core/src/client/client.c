@@ -2,6 +2,7 @@
  * the client's key (generated off the caller's path), the server keys (one
  * fetch per base URL however many calls race for it), the circuit breaker,
  * and the synchronous call, which is the engine's pipeline waited on. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,13 @@
 hush_status hush_client_options_init(hush_client_options *opts, unsigned version, hush_error *err)
 {
     static const hush_client_options defaults = HUSH_CLIENT_OPTIONS_INIT;
-    return hush__options_init(opts, &defaults, sizeof defaults, "hush_client_options", version,
-                              HUSH_CLIENT_OPTIONS_VERSION, err);
+    /* A version 1 caller's struct ends before `protocol`: write no further. */
+    size_t size = version >= 2 ? sizeof defaults : offsetof(hush_client_options, protocol);
+    hush_status status = hush__options_init(opts, &defaults, size, "hush_client_options",
+                                            version, HUSH_CLIENT_OPTIONS_VERSION, err);
+    if (status == HUSH_OK)
+        opts->version = version;
+    return status;
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -82,6 +88,36 @@ cleanup:
     return status;
 }
 
+/* "auto" (or NULL), "v1" or "v2". */
+static bool protocol_from_name(const char *name, hush__protocol *out)
+{
+    if (name == NULL || strcmp(name, "auto") == 0)
+        *out = PROTOCOL_AUTO;
+    else if (strcmp(name, "v1") == 0)
+        *out = PROTOCOL_V1;
+    else if (strcmp(name, "v2") == 0)
+        *out = PROTOCOL_V2;
+    else
+        return false;
+    return true;
+}
+
+HUSH_MUST_USE
+static hush_status check_v2_options(const hush_client_options *o, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush__protocol protocol;
+    HUSH_ENSURE(protocol_from_name(o->protocol, &protocol), HUSH_E_ARGUMENT,
+                "protocol must be \"auto\", \"v1\" or \"v2\"");
+    HUSH_ENSURE(!o->require_pq || protocol != PROTOCOL_V1, HUSH_E_ARGUMENT,
+                "require_pq needs protocol \"auto\" or \"v2\": v1 has no post-quantum suite");
+    HUSH_ENSURE(o->v2_key_fingerprint == NULL || is_fingerprint(o->v2_key_fingerprint),
+                HUSH_E_ARGUMENT,
+                "v2_key_fingerprint must be \"sha256:\" and 64 lowercase hex digits");
+cleanup:
+    return status;
+}
+
 HUSH_MUST_USE
 static hush_status check_options(const hush_client_options *o, hush_error *err)
 {
@@ -89,6 +125,7 @@ static hush_status check_options(const hush_client_options *o, hush_error *err)
     HUSH_TRY(check_base_url(o->base_url, o->allow_http, err));
     HUSH_TRY(check_tier(o->security_tier, o->base_url, err));
     HUSH_TRY(check_fingerprint(o->server_key_fingerprint, err));
+    HUSH_TRY(check_v2_options(o, err));
     HUSH_ENSURE(o->tls_pin == NULL || starts_with(o->tls_pin, "sha256//"), HUSH_E_ARGUMENT,
                 "tls_pin must be in libcurl's form \"sha256//<base64>\"");
     HUSH_ENSURE(o->connect_timeout_ms > 0 && o->timeout_ms > 0, HUSH_E_ARGUMENT,
@@ -142,6 +179,7 @@ static void client_destroy(hush_client *c)
     for (server_key *sk = c->server_keys, *next; sk != NULL; sk = next) {
         next = sk->next;
         hush_pubkey_free(sk->key);
+        hush_v2_keyconfigs_free(sk->v2, sk->v2_count);
         hush__free_secret_string(sk->base_url); /* a URL may carry user:password@ */
         free(sk);
     }
@@ -207,12 +245,15 @@ HUSH_MUST_USE
 static hush_status copy_options(hush_client *c, const hush_client_options *o, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    c->opts = *o;
+    /* A version 1 struct ends before `protocol`: the rest keeps calloc's zeros. */
+    memcpy(&c->opts, o,
+           o->version >= 2 ? sizeof *o : offsetof(hush_client_options, protocol));
     const char **strings[] = {
         &c->opts.base_url, &c->opts.api_key, &c->opts.ca_file, &c->opts.ca_dir,
         &c->opts.client_cert, &c->opts.client_cert_key, &c->opts.tls_pin,
         &c->opts.server_key_fingerprint, &c->opts.key_dir, &c->opts.key_password,
         &c->opts.security_tier, &c->opts.user_agent, &c->opts.attestation_policy,
+        &c->opts.protocol, &c->opts.v2_key_fingerprint,
     };
     _Static_assert(sizeof strings / sizeof *strings <= sizeof c->owned / sizeof *c->owned,
                    "room for every copied option");
@@ -546,6 +587,117 @@ static hush_status stored_failure(hush_status code, const hush_error *stored, hu
     return code;
 }
 
+/* ---- v2 key configs ----------------------------------------------------- */
+
+static bool is_pq(const hush_v2_keyconfig *cfg)
+{
+    return hush_hpke_pubkey_kem(cfg->pubkey) == HUSH_HPKE_KEM_XWING;
+}
+
+/* How much a client likes a config's cipher: X-Wing with ChaCha20-Poly1305
+ * first, X-Wing with AES-256-GCM, then X25519 (EHBP's suite); 0: unusable. */
+static int preference(const hush_v2_keyconfig *cfg, size_t cipher, bool require_pq)
+{
+    if (!is_pq(cfg))
+        return require_pq ? 0 : 1;
+    return cfg->ciphers[cipher].aead_id == HUSH_HPKE_AEAD_CHACHA20_POLY1305 ? 3 : 2;
+}
+
+/* Whether a config's key is the pinned one (no pin: every key is). */
+HUSH_MUST_USE
+static hush_status matches_pin(const hush_v2_keyconfig *cfg, const char *pin, bool *match,
+                               hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    char fp[HUSH_FINGERPRINT_LEN];
+    *match = pin == NULL;
+    if (pin != NULL) {
+        HUSH_TRY(hush_hpke_pubkey_fingerprint(cfg->pubkey, fp, err));
+        *match = strcmp(fp, pin) == 0;
+    }
+cleanup:
+    return status;
+}
+
+/* The config and cipher a call uses among `got`, under require_pq and the pin. */
+HUSH_MUST_USE
+static hush_status pick_v2_config(const hush__transfer_plan *plan, const hush__fetched *got,
+                                  size_t *pick, size_t *cipher, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    int best = 0;
+    bool any_pq = false, pinned = false;
+    for (size_t i = 0; i < got->v2_count; i++) {
+        bool match;
+        any_pq = any_pq || is_pq(&got->v2[i]);
+        HUSH_TRY(matches_pin(&got->v2[i], plan->v2_key_fingerprint, &match, err));
+        pinned = pinned || match;
+        for (size_t j = 0; match && j < got->v2[i].n_ciphers; j++) {
+            int p = preference(&got->v2[i], j, plan->require_pq);
+            if (p > best) {
+                best = p;
+                *pick = i;
+                *cipher = j;
+            }
+        }
+    }
+    HUSH_ENSURE(any_pq || !plan->require_pq, HUSH_E_KEY,
+                "the server offers no post-quantum (X-Wing) key config and require_pq is set; "
+                "nothing was sent");
+    HUSH_ENSURE(pinned, HUSH_E_PIN,
+                "no v2 key config of the server matches v2_key_fingerprint; nothing was sent");
+    HUSH_ENSURE(best > 0, HUSH_E_KEY, "no v2 key config of the server is usable here");
+cleanup:
+    return status;
+}
+
+/* Keep a fetched config list for the entry (client lock held), refusing
+ * one that drops the post-quantum suite an earlier one offered. */
+HUSH_MUST_USE
+static hush_status store_v2_configs(hush_client *c, server_key *sk, hush__fetched *got,
+                                    hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    size_t pick = 0, cipher = 0;
+    bool has_pq = false;
+    for (size_t i = 0; i < got->v2_count; i++)
+        has_pq = has_pq || is_pq(&got->v2[i]);
+    HUSH_ENSURE(has_pq || !sk->saw_pq || !c->plan.require_pq, HUSH_E_KEY,
+                "the server's key configs no longer offer the post-quantum suite they offered "
+                "before: downgrade refused (require_pq); nothing was sent");
+    HUSH_TRY(pick_v2_config(&c->plan, got, &pick, &cipher, err));
+    hush_v2_keyconfigs_free(sk->v2, sk->v2_count);
+    sk->v2 = got->v2;
+    sk->v2_count = got->v2_count;
+    got->v2 = NULL;
+    got->v2_count = 0;
+    sk->v2_pick = pick;
+    sk->v2_cipher = cipher;
+    sk->v2_named = got->v2_named;
+    sk->saw_pq = sk->saw_pq || has_pq;
+    sk->v2_generation++;
+cleanup:
+    return status;
+}
+
+/* Point a call at the entry's chosen config (client lock held). */
+HUSH_MUST_USE
+static hush_status use_v2_config(hush_call *call, server_key *sk, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const hush_v2_keyconfig *cfg = &sk->v2[sk->v2_pick];
+    HUSH_TRY(hush_hpke_pubkey_fingerprint(cfg->pubkey, call->v2_fingerprint, err));
+    hush_v2_keyconfig_clear(&call->v2_config); /* a config from before a 422 */
+    call->v2_config = *cfg;
+    call->v2_config.pubkey = hush_hpke_pubkey_ref(cfg->pubkey);
+    call->v2_cipher = sk->v2_cipher;
+    call->v2_named = sk->v2_named;
+    call->v2_generation = sk->v2_generation;
+    call->v2 = true;
+cleanup:
+    return status;
+}
+
 /* The server key part of keys_for (client lock held, client key ready). */
 HUSH_MUST_USE
 static hush_status server_key_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
@@ -553,11 +705,14 @@ static hush_status server_key_for(hush_client *c, hush_call *call, bool *wait, b
 {
     hush_status status = HUSH_OK;
     server_key *sk = NULL;
+    bool wants_v2 = c->plan.protocol != PROTOCOL_V1;
     call->client_key = c->key; /* both set once, before key_pending went false */
     call->key_header = c->key_header;
     HUSH_TRY(find_server_key(c, call->base_url, &sk, err));
     call->fetch_entry = sk;
-    if (sk->key != NULL) {
+    if (wants_v2 && sk->v2 != NULL) {
+        HUSH_TRY(use_v2_config(call, sk, err));
+    } else if (sk->key != NULL && (!wants_v2 || sk->v2_absent)) {
         call->server_key = hush_pubkey_ref(sk->key);
     } else if (sk->fetching) {
         call->waited_fetch_id = sk->fetch_id;
@@ -569,6 +724,7 @@ static hush_status server_key_for(hush_client *c, hush_call *call, bool *wait, b
     } else {
         sk->fetching = true;
         sk->fetch_id++;
+        call->fetch_kind = wants_v2 ? FETCH_V2_LIST : FETCH_V1_KEY;
         *fetch = true;
     }
 cleanup:
@@ -583,7 +739,9 @@ static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *f
     hush_status status = HUSH_OK;
     *wait = *fetch = false;
     pthread_mutex_lock(&c->lock);
-    if (c->key_pending) {
+    if (c->plan.protocol == PROTOCOL_V2) {
+        status = server_key_for(c, call, wait, fetch, err); /* v2 needs no RSA key */
+    } else if (c->key_pending) {
         push_waiter(&c->key_waiters, call);
         *wait = true;
     } else if (c->key_status != HUSH_OK) {
@@ -595,25 +753,64 @@ static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *f
     return status;
 }
 
-static void fetch_done(hush_client *c, hush_call *call, hush_pubkey *key,
-                       const hush_error *failure)
+/* The hook's part for a fetch that found something (client lock held). */
+HUSH_MUST_USE
+static hush_status store_fetched(hush_client *c, hush_call *call, server_key *sk,
+                                 hush__fetched *got, hush_error *err)
 {
+    hush_status status = HUSH_OK;
+    if (got->v2 != NULL) {
+        HUSH_TRY(store_v2_configs(c, sk, got, err));
+        HUSH_TRY(use_v2_config(call, sk, err));
+    } else {
+        hush_pubkey_free(sk->key);
+        sk->key = got->v1_key;
+        got->v1_key = NULL;
+        sk->v2_absent = c->plan.protocol != PROTOCOL_V1; /* "auto" found no v2 */
+        call->server_key = hush_pubkey_ref(sk->key);
+    }
+cleanup:
+    return status;
+}
+
+static hush_status fetch_done(hush_client *c, hush_call *call, hush__fetched *got,
+                              const hush_error *failure, hush_error *err)
+{
+    hush_status status = HUSH_OK;
     server_key *sk = call->fetch_entry;
     pthread_mutex_lock(&c->lock);
     sk->fetching = false;
-    if (key != NULL) {
-        hush_pubkey_free(sk->key);
-        sk->key = key;
-        call->server_key = hush_pubkey_ref(key);
-    } else if (failure != NULL) {
+    if (got != NULL)
+        status = store_fetched(c, call, sk, got, err);
+    else if (failure != NULL)
+        status = stored_failure(failure->code, failure, err);
+    if (status != HUSH_OK) {
+        /* Every call that waited for this fetch fails the same way. */
         sk->failed_fetch_id = sk->fetch_id;
-        sk->failure = *failure;
+        sk->failure = err != NULL ? *err : *failure;
     }
     /* Without a key or a failure (the fetcher was cancelled) the waiters
      * find no fetch running and one of them starts another. */
     hush_call *waiters = sk->waiters;
     sk->waiters = NULL;
     resume_all(waiters);
+    pthread_mutex_unlock(&c->lock);
+    if (got != NULL) {
+        hush_pubkey_free(got->v1_key);
+        hush_v2_keyconfigs_free(got->v2, got->v2_count);
+    }
+    return status;
+}
+
+static void v2_stale(hush_client *c, hush_call *call)
+{
+    server_key *sk = call->fetch_entry;
+    pthread_mutex_lock(&c->lock);
+    if (sk->v2 != NULL && sk->v2_generation == call->v2_generation) {
+        hush_v2_keyconfigs_free(sk->v2, sk->v2_count);
+        sk->v2 = NULL;
+        sk->v2_count = 0;
+    }
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -801,6 +998,7 @@ cleanup:
 static const hush__call_hooks client_hooks = {
     .keys_for = keys_for,
     .fetch_done = fetch_done,
+    .v2_stale = v2_stale,
     .forget = forget,
     .record = record,
     .retain = client_retain,
@@ -811,6 +1009,8 @@ static const hush__call_hooks client_hooks = {
 static void fill_plan(hush_client *c)
 {
     const hush_client_options *o = &c->opts;
+    hush__protocol protocol = PROTOCOL_AUTO;
+    protocol_from_name(o->protocol, &protocol); /* checked by check_options */
     c->plan = (hush__transfer_plan){
         .endpoint = {
             .connect_timeout_ms = o->connect_timeout_ms,
@@ -828,6 +1028,9 @@ static void fill_plan(hush_client *c)
         .secmem_flags = o->secmem_flags,
         .ask_attestation = o->require_attestation,
         .server_key_fingerprint = o->server_key_fingerprint,
+        .protocol = protocol,
+        .require_pq = o->require_pq,
+        .v2_key_fingerprint = o->v2_key_fingerprint,
         .attest_policy = c->attest_policy,
         .hooks = &client_hooks,
     };

@@ -41,6 +41,8 @@ typedef struct event {
     hush_status status;
     hush_error error;
     hush_secbuf *package;    /* EV_SEALED */
+    hush_secbuf *request;    /* EV_SEALED of v2: the plaintext back, for a re-seal */
+    hush_v2_exchange *exchange; /* EV_SEALED of v2 */
     hush_json_doc *response; /* EV_OPENED */
 } event;
 
@@ -68,6 +70,7 @@ typedef struct transfer {
     bool is_fetch;
     unsigned char *body;
     size_t len, cap, limit;
+    size_t sent;             /* of a v2 POST's frames, read out by send_frames */
     bool too_large;
     char errbuf[CURL_ERROR_SIZE];
 } transfer;
@@ -103,6 +106,8 @@ struct hush_engine {
 static void free_event(event *ev)
 {
     hush_secbuf_free(ev->package);
+    hush_secbuf_free(ev->request);
+    hush_v2_exchange_free(ev->exchange);
     hush_json_doc_free(ev->response);
     hush__call_release(ev->call);
     free(ev);
@@ -227,12 +232,14 @@ static void finish(hush_engine *e, hush_call *call, hush_status status, const hu
     if (call->stage == STAGE_KEYS)
         hooks->forget(call->client, call);
     if (call->stage == STAGE_FETCHING || (call->stage == STAGE_BACKOFF && call->backoff_fetch))
-        hooks->fetch_done(call->client, call, NULL, NULL); /* hand the fetch over */
+        (void)hooks->fetch_done(call->client, call, NULL, NULL, NULL); /* hand the fetch over */
     call->stage = STAGE_DONE;
     hush_secbuf_free(call->request);
     call->request = NULL;
     hush_secbuf_free(call->package);
     call->package = NULL;
+    hush_v2_exchange_free(call->v2_exchange);
+    call->v2_exchange = NULL;
     int http_status = error != NULL ? error->http_status : 0;
     hooks->record(call->client, status, http_status, call->is_probe);
 
@@ -330,6 +337,75 @@ cleanup:
     return status;
 }
 
+/* The headers of a v2 POST (docs/protocol-v2.md "A request"): enc, the
+ * config it was sealed to when the server named its configs, chunked
+ * framing (EHBP wants no Content-Length), and the API key. */
+HUSH_MUST_USE
+static hush_status build_v2_headers(const hush_call *call, struct curl_slist **list)
+{
+    hush_status status = HUSH_OK;
+    hush_error *err = NULL; /* any failure is reported as the set-up failing */
+    static const char enc_name[] = "Ehbp-Encapsulated-Key: ";
+    char bearer[512], hdr_hex[HUSH_V2_HDR_HEX_LEN + 1];
+    char enc_line[sizeof enc_name + 2 * HUSH_HPKE_MAX_ENC_BYTES]; /* X-Wing's is long */
+    unsigned char hdr[HUSH_V2_HDR_BYTES];
+    size_t enc_len;
+    const unsigned char *enc = hush_v2_exchange_enc(call->v2_exchange, &enc_len);
+    bearer[0] = '\0';
+    memcpy(enc_line, enc_name, sizeof enc_name - 1);
+    hush_v2_hex_format(enc, enc_len, enc_line + sizeof enc_name - 1);
+    HUSH_TRY(hush__header_add(list, enc_line, NULL, err)); /* a whole line */
+    if (call->v2_named) {
+        hush_v2_hdr_encode(hush_v2_exchange_key_id(call->v2_exchange),
+                           hush_v2_exchange_suite(call->v2_exchange), hdr);
+        hush_v2_hex_format(hdr, sizeof hdr, hdr_hex);
+        HUSH_TRY(hush__header_add(list, "Hushcall-Key-Config", hdr_hex, err));
+    }
+    HUSH_TRY(hush__header_add(list, "Content-Type", "application/json", err));
+    HUSH_TRY(hush__header_add(list, "Transfer-Encoding", "chunked", err));
+    HUSH_TRY(hush__header_add(list, "Expect", "", err)); /* no 100-continue round trip */
+    if (call->api_key != NULL) {
+        int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);
+        HUSH_ENSURE(n > 0 && (size_t)n < sizeof bearer, HUSH_E_INTERNAL, "api_key is too long");
+        HUSH_TRY(hush__header_add(list, "Authorization", bearer, err));
+    }
+cleanup:
+    hush_memzero(bearer, sizeof bearer);
+    return status;
+}
+
+/* libcurl's read callback of a v2 POST: the sealed frames, sent chunked. */
+static size_t send_frames(char *buffer, size_t size, size_t count, void *userdata)
+{
+    transfer *t = userdata;
+    const unsigned char *frames = hush_secbuf_data(t->call->package);
+    size_t left = hush_secbuf_len(t->call->package) - t->sent;
+    size_t n = size * count < left ? size * count : left;
+    memcpy(buffer, frames + t->sent, n);
+    t->sent += n;
+    return n;
+}
+
+static const char *fetch_path(hush__fetch_kind kind)
+{
+    switch (kind) {
+    case FETCH_V2_LIST:
+        return "/.well-known/hushcall-hpke-keys";
+    case FETCH_V2_BARE:
+        return "/.well-known/hpke-keys";
+    case FETCH_V1_KEY:
+        break;
+    }
+    return "/pki/public_key";
+}
+
+static const char *transfer_path(const hush_call *call, const transfer *t)
+{
+    if (t->is_fetch)
+        return fetch_path(call->fetch_kind);
+    return call->v2 ? "/v1/chat/completions" : "/v1/chat/secure_completion";
+}
+
 /* The easy handle of one exchange: shared options, then this one's own. */
 HUSH_MUST_USE
 static hush_status set_up_easy(hush_call *call, transfer *t)
@@ -337,8 +413,7 @@ static hush_status set_up_easy(hush_call *call, transfer *t)
     hush_status status = HUSH_OK;
     hush_error *err = NULL; /* any failure is reported as the set-up failing */
     char url[2048];
-    snprintf(url, sizeof url, "%s%s", call->base_url,
-             t->is_fetch ? "/pki/public_key" : "/v1/chat/secure_completion");
+    snprintf(url, sizeof url, "%s%s", call->base_url, transfer_path(call, t));
     CURLcode rc = CURLE_OK;
     HUSH_ENSURE((t->easy = curl_easy_init()) != NULL, HUSH_E_INTERNAL, "curl_easy_init");
     HUSH_TRY(hush__curl_setup(t->easy, &call->plan->endpoint, "HTTP transfer", false, err));
@@ -354,6 +429,12 @@ static hush_status set_up_easy(hush_call *call, transfer *t)
     SET(CURLOPT_URL, url);
     if (t->is_fetch) {
         SET(CURLOPT_HTTPGET, 1L);
+    } else if (call->v2) {
+        HUSH_TRY(build_v2_headers(call, &t->headers));
+        SET(CURLOPT_HTTPHEADER, t->headers);
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_READFUNCTION, send_frames);
+        SET(CURLOPT_READDATA, t);
     } else {
         HUSH_TRY(build_post_headers(call, &t->headers));
         SET(CURLOPT_HTTPHEADER, t->headers);
@@ -444,18 +525,88 @@ cleanup:
     return status;
 }
 
+/* The fetched body as v2 key configs: hushcall's list, or EHBP's one bare
+ * config (whose requests name no config). */
+HUSH_MUST_USE
+static hush_status read_v2_configs(const hush_call *call, const transfer *t, hush__fetched *got,
+                                   hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    if (call->fetch_kind == FETCH_V2_LIST) {
+        HUSH_TRY(hush_v2_keyconfigs_parse(t->body, t->len, &got->v2, &got->v2_count, err));
+        HUSH_ENSURE(got->v2_count > 0, HUSH_E_KEY,
+                    "the server's %s lists no key config hushcall speaks", fetch_path(FETCH_V2_LIST));
+        got->v2_named = true;
+    } else {
+        HUSH_ENSURE((got->v2 = calloc(1, sizeof *got->v2)) != NULL, HUSH_E_NOMEM, "out of memory");
+        got->v2_count = 1;
+        HUSH_TRY(hush_v2_keyconfig_parse(t->body, t->len, got->v2, err));
+    }
+cleanup:
+    return status;
+}
+
+/* What a successful fetch found, by its kind. */
+HUSH_MUST_USE
+static hush_status read_fetched(hush_call *call, const transfer *t, hush__fetched *got,
+                                hush_error *err)
+{
+    if (call->fetch_kind == FETCH_V1_KEY)
+        return accept_server_key(call, t, &got->v1_key, err);
+    return read_v2_configs(call, t, got, err);
+}
+
+static void free_fetched(hush__fetched *got)
+{
+    hush_pubkey_free(got->v1_key);
+    hush_v2_keyconfigs_free(got->v2, got->v2_count);
+    *got = (hush__fetched){0};
+}
+
+/* After a 404 of a v2 config path: the next place to look, false when none
+ * is left ("v2" and require_pq never fall back to v1). */
+static bool next_fetch_kind(const hush__transfer_plan *plan, hush__fetch_kind *kind)
+{
+    if (*kind == FETCH_V2_LIST) {
+        *kind = FETCH_V2_BARE;
+        return true;
+    }
+    if (*kind == FETCH_V2_BARE && plan->protocol == PROTOCOL_AUTO && !plan->require_pq) {
+        *kind = FETCH_V1_KEY;
+        return true;
+    }
+    return false;
+}
+
 static void post_seal_job(hush_engine *e, hush_call *call);
 
-static void fetch_done(hush_engine *e, hush_call *call, transfer *t, hush_status status,
-                       hush_error *err, long wait_ms, bool retryable)
+static void fetch_done(hush_engine *e, hush_call *call, transfer *t, long http,
+                       hush_status status, hush_error *err, long wait_ms, bool retryable)
 {
-    hush_pubkey *key = NULL;
+    hush__fetched got = {0};
+    hush_error failure;
+    if (http == 404 && call->fetch_kind != FETCH_V1_KEY) {
+        if (next_fetch_kind(call->plan, &call->fetch_kind)) {
+            call->fetch_attempts = 0; /* another resource, not a retry: a fresh budget */
+            start_transfer(e, call, true); /* still this call's fetch */
+            return;
+        }
+        status = hush__fail(err, HUSH_E_UNSUPPORTED,
+                            "the server publishes no v2 key config (%s and %s: HTTP 404) and "
+                            "%s; nothing was sent",
+                            fetch_path(FETCH_V2_LIST), fetch_path(FETCH_V2_BARE),
+                            call->plan->require_pq ? "require_pq is set" : "protocol is \"v2\"");
+    }
     if (status == HUSH_OK)
-        status = accept_server_key(call, t, &key, err);
+        status = read_fetched(call, t, &got, err);
     if (status != HUSH_OK && retryable && schedule_retry(call, true, wait_ms))
         return;
     call->stage = STAGE_KEYS; /* no longer the fetcher, whatever happens next */
-    call->plan->hooks->fetch_done(call->client, call, key, status == HUSH_OK ? NULL : err);
+    if (status != HUSH_OK)
+        free_fetched(&got);
+    failure = *err;
+    status = call->plan->hooks->fetch_done(call->client, call, status == HUSH_OK ? &got : NULL,
+                                           status == HUSH_OK ? NULL : &failure, err);
     if (status == HUSH_OK)
         post_seal_job(e, call);
     else
@@ -463,6 +614,45 @@ static void fetch_done(hush_engine *e, hush_call *call, transfer *t, hush_status
 }
 
 static void post_open_job(hush_engine *e, hush_call *call, transfer *t);
+
+static void advance_keys(hush_engine *e, hush_call *call);
+
+/* EHBP §5.4's key-config problem: the one 422 worth a refetch. */
+static bool is_key_config_problem(const transfer *t)
+{
+    static const char type[] = "urn:ietf:params:ehbp:error:key-config";
+    const char *content_type = NULL;
+    hush_json_doc *doc = NULL;
+    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &content_type);
+    if (content_type == NULL ||
+        strncmp(content_type, "application/problem+json", strlen("application/problem+json")) != 0 ||
+        t->len == 0 || t->len > ERROR_DETAILS_MAX ||
+        hush_json_parse(t->body, t->len, NULL, HUSH_SECMEM_PUBLIC, &doc, NULL) != HUSH_OK)
+        return false;
+    const hush_json_value *v = hush_json_object_get(hush_json_doc_root(doc), "type", 4);
+    size_t len = 0;
+    const char *s = v != NULL ? hush_json_string(v, &len) : NULL;
+    bool is = s != NULL && len == sizeof type - 1 && memcmp(s, type, len) == 0;
+    hush_json_doc_free(doc);
+    return is;
+}
+
+/* A 200 to a v2 POST: opened only with a valid Ehbp-Response-Nonce (EHBP
+ * §5.3: fail closed), which the answer's key derives from. */
+static void v2_answered(hush_engine *e, hush_call *call, transfer *t)
+{
+    struct curl_header *h = NULL;
+    hush_error err;
+    hush_error_clear(&err);
+    if (curl_easy_header(t->easy, "Ehbp-Response-Nonce", 0, CURLH_HEADER, -1, &h) != CURLHE_OK ||
+        hush_v2_nonce_parse_hex(h->value, strlen(h->value), call->v2_nonce, &err) != HUSH_OK) {
+        fail_with(e, call, HUSH_E_AUTH,
+                  "the server's answer has no valid Ehbp-Response-Nonce: it cannot be "
+                  "authenticated, and nothing of it was released");
+        return;
+    }
+    post_open_job(e, call, t);
+}
 
 /* An exchange ended. The transfer is detached from its call first: the
  * call may finish (and be freed) below, the transfer is freed last. */
@@ -496,7 +686,14 @@ static void transfer_done(hush_engine *e, transfer *t, CURLcode rc)
     }
 
     if (t->is_fetch) {
-        fetch_done(e, call, t, status, &err, wait_ms, retryable);
+        fetch_done(e, call, t, http, status, &err, wait_ms, retryable);
+    } else if (call->v2 && status == HUSH_OK) {
+        v2_answered(e, call, t);
+    } else if (call->v2 && http == 422 && !call->v2_refetched && is_key_config_problem(t)) {
+        /* Our config is stale (the server rotated): fetch once, seal afresh. */
+        call->v2_refetched = true;
+        call->plan->hooks->v2_stale(call->client, call);
+        advance_keys(e, call);
     } else if (status == HUSH_OK) {
         post_open_job(e, call, t);
     } else if (!retryable || !schedule_retry(call, false, wait_ms)) {
@@ -576,8 +773,16 @@ static void handle_event(hush_engine *e, event *ev)
             fail(e, call, ev->status, &ev->error);
             break;
         }
+        hush_secbuf_free(call->package); /* a v2 re-seal's predecessor */
         call->package = ev->package;
         ev->package = NULL;
+        if (call->v2) {
+            call->request = ev->request; /* kept: every retry seals afresh */
+            ev->request = NULL;
+            hush_v2_exchange_free(call->v2_exchange);
+            call->v2_exchange = ev->exchange;
+            ev->exchange = NULL;
+        }
         start_transfer(e, call, false);
         break;
     case EV_OPENED:
@@ -607,7 +812,11 @@ static void fire_due_retries(hush_engine *e)
     struct timespec now = hush__now();
     for (hush_call *c = e->live, *next; c != NULL; c = next) {
         next = c->live_next; /* start_transfer may finish (and unlink) the call */
-        if (c->stage == STAGE_BACKOFF && hush__ms_between(now, c->wake_at) <= 0)
+        if (c->stage != STAGE_BACKOFF || hush__ms_between(now, c->wake_at) > 0)
+            continue;
+        if (c->v2 && !c->backoff_fetch)
+            post_seal_job(e, c); /* a fresh seal, never a replay of the last one */
+        else
             start_transfer(e, c, c->backoff_fetch);
     }
 }
@@ -661,6 +870,34 @@ static void *io_main(void *arg)
 
 /* ---- workers ------------------------------------------------------------ */
 
+/* Seal a v2 request to the call's config; the plaintext goes back to the
+ * call with the frames, for a re-seal on retry or after a 422. */
+static void run_seal_v2(hush_engine *e, job *j)
+{
+    hush_call *call = j->call;
+    hush_error err;
+    hush_error_clear(&err);
+    hush_secbuf *frames = NULL;
+    hush_v2_exchange *exchange = NULL;
+    size_t len = hush_secbuf_len(j->request);
+    hush_status status = hush_secbuf_new(len + len / 16 + 64, 0, HUSH_SECMEM_PUBLIC, &frames, &err);
+    if (status == HUSH_OK)
+        status = hush_v2_request_seal(&call->v2_config, call->v2_cipher,
+                                      hush_secbuf_data(j->request), len, 0, frames, NULL,
+                                      &exchange, &err);
+    event *ev = calloc(1, sizeof *ev);
+    if (ev == NULL) {
+        hush_secbuf_free(frames);
+        hush_v2_exchange_free(exchange);
+        return; /* without memory the call waits for its cancel, as a failed post does */
+    }
+    *ev = (event){.kind = EV_SEALED, .call = hush__call_retain(call), .status = status,
+                  .error = err, .package = frames, .request = j->request, .exchange = exchange};
+    j->request = NULL;
+    if (!post_event(e, ev))
+        free_event(ev);
+}
+
 static void run_seal(hush_engine *e, worker *w, job *j)
 {
     hush_call *call = j->call;
@@ -683,6 +920,15 @@ static void run_open(hush_engine *e, job *j)
     hush_error err;
     hush_error_clear(&err);
     hush_json_doc *doc = NULL;
+    if (call->v2) {
+        hush__v2_answer answer = {call->v2_exchange, call->v2_nonce, call->v2_fingerprint, 200};
+        hush_status status = hush__response_open_v2(&answer, j->body, j->body_len,
+                                                    plan->max_response_bytes, plan->secmem_flags,
+                                                    &doc, &err);
+        if (!post(e, EV_OPENED, call, status, &err, NULL, doc))
+            hush_json_doc_free(doc);
+        return;
+    }
     hush__attest_rule rule = {
         .policy = plan->attest_policy,
         .required = call->attestation_required,
@@ -709,7 +955,9 @@ static void *worker_main(void *arg)
         if (e->jobs == NULL)
             e->jobs_tail = NULL;
         pthread_mutex_unlock(&e->lock);
-        if (j->kind == JOB_SEAL)
+        if (j->kind == JOB_SEAL && j->call->v2)
+            run_seal_v2(e, j);
+        else if (j->kind == JOB_SEAL)
             run_seal(e, w, j);
         else
             run_open(e, j);

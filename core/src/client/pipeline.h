@@ -19,6 +19,8 @@
 #include "hushcall/attest.h"
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
+#include "hushcall/envelope_v2.h"
+#include "hushcall/hpke.h"
 #include "hushcall/keys.h"
 #include "hushcall/secmem.h"
 #include "transfer.h"
@@ -35,7 +37,28 @@ typedef struct server_key {
     uint64_t failed_fetch_id;    /* the fetch whose failure `failure` holds */
     hush_error failure;
     hush_call *waiters;          /* linked through waiter_next */
+    /* v2: the configs of the last fetch, the one calls use, and what was seen */
+    hush_v2_keyconfig *v2;       /* NULL until fetched (or after a 422) */
+    size_t v2_count, v2_pick, v2_cipher;
+    bool v2_named;               /* from the hushcall list: requests name their config */
+    bool v2_absent;              /* "auto" found no v2 here and uses v1 */
+    bool saw_pq;                 /* some fetch offered X-Wing: dropping it is a downgrade */
+    uint64_t v2_generation;      /* increases with every config list stored */
 } server_key;
+
+/* The protocols a client speaks (hush_client_options.protocol). */
+typedef enum hush__protocol { PROTOCOL_AUTO, PROTOCOL_V1, PROTOCOL_V2 } hush__protocol;
+
+/* What a call fetches: v1's key, v2's config list, EHBP's bare config. */
+typedef enum hush__fetch_kind { FETCH_V1_KEY, FETCH_V2_LIST, FETCH_V2_BARE } hush__fetch_kind;
+
+/* What a fetch found, handed to the client (taken over). */
+typedef struct hush__fetched {
+    hush_pubkey *v1_key;
+    hush_v2_keyconfig *v2;
+    size_t v2_count;
+    bool v2_named;
+} hush__fetched;
 
 /* ---- the engine's interface: what a call hands it ----------------------
  *
@@ -55,10 +78,15 @@ typedef struct hush__call_hooks {
      * must fetch the server key. Anything else: a failure. */
     hush_status (*keys_for)(hush_client *client, hush_call *call, bool *wait, bool *fetch,
                             hush_error *err);
-    /* The fetch this call made has ended: store the key (taken over) or
-     * the failure, resume every waiter. Neither: the fetcher gave up. */
-    void (*fetch_done)(hush_client *client, hush_call *call, hush_pubkey *key,
-                       const hush_error *failure);
+    /* The fetch this call made has ended: store what it found (taken
+     * over, NULL: nothing) or the failure, resume every waiter. Neither:
+     * the fetcher gave up. HUSH_OK when the call now has the keys it needs
+     * (else the reason, e.g. v2 configs refused by require_pq or the pin). */
+    hush_status (*fetch_done)(hush_client *client, hush_call *call, hush__fetched *got,
+                              const hush_error *failure, hush_error *err);
+    /* The server answered 422 key-config to this call's v2 config: forget
+     * the configs it used, so that the call's next keys_for fetches anew. */
+    void (*v2_stale)(hush_client *client, hush_call *call);
     /* Unlink a finished call from whatever waiter list holds it. */
     void (*forget)(hush_client *client, hush_call *call);
     /* How the call ended, for the circuit breaker. */
@@ -84,6 +112,9 @@ typedef struct hush__transfer_plan {
     unsigned secmem_flags;
     bool ask_attestation;              /* send X-Attestation: required */
     const char *server_key_fingerprint; /* the pin of the envelope key, or NULL */
+    hush__protocol protocol;
+    bool require_pq;
+    const char *v2_key_fingerprint;     /* the pin of the v2 key, or NULL */
     const hush_attest_policy *attest_policy;
     const hush__call_hooks *hooks;
 } hush__transfer_plan;
@@ -164,6 +195,18 @@ struct hush_call {
     unsigned attempts, fetch_attempts;
     struct timespec wake_at;  /* BACKOFF */
     bool backoff_fetch;       /* the retry is of the key fetch */
+    hush__fetch_kind fetch_kind;
+
+    /* v2: the config this call seals to (keys_for sets it), its exchange */
+    bool v2;
+    hush_v2_keyconfig v2_config; /* its pubkey a reference of the call's */
+    size_t v2_cipher;
+    bool v2_named;
+    uint64_t v2_generation;
+    bool v2_refetched;           /* a 422 made it fetch once already */
+    char v2_fingerprint[HUSH_FINGERPRINT_LEN];
+    hush_v2_exchange *v2_exchange;
+    unsigned char v2_nonce[HUSH_V2_RESPONSE_NONCE_BYTES];
 
     /* The outcome, guarded by `lock`. */
     pthread_mutex_t lock;
@@ -232,6 +275,24 @@ hush_status hush__response_open(const hush_keypair *key, const void *package, si
                                 size_t max_response_bytes, const char *payload_id,
                                 const hush__attest_rule *rule, unsigned secmem_flags,
                                 hush_json_doc **out, hush_error *err);
+
+/* What a v2 answer is opened with and reported by (_metadata). */
+typedef struct hush__v2_answer {
+    const hush_v2_exchange *exchange;
+    const unsigned char *nonce;
+    const char *fingerprint;
+    long http_status;
+} hush__v2_answer;
+
+/* Open a v2 answer (EHBP frames) into a document whose `_metadata` is the
+ * server's, with ours added: protocol "v2", suite, key_id,
+ * server_key_fingerprint, status, is_encrypted. The body is fed to the
+ * opener whole, once received, into a locked buffer; nothing of it is
+ * released unless every frame authenticates. */
+HUSH_MUST_USE
+hush_status hush__response_open_v2(const hush__v2_answer *answer, const void *body, size_t len,
+                                   size_t max_response_bytes, unsigned secmem_flags,
+                                   hush_json_doc **out, hush_error *err);
 
 /* ---- time ------------------------------------------------------------- */
 

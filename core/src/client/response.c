@@ -3,6 +3,7 @@
  * merges it, plus our verdict on the server's TPM quote. The plaintext, the
  * document and the added members all live in one arena (one locked region);
  * the raw plaintext is zeroed once parsed. */
+#include <stdio.h>
 #include <string.h>
 
 #include "hushcall/envelope_v1.h"
@@ -203,6 +204,119 @@ hush_status hush__response_open(const hush_keypair *key, const void *package, si
     HUSH_TRY(hush__json_doc_adopt(arena, merged, out, err));
     arena = NULL;
 cleanup:
+    hush_arena_free(arena);
+    return status;
+}
+
+/* ---- v2 ------------------------------------------------------------------ */
+
+/* protocol, suite, key_id, server_key_fingerprint, status, is_encrypted */
+#define OURS_V2 6
+
+static bool is_ours_v2(const char *key, size_t len)
+{
+    return key_is(key, len, "protocol") || key_is(key, len, "suite") ||
+           key_is(key, len, "key_id") || key_is(key, len, "server_key_fingerprint") ||
+           key_is(key, len, "status") || key_is(key, len, "is_encrypted");
+}
+
+/* The suite's name, as _metadata reports it. */
+static const char *suite_name(hush_hpke_suite suite)
+{
+    if (suite.kem_id == HUSH_HPKE_KEM_X25519_SHA256)
+        return "ehbp-x25519-aes256gcm";
+    return suite.aead_id == HUSH_HPKE_AEAD_CHACHA20_POLY1305 ? "xwing-chacha20poly1305"
+                                                            : "xwing-aes256gcm";
+}
+
+HUSH_MUST_USE
+static hush_status new_number(hush_arena *arena, long n, const hush_json_value **out,
+                              hush_error *err)
+{
+    char text[24]; /* the parser is the one maker of numbers */
+    int len = snprintf(text, sizeof text, "%ld", n);
+    return hush_json_parse_into(arena, text, (size_t)len, NULL, out, err);
+}
+
+/* The server's `_metadata` members, then ours (which win). */
+HUSH_MUST_USE
+static hush_status build_metadata_v2(hush_arena *arena, const hush_json_value *server,
+                                     const hush__v2_answer *a, const hush_json_value **out,
+                                     hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush__json_member_spec *specs;
+    const hush_json_value *protocol, *suite, *key_id, *fingerprint, *http, *encrypted;
+    hush_hpke_suite s = hush_v2_exchange_suite(a->exchange);
+    size_t n = 0;
+    HUSH_TRY(member_specs(arena, server, OURS_V2, &specs, err));
+    for (size_t i = 0; hush_json_object_member(server, i, &specs[n].key, &specs[n].key_len,
+                                               &specs[n].value);
+         i++)
+        if (!is_ours_v2(specs[n].key, specs[n].key_len))
+            n++;
+    HUSH_TRY(new_text(arena, "v2", &protocol, err));
+    HUSH_TRY(new_text(arena, suite_name(s), &suite, err));
+    HUSH_TRY(new_number(arena, hush_v2_exchange_key_id(a->exchange), &key_id, err));
+    HUSH_TRY(new_text(arena, a->fingerprint, &fingerprint, err));
+    HUSH_TRY(new_number(arena, a->http_status, &http, err));
+    HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_BOOL, true, &encrypted, err));
+    add_spec(specs, &n, "protocol", protocol);
+    add_spec(specs, &n, "suite", suite);
+    add_spec(specs, &n, "key_id", key_id);
+    add_spec(specs, &n, "server_key_fingerprint", fingerprint);
+    add_spec(specs, &n, "status", http);
+    add_spec(specs, &n, "is_encrypted", encrypted);
+    HUSH_TRY(hush__json_new_object(arena, specs, n, out, err));
+cleanup:
+    return status;
+}
+
+/* Every frame into locked memory, released only once all authenticated. */
+HUSH_MUST_USE
+static hush_status open_frames(const hush__v2_answer *a, const void *body, size_t len,
+                               size_t max_response_bytes, hush_secbuf *plaintext,
+                               hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_v2_opener *opener = NULL;
+    hush_v2_limits limits = {.max_total_bytes = max_response_bytes};
+    HUSH_TRY(hush_v2_response_opener_new(a->exchange, a->nonce, &limits, plaintext, &opener,
+                                         err));
+    HUSH_TRY(hush_v2_opener_feed(opener, body, len, err));
+    HUSH_TRY(hush_v2_opener_finish(opener, NULL, NULL, err));
+cleanup:
+    hush_v2_opener_free(opener);
+    return status;
+}
+
+hush_status hush__response_open_v2(const hush__v2_answer *answer, const void *body, size_t len,
+                                   size_t max_response_bytes, unsigned secmem_flags,
+                                   hush_json_doc **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_arena *arena = NULL;
+    hush_secbuf *plaintext = NULL;
+    const hush_json_value *root, *server_metadata, *metadata, *merged;
+
+    *out = NULL;
+    HUSH_TRY(hush_secbuf_new(len, max_response_bytes, secmem_flags, &plaintext, err));
+    HUSH_TRY(open_frames(answer, body, len, max_response_bytes, plaintext, err));
+    HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
+    hush_json_limits limits = {.max_bytes = max_response_bytes};
+    HUSH_TRY(hush_json_parse_into(arena, hush_secbuf_data(plaintext), hush_secbuf_len(plaintext),
+                                  &limits, &root, err));
+    HUSH_ENSURE(hush_json_type_of(root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
+                "the decrypted response is not a JSON object");
+    server_metadata = hush_json_object_get(root, METADATA, strlen(METADATA));
+    HUSH_ENSURE(server_metadata == NULL || hush_json_type_of(server_metadata) == HUSH_JSON_OBJECT,
+                HUSH_E_FORMAT, "the decrypted response's _metadata is not a JSON object");
+    HUSH_TRY(build_metadata_v2(arena, server_metadata, answer, &metadata, err));
+    HUSH_TRY(with_metadata(arena, root, metadata, &merged, err));
+    HUSH_TRY(hush__json_doc_adopt(arena, merged, out, err));
+    arena = NULL;
+cleanup:
+    hush_secbuf_free(plaintext); /* wipes: the document holds its own copies */
     hush_arena_free(arena);
     return status;
 }
