@@ -170,6 +170,25 @@ static void test_v2_refused_without_configs(void)
     expect_failure(c, "no v2 here", HUSH_E_UNSUPPORTED);
     hush_client_free(c);
     CHECK(peer_stat(&nomyo, "completions") == 0);
+
+    /* "auto" speaks v1 there, and remembers it: one key fetch for two calls. */
+    hush_keypair *key = NULL;
+    hush_error err = {0};
+    CHECK_OK(hush_keypair_generate(2048, &key, &err), &err);
+    v2_options(&o, &nomyo, "auto");
+    o.client_key = key;
+    c = new_client(&o);
+    for (int i = 0; i < 2; i++) {
+        hush_json_doc *doc = NULL;
+        CHECK_OK(complete(c, "v1 it is", &doc, &err), &err);
+        CHECK(doc != NULL && response_echoes(doc, "v1 it is"));
+        CHECK(doc != NULL && meta_string(doc, "protocol") == NULL);
+        hush_json_doc_free(doc);
+    }
+    CHECK_EQ(peer_stat(&nomyo, "completions"), 2);
+    CHECK_EQ(peer_stat(&nomyo, "pubkey_fetches"), 1);
+    hush_client_free(c);
+    hush_keypair_free(key);
     CHECK(peer_stop(&nomyo));
 }
 

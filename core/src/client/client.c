@@ -698,21 +698,32 @@ cleanup:
     return status;
 }
 
-/* The server key part of keys_for (client lock held, client key ready). */
+/* The client's RSA key, which only v1 needs (client lock held): set on the
+ * call, or the call waits for its generation, or fails with it. */
 HUSH_MUST_USE
-static hush_status server_key_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
-                                  hush_error *err)
+static hush_status client_key_for(hush_client *c, hush_call *call, bool *wait, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    server_key *sk = NULL;
-    bool wants_v2 = c->plan.protocol != PROTOCOL_V1;
-    call->client_key = c->key; /* both set once, before key_pending went false */
-    call->key_header = c->key_header;
-    HUSH_TRY(find_server_key(c, call->base_url, &sk, err));
-    call->fetch_entry = sk;
-    if (wants_v2 && sk->v2 != NULL) {
-        HUSH_TRY(use_v2_config(call, sk, err));
-    } else if (sk->key != NULL && (!wants_v2 || sk->v2_absent)) {
+    if (c->key_pending) {
+        push_waiter(&c->key_waiters, call);
+        *wait = true;
+    } else if (c->key_status != HUSH_OK) {
+        status = stored_failure(c->key_status, &c->key_error, err);
+    } else {
+        call->client_key = c->key; /* both set once, before key_pending went false */
+        call->key_header = c->key_header;
+    }
+    return status;
+}
+
+/* The entry's cached key, or a wait for the fetch running, or its failure,
+ * or a new fetch: v1's key, or v2's configs first when v2 is wanted. */
+HUSH_MUST_USE
+static hush_status cached_or_fetch(hush_call *call, server_key *sk, bool uses_v1, bool *wait,
+                                   bool *fetch, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    if (uses_v1 && sk->key != NULL) {
         call->server_key = hush_pubkey_ref(sk->key);
     } else if (sk->fetching) {
         call->waited_fetch_id = sk->fetch_id;
@@ -724,50 +735,54 @@ static hush_status server_key_for(hush_client *c, hush_call *call, bool *wait, b
     } else {
         sk->fetching = true;
         sk->fetch_id++;
-        call->fetch_kind = wants_v2 ? FETCH_V2_LIST : FETCH_V1_KEY;
+        call->fetch_kind = uses_v1 ? FETCH_V1_KEY : FETCH_V2_LIST;
         *fetch = true;
     }
-cleanup:
     return status;
 }
 
-/* The engine's keys_for hook (pipeline.h). */
+/* The engine's keys_for hook (pipeline.h). A v2 call needs the server's
+ * configs alone; a v1 call (protocol "v1", or "auto" where the server has
+ * no v2) needs the client's key first, then the server's. */
 HUSH_MUST_USE
 static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
                             hush_error *err)
 {
     hush_status status = HUSH_OK;
+    server_key *sk = NULL;
+    bool wants_v2 = c->plan.protocol != PROTOCOL_V1;
     *wait = *fetch = false;
     pthread_mutex_lock(&c->lock);
-    if (c->plan.protocol == PROTOCOL_V2) {
-        status = server_key_for(c, call, wait, fetch, err); /* v2 needs no RSA key */
-    } else if (c->key_pending) {
-        push_waiter(&c->key_waiters, call);
-        *wait = true;
-    } else if (c->key_status != HUSH_OK) {
-        status = stored_failure(c->key_status, &c->key_error, err);
+    HUSH_TRY(find_server_key(c, call->base_url, &sk, err));
+    call->fetch_entry = sk;
+    bool uses_v1 = !wants_v2 || sk->v2_absent;
+    call->v2 = false; /* until a config is chosen: after a 422 the server may have none */
+    if (wants_v2 && sk->v2 != NULL) {
+        HUSH_TRY(use_v2_config(call, sk, err));
     } else {
-        status = server_key_for(c, call, wait, fetch, err);
+        if (uses_v1 && call->client_key == NULL)
+            HUSH_TRY(client_key_for(c, call, wait, err));
+        if (!*wait)
+            HUSH_TRY(cached_or_fetch(call, sk, uses_v1, wait, fetch, err));
     }
+cleanup:
     pthread_mutex_unlock(&c->lock);
     return status;
 }
 
 /* The hook's part for a fetch that found something (client lock held). */
 HUSH_MUST_USE
-static hush_status store_fetched(hush_client *c, hush_call *call, server_key *sk,
+static hush_status store_fetched(hush_client *c, server_key *sk,
                                  hush__fetched *got, hush_error *err)
 {
     hush_status status = HUSH_OK;
     if (got->v2 != NULL) {
         HUSH_TRY(store_v2_configs(c, sk, got, err));
-        HUSH_TRY(use_v2_config(call, sk, err));
     } else {
         hush_pubkey_free(sk->key);
         sk->key = got->v1_key;
         got->v1_key = NULL;
         sk->v2_absent = c->plan.protocol != PROTOCOL_V1; /* "auto" found no v2 */
-        call->server_key = hush_pubkey_ref(sk->key);
     }
 cleanup:
     return status;
@@ -781,7 +796,7 @@ static hush_status fetch_done(hush_client *c, hush_call *call, hush__fetched *go
     pthread_mutex_lock(&c->lock);
     sk->fetching = false;
     if (got != NULL)
-        status = store_fetched(c, call, sk, got, err);
+        status = store_fetched(c, sk, got, err);
     else if (failure != NULL)
         status = stored_failure(failure->code, failure, err);
     if (status != HUSH_OK) {

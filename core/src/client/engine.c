@@ -578,7 +578,7 @@ static bool next_fetch_kind(const hush__transfer_plan *plan, hush__fetch_kind *k
     return false;
 }
 
-static void post_seal_job(hush_engine *e, hush_call *call);
+static void advance_keys(hush_engine *e, hush_call *call);
 
 static void fetch_done(hush_engine *e, hush_call *call, transfer *t, long http,
                        hush_status status, hush_error *err, long wait_ms, bool retryable)
@@ -608,14 +608,12 @@ static void fetch_done(hush_engine *e, hush_call *call, transfer *t, long http,
     status = call->plan->hooks->fetch_done(call->client, call, status == HUSH_OK ? &got : NULL,
                                            status == HUSH_OK ? NULL : &failure, err);
     if (status == HUSH_OK)
-        post_seal_job(e, call);
+        advance_keys(e, call); /* v1 after "auto" found no v2 may still wait for the client key */
     else
         fail(e, call, status, err);
 }
 
 static void post_open_job(hush_engine *e, hush_call *call, transfer *t);
-
-static void advance_keys(hush_engine *e, hush_call *call);
 
 /* EHBP §5.4's key-config problem: the one 422 worth a refetch. */
 static bool is_key_config_problem(const transfer *t)

@@ -73,15 +73,17 @@ typedef struct hush__fetched {
  * outcome for the breaker, and the reference that keeps the plan alive. */
 typedef struct hush__call_hooks {
     /* Get a call the keys it needs before sealing. HUSH_OK and neither
-     * flag: call->client_key, key_header and server_key are set. *wait:
+     * flag: call->v2 and its config, or (v1) call->client_key, key_header
+     * and server_key are set. *wait:
      * the call is linked as a waiter and will be resumed. *fetch: this call
      * must fetch the server key. Anything else: a failure. */
     hush_status (*keys_for)(hush_client *client, hush_call *call, bool *wait, bool *fetch,
                             hush_error *err);
     /* The fetch this call made has ended: store what it found (taken
      * over, NULL: nothing) or the failure, resume every waiter. Neither:
-     * the fetcher gave up. HUSH_OK when the call now has the keys it needs
-     * (else the reason, e.g. v2 configs refused by require_pq or the pin). */
+     * the fetcher gave up. Not HUSH_OK when what it found is refused (v2
+     * configs under require_pq or the pin): every waiter fails so too. The
+     * call then asks keys_for again. */
     hush_status (*fetch_done)(hush_client *client, hush_call *call, hush__fetched *got,
                               const hush_error *failure, hush_error *err);
     /* The server answered 422 key-config to this call's v2 config: forget
