@@ -71,33 +71,28 @@ def check(content, i):
 # ---- (1) client CPU: one worker process per client --------------------------------
 
 
-class Unavailable(Exception):
-    """This client cannot run here yet; the message says why."""
-
-
-def hushcall_client(url, **options):
+def hushcall_client(url, protocol_options, **options):
     import hushcall
 
     try:
+        client = hushcall.Client(url, allow_http=True, max_retries=0, **protocol_options,
+                                 **options)
+    except TypeError:
+        # a binding from before v2 has no protocol options and speaks "auto";
+        # the answers' _metadata show what it spoke and the worker checks it
         client = hushcall.Client(url, allow_http=True, max_retries=0, **options)
-    except TypeError as e:  # an option this build of the client does not know
-        raise Unavailable("this hushcall client has no %s (%s)" % (
-            ", ".join("%s=%r" % kv for kv in options.items()), e))
-    return lambda i: client.create(**chat(i))["choices"][0]["message"]["content"]
+    return lambda i: client.create(**chat(i))
 
 
 def make_one(kind, url):
-    """A function sending request i and returning the answer's text."""
+    """A function sending request i and returning the answer (a JSON mapping)."""
     if kind == "hushcall-v2-pq":
-        return hushcall_client(url, protocol="v2", require_pq=True)
+        return hushcall_client(url, {"protocol": "v2", "require_pq": True})
     if kind == "hushcall-v2-x25519":
         # the server offers X25519 only (a plain EHBP server), so v2 uses EHBP's suite
-        return hushcall_client(url, protocol="v2")
+        return hushcall_client(url, {"protocol": "v2"})
     if kind == "hushcall-v1":
-        try:
-            return hushcall_client(url, protocol="v1", key_bits=4096)
-        except Unavailable:  # a client from before v2: v1 is all it speaks
-            return hushcall_client(url, key_bits=4096)
+        return hushcall_client(url, {"protocol": "v1"}, key_bits=4096)
     if kind == "nomyo":
         import logging
         import warnings
@@ -110,8 +105,7 @@ def make_one(kind, url):
         loop = asyncio.new_event_loop()  # nomyo's create is a coroutine
 
         def one(i):
-            resp = loop.run_until_complete(client.create(**chat(i)))
-            return resp["choices"][0]["message"]["content"]
+            return loop.run_until_complete(client.create(**chat(i)))
         return one
     if kind == "tinfoil-ehbp":
         import ehbp
@@ -122,23 +116,41 @@ def make_one(kind, url):
             answer = client.post(CHAT, json_body=chat(i))
             if answer.status_code != 200:
                 raise RuntimeError("HTTP %d" % answer.status_code)
-            return answer.json()["choices"][0]["message"]["content"]
+            return answer.json()
         return one
     raise SystemExit("unknown client %r" % kind)
 
 
 def worker(kind, url, n):
-    try:
-        one = make_one(kind, url)
-        check(one(-1), -1)  # warm-up, not measured
-    except Unavailable as e:
-        print(json.dumps({"unavailable": str(e)}), flush=True)
+    one = make_one(kind, url)
+    spoke = answered(one(-1), -1)  # warm-up, not measured
+    if not kind.startswith("hushcall"):
+        spoke = SPEAKS[kind]  # the only protocol that client has
+    elif spoke != SPEAKS[kind]:
+        print(json.dumps({"unavailable": "the client spoke %s, not %s" % (spoke, SPEAKS[kind])}),
+              flush=True)
         return
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for i in range(n):
-        check(one(i), i)
+        answered(one(i), i)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    print(json.dumps({"cpu_ms": 1000 * cpu / n, "rps": n / wall, "n": n}), flush=True)
+    print(json.dumps({"cpu_ms": 1000 * cpu / n, "rps": n / wall, "n": n, "spoke": spoke}),
+          flush=True)
+
+
+# What each row speaks; a hushcall row must show it in its answers' _metadata
+# (a v1 answer names no protocol), so that it never measures a silent fallback.
+SPEAKS = {"hushcall-v2-pq": "v2 xwing-chacha20poly1305",
+          "hushcall-v2-x25519": "v2 ehbp-x25519-aes256gcm", "hushcall-v1": "v1",
+          "nomyo": "v1", "tinfoil-ehbp": "v2 ehbp-x25519-aes256gcm"}
+
+
+def answered(answer, i):
+    """Checks answer i's echo; the protocol and suite it came by."""
+    check(str(answer["choices"][0]["message"]["content"]), i)
+    metadata = answer.get("_metadata") or {}
+    protocol = str(metadata.get("protocol") or "v1")
+    return protocol if protocol == "v1" else "%s %s" % (protocol, metadata.get("suite"))
 
 
 def run_worker(kind, url, n):
@@ -371,16 +383,18 @@ def print_client_rows(rows):
     print("    server is another process. Targets: hushcall v2 PQ <= %.1f ms, X25519 less;"
           % TARGET_PQ_MS)
     print("    %s." % REFERENCE)
-    hdr = "%-26s %10s %8s %6s  %-s" % ("client", "CPU ms/req", "req/s", "n", "server")
+    hdr = "%-26s %10s %8s %5s  %-26s %s" % ("client", "CPU ms/req", "req/s", "n", "spoke",
+                                            "server")
     print(hdr)
-    print("-" * 100)
+    print("-" * 110)
     by = {}
     for title, server, r in rows:
         if "unavailable" in r:
             print("%-26s not available: %s" % (title, r["unavailable"]))
             continue
         by[title] = r["cpu_ms"]
-        print("%-26s %10.3f %8.1f %6d  %s" % (title, r["cpu_ms"], r["rps"], r["n"], server))
+        print("%-26s %10.3f %8.1f %5d  %-26s %s" % (title, r["cpu_ms"], r["rps"], r["n"],
+                                                  r["spoke"], server))
     pq, x = by.get("hushcall v2 PQ (X-Wing)"), by.get("hushcall v2 X25519")
     if pq is not None:
         print("hushcall v2 PQ: %.3f ms against the target %.1f ms: %s"
