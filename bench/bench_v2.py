@@ -4,9 +4,10 @@ table; asserts nothing.
 
   (1) client CPU per request: process CPU time (time.process_time(), every
       thread of the process) of a worker process that runs only that client,
-      around N sequential requests after one warm-up request (key generation,
-      key fetch, connection: not measured). The server is another process and
-      is not counted. Rows: hushcall v2 with the post-quantum suite and with
+      around N sequential requests after one warm-up request and after the
+      process has gone idle (key generation, key fetch, connection, background
+      key generation: not measured, printed apart as one-time CPU). The server
+      is another process and is not counted. Rows: hushcall v2 with the post-quantum suite and with
       X25519, hushcall v1, `nomyo` (v1) and `tinfoil-ehbp`. v1 rows run against
       the gateway (`python -m hushcall serve`, echo backend); v2 rows against the
       gateway when it serves v2, else against the independent EHBP peer
@@ -121,9 +122,24 @@ def make_one(kind, url):
     raise SystemExit("unknown client %r" % kind)
 
 
+def settle(limit_s=120.0, window_s=0.2):
+    """Waits until the process is idle: one-time work a client leaves running
+    in the background (hushcall's "auto" generates the RSA key of a possible
+    v1 fallback on its engine thread) must not be billed to the requests."""
+    deadline = time.perf_counter() + limit_s
+    while time.perf_counter() < deadline:
+        cpu0 = time.process_time()
+        time.sleep(window_s)
+        if time.process_time() - cpu0 < 0.02 * window_s:
+            return
+
+
 def worker(kind, url, n):
+    cpu0 = time.process_time()
     one = make_one(kind, url)
     spoke = answered(one(-1), -1)  # warm-up, not measured
+    settle()
+    one_time_ms = 1000 * (time.process_time() - cpu0)
     if not kind.startswith("hushcall"):
         spoke = SPEAKS[kind]  # the only protocol that client has
     elif spoke != SPEAKS[kind]:
@@ -134,8 +150,8 @@ def worker(kind, url, n):
     for i in range(n):
         answered(one(i), i)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    print(json.dumps({"cpu_ms": 1000 * cpu / n, "rps": n / wall, "n": n, "spoke": spoke}),
-          flush=True)
+    print(json.dumps({"cpu_ms": 1000 * cpu / n, "rps": n / wall, "n": n, "spoke": spoke,
+                      "one_time_ms": one_time_ms}), flush=True)
 
 
 # What each row speaks; a hushcall row must show it in its answers' _metadata
@@ -396,11 +412,12 @@ def client_rows(gateway_url, peer_url, plain_peer_url, n, workdir):
 def print_client_rows(rows):
     print("(1) client CPU per request: time.process_time() of a worker process running only")
     print("    that client (all its threads), sequential requests after one warm-up; the")
-    print("    server is another process. Targets: hushcall v2 PQ <= %.1f ms, X25519 less;"
-          % TARGET_PQ_MS)
+    print("    server is another process. one-time: CPU ms of the client's set-up, warm-up and")
+    print("    background work (key generation) until the process is idle, not in CPU ms/req.")
+    print("    Targets: hushcall v2 PQ <= %.1f ms, X25519 less;" % TARGET_PQ_MS)
     print("    %s." % REFERENCE)
-    hdr = "%-26s %10s %8s %5s  %-26s %s" % ("client", "CPU ms/req", "req/s", "n", "spoke",
-                                            "server")
+    hdr = "%-26s %10s %8s %5s %9s  %-26s %s" % ("client", "CPU ms/req", "req/s", "n",
+                                                "one-time", "spoke", "server")
     print(hdr)
     print("-" * 110)
     by = {}
@@ -409,8 +426,8 @@ def print_client_rows(rows):
             print("%-26s not available: %s" % (title, r["unavailable"]))
             continue
         by[title] = r["cpu_ms"]
-        print("%-26s %10.3f %8.1f %5d  %-26s %s" % (title, r["cpu_ms"], r["rps"], r["n"],
-                                                  r["spoke"], server))
+        print("%-26s %10.3f %8.1f %5d %9.0f  %-26s %s" % (
+            title, r["cpu_ms"], r["rps"], r["n"], r["one_time_ms"], r["spoke"], server))
     pq, x = by.get("hushcall v2 PQ (X-Wing)"), by.get("hushcall v2 X25519")
     if pq is not None:
         print("hushcall v2 PQ: %.3f ms against the target %.1f ms: %s"
