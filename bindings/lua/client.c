@@ -312,7 +312,8 @@ static int new(lua_State *L)
         "base_url", "api_key", "allow_http", "key_dir", "password", "timeout",
         "connect_timeout", "max_retries", "security_tier", "ca_file", "tls_pin",
         "server_key_fingerprint", "max_request_bytes", "key_bits", "client_key",
-        "require_attestation", "attestation_policy", NULL};
+        "require_attestation", "attestation_policy", "protocol", "require_pq",
+        "v2_key_fingerprint", NULL};
     if (!lua_istable(L, 1))
         return hushlua_argfail(L, 1, "new", "table expected, got %s", luaL_typename(L, 1));
     lua_settop(L, 1);
@@ -340,6 +341,9 @@ static int new(lua_State *L)
     hushlua_opt_string(L, 1, 1, "new", "server_key_fingerprint", &o.server_key_fingerprint);
     hushlua_opt_bool(L, 1, 1, "new", "require_attestation", &o.require_attestation);
     hushlua_opt_string(L, 1, 1, "new", "attestation_policy", &o.attestation_policy);
+    hushlua_opt_string(L, 1, 1, "new", "protocol", &o.protocol);
+    hushlua_opt_bool(L, 1, 1, "new", "require_pq", &o.require_pq);
+    hushlua_opt_string(L, 1, 1, "new", "v2_key_fingerprint", &o.v2_key_fingerprint);
     if (hushlua_opt_integer(L, 1, 1, "new", "max_request_bytes", &v)) {
         if (v < 1)
             return hushlua_argfail(L, 1, "new", "max_request_bytes: must be at least 1");

@@ -136,20 +136,23 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
                         "max_retries", "security_tier", "key_dir", "password", "ca_file",
                         "tls_pin", "server_key_fingerprint", "secure_memory",
                         "max_request_bytes", "key_bits", "client_key", "require_attestation",
-                        "attestation_policy", NULL};
+                        "attestation_policy", "protocol", "require_pq", "v2_key_fingerprint",
+                        NULL};
     const char *base_url, *api_key = NULL, *security_tier = NULL, *key_dir = NULL,
                           *password = NULL, *ca_file = NULL, *tls_pin = NULL,
-                          *fingerprint = NULL, *policy = NULL;
+                          *fingerprint = NULL, *policy = NULL, *protocol = NULL,
+                          *v2_fingerprint = NULL;
     int allow_http = 0, secure_memory = 1, max_retries = 2, key_bits = 0;
-    int require_attestation = 0;
+    int require_attestation = 0, require_pq = 0;
     PyObject *timeout = Py_None, *connect_timeout = Py_None, *max_request = Py_None,
              *client_key = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$zpOOizzzzzzpOiOpz:Client", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|$zpOOizzzzzzpOiOpzzpz:Client", keywords,
                                      &base_url, &api_key, &allow_http, &timeout,
                                      &connect_timeout, &max_retries, &security_tier, &key_dir,
                                      &password, &ca_file, &tls_pin, &fingerprint,
                                      &secure_memory, &max_request, &key_bits, &client_key,
-                                     &require_attestation, &policy))
+                                     &require_attestation, &policy, &protocol, &require_pq,
+                                     &v2_fingerprint))
         return NULL;
 
     hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
@@ -172,6 +175,9 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     o.server_key_fingerprint = fingerprint;
     o.require_attestation = require_attestation != 0;
     o.attestation_policy = policy;
+    o.protocol = protocol;
+    o.require_pq = require_pq != 0;
+    o.v2_key_fingerprint = v2_fingerprint;
     if (!secure_memory)
         o.secmem_flags = HUSH_SECMEM_NO_LOCK;
     if (key_bits < 0) {
@@ -302,7 +308,8 @@ static PyType_Slot client_slots[] = {
          "       connect_timeout=None, max_retries=2, security_tier=None, key_dir=None,\n"
          "       password=None, ca_file=None, tls_pin=None, server_key_fingerprint=None,\n"
          "       secure_memory=True, max_request_bytes=None, key_bits=0, client_key=None,\n"
-         "       require_attestation=False, attestation_policy=None)\n--\n\n"
+         "       require_attestation=False, attestation_policy=None, protocol=None,\n"
+         "       require_pq=False, v2_key_fingerprint=None)\n--\n\n"
          "A client of one NOMYO-compatible endpoint (hush_client). Timeouts are in\n"
          "seconds. client_key (a KeyPair) is used instead of a key_dir or generated key.\n"
          "Every answer's TPM quote is verified into _metadata.attestation (verified\n"

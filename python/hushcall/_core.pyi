@@ -124,6 +124,9 @@ class Client:
         client_key: Optional["KeyPair"] = None,
         require_attestation: bool = False,
         attestation_policy: Optional[str] = None,
+        protocol: Optional[str] = None,
+        require_pq: bool = False,
+        v2_key_fingerprint: Optional[str] = None,
     ) -> None: ...
     def complete(
         self,

@@ -48,7 +48,10 @@ class Client:
     ``options`` are those of ``hushcall._core.Client`` (api_key, allow_http,
     timeout, connect_timeout, max_retries, security_tier, key_dir, password,
     ca_file, tls_pin, server_key_fingerprint, secure_memory,
-    max_request_bytes). The GIL is released while a request is in flight, so
+    max_request_bytes, protocol, require_pq, v2_key_fingerprint). ``protocol``
+    is ``"auto"`` (the default: v2 when the server publishes key configs,
+    else v1), ``"v1"`` or ``"v2"``; ``require_pq=True`` accepts only the
+    post-quantum suite (X-Wing), never a fallback or a downgrade. The GIL is released while a request is in flight, so
     one Client may be used from many threads at once.
     """
 
@@ -231,7 +234,8 @@ class SecureChatCompletion:
 
     ``create`` and ``acreate`` are the same coroutine; ``security_tier``,
     ``api_key`` and ``base_url`` may be given per call. Further keyword
-    arguments of the constructor go to ``AsyncClient``. ``generate_keys`` and
+    arguments of the constructor go to ``AsyncClient``; the protocol is always
+    v1 (NOMYO's), whatever ``protocol`` says. ``generate_keys`` and
     ``load_keys`` (coroutines here; methods of nomyo's inner
     ``SecureCompletionClient`` there) replace the client's key.
     """
@@ -254,6 +258,7 @@ class SecureChatCompletion:
             max_retries=max_retries,
             **options,
         )
+        self._options["protocol"] = "v1"  # nomyo's interface speaks nomyo's protocol
         self._client = AsyncClient(base_url, key_dir=key_dir, **self._options)
 
     # -- keys (nomyo's SecureCompletionClient.generate_keys / load_keys) --

@@ -26,6 +26,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 HERE = os.path.join(ROOT, "tests", "lua")
 PEER = os.path.join(ROOT, "tests", "interop", "nomyo_peer.py")
+EHBP_PEER = os.path.join(ROOT, "tests", "interop", "ehbp_server.py")
 API_KEY = "lua-key"
 START_TIMEOUT = 60.0
 TEST_TIMEOUT = 600.0
@@ -266,6 +267,12 @@ def main():
             if not peer.first_line.startswith("READY "):
                 raise RuntimeError("nomyo_peer said %r, not READY <port>" % peer.first_line)
             peer_url = "http://127.0.0.1:%d" % int(peer.first_line.split()[1])
+            ehbp = Child("ehbp_server", [sys.executable, EHBP_PEER, "--port", "0"],
+                         os.path.join(tmp, "ehbp.log"), env)
+            children.append(ehbp)
+            if not ehbp.first_line.startswith("READY "):
+                raise RuntimeError("ehbp_server said %r, not READY <port>" % ehbp.first_line)
+            ehbp_url = "http://127.0.0.1:%d" % int(ehbp.first_line.split()[1])
 
             gateway_url = start_gateway("gateway", ["--api-key", API_KEY], tmp, env, children)
 
@@ -284,6 +291,7 @@ def main():
                 "`make build-python`)" % e)
 
         env["HUSH_PEER_URL"] = peer_url
+        env["HUSH_EHBP_PEER_URL"] = ehbp_url
         env["HUSH_GATEWAY_URL"] = gateway_url
         env["HUSH_GATEWAY_API_KEY"] = API_KEY
         env["HUSH_TPM_GATEWAY_URL"] = tpm_gateway_url
