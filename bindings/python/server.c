@@ -438,9 +438,9 @@ static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
     return wrap_exchange(st, op, x);
 }
 
-/* open_v2()'s keys, a sequence of (key_id, HpkeKeypair), as the core's
- * (borrowed from `seq`, which the caller keeps alive); -1 with an
- * exception set. */
+/* open_v2()'s keys, a tuple of (key_id, HpkeKeypair), as the core's
+ * (borrowed from `seq`, an immutable tuple the caller keeps alive while the
+ * GIL is released); -1 with an exception set. */
 static int v2_keys_arg(hushpy_state *st, PyObject *seq, hush_server_v2_key *keys)
 {
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
@@ -487,7 +487,7 @@ static PyObject *server_open_v2(PyObject *op, PyObject *args, PyObject *kwargs)
     if (header_arg(enc_obj, "encapsulated_key", &req.encapsulated_key,
                    &req.encapsulated_key_len) < 0 ||
         header_arg(hdr_obj, "key_config", &req.key_config, &req.key_config_len) < 0 ||
-        (seq = PySequence_Fast(keys_obj, "keys must be a sequence")) == NULL)
+        (seq = PySequence_Tuple(keys_obj)) == NULL) /* a list could change without the GIL */
         goto cleanup;
     req.key_count = (size_t)PySequence_Fast_GET_SIZE(seq);
     if ((keys = PyMem_Calloc(req.key_count + 1, sizeof *keys)) == NULL) {

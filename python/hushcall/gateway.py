@@ -411,6 +411,7 @@ class Gateway:
         body = await self.read_body(request)
         if not isinstance(body, bytes):
             return body
+        request["bytes_in"] = len(body)  # EHBP bodies come chunked, without a length
         loop = asyncio.get_running_loop()
         try:
             answered = await loop.run_in_executor(self.executor, functools.partial(
@@ -503,7 +504,7 @@ class Gateway:
             "method": request.method,
             "path": request.path,
             "status": status,
-            "bytes_in": request.content_length or 0,
+            "bytes_in": request.get("bytes_in", request.content_length or 0),
             "bytes_out": bytes_out,
             "ms": round(ms, 2),
             "open_ms": round(core["open_ms"], 2) if "open_ms" in core else None,

@@ -30,6 +30,8 @@ KEY_CONFIG_PROBLEM = "urn:ietf:params:ehbp:error:key-config"
 WRITE_SLICE = 64 * 1024
 # Maintenance runs at least this often, so a clock jump is noticed.
 MAX_MAINTAIN_SLEEP = 60.0
+# After a failed maintenance (a full disk, say), try again this soon.
+MAINTAIN_RETRY = 5.0
 
 
 def key_config_problem() -> web.Response:
@@ -117,8 +119,12 @@ class V2:
         password derivation: on the executor, not the loop)."""
         loop = asyncio.get_running_loop()
         while True:
-            due = await loop.run_in_executor(executor, self.keyring.maintain)
-            wait = min(max(due - self.keyring.clock(), 0.05), MAX_MAINTAIN_SLEEP)
+            try:
+                due = await loop.run_in_executor(executor, self.keyring.maintain)
+                wait = min(max(due - self.keyring.clock(), 0.05), MAX_MAINTAIN_SLEEP)
+            except Exception as e:  # keep rotating: a stopped ring would expire every key
+                log.error("v2 key maintenance failed (%s); retrying", type(e).__name__)
+                wait = MAINTAIN_RETRY
             await asyncio.sleep(wait)
 
 

@@ -278,6 +278,10 @@ static void bad_headers(const hush_server *srv, sealed *s)
     req.encapsulated_key = NULL;
     req.encapsulated_key_len = 0;
     check_invalid(srv, &req, "no enc");
+    static const char low_order[] = "0000000000000000000000000000000000000000000000000000000000000000";
+    req.encapsulated_key = low_order;
+    req.encapsulated_key_len = strlen(low_order);
+    check_unknown_key(srv, &req, "a low-order X25519 share: as a first frame no key opens");
 
     req = request_of(s, true);
     req.key_config_len = 12;

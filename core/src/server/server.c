@@ -773,8 +773,12 @@ static hush_status v2_open_body(const hush_server *s, const hush_server_v2_reque
                                    req->encapsulated_key_len, enc, &enc_len, err));
     HUSH_TRY(hush_secbuf_new(req->body_len, s->max_package_bytes, s->secmem_flags,
                              &x->v2_plaintext, err));
-    HUSH_TRY(hush_v2_request_opener_new(named ? hdr : NULL, enc, enc_len, keys, count, &limits,
-                                        x->v2_plaintext, &opener, err));
+    hush_status setup = hush_v2_request_opener_new(named ? hdr : NULL, enc, enc_len, keys, count,
+                                                   &limits, x->v2_plaintext, &opener, err);
+    /* A share no key decapsulates (a low-order point) answers as a first
+     * frame no key opens: which step failed is no oracle (EHBP §5.4.4). */
+    HUSH_ENSURE(named || setup != HUSH_E_AUTH, HUSH_E_KEY, V2_UNKNOWN_KEY);
+    HUSH_TRY(setup);
     HUSH_TRY(hush_v2_opener_feed(opener, req->body != NULL ? req->body : "", req->body_len,
                                  err));
     HUSH_TRY(hush_v2_opener_finish(opener, &x->v2, &chosen, err));
