@@ -72,28 +72,22 @@ def check(content, i):
 # ---- (1) client CPU: one worker process per client --------------------------------
 
 
-def hushcall_client(url, protocol_options, **options):
+def hushcall_client(url, **options):
     import hushcall
 
-    try:
-        client = hushcall.Client(url, allow_http=True, max_retries=0, **protocol_options,
-                                 **options)
-    except TypeError:
-        # a binding from before v2 has no protocol options and speaks "auto";
-        # the answers' _metadata show what it spoke and the worker checks it
-        client = hushcall.Client(url, allow_http=True, max_retries=0, **options)
+    client = hushcall.Client(url, allow_http=True, max_retries=0, **options)
     return lambda i: client.create(**chat(i))
 
 
 def make_one(kind, url):
     """A function sending request i and returning the answer (a JSON mapping)."""
     if kind == "hushcall-v2-pq":
-        return hushcall_client(url, {"protocol": "v2", "require_pq": True})
+        return hushcall_client(url, protocol="v2", require_pq=True)
     if kind == "hushcall-v2-x25519":
         # the server offers X25519 only (a plain EHBP server), so v2 uses EHBP's suite
-        return hushcall_client(url, {"protocol": "v2"})
+        return hushcall_client(url, protocol="v2")
     if kind == "hushcall-v1":
-        return hushcall_client(url, {"protocol": "v1"}, key_bits=4096)
+        return hushcall_client(url, protocol="v1", key_bits=4096)
     if kind == "nomyo":
         import logging
         import warnings
@@ -124,8 +118,8 @@ def make_one(kind, url):
 
 def settle(limit_s=120.0, window_s=0.2):
     """Waits until the process is idle: one-time work a client leaves running
-    in the background (hushcall's "auto" generates the RSA key of a possible
-    v1 fallback on its engine thread) must not be billed to the requests."""
+    in the background (hushcall's engine thread generates a client key when a
+    protocol may need one) must not be billed to the requests."""
     deadline = time.perf_counter() + limit_s
     while time.perf_counter() < deadline:
         cpu0 = time.process_time()
@@ -371,20 +365,7 @@ def figures(result):
             "p50": bench_gateway.percentile(lat, 50), "p99": bench_gateway.percentile(lat, 99)}
 
 
-def v1_only_gateway_row(title, workdir, count):
-    """hushcall v1 against a gateway started with --no-v2, for a binding that
-    cannot choose v1 itself (its "auto" speaks v2 to a gateway offering it)."""
-    v1_workdir = os.path.join(workdir, "v1-only")
-    os.makedirs(v1_workdir)
-    gateway = bench_gateway.GatewayProcess(v1_workdir, ["--no-v2"])
-    try:
-        return (title, "gateway --no-v2 (this binding has no protocol option)",
-                run_worker("hushcall-v1", gateway.url, count))
-    finally:
-        gateway.stop()
-
-
-def client_rows(gateway_url, peer_url, plain_peer_url, n, workdir):
+def client_rows(gateway_url, peer_url, plain_peer_url, n):
     gateway_v2 = v2_configs(gateway_url)
     v2_pq_url, v2_pq_server = ((gateway_url, "gateway") if "pq" in gateway_v2
                                else (peer_url, "EHBP peer (gateway has no PQ v2)"))
@@ -402,10 +383,7 @@ def client_rows(gateway_url, peer_url, plain_peer_url, n, workdir):
     for title, kind, url, server in rows:
         # nomyo costs ~27 ms a request: a smaller run keeps the whole bench short
         count = max(20, n // 5) if kind == "nomyo" else n
-        row = (title, server, run_worker(kind, url, count))
-        if kind == "hushcall-v1" and "spoke v2" in row[2].get("unavailable", ""):
-            row = v1_only_gateway_row(title, workdir, count)
-        out.append(row)
+        out.append((title, server, run_worker(kind, url, count)))
     return out
 
 
@@ -529,7 +507,7 @@ def main():
             print("gateway %s (echo backend), EHBP peer %s, plain EHBP peer %s"
                   % (gateway.url, peer.url, plain_peer.url))
             print()
-            rows = client_rows(gateway.url, peer.url, plain_peer.url, args.cpu_requests, workdir)
+            rows = client_rows(gateway.url, peer.url, plain_peer.url, args.cpu_requests)
             plain_peer.stop()
             peer.stop()
             print_client_rows(rows)
