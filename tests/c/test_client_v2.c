@@ -13,6 +13,9 @@
 #define EHBP_SCRIPT HUSH_TEST_INTEROP_DIR "/ehbp_server.py"
 
 static peer pq_peer, plain_peer;
+/* For "auto" clients, which make an RSA key in the background (v1 might be
+ * needed) unless given one: 2048 bits, made once. */
+static hush_keypair *shared_key;
 
 static void v2_options(hush_client_options *o, const peer *p, const char *protocol)
 {
@@ -20,6 +23,7 @@ static void v2_options(hush_client_options *o, const peer *p, const char *protoc
     o->base_url = p->url;
     o->allow_http = true;
     o->protocol = protocol;
+    o->client_key = protocol != NULL && strcmp(protocol, "v2") == 0 ? NULL : shared_key;
     o->max_retries = 0;
     o->retry_base_ms = 10;
     o->breaker_threshold = 1000;
@@ -172,11 +176,8 @@ static void test_v2_refused_without_configs(void)
     CHECK(peer_stat(&nomyo, "completions") == 0);
 
     /* "auto" speaks v1 there, and remembers it: one key fetch for two calls. */
-    hush_keypair *key = NULL;
     hush_error err = {0};
-    CHECK_OK(hush_keypair_generate(2048, &key, &err), &err);
     v2_options(&o, &nomyo, "auto");
-    o.client_key = key;
     c = new_client(&o);
     for (int i = 0; i < 2; i++) {
         hush_json_doc *doc = NULL;
@@ -188,7 +189,6 @@ static void test_v2_refused_without_configs(void)
     CHECK_EQ(peer_stat(&nomyo, "completions"), 2);
     CHECK_EQ(peer_stat(&nomyo, "pubkey_fetches"), 1);
     hush_client_free(c);
-    hush_keypair_free(key);
     CHECK(peer_stop(&nomyo));
 }
 
@@ -206,6 +206,14 @@ static void test_bad_options(void)
     o.v2_key_fingerprint = "sha256:xyz";
     CHECK_STATUS(hush_client_new(&o, &c, &err), HUSH_E_ARGUMENT, &err);
     CHECK(c == NULL);
+
+    /* A v2 client makes no RSA key, so it has none to show. */
+    v2_options(&o, &pq_peer, "v2");
+    c = new_client(&o);
+    char *pem = NULL;
+    CHECK_STATUS(hush_client_public_pem(c, &pem, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(pem == NULL);
+    hush_client_free(c);
 }
 
 /* ---- pins ---------------------------------------------------------------- */
@@ -330,6 +338,11 @@ static void test_downgrade_refused(void)
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    hush_error err = {0};
+    if (hush_keypair_generate(2048, &shared_key, &err) != HUSH_OK) {
+        fprintf(stderr, "setup failed: %s\n", err.message);
+        return 1;
+    }
     const char *plain[] = {"--plain-ehbp", NULL};
     if (!peer_start_script(&pq_peer, EHBP_SCRIPT, false, NULL) ||
         !peer_start_script(&plain_peer, EHBP_SCRIPT, false, plain)) {
@@ -349,6 +362,7 @@ int main(void)
     RUN_TEST(test_downgrade_refused);
     bool stopped = peer_stop(&pq_peer) & peer_stop(&plain_peer);
     CHECK(stopped);
+    hush_keypair_free(shared_key);
     curl_global_cleanup();
     return check_report();
 }

@@ -471,7 +471,8 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
     HUSH_TRY(check_attestation_pinned(c, c->opts.security_tier, err));
     HUSH_TRY(start_share(c, err));
     fill_plan(c);
-    HUSH_TRY(start_key(c, err));
+    if (c->plan.protocol != PROTOCOL_V2) /* v2 has no client key: the answer's key is derived */
+        HUSH_TRY(start_key(c, err));
     *out = c;
     c = NULL;
 cleanup:
@@ -489,7 +490,9 @@ hush_status hush_client_public_pem(hush_client *c, char **pem, hush_error *err)
     while (c->key_pending)
         pthread_cond_wait(&c->key_ready, &c->lock);
     status = c->key_status;
-    if (status != HUSH_OK && err != NULL)
+    if (status == HUSH_OK && c->key_pem == NULL)
+        status = hush__fail(err, HUSH_E_ARGUMENT, "a protocol \"v2\" client has no RSA key");
+    else if (status != HUSH_OK && err != NULL)
         *err = c->key_error;
     else if (status == HUSH_OK && (*pem = strdup(c->key_pem)) == NULL)
         status = hush__fail(err, HUSH_E_NOMEM, "out of memory");
