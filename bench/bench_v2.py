@@ -4,15 +4,17 @@ table; asserts nothing.
 
   (1) client CPU per request: process CPU time (time.process_time(), every
       thread of the process) of a worker process that runs only that client,
-      around N sequential requests (the median of 5 rounds of N/5) after one
-      warm-up request and after the
-      process has gone idle (key generation, key fetch, connection, background
-      key generation: not measured, printed apart as one-time CPU). The server
-      is another process and is not counted. Rows: hushcall v2 with the post-quantum suite and with
-      X25519, hushcall v1, `nomyo` (v1) and `tinfoil-ehbp`. v1 rows run against
-      the gateway (`python -m hushcall serve`, echo backend); v2 rows against the
-      gateway when it serves v2, else against the independent EHBP peer
-      (tests/interop/ehbp_server.py); each row names its server.
+      around N sequential requests (the median of 5 rounds of N/5), after one
+      warm-up request and once the process has gone idle (set-up, key fetch,
+      connection, background key generation: printed apart as one-time CPU).
+      The server is another process and is not counted. Rows: hushcall v2
+      with the post-quantum suite and with X25519, hushcall v1, `nomyo` (v1)
+      and `tinfoil-ehbp`. v1 rows run against the gateway (`python -m hushcall
+      serve`, echo backend); v2 rows against the gateway when it serves v2,
+      else against the independent EHBP peer (tests/interop/ehbp_server.py).
+      A client picks its suite from what a server offers, so the two suites
+      are also compared on the peer (with and without --plain-ehbp). Each row
+      names its server and the protocol and suite it spoke.
   (2) gateway requests/s and latency p50/p99 at 64 and 256 in flight, with
       bench_gateway.py's load generator (imported): v1 (distinct requests
       pre-sealed with `cryptography`, as bench_gateway.py (b) does), v2 (distinct
