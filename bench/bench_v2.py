@@ -409,9 +409,9 @@ def client_rows(gateway_url, peer_url, plain_peer_url, n):
 
 def print_client_rows(rows):
     print("(1) client CPU per request: time.process_time() of a worker process running only")
-    print("    that client (all its threads), sequential requests after one warm-up, the")
-    print("    median of %d rounds; the" % ROUNDS)
-    print("    server is another process. one-time: CPU ms of the client's set-up, warm-up and")
+    print("    that client (all its threads), sequential requests after one warm-up, the median")
+    print("    of %d rounds; the server is another process. one-time: CPU ms of the client's" % ROUNDS)
+    print("    set-up, warm-up and")
     print("    background work (key generation) until the process is idle, not in CPU ms/req.")
     print("    Targets: hushcall v2 PQ <= %.1f ms, X25519 less;" % TARGET_PQ_MS)
     print("    %s." % REFERENCE)
