@@ -411,8 +411,8 @@ def print_client_rows(rows):
     print("(1) client CPU per request: time.process_time() of a worker process running only")
     print("    that client (all its threads), sequential requests after one warm-up, the median")
     print("    of %d rounds; the server is another process. one-time: CPU ms of the client's" % ROUNDS)
-    print("    set-up, warm-up and")
-    print("    background work (key generation) until the process is idle, not in CPU ms/req.")
+    print("    set-up, warm-up and background work (key generation) until the process is idle,")
+    print("    not in CPU ms/req.")
     print("    Targets: hushcall v2 PQ <= %.1f ms, X25519 less;" % TARGET_PQ_MS)
     print("    %s." % REFERENCE)
     hdr = "%-26s %10s %8s %5s %9s  %-26s %s" % ("client", "CPU ms/req", "req/s", "n",
