@@ -164,6 +164,7 @@ bench: build build-python
 	PYTHONPATH=python $(PYTHON) bench/bench_python.py
 	PYTHONPATH=python $(PYTHON) bench/bench_gateway.py
 	$(PYTHON) bench/bench_crypto.py --binary $(BUILD)/bench_crypto
+	PYTHONPATH=python $(PYTHON) bench/bench_v2.py
 
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time; the
 # library as CMakeLists.txt describes it, instrumented (HUSH_SANITIZE=fuzzer).
