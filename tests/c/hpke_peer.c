@@ -16,95 +16,12 @@
  * A failure answers "fail KIND" (hush_status_kind: "auth" for HPKE's opaque
  * refusal), and the peer carries on with the next line. Lines, and the
  * plaintexts and secrets decoded from them, live in secure memory. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "line_peer.h"
 
-#include "hushcall/hushcall.h"
-
-#define TRY(expr)              \
-    do {                       \
-        status = (expr);       \
-        if (status != HUSH_OK) \
-            goto cleanup;      \
-    } while (0)
-
-#define MAX_FIELDS 64
 #define LINE_MAX_BYTES (8u << 20)
 
-/* One command line split into fields, in place, in secure memory. */
-typedef struct command {
-    hush_secbuf *line;
-    char *field[MAX_FIELDS];
-    size_t count;
-} command;
-
-/* ---- input -------------------------------------------------------------- */
-
-/* The next line of stdin into cmd->line; false at the end of input. */
-static bool read_line(command *cmd, hush_error *err)
-{
-    int c;
-    hush_secbuf_clear(cmd->line);
-    while ((c = getchar()) != EOF && c != '\n')
-        if (hush_secbuf_append_byte(cmd->line, (unsigned char)c, err) != HUSH_OK)
-            return false;
-    if (c == EOF && hush_secbuf_len(cmd->line) == 0)
-        return false;
-    return hush_secbuf_append_byte(cmd->line, '\0', err) == HUSH_OK;
-}
-
-static void split_fields(command *cmd)
-{
-    char *save = NULL;
-    cmd->count = 0;
-    for (char *tok = strtok_r((char *)hush_secbuf_data(cmd->line), " ", &save);
-         tok != NULL && cmd->count < MAX_FIELDS; tok = strtok_r(NULL, " ", &save))
-        cmd->field[cmd->count++] = tok;
-}
-
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Hex (or "-") into a new secure buffer. */
-static hush_status unhex(const char *hex, hush_secbuf **out, hush_error *err)
-{
-    hush_status status = HUSH_OK;
-    size_t len = strcmp(hex, "-") == 0 ? 0 : strlen(hex);
-    *out = NULL;
-    if (len % 2 != 0)
-        return HUSH_E_ARGUMENT;
-    TRY(hush_secbuf_new(len / 2 + 1, 0, HUSH_SECMEM_DEFAULT, out, err));
-    for (size_t i = 0; i < len; i += 2) {
-        int hi = hex_digit(hex[i]), lo = hex_digit(hex[i + 1]);
-        TRY(hi >= 0 && lo >= 0 ? HUSH_OK : HUSH_E_ARGUMENT);
-        TRY(hush_secbuf_append_byte(*out, (unsigned char)(hi << 4 | lo), err));
-    }
-cleanup:
-    return status;
-}
-
-static uint16_t hex_id(const char *hex) { return (uint16_t)strtoul(hex, NULL, 16); }
-
-/* ---- output ------------------------------------------------------------- */
-
-static void put_hex(const unsigned char *data, size_t len)
-{
-    static const char digits[] = "0123456789abcdef";
-    putchar(' ');
-    if (len == 0)
-        putchar('-');
-    for (size_t i = 0; i < len; i++) {
-        putchar(digits[data[i] >> 4]);
-        putchar(digits[data[i] & 15]);
-    }
-}
+/* The suite's ids as hex. */
+static uint16_t hex_id(const char *hex) { return (uint16_t)hex_num(hex); }
 
 /* ---- HPKE ----------------------------------------------------------------- */
 
