@@ -48,6 +48,7 @@ typedef enum hushpy_exc {
     HUSHPY_EXC_MALFORMED_JSON,    /* MalformedJSONError(HushcallError, ValueError) */
     HUSHPY_EXC_SECURE_MEMORY,     /* SecureMemoryError(HushcallError, MemoryError) */
     HUSHPY_EXC_CANCELLED,         /* CallCancelledError */
+    HUSHPY_EXC_INCOMPLETE_STREAM, /* IncompleteStreamError(SecurityError) */
     HUSHPY_EXC_WIPED,             /* WipedError(HushcallError, ReferenceError) */
     HUSHPY_EXC_COUNT
 } hushpy_exc;

@@ -29,6 +29,7 @@ static const char *const hushpy_exc_names[HUSHPY_EXC_COUNT] = {
     [HUSHPY_EXC_MALFORMED_JSON] = "MalformedJSONError",
     [HUSHPY_EXC_SECURE_MEMORY] = "SecureMemoryError",
     [HUSHPY_EXC_CANCELLED] = "CallCancelledError",
+    [HUSHPY_EXC_INCOMPLETE_STREAM] = "IncompleteStreamError",
     [HUSHPY_EXC_WIPED] = "WipedError",
 };
 
@@ -52,6 +53,7 @@ typedef struct hushpy_status_entry {
  *   CANCELLED              -> CallCancelledError (not asyncio.CancelledError: the engine
  *                             shutting down is not this task being cancelled; the asyncio
  *                             layer raises asyncio's own when it cancelled the call itself)
+ *   TRUNCATED              -> IncompleteStreamError (a SecurityError: a stream cut short)
  *   NOT_FOUND, IO, EXISTS, INTERNAL -> HushcallError */
 static const hushpy_status_entry hushpy_status_table[] = {
     [HUSH_OK] = {"HUSH_OK", HUSHPY_EXC_BASE}, /* never raised */
@@ -85,6 +87,7 @@ static const hushpy_status_entry hushpy_status_table[] = {
     ENTRY(TLS, CONNECTION),
     ENTRY(CIRCUIT_OPEN, CIRCUIT_OPEN),
     ENTRY(CANCELLED, CANCELLED),
+    ENTRY(TRUNCATED, INCOMPLETE_STREAM),
     ENTRY(INTERNAL, BASE),
 };
 #undef ENTRY

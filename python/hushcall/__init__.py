@@ -18,6 +18,7 @@ from .errors import (
     CircuitOpenError,
     ForbiddenError,
     HushcallError,
+    IncompleteStreamError,
     InvalidArgumentError,
     InvalidRequestError,
     MalformedJSONError,

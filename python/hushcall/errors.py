@@ -38,6 +38,7 @@ bad argument, wrong JSON type, base64   InvalidArgumentError (also a ValueError)
 malformed JSON                          MalformedJSONError (also a ValueError)
 secure memory could not be had          SecureMemoryError (also a MemoryError)
 call cancelled or engine shut down      CallCancelledError
+a stream ended without its end marker   IncompleteStreamError (a SecurityError)
 not found, I/O, exists, internal        HushcallError
 =====================================  ==========================================
 
@@ -69,6 +70,7 @@ __all__ = [
     "MalformedJSONError",
     "SecureMemoryError",
     "CallCancelledError",
+    "IncompleteStreamError",
     "WipedError",
 ]
 
@@ -189,6 +191,12 @@ class SecurityError(HushcallError):
     """A security check failed: the answer did not authenticate, an envelope was
     malformed or unsupported, a pinned key did not match, or a key could not be
     used (wrong password, permissions too open, not RSA or too small)."""
+
+
+class IncompleteStreamError(SecurityError):
+    """A streamed answer ended without its end marker (``data: [DONE]`` or a
+    chunk with ``finish_reason``): raised after the last authenticated chunk,
+    since EHBP itself cannot tell a finished stream from a cut one."""
 
 
 class InvalidArgumentError(HushcallError, ValueError):

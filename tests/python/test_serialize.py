@@ -350,6 +350,7 @@ EXPECTED_CLASSES = {
     "HUSH_E_TLS": "APIConnectionError",
     "HUSH_E_CIRCUIT_OPEN": "CircuitOpenError",
     "HUSH_E_CANCELLED": "CallCancelledError",
+    "HUSH_E_TRUNCATED": "IncompleteStreamError",
     "HUSH_E_INTERNAL": "HushcallError",
 }
 

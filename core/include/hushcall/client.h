@@ -134,11 +134,25 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
 hush_client *hush_client_ref(hush_client *client);
 void hush_client_free(hush_client *client); /* accepts NULL */
 
-/* Per-call overrides; any field may be NULL. */
+/* Per-call overrides; any field may be NULL (zero-initialize the struct:
+ * fields are added at its end). */
 typedef struct hush_call_options {
     const char *api_key;
     const char *security_tier;
     const char *base_url; /* another endpoint of the same kind (its key is cached separately) */
+    /* ---- the endpoint (docs/protocol-v2.md "Endpoints and streaming") ---- */
+    /* The request path, "/v1/..." without query; NULL is chat completions.
+     * Any path but chat completions needs protocol v2: a call that would
+     * go out over v1 fails with HUSH_E_UNSUPPORTED, nothing sent. */
+    const char *path;
+    /* NULL or "POST": the request is sealed. "GET": a bodyless request
+     * (`request` must be NULL), sent and answered in plaintext as EHBP §7.4
+     * requires; its answer's _metadata says "is_encrypted": false. */
+    const char *method;
+    /* The answer is a server-sent event stream: take its chunks with
+     * hush_call_next_chunk (engine.h). The request should itself ask for
+     * one ("stream": true); v2 only (HUSH_E_UNSUPPORTED over v1). */
+    bool stream;
 } hush_call_options;
 
 /* Send one chat completion request (JSON, in secure memory) and wait for
@@ -160,6 +174,14 @@ HUSH_MUST_USE
 hush_status hush_client_complete_call(hush_client *client, hush_secbuf *request,
                                       const hush_call_options *opts, hush_call **call,
                                       hush_error *err);
+
+/* Start a streamed call (as if opts->stream were set; opts may be NULL) on
+ * the client's own engine and return it at once, or fail as
+ * hush_engine_submit does. Take its chunks with hush_call_next_chunk
+ * (engine.h); hush_call_free cancels a stream not yet ended. */
+HUSH_MUST_USE
+hush_status hush_client_stream(hush_client *client, hush_secbuf *request,
+                               const hush_call_options *opts, hush_call **call, hush_error *err);
 
 /* The client's public key PEM (as sent in X-Public-Key), waiting for key
  * generation if it is still running. Malloc'd; the caller frees it. */

@@ -116,6 +116,41 @@ void *hush_call_user_data(hush_call *call);
  * Accepts NULL. */
 void hush_call_cancel(hush_call *call);
 
+/* ---- streamed calls (hush_call_options.stream) -----------------------------
+ *
+ * A streamed answer is opened frame by frame as it arrives (on the I/O
+ * thread): its plaintext is a text/event-stream, and each event's `data`
+ * is parsed into its own document in secure memory, queued on the call
+ * for the caller to take. The stream is complete at `data: [DONE]`, or
+ * when its body ends after a chunk with a non-null finish_reason in a
+ * choice; a body that ends otherwise is HUSH_E_TRUNCATED (EHBP itself has
+ * no end marker, so a cut connection would otherwise look like a short
+ * answer). The plaintext of one stream is capped by max_response_bytes;
+ * a stream is never retried once an answer began.
+ *
+ * hush_engine_drain announces a streamed call whenever chunks wait on it
+ * (once per batch: after draining it, take chunks with timeout 0 until
+ * HUSH_E_TIMEOUT) and when it is done, so a call may be drained several
+ * times; it stays the caller's until freed. */
+
+/* The next chunk of a streamed call:
+ *   HUSH_OK, *chunk set      a chunk (the caller frees it: hush_json_doc_free)
+ *   HUSH_OK, *chunk NULL     the stream ended complete (and stays ended)
+ *   HUSH_E_TIMEOUT           none arrived within `timeout_ms` (0: do not
+ *                            wait, < 0: wait for ever); the call goes on
+ *   HUSH_E_TRUNCATED         the body ended without the stream's end, after
+ *                            every authenticated chunk was taken
+ *   HUSH_E_AUTH              a frame failed to authenticate: at once, chunks
+ *                            not yet taken are wiped, nothing after is released
+ *   HUSH_E_ARGUMENT          not a streamed call (or NULL)
+ *   anything else            the call's failure (HTTP status, connection,
+ *                            cancellation), with err filled as by
+ *                            hush_call_result.
+ * A failure is returned again by every later call. */
+HUSH_MUST_USE
+hush_status hush_call_next_chunk(hush_call *call, long timeout_ms, hush_json_doc **chunk,
+                                 hush_error *err);
+
 /* Release the caller's reference (from hush_engine_submit). An unfinished
  * call is cancelled first. Accepts NULL. */
 void hush_call_free(hush_call *call);

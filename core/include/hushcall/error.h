@@ -47,6 +47,7 @@ typedef enum hush_status {
     HUSH_E_TLS,         /* TLS handshake or certificate verification failed */
     HUSH_E_CIRCUIT_OPEN, /* failing fast after repeated failures; retry after the cool-down */
     HUSH_E_CANCELLED,   /* the call was cancelled, or its engine shut down */
+    HUSH_E_TRUNCATED,   /* a streamed answer ended without its end marker */
     HUSH_E_INTERNAL     /* a bug in hushcall */
 } hush_status;
 

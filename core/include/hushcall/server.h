@@ -79,9 +79,13 @@ typedef struct hush_server_options {
      * the "maximum" tier. */
     hush_tpm *tpm;
     unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
+    /* ---- version 2 ---- */
+    /* ECHO: the pause between the words of a streamed answer, so that
+     * streaming is visible (demo, tests); 0 (the default) for none. */
+    long echo_delay_ms;
 } hush_server_options;
 
-#define HUSH_SERVER_OPTIONS_VERSION 1u
+#define HUSH_SERVER_OPTIONS_VERSION 2u
 
 /* The defaults (and NULLs), as an initializer for a declaration. */
 #define HUSH_SERVER_OPTIONS_INIT                                                \
@@ -231,10 +235,15 @@ typedef struct hush_server_v2_request {
      * the X25519 ones, the first frame picking the key. */
     const hush_server_v2_key *keys;
     size_t key_count;
+    /* The request's path, "/v1/..." (the upstream gets the same path under
+     * its base URL); NULL is "/v1/chat/completions". The echo backend
+     * answers chat completions, completions and embeddings; another path
+     * is HUSH_E_NOT_FOUND [404]. */
+    const char *path;
 } hush_server_v2_request;
 
 /* Check and open one v2 request into locked memory. The body must be a
- * JSON object without "stream": true. Errors (err->http_status):
+ * JSON object. Errors (err->http_status):
  *   HUSH_E_LIMIT [413]        the body is longer than max_package_bytes
  *   HUSH_E_KEY [422]          the named config (key id, KEM, suite) is not
  *                             among `keys` and their offered suites, or no
@@ -243,7 +252,7 @@ typedef struct hush_server_v2_request {
  *   HUSH_E_BAD_REQUEST [400]  a malformed header, a body that does not
  *                             open (framing, authentication, a frame over
  *                             the cap) or is not a JSON object: one message,
- *                             HUSH_SERVER_INVALID_PACKAGE; "stream": true
+ *                             HUSH_SERVER_INVALID_PACKAGE
  *   HUSH_E_NOMEM, HUSH_E_CRYPTO, HUSH_E_INTERNAL [500]
  * Nothing of the body reaches the backend before hush_server_exchange_answer. */
 HUSH_MUST_USE
@@ -256,6 +265,38 @@ hush_status hush_server_open_v2(const hush_server *server, const hush_server_v2_
  * binding is SHA-256 over the key id, so a gateway remembers it per key. */
 bool hush_server_exchange_v2_key(const hush_server_exchange *x, uint8_t *key_id,
                                  size_t *key_index);
+
+/* ---- streamed answers (docs/protocol-v2.md "Endpoints and streaming") ----
+ *
+ * A v2 request whose body has "stream": true is answered as a stream: the
+ * backend's server-sent events (the upstream's, read into locked memory;
+ * the echo's, word by word) are sealed one event per frame and handed out
+ * as each is made, never the whole answer at once. */
+
+/* Whether an opened exchange asks for a streamed answer; answer it with
+ * hush_server_exchange_stream. False for NULL and for v1. */
+bool hush_server_exchange_is_stream(const hush_server_exchange *x);
+
+/* Where a streamed answer goes, on the thread running the stream: the
+ * sealed frames of one event (len > 0), or (NULL, 0) at least every 100 ms
+ * while the backend is quiet, to ask whether the client is still there.
+ * Return 0 to go on, nonzero to stop: the backend's request is closed at
+ * once and the stream ends HUSH_E_CANCELLED. The first call with frames
+ * comes only after the backend accepted the request: send the response
+ * head (200, text/event-stream, Ehbp-Response-Nonce) then. */
+typedef int (*hush_server_emit_fn)(void *ctx, const void *frames, size_t len);
+
+/* Run the backend as a stream and seal each event to the exchange's client.
+ * `nonce` gets the Ehbp-Response-Nonce bytes before the first emit. A
+ * failure before the first frame is one of hush_server_exchange_answer's
+ * (err->http_status set: answer with it); a failure after it ends the
+ * stream, and the gateway ends the body there (the client then reports a
+ * truncated stream). Blocking: run it on a worker thread. Answered once,
+ * like hush_server_exchange_answer. */
+HUSH_MUST_USE
+hush_status hush_server_exchange_stream(hush_server_exchange *x,
+                                        unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES],
+                                        hush_server_emit_fn emit, void *ctx, hush_error *err);
 
 /* Wipe and free an exchange, answered or not. Accepts NULL. */
 void hush_server_exchange_free(hush_server_exchange *x);

@@ -41,6 +41,7 @@ const char *hush_strerror(hush_status code)
     case HUSH_E_TLS: return "TLS failure";
     case HUSH_E_CIRCUIT_OPEN: return "circuit open";
     case HUSH_E_CANCELLED: return "cancelled";
+    case HUSH_E_TRUNCATED: return "stream truncated";
     case HUSH_E_INTERNAL: return "internal error";
     }
     return "unknown status";
@@ -80,6 +81,7 @@ const char *hush_status_kind(hush_status code)
     case HUSH_E_TLS: return "tls";
     case HUSH_E_CIRCUIT_OPEN: return "circuit_open";
     case HUSH_E_CANCELLED: return "cancelled";
+    case HUSH_E_TRUNCATED: return "truncated";
     case HUSH_E_INTERNAL: return "internal";
     }
     return "unknown";
