@@ -158,13 +158,14 @@ demo: build build-python
 	PYTHONPATH=python $(PYTHON) examples/demo.py $(BUILD)
 
 # Figures, not tests: what a request costs the client, in C and from Python
-# beside the nomyo client, and what the gateway serves.
+# beside the nomyo client, what the gateway serves, and streamed answers.
 bench: build build-python
 	./$(BUILD)/bench_client
 	PYTHONPATH=python $(PYTHON) bench/bench_python.py
 	PYTHONPATH=python $(PYTHON) bench/bench_gateway.py
 	$(PYTHON) bench/bench_crypto.py --binary $(BUILD)/bench_crypto
 	PYTHONPATH=python $(PYTHON) bench/bench_v2.py
+	PYTHONPATH=python $(PYTHON) bench/bench_stream.py
 
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time; the
 # library as CMakeLists.txt describes it, instrumented (HUSH_SANITIZE=fuzzer).
