@@ -1,13 +1,14 @@
 """The official `openai` package (2.54.0, from PyPI) over hushcall.httpx's
 transports, against the real gateway (echo backend) and the independent EHBP
 peer (tests/interop/ehbp_server.py), with both suites: the peer as it is
-(X-Wing, required), the peer with --plain-ehbp (X25519 only) and the gateway
-(X-Wing). Chat completions whole and streamed, sync and async; embeddings as
+(X-Wing, required), the peer with --plain-ehbp (X25519 only), the gateway
+with X-Wing required and with its X25519 config pinned. Chat completions whole and streamed, sync and async; embeddings as
 the package asks for them (base64) and as floats; completions; models.list;
 HTTP errors as openai's own exceptions; a cut and a tampered stream raising
 hushcall's errors; a request to another origin never sent."""
 
 import asyncio
+import hashlib
 import socket
 
 import httpx
@@ -56,8 +57,19 @@ class Server:
         self.url, self.suite, self.options = url, suite, options
 
 
+def x25519_pin(url):
+    """v2_key_fingerprint of a server's X25519 config (RFC 9458 §3: key_id,
+    kem_id, a 32-byte key), as docs/crypto.md defines it: the gateway offers
+    both suites, and the pin is how a client picks EHBP's there."""
+    config = httpx.get(url + "/.well-known/hpke-keys").content
+    return "sha256:" + hashlib.sha256(config[1:3] + config[3:35]).hexdigest()
+
+
 SERVERS = {
     "gateway": lambda r: Server(r.getfixturevalue("gateway").url, SUITE_PQ, {"require_pq": True}),
+    "gateway-x25519": lambda r: Server(
+        r.getfixturevalue("gateway").url, SUITE_X25519,
+        {"protocol": "v2", "v2_key_fingerprint": x25519_pin(r.getfixturevalue("gateway").url)}),
     "peer": lambda r: Server(r.getfixturevalue("peer").url, SUITE_PQ, {"require_pq": True}),
     "plain-peer": lambda r: Server(r.getfixturevalue("plain_peer").url, SUITE_X25519,
                                    {"protocol": "v2"}),
