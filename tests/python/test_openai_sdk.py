@@ -10,6 +10,7 @@ hushcall's errors; a request to another origin never sent."""
 import asyncio
 import hashlib
 import socket
+import time
 
 import httpx
 import openai
@@ -100,6 +101,7 @@ def user(text):
 def peer_control(peer, **order):
     answer = httpx.post(peer.url + "/__control", json=order)
     assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 @pytest.fixture
@@ -176,6 +178,22 @@ def test_a_stream_framed_otherwise(peer_streams, framing):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def test_closing_the_openai_stream_cancels_the_call(peer_streams):
+    """openai's Stream.close() reaches the hushcall call: the peer sees the
+    client go while its stream (a word every 200 ms) had seconds to run."""
+    peer_control(peer_streams, stream={"delay_ms": 200})
+    gone_before = peer_control(peer_streams)["streams"]["client_gone"]
+    with sdk(Server(peer_streams.url, SUITE_PQ, {})) as client:
+        stream = client.chat.completions.create(model="m", messages=user("word " * 30),
+                                                stream=True)
+        next(iter(stream))
+        stream.close()
+    deadline = time.monotonic() + 30  # a generous bound on waiting, not a measured time
+    while peer_control(peer_streams)["streams"]["client_gone"] == gone_before:
+        assert time.monotonic() < deadline, "the peer never saw the client go"
+        time.sleep(0.05)
+
+
 # ---- the rest of the surface ---------------------------------------------------------
 
 def test_embeddings_as_the_package_asks_for_them(server):
@@ -219,6 +237,10 @@ def test_http_errors_become_openai_exceptions(gateway):
         with pytest.raises(openai.AuthenticationError) as refused:
             client.chat.completions.create(model="m", messages=user("wrong key"))
     assert refused.value.status_code == 401
+    direct = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "m"},
+                        headers={"Authorization": "Bearer sk-wrong"})
+    assert direct.status_code == 401
+    assert refused.value.body == direct.json()  # the gateway's own error body, as it sent it
     with sdk(server) as client:
         with pytest.raises(openai.NotFoundError) as missing:
             client.post("/no/such/endpoint", body={"model": "m"}, cast_to=object)
