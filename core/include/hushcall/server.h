@@ -298,6 +298,25 @@ hush_status hush_server_exchange_stream(hush_server_exchange *x,
                                         unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES],
                                         hush_server_emit_fn emit, void *ctx, hush_error *err);
 
+/* ---- plaintext pass-through (for comparison only) ----------------------
+ *
+ * A request that is not sealed, answered in plaintext through the same
+ * backend and streaming path: what a benchmark measures encryption
+ * against. The caller's copies of the request and answer (the gateway's
+ * are Python's heap) are not locked: never for real traffic, so the
+ * gateway serves it only when told to (--allow-plaintext). Answer it with
+ * hush_server_exchange_answer (answer->package holds the JSON as it is, no
+ * `_metadata`) or, when hush_server_exchange_is_stream, with
+ * hush_server_exchange_stream (each emit is one event in plaintext; the
+ * nonce is zeros). `path` as hush_server_v2_request's. Errors
+ * (err->http_status): HUSH_E_LIMIT [413], HUSH_E_NOT_FOUND [404],
+ * HUSH_E_BAD_REQUEST [400] for a body that is not a JSON object,
+ * HUSH_E_NOMEM, HUSH_E_INTERNAL [500]. */
+HUSH_MUST_USE
+hush_status hush_server_open_plaintext(const hush_server *server, const char *path,
+                                       const void *body, size_t len,
+                                       hush_server_exchange **out, hush_error *err);
+
 /* Wipe and free an exchange, answered or not. Accepts NULL. */
 void hush_server_exchange_free(hush_server_exchange *x);
 
