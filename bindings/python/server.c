@@ -660,6 +660,28 @@ static PyObject *server_open_plaintext(PyObject *op, PyObject *args, PyObject *k
     return wrap_exchange(st, op, x, true);
 }
 
+static PyObject *server_models(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ServerObject *self = (ServerObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    hush_secbuf *answer = NULL;
+    hush_error err;
+    hush_status status;
+    if (self->server == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = hush_server_models(self->server, &answer, &err);
+    Py_END_ALLOW_THREADS
+    if (status != HUSH_OK)
+        return raise_for_gateway(st, status, &err);
+    PyObject *result = PyBytes_FromStringAndSize((const char *)hush_secbuf_bytes(answer),
+                                                 (Py_ssize_t)hush_secbuf_len(answer));
+    hush_secbuf_free(answer);
+    return result;
+}
+
 static PyMethodDef server_methods[] = {
     {"handle", (PyCFunction)(void (*)(void))server_handle, METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("handle($self, /, package, public_key, payload_id, security_tier=None, *,\n"
@@ -678,6 +700,11 @@ static PyMethodDef server_methods[] = {
                "The first half of handle (GIL released): check the request and open it\n"
                "into locked memory. Returns an Exchange, whose replay_key a gateway\n"
                "looks up before it calls answer(). Arguments and failures as handle's.")},
+    {"models", server_models, METH_NOARGS,
+     PyDoc_STR("models($self, /)\n--\n\n"
+               "GET /v1/models's answer, in plaintext (GIL released): the echo's model\n"
+               "list, or the upstream's own, as JSON bytes. Failures raise with\n"
+               "http_status (503, 504, 502).")},
     {"open_plaintext", (PyCFunction)(void (*)(void))server_open_plaintext,
      METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("open_plaintext($self, /, path, body)\n--\n\n"

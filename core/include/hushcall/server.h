@@ -317,6 +317,14 @@ hush_status hush_server_open_plaintext(const hush_server *server, const char *pa
                                        const void *body, size_t len,
                                        hush_server_exchange **out, hush_error *err);
 
+/* GET /v1/models, answered in plaintext (a bodyless request, EHBP §7.4:
+ * nothing secret): the echo backend's model ("echo"; it answers as any
+ * model a request names), or the upstream's own GET <upstream_url>/models
+ * as it came (a JSON object). *out is public memory; the caller frees it.
+ * Errors as hush_server_handle's for the upstream (503, 504, 502). */
+HUSH_MUST_USE
+hush_status hush_server_models(const hush_server *server, hush_secbuf **out, hush_error *err);
+
 /* Wipe and free an exchange, answered or not. Accepts NULL. */
 void hush_server_exchange_free(hush_server_exchange *x);
 

@@ -68,6 +68,12 @@ hush_status hush__upstream_write(const hush__upstream_config *cfg, const char *p
                                  const void *body, size_t len, hush_arena *arena,
                                  hush_json_writer *w, int *upstream_status, hush_error *err);
 
+/* GET the upstream's `path` (no body: nothing secret, EHBP §7.4) into
+ * `answer` as it came; failures as hush__upstream_write's. */
+HUSH_MUST_USE
+hush_status hush__upstream_get(const hush__upstream_config *cfg, const char *path,
+                               hush_secbuf *answer, int *upstream_status, hush_error *err);
+
 /* The same POST answered as a stream: the upstream's text/event-stream is
  * read into locked memory and each event handed to `sink` as it completes.
  * A non-2xx status fails as hush__upstream_write does, before any event;

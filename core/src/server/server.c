@@ -1099,3 +1099,42 @@ cleanup:
         err->http_status = v2_http_status_for(status);
     return status;
 }
+
+/* ---- the model list ------------------------------------------------------------- */
+
+#define ECHO_MODELS \
+    "{\"object\":\"list\",\"data\":[{\"id\":\"echo\",\"object\":\"model\",\"created\":0," \
+    "\"owned_by\":\"hushcall\"}]}"
+#define MODELS_PATH "/v1/models"
+
+hush_status hush_server_models(const hush_server *server, hush_secbuf **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_secbuf *answer = NULL;
+    int upstream_status = 0;
+    const hush_json_value *root = NULL;
+    hush_json_doc *doc = NULL;
+    HUSH_ENSURE(server != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_server_models: NULL argument");
+    *out = NULL;
+    HUSH_TRY(hush__init(err));
+    HUSH_TRY(hush_secbuf_new(ANSWER_INITIAL_BYTES, server->upstream.max_answer_bytes,
+                             HUSH_SECMEM_PUBLIC, &answer, err));
+    if (server->backend == HUSH_BACKEND_ECHO) {
+        HUSH_TRY(hush_secbuf_append(answer, ECHO_MODELS, strlen(ECHO_MODELS), err));
+    } else {
+        HUSH_TRY(hush__upstream_get(&server->upstream, MODELS_PATH, answer, &upstream_status,
+                                    err));
+        HUSH_ENSURE(hush_json_parse(hush_secbuf_bytes(answer), hush_secbuf_len(answer), NULL,
+                                    HUSH_SECMEM_NO_LOCK, &doc, NULL) == HUSH_OK &&
+                        hush_json_type_of(root = hush_json_doc_root(doc)) == HUSH_JSON_OBJECT,
+                    HUSH_E_HTTP, "Upstream answer is not a JSON object");
+    }
+    *out = answer;
+    answer = NULL;
+cleanup:
+    hush_json_doc_free(doc);
+    hush_secbuf_free(answer);
+    if (status != HUSH_OK && err != NULL)
+        err->http_status = http_status_for(status);
+    return status;
+}

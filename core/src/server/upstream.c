@@ -208,6 +208,38 @@ cleanup:
     return status;
 }
 
+/* ---- a bodyless GET ---------------------------------------------------------- */
+
+hush_status hush__upstream_get(const hush__upstream_config *cfg, const char *path,
+                               hush_secbuf *answer, int *upstream_status, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    CURL *easy = NULL;
+    struct curl_slist *headers = NULL;
+    char *url = NULL;
+    answer_sink sink = {.buf = answer};
+    long http = 0;
+    CURLcode rc;
+
+    *upstream_status = 0;
+    HUSH_ENSURE((easy = curl_easy_init()) != NULL, HUSH_E_NOMEM, "could not create a curl handle");
+    HUSH_TRY(make_url(cfg, path, &url, err));
+    HUSH_TRY(make_headers(cfg, false, &headers, err));
+    HUSH_TRY(set_options(easy, cfg, url, headers, NULL, 0, on_body, &sink, err));
+    HUSH_ENSURE(curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L) == CURLE_OK, HUSH_E_INTERNAL,
+                "could not set up the upstream request");
+    rc = curl_easy_perform(easy);
+    HUSH_ENSURE(curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http) == CURLE_OK,
+                HUSH_E_INTERNAL, "could not read the upstream's status");
+    *upstream_status = (int)http;
+    HUSH_TRY(check_exchange(rc, http, &sink, err));
+cleanup:
+    hush__free_header_list(headers); /* its Authorization line holds the upstream key */
+    curl_easy_cleanup(easy);
+    hush__free_secret_string(url);
+    return status;
+}
+
 /* ---- a streamed answer ------------------------------------------------------ */
 
 /* The upstream's event stream as it arrives: the bytes of events not yet
