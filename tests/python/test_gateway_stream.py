@@ -251,7 +251,8 @@ def test_a_slow_reader_stalls_the_upstream_instead_of_filling_the_gateway(openai
         with http.stream("POST", openai_gw.url + CHAT, content=framed,
                          headers={"Ehbp-Encapsulated-Key": enc.hex()}) as answer:
             assert answer.status_code == 200
-            next(answer.iter_raw())  # one read, then this client reads no more
+            chunks = answer.iter_raw()  # kept: a dropped iterator would close the stream
+            next(chunks)  # one read, then this client reads no more
             stalled = wait_for(lambda: settled(upstream))
             # The upstream wrote only what the buffers on the way hold: the
             # gateway stopped reading it while the client did not read.
