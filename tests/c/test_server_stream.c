@@ -5,7 +5,8 @@
  * completions and embeddings (both encodings) and its 404; and, with the
  * openai backend on tests/interop/fake_openai.py, the upstream's event
  * stream, a stream cut mid-way, a status refused before the stream, paths
- * forwarded, and a client that leaves closing the upstream request. Events
+ * forwarded, a client that leaves closing the upstream request, and the
+ * model list (hush_server_models). Events
  * are checked against OpenAI's chunk shapes, not against our own writer. */
 #include "check.h"
 #include "peer.h"
@@ -644,6 +645,29 @@ static void test_upstream_cancel(void)
     hush_server_free(srv);
 }
 
+/* GET /v1/models: the echo's own list, or the upstream's as it answered. */
+static void test_models(void)
+{
+    hush_server *servers[2] = {new_server(HUSH_BACKEND_ECHO, 0),
+                               new_server(HUSH_BACKEND_OPENAI, 0)};
+    static const char *const want[2] = {"echo", "fake-model"};
+    for (size_t i = 0; i < 2; i++) {
+        hush_secbuf *answer = NULL;
+        hush_json_doc *doc = NULL;
+        hush_error err = {0};
+        CHECK_OK(hush_server_models(servers[i], &answer, &err), &err);
+        if (answer != NULL)
+            CHECK_OK(hush_json_parse(hush_secbuf_bytes(answer), hush_secbuf_len(answer), NULL,
+                                     HUSH_SECMEM_NO_LOCK, &doc, &err), &err);
+        const hush_json_value *first = hush_json_array_get(
+            hush_json_object_get(hush_json_doc_root(doc), "data", 4), 0);
+        CHECK(member_equals(first, "id", want[i]));
+        hush_json_doc_free(doc);
+        hush_secbuf_free(answer);
+        hush_server_free(servers[i]);
+    }
+}
+
 int main(void)
 {
     hush_error err = {0};
@@ -672,6 +696,7 @@ int main(void)
     RUN_TEST(test_upstream_paths);
     RUN_TEST(test_upstream_failures);
     RUN_TEST(test_upstream_cancel);
+    RUN_TEST(test_models);
 
     hush_hpke_keypair_free(x25519_key);
     hush_hpke_keypair_free(xwing_key);

@@ -394,7 +394,7 @@ hush_status hush__upstream_stream(const hush__upstream_config *cfg, const char *
 cleanup:
     if (multi != NULL && reader.easy != NULL)
         (void)curl_multi_remove_handle(multi, reader.easy); /* closes the request; nothing to do if it fails */
-    curl_multi_cleanup(multi);
+    (void)curl_multi_cleanup(multi); /* nothing to do if it fails */
     curl_easy_cleanup(reader.easy);
     hush__free_header_list(headers); /* its Authorization line holds the upstream key */
     hush__free_secret_string(url);
