@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from processes import Gateway, keys_copy
-from test_ehbp_peer import (AES256GCM, CHACHA, AEADS, Sender, frame, hkdf_expand, hkdf_extract,
-                            x25519_request)
+from test_ehbp_peer import AEADS, AES256GCM, CHACHA, hkdf_expand, hkdf_extract, x25519_request
 from test_gateway_v2 import PQ_EXPORT, pq_request
 
 CHAT = "/v1/chat/completions"
