@@ -438,6 +438,17 @@ static void test_server_options_version_1(void)
     CHECK_EQ(o.echo_delay_ms, (long)0xa5a5a5a5a5a5a5a5UL); /* untouched */
     o.key = server_key;
     hush_server_free(new_server(&o));
+
+    /* Version 2 reads it, and refuses a pause that is not 0 to 60 s. */
+    hush_server_options v2 = HUSH_SERVER_OPTIONS_INIT;
+    hush_server *s = NULL;
+    v2.key = server_key;
+    v2.echo_delay_ms = -1;
+    CHECK_STATUS(hush_server_new(&v2, &s, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(strstr(err.message, "echo_delay_ms") != NULL);
+    v2.echo_delay_ms = 60001;
+    CHECK_STATUS(hush_server_new(&v2, &s, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(s == NULL);
 }
 
 static void test_server_options_init(void)

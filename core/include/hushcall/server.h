@@ -42,7 +42,8 @@ typedef enum hush_backend {
      * (docs/gateway.md gives the whole shape). Needs no model. */
     HUSH_BACKEND_ECHO = 0,
     /* The decrypted request is POSTed to an OpenAI-compatible
-     * `<upstream_url>/chat/completions` (vLLM, Ollama, llama.cpp, ...). */
+     * `<upstream_url>/chat/completions` (vLLM, Ollama, llama.cpp, ...); a
+     * v2 request to its own path under upstream_url. */
     HUSH_BACKEND_OPENAI
 } hush_backend;
 
@@ -81,7 +82,8 @@ typedef struct hush_server_options {
     unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
     /* ---- version 2 ---- */
     /* ECHO: the pause between the words of a streamed answer, so that
-     * streaming is visible (demo, tests); 0 (the default) for none. */
+     * streaming is visible (demo, tests); 0 (the default) for none, at
+     * most 60,000. */
     long echo_delay_ms;
 } hush_server_options;
 
@@ -110,7 +112,7 @@ hush_status hush_server_options_init(hush_server_options *opts, unsigned version
  * OPENAI backend without an http(s) upstream_url, a plain http:// one to a
  * host that is not loopback without allow_http_upstream, or an
  * upstream_api_key that is not 1 to 512 printable ASCII characters without
- * spaces. */
+ * spaces, or (version 2) an echo_delay_ms outside 0 to 60,000. */
 HUSH_MUST_USE
 hush_status hush_server_new(const hush_server_options *opts, hush_server **out, hush_error *err);
 void hush_server_free(hush_server *server); /* accepts NULL */
@@ -202,7 +204,9 @@ void hush_server_exchange_replay_key(const hush_server_exchange *x,
 
 /* Run the backend and seal the answer, as hush_server_handle does. An
  * exchange is answered once: the request's plaintext is wiped when this
- * returns, whatever the outcome, and a second call is HUSH_E_ARGUMENT. */
+ * returns, whatever the outcome, and a second call is HUSH_E_ARGUMENT, as
+ * is one for an exchange that asks for a stream
+ * (hush_server_exchange_is_stream). */
 HUSH_MUST_USE
 hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_answer *out,
                                         hush_error *err);
@@ -222,7 +226,7 @@ typedef struct hush_server_v2_key {
     hush_hpke_keypair *keypair; /* borrowed for the call */
 } hush_server_v2_key;
 
-/* One v2 POST /v1/chat/completions, as the gateway received it. */
+/* One v2 POST /v1/<path>, as the gateway received it. */
 typedef struct hush_server_v2_request {
     const char *key_config;        /* Hushcall-Key-Config (hex); NULL for an EHBP request */
     size_t key_config_len;
