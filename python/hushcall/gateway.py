@@ -251,6 +251,7 @@ class Gateway:
             header_timeout=config.header_timeout,
             max_connections_per_ip=config.max_connections_per_ip, log_format=config.log_format)
         self.stopping = False
+        self.streams: set = set()  # the channels of the streams being answered
 
     @property
     def in_flight(self) -> int:
@@ -430,7 +431,8 @@ class Gateway:
                 request["replay"] = 1
                 return error(409, REPLAYED_REQUEST)
             if not isinstance(answered, tuple):  # an exchange that asks for a stream
-                return await gateway_v2.stream_answer(request, self.executor, answered)
+                return await gateway_v2.stream_answer(request, self.executor, answered,
+                                                      self.streams)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             status = getattr(e, "http_status", 500)
@@ -449,7 +451,7 @@ class Gateway:
             self.server.open_plaintext, request.path, body))
         if exchange.is_stream:
             return await gateway_v2.stream_answer(request, self.executor, exchange,
-                                                  nonce_header=False)
+                                                  self.streams, nonce_header=False)
         try:
             (_, answer), timings = await loop.run_in_executor(self.executor, exchange.answer)
         finally:
@@ -607,6 +609,10 @@ class Gateway:
             # Closes the listeners, then waits for the requests in flight.
             await runner.cleanup()
         finally:
+            # Streams still running past the shutdown timeout stop at their
+            # next emit, so the workers end and the executor can be joined.
+            for channel in list(self.streams):
+                channel.close()
             self.executor.shutdown(wait=True)
         log.info("stopped")
 

@@ -12,7 +12,7 @@ import collections
 import json
 import logging
 import threading
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 from aiohttp import web
 
@@ -243,15 +243,18 @@ def client_gone(request: web.Request) -> bool:
 
 
 async def stream_answer(request: web.Request, executor, exchange: "_core.Exchange",
+                        streams: Set[FrameChannel],
                         nonce_header: bool = True) -> web.StreamResponse:
     """Answer a request for a stream: the exchange runs on the executor, and
     each frame it emits is written at once, the response head (200,
     text/event-stream, Ehbp-Response-Nonce, chunked) with the first. A
     failure before the first frame is answered as usual; one after it cuts
     the connection, so the client sees a truncated stream. A client that
-    leaves stops the stream within a second."""
+    leaves stops the stream within a second. The channel is in `streams`
+    while it runs, so a gateway that stops can close what is still open."""
     loop = asyncio.get_running_loop()
     channel = FrameChannel(loop)
+    streams.add(channel)
     worker = loop.run_in_executor(executor, channel.run, exchange)
     # Its outcome is read below, or not at all when the client left first.
     worker.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -279,6 +282,7 @@ async def stream_answer(request: web.Request, executor, exchange: "_core.Exchang
             request.transport.abort()
     finally:
         channel.close()
+        streams.discard(channel)
         request["bytes_out"] = sent
     if response is None:  # the client left before anything was sent
         response = web.Response(status=499)

@@ -274,3 +274,17 @@ def test_plaintext_pass_through_streams_only_when_allowed(echo_gw, openai_gw):
     assert whole.json()["choices"][0]["message"]["content"] == "echo: x"
     refused = httpx.post(openai_gw.url + CHAT, json=chat("x"))
     assert refused.status_code == 400 and "Ehbp-Encapsulated-Key" in refused.json()["detail"]
+
+
+# ---- stopping ------------------------------------------------------------------------------
+
+def test_a_gateway_stopping_ends_the_streams_still_running(tmp_path, server_keys):
+    gw = Gateway(tmp_path, "--echo-delay-ms", "1000", "--allow-plaintext",
+                 "--shutdown-timeout", "1", key_dir=keys_copy(server_keys, tmp_path))
+    words = " ".join(["w"] * 300)  # five minutes of words
+    with httpx.stream("POST", gw.url + CHAT, json=chat(words), timeout=DEADLINE) as answer:
+        lines = answer.iter_lines()
+        assert next(lines).startswith("data: ")
+        # Past its shutdown timeout the stream is cut, and the gateway exits
+        # (before the fix, its worker thread kept the executor from closing).
+        assert gw.stop(timeout=DEADLINE) == 0
