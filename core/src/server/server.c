@@ -417,8 +417,9 @@ struct hush_server_exchange {
     bool stream;
     bool plain; /* a plaintext pass-through: nothing to open or seal */
     /* v2 only (v2 != NULL): the HPKE exchange the answer is sealed to, the
-     * request's plaintext (secure memory; `text` points into it) and the
-     * key that opened it. */
+     * request's plaintext (secure memory; `text` points into it; a
+     * plaintext pass-through keeps its copy there too) and the key that
+     * opened it. */
     hush_v2_exchange *v2;
     hush_secbuf *v2_plaintext;
     uint8_t v2_key_id;
