@@ -358,8 +358,7 @@ static bool begin_stream(transfer *t)
     }
     t->stream_status = hush__stream_begin(call->stream, call->v2_exchange, call->v2_nonce,
                                           &t->stream_error);
-    t->stream_began = t->stream_status == HUSH_OK;
-    call->stream_began = t->stream_began;
+    t->stream_began = t->stream_status == HUSH_OK; /* never retried from here on */
     return t->stream_began;
 }
 

@@ -216,7 +216,6 @@ struct hush_call {
     hush_v2_exchange *v2_exchange;
     unsigned char v2_nonce[HUSH_V2_RESPONSE_NONCE_BYTES];
     hush__stream *stream;     /* a streamed call's answer, opened as it arrives */
-    bool stream_began;        /* its answer began: never retried from here on */
 
     /* The outcome, guarded by `lock`. */
     pthread_mutex_t lock;
