@@ -10,6 +10,7 @@
 
 #include "hushcall/secmem.h"
 #include "internal.h"
+#include "mem/mem_internal.h"
 #include "stream.h"
 
 #define CHOICES_TRACKED 64u /* choice indexes whose finish_reason is tracked */
@@ -142,7 +143,8 @@ static hush_status dispatch(hush__stream *s, hush_error *err)
         goto cleanup;
     }
     hush_json_limits limits = {.max_bytes = s->max_bytes};
-    HUSH_TRY(hush_json_parse(text, len, &limits, s->secmem_flags, &doc, err));
+    HUSH_TRY(hush_json_parse(text, len, &limits, s->secmem_flags | HUSH__SECMEM_SMALL, &doc,
+                             err));
     HUSH_ENSURE(hush_json_type_of(hush_json_doc_root(doc)) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
                 "a streamed event's data is not a JSON object");
     track_choices(s, hush_json_doc_root(doc));
