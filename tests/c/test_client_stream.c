@@ -271,6 +271,47 @@ static void test_tampered_frame(void)
     hush_client_free(c);
 }
 
+static void test_refused_heads_release_nothing(void)
+{
+    hush_client *c = new_client(&pq_peer, "v2");
+    const char *modes[] = {"{\"misbehave\": \"strip-nonce\"}",
+                           "{\"misbehave\": \"plaintext-502\"}"};
+    const hush_status expected[] = {HUSH_E_AUTH, HUSH_E_HTTP}; /* 502: no status of its own */
+    for (size_t i = 0; i < 2; i++) {
+        control(&pq_peer, modes[i]);
+        taken t;
+        hush_call *call = start_stream(c, stream_request("never shown", false));
+        take_all(call, &t);
+        CHECK_EQ(t.chunks, 0);
+        CHECK_STATUS(t.end, expected[i], &t.err);
+        if (i == 1)
+            CHECK_EQ(t.err.http_status, 502);
+        hush_call_free(call);
+    }
+    hush_client_free(c);
+}
+
+/* The plaintext of a stream is capped: the chunks within the cap, then HUSH_E_LIMIT. */
+static void test_stream_limit(void)
+{
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
+    o.base_url = pq_peer.url;
+    o.allow_http = true;
+    o.protocol = "v2";
+    o.max_response_bytes = 1024;
+    hush_client *c = NULL;
+    hush_error err = {0};
+    CHECK_OK(hush_client_new(&o, &c, &err), &err);
+    taken t;
+    hush_call *call = start_stream(
+        c, stream_request("a b c d e f g h i j k l m n o p q r s t u v w x y z", false));
+    take_all(call, &t);
+    CHECK(t.chunks > 0 && t.chunks < 28);
+    CHECK_STATUS(t.end, HUSH_E_LIMIT, &t.err);
+    hush_call_free(call);
+    hush_client_free(c);
+}
+
 static void test_cancel_mid_stream(void)
 {
     hush_client *c = new_client(&pq_peer, "v2");
@@ -577,6 +618,8 @@ int main(void)
     RUN_TEST(test_finish_reason_ends_stream);
     RUN_TEST(test_truncated_stream);
     RUN_TEST(test_tampered_frame);
+    RUN_TEST(test_refused_heads_release_nothing);
+    RUN_TEST(test_stream_limit);
     RUN_TEST(test_cancel_mid_stream);
     RUN_TEST(test_engine_announces_chunks);
     RUN_TEST(test_not_a_stream);

@@ -67,7 +67,8 @@ Endpoints
   (Content-Type text/event-stream): chat.completion.chunk objects (or text_completion
   ones for /v1/completions): a role chunk, one chunk per word of the echo, a chunk with
   finish_reason "stop", a usage chunk when stream_options.include_usage, then
-  data: [DONE]; sealed as the framing above says.
+  data: [DONE]; sealed as the framing above says. Of the misbehaviours, strip-nonce
+  and plaintext-502 apply to a streamed answer too.
   POST <any other path>                 the echo completion, sealed per EHBP §4.4:
     {"id": "chatcmpl-ehbp-peer-<n>", "object": "chat.completion", "model": <model>,
      "choices": [{"index": 0, "message": {"role": "assistant",
@@ -536,6 +537,10 @@ class Peer:
 
     async def streamed(self, request, body, exchange):
         """The events sealed frame by frame as the settings say, sent as they are made."""
+        mode, _ = self.misbehave or (None, 0)
+        self.misbehave = None
+        if mode == "plaintext-502":
+            return web.Response(status=502, text="bad gateway")
         settings = self.stream_settings
         events = stream_events(self.count, body, request.path)
         if "truncate" in settings:
@@ -544,8 +549,10 @@ class Peer:
         tamper = settings.get("tamper")
         nonce = os.urandom(RESPONSE_NONCE_BYTES)
         aead, base = response_cipher(exchange, nonce)
-        response = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/event-stream", "Ehbp-Response-Nonce": nonce.hex()})
+        headers = {"Content-Type": "text/event-stream", "Ehbp-Response-Nonce": nonce.hex()}
+        if mode == "strip-nonce":
+            del headers["Ehbp-Response-Nonce"]
+        response = web.StreamResponse(status=200, headers=headers)
         response.enable_chunked_encoding()
         await response.prepare(request)
         self.streams["started"] += 1

@@ -14,6 +14,7 @@
 #include "stream.h"
 
 #define CHOICES_TRACKED 64u /* choice indexes whose finish_reason is tracked */
+#define STREAM_BUFFER_START 4096u /* a few events; the buffers grow up to the cap */
 
 struct hush__stream {
     hush_secbuf *text;      /* opened, not yet consumed */
@@ -74,8 +75,9 @@ hush_status hush__stream_new(size_t max_bytes, unsigned secmem_flags, hush__stre
     HUSH_ENSURE((s = calloc(1, sizeof *s)) != NULL, HUSH_E_NOMEM, "out of memory");
     s->max_bytes = max_bytes;
     s->secmem_flags = secmem_flags;
-    HUSH_TRY(hush_secbuf_new(4096, max_bytes, secmem_flags, &s->text, err));
-    HUSH_TRY(hush_secbuf_new(4096, max_bytes, secmem_flags, &s->data, err));
+    size_t start = max_bytes < STREAM_BUFFER_START ? max_bytes : STREAM_BUFFER_START;
+    HUSH_TRY(hush_secbuf_new(start, max_bytes, secmem_flags, &s->text, err));
+    HUSH_TRY(hush_secbuf_new(start, max_bytes, secmem_flags, &s->data, err));
     *out = s;
     s = NULL;
 cleanup:
