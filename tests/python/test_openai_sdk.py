@@ -353,6 +353,8 @@ def test_a_request_to_another_origin_is_refused(peer, bystander):
                     peer.url + "/v2/chat/completions"):
             with pytest.raises(hushcall.SecurityError, match="base URL"):
                 http.post(url, json={"model": "m", "messages": user("secret")})
+        with pytest.raises(hushcall.InvalidArgumentError, match="query"):
+            http.get(peer.url + "/v1/models?limit=1")  # the core's paths have no query
         ok = http.post(peer.url + "/v1/chat/completions", json={"model": "m", "messages": user("ok")})
     assert ok.json()["choices"][0]["message"]["content"] == "echo: ok"
     client = openai.OpenAI(base_url=elsewhere + "/v1", api_key=API_KEY, max_retries=0,
