@@ -9,6 +9,7 @@ DEFAULT_MAX_DEPTH: int
 MAX_DEPTH_LIMIT: int
 HPKE_KEM_X25519_SHA256: int
 HPKE_KEM_XWING: int
+STREAM_END: object  # Call.next_chunk(): the stream ended complete
 
 JSONValue = Union[None, bool, int, float, str, "Response"]
 
@@ -135,8 +136,31 @@ class Client:
         api_key: Optional[str] = None,
         security_tier: Optional[str] = None,
         base_url: Optional[str] = None,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
     ) -> Response: ...
+    def stream(
+        self,
+        request: Any,
+        *,
+        api_key: Optional[str] = None,
+        security_tier: Optional[str] = None,
+        base_url: Optional[str] = None,
+        path: Optional[str] = None,
+    ) -> "Stream": ...
     def public_key_pem(self) -> str: ...
+
+@final
+class Stream:
+    """A streamed call of a Client: an iterator of Response chunks; freeing it cancels the call."""
+    @property
+    def done(self) -> bool: ...
+    @property
+    def payload_id(self) -> str: ...
+    def __iter__(self) -> "Stream": ...
+    def __next__(self) -> Response: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
 
 @final
 class Call:
@@ -148,6 +172,7 @@ class Call:
     def done(self) -> bool: ...
     def cancel(self) -> None: ...
     def result(self) -> Response: ...
+    def next_chunk(self) -> Union[Response, None, object]: ...  # None: none yet; STREAM_END: ended
     def wait(self, timeout: Optional[float] = None) -> bool: ...
     def close(self) -> None: ...
 
@@ -168,6 +193,9 @@ class Engine:
         api_key: Optional[str] = None,
         security_tier: Optional[str] = None,
         base_url: Optional[str] = None,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
+        stream: bool = False,
     ) -> Call: ...
     def drain(self) -> List[Call]: ...
     def close(self) -> None: ...
