@@ -2,7 +2,8 @@
 between a client and a server (both on 127.0.0.1), it tells which
 connections carried a streamed answer (the server's bytes held
 `text/event-stream`) and whether the client has closed each of them, which
-is what the server sees when a client ends a stream early."""
+is what the server sees when a client ends a stream early. It also keeps the
+first bytes each way, to show what went in plaintext."""
 
 import selectors
 import socket
@@ -10,6 +11,7 @@ import threading
 import time
 
 STREAM_MARK = b"text/event-stream"
+KEPT_BYTES = 1 << 20  # of each direction of each connection
 
 
 class _Connection:
@@ -17,6 +19,8 @@ class _Connection:
         self.streamed = False
         self.client_closed = False
         self.tail = b""  # the server's last bytes, for a mark split between reads
+        self.sent = bytearray()  # by the client, the first KEPT_BYTES
+        self.received = bytearray()  # by the client, the first KEPT_BYTES
 
 
 class TcpWatch:
@@ -39,6 +43,12 @@ class TcpWatch:
         with self.lock:
             streamed = [c for c in self.connections if c.streamed]
             return len(streamed), sum(c.client_closed for c in streamed)
+
+    def traffic(self):
+        """(every byte kept that clients sent, every byte kept they received)."""
+        with self.lock:
+            return (b"".join(bytes(c.sent) for c in self.connections),
+                    b"".join(bytes(c.received) for c in self.connections))
 
     def wait_streams_closed(self, count, deadline_s=20.0):
         """Wait until `count` streamed connections were closed by the client;
@@ -86,6 +96,10 @@ class TcpWatch:
             data = source.recv(65536)
         except OSError:
             data = b""
+        if data:
+            kept = conn.sent if from_client else conn.received
+            with self.lock:
+                kept += data[:max(0, KEPT_BYTES - len(kept))]
         if data and not from_client:
             seen = conn.tail + data
             if STREAM_MARK in seen:
