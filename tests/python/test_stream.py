@@ -11,6 +11,7 @@ copy of the streamed text is left in this process once its chunks are wiped."""
 
 import asyncio
 import gc
+import time
 
 import httpx
 import pytest
@@ -71,6 +72,14 @@ def suite_peer(request, peer, plain_peer):
 def control(url, **order):
     answer = httpx.post(url + "/__control", json=order)
     assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+@pytest.fixture
+def streaming(suite_peer):
+    """The peer in each suite, its stream controls restored to the default after."""
+    yield suite_peer
+    control(suite_peer[1], stream={})
 
 
 def take(chunk):
@@ -355,83 +364,156 @@ def test_peer_streams_in_both_suites(suite_peer):
     assert finishes == ["stop"]
 
 
-def test_truncated_stream_raises_after_every_chunk(suite_peer):
-    """The peer ends the body cleanly between two frames, before the end: every
-    authentic chunk is handed out, then IncompleteStreamError."""
-    _, url = suite_peer
+@pytest.mark.parametrize("framing", [
+    {"framing": "event"},
+    {"framing": "batch", "batch": 3},
+    {"framing": "split", "split": 7},
+    {"framing": "split", "split": 1, "eol": "\r\n", "comments": True},
+    {"framing": "event", "eol": "\r"},
+])
+def test_every_framing_gives_the_same_chunks(streaming, framing):
+    """EHBP lets a server frame the event stream as it likes (docs/protocol-v2.md)."""
+    _, url = streaming
+    control(url, stream=framing)
     client = hushcall.Client(url, allow_http=True)
-    control(url, misbehave="stream-truncate")
+    texts, finishes, usages = read_all(client.chat.completions.create(
+        model="m", messages=user("framed any way at all"), stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(texts) == "echo: framed any way at all"
+    assert finishes == ["stop"]
+    assert len(usages) == 1
+
+
+def test_peer_sees_the_client_go_when_a_stream_is_closed(streaming):
+    _, url = streaming
+    control(url, stream={"delay_ms": 50})
+    gone = control(url)["streams"]["client_gone"]
+    client = hushcall.Client(url, allow_http=True)
+    with client.chat.completions.create(model="m", messages=user(LONG_TEXT),
+                                        stream=True) as stream:
+        take(next(stream))
+    assert wait_for_client_gone(url, gone + 1) == gone + 1
+
+    async def main():
+        async with hushcall.AsyncClient(url, allow_http=True) as aclient:
+            async with await aclient.chat.completions.create(
+                    model="m", messages=user(LONG_TEXT), stream=True) as astream:
+                take(await astream.__anext__())
+
+    asyncio.run(main())
+    assert wait_for_client_gone(url, gone + 2) == gone + 2
+
+
+def wait_for_client_gone(url, count, deadline_s=20.0):
+    """The peer's count of streams given up because the client left, once it
+    reaches `count` (or at the deadline, so that a failing test ends)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        gone = control(url)["streams"]["client_gone"]
+        if gone >= count or time.monotonic() > end:
+            return gone
+        time.sleep(0.05)
+
+
+# "echo: cut me short" is streamed as a role chunk, then one chunk per word.
+TRUNCATE_AFTER = 3  # events: the role chunk, "echo:" and "cut"
+
+
+def test_truncated_stream_raises_after_every_chunk(streaming):
+    """The peer ends the body cleanly between two events, before the end: every
+    authentic chunk is handed out, then IncompleteStreamError."""
+    _, url = streaming
+    control(url, stream={"truncate": TRUNCATE_AFTER})
+    client = hushcall.Client(url, allow_http=True)
     stream = client.chat.completions.create(model="m", messages=user("cut me short"),
                                             stream=True)
+    chunks = 0
     texts = []
     with pytest.raises(hushcall.IncompleteStreamError) as raised:
         for chunk in stream:
+            chunks += 1
             content, _, _ = take(chunk)
-            if content is not None:
+            if content:
                 texts.append(content)
     assert raised.value.kind == "truncated"
     assert isinstance(raised.value, hushcall.SecurityError)
-    assert texts and "echo: cut me short".startswith("".join(texts))
+    assert chunks == TRUNCATE_AFTER  # every chunk sent came out before the error
+    assert "".join(texts).split() == ["echo:", "cut"]
     assert stream.done
-    # The client stays usable.
+    with pytest.raises(hushcall.IncompleteStreamError):
+        next(stream)  # and it stays failed
+    control(url, stream={})
     texts, _, _ = read_all(client.chat.completions.create(model="m", messages=user("whole"),
                                                           stream=True))
-    assert "".join(texts) == "echo: whole"
+    assert "".join(texts) == "echo: whole"  # the client stays usable
 
 
-def test_truncated_async_stream_raises_after_every_chunk(suite_peer):
-    _, url = suite_peer
-    control(url, misbehave="stream-truncate")
+def test_truncated_async_stream_raises_after_every_chunk(streaming):
+    _, url = streaming
+    control(url, stream={"truncate": TRUNCATE_AFTER})
 
     async def main():
         async with hushcall.AsyncClient(url, allow_http=True) as client:
             stream = await client.chat.completions.create(
                 model="m", messages=user("cut me short"), stream=True)
-            texts = []
+            chunks = 0
             with pytest.raises(hushcall.IncompleteStreamError) as raised:
                 async for chunk in stream:
-                    content, _, _ = take(chunk)
-                    if content is not None:
-                        texts.append(content)
+                    chunks += 1
+                    take(chunk)
             assert stream.done
-            return raised.value.kind, texts
+            return raised.value.kind, chunks
 
-    kind, texts = asyncio.run(main())
-    assert kind == "truncated"
-    assert texts and "echo: cut me short".startswith("".join(texts))
+    assert asyncio.run(main()) == ("truncated", TRUNCATE_AFTER)
 
 
-def test_tampered_frame_fails_at_once(suite_peer):
+TAMPERED_FRAME = 2  # one event per frame: the role chunk and "echo:" come first
+
+
+def test_tampered_frame_fails_at_once(streaming):
     """A frame that fails to authenticate: SecurityError (not the truncation)
-    and no chunk of it or after it."""
-    _, url = suite_peer
+    and no chunk from it or after it."""
+    _, url = streaming
+    control(url, stream={"tamper": TAMPERED_FRAME})
     client = hushcall.Client(url, allow_http=True)
-    control(url, misbehave="stream-tamper")
-    stream = client.chat.completions.create(model="m", messages=user("tamper with me"),
+    stream = client.chat.completions.create(model="m", messages=user("tamper with me now"),
                                             stream=True)
-    texts = []
+    chunks = 0
     with pytest.raises(hushcall.SecurityError) as raised:
         for chunk in stream:
-            content, _, _ = take(chunk)
-            if content is not None:
-                texts.append(content)
+            chunks += 1
+            take(chunk)
     assert not isinstance(raised.value, hushcall.IncompleteStreamError)
     assert raised.value.kind == "auth"
-    assert "".join(texts) != "echo: tamper with me"
+    assert chunks <= TAMPERED_FRAME
 
     async def main():
-        control(url, misbehave="stream-tamper")
         async with hushcall.AsyncClient(url, allow_http=True) as aclient:
             stream = await aclient.chat.completions.create(
-                model="m", messages=user("tamper with me"), stream=True)
+                model="m", messages=user("tamper with me now"), stream=True)
+            seen = 0
             with pytest.raises(hushcall.SecurityError) as raised:
                 async for chunk in stream:
+                    seen += 1
                     take(chunk)
-            return raised.value
+            return raised.value, seen
 
-    error = asyncio.run(main())
+    error, seen = asyncio.run(main())
     assert not isinstance(error, hushcall.IncompleteStreamError)
     assert error.kind == "auth"
+    assert seen <= TAMPERED_FRAME
+
+
+def test_peer_text_completions_stream(streaming):
+    _, url = streaming
+    client = hushcall.Client(url, allow_http=True)
+    texts = []
+    for chunk in client.completions.create(model="m", prompt="p q r", stream=True):
+        assert chunk["object"] == "text_completion"
+        if chunk["choices"]:
+            texts.append(str(chunk["choices"][0]["text"]))
+        chunk.wipe()
+    assert "".join(texts) == "echo: p q r"
 
 
 # ---- v1 cannot stream ---------------------------------------------------------------
