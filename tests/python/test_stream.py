@@ -19,6 +19,7 @@ import pytest
 import hushcall
 from processes import EhbpPeer, Gateway, keys_copy
 from tcp_watch import TcpWatch
+from test_memory import MASK, Scanner, make_canary, zero_str
 
 # Small enough for quick tests, large enough that a 200-word answer is still
 # streaming when a test ends it early.
@@ -535,3 +536,51 @@ def test_a_v1_client_refuses_stream(gateway):
     assert raised.value.kind == "unsupported"
     assert client.create(model="m", messages=user("v1 still works")).choices[0].message.content \
         == "echo: v1 still works"
+
+
+# ---- no plaintext residue ------------------------------------------------------------
+
+
+def ends_with_masked(s, masked):
+    """Whether `s` ends with the canary, compared without copying `s`."""
+    n, start = len(masked), len(s) - len(masked)
+    return start >= 0 and all(ord(s[start + i]) ^ MASK == masked[i] for i in range(n))
+
+
+@pytest.fixture(params=["gateway", "peer"])
+def any_server(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_no_copy_of_the_streamed_text_is_left(any_server):
+    """As test_memory.py does for whole answers: a canary that only the request
+    buffer holds is streamed back (one word, so one chunk); once that chunk
+    is wiped and the stream is over, no copy is anywhere in this process."""
+    url = any_server if isinstance(any_server, str) else any_server.url
+    client = hushcall.Client(url, allow_http=True)
+    masked, text = make_canary()
+    buf = hushcall.encode({"model": "m", "messages": [{"role": "user", "content": text}],
+                           "stream": True})
+    zero_str(text)
+    del text
+    scanner = Scanner(masked)
+    try:
+        assert scanner.count() == 1, "the request buffer holds the one copy"
+        stream = client.request("POST", "/v1/chat/completions", json=buf, stream=True)
+        assert buf.wiped  # consumed by the call
+        seen = 0
+        for chunk in stream:
+            content = chunk.choices[0].delta.get("content") if chunk.choices else None
+            if content is not None and ends_with_masked(content, masked):
+                seen += 1
+                assert scanner.count() >= 1, "the scan sees the live chunk"
+            del content
+            chunk.wipe()
+            del chunk
+        assert seen == 1
+        assert stream.done
+        del stream
+        gc.collect()
+        assert scanner.count() == 0
+    finally:
+        scanner.close()
