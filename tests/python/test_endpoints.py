@@ -219,3 +219,29 @@ def test_peer_answers_any_sealed_path(peer):
     answer = asyncio.run(main())
     assert answer["choices"][0]["message"]["content"] == "echo: q"
     json.dumps(answer)  # a plain deep copy
+
+
+def test_peer_endpoints_and_plaintext_models(peer):
+    relay = TcpWatch(port_of(peer))
+    try:
+        client = hushcall.Client(relay.url, allow_http=True)
+        models = client.models.list()
+        assert models["object"] == "list"
+        assert models["_metadata"]["is_encrypted"] is False
+        model_id = str(models["data"][0]["id"]).encode()
+        sent, received = relay.traffic()
+        assert sent.lower().startswith(b"get /v1/models ")
+        assert b"ehbp-encapsulated-key" not in sent.lower()
+        assert model_id in received
+
+        embedding = client.embeddings.create(model="m", input=["a", "b"])
+        assert [d["index"] for d in embedding["data"]] == [0, 1]
+        again = client.embeddings.create(model="m", input="a")
+        assert again["data"][0]["embedding"].to_dict() == embedding["data"][0]["embedding"].to_dict()
+        completion = client.completions.create(model="m", prompt="peer prompt")
+        assert completion["object"] == "text_completion"
+        assert completion["choices"][0]["text"] == "echo: peer prompt"
+        sent, _ = relay.traffic()
+        assert b"peer prompt" not in sent
+    finally:
+        relay.close()
