@@ -161,27 +161,8 @@ static PyObject *error_details(hush_call *call)
     return value;
 }
 
-/* A done call's answer as a Response, or its failure raised with the
- * server's error body as error_details. */
-static PyObject *result_of(hushpy_state *st, hush_call *call)
-{
-    hush_json_doc *doc = NULL;
-    hush_error err;
-    hush_status status = hush_call_result(call, &doc, &err);
-    if (status != HUSH_OK) {
-        PyObject *details = error_details(call);
-        if (details == NULL)
-            return NULL;
-        hushpy_raise_details(st, status, &err, details == Py_None ? NULL : details);
-        Py_DECREF(details);
-        return NULL;
-    }
-    if (doc == NULL)
-        return hushpy_raise_wiped(st, "the result of this call was already taken");
-    return hushpy_response_from_doc(st, doc);
-}
-
-/* Raise a streamed call's failure `status`, with the server's error body. */
+/* Raise a call's failure `status`, with the server's JSON error body as
+ * error_details. Always returns NULL. */
 static PyObject *raise_call_failure(hushpy_state *st, hush_call *call, hush_status status,
                                     const hush_error *err)
 {
@@ -191,6 +172,19 @@ static PyObject *raise_call_failure(hushpy_state *st, hush_call *call, hush_stat
     hushpy_raise_details(st, status, err, details == Py_None ? NULL : details);
     Py_DECREF(details);
     return NULL;
+}
+
+/* A done call's answer as a Response, or its failure raised. */
+static PyObject *result_of(hushpy_state *st, hush_call *call)
+{
+    hush_json_doc *doc = NULL;
+    hush_error err;
+    hush_status status = hush_call_result(call, &doc, &err);
+    if (status != HUSH_OK)
+        return raise_call_failure(st, call, status, &err);
+    if (doc == NULL)
+        return hushpy_raise_wiped(st, "the result of this call was already taken");
+    return hushpy_response_from_doc(st, doc);
 }
 
 /* ---- Client --------------------------------------------------------------- */
