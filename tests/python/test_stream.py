@@ -11,6 +11,8 @@ copy of the streamed text is left in this process once its chunks are wiped."""
 
 import asyncio
 import gc
+import select
+import threading
 import time
 
 import httpx
@@ -515,6 +517,60 @@ def test_peer_text_completions_stream(streaming):
             texts.append(str(chunk["choices"][0]["text"]))
         chunk.wipe()
     assert "".join(texts) == "echo: p q r"
+
+
+def test_close_from_another_thread_ends_a_waiting_next(streaming):
+    """next() waits without the GIL; close() from another thread meanwhile
+    ends it (StopIteration), and frees the call only after it returns."""
+    _, url = streaming
+    control(url, stream={"delay_ms": 300})
+    client = hushcall.Client(url, allow_http=True)
+    stream = client.chat.completions.create(model="m", messages=user(LONG_TEXT), stream=True)
+    take(next(stream))
+    closer = threading.Timer(0.05, stream.close)
+    closer.start()
+    rest = list(stream)  # waits in next() until the close
+    closer.join()
+    for chunk in rest:  # at most what came before the close
+        take(chunk)
+    assert stream.done
+    assert len(rest) < 200
+
+
+def test_engine_next_chunk_tells_chunk_none_yet_and_end_apart(peer):
+    """The engine as another event loop would drive it: after each drain, take
+    chunks until None; the end is STREAM_END, never None or a chunk."""
+    control(peer, stream={"delay_ms": 20})
+    try:
+        client = hushcall._core.Client(peer, allow_http=True)
+        engine = hushcall.Engine()
+        call = engine.submit(client, {"model": "m", "messages": user("a b c"), "stream": True},
+                             stream=True)
+        chunks, nones, ended = [], 0, False
+        while not ended:
+            select.select([engine.fileno()], [], [], 10)
+            assert call in engine.drain()
+            while True:
+                item = call.next_chunk()
+                if item is None:
+                    nones += 1
+                    break
+                if item is hushcall._core.STREAM_END:
+                    ended = True
+                    break
+                chunks.append(take(item)[0])
+        assert call.next_chunk() is hushcall._core.STREAM_END  # and stays ended
+        assert "".join(c for c in chunks if c) == "echo: a b c"
+        assert nones >= 1, "the drains came while the stream was still going"
+        assert engine.pending == 0  # drained for the last time once done
+        whole = engine.submit(client, {"model": "m", "messages": user("x")})
+        with pytest.raises(ValueError):
+            whole.next_chunk()  # not a streamed call
+        whole.close()
+        call.close()
+        engine.close()
+    finally:
+        control(peer, stream={})
 
 
 # ---- v1 cannot stream ---------------------------------------------------------------
