@@ -11,7 +11,11 @@ copy of the streamed text is left in this process once its chunks are wiped."""
 
 import asyncio
 import gc
+import json
+import os
 import select
+import subprocess
+import sys
 import threading
 import time
 
@@ -571,6 +575,22 @@ def test_engine_next_chunk_tells_chunk_none_yet_and_end_apart(peer):
         engine.close()
     finally:
         control(peer, stream={})
+
+
+def test_chat_command_streams(peer):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    argv = [sys.executable, "-m", "hushcall", "chat", "--base-url", peer, "--stream"]
+    done = subprocess.run(argv + ["streamed on the command line"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echo: streamed on the command line\n"
+    done = subprocess.run(argv + ["--json", "as json"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    chunks = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                   if c["choices"]) == "echo: as json"
 
 
 # ---- v1 cannot stream ---------------------------------------------------------------
