@@ -1,6 +1,6 @@
 # Type stubs for hushcall._core, the C extension (bindings/python/*.c).
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union, final, overload
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union, final, overload
 
 __version__: str
 DEFAULT_MAX_REQUEST_BYTES: int
@@ -233,6 +233,7 @@ class Server:
         secure_memory: bool = True,
         tpm: Optional["Tpm"] = None,
         allow_http_upstream: bool = False,
+        echo_delay_ms: int = 0,
     ) -> None: ...
     def handle(
         self,
@@ -258,7 +259,12 @@ class Server:
         body: Union[bytes, bytearray, memoryview],
         keys: Sequence[Tuple[int, HpkeKeypair]],
         key_config: Optional[str] = None,
+        path: Optional[str] = None,
     ) -> "Exchange": ...
+    def open_plaintext(
+        self, path: str, body: Union[bytes, bytearray, memoryview]
+    ) -> "Exchange": ...
+    def models(self) -> bytes: ...
 
 class Exchange:
     """A request Server.open or open_v2 checked and opened into locked memory, not yet answered."""
@@ -266,7 +272,12 @@ class Exchange:
     def replay_key(self) -> Tuple[bytes, bytes]: ...
     @property
     def v2_key(self) -> Optional[Tuple[int, int]]: ...
+    @property
+    def is_stream(self) -> bool: ...
+    @property
+    def response_nonce(self) -> Optional[str]: ...
     def answer(self) -> Tuple[Union[bytes, Tuple[str, bytes]], Dict[str, Any]]: ...
+    def stream(self, emit: Callable[[Optional[bytes]], Any], /) -> str: ...
     def close(self) -> None: ...
 
 class ReplayCache:
