@@ -60,7 +60,7 @@ def _wants_stream(request: Dict[str, Any]) -> bool:
     return bool(request.get("stream"))
 
 
-def _stream_method(method: str) -> None:
+def _check_streamable(method: str) -> None:
     if method != "POST":
         raise ValueError("only a POST can be streamed, not %s" % method)
 
@@ -156,7 +156,7 @@ class Client:
         method = method.upper()
         options = _options(call_options)
         if stream:
-            _stream_method(method)
+            _check_streamable(method)
             return Stream(self._client.stream(json, path=path, **options))
         return self._client.complete(json, path=path, method=method, **options)
 
@@ -306,7 +306,7 @@ class AsyncClient:
         method = method.upper()
         options = dict(_options(call_options), path=path)
         if stream:
-            _stream_method(method)
+            _check_streamable(method)
             return self._open_stream(json, options)
         return await self._answer(json, dict(options, method=method))
 
