@@ -577,9 +577,15 @@ def test_engine_next_chunk_tells_chunk_none_yet_and_end_apart(peer):
         control(peer, stream={})
 
 
-def test_chat_command_streams(peer):
+def test_chat_command_streams(peer, tmp_path):
+    # A saved client key: a process that exits while the core still generates
+    # one in the background can crash in OpenSSL's exit clean-up (the key
+    # thread is detached), whatever the command did.
+    key_dir = str(tmp_path / "keys")
+    hushcall.KeyPair.generate(2048).save(key_dir)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    argv = [sys.executable, "-m", "hushcall", "chat", "--base-url", peer, "--stream"]
+    argv = [sys.executable, "-m", "hushcall", "chat", "--base-url", peer, "--stream",
+            "--key-dir", key_dir]
     done = subprocess.run(argv + ["streamed on the command line"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
