@@ -127,7 +127,7 @@ t.test("a chunk is a response view: fields, _metadata, redacted tostring, wipe",
 end)
 
 t.test("stream() leaves the caller's table alone and refuses stream = false", function()
-  local req = h.chat("keep me", { security_tier = nil })
+  local req = h.chat("keep me")
   for _ in assert(gateway():stream(req)) do end
   t.eq(req.stream, nil)
   t.raises(function() gateway():stream(h.chat("x", { stream = false })) end, "stream: true or nil")
@@ -218,7 +218,7 @@ t.test("a failure is returned again by every later next_chunk", function()
 end)
 
 t.test("streams and other endpoints over v1 are refused, nothing sent", function()
-  local v1 = h.gateway_client(hushcall)
+  local v1 = h.gateway_client(hushcall, { client_key = client_key })
   local ok, err = pcall(function()
     for _ in assert(v1:stream(h.chat("v1 stream"))) do end
   end)
