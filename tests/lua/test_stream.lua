@@ -66,14 +66,31 @@ local function stream_error(stream)
   return err, count
 end
 
--- POST a JSON control to an EHBP peer.
+-- POST a JSON control to an EHBP peer; its answer's text.
 local function control(url, json)
-  local cmd = h.plain .. "curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST "
+  local cmd = h.plain .. "curl -sS --max-time 10 -w '\n%{http_code}' -X POST "
       .. "-H 'Content-Type: application/json' -d '" .. json .. "' " .. url .. "/__control"
   local p = assert(io.popen(cmd))
-  local code = p:read("a")
+  local text = p:read("a")
   p:close()
+  local body, code = text:match("^(.*)\n(%d+)$")
   t.eq(code, "200", "POST /__control " .. json)
+  return body
+end
+
+-- The peer's count of streams given up because the client went away.
+local function peer_client_gone(url)
+  local text = control(url, "{}")
+  return assert(math.tointeger(tonumber(text:match('"client_gone":%s*(%d+)'))),
+                "no client_gone in the control answer: " .. text)
+end
+
+-- Run `fn` with the peer's streams set as `settings` (JSON), then restored.
+local function with_stream_settings(url, settings, fn)
+  control(url, '{"stream": ' .. settings .. '}')
+  local ok, err = pcall(fn)
+  control(url, '{"stream": {}}')
+  if not ok then error(err, 0) end
 end
 
 -- The gateway's in-flight count (its /healthz, with the API key).
@@ -183,38 +200,79 @@ end)
 
 t.test("a truncated stream raises kind truncated after every good chunk", function()
   local client = v2_client(ehbp_url)
-  control(ehbp_url, '{"misbehave": "stream-truncate"}')
-  local err, count = stream_error(assert(client:stream(h.chat(words("t", 8)))))
-  t.eq(getmetatable(err) ~= nil and err.kind, "truncated", tostring(err))
-  t.ok(count >= 1, "chunks before the cut: " .. count)
-  t.contains(tostring(err), "truncated")
+  with_stream_settings(ehbp_url, '{"truncate": 3}', function()
+    local err, count = stream_error(assert(client:stream(h.chat(words("t", 8)))))
+    t.eq(err.kind, "truncated", tostring(err))
+    t.eq(count, 3, "each of the 3 events sent came out before the error")
+    t.contains(tostring(err), "hushcall: truncated")
+  end)
   t.ok(client:create(h.chat("after truncation")), "the client stays usable")
 end)
 
-t.test("a tampered frame raises kind auth, nothing after it is released", function()
+t.test("a tampered frame raises kind auth, nothing from it on is released", function()
   local client = v2_client(ehbp_url)
-  control(ehbp_url, '{"misbehave": "stream-flip-bit"}')
-  local err = stream_error(assert(client:stream(h.chat("tampered secret words here"))))
-  t.eq(err.kind, "auth", tostring(err))
-  t.not_contains(err.message, "secret")
+  with_stream_settings(ehbp_url, '{"tamper": 2}', function()
+    local err, count = stream_error(assert(client:stream(h.chat("tampered secret words here"))))
+    t.eq(err.kind, "auth", tostring(err))
+    t.ok(count <= 2, "no chunk from frame 2 on: got " .. count)
+    t.not_contains(err.message, "secret")
+  end)
   t.ok(client:create(h.chat("after tampering")), "the client stays usable")
 end)
 
 t.test("a failure is returned again by every later next_chunk", function()
   local client = v2_client(ehbp_url)
-  control(ehbp_url, '{"misbehave": "stream-truncate"}')
-  local stream = assert(client:submit(h.chat(words("again", 6), { stream = true })))
-  local first_err
-  for _ = 1, 1000 do
+  with_stream_settings(ehbp_url, '{"truncate": 2}', function()
+    local stream = assert(client:submit(h.chat(words("again", 6), { stream = true })))
     local chunk, err = stream:next_chunk(30)
-    if chunk == nil then first_err = err break end
-  end
-  t.ok(first_err, "the stream failed")
-  t.eq(first_err.kind, "truncated")
-  local chunk, err = stream:next_chunk()
-  t.eq(chunk, nil)
-  t.eq(err.kind, "truncated")
-  stream:close()
+    while chunk do chunk, err = stream:next_chunk(30) end
+    t.eq(chunk, nil)
+    t.eq(err.kind, "truncated")
+    chunk, err = stream:next_chunk()
+    t.eq(chunk, nil)
+    t.eq(err.kind, "truncated")
+    stream:close()
+  end)
+end)
+
+-- Framings and event syntax an EHBP peer may choose: the client parses the
+-- events from the opened plaintext whatever the frames.
+for _, settings in ipairs{
+  '{"framing": "batch", "batch": 4}',
+  '{"framing": "split", "split": 5}',
+  '{"framing": "split", "split": 1, "eol": "\\r\\n", "comments": true}',
+  '{"eol": "\\r"}',
+} do
+  t.test("EHBP peer framing " .. settings .. ": the same answer", function()
+    local client = v2_client(ehbp_url)
+    local text = words("f", 9)
+    local whole = assert(client:create(h.chat(text))).choices[1].message.content
+    with_stream_settings(ehbp_url, settings, function()
+      local got, count, finish = collect(function() return assert(client:stream(h.chat(text))) end)
+      t.eq(got, whole)
+      t.ok(count > 1, "chunks: " .. count)
+      t.eq(finish, "stop")
+    end)
+  end)
+end
+
+t.test("EHBP peer: breaking out early closes the connection the peer streams on", function()
+  local client = v2_client(ehbp_url)
+  local gone = peer_client_gone(ehbp_url)
+  with_stream_settings(ehbp_url, '{"delay_ms": 50}', function()
+    local got = 0
+    for _ in assert(client:stream(h.chat(words("brk", 400)))) do
+      got = got + 1
+      if got == 2 then break end
+    end
+    local tries = 0
+    while peer_client_gone(ehbp_url) == gone do
+      tries = tries + 1
+      assert(tries < 100, "the peer did not see the client go within 10 s")
+      sleep(0.1)
+    end
+  end)
+  t.ok(client:create(h.chat("after the break")), "the client stays usable")
 end)
 
 t.test("streams and other endpoints over v1 are refused, nothing sent", function()
