@@ -356,11 +356,11 @@ static int call_index(lua_State *L)
 static int call_tostring(lua_State *L)
 {
     call_ud *c = check_call(L, 1);
+    const char *type = c->stream ? "stream" : "call";
     if (c->call == NULL)
-        lua_pushliteral(L, "hushcall.call(released)");
+        lua_pushfstring(L, "hushcall.%s(released)", type);
     else
-        lua_pushfstring(L, "hushcall.%s(%s, %s)", c->stream ? "stream" : "call",
-                        hush_call_payload_id(c->call),
+        lua_pushfstring(L, "hushcall.%s(%s, %s)", type, hush_call_payload_id(c->call),
                         hush_call_done(c->call) ? "done" : "pending");
     return 1;
 }

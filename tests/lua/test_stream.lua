@@ -153,8 +153,11 @@ end)
 
 t.test("breaking out early cancels the call: the gateway lets the request go", function()
   local client = gateway()
+  -- Held past the loop, so that only the loop's closing (not the collector)
+  -- can cancel the call.
+  local stream, state, control_value, closing = assert(client:stream(h.chat(words("long", 2000))))
   local got = 0
-  for _ in assert(client:stream(h.chat(words("long", 2000)))) do
+  for _ in stream, state, control_value, closing do
     got = got + 1
     if got == 2 then
       t.eq(gateway_in_flight(), 1, "the stream is in flight while read")
@@ -169,6 +172,7 @@ t.test("breaking out early cancels the call: the gateway lets the request go", f
     sleep(0.1)
   end
   t.ok(client:create(h.chat("after the break")), "the client stays usable")
+  t.eq(tostring(stream), "hushcall.stream(released)", "the loop released the stream")
 end)
 
 t.test("close() ends a stream; it is then an error to read on", function()
@@ -260,8 +264,9 @@ t.test("EHBP peer: breaking out early closes the connection the peer streams on"
   local client = v2_client(ehbp_url)
   local gone = peer_client_gone(ehbp_url)
   with_stream_settings(ehbp_url, '{"delay_ms": 50}', function()
+    local stream, state, control_value, closing = assert(client:stream(h.chat(words("brk", 400))))
     local got = 0
-    for _ in assert(client:stream(h.chat(words("brk", 400)))) do
+    for _ in stream, state, control_value, closing do
       got = got + 1
       if got == 2 then break end
     end
@@ -271,6 +276,7 @@ t.test("EHBP peer: breaking out early closes the connection the peer streams on"
       assert(tries < 100, "the peer did not see the client go within 10 s")
       sleep(0.1)
     end
+    t.eq(tostring(stream), "hushcall.stream(released)", "the loop released the stream")
   end)
   t.ok(client:create(h.chat("after the break")), "the client stays usable")
 end)
