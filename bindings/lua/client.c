@@ -507,12 +507,9 @@ static void call_options(lua_State *L, int idx, const char *fname, hush_call_opt
     hushlua_opt_string(L, idx, 1, fname, "security_tier", &co->security_tier);
     hushlua_opt_string(L, idx, 1, fname, "api_key", &co->api_key);
     hushlua_opt_string(L, idx, 1, fname, "base_url", &co->base_url);
-    if (hushlua_opt_string(L, idx, 1, fname, "path", &co->path) &&
-        strncmp(co->path, "/v1/", 4) != 0)
-        hushlua_argfail(L, 1, fname, "path: must start with /v1/");
-    if (hushlua_opt_string(L, idx, 1, fname, "method", &co->method) &&
-        strcmp(co->method, "POST") != 0 && strcmp(co->method, "GET") != 0)
-        hushlua_argfail(L, 1, fname, "method: must be \"POST\" or \"GET\"");
+    /* Their values are the core's to judge (nil, err with kind "argument"). */
+    hushlua_opt_string(L, idx, 1, fname, "path", &co->path);
+    hushlua_opt_string(L, idx, 1, fname, "method", &co->method);
 }
 
 /* Whether the body at `idx` asks for a streamed answer ("stream": true). */

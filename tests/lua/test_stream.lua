@@ -407,12 +407,18 @@ end
 endpoints("gateway", gateway())
 endpoints("EHBP peer", v2_client(ehbp_url))
 
-t.test("request: argument errors name the field", function()
+t.test("request: wrong types raise naming the field, bad values are the core's err", function()
   local c = gateway()
   t.raises(function() c:request{ body = {} } end, "path: string expected")
   t.raises(function() c:request{ path = "/v1/x", nope = 1 } end, "unknown field 'nope'")
-  t.raises(function() c:request{ path = "v1/x", body = {} } end, "must start with /v1/")
-  t.raises(function() c:request{ method = "PUT", path = "/v1/x", body = {} } end, "method")
+  t.raises(function() c:request{ path = 7, body = {} } end, "path: string expected, got number")
+  for _, bad in ipairs{ { path = "v1/x" }, { path = "/v1/a b" }, { path = "/v1/../admin" },
+                        { path = "/v1/x", method = "PUT" } } do
+    bad.body = { model = "m" }
+    local resp, err = c:request(bad)
+    t.eq(resp, nil)
+    t.eq(err.kind, "argument", bad.path .. " " .. tostring(bad.method))
+  end
   t.raises(function() c:request{ method = "GET", path = "/v1/models", body = {} } end,
            "GET request has none")
 end)
