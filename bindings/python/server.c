@@ -53,19 +53,20 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
     char *keywords[] = {"key", "backend", "upstream_url", "upstream_api_key", "upstream_ca_file",
                         "upstream_timeout", "upstream_connect_timeout", "max_package_bytes",
                         "max_answer_bytes", "server_name", "secure_memory", "tpm",
-                        "allow_http_upstream", NULL};
+                        "allow_http_upstream", "echo_delay_ms", NULL};
     PyObject *key_obj, *backend_obj = NULL, *url = Py_None, *api_key = Py_None, *ca = Py_None;
     PyObject *timeout = Py_None, *connect_timeout = Py_None, *max_package = Py_None;
     PyObject *max_answer = Py_None, *name = Py_None, *tpm = Py_None;
     int secure_memory = 1, allow_http_upstream = 0;
+    long echo_delay_ms = 0;
     if (self->server != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Server is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$UOOOOOOOOpOp:Server", keywords, &key_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$UOOOOOOOOpOpl:Server", keywords, &key_obj,
                                      &backend_obj, &url, &api_key, &ca, &timeout,
                                      &connect_timeout, &max_package, &max_answer, &name,
-                                     &secure_memory, &tpm, &allow_http_upstream))
+                                     &secure_memory, &tpm, &allow_http_upstream, &echo_delay_ms))
         return -1;
 
     hush_server_options o = HUSH_SERVER_OPTIONS_INIT;
@@ -96,6 +97,7 @@ static int server_init(PyObject *op, PyObject *args, PyObject *kwargs)
     if (!secure_memory)
         o.secmem_flags = HUSH_SECMEM_NO_LOCK;
     o.allow_http_upstream = allow_http_upstream;
+    o.echo_delay_ms = echo_delay_ms; /* hush_server_new checks its range */
     if (tpm != Py_None && (o.tpm = hushpy_tpm_get(st, tpm)) == NULL)
         return -1;
 
@@ -241,7 +243,10 @@ typedef struct {
     hush_server_exchange *exchange; /* NULL once answered or closed */
     PyObject *v2_key;               /* v2: (key id, index into open_v2's keys); else None */
     PyObject *server;               /* the Server it borrows, kept alive here */
-    int busy;                       /* answer() is running without the GIL */
+    int busy;                       /* answer() or stream() is running without the GIL */
+    bool plain;                     /* open_plaintext's: answered as v2's, unsealed */
+    bool is_stream;
+    PyObject *response_nonce;       /* stream(): the nonce's hex from the first frame on */
 } ExchangeObject;
 
 static int exchange_traverse(PyObject *op, visitproc visit, void *arg)
@@ -255,6 +260,7 @@ static int exchange_clear(PyObject *op)
 {
     Py_CLEAR(((ExchangeObject *)op)->server);
     Py_CLEAR(((ExchangeObject *)op)->v2_key);
+    Py_CLEAR(((ExchangeObject *)op)->response_nonce);
     return 0;
 }
 
@@ -305,7 +311,7 @@ static PyObject *exchange_answer(PyObject *op, PyObject *Py_UNUSED(ignored))
     hush_error err;
     hush_status status;
     hush_server_exchange *x = self->exchange;
-    bool v2 = self->v2_key != Py_None;
+    bool v2 = self->v2_key != Py_None || self->plain;
     self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     status = hush_server_exchange_answer(x, &answer, &err);
@@ -316,6 +322,98 @@ static PyObject *exchange_answer(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (status != HUSH_OK)
         return raise_for_gateway(st, status, &err);
     return sealed_answer(&answer, v2);
+}
+
+/* ---- a streamed answer ---- */
+
+/* The Python emit of one stream, called from the stream's thread. */
+typedef struct stream_emit {
+    ExchangeObject *exchange;
+    const unsigned char *nonce; /* filled by the core before the first frame */
+    PyObject *emit;
+    PyObject *failure[3]; /* the exception emit raised (it stops the stream), or NULLs */
+} stream_emit;
+
+/* The nonce's hex on the exchange, for emit to send with the response head. */
+static int publish_nonce(stream_emit *e)
+{
+    char hex[2 * HUSH_V2_RESPONSE_NONCE_BYTES + 1];
+    if (e->exchange->response_nonce != NULL)
+        return 0;
+    hush_v2_hex_format(e->nonce, HUSH_V2_RESPONSE_NONCE_BYTES, hex);
+    e->exchange->response_nonce = PyUnicode_FromString(hex);
+    return e->exchange->response_nonce != NULL ? 0 : -1;
+}
+
+/* emit(frames) or emit(None), with the GIL; a truthy return or an
+ * exception stops the stream. */
+static int call_emit(void *ctx, const void *frames, size_t len)
+{
+    stream_emit *e = ctx;
+    int stop = 1;
+    PyObject *arg = NULL, *result = NULL;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    if (frames == NULL || publish_nonce(e) == 0)
+        arg = frames != NULL ? PyBytes_FromStringAndSize(frames, (Py_ssize_t)len)
+                             : Py_NewRef(Py_None);
+    if (arg != NULL)
+        result = PyObject_CallOneArg(e->emit, arg);
+    if (result != NULL)
+        stop = PyObject_IsTrue(result);
+    if (stop < 0 || result == NULL) {
+        stop = 1;
+        if (e->failure[0] == NULL)
+            PyErr_Fetch(&e->failure[0], &e->failure[1], &e->failure[2]);
+        PyErr_Clear();
+    }
+    Py_XDECREF(result);
+    Py_XDECREF(arg);
+    PyGILState_Release(gil);
+    return stop;
+}
+
+static PyObject *exchange_stream(PyObject *op, PyObject *emit)
+{
+    ExchangeObject *self = (ExchangeObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    if (exchange_check(self) < 0)
+        return NULL;
+    if (!PyCallable_Check(emit)) {
+        PyErr_SetString(PyExc_TypeError, "emit must be callable");
+        return NULL;
+    }
+    unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES];
+    char nonce_hex[2 * HUSH_V2_RESPONSE_NONCE_BYTES + 1];
+    stream_emit e = {self, nonce, emit, {NULL, NULL, NULL}};
+    hush_error err;
+    hush_status status;
+    hush_server_exchange *x = self->exchange;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    status = hush_server_exchange_stream(x, nonce, call_emit, &e, &err);
+    hush_server_exchange_free(x); /* answered once: nothing left to keep */
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    self->exchange = NULL;
+    if (e.failure[0] != NULL) { /* emit's own exception says more than "cancelled" */
+        PyErr_Restore(e.failure[0], e.failure[1], e.failure[2]);
+        return NULL;
+    }
+    if (status != HUSH_OK)
+        return raise_for_gateway(st, status, &err);
+    hush_v2_hex_format(nonce, sizeof nonce, nonce_hex);
+    return PyUnicode_FromString(nonce_hex);
+}
+
+static PyObject *exchange_is_stream(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(((ExchangeObject *)op)->is_stream);
+}
+
+static PyObject *exchange_response_nonce(PyObject *op, void *Py_UNUSED(closure))
+{
+    PyObject *nonce = ((ExchangeObject *)op)->response_nonce;
+    return Py_NewRef(nonce != NULL ? nonce : Py_None);
 }
 
 static PyObject *exchange_v2_key(PyObject *op, void *Py_UNUSED(closure))
@@ -340,6 +438,18 @@ static PyMethodDef exchange_methods[] = {
                "Server.handle. Returns (sealed answer, timings); a v2 request's sealed\n"
                "answer is (Ehbp-Response-Nonce hex, frames). An exchange is answered\n"
                "once; its plaintext is wiped when this returns, whatever the outcome.")},
+    {"stream", exchange_stream, METH_O,
+     PyDoc_STR("stream($self, emit, /)\n--\n\n"
+               "Answer a request for a stream (is_stream) with the GIL released: each\n"
+               "event of the backend's answer is sealed as it is made and handed to\n"
+               "emit(frames: bytes), with the GIL held, on this thread; emit(None) asks\n"
+               "at least every 100 ms while the backend is quiet whether to go on. A\n"
+               "truthy return (or an exception, raised again here) stops the stream\n"
+               "and closes the backend's request (HUSH_E_CANCELLED). Returns the\n"
+               "Ehbp-Response-Nonce hex (zeros for a plaintext exchange), which\n"
+               "response_nonce holds from the first emit of frames on, for the\n"
+               "response head. A failure before the first frame raises with\n"
+               "http_status; one after it raises the same way, the body then ends.")},
     {"close", exchange_close, METH_NOARGS,
      PyDoc_STR("close($self, /)\n--\n\n"
                "Wipe and drop the opened request without answering it. Idempotent; while\n"
@@ -353,6 +463,14 @@ static PyGetSetDef exchange_getset[] = {
                "to it, and SHA-256 over the client key's fingerprint and the payload id.\n"
                "What a replay store remembers (ReplayCache.check_and_remember). v2:\n"
                "SHA-256 of enc, and SHA-256 over the key id that opened it."),
+     NULL},
+    {"is_stream", exchange_is_stream, NULL,
+     PyDoc_STR("True when the request asks for a streamed answer (\"stream\": true over v2\n"
+               "or the plaintext pass-through): answer it with stream(), not answer()."),
+     NULL},
+    {"response_nonce", exchange_response_nonce, NULL,
+     PyDoc_STR("stream(): the Ehbp-Response-Nonce hex, from the first emit of frames on;\n"
+               "None before."),
      NULL},
     {"v2_key", exchange_v2_key, NULL,
      PyDoc_STR("v2: (key id, index into open_v2's keys) of the key that opened the\n"
@@ -382,7 +500,8 @@ PyType_Spec hushpy_exchange_spec = {
 };
 
 /* An Exchange owning `x`, keeping `server` alive; `x` is freed on failure. */
-static PyObject *wrap_exchange(hushpy_state *st, PyObject *server, hush_server_exchange *x)
+static PyObject *wrap_exchange(hushpy_state *st, PyObject *server, hush_server_exchange *x,
+                               bool plain)
 {
     uint8_t key_id;
     size_t index;
@@ -396,6 +515,9 @@ static PyObject *wrap_exchange(hushpy_state *st, PyObject *server, hush_server_e
         hush_server_exchange_free(x);
         return NULL;
     }
+    ex->is_stream = hush_server_exchange_is_stream(x);
+    ex->response_nonce = NULL;
+    ex->plain = plain;
     ex->exchange = x;
     ex->busy = 0;
     ex->v2_key = v2_key;
@@ -415,7 +537,7 @@ static PyObject *open_v2(hushpy_state *st, PyObject *server, const hush_server_v
     Py_END_ALLOW_THREADS
     if (status != HUSH_OK)
         return raise_for_gateway(st, status, &err);
-    return wrap_exchange(st, server, x);
+    return wrap_exchange(st, server, x, false);
 }
 
 static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
@@ -435,7 +557,7 @@ static PyObject *server_open(PyObject *op, PyObject *args, PyObject *kwargs)
     PyBuffer_Release(&package);
     if (status != HUSH_OK)
         return raise_for_gateway(st, status, &err);
-    return wrap_exchange(st, op, x);
+    return wrap_exchange(st, op, x, false);
 }
 
 /* open_v2()'s keys, a tuple of (key_id, HpkeKeypair), as the core's
@@ -472,13 +594,14 @@ static PyObject *server_open_v2(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     ServerObject *self = (ServerObject *)op;
     hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
-    char *keywords[] = {"encapsulated_key", "body", "keys", "key_config", NULL};
-    PyObject *enc_obj, *keys_obj, *hdr_obj = Py_None, *seq = NULL, *result = NULL;
+    char *keywords[] = {"encapsulated_key", "body", "keys", "key_config", "path", NULL};
+    PyObject *enc_obj, *keys_obj, *hdr_obj = Py_None, *path = Py_None, *seq = NULL;
+    PyObject *result = NULL;
     Py_buffer body = {0};
     hush_server_v2_key *keys = NULL;
     hush_server_v2_request req = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oy*O|O:open_v2", keywords, &enc_obj, &body,
-                                     &keys_obj, &hdr_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oy*O|OO:open_v2", keywords, &enc_obj, &body,
+                                     &keys_obj, &hdr_obj, &path))
         return NULL;
     if (self->server == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
@@ -487,6 +610,7 @@ static PyObject *server_open_v2(PyObject *op, PyObject *args, PyObject *kwargs)
     if (header_arg(enc_obj, "encapsulated_key", &req.encapsulated_key,
                    &req.encapsulated_key_len) < 0 ||
         header_arg(hdr_obj, "key_config", &req.key_config, &req.key_config_len) < 0 ||
+        hushpy_str_option(path, "path", &req.path) < 0 ||
         (seq = PySequence_Tuple(keys_obj)) == NULL) /* a list could change without the GIL */
         goto cleanup;
     req.key_count = (size_t)PySequence_Fast_GET_SIZE(seq);
@@ -504,6 +628,57 @@ cleanup:
     PyMem_Free(keys);
     Py_XDECREF(seq);
     PyBuffer_Release(&body);
+    return result;
+}
+
+static PyObject *server_open_plaintext(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    ServerObject *self = (ServerObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    char *keywords[] = {"path", "body", NULL};
+    PyObject *path_obj;
+    const char *path;
+    Py_buffer body = {0};
+    hush_server_exchange *x = NULL;
+    hush_error err;
+    hush_status status;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oy*:open_plaintext", keywords, &path_obj,
+                                     &body))
+        return NULL;
+    if (hushpy_str_option(path_obj, "path", &path) < 0 || self->server == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
+        PyBuffer_Release(&body);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = hush_server_open_plaintext(self->server, path, body.buf, (size_t)body.len, &x, &err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&body);
+    if (status != HUSH_OK)
+        return raise_for_gateway(st, status, &err);
+    return wrap_exchange(st, op, x, true);
+}
+
+static PyObject *server_models(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ServerObject *self = (ServerObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    hush_secbuf *answer = NULL;
+    hush_error err;
+    hush_status status;
+    if (self->server == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Server was not initialised");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = hush_server_models(self->server, &answer, &err);
+    Py_END_ALLOW_THREADS
+    if (status != HUSH_OK)
+        return raise_for_gateway(st, status, &err);
+    PyObject *result = PyBytes_FromStringAndSize((const char *)hush_secbuf_bytes(answer),
+                                                 (Py_ssize_t)hush_secbuf_len(answer));
+    hush_secbuf_free(answer);
     return result;
 }
 
@@ -525,15 +700,31 @@ static PyMethodDef server_methods[] = {
                "The first half of handle (GIL released): check the request and open it\n"
                "into locked memory. Returns an Exchange, whose replay_key a gateway\n"
                "looks up before it calls answer(). Arguments and failures as handle's.")},
+    {"models", server_models, METH_NOARGS,
+     PyDoc_STR("models($self, /)\n--\n\n"
+               "GET /v1/models's answer, in plaintext (GIL released): the echo's model\n"
+               "list, or the upstream's own, as JSON bytes. Failures raise with\n"
+               "http_status (503, 504, 502).")},
+    {"open_plaintext", (PyCFunction)(void (*)(void))server_open_plaintext,
+     METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("open_plaintext($self, /, path, body)\n--\n\n"
+               "A plaintext request (the gateway's --allow-plaintext, for comparison only:\n"
+               "its plaintext is in Python's heap) at `path` (\"/v1/...\"), through the same\n"
+               "backend and stream as a sealed one. Returns an Exchange whose answer()\n"
+               "gives ((zeros hex, the JSON answer), timings) and whose stream() emits\n"
+               "each event in plaintext. Failures raise with http_status: 404 for a\n"
+               "path the backend does not answer, 400 for a body not a JSON object.")},
     {"open_v2", (PyCFunction)(void (*)(void))server_open_v2, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("open_v2($self, /, encapsulated_key, body, keys, key_config=None)\n--\n\n"
+     PyDoc_STR("open_v2($self, /, encapsulated_key, body, keys, key_config=None,\n"
+               "        path=None)\n--\n\n"
                "Check and open a v2 request (GIL released) into locked memory: the\n"
                "Ehbp-Encapsulated-Key and optional Hushcall-Key-Config header values\n"
                "(str), the framed body, and the live keys as (key_id, HpkeKeypair)\n"
                "pairs, newest first. Returns an Exchange whose answer() gives\n"
                "((nonce hex, frames), timings). Failures raise with http_status: 422\n"
                "for an unknown or expired key, 400 (one message) for anything malformed\n"
-               "or that fails to open, 413 over max_package_bytes.")},
+               "or that fails to open, 413 over max_package_bytes, 404 for a path the\n"
+               "backend does not answer (path: \"/v1/...\", None for chat completions).")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -546,7 +737,8 @@ static PyType_Slot server_slots[] = {
          "Server(key, *, backend='echo', upstream_url=None, upstream_api_key=None,\n"
          "       upstream_ca_file=None, upstream_timeout=None, upstream_connect_timeout=None,\n"
          "       max_package_bytes=None, max_answer_bytes=None, server_name=None,\n"
-         "       secure_memory=True, tpm=None, allow_http_upstream=False)\n--\n\n"
+         "       secure_memory=True, tpm=None, allow_http_upstream=False, echo_delay_ms=0)\n"
+         "--\n\n"
          "The server role of protocols v1 and v2 (hush_server): what the gateway runs each\n"
          "request through. Immutable and thread-safe.")},
     {0, NULL},

@@ -30,6 +30,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _echo_delay(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 60000:
+        raise argparse.ArgumentTypeError("must be from 0 to 60000")
+    return value
+
+
 def _backend(text: str) -> str:
     kind, _, url = text.partition(":")
     if text == "echo" or (kind == "openai" and url.startswith(("http://", "https://"))):
@@ -114,6 +121,12 @@ def _add_limits(p) -> None:
     p.add_argument("--max-connections-per-ip", type=_positive_int,
                    default=gateway.DEFAULT_MAX_CONNECTIONS_PER_IP,
                    help="open connections from one address (default %(default)s)")
+    p.add_argument("--echo-delay-ms", type=_echo_delay, default=0,
+                   help="echo: milliseconds between the words of a streamed answer, so "
+                        "streaming is visible (default 0)")
+    p.add_argument("--allow-plaintext", action="store_true",
+                   help="answer POSTs without Ehbp-Encapsulated-Key in plaintext, through the "
+                        "same backend: for benchmarks only, never for real traffic")
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -134,7 +147,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         replay_window=args.replay_window, replay_max_entries=args.replay_max_entries,
         tpm_quotes_per_second=args.tpm_quotes_per_second, v2=args.v2,
         v2_key_dir=args.v2_key_dir, key_lifetime=args.key_lifetime,
-        key_overlap=args.key_overlap)
+        key_overlap=args.key_overlap, echo_delay_ms=args.echo_delay_ms,
+        allow_plaintext=args.allow_plaintext)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

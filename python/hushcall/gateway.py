@@ -102,6 +102,9 @@ class GatewayConfig:
     v2_key_dir: Optional[str] = None  # default: <key_dir>/v2-keys
     key_lifetime: float = keyring.DEFAULT_KEY_LIFETIME
     key_overlap: float = keyring.DEFAULT_KEY_OVERLAP
+    echo_delay_ms: int = 0  # echo: the pause between the words of a streamed answer
+    # Answer unsealed POSTs in plaintext, for benchmarks only (docs/gateway.md).
+    allow_plaintext: bool = False
 
 
 def take_secret_env(name: str) -> Optional[str]:
@@ -220,6 +223,7 @@ class Gateway:
             upstream_timeout=config.upstream_timeout,
             max_package_bytes=config.max_body_bytes,
             tpm=self.tpm,
+            echo_delay_ms=config.echo_delay_ms,
         )
         # Labels, never the keys themselves, go into logs and rate-limit tables.
         self.api_keys = [(key.encode(), "key#%d" % n)
@@ -247,6 +251,7 @@ class Gateway:
             header_timeout=config.header_timeout,
             max_connections_per_ip=config.max_connections_per_ip, log_format=config.log_format)
         self.stopping = False
+        self.streams: set = set()  # the channels of the streams being answered
 
     @property
     def in_flight(self) -> int:
@@ -267,8 +272,9 @@ class Gateway:
             app.add_routes([
                 web.get(gateway_v2.EHBP_KEYS_PATH, self.v2.ehbp_keys),
                 web.get(gateway_v2.HUSHCALL_KEYS_PATH, self.v2.hushcall_keys),
-                web.post("/v1/chat/completions", self.chat_completions,
-                         expect_handler=expect_later),
+                web.get("/v1/models", self.models),
+                # Every other sealed POST /v1/...; the v1 route above matches first.
+                web.post("/v1/{endpoint:.+}", self.v2_post, expect_handler=expect_later),
             ])
         return app
 
@@ -391,8 +397,10 @@ class Gateway:
         finally:
             exchange.close()
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        """Protocol v2: an EHBP (or post-quantum) sealed chat request."""
+    async def v2_post(self, request: web.Request) -> web.StreamResponse:
+        """Protocol v2: an EHBP (or post-quantum) sealed request to any
+        /v1/ path, answered whole or (it asks for "stream": true) as a
+        stream; or, with --allow-plaintext, an unsealed one."""
         if self.stopping:
             return error(503, "Gateway is shutting down", {"Connection": "close"})
         try:
@@ -403,9 +411,9 @@ class Gateway:
         if refused is not None:
             return refused
         enc = headers[gateway_v2.ENC_HEADER]
-        if enc is None:
+        if enc is None and not self.config.allow_plaintext:
             return error(400, PLAINTEXT_REFUSED)
-        request["protocol"] = "v2"
+        request["protocol"] = "v2" if enc is not None else "plaintext"
         if (request.content_length or 0) > self.config.max_body_bytes:
             return error(413, "Request body too large", {"Connection": "close"})
         body = await self.read_body(request)
@@ -414,20 +422,55 @@ class Gateway:
         request["bytes_in"] = len(body)  # EHBP bodies come chunked, without a length
         loop = asyncio.get_running_loop()
         try:
+            if enc is None:
+                return await self.plaintext(request, body)
             answered = await loop.run_in_executor(self.executor, functools.partial(
-                self.v2.open_and_answer, enc, headers[gateway_v2.CONFIG_HEADER], body))
+                self.v2.open_and_answer, enc, headers[gateway_v2.CONFIG_HEADER], body,
+                request.path))
+            if answered is None:
+                request["replay"] = 1
+                return error(409, REPLAYED_REQUEST)
+            if not isinstance(answered, tuple):  # an exchange that asks for a stream
+                return await gateway_v2.stream_answer(request, self.executor, answered,
+                                                      self.streams)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             status = getattr(e, "http_status", 500)
             if status == 422:
                 return gateway_v2.key_config_problem()
             return error(status, e.args[0] if e.args else "error")
-        if answered is None:
-            request["replay"] = 1
-            return error(409, REPLAYED_REQUEST)
         (nonce, frames), timings = answered
         request["core"] = timings
         return await gateway_v2.send_frames(request, nonce, frames)
+
+    async def plaintext(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """--allow-plaintext: the same backend and stream, nothing sealed (for
+        comparison only: this plaintext passes through Python's heap)."""
+        loop = asyncio.get_running_loop()
+        exchange = await loop.run_in_executor(self.executor, functools.partial(
+            self.server.open_plaintext, request.path, body))
+        if exchange.is_stream:
+            return await gateway_v2.stream_answer(request, self.executor, exchange,
+                                                  self.streams, nonce_header=False)
+        try:
+            (_, answer), timings = await loop.run_in_executor(self.executor, exchange.answer)
+        finally:
+            exchange.close()
+        request["core"] = timings
+        return web.Response(body=answer, content_type="application/json")
+
+    async def models(self, request: web.Request) -> web.Response:
+        """GET /v1/models in plaintext, as EHBP §7.4 has bodyless requests:
+        the echo's model list, or the upstream's own (the core asks it)."""
+        refused = self.admit_caller(request)
+        if refused is not None:
+            return refused
+        loop = asyncio.get_running_loop()
+        try:
+            body = await loop.run_in_executor(self.executor, self.server.models)
+        except HushcallError as e:
+            return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
+        return web.Response(body=body, content_type="application/json")
 
     def authenticate(self, request: web.Request) -> Optional[str]:
         """The caller's rate-limit and log label, or None when refused."""
@@ -566,6 +609,10 @@ class Gateway:
             # Closes the listeners, then waits for the requests in flight.
             await runner.cleanup()
         finally:
+            # Streams still running past the shutdown timeout stop at their
+            # next emit, so the workers end and the executor can be joined.
+            for channel in list(self.streams):
+                channel.close()
             self.executor.shutdown(wait=True)
         log.info("stopped")
 

@@ -1,14 +1,18 @@
 """Protocol v2 in the gateway (docs/gateway.md "Protocol v2"; the wire is
-docs/protocol-v2.md): the key configs it publishes, and each sealed chat
-request opened, answered and sealed by ``_core.Server.open_v2`` on a worker
-thread. Python sees the header values, the frames and sizes, never the
-plaintext; the configs are encoded by the core (``_core.v2_key_configs``).
+docs/protocol-v2.md): the key configs it publishes, and each sealed request
+opened, answered and sealed by ``_core.Server.open_v2`` on a worker thread,
+a streamed answer handed frame by frame from that thread to the handler
+through a bounded channel. Python sees the header values, the frames and
+sizes, never the plaintext; the configs are encoded by the core
+(``_core.v2_key_configs``).
 """
 
 import asyncio
+import collections
 import json
 import logging
-from typing import Dict, List, Optional, Tuple
+import threading
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 from aiohttp import web
 
@@ -28,6 +32,14 @@ NONCE_HEADER = "Ehbp-Response-Nonce"
 KEY_CONFIG_PROBLEM = "urn:ietf:params:ehbp:error:key-config"
 # A v2 answer goes out in slices of this many bytes of frames, chunked.
 WRITE_SLICE = 64 * 1024
+# A stream's frames waiting for a slow reader: past either bound the
+# stream's emit blocks, so the backend stops reading its upstream and TCP
+# pushes back, instead of the gateway buffering without bound.
+STREAM_BOUND_BYTES = 256 * 1024
+STREAM_BOUND_FRAMES = 64
+# How often a waiting stream looks whether its client is still there.
+STREAM_POLL = 0.1
+EVENT_STREAM = "text/event-stream"
 # Maintenance runs at least this often, so a clock jump is noticed.
 MAX_MAINTAIN_SLEEP = 60.0
 # After a failed maintenance (a full disk, say), try again this soon.
@@ -86,12 +98,16 @@ class V2:
         keys when it is an EHBP request."""
         return self.live_pairs() if key_config is not None else self.keyring.x25519_candidates()
 
-    def open_and_answer(self, enc: str, key_config: Optional[str],
-                        body: bytes) -> Optional[Tuple[Tuple[str, bytes], dict]]:
-        """On a worker thread: open the request, refuse it (None) if its enc
-        was seen under this key before, else answer it: ((nonce hex,
-        frames), timings). Failures raise HushcallError with http_status."""
-        exchange = self.server.open_v2(enc, body, self.candidates(key_config), key_config)
+    def open_and_answer(self, enc: str, key_config: Optional[str], body: bytes,
+                        path: str) -> Union[None, Tuple[Tuple[str, bytes], dict],
+                                            "_core.Exchange"]:
+        """On a worker thread: open the request at `path`, refuse it (None)
+        if its enc was seen under this key before, else answer it: ((nonce
+        hex, frames), timings), or, when it asks for a stream, hand back the
+        opened exchange for stream_answer. Failures raise HushcallError with
+        http_status."""
+        exchange = self.server.open_v2(enc, body, self.candidates(key_config), key_config,
+                                       path=path)
         try:
             key_id, _ = exchange.v2_key
             digest, binding = exchange.replay_key
@@ -99,9 +115,13 @@ class V2:
                                                               self.expiry_of(key_id))
             if verdict != "new":  # a hushcall client seals afresh on every retry
                 return None
+            if exchange.is_stream:
+                streamed, exchange = exchange, None  # the caller streams and closes it
+                return streamed
             return exchange.answer()
         finally:
-            exchange.close()
+            if exchange is not None:
+                exchange.close()
 
     def expiry_of(self, key_id: int) -> float:
         """When key `key_id` stops being accepted: how long its requests are
@@ -141,4 +161,140 @@ async def send_frames(request: web.Request, nonce: str, frames: bytes) -> web.St
         await response.write(frames[start:start + WRITE_SLICE])
     await response.write_eof()
     request["bytes_out"] = len(frames)
+    return response
+
+
+# ---- streamed answers ---------------------------------------------------------
+
+
+class FrameChannel:
+    """A stream's frames, from the worker thread running Exchange.stream to
+    the handler writing them. At most STREAM_BOUND_BYTES or
+    STREAM_BOUND_FRAMES wait; past that, emit blocks until the handler has
+    written some (back-pressure to the backend). close() (the client left,
+    or the handler ended) makes every emit answer "stop" within
+    STREAM_POLL."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.lock = threading.Condition()
+        self.frames: collections.deque = collections.deque()
+        self.size = 0
+        self.closed = False
+        self.finished = False
+        self.ready = asyncio.Event()
+
+    def full(self) -> bool:
+        return self.size >= STREAM_BOUND_BYTES or len(self.frames) >= STREAM_BOUND_FRAMES
+
+    # ---- the worker's side ----
+
+    def emit(self, frames: Optional[bytes]) -> bool:
+        """Exchange.stream's emit: queue `frames` (None: only asks); True
+        to stop the stream."""
+        with self.lock:
+            while frames is not None and self.full() and not self.closed:
+                self.lock.wait(STREAM_POLL)
+            if self.closed:
+                return True
+            if frames is not None:
+                self.frames.append(frames)
+                self.size += len(frames)
+                self.loop.call_soon_threadsafe(self.ready.set)
+            return False
+
+    def run(self, exchange: "_core.Exchange") -> str:
+        """Stream `exchange` into the channel; its nonce hex. Always marks
+        the channel finished and closes the exchange."""
+        try:
+            return exchange.stream(self.emit)
+        finally:
+            exchange.close()
+            with self.lock:
+                self.finished = True
+            self.loop.call_soon_threadsafe(self.ready.set)
+
+    # ---- the handler's side ----
+
+    async def take(self) -> Tuple[List[bytes], bool]:
+        """The frames waiting (after at most STREAM_POLL), and whether the
+        stream has ended."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), STREAM_POLL)
+        except TimeoutError:
+            pass
+        with self.lock:
+            self.ready.clear()
+            frames = list(self.frames)
+            self.frames.clear()
+            self.size = 0
+            self.lock.notify_all()
+            return frames, self.finished
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.lock.notify_all()
+
+
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def stream_answer(request: web.Request, executor, exchange: "_core.Exchange",
+                        streams: Set[FrameChannel],
+                        nonce_header: bool = True) -> web.StreamResponse:
+    """Answer a request for a stream: the exchange runs on the executor, and
+    each frame it emits is written at once, the response head (200,
+    text/event-stream, Ehbp-Response-Nonce, chunked) with the first. A
+    failure before the first frame is answered as usual; one after it cuts
+    the connection, so the client sees a truncated stream. A client that
+    leaves stops the stream within a second. The channel is in `streams`
+    while it runs, so a gateway that stops can close what is still open."""
+    loop = asyncio.get_running_loop()
+    channel = FrameChannel(loop)
+    streams.add(channel)
+    worker = loop.run_in_executor(executor, channel.run, exchange)
+    # Its outcome is read below, or not at all when the client left first.
+    worker.add_done_callback(lambda done: done.cancelled() or done.exception())
+    response, sent, gone = None, 0, False
+    try:
+        finished = False
+        while not finished and not gone:
+            frames, finished = await channel.take()
+            gone = client_gone(request)
+            if frames and not gone and response is None:
+                response = await start_stream(request, exchange, nonce_header)
+            for frame in frames if not gone else ():
+                await response.write(frame)
+                sent += len(frame)
+        channel.close()
+        if not gone:
+            await worker  # the outcome: raises HushcallError
+    except ConnectionError:
+        gone = True  # the client left while a frame was being written
+    except Exception:
+        if response is None:
+            raise  # nothing sent yet: the handler answers with its status
+        log.warning("a stream failed after its head; its connection is cut")
+        if request.transport is not None:
+            request.transport.abort()
+    finally:
+        channel.close()
+        streams.discard(channel)
+        request["bytes_out"] = sent
+    if response is None:  # the client left before anything was sent
+        response = web.Response(status=499)
+    return response
+
+
+async def start_stream(request: web.Request, exchange: "_core.Exchange",
+                       nonce_header: bool) -> web.StreamResponse:
+    headers = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-store"}
+    if nonce_header:
+        headers[NONCE_HEADER] = exchange.response_nonce
+    response = web.StreamResponse(status=200, headers=headers)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
     return response

@@ -411,7 +411,7 @@ static void test_bad_requests(void)
 /* The defaults server.h documents, field by field. */
 static void check_server_defaults(const hush_server_options *o)
 {
-    CHECK_EQ(o->version, 1);
+    CHECK_EQ(o->version, HUSH_SERVER_OPTIONS_VERSION);
     CHECK(o->key == NULL);
     CHECK_EQ(o->backend, HUSH_BACKEND_ECHO);
     CHECK(o->upstream_url == NULL && o->upstream_api_key == NULL && o->upstream_ca_file == NULL);
@@ -422,6 +422,33 @@ static void check_server_defaults(const hush_server_options *o)
     CHECK_EQ(o->max_answer_bytes, 16 * 1024 * 1024);
     CHECK(o->server_name == NULL && o->tpm == NULL);
     CHECK_EQ(o->secmem_flags, 0);
+    CHECK_EQ(o->echo_delay_ms, 0);
+}
+
+/* A version 1 caller's struct ends before echo_delay_ms: init writes no
+ * further, and hush_server_new reads no further. */
+static void test_server_options_version_1(void)
+{
+    hush_server_options o;
+    hush_error err = {0};
+    memset(&o, 0xa5, sizeof o);
+    CHECK_OK(hush_server_options_init(&o, 1, &err), &err);
+    CHECK_EQ(o.version, 1);
+    CHECK_EQ(o.upstream_timeout_ms, 300000);
+    CHECK_EQ(o.echo_delay_ms, (long)0xa5a5a5a5a5a5a5a5UL); /* untouched */
+    o.key = server_key;
+    hush_server_free(new_server(&o));
+
+    /* Version 2 reads it, and refuses a pause that is not 0 to 60 s. */
+    hush_server_options v2 = HUSH_SERVER_OPTIONS_INIT;
+    hush_server *s = NULL;
+    v2.key = server_key;
+    v2.echo_delay_ms = -1;
+    CHECK_STATUS(hush_server_new(&v2, &s, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(strstr(err.message, "echo_delay_ms") != NULL);
+    v2.echo_delay_ms = 60001;
+    CHECK_STATUS(hush_server_new(&v2, &s, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(s == NULL);
 }
 
 static void test_server_options_init(void)
@@ -823,6 +850,7 @@ int main(void)
     RUN_TEST(test_bad_requests);
     RUN_TEST(test_server_new_errors);
     RUN_TEST(test_server_options_init);
+    RUN_TEST(test_server_options_version_1);
     RUN_TEST(test_http_upstream_needs_loopback);
     RUN_TEST(test_memory_protection_is_per_request);
     RUN_TEST(test_openai_forwards);

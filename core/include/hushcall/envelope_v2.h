@@ -217,6 +217,26 @@ hush_status hush_v2_response_seal_with_nonce(const hush_v2_exchange *ex, const v
                                              const unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES],
                                              hush_error *err);
 
+/* A streamed answer (docs/protocol-v2.md "Endpoints and streaming"): one
+ * sealer per answer, a fresh nonce from hush_v2_response_sealer_new, then
+ * each piece sealed as it is made, its frames (of at most
+ * HUSH_V2_DEFAULT_FRAME_BYTES plaintext, so a piece under that is one
+ * frame) numbered on from the last piece's. The frames of all pieces
+ * together are the body hush_v2_response_seal would make of them. */
+typedef struct hush_v2_response_sealer hush_v2_response_sealer;
+
+HUSH_MUST_USE
+hush_status hush_v2_response_sealer_new(const hush_v2_exchange *ex,
+                                        unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES],
+                                        hush_v2_response_sealer **out, hush_error *err);
+
+/* Seal `len` bytes (len > 0; 0 appends nothing) of `body`, appended to `frames`. */
+HUSH_MUST_USE
+hush_status hush_v2_response_sealer_seal(hush_v2_response_sealer *sealer, const void *body,
+                                         size_t len, hush_secbuf *frames, hush_error *err);
+
+void hush_v2_response_sealer_free(hush_v2_response_sealer *sealer); /* wipes; accepts NULL */
+
 #ifdef __cplusplus
 }
 #endif

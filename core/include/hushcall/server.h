@@ -42,7 +42,8 @@ typedef enum hush_backend {
      * (docs/gateway.md gives the whole shape). Needs no model. */
     HUSH_BACKEND_ECHO = 0,
     /* The decrypted request is POSTed to an OpenAI-compatible
-     * `<upstream_url>/chat/completions` (vLLM, Ollama, llama.cpp, ...). */
+     * `<upstream_url>/chat/completions` (vLLM, Ollama, llama.cpp, ...); a
+     * v2 request to its own path under upstream_url. */
     HUSH_BACKEND_OPENAI
 } hush_backend;
 
@@ -81,7 +82,8 @@ typedef struct hush_server_options {
     unsigned secmem_flags;             /* HUSH_SECMEM_NO_LOCK to skip mlock */
     /* ---- version 2 ---- */
     /* ECHO: the pause between the words of a streamed answer, so that
-     * streaming is visible (demo, tests); 0 (the default) for none. */
+     * streaming is visible (demo, tests); 0 (the default) for none, at
+     * most 60,000. */
     long echo_delay_ms;
 } hush_server_options;
 
@@ -110,7 +112,7 @@ hush_status hush_server_options_init(hush_server_options *opts, unsigned version
  * OPENAI backend without an http(s) upstream_url, a plain http:// one to a
  * host that is not loopback without allow_http_upstream, or an
  * upstream_api_key that is not 1 to 512 printable ASCII characters without
- * spaces. */
+ * spaces, or (version 2) an echo_delay_ms outside 0 to 60,000. */
 HUSH_MUST_USE
 hush_status hush_server_new(const hush_server_options *opts, hush_server **out, hush_error *err);
 void hush_server_free(hush_server *server); /* accepts NULL */
@@ -202,7 +204,9 @@ void hush_server_exchange_replay_key(const hush_server_exchange *x,
 
 /* Run the backend and seal the answer, as hush_server_handle does. An
  * exchange is answered once: the request's plaintext is wiped when this
- * returns, whatever the outcome, and a second call is HUSH_E_ARGUMENT. */
+ * returns, whatever the outcome, and a second call is HUSH_E_ARGUMENT, as
+ * is one for an exchange that asks for a stream
+ * (hush_server_exchange_is_stream). */
 HUSH_MUST_USE
 hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_answer *out,
                                         hush_error *err);
@@ -222,7 +226,7 @@ typedef struct hush_server_v2_key {
     hush_hpke_keypair *keypair; /* borrowed for the call */
 } hush_server_v2_key;
 
-/* One v2 POST /v1/chat/completions, as the gateway received it. */
+/* One v2 POST /v1/<path>, as the gateway received it. */
 typedef struct hush_server_v2_request {
     const char *key_config;        /* Hushcall-Key-Config (hex); NULL for an EHBP request */
     size_t key_config_len;
@@ -297,6 +301,33 @@ HUSH_MUST_USE
 hush_status hush_server_exchange_stream(hush_server_exchange *x,
                                         unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES],
                                         hush_server_emit_fn emit, void *ctx, hush_error *err);
+
+/* ---- plaintext pass-through (for comparison only) ----------------------
+ *
+ * A request that is not sealed, answered in plaintext through the same
+ * backend and streaming path: what a benchmark measures encryption
+ * against. The caller's copies of the request and answer (the gateway's
+ * are Python's heap) are not locked: never for real traffic, so the
+ * gateway serves it only when told to (--allow-plaintext). Answer it with
+ * hush_server_exchange_answer (answer->package holds the JSON as it is, no
+ * `_metadata`) or, when hush_server_exchange_is_stream, with
+ * hush_server_exchange_stream (each emit is one event in plaintext; the
+ * nonce is zeros). `path` as hush_server_v2_request's. Errors
+ * (err->http_status): HUSH_E_LIMIT [413], HUSH_E_NOT_FOUND [404],
+ * HUSH_E_BAD_REQUEST [400] for a body that is not a JSON object,
+ * HUSH_E_NOMEM, HUSH_E_INTERNAL [500]. */
+HUSH_MUST_USE
+hush_status hush_server_open_plaintext(const hush_server *server, const char *path,
+                                       const void *body, size_t len,
+                                       hush_server_exchange **out, hush_error *err);
+
+/* GET /v1/models, answered in plaintext (a bodyless request, EHBP §7.4:
+ * nothing secret): the echo backend's model ("echo"; it answers as any
+ * model a request names), or the upstream's own GET <upstream_url>/models
+ * as it came (a JSON object). *out is public memory; the caller frees it.
+ * Errors as hush_server_handle's for the upstream (503, 504, 502). */
+HUSH_MUST_USE
+hush_status hush_server_models(const hush_server *server, hush_secbuf **out, hush_error *err);
 
 /* Wipe and free an exchange, answered or not. Accepts NULL. */
 void hush_server_exchange_free(hush_server_exchange *x);

@@ -393,6 +393,24 @@ cleanup:
     return status;
 }
 
+/* `len` bytes of `body` sealed as frames of at most `chunk` plaintext,
+ * numbered on from *seq, appended to `frames`. */
+HUSH_MUST_USE
+static hush_status response_frames_seal(uint16_t aead_id, const response_keys *k, uint64_t *seq,
+                                        const unsigned char *pt, size_t len, size_t chunk,
+                                        hush_secbuf *frames, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    unsigned char *ct;
+    for (size_t done = 0; done < len; done += chunk, (*seq)++) {
+        size_t n = len - done < chunk ? len - done : chunk;
+        HUSH_TRY(frame_reserve(frames, n, &ct, err));
+        HUSH_TRY(response_frame_seal(aead_id, k, *seq, pt + done, n, ct, err));
+    }
+cleanup:
+    return status;
+}
+
 hush_status hush_v2_response_seal_with_nonce(const hush_v2_exchange *ex, const void *body,
                                              size_t len, size_t frame_bytes, hush_secbuf *frames,
                                              const unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES],
@@ -400,8 +418,6 @@ hush_status hush_v2_response_seal_with_nonce(const hush_v2_exchange *ex, const v
 {
     hush_status status = HUSH_OK;
     hush__secret_block keys = {0};
-    const unsigned char *pt = body;
-    unsigned char *ct;
     size_t start = 0, chunk = frame_size(frame_bytes);
     uint64_t seq = 0;
 
@@ -412,11 +428,8 @@ hush_status hush_v2_response_seal_with_nonce(const hush_v2_exchange *ex, const v
     start = hush_secbuf_len(frames);
     HUSH_TRY(hush__init(err));
     HUSH_TRY(derive_response_keys(ex, nonce, &keys, err));
-    for (size_t done = 0; done < len; done += chunk, seq++) {
-        size_t n = len - done < chunk ? len - done : chunk;
-        HUSH_TRY(frame_reserve(frames, n, &ct, err));
-        HUSH_TRY(response_frame_seal(ex->suite.aead_id, keys.data, seq, pt + done, n, ct, err));
-    }
+    HUSH_TRY(response_frames_seal(ex->suite.aead_id, keys.data, &seq, body, len, chunk, frames,
+                                  err));
 cleanup:
     hush__secret_block_free(&keys);
     if (status != HUSH_OK && frames != NULL)
@@ -436,6 +449,59 @@ hush_status hush_v2_response_seal(const hush_v2_exchange *ex, const void *body, 
     HUSH_TRY(hush_v2_response_seal_with_nonce(ex, body, len, frame_bytes, frames, nonce, err));
 cleanup:
     return status;
+}
+
+/* ---- a streamed answer ---------------------------------------------------------- */
+
+struct hush_v2_response_sealer {
+    uint16_t aead_id;
+    hush__secret_block keys; /* response_keys */
+    uint64_t seq;            /* the next frame's number */
+};
+
+hush_status hush_v2_response_sealer_new(const hush_v2_exchange *ex,
+                                        unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES],
+                                        hush_v2_response_sealer **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_v2_response_sealer *s = NULL;
+    HUSH_ENSURE(ex != NULL && nonce != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_v2_response_sealer_new: NULL argument");
+    *out = NULL;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE((s = calloc(1, sizeof *s)) != NULL, HUSH_E_NOMEM, "out of memory");
+    s->aead_id = ex->suite.aead_id;
+    HUSH_OSSL(RAND_bytes(nonce, HUSH_V2_RESPONSE_NONCE_BYTES) == 1, "random response nonce");
+    HUSH_TRY(derive_response_keys(ex, nonce, &s->keys, err));
+    *out = s;
+    s = NULL;
+cleanup:
+    hush_v2_response_sealer_free(s);
+    return status;
+}
+
+hush_status hush_v2_response_sealer_seal(hush_v2_response_sealer *sealer, const void *body,
+                                         size_t len, hush_secbuf *frames, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    size_t start = 0;
+    HUSH_ENSURE(sealer != NULL && frames != NULL && (body != NULL || len == 0),
+                HUSH_E_ARGUMENT, "hush_v2_response_sealer_seal: NULL argument");
+    start = hush_secbuf_len(frames);
+    HUSH_TRY(response_frames_seal(sealer->aead_id, sealer->keys.data, &sealer->seq, body, len,
+                                  HUSH_V2_DEFAULT_FRAME_BYTES, frames, err));
+cleanup:
+    if (status != HUSH_OK && frames != NULL)
+        HUSH_IGNORE(hush_secbuf_set_len(frames, start, NULL)); /* shrinking cannot fail */
+    return status;
+}
+
+void hush_v2_response_sealer_free(hush_v2_response_sealer *sealer)
+{
+    if (sealer == NULL)
+        return;
+    hush__secret_block_free(&sealer->keys);
+    free(sealer);
 }
 
 /* ---- openers ------------------------------------------------------------------- */

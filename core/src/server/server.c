@@ -5,6 +5,7 @@
  * context. Every failure carries the HTTP status a gateway answers with and
  * a message safe to send back. */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,10 @@
 
 #define ANSWER_INITIAL_BYTES 4096u
 #define API_KEY_MAX 512u
-#define CHAT_COMPLETIONS "/chat/completions"
+#define CHAT_COMPLETIONS "/v1/chat/completions" /* a request's path when it names none */
+#define PATH_MAX_BYTES 256u
+#define UNKNOWN_PATH "Unknown path"
+#define EVENT_FRAMES_INITIAL_BYTES 1024u
 #define BAD_CLIENT_KEY "X-Public-Key is not an RSA public key of at least 2048 bits"
 #define V2_UNKNOWN_KEY "Unknown or expired key configuration"
 #define V2_BINDING_LABEL "hushcall-v2 key" /* what a v2 replay binding hashes, with the key id */
@@ -42,7 +46,8 @@ struct hush_server {
     char *server_name;
     size_t max_package_bytes;
     unsigned secmem_flags;
-    char *upstream_url; /* "<base>/chat/completions" */
+    long echo_delay_ms;
+    char *upstream_url; /* the base, without a trailing slash */
     char *upstream_api_key;
     char *upstream_ca_file;
     hush__upstream_config upstream; /* borrows the three strings above */
@@ -56,8 +61,13 @@ _Static_assert(HUSH_SERVER_DEFAULT_MAX_ANSWER_BYTES == HUSH_DEFAULT_MAX_RESPONSE
 hush_status hush_server_options_init(hush_server_options *opts, unsigned version, hush_error *err)
 {
     static const hush_server_options defaults = HUSH_SERVER_OPTIONS_INIT;
-    return hush__options_init(opts, &defaults, sizeof defaults, "hush_server_options", version,
-                              HUSH_SERVER_OPTIONS_VERSION, err);
+    /* A version 1 caller's struct ends before `echo_delay_ms`: write no further. */
+    size_t size = version >= 2 ? sizeof defaults : offsetof(hush_server_options, echo_delay_ms);
+    hush_status status = hush__options_init(opts, &defaults, size, "hush_server_options",
+                                            version, HUSH_SERVER_OPTIONS_VERSION, err);
+    if (status == HUSH_OK)
+        opts->version = version;
+    return status;
 }
 
 /* ---- making a server ---------------------------------------------------- */
@@ -135,6 +145,8 @@ static hush_status check_options(const hush_server_options *o, hush_error *err)
                 HUSH_E_ARGUMENT, "backend %d is not known", (int)o->backend);
     HUSH_ENSURE(o->max_package_bytes > 0 && o->max_answer_bytes > 0, HUSH_E_ARGUMENT,
                 "size limits must be positive");
+    HUSH_ENSURE(o->version < 2 || (o->echo_delay_ms >= 0 && o->echo_delay_ms <= 60000),
+                HUSH_E_ARGUMENT, "echo_delay_ms must be from 0 to 60000");
     if (o->backend == HUSH_BACKEND_OPENAI) {
         const char *url = o->upstream_url;
         HUSH_ENSURE(url != NULL && (has_scheme(url, "http://") || has_scheme(url, "https://")),
@@ -168,7 +180,7 @@ cleanup:
     return status;
 }
 
-/* "<base>/chat/completions", one trailing slash of the base dropped. */
+/* The base URL, one trailing slash dropped: a request's path follows it. */
 HUSH_MUST_USE
 static hush_status make_upstream_url(const char *base, char **out, hush_error *err)
 {
@@ -176,10 +188,8 @@ static hush_status make_upstream_url(const char *base, char **out, hush_error *e
     size_t n = strlen(base);
     if (n > 0 && base[n - 1] == '/')
         n--;
-    size_t size = n + sizeof CHAT_COMPLETIONS;
-    *out = malloc(size);
+    *out = strndup(base, n);
     HUSH_ENSURE(*out != NULL, HUSH_E_NOMEM, "out of memory");
-    snprintf(*out, size, "%.*s%s", (int)n, base, CHAT_COMPLETIONS);
 cleanup:
     return status;
 }
@@ -232,6 +242,7 @@ hush_status hush_server_new(const hush_server_options *opts, hush_server **out, 
     s->max_package_bytes = opts->max_package_bytes;
     s->secmem_flags = opts->secmem_flags;
     s->tpm = opts->tpm;
+    s->echo_delay_ms = opts->version >= 2 ? opts->echo_delay_ms : 0;
     HUSH_TRY(copy_string(opts->server_name != NULL ? opts->server_name : HUSH_SERVER_DEFAULT_NAME,
                          &s->server_name, err));
     HUSH_TRY(copy_upstream(s, opts, err));
@@ -257,6 +268,7 @@ static int http_status_for(hush_status status)
 {
     switch (status) {
     case HUSH_E_LIMIT: return 413;
+    case HUSH_E_NOT_FOUND: return 404;
     case HUSH_E_KEY:
     case HUSH_E_BAD_REQUEST: return 400;
     case HUSH_E_UNAVAILABLE: return 503;
@@ -264,6 +276,13 @@ static int http_status_for(hush_status status)
     case HUSH_E_HTTP: return 502;
     default: return 500;
     }
+}
+
+/* The status a gateway answers a v2 request with: a key-config problem is
+ * EHBP's 422, everything else as v1. */
+static int v2_http_status_for(hush_status status)
+{
+    return status == HUSH_E_KEY ? 422 : http_status_for(status);
 }
 
 /* Payload ids and tiers are echoed into the answer: printable ASCII only. */
@@ -357,13 +376,18 @@ cleanup:
     return status;
 }
 
+static bool asks_stream(const hush_json_value *request)
+{
+    const hush_json_value *stream = hush_json_object_get(request, "stream", 6);
+    return hush_json_type_of(stream) == HUSH_JSON_BOOL && hush_json_bool(stream);
+}
+
+/* v1 (NOMYO's protocol) has no streamed answers. */
 HUSH_MUST_USE
 static hush_status check_stream(const hush_json_value *request, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    const hush_json_value *stream = hush_json_object_get(request, "stream", 6);
-    HUSH_ENSURE(hush_json_type_of(stream) != HUSH_JSON_BOOL || !hush_json_bool(stream),
-                HUSH_E_BAD_REQUEST, "stream is not supported");
+    HUSH_ENSURE(!asks_stream(request), HUSH_E_BAD_REQUEST, "stream is not supported");
 cleanup:
     return status;
 }
@@ -387,9 +411,15 @@ struct hush_server_exchange {
     unsigned char replay_binding[HUSH_REPLAY_DIGEST_BYTES];
     double open_ms;
     bool answered;
+    /* v2 and plaintext: the request's path (NULL: chat completions) and
+     * whether it asks for a streamed answer. */
+    char *path;
+    bool stream;
+    bool plain; /* a plaintext pass-through: nothing to open or seal */
     /* v2 only (v2 != NULL): the HPKE exchange the answer is sealed to, the
-     * request's plaintext (secure memory; `text` points into it) and the
-     * key that opened it. */
+     * request's plaintext (secure memory; `text` points into it; a
+     * plaintext pass-through keeps its copy there too) and the key that
+     * opened it. */
     hush_v2_exchange *v2;
     hush_secbuf *v2_plaintext;
     uint8_t v2_key_id;
@@ -512,6 +542,7 @@ void hush_server_exchange_free(hush_server_exchange *x)
     hush_secbuf_free(x->v2_plaintext);
     hush_v2_exchange_free(x->v2);
     hush_pubkey_free(x->client);
+    free(x->path);
     free(x);
 }
 
@@ -590,6 +621,11 @@ void hush_server_exchange_replay_key(const hush_server_exchange *x,
 
 /* ---- answering it ------------------------------------------------------- */
 
+static const char *exchange_path(const hush_server_exchange *x)
+{
+    return x->path != NULL ? x->path : CHAT_COMPLETIONS;
+}
+
 HUSH_MUST_USE
 static hush_status write_answer(const hush_server_exchange *x, const hush_secbuf *answer,
                                 hush_json_writer *w,
@@ -600,12 +636,13 @@ static hush_status write_answer(const hush_server_exchange *x, const hush_secbuf
     double start = now_ms();
     HUSH_TRY(hush_json_write_object_begin(w, err));
     if (s->backend == HUSH_BACKEND_ECHO)
-        HUSH_TRY(hush__echo_write(x->request, x->payload_id, x->arena, w, err));
+        HUSH_TRY(hush__echo_write(x->request, exchange_path(x), x->payload_id, x->arena, w,
+                                  err));
     else
-        HUSH_TRY(hush__upstream_write(&s->upstream, x->text, x->len, x->arena, w,
-                                      &out->upstream_status, err));
+        HUSH_TRY(hush__upstream_write(&s->upstream, exchange_path(x), x->text, x->len, x->arena,
+                                      w, &out->upstream_status, err));
     out->backend_ms = now_ms() - start;
-    if (x->v2 == NULL) /* a v2 client assembles its own */
+    if (x->v2 == NULL && !x->plain) /* a v2 client assembles its own */
         HUSH_TRY(write_metadata(x, answer, w, err));
     HUSH_TRY(hush_json_write_object_end(w, err));
 cleanup:
@@ -626,6 +663,19 @@ cleanup:
     return status;
 }
 
+/* A plaintext pass-through's answer as it is, for the caller to send. */
+HUSH_MUST_USE
+static hush_status copy_plain_answer(const hush_secbuf *answer, hush_server_answer *out,
+                                     hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    size_t len = hush_secbuf_len(answer);
+    HUSH_TRY(hush_secbuf_new(len + 1, 0, HUSH_SECMEM_PUBLIC, &out->package, err));
+    HUSH_TRY(hush_secbuf_append(out->package, hush_secbuf_bytes(answer), len, err));
+cleanup:
+    return status;
+}
+
 hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_answer *out,
                                         hush_error *err)
 {
@@ -638,13 +688,17 @@ hush_status hush_server_exchange_answer(hush_server_exchange *x, hush_server_ans
                 "hush_server_exchange_answer: NULL argument");
     memset(out, 0, sizeof *out);
     HUSH_ENSURE(!x->answered, HUSH_E_ARGUMENT, "this request has been answered already");
+    HUSH_ENSURE(!x->stream, HUSH_E_ARGUMENT,
+                "a request for a stream is answered with hush_server_exchange_stream");
     x->answered = true;
     out->open_ms = x->open_ms;
     HUSH_TRY(hush_secbuf_new(ANSWER_INITIAL_BYTES, 0, x->server->secmem_flags, &answer, err));
     HUSH_TRY(hush_json_writer_new(answer, HUSH_JSON_WRITE_COMPACT, 0, &writer, err));
     HUSH_TRY(write_answer(x, answer, writer, out, err));
     start = now_ms();
-    if (x->v2 != NULL)
+    if (x->plain)
+        HUSH_TRY(copy_plain_answer(answer, out, err));
+    else if (x->v2 != NULL)
         HUSH_TRY(seal_v2_answer(x, answer, out, err));
     else /* processed_at in Unix seconds, the int NOMYO's API reference documents */
         HUSH_TRY(hush_envelope_v1_seal(x->client, hush_secbuf_data(answer),
@@ -665,7 +719,8 @@ cleanup:
         memset(out, 0, sizeof *out);
     }
     if (status != HUSH_OK && err != NULL)
-        err->http_status = http_status_for(status);
+        err->http_status = x != NULL && (x->v2 != NULL || x->plain) ? v2_http_status_for(status)
+                                                                    : http_status_for(status);
     return status;
 }
 
@@ -695,11 +750,32 @@ void hush_server_answer_clear(hush_server_answer *answer)
 
 /* ---- protocol v2 ---------------------------------------------------------- */
 
-/* The status a gateway answers a v2 request with: a key-config problem is
- * EHBP's 422, everything else as v1. */
-static int v2_http_status_for(hush_status status)
+/* A path the upstream's URL can take as it is: "/v1/" and then letters,
+ * digits, "-", "_", "." and "/", no empty or dot-dot segment. */
+static bool is_api_path(const char *path)
 {
-    return status == HUSH_E_KEY ? 422 : http_status_for(status);
+    size_t n = strlen(path);
+    if (n <= 4 || n > PATH_MAX_BYTES || strncmp(path, "/v1/", 4) != 0 ||
+        strstr(path, "//") != NULL || strstr(path, "/..") != NULL)
+        return false;
+    return strspn(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./") ==
+           n;
+}
+
+/* The request's path, checked (404 for one this server cannot answer),
+ * copied into the exchange. */
+HUSH_MUST_USE
+static hush_status take_path(const hush_server *s, const char *path, hush_server_exchange *x,
+                             hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    if (path == NULL)
+        path = CHAT_COMPLETIONS;
+    HUSH_ENSURE(is_api_path(path) && (s->backend != HUSH_BACKEND_ECHO || hush__echo_answers(path)),
+                HUSH_E_NOT_FOUND, UNKNOWN_PATH);
+    HUSH_ENSURE((x->path = strdup(path)) != NULL, HUSH_E_NOMEM, "out of memory");
+cleanup:
+    return status;
 }
 
 /* A suite the gateway offers with a key of its KEM (docs/protocol-v2.md):
@@ -856,9 +932,10 @@ hush_status hush_server_open_v2(const hush_server *server, const hush_server_v2_
     HUSH_ENSURE(req->encapsulated_key != NULL, HUSH_E_BAD_REQUEST, HUSH_SERVER_INVALID_PACKAGE);
     HUSH_ENSURE((x = calloc(1, sizeof *x)) != NULL, HUSH_E_NOMEM, "out of memory");
     x->server = server;
+    HUSH_TRY(take_path(server, req->path, x, err));
     HUSH_TRY(hush_arena_new(server->secmem_flags, &x->arena, err));
     HUSH_TRY(v2_open_request(server, req, x, err));
-    HUSH_TRY(check_stream(x->request, err));
+    x->stream = asks_stream(x->request);
     HUSH_TRY(v2_identify(x, err));
     x->open_ms = now_ms() - start;
     *out = x;
@@ -878,4 +955,187 @@ bool hush_server_exchange_v2_key(const hush_server_exchange *x, uint8_t *key_id,
     *key_id = x->v2_key_id;
     *key_index = x->v2_key_index;
     return true;
+}
+
+bool hush_server_exchange_is_stream(const hush_server_exchange *x)
+{
+    return x != NULL && (x->v2 != NULL || x->plain) && x->stream;
+}
+
+/* ---- streamed answers ------------------------------------------------------ */
+
+/* Where a stream's events go: sealed (or, plaintext, copied) into `frames`
+ * and handed to the caller's emit. */
+typedef struct stream_out {
+    hush_v2_response_sealer *sealer; /* NULL for a plaintext pass-through */
+    hush_secbuf *frames;
+    hush_server_emit_fn emit;
+    void *ctx;
+} stream_out;
+
+static hush_status emit_event(void *ctx, const unsigned char *text, size_t len, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    stream_out *o = ctx;
+    hush_secbuf_clear(o->frames);
+    if (o->sealer != NULL)
+        HUSH_TRY(hush_v2_response_sealer_seal(o->sealer, text, len, o->frames, err));
+    else
+        HUSH_TRY(hush_secbuf_append(o->frames, text, len, err));
+    HUSH_ENSURE(o->emit(o->ctx, hush_secbuf_bytes(o->frames), hush_secbuf_len(o->frames)) == 0,
+                HUSH_E_CANCELLED, "the client closed the stream");
+cleanup:
+    hush_secbuf_clear(o->frames);
+    return status;
+}
+
+static hush_status poll_client(void *ctx, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    stream_out *o = ctx;
+    HUSH_ENSURE(o->emit(o->ctx, NULL, 0) == 0, HUSH_E_CANCELLED, "the client closed the stream");
+cleanup:
+    return status;
+}
+
+HUSH_MUST_USE
+static hush_status run_stream(hush_server_exchange *x, stream_out *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const hush_server *s = x->server;
+    const hush__event_sink sink = {emit_event, poll_client, out};
+    int upstream_status = 0;
+    if (s->backend == HUSH_BACKEND_ECHO)
+        HUSH_TRY(hush__echo_stream(x->request, exchange_path(x), x->payload_id,
+                                   s->echo_delay_ms, s->secmem_flags, x->arena, &sink, err));
+    else
+        HUSH_TRY(hush__upstream_stream(&s->upstream, exchange_path(x), x->text, x->len, &sink,
+                                       &upstream_status, err));
+cleanup:
+    return status;
+}
+
+hush_status hush_server_exchange_stream(hush_server_exchange *x,
+                                        unsigned char nonce[HUSH_V2_RESPONSE_NONCE_BYTES],
+                                        hush_server_emit_fn emit, void *ctx, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    stream_out out = {.emit = emit, .ctx = ctx};
+    HUSH_ENSURE(x != NULL && nonce != NULL && emit != NULL, HUSH_E_ARGUMENT,
+                "hush_server_exchange_stream: NULL argument");
+    HUSH_ENSURE(!x->answered, HUSH_E_ARGUMENT, "this request has been answered already");
+    HUSH_ENSURE(hush_server_exchange_is_stream(x), HUSH_E_ARGUMENT,
+                "this request does not ask for a stream");
+    x->answered = true;
+    memset(nonce, 0, HUSH_V2_RESPONSE_NONCE_BYTES);
+    if (!x->plain)
+        HUSH_TRY(hush_v2_response_sealer_new(x->v2, nonce, &out.sealer, err));
+    /* A plaintext pass-through's events are plaintext: locked like the rest. */
+    HUSH_TRY(hush_secbuf_new(EVENT_FRAMES_INITIAL_BYTES, 0,
+                             x->plain ? x->server->secmem_flags : HUSH_SECMEM_PUBLIC, &out.frames,
+                             err));
+    HUSH_TRY(run_stream(x, &out, err));
+cleanup:
+    hush_v2_response_sealer_free(out.sealer);
+    hush_secbuf_free(out.frames);
+    if (x != NULL) { /* the request's plaintext is no longer needed, whatever happened */
+        hush_arena_free(x->arena);
+        x->arena = NULL;
+        hush_secbuf_free(x->v2_plaintext);
+        x->v2_plaintext = NULL;
+    }
+    if (status != HUSH_OK && err != NULL)
+        err->http_status = v2_http_status_for(status);
+    return status;
+}
+
+/* ---- plaintext pass-through --------------------------------------------------- */
+
+HUSH_MUST_USE
+static hush_status plain_parse(const hush_server *s, const void *body, size_t len,
+                               hush_server_exchange *x, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_json_limits limits = {.max_bytes = len};
+    HUSH_TRY(hush_secbuf_new(len + 1, 0, s->secmem_flags, &x->v2_plaintext, err));
+    HUSH_TRY(hush_secbuf_append(x->v2_plaintext, body, len, err));
+    x->text = hush_secbuf_bytes(x->v2_plaintext);
+    x->len = len;
+    hush_status parsed = hush_json_parse_into(x->arena, x->text, x->len, &limits, &x->request,
+                                              err);
+    if (parsed == HUSH_E_NOMEM)
+        HUSH_BAIL_WITH(parsed);
+    HUSH_ENSURE(parsed == HUSH_OK && hush_json_type_of(x->request) == HUSH_JSON_OBJECT,
+                HUSH_E_BAD_REQUEST, "request is not a JSON object");
+cleanup:
+    return status;
+}
+
+hush_status hush_server_open_plaintext(const hush_server *server, const char *path,
+                                       const void *body, size_t len,
+                                       hush_server_exchange **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_server_exchange *x = NULL;
+    double start = now_ms();
+    HUSH_ENSURE(server != NULL && out != NULL && (body != NULL || len == 0), HUSH_E_ARGUMENT,
+                "hush_server_open_plaintext: NULL argument");
+    *out = NULL;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(len <= server->max_package_bytes, HUSH_E_LIMIT, "Request body too large");
+    HUSH_ENSURE((x = calloc(1, sizeof *x)) != NULL, HUSH_E_NOMEM, "out of memory");
+    x->server = server;
+    x->plain = true;
+    memcpy(x->payload_id, "plain", sizeof "plain");
+    HUSH_TRY(take_path(server, path, x, err));
+    HUSH_TRY(hush_arena_new(server->secmem_flags, &x->arena, err));
+    HUSH_TRY(plain_parse(server, body != NULL ? body : "", len, x, err));
+    x->stream = asks_stream(x->request);
+    x->open_ms = now_ms() - start;
+    *out = x;
+    x = NULL;
+cleanup:
+    hush_server_exchange_free(x);
+    if (status != HUSH_OK && err != NULL)
+        err->http_status = v2_http_status_for(status);
+    return status;
+}
+
+/* ---- the model list ------------------------------------------------------------- */
+
+#define ECHO_MODELS \
+    "{\"object\":\"list\",\"data\":[{\"id\":\"echo\",\"object\":\"model\",\"created\":0," \
+    "\"owned_by\":\"hushcall\"}]}"
+#define MODELS_PATH "/v1/models"
+
+hush_status hush_server_models(const hush_server *server, hush_secbuf **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_secbuf *answer = NULL;
+    int upstream_status = 0;
+    const hush_json_value *root = NULL;
+    hush_json_doc *doc = NULL;
+    HUSH_ENSURE(server != NULL && out != NULL, HUSH_E_ARGUMENT, "hush_server_models: NULL argument");
+    *out = NULL;
+    HUSH_TRY(hush__init(err));
+    HUSH_TRY(hush_secbuf_new(ANSWER_INITIAL_BYTES, server->upstream.max_answer_bytes,
+                             HUSH_SECMEM_PUBLIC, &answer, err));
+    if (server->backend == HUSH_BACKEND_ECHO) {
+        HUSH_TRY(hush_secbuf_append(answer, ECHO_MODELS, strlen(ECHO_MODELS), err));
+    } else {
+        HUSH_TRY(hush__upstream_get(&server->upstream, MODELS_PATH, answer, &upstream_status,
+                                    err));
+        HUSH_ENSURE(hush_json_parse(hush_secbuf_bytes(answer), hush_secbuf_len(answer), NULL,
+                                    HUSH_SECMEM_NO_LOCK, &doc, NULL) == HUSH_OK &&
+                        hush_json_type_of(root = hush_json_doc_root(doc)) == HUSH_JSON_OBJECT,
+                    HUSH_E_HTTP, "Upstream answer is not a JSON object");
+    }
+    *out = answer;
+    answer = NULL;
+cleanup:
+    hush_json_doc_free(doc);
+    hush_secbuf_free(answer);
+    if (status != HUSH_OK && err != NULL)
+        err->http_status = http_status_for(status);
+    return status;
 }
