@@ -1,6 +1,6 @@
 -- The Lua half of `make demo`: one encrypted round trip through the gateway
--- whose URL is the first argument (protocol v2, post-quantum: require_pq), then a few calls at once through the
--- engine's fd. Run (and timed) by examples/demo.py.
+-- whose URL is the first argument (protocol v2, post-quantum: require_pq), a few calls at once through the
+-- engine's fd, then a streamed answer printed word by word. Run (and timed) by examples/demo.py.
 local hushcall = require "hushcall"
 
 local url = assert(arg[1], "usage: lua5.4 demo.lua <gateway url>")
@@ -35,3 +35,17 @@ while done < #calls do
 end
 print(("async:      %d calls in flight at once, answered through hushcall.fd()/drain()")
   :format(done))
+
+io.write("streamed:   ")
+for chunk in assert(client:stream{
+  model = "demo", messages = { { role = "user", content = "Stream this from Lua, word by word" } },
+}) do
+  local choice = chunk.choices[1] -- none in a usage chunk
+  local delta = choice and choice.delta.content
+  if type(delta) == "string" then
+    io.write(delta)
+    io.flush()
+  end
+  chunk:wipe()
+end
+print()

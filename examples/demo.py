@@ -7,8 +7,12 @@ suite (require_pq: X-Wing, ChaCha20-Poly1305; the first call pays for
 fetching the key configs), then a few more to show the steady cost, and
 prints the reply, _metadata and timings; then the same over protocol v1
 (NOMYO's: the client's RSA-4096 key is made first). Then examples/demo.lua
-does it from Lua (the module CMake builds into build/lua; v2, require_pq). Last, the gateway is stopped with SIGTERM and what it logged is
-shown: sizes and timings, never the text.
+does it from Lua (the module CMake builds into build/lua; v2, require_pq).
+Both also stream an answer (`stream=True`): the echo backend pauses
+ECHO_DELAY_MS between words, so the words appear one by one, each its own
+sealed frame, opened into its own locked chunk and wiped once printed.
+Last, the gateway is stopped with SIGTERM and what it logged is shown:
+sizes and timings, never the text.
 """
 
 import json
@@ -24,11 +28,13 @@ import hushcall
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUESTION = "What does end-to-end encryption protect in a chat completion?"
 WARM_ROUNDS = 5
+ECHO_DELAY_MS = 60  # between the words of a streamed echo: streaming you can see
 
 
 def start_gateway(key_dir, log_file):
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "hushcall", "serve", "--port", "0", "--key-dir", key_dir],
+        [sys.executable, "-m", "hushcall", "serve", "--port", "0", "--key-dir", key_dir,
+         "--echo-delay-ms", str(ECHO_DELAY_MS)],
         stdout=subprocess.PIPE, stderr=log_file, text=True)
     line = gateway.stdout.readline()
     if not line.startswith("listening on "):
@@ -61,6 +67,27 @@ def round_trip(url, **options):
              ", ".join("%.1f" % t for t in warm)))
 
 
+def stream(url):
+    """A streamed answer, printed word by word as its sealed frames arrive."""
+    messages = [{"role": "user", "content": QUESTION}]
+    with hushcall.Client(url, allow_http=True, require_pq=True) as client:
+        start = time.perf_counter()
+        first_ms, chunks = None, 0
+        print("streamed:   ", end="", flush=True)
+        with client.chat.completions.create(model="demo", messages=messages,
+                                            stream=True) as chunks_in:
+            for chunk in chunks_in:
+                if first_ms is None:
+                    first_ms = (time.perf_counter() - start) * 1000
+                chunks += 1
+                if chunk["choices"]:
+                    print(chunk["choices"][0]["delta"].get("content") or "", end="", flush=True)
+                chunk.wipe()
+        total_ms = (time.perf_counter() - start) * 1000
+    print("\ntimings:    %d chunks; the first after %.1f ms, the last after %.0f ms (the echo"
+          " waits %d ms between words)" % (chunks, first_ms, total_ms, ECHO_DELAY_MS))
+
+
 def lua_round_trip(url, build_dir):
     env = dict(os.environ,
                LUA_CPATH=os.path.join(build_dir, "lua", "?.so") + ";;",
@@ -69,7 +96,7 @@ def lua_round_trip(url, build_dir):
     done = subprocess.run(["lua5.4", os.path.join(ROOT, "examples", "demo.lua"), url], env=env)
     if done.returncode != 0:
         raise SystemExit("demo: the Lua round trip failed")
-    print("timings:    %.0f ms for all of it (Lua start, 9 calls)"
+    print("timings:    %.0f ms for all of it (Lua start, 9 calls and a stream)"
           % ((time.perf_counter() - start) * 1000))
 
 
@@ -83,6 +110,8 @@ def main():
             print("gateway:    %s\n\n-- Python (hushcall.Client), protocol v2, post-quantum"
                   " (X-Wing, ChaCha20-Poly1305) --" % url)
             round_trip(url, require_pq=True)
+            print("\n-- Python, streamed (stream=True), protocol v2, post-quantum --")
+            stream(url)
             print("\n-- Python (hushcall.Client), protocol v1 (NOMYO's: RSA-4096, AES-256-GCM) --")
             round_trip(url, protocol="v1")
             print("\n-- Lua (require \"hushcall\") --")

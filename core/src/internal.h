@@ -109,6 +109,7 @@ HUSH_MUST_USE
 hush_status hush__init(hush_error *err);
 locale_t hush__c_locale(void);
 bool hush__openssl_secure_heap(void);
+bool hush__openssl_secure_heap_locked(void);
 size_t hush__page_size(void);
 /* SHA-256 and AES-256-GCM, fetched once (valid after hush__init). */
 const EVP_MD *hush__sha256(void);

@@ -40,6 +40,35 @@ Endpoints
                       instead of this one: a swapped response
       unavailable-503 a plaintext 503 after the request was opened (its enc is
                       remembered: a retry that re-sent the same seal gets 409)
+                                        {"stream": {...}} how streamed answers are framed and
+                                                          how they misbehave, from now on
+                                                          ({"stream": {}} restores the default):
+      framing         "event" (default): one event per frame; "batch": `batch` events
+                      (default 3) per frame; "split": every event cut into frames of
+                      `split` plaintext bytes (default 7)
+      truncate        end the stream cleanly after this many events (the role chunk
+                      counts), with no data: [DONE] and no finish_reason chunk
+      tamper          flip one bit of the tag of frame number N (0: the first frame)
+      delay_ms        sleep this long before each event
+      eol             "\n" (default), "\r\n" or "\r": the line ends of the events
+      comments        true: a ": ping" comment line before every event
+                                        Every control answer carries "posts" (POSTs received
+                                        but controls) and "streams": {"started",
+                                        "completed", "client_gone"}: streamed answers begun,
+                                        sent to their end, and given up because the client
+                                        closed the connection ({} changes nothing).
+  GET  /v1/models                       a model list in plaintext (EHBP §7.4: bodyless)
+  POST /v1/embeddings                   {"object": "list", "data": [{"object": "embedding",
+                                        "index": i, "embedding": <8 floats from SHA-256 of
+                                        the input>}], ...} for `input` (a string or a list)
+  POST /v1/completions                  {"object": "text_completion", "choices": [{"text":
+                                        "echo: " + prompt, ...}]}
+  A body with "stream": true is answered as OpenAI's server-sent events
+  (Content-Type text/event-stream): chat.completion.chunk objects (or text_completion
+  ones for /v1/completions): a role chunk, one chunk per word of the echo, a chunk with
+  finish_reason "stop", a usage chunk when stream_options.include_usage, then
+  data: [DONE]; sealed as the framing above says. Of the misbehaviours, strip-nonce
+  and plaintext-502 apply to a streamed answer too.
   POST <any other path>                 the echo completion, sealed per EHBP §4.4:
     {"id": "chatcmpl-ehbp-peer-<n>", "object": "chat.completion", "model": <model>,
      "choices": [{"index": 0, "message": {"role": "assistant",
@@ -349,7 +378,29 @@ def completion(count, chat, exchange):
     return answer
 
 
-def application(count, plaintext, exchange):
+def embedding_of(text):
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round((b - 128) / 128.0, 6) for b in digest[:8]]
+
+
+def embeddings(body):
+    inputs = body.get("input")
+    inputs = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else []
+    return {"object": "list", "model": body.get("model", ""),
+            "data": [{"object": "embedding", "index": i, "embedding": embedding_of(str(text))}
+                     for i, text in enumerate(inputs)],
+            "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}}
+
+
+def text_completion(count, body):
+    prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else ""
+    return {"id": "cmpl-ehbp-peer-%d" % count, "object": "text_completion", "created": 0,
+            "model": body.get("model", ""),
+            "choices": [{"index": 0, "text": "echo: " + prompt, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}
+
+
+def application(count, plaintext, exchange, path="/v1/chat/completions"):
     """(status, JSON bytes) the application answers."""
     try:
         chat = json.loads(plaintext)
@@ -357,7 +408,65 @@ def application(count, plaintext, exchange):
         chat = None
     if not isinstance(chat, dict):
         return 400, json.dumps({"error": {"message": "body is not a JSON object"}}).encode()
+    if path == "/v1/embeddings":
+        return 200, json.dumps(embeddings(chat)).encode()
+    if path == "/v1/completions":
+        return 200, json.dumps(text_completion(count, chat)).encode()
     return 200, json.dumps(completion(count, chat, exchange)).encode()
+
+
+# ---- streamed answers -----------------------------------------------------------------
+
+def stream_events(count, body, path):
+    """The server-sent events' data (JSON text each, then "[DONE]") of a streamed echo."""
+    chat = path != "/v1/completions"
+    if chat:
+        text = "echo: " + last_user_text(body)
+    else:
+        text = "echo: " + (body.get("prompt") if isinstance(body.get("prompt"), str) else "")
+    base = {"id": ("chatcmpl-ehbp-peer-%d" if chat else "cmpl-ehbp-peer-%d") % count,
+            "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
+            "model": body.get("model", "")}
+
+    def chunk(piece, finish, role=False):
+        if chat:
+            delta = {} if piece is None else {"content": piece}
+            if role:
+                delta = {"role": "assistant", "content": ""}
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": piece or "", "finish_reason": finish}
+        return json.dumps(dict(base, choices=[choice]))
+
+    words = text.split(" ")
+    events = [chunk(None, None, role=True)] if chat else []
+    events += [chunk(w if i == 0 else " " + w, None) for i, w in enumerate(words)]
+    events.append(chunk(None, "stop"))
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        events.append(json.dumps(dict(base, choices=[], usage={
+            "prompt_tokens": 1, "completion_tokens": len(words),
+            "total_tokens": 1 + len(words)})))
+    events.append("[DONE]")
+    return events
+
+
+def event_text(data, settings):
+    eol = settings.get("eol", "\n")
+    comment = ": ping" + eol if settings.get("comments") else ""
+    return (comment + "data: " + data + eol + eol).encode()
+
+
+def stream_frames(event_texts, settings):
+    """The plaintext of the frames of these events: one frame each, all in one (a
+    batch), or cut into pieces, as `framing` says."""
+    framing = settings.get("framing", "event")
+    if framing == "batch":
+        return [b"".join(event_texts)]
+    if framing == "split":
+        n = max(1, int(settings.get("split", 7)))
+        return [text[i:i + n] for text in event_texts for i in range(0, len(text), n)]
+    return list(event_texts)
 
 
 async def read_capped(request, limit):
@@ -377,6 +486,8 @@ class Peer:
         self.count = 0
         self.misbehave = None
         self.previous = None
+        self.stream_settings = {}
+        self.streams = {"started": 0, "completed": 0, "client_gone": 0}
 
     async def keys(self, request):
         return web.Response(body=self.ring.newest_x25519().config(),
@@ -397,7 +508,14 @@ class Peer:
             if order["misbehave"] not in MODES:
                 return web.json_response({"ok": False, "modes": MODES}, status=400)
             self.misbehave = (order["misbehave"], int(order.get("size", 64 * 1024 * 1024 + 1)))
-        return web.json_response({"ok": True, "key_ids": [k.key_id for k in self.ring.keys]})
+        if isinstance(order.get("stream"), dict):
+            self.stream_settings = dict(order["stream"])
+        return web.json_response({"ok": True, "key_ids": [k.key_id for k in self.ring.keys],
+                                  "streams": self.streams, "posts": self.count})
+
+    async def models(self, request):
+        return web.json_response({"object": "list", "data": [
+            {"id": "echo", "object": "model", "created": 0, "owned_by": "ehbp-peer"}]})
 
     async def post(self, request):
         self.count += 1
@@ -411,8 +529,64 @@ class Peer:
             exchange = open_request(self.ring, request, body)
         except Refused as refused:
             return refused.response
-        status, answer = application(self.count, exchange.plaintext, exchange)
+        body_json = parsed_object(exchange.plaintext)
+        if body_json is not None and body_json.get("stream") is True:
+            return await self.streamed(request, body_json, exchange)
+        status, answer = application(self.count, exchange.plaintext, exchange, request.path)
         return await self.sealed(request, status, answer, exchange)
+
+    async def streamed(self, request, body, exchange):
+        """The events sealed frame by frame as the settings say, sent as they are made."""
+        mode, _ = self.misbehave or (None, 0)
+        self.misbehave = None
+        if mode == "plaintext-502":
+            return web.Response(status=502, text="bad gateway")
+        settings = self.stream_settings
+        events = stream_events(self.count, body, request.path)
+        if "truncate" in settings:
+            events = events[:int(settings["truncate"])]
+        delay = float(settings.get("delay_ms", 0)) / 1000.0
+        tamper = settings.get("tamper")
+        nonce = os.urandom(RESPONSE_NONCE_BYTES)
+        aead, base = response_cipher(exchange, nonce)
+        headers = {"Content-Type": "text/event-stream", "Ehbp-Response-Nonce": nonce.hex()}
+        if mode == "strip-nonce":
+            del headers["Ehbp-Response-Nonce"]
+        response = web.StreamResponse(status=200, headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        self.streams["started"] += 1
+        seq = 0
+
+        async def send(piece):
+            nonlocal seq
+            frame = aead.encrypt(xor_counter(base, seq), piece, b"")
+            if tamper is not None and seq == int(tamper):
+                frame = frame[:-1] + bytes([frame[-1] ^ 0x01])  # the tag's last byte
+            seq += 1
+            await response.write(struct.pack(">I", len(frame)) + frame)
+
+        batch = max(1, int(settings.get("batch", 3))) if settings.get("framing") == "batch" else 1
+        pending = []
+        try:
+            for data in events:
+                if delay:
+                    await asyncio.sleep(delay)
+                if request.transport is None or request.transport.is_closing():
+                    raise ConnectionResetError("the client went away")
+                pending.append(event_text(data, settings))
+                if len(pending) == batch:
+                    for piece in stream_frames(pending, settings):
+                        await send(piece)
+                    pending = []
+            for piece in stream_frames(pending, settings) if pending else []:
+                await send(piece)
+            await response.write_eof()
+        except ConnectionError:  # the client went away: nothing more to send it
+            self.streams["client_gone"] += 1
+            return response
+        self.streams["completed"] += 1
+        return response
 
     async def sealed(self, request, status, answer, exchange):
         mode, size = self.misbehave or (None, 0)
@@ -450,12 +624,21 @@ class Peer:
         return response
 
 
+def parsed_object(plaintext):
+    try:
+        body = json.loads(plaintext)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def make_app(with_pq, max_body):
     peer = Peer(with_pq, max_body)
     app = web.Application()
     app.router.add_get("/.well-known/hpke-keys", peer.keys)
     app.router.add_get("/.well-known/hushcall-hpke-keys", peer.hushcall_keys)
     app.router.add_post("/__control", peer.control)
+    app.router.add_get("/v1/models", peer.models)
     app.router.add_post("/{tail:.*}", peer.post)
     return app
 

@@ -20,6 +20,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static hush_status init_status = HUSH_E_INTERNAL;
 static locale_t c_locale;
 static bool secure_heap;
+static bool secure_heap_locked; /* set up by us, and mlock'ed (OpenSSL answered 1) */
 static size_t page_size;
 static EVP_MD *sha256;
 static EVP_CIPHER *aes_256_gcm;
@@ -40,8 +41,12 @@ static void init_once_fn(void)
     if (CRYPTO_secure_malloc_initialized())
         secure_heap = true;
     else
-        secure_heap = CRYPTO_secure_malloc_init(OPENSSL_SECURE_HEAP_BYTES,
-                                                OPENSSL_SECURE_HEAP_MIN_ALLOC) != 0;
+    {
+        int rc = CRYPTO_secure_malloc_init(OPENSSL_SECURE_HEAP_BYTES,
+                                           OPENSSL_SECURE_HEAP_MIN_ALLOC);
+        secure_heap = rc != 0;
+        secure_heap_locked = rc == 1;
+    }
     /* Fetched once: OpenSSL 3 otherwise looks algorithms up by name on every
      * use of EVP_sha256() or EVP_aes_256_gcm(), on every message. */
     sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
@@ -79,6 +84,7 @@ cleanup:
 
 locale_t hush__c_locale(void) { return c_locale; }
 bool hush__openssl_secure_heap(void) { return secure_heap; }
+bool hush__openssl_secure_heap_locked(void) { return secure_heap_locked; }
 size_t hush__page_size(void) { return page_size; }
 const EVP_MD *hush__sha256(void) { return sha256; }
 const EVP_CIPHER *hush__aes_256_gcm(void) { return aes_256_gcm; }

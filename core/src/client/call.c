@@ -28,6 +28,9 @@ void hush__call_release(hush_call *call)
     hush_v2_keyconfig_clear(&call->v2_config);
     hush_v2_exchange_free(call->v2_exchange);
     hush_json_doc_free(call->response);
+    hush__stream_free(call->stream);
+    hush__chunks_wipe(&call->chunks);
+    free(call->path);
     free(call->error_details);
     hush__free_secret_string(call->api_key);
     free(call->tier);
@@ -169,6 +172,42 @@ void hush_call_cancel(hush_call *call)
     if (!call->done)
         hush__call_post_cancel(call);
     pthread_mutex_unlock(&call->lock);
+}
+
+hush_status hush_call_next_chunk(hush_call *call, long timeout_ms, hush_json_doc **chunk,
+                                 hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(call != NULL && chunk != NULL, HUSH_E_ARGUMENT,
+                "hush_call_next_chunk: NULL argument");
+    *chunk = NULL;
+    HUSH_ENSURE(call->is_stream, HUSH_E_ARGUMENT,
+                "hush_call_next_chunk: not a streamed call (hush_call_options.stream)");
+    struct timespec deadline = hush__after_ms(hush__now(), timeout_ms > 0 ? timeout_ms : 0);
+    bool timed_out = false;
+    pthread_mutex_lock(&call->lock);
+    /* Chunks first, whatever the ending: a failure after them (a cut
+     * stream, a cancel) comes once they are taken. A forged frame wiped
+     * them when the call failed. */
+    while ((*chunk = hush__chunks_pop(&call->chunks)) == NULL && !call->done && !timed_out) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&call->finished, &call->lock);
+        else
+            timed_out = timeout_ms == 0 ||
+                        pthread_cond_timedwait(&call->finished, &call->lock, &deadline) ==
+                            ETIMEDOUT;
+    }
+    if (*chunk != NULL || !call->done)
+        status = *chunk != NULL ? HUSH_OK
+                                : hush__fail(err, HUSH_E_TIMEOUT,
+                                             "no chunk arrived within %ld ms", timeout_ms);
+    else if ((status = call->status) != HUSH_OK && err != NULL)
+        *err = call->error;
+    if (status == HUSH_OK && err != NULL)
+        hush_error_clear(err);
+    pthread_mutex_unlock(&call->lock);
+cleanup:
+    return status;
 }
 
 void hush_call_free(hush_call *call)

@@ -503,6 +503,55 @@ cleanup:
 
 /* ---- one call's settings ---------------------------------------------- */
 
+#define PATH_MAX_LEN 256
+#define CHAT_PATH "/v1/chat/completions"
+
+/* "/v1/" and printable ASCII after it: no space, query, fragment or "..". */
+HUSH_MUST_USE
+static hush_status check_path(const char *path, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    size_t len = strlen(path);
+    HUSH_ENSURE(starts_with(path, "/v1/") && len > 4 && len <= PATH_MAX_LEN, HUSH_E_ARGUMENT,
+                "path must start with \"/v1/\" and be at most %d characters", PATH_MAX_LEN);
+    for (size_t i = 0; i < len; i++)
+        HUSH_ENSURE(path[i] > ' ' && path[i] < 0x7f && path[i] != '?' && path[i] != '#',
+                    HUSH_E_ARGUMENT,
+                    "path must be printable ASCII without spaces, '?' or '#' (at byte %zu)", i);
+    HUSH_ENSURE(strstr(path, "..") == NULL, HUSH_E_ARGUMENT, "path must not contain \"..\"");
+cleanup:
+    return status;
+}
+
+/* The endpoint of a call: its path, method and whether it streams. */
+HUSH_MUST_USE
+static hush_status call_endpoint(const hush_client *c, const hush_call_options *o,
+                                 const hush_secbuf *request, hush_call *call, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    bool is_get = o->method != NULL && strcmp(o->method, "GET") == 0;
+    HUSH_ENSURE(o->method == NULL || is_get || strcmp(o->method, "POST") == 0, HUSH_E_ARGUMENT,
+                "method must be \"POST\" or \"GET\"");
+    HUSH_ENSURE(is_get == (request == NULL), HUSH_E_ARGUMENT,
+                is_get ? "a GET has no request body (pass NULL)" : "a POST needs a request body");
+    HUSH_ENSURE(!(is_get && o->stream), HUSH_E_ARGUMENT, "a GET cannot be streamed");
+    if (o->path != NULL)
+        HUSH_TRY(check_path(o->path, err));
+    call->plain_get = is_get;
+    call->is_stream = o->stream;
+    if (o->path != NULL && strcmp(o->path, CHAT_PATH) != 0)
+        HUSH_ENSURE((call->path = strdup(o->path)) != NULL, HUSH_E_NOMEM, "out of memory");
+    HUSH_ENSURE(c->plan.protocol != PROTOCOL_V1 || (call->path == NULL && !o->stream && !is_get),
+                HUSH_E_UNSUPPORTED,
+                "protocol \"v1\" (NOMYO's) has chat completions alone and cannot stream; "
+                "nothing was sent");
+    if (o->stream)
+        HUSH_TRY(hush__stream_new(c->plan.max_response_bytes, c->plan.secmem_flags,
+                                  &call->stream, err));
+cleanup:
+    return status;
+}
+
 HUSH_MUST_USE
 static hush_status dup_setting(const char *override, const char *fallback, char **out,
                                hush_error *err)
@@ -516,8 +565,8 @@ cleanup:
 }
 
 HUSH_MUST_USE
-static hush_status call_settings(hush_client *c, const hush_call_options *o, hush_call *call,
-                                 hush_error *err)
+static hush_status call_settings(hush_client *c, const hush_call_options *o,
+                                 const hush_secbuf *request, hush_call *call, hush_error *err)
 {
     hush_status status = HUSH_OK;
     const hush_call_options none = {0};
@@ -528,6 +577,7 @@ static hush_status call_settings(hush_client *c, const hush_call_options *o, hus
     const char *tier = o->security_tier != NULL ? o->security_tier : c->opts.security_tier;
     HUSH_TRY(check_tier(tier, base_url, err));
     HUSH_TRY(check_attestation_pinned(c, tier, err));
+    HUSH_TRY(call_endpoint(c, o, request, call, err));
     call->attestation_required =
         c->opts.require_attestation || (tier != NULL && strcmp(tier, "maximum") == 0);
     HUSH_ENSURE(!(tier != NULL || call->attestation_required) ||
@@ -774,6 +824,12 @@ static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *f
     call->fetch_entry = sk;
     bool uses_v1 = !wants_v2 || sk->v2_absent;
     call->v2 = false; /* until a config is chosen: after a 422 the server may have none */
+    HUSH_ENSURE(!(uses_v1 && !(wants_v2 && sk->v2 != NULL)) ||
+                    (call->path == NULL && !call->is_stream),
+                HUSH_E_UNSUPPORTED,
+                "this call goes out over protocol v1 (%s), which has chat completions alone and "
+                "cannot stream; nothing was sent",
+                wants_v2 ? "the server publishes no v2 key config" : "NOMYO's tier or attestation");
     if (wants_v2 && sk->v2 != NULL) {
         HUSH_TRY(use_v2_config(call, sk, err));
     } else {
@@ -940,14 +996,14 @@ static hush_status submit(hush_engine *e, hush_client *c, hush_secbuf *request,
     hush_call *call = NULL;
     hush_secbuf *handed = NULL;
     bool is_probe = false;
-    HUSH_ENSURE(e != NULL && c != NULL && request != NULL && out != NULL, HUSH_E_ARGUMENT,
+    HUSH_ENSURE(e != NULL && c != NULL && out != NULL, HUSH_E_ARGUMENT,
                 "hush_engine_submit: NULL argument");
     *out = NULL;
     HUSH_ENSURE(hush_secbuf_len(request) <= c->opts.max_request_bytes, HUSH_E_LIMIT,
                 "request of %zu bytes exceeds the limit of %zu bytes; nothing was sent",
                 hush_secbuf_len(request), c->opts.max_request_bytes);
     HUSH_TRY(hush__call_new(c, &c->plan, user_data, announce, &call, err));
-    HUSH_TRY(call_settings(c, opts, call, err));
+    HUSH_TRY(call_settings(c, opts, request, call, err));
     HUSH_TRY(admit(c, &is_probe, err));
     call->is_probe = is_probe;
     handed = request;
@@ -1003,6 +1059,25 @@ cleanup:
         hush_call_free(*call);
         *call = NULL;
     }
+    return status;
+}
+
+hush_status hush_client_stream(hush_client *c, hush_secbuf *request,
+                               const hush_call_options *opts, hush_call **call, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_engine *engine = NULL;
+    hush_secbuf *handed = NULL;
+    hush_call_options streamed = opts != NULL ? *opts : (hush_call_options){0};
+    streamed.stream = true;
+    HUSH_ENSURE(c != NULL && call != NULL, HUSH_E_ARGUMENT, "hush_client_stream: NULL argument");
+    *call = NULL;
+    HUSH_TRY(sync_engine(c, &engine, err));
+    handed = request;
+    request = NULL; /* submit takes it over, whatever it answers */
+    HUSH_TRY(submit(engine, c, handed, &streamed, NULL, false, call, err));
+cleanup:
+    hush_secbuf_free(request);
     return status;
 }
 

@@ -72,6 +72,10 @@ typedef struct transfer {
     size_t len, cap, limit;
     size_t sent;             /* of a v2 POST's frames, read out by send_frames */
     bool too_large;
+    /* A streamed answer: its head checked, or why it was given up. */
+    bool stream_began;
+    hush_status stream_status;
+    hush_error stream_error;
     char errbuf[CURL_ERROR_SIZE];
 } transfer;
 
@@ -220,6 +224,29 @@ static void keep_error_details(hush_call *call, const transfer *t)
     }
 }
 
+/* Queue the call for drain (call lock held; the engine's lock is taken
+ * inside it, as the lock order allows): once at a time, and only while the
+ * caller holds it. The queue keeps a reference until drained. */
+static void announce_locked(hush_engine *e, hush_call *call)
+{
+    if (!call->announce || atomic_load(&call->user_released))
+        return;
+    pthread_mutex_lock(&e->lock);
+    if (!call->in_completed) {
+        call->in_completed = true;
+        hush__call_retain(call);
+        if (e->completed_tail != NULL)
+            e->completed_tail->done_next = call;
+        else
+            e->completed = call;
+        e->completed_tail = call;
+        uint64_t one = 1;
+        ssize_t ignored = write(e->notify_fd, &one, sizeof one); /* cannot overflow: reset on drain */
+        (void)ignored;
+    }
+    pthread_mutex_unlock(&e->lock);
+}
+
 /* End a call: release what it holds in the pipeline, publish the outcome,
  * announce it, drop the engine's reference. */
 static void finish(hush_engine *e, hush_call *call, hush_status status, const hush_error *error,
@@ -240,6 +267,8 @@ static void finish(hush_engine *e, hush_call *call, hush_status status, const hu
     call->package = NULL;
     hush_v2_exchange_free(call->v2_exchange);
     call->v2_exchange = NULL;
+    hush__stream_free(call->stream); /* what was opened and not yet cut into chunks */
+    call->stream = NULL;
     int http_status = error != NULL ? error->http_status : 0;
     hooks->record(call->client, status, http_status, call->is_probe);
 
@@ -251,22 +280,11 @@ static void finish(hush_engine *e, hush_call *call, hush_status status, const hu
     else
         hush_error_clear(&call->error);
     call->response = response;
-    /* Queued for drain (engine lock inside the call's, as the lock order
-     * allows) before anyone can see it done: once hush_call_wait returns,
-     * the fd is readable, and a drained call is always done. */
-    if (call->announce && !atomic_load(&call->user_released)) {
-        pthread_mutex_lock(&e->lock);
-        hush__call_retain(call);
-        if (e->completed_tail != NULL)
-            e->completed_tail->done_next = call;
-        else
-            e->completed = call;
-        e->completed_tail = call;
-        uint64_t one = 1;
-        ssize_t ignored = write(e->notify_fd, &one, sizeof one); /* cannot overflow: reset on drain */
-        (void)ignored;
-        pthread_mutex_unlock(&e->lock);
-    }
+    if (status == HUSH_E_AUTH)
+        hush__chunks_wipe(&call->chunks); /* nothing of a forged stream is released */
+    /* Queued for drain before anyone can see it done: once hush_call_wait
+     * returns, the fd is readable. */
+    announce_locked(e, call);
     pthread_cond_broadcast(&call->finished);
     pthread_mutex_unlock(&call->lock);
     hush__call_release(call);
@@ -306,6 +324,63 @@ static size_t on_body(char *data, size_t size, size_t count, void *userdata)
     }
     memcpy(t->body + t->len, data, n);
     t->len += n;
+    return n;
+}
+
+/* ---- streamed answers (I/O thread) ------------------------------------- */
+
+/* Hand the chunks the stream parsed to the caller, and announce them. */
+static void publish_chunks(hush_engine *e, hush_call *call)
+{
+    hush__chunk_queue fresh = {0};
+    hush__stream_take(call->stream, &fresh);
+    if (fresh.head == NULL)
+        return;
+    pthread_mutex_lock(&call->lock);
+    hush__chunks_splice(&call->chunks, &fresh);
+    announce_locked(e, call);
+    pthread_cond_broadcast(&call->finished);
+    pthread_mutex_unlock(&call->lock);
+}
+
+/* The head of a 200 to a streamed call: opened only with a valid
+ * Ehbp-Response-Nonce (EHBP §5.3: fail closed), as v2_answered does. */
+static bool begin_stream(transfer *t)
+{
+    hush_call *call = t->call;
+    struct curl_header *h = NULL;
+    if (curl_easy_header(t->easy, "Ehbp-Response-Nonce", 0, CURLH_HEADER, -1, &h) != CURLHE_OK ||
+        hush_v2_nonce_parse_hex(h->value, strlen(h->value), call->v2_nonce, NULL) != HUSH_OK) {
+        t->stream_status = hush__fail(&t->stream_error, HUSH_E_AUTH,
+                                      "the server's answer has no valid Ehbp-Response-Nonce: it "
+                                      "cannot be authenticated, and nothing of it was released");
+        return false;
+    }
+    t->stream_status = hush__stream_begin(call->stream, call->v2_exchange, call->v2_nonce,
+                                          &t->stream_error);
+    t->stream_began = t->stream_status == HUSH_OK; /* never retried from here on */
+    return t->stream_began;
+}
+
+/* libcurl's write callback of a streamed call: each slice opened at once,
+ * its complete events handed out as chunks. Another status than 200 is
+ * kept whole, as any error answer is. */
+static size_t on_stream_body(char *data, size_t size, size_t count, void *userdata)
+{
+    transfer *t = userdata;
+    size_t n = size * count;
+    if (!t->stream_began) {
+        long http = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &http);
+        if (http != 200)
+            return on_body(data, size, count, userdata);
+        if (!begin_stream(t))
+            return 0; /* makes curl fail the transfer: the reason is in the transfer */
+    }
+    t->stream_status = hush__stream_feed(t->call->stream, data, n, &t->stream_error);
+    if (t->stream_status != HUSH_OK)
+        return 0;
+    publish_chunks(t->call->engine, t->call);
     return n;
 }
 
@@ -403,7 +478,28 @@ static const char *transfer_path(const hush_call *call, const transfer *t)
 {
     if (t->is_fetch)
         return fetch_path(call->fetch_kind);
+    if (call->path != NULL)
+        return call->path;
     return call->v2 ? "/v1/chat/completions" : "/v1/chat/secure_completion";
+}
+
+/* The headers of a bodyless GET: the API key alone (wiped with the list). */
+HUSH_MUST_USE
+static hush_status build_get_headers(const hush_call *call, struct curl_slist **list)
+{
+    hush_status status = HUSH_OK;
+    hush_error *err = NULL; /* any failure is reported as the set-up failing */
+    char bearer[512];
+    bearer[0] = '\0';
+    HUSH_TRY(hush__header_add(list, "Accept", "application/json", err));
+    if (call->api_key != NULL) {
+        int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);
+        HUSH_ENSURE(n > 0 && (size_t)n < sizeof bearer, HUSH_E_INTERNAL, "api_key is too long");
+        HUSH_TRY(hush__header_add(list, "Authorization", bearer, err));
+    }
+cleanup:
+    hush_memzero(bearer, sizeof bearer);
+    return status;
 }
 
 /* The easy handle of one exchange: shared options, then this one's own. */
@@ -422,12 +518,16 @@ static hush_status set_up_easy(hush_call *call, transfer *t)
         rc = curl_easy_setopt(t->easy, opt, val)
     SET(CURLOPT_PRIVATE, t);
     SET(CURLOPT_SHARE, call->plan->share);
-    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEFUNCTION, call->is_stream && !t->is_fetch ? on_stream_body : on_body);
     SET(CURLOPT_WRITEDATA, t);
     SET(CURLOPT_ERRORBUFFER, t->errbuf);
     SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     SET(CURLOPT_URL, url);
     if (t->is_fetch) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else if (call->plain_get) {
+        HUSH_TRY(build_get_headers(call, &t->headers));
+        SET(CURLOPT_HTTPHEADER, t->headers);
         SET(CURLOPT_HTTPGET, 1L);
     } else if (call->v2) {
         HUSH_TRY(build_v2_headers(call, &t->headers));
@@ -654,6 +754,40 @@ static void v2_answered(hush_engine *e, hush_call *call, transfer *t)
     post_open_job(e, call, t);
 }
 
+/* A streamed answer ended (its head was a 200, or it was given up while
+ * being read): complete, truncated, or failed. Never retried: chunks of it
+ * may have been handed out. */
+static void stream_ended(hush_engine *e, hush_call *call, transfer *t, CURLcode rc)
+{
+    hush_error err;
+    hush_error_clear(&err);
+    hush_status status = t->stream_status;
+    if (status != HUSH_OK)
+        err = t->stream_error;
+    else if (!t->stream_began && !begin_stream(t)) /* an empty body calls no write callback */
+        status = t->stream_status, err = t->stream_error;
+    else if (rc != CURLE_OK)
+        status = hush__fail(&err, HUSH_E_TRUNCATED, "the streamed answer was cut short (%s)",
+                            curl_easy_strerror(rc));
+    else
+        status = hush__stream_end(call->stream, &err);
+    if (status == HUSH_OK || status == HUSH_E_TRUNCATED)
+        err.http_status = 200;
+    finish(e, call, status, &err, NULL);
+}
+
+/* The plaintext answer of a bodyless GET, parsed into secure memory. */
+static void plain_answered(hush_engine *e, hush_call *call, transfer *t)
+{
+    hush_error err;
+    hush_error_clear(&err);
+    hush_json_doc *doc = NULL;
+    hush_status status = hush__response_plain(t->body, t->len, 200,
+                                              call->plan->max_response_bytes,
+                                              call->plan->secmem_flags, &doc, &err);
+    finish(e, call, status, &err, doc);
+}
+
 /* An exchange ended. The transfer is detached from its call first: the
  * call may finish (and be freed) below, the transfer is freed last. */
 static void transfer_done(hush_engine *e, transfer *t, CURLcode rc)
@@ -687,6 +821,11 @@ static void transfer_done(hush_engine *e, transfer *t, CURLcode rc)
 
     if (t->is_fetch) {
         fetch_done(e, call, t, http, status, &err, wait_ms, retryable);
+    } else if (call->is_stream && (t->stream_began || t->stream_status != HUSH_OK ||
+                                   (rc == CURLE_OK && http == 200))) {
+        stream_ended(e, call, t, rc);
+    } else if (call->plain_get && status == HUSH_OK) {
+        plain_answered(e, call, t);
     } else if (call->v2 && status == HUSH_OK) {
         v2_answered(e, call, t);
     } else if (call->v2 && http == 422 && !call->v2_refetched && is_key_config_problem(t)) {
@@ -762,7 +901,10 @@ static void handle_event(hush_engine *e, event *ev)
         if (e->live != NULL)
             e->live->live_prev = call;
         e->live = call;
-        advance_keys(e, call);
+        if (call->plain_get)
+            start_transfer(e, call, false); /* plaintext: no keys to wait for */
+        else
+            advance_keys(e, call);
         break;
     case EV_RESUME:
         if (call->stage == STAGE_KEYS)
@@ -1081,6 +1223,7 @@ size_t hush_engine_drain(hush_engine *e, hush_call **calls, size_t max)
         hush_call *c = e->completed;
         e->completed = c->done_next;
         c->done_next = NULL;
+        c->in_completed = false; /* a stream's later chunks announce it again */
         /* The queue's reference goes; the caller's stays, unless the caller
          * let go meanwhile, in which case the call is not theirs to see. */
         bool theirs = !atomic_load(&c->user_released);

@@ -23,6 +23,7 @@
 #include "hushcall/hpke.h"
 #include "hushcall/keys.h"
 #include "hushcall/secmem.h"
+#include "stream.h"
 #include "transfer.h"
 
 #define HUSH_PAYLOAD_ID_LEN 36
@@ -181,6 +182,9 @@ struct hush_call {
     char *api_key, *tier, *base_url; /* this call's effective settings */
     bool is_probe;       /* the circuit breaker's half-open probe */
     bool attestation_required; /* an answer whose quote fails is withheld */
+    char *path;          /* the endpoint ("/v1/..."); NULL: chat completions */
+    bool plain_get;      /* a bodyless GET, sent and answered in plaintext */
+    bool is_stream;      /* answered as an event stream (hush_call_next_chunk) */
 
     /* Touched only by the I/O thread (and by workers while they own the call). */
     call_stage stage;
@@ -211,6 +215,7 @@ struct hush_call {
     char v2_fingerprint[HUSH_FINGERPRINT_LEN];
     hush_v2_exchange *v2_exchange;
     unsigned char v2_nonce[HUSH_V2_RESPONSE_NONCE_BYTES];
+    hush__stream *stream;     /* a streamed call's answer, opened as it arrives */
 
     /* The outcome, guarded by `lock`. */
     pthread_mutex_t lock;
@@ -222,6 +227,8 @@ struct hush_call {
     char *error_details;
     size_t error_details_len;
     hush_json_doc *response;
+    hush__chunk_queue chunks;  /* a stream's chunks not yet taken */
+    bool in_completed;         /* queued for drain (guarded by the engine's lock) */
 };
 
 /* ---- call.c ------------------------------------------------------------- */
@@ -297,6 +304,14 @@ HUSH_MUST_USE
 hush_status hush__response_open_v2(const hush__v2_answer *answer, const void *body, size_t len,
                                    size_t max_response_bytes, unsigned secmem_flags,
                                    hush_json_doc **out, hush_error *err);
+
+/* A plaintext answer (a bodyless GET, EHBP §7.4) parsed into secure memory,
+ * with `_metadata` saying so: the server's members, then status and
+ * is_encrypted false. HUSH_E_FORMAT unless it is a JSON object. */
+HUSH_MUST_USE
+hush_status hush__response_plain(const void *body, size_t len, long http_status,
+                                 size_t max_response_bytes, unsigned secmem_flags,
+                                 hush_json_doc **out, hush_error *err);
 
 /* ---- time ------------------------------------------------------------- */
 

@@ -320,3 +320,60 @@ cleanup:
     hush_arena_free(arena);
     return status;
 }
+
+/* ---- plaintext (a bodyless GET) ----------------------------------------- */
+
+/* status, is_encrypted */
+#define OURS_PLAIN 2
+
+/* The server's `_metadata` members, then status and is_encrypted false. */
+HUSH_MUST_USE
+static hush_status build_metadata_plain(hush_arena *arena, const hush_json_value *server,
+                                        long http_status, const hush_json_value **out,
+                                        hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush__json_member_spec *specs;
+    const hush_json_value *http, *encrypted;
+    size_t n = 0;
+    HUSH_TRY(member_specs(arena, server, OURS_PLAIN, &specs, err));
+    for (size_t i = 0; hush_json_object_member(server, i, &specs[n].key, &specs[n].key_len,
+                                               &specs[n].value);
+         i++)
+        if (!key_is(specs[n].key, specs[n].key_len, "status") &&
+            !key_is(specs[n].key, specs[n].key_len, "is_encrypted"))
+            n++;
+    HUSH_TRY(new_number(arena, http_status, &http, err));
+    HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_BOOL, false, &encrypted, err));
+    add_spec(specs, &n, "status", http);
+    add_spec(specs, &n, "is_encrypted", encrypted);
+    HUSH_TRY(hush__json_new_object(arena, specs, n, out, err));
+cleanup:
+    return status;
+}
+
+hush_status hush__response_plain(const void *body, size_t len, long http_status,
+                                 size_t max_response_bytes, unsigned secmem_flags,
+                                 hush_json_doc **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_arena *arena = NULL;
+    const hush_json_value *root, *server_metadata, *metadata, *merged;
+
+    *out = NULL;
+    HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
+    hush_json_limits limits = {.max_bytes = max_response_bytes};
+    HUSH_TRY(hush_json_parse_into(arena, body, len, &limits, &root, err));
+    HUSH_ENSURE(hush_json_type_of(root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
+                "the plaintext answer is not a JSON object");
+    server_metadata = hush_json_object_get(root, METADATA, strlen(METADATA));
+    HUSH_ENSURE(server_metadata == NULL || hush_json_type_of(server_metadata) == HUSH_JSON_OBJECT,
+                HUSH_E_FORMAT, "the plaintext answer's _metadata is not a JSON object");
+    HUSH_TRY(build_metadata_plain(arena, server_metadata, http_status, &metadata, err));
+    HUSH_TRY(with_metadata(arena, root, metadata, &merged, err));
+    HUSH_TRY(hush__json_doc_adopt(arena, merged, out, err));
+    arena = NULL;
+cleanup:
+    hush_arena_free(arena);
+    return status;
+}

@@ -38,6 +38,16 @@ hush_status hush__secret_block_new(size_t size, hush__secret_block *out, hush_er
 /* Zero the block and give it back; a zeroed struct is accepted (nothing to do). */
 void hush__secret_block_free(hush__secret_block *block);
 
+/* ---- small arenas (secmem.c) -------------------------------------------- */
+
+/* A flag for hush_arena_new (and so hush_json_parse): an arena for a small
+ * document made many times a second (a streamed chunk). Mapping, locking
+ * and guarding a region of its own costs ~40 us, more than everything else
+ * a chunk needs; so its chunks come from OpenSSL's secure heap (locked,
+ * dump-excluded, guarded at its ends, cleared on free) while it has room,
+ * starting small, and from regions of their own once it is full. */
+#define HUSH__SECMEM_SMALL 0x100u
+
 /* ---- files (fileread.c) ------------------------------------------------ */
 
 /* Read the rest of `fd` into a new buffer of `secmem_flags`, refusing more

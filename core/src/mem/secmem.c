@@ -24,6 +24,7 @@ static atomic_uint_fast64_t stat_dontdump_failures;
 static atomic_uint_fast64_t stat_wipeonfork_failures;
 
 #define ARENA_FIRST_CHUNK (16u * 1024u)
+#define ARENA_SMALL_FIRST_CHUNK 2048u
 #define ARENA_MAX_CHUNK (1024u * 1024u)
 #define ARENA_ALIGN 16u
 
@@ -55,6 +56,7 @@ typedef struct region {
     size_t len;
     bool locked;
     bool heap; /* HUSH_SECMEM_PUBLIC: plain malloc, none of the protections */
+    bool secure_heap; /* HUSH__SECMEM_SMALL: a block of OpenSSL's secure heap */
 } region;
 
 /* Straight to the kernel: AddressSanitizer replaces mlock/munlock with
@@ -84,6 +86,14 @@ static hush_status region_map(region *r, size_t min_len, unsigned flags, hush_er
         HUSH_ENSURE(r->payload != NULL, HUSH_E_NOMEM, "out of memory for %zu bytes", min_len);
         goto cleanup;
     }
+    if ((flags & HUSH__SECMEM_SMALL) && hush__openssl_secure_heap()) {
+        unsigned char *block = OPENSSL_secure_zalloc(min_len); /* NULL when the heap is full */
+        if (block != NULL) {
+            *r = (region){.payload = block, .len = min_len, .secure_heap = true,
+                          .locked = hush__openssl_secure_heap_locked()};
+            goto cleanup;
+        }
+    }
     HUSH_ENSURE(min_len <= SIZE_MAX - 3 * page, HUSH_E_LIMIT,
                 "secure region of %zu bytes is too large", min_len);
     size_t len = round_to_pages(min_len, page);
@@ -95,9 +105,7 @@ static hush_status region_map(region *r, size_t min_len, unsigned flags, hush_er
     HUSH_ENSURE(mprotect(base, page, PROT_NONE) == 0 &&
                     mprotect(base + page + len, page, PROT_NONE) == 0,
                 HUSH_E_NOMEM, "could not set up guard pages");
-    r->payload = base + page;
-    r->len = len;
-    r->heap = false;
+    *r = (region){.payload = base + page, .len = len};
 
     /* Dump exclusion and wipe-on-fork are best effort: older kernels lack
      * them, and the region is still zeroed on free. */
@@ -133,6 +141,11 @@ static void region_unmap(region *r)
         return;
     if (r->heap) {
         free(r->payload);
+        *r = (region){0};
+        return;
+    }
+    if (r->secure_heap) {
+        OPENSSL_secure_clear_free(r->payload, r->len);
         *r = (region){0};
         return;
     }
@@ -192,14 +205,15 @@ hush_status hush_arena_new(unsigned flags, hush_arena **out, hush_error *err)
     chunk *first = NULL;
     HUSH_ENSURE_REF(out, "hush_arena_new: out is NULL");
     *out = NULL;
-    HUSH_TRY(chunk_new(align_up(sizeof(hush_arena)) + ARENA_FIRST_CHUNK, flags, &first, err));
+    size_t first_size = flags & HUSH__SECMEM_SMALL ? ARENA_SMALL_FIRST_CHUNK : ARENA_FIRST_CHUNK;
+    HUSH_TRY(chunk_new(align_up(sizeof(hush_arena)) + first_size, flags, &first, err));
     hush_arena *a = (hush_arena *)(first->mem.payload + first->used);
     first->used += align_up(sizeof(hush_arena));
     HUSH_ENSURE(pthread_mutex_init(&a->lock, NULL) == 0, HUSH_E_INTERNAL,
                 "could not initialise the arena lock");
     a->flags = flags;
     a->chunks = first;
-    a->next_chunk_size = ARENA_FIRST_CHUNK * 2;
+    a->next_chunk_size = first_size * 2;
     *out = a;
     first = NULL; /* the arena owns it now */
 cleanup:
