@@ -31,11 +31,42 @@ typedef struct {
     PyObject *inflight;  /* set of Call objects submitted and not yet drained */
 } EngineObject;
 
+/* A hush_call that waits may use with the GIL released: closing it then
+ * (from another thread) cancels it at once and leaves the free to the
+ * last wait. */
+typedef struct held_call {
+    hush_call *call;     /* NULL once closed (or never submitted) */
+    hush_call *deferred; /* closed while a wait ran without the GIL: freed after it */
+    int busy;            /* waits in progress with the GIL released */
+} held_call;
+
+/* Take the call out of `h`: freed now, or cancelled and left to the wait. */
+static void held_release(held_call *h)
+{
+    hush_call *call = h->call;
+    h->call = NULL;
+    if (call == NULL)
+        return;
+    if (h->busy > 0) {
+        hush_call_cancel(call);
+        h->deferred = call;
+    } else {
+        hush_call_free(call);
+    }
+}
+
+/* A wait is over: the last one frees a call closed under it. */
+static void held_wait_done(held_call *h)
+{
+    if (--h->busy == 0 && h->deferred != NULL) {
+        hush_call_free(h->deferred);
+        h->deferred = NULL;
+    }
+}
+
 typedef struct {
     PyObject_HEAD
-    hush_call *call;  /* NULL once closed (or never submitted) */
-    hush_call *deferred; /* closed while a wait() ran without the GIL: freed after it */
-    int busy;         /* wait()s in progress with the GIL released */
+    held_call held;
     bool stream;      /* submitted with stream=True: drained until done */
     PyObject *engine; /* EngineObject */
     PyObject *client; /* ClientObject */
@@ -51,9 +82,7 @@ typedef enum stream_state {
 
 typedef struct {
     PyObject_HEAD
-    hush_call *call;     /* NULL once closed */
-    hush_call *deferred; /* closed while a next() waited without the GIL: freed after it */
-    int busy;            /* next()s waiting with the GIL released */
+    held_call held;
     stream_state state;
     PyObject *client;    /* ClientObject: its engine runs the call */
 } StreamObject;
@@ -429,7 +458,7 @@ PyType_Spec hushpy_client_spec = {
 
 static int call_check(CallObject *self)
 {
-    if (self->call == NULL) {
+    if (self->held.call == NULL) {
         PyErr_SetString(PyExc_ValueError, "this Call was closed");
         return -1;
     }
@@ -440,16 +469,9 @@ static int call_check(CallObject *self)
  * in-flight reference, if any: a freed call is never drained. */
 static void call_release(CallObject *self)
 {
-    hush_call *call = self->call;
-    self->call = NULL;
-    if (call == NULL)
+    if (self->held.call == NULL)
         return;
-    if (self->busy > 0) {
-        hush_call_cancel(call);
-        self->deferred = call;
-    } else {
-        hush_call_free(call);
-    }
+    held_release(&self->held);
     EngineObject *engine = (EngineObject *)self->engine;
     if (engine != NULL && engine->inflight != NULL) {
         if (PySet_Discard(engine->inflight, (PyObject *)self) < 0)
@@ -480,11 +502,11 @@ static void call_dealloc(PyObject *op)
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
     /* Not in the engine's set any more (that would keep it alive). */
-    hush_call *call = self->call;
-    self->call = NULL;
+    hush_call *call = self->held.call;
+    self->held.call = NULL;
     hush_call_free(call);
-    hush_call_free(self->deferred); /* busy is 0: a wait() holds a reference */
-    self->deferred = NULL;
+    hush_call_free(self->held.deferred); /* busy is 0: a wait() holds a reference */
+    self->held.deferred = NULL;
     call_clear(op);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -495,21 +517,21 @@ static PyObject *call_done(PyObject *op, PyObject *Py_UNUSED(ignored))
     CallObject *self = (CallObject *)op;
     if (call_check(self) < 0)
         return NULL;
-    return PyBool_FromLong(hush_call_done(self->call));
+    return PyBool_FromLong(hush_call_done(self->held.call));
 }
 
 static PyObject *call_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     CallObject *self = (CallObject *)op;
-    if (self->call != NULL)
-        hush_call_cancel(self->call);
+    if (self->held.call != NULL)
+        hush_call_cancel(self->held.call);
     Py_RETURN_NONE;
 }
 
 static PyObject *call_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     CallObject *self = (CallObject *)op;
-    if (self->call != NULL) {
+    if (self->held.call != NULL) {
         Py_INCREF(op); /* the set may hold the last reference */
         call_release(self);
         Py_DECREF(op);
@@ -523,11 +545,11 @@ static PyObject *call_result(PyObject *op, PyObject *Py_UNUSED(ignored))
     hushpy_state *st = type_state(op);
     if (call_check(self) < 0)
         return NULL;
-    if (!hush_call_done(self->call)) {
+    if (!hush_call_done(self->held.call)) {
         PyErr_SetString(PyExc_RuntimeError, "the call is not done yet");
         return NULL;
     }
-    return result_of(st, self->call);
+    return result_of(st, self->held.call);
 }
 
 static PyObject *call_wait(PyObject *op, PyObject *args, PyObject *kwargs)
@@ -548,16 +570,13 @@ static PyObject *call_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     }
     hush_error err;
     hush_status status;
-    hush_call *call = self->call;
+    hush_call *call = self->held.call;
     /* close() from another thread meanwhile defers the free (busy). */
-    self->busy++;
+    self->held.busy++;
     Py_BEGIN_ALLOW_THREADS
     status = hush_call_wait(call, ms, &err);
     Py_END_ALLOW_THREADS
-    if (--self->busy == 0 && self->deferred != NULL) {
-        hush_call_free(self->deferred);
-        self->deferred = NULL;
-    }
+    held_wait_done(&self->held);
     if (status == HUSH_E_TIMEOUT)
         Py_RETURN_FALSE;
     if (status != HUSH_OK)
@@ -603,7 +622,7 @@ static PyObject *call_next_chunk(PyObject *op, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     bool ended;
-    PyObject *chunk = next_chunk_of(st, self->call, 0, &ended);
+    PyObject *chunk = next_chunk_of(st, self->held.call, 0, &ended);
     if (chunk != NULL || PyErr_Occurred())
         return chunk;
     PyObject *result = ended ? st->stream_end : Py_None;
@@ -616,7 +635,7 @@ static PyObject *call_get_payload_id(PyObject *op, void *Py_UNUSED(closure))
     CallObject *self = (CallObject *)op;
     if (call_check(self) < 0)
         return NULL;
-    return PyUnicode_FromString(hush_call_payload_id(self->call));
+    return PyUnicode_FromString(hush_call_payload_id(self->held.call));
 }
 
 static PyObject *call_get_attempts(PyObject *op, void *Py_UNUSED(closure))
@@ -624,16 +643,16 @@ static PyObject *call_get_attempts(PyObject *op, void *Py_UNUSED(closure))
     CallObject *self = (CallObject *)op;
     if (call_check(self) < 0)
         return NULL;
-    return PyLong_FromUnsignedLong(hush_call_attempts(self->call));
+    return PyLong_FromUnsignedLong(hush_call_attempts(self->held.call));
 }
 
 static PyObject *call_repr(PyObject *op)
 {
     CallObject *self = (CallObject *)op;
-    if (self->call == NULL)
+    if (self->held.call == NULL)
         return PyUnicode_FromString("<hushcall._core.Call closed>");
-    return PyUnicode_FromFormat("<hushcall._core.Call %s %s>", hush_call_payload_id(self->call),
-                                hush_call_done(self->call) ? "done" : "pending");
+    return PyUnicode_FromFormat("<hushcall._core.Call %s %s>", hush_call_payload_id(self->held.call),
+                                hush_call_done(self->held.call) ? "done" : "pending");
 }
 
 static PyMethodDef call_methods[] = {
@@ -704,7 +723,7 @@ static PyObject *stream_new_for(hushpy_state *st, PyObject *client, hush_call *c
         hush_call_free(call); /* cancels it */
         return NULL;
     }
-    self->call = call;
+    self->held.call = call;
     self->state = STREAM_OPEN;
     Py_INCREF(client);
     self->client = client;
@@ -714,16 +733,7 @@ static PyObject *stream_new_for(hushpy_state *st, PyObject *client, hush_call *c
 /* Cancel and free the call (after the next() waiting on it, if any). */
 static void stream_release(StreamObject *self)
 {
-    hush_call *call = self->call;
-    self->call = NULL;
-    if (call == NULL)
-        return;
-    if (self->busy > 0) {
-        hush_call_cancel(call);
-        self->deferred = call;
-    } else {
-        hush_call_free(call);
-    }
+    held_release(&self->held);
 }
 
 static int stream_traverse(PyObject *op, visitproc visit, void *arg)
@@ -745,10 +755,10 @@ static void stream_dealloc(PyObject *op)
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
     /* An abandoned stream is cancelled here: hush_call_free cancels it. */
-    hush_call_free(self->call);
-    self->call = NULL;
-    hush_call_free(self->deferred); /* busy is 0: a next() holds a reference */
-    self->deferred = NULL;
+    hush_call_free(self->held.call);
+    self->held.call = NULL;
+    hush_call_free(self->held.deferred); /* busy is 0: a next() holds a reference */
+    self->held.deferred = NULL;
     stream_clear(op);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -757,13 +767,10 @@ static void stream_dealloc(PyObject *op)
 /* One wait for a chunk, with close() from another thread deferring the free. */
 static PyObject *stream_wait_once(StreamObject *self, hushpy_state *st, bool *ended)
 {
-    hush_call *call = self->call;
-    self->busy++;
+    hush_call *call = self->held.call;
+    self->held.busy++;
     PyObject *chunk = next_chunk_of(st, call, STREAM_POLL_MS, ended);
-    if (--self->busy == 0 && self->deferred != NULL) {
-        hush_call_free(self->deferred);
-        self->deferred = NULL;
-    }
+    held_wait_done(&self->held);
     return chunk;
 }
 
@@ -771,10 +778,10 @@ static PyObject *stream_next(PyObject *op)
 {
     StreamObject *self = (StreamObject *)op;
     hushpy_state *st = type_state(op);
-    while (self->call != NULL && self->state != STREAM_ENDED) {
+    while (self->held.call != NULL && self->state != STREAM_ENDED) {
         bool ended;
         PyObject *chunk = stream_wait_once(self, st, &ended);
-        if (self->call == NULL) { /* closed while we waited: what came is dropped */
+        if (self->held.call == NULL) { /* closed while we waited: what came is dropped */
             Py_XDECREF(chunk);
             PyErr_Clear();
             break;
@@ -798,7 +805,7 @@ static PyObject *stream_next(PyObject *op)
 static PyObject *stream_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     StreamObject *self = (StreamObject *)op;
-    if (self->call != NULL && self->state == STREAM_OPEN)
+    if (self->held.call != NULL && self->state == STREAM_OPEN)
         self->state = STREAM_CLOSED;
     stream_release(self);
     Py_RETURN_NONE;
@@ -807,25 +814,25 @@ static PyObject *stream_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *stream_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     StreamObject *self = (StreamObject *)op;
-    if (self->call != NULL)
-        hush_call_cancel(self->call);
+    if (self->held.call != NULL)
+        hush_call_cancel(self->held.call);
     Py_RETURN_NONE;
 }
 
 static PyObject *stream_get_done(PyObject *op, void *Py_UNUSED(closure))
 {
     StreamObject *self = (StreamObject *)op;
-    return PyBool_FromLong(self->call == NULL || self->state != STREAM_OPEN);
+    return PyBool_FromLong(self->held.call == NULL || self->state != STREAM_OPEN);
 }
 
 static PyObject *stream_get_payload_id(PyObject *op, void *Py_UNUSED(closure))
 {
     StreamObject *self = (StreamObject *)op;
-    if (self->call == NULL) {
+    if (self->held.call == NULL) {
         PyErr_SetString(PyExc_ValueError, "this Stream was closed");
         return NULL;
     }
-    return PyUnicode_FromString(hush_call_payload_id(self->call));
+    return PyUnicode_FromString(hush_call_payload_id(self->held.call));
 }
 
 static PyObject *stream_repr(PyObject *op)
@@ -837,10 +844,10 @@ static PyObject *stream_repr(PyObject *op)
         [STREAM_FAILED] = "failed",
         [STREAM_CLOSED] = "closed",
     };
-    if (self->call == NULL)
+    if (self->held.call == NULL)
         return PyUnicode_FromFormat("<hushcall._core.Stream %s>", names[self->state]);
     return PyUnicode_FromFormat("<hushcall._core.Stream %s %s>",
-                                hush_call_payload_id(self->call), names[self->state]);
+                                hush_call_payload_id(self->held.call), names[self->state]);
 }
 
 static PyMethodDef stream_methods[] = {
@@ -1023,9 +1030,9 @@ static PyObject *engine_submit(PyObject *op, PyObject *args, PyObject *kwargs)
      * the GIL) cannot see the call before it is in `inflight`. */
     hush_error err;
     hush_status status = hush_engine_submit(self->engine, ((ClientObject *)client)->client, buf,
-                                            &co, call, &call->call, &err);
+                                            &co, call, &call->held.call, &err);
     if (status != HUSH_OK) {
-        call->call = NULL;
+        call->held.call = NULL;
         Py_DECREF(call);
         return hushpy_raise(st, status, &err);
     }
