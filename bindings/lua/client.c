@@ -5,7 +5,13 @@
  * the calls that finished, found through a weak table keyed by the hush_call
  * pointer. Calls submitted and not yet drained (or read) are also held by a
  * strong table, so a fire-and-forget submit is not cancelled by the
- * collector before its completion is drained. */
+ * collector before its completion is drained.
+ *
+ * A streamed call is the same userdata with `stream` set: its chunks come
+ * from next_chunk() (the fd form) or from calling it (the generic-for
+ * form), each a response view over its own document. One submitted on the
+ * state's engine stays held until it ended or was closed, since drain()
+ * announces it again whenever chunks wait. */
 #include "hushlua.h"
 
 #include <math.h>
@@ -25,7 +31,15 @@ typedef struct engine_ud {
 
 typedef struct call_ud {
     hush_call *call; /* user value 1: the response once result() gave it */
+    bool stream;     /* chunks by next_chunk, never a result */
 } call_ud;
+
+/* How start_call runs a call. */
+typedef enum call_mode {
+    CALL_WAIT,   /* on the client's own engine, waited on: create() */
+    CALL_SUBMIT, /* on the state's engine, drained: submit() */
+    CALL_STREAM  /* a stream on the client's own engine, iterated: stream() */
+} call_mode;
 
 /* ---- the state's engine ------------------------------------------------------ */
 
@@ -92,15 +106,28 @@ static int drain(lua_State *L)
     int calls = lua_gettop(L);
     lua_getfield(L, LUA_REGISTRYINDEX, HUSHLUA_REG_INFLIGHT);
     int inflight = lua_gettop(L);
+    lua_newtable(L); /* streams listed in this drain: one may be announced twice */
+    int listed = lua_gettop(L);
     lua_Integer n = 0;
     hush_call *done[DRAIN_BATCH];
     for (;;) {
         size_t got = hush_engine_drain(e->engine, done, DRAIN_BATCH);
         for (size_t i = 0; i < got; i++) {
-            if (lua_rawgetp(L, calls, done[i]) != LUA_TNIL)
-                lua_rawseti(L, list, ++n);
-            else
+            if (lua_rawgetp(L, calls, done[i]) == LUA_TNIL) {
                 lua_pop(L, 1); /* a create() call, waited on by its caller */
+            } else if (((call_ud *)lua_touserdata(L, -1))->stream) {
+                /* Held until it ends: the caller may keep it only in this list. */
+                if (lua_rawgetp(L, listed, done[i]) == LUA_TNIL) {
+                    lua_pushvalue(L, -2);
+                    lua_rawsetp(L, listed, done[i]);
+                    lua_pushvalue(L, -2);
+                    lua_rawseti(L, list, ++n);
+                }
+                lua_pop(L, 2);
+                continue;
+            } else {
+                lua_rawseti(L, list, ++n);
+            }
             lua_pushnil(L);
             lua_rawsetp(L, inflight, done[i]);
         }
@@ -122,6 +149,21 @@ static int call_gc(lua_State *L)
 {
     call_ud *c = check_call(L, 1);
     hush_call *call = c->call;
+    c->call = NULL;
+    hush_call_free(call); /* cancels it when unfinished */
+    return 0;
+}
+
+/* call:close() (and __close): cancel the call unless it is done and let it
+ * go now, not at the next collection; a stream's chunks already taken stay
+ * valid. */
+static int call_close(lua_State *L)
+{
+    call_ud *c = check_call(L, 1);
+    hush_call *call = c->call;
+    if (call == NULL)
+        return 0;
+    inflight_remove(L, call);
     c->call = NULL;
     hush_call_free(call); /* cancels it when unfinished */
     return 0;
@@ -185,25 +227,91 @@ static int push_result(lua_State *L, int idx, bool keep)
 static int call_result(lua_State *L)
 {
     call_ud *c = check_call(L, 1);
+    if (c->stream)
+        return hushlua_argfail(L, 1, "result", "a streamed call: take its chunks with next_chunk");
     int n = push_result(L, 1, true);
     if (c->call != NULL && hush_call_done(c->call))
         inflight_remove(L, c->call);
     return n;
 }
 
+/* The optional seconds at `idx` in milliseconds: `none` when absent, 0
+ * for none or less, -1 (for ever) past a year. */
+static long wait_ms(lua_State *L, int idx, const char *fname, long none)
+{
+    if (lua_isnoneornil(L, idx))
+        return none;
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return hushlua_argfail(L, 1, fname, "number expected, got %s", luaL_typename(L, idx));
+    double s = (double)lua_tonumber(L, idx);
+    if (isnan(s))
+        return hushlua_argfail(L, 1, fname, "seconds must be a number, not NaN");
+    return s <= 0.0 ? 0 : s > 86400.0 * 365.0 ? -1 : (long)(s * 1000.0 + 0.5);
+}
+
+/* The next chunk of the streamed call at `idx`, waited for up to
+ * `timeout_ms`: a response view over its own document, false when none
+ * came in time, nil when the stream ended complete, or nil, err (kind
+ * "truncated" for a cut stream, "auth" for a frame that failed to
+ * authenticate; the same failure every later time). */
+static int push_next_chunk(lua_State *L, int idx, long timeout_ms)
+{
+    call_ud *c = check_call(L, idx);
+    if (!c->stream)
+        return hushlua_argfail(L, 1, "next_chunk", "not a streamed call");
+    if (c->call == NULL)
+        return hushlua_fail_kind(L, "cancelled", "the stream was closed");
+    hush_json_doc **doc = hushlua_push_document(L); /* owns the chunk from the start */
+    hush_error err;
+    hush_error_clear(&err);
+    hush_status status = hush_call_next_chunk(c->call, timeout_ms, doc, &err); /* no Lua lock */
+    if (status == HUSH_OK && *doc != NULL) {
+        hushlua_push_root_view(L, -1);
+        lua_remove(L, -2);
+        return 1;
+    }
+    lua_pop(L, 1);
+    if (status == HUSH_E_TIMEOUT) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    inflight_remove(L, c->call); /* ended: drain() will not need to hand it back */
+    if (status == HUSH_OK) {
+        lua_pushnil(L);
+        return 1;
+    }
+    size_t len = 0;
+    const char *details = hush_call_error_details(c->call, &len);
+    if (details != NULL && len > 0)
+        hushlua_push_json_table(L, details, len);
+    else
+        lua_pushnil(L);
+    return hushlua_fail(L, status, &err, -1);
+}
+
+/* call:next_chunk([seconds]): as push_next_chunk, not waiting by default
+ * (the fd form: drain() announced the call). */
+static int call_next_chunk(lua_State *L)
+{
+    check_call(L, 1);
+    return push_next_chunk(L, 1, wait_ms(L, 2, "next_chunk", 0));
+}
+
+/* A stream called as the iterator of a generic for: the next chunk, waited
+ * for, or nil at the end; a failure is raised (its err table). */
+static int call_iterate(lua_State *L)
+{
+    lua_settop(L, 1);
+    if (push_next_chunk(L, 1, -1) == 2)
+        return lua_error(L);
+    return 1;
+}
+
 /* call:wait([seconds]): true once done, false when the time passes first. */
 static int call_wait(lua_State *L)
 {
     call_ud *c = check_call(L, 1);
-    long ms = -1;
-    if (!lua_isnoneornil(L, 2)) {
-        if (lua_type(L, 2) != LUA_TNUMBER)
-            return hushlua_argfail(L, 1, "wait", "number expected, got %s", luaL_typename(L, 2));
-        double s = (double)lua_tonumber(L, 2);
-        if (isnan(s))
-            return hushlua_argfail(L, 1, "wait", "seconds must be a number, not NaN");
-        ms = s <= 0.0 ? 0 : s > 86400.0 * 365.0 ? -1 : (long)(s * 1000.0 + 0.5);
-    }
+    long ms = wait_ms(L, 2, "wait", -1);
     if (c->call == NULL) {
         lua_pushboolean(L, 1);
         return 1;
@@ -233,6 +341,10 @@ static int call_index(lua_State *L)
             lua_pushstring(L, hush_call_payload_id(c->call));
         return 1;
     }
+    if (strcmp(key, "stream") == 0) {
+        lua_pushboolean(L, c->stream);
+        return 1;
+    }
     if (strcmp(key, "attempts") == 0) {
         lua_pushinteger(L, c->call != NULL ? (lua_Integer)hush_call_attempts(c->call) : 0);
         return 1;
@@ -244,10 +356,11 @@ static int call_index(lua_State *L)
 static int call_tostring(lua_State *L)
 {
     call_ud *c = check_call(L, 1);
+    const char *type = c->stream ? "stream" : "call";
     if (c->call == NULL)
-        lua_pushliteral(L, "hushcall.call(released)");
+        lua_pushfstring(L, "hushcall.%s(released)", type);
     else
-        lua_pushfstring(L, "hushcall.call(%s, %s)", hush_call_payload_id(c->call),
+        lua_pushfstring(L, "hushcall.%s(%s, %s)", type, hush_call_payload_id(c->call),
                         hush_call_done(c->call) ? "done" : "pending");
     return 1;
 }
@@ -381,7 +494,8 @@ static int new(lua_State *L)
 }
 
 /* The per-call options table at `idx` (from the request's security_tier,
- * api_key and base_url; may be nil). Strings stay owned by that table. */
+ * api_key, base_url and path, and request()'s method; may be nil). Strings
+ * stay owned by that table. */
 static void call_options(lua_State *L, int idx, const char *fname, hush_call_options *co)
 {
     memset(co, 0, sizeof *co);
@@ -393,34 +507,82 @@ static void call_options(lua_State *L, int idx, const char *fname, hush_call_opt
     hushlua_opt_string(L, idx, 1, fname, "security_tier", &co->security_tier);
     hushlua_opt_string(L, idx, 1, fname, "api_key", &co->api_key);
     hushlua_opt_string(L, idx, 1, fname, "base_url", &co->base_url);
+    /* Their values are the core's to judge (nil, err with kind "argument"). */
+    hushlua_opt_string(L, idx, 1, fname, "path", &co->path);
+    hushlua_opt_string(L, idx, 1, fname, "method", &co->method);
 }
 
-/* Serialize the request at 2 and submit it on the state's engine, or with
- * `wait` run it to the end on the client's own: the call userdata is pushed
- * (and 0 returned), or nil, err (and 2 returned). */
-static int start_call(lua_State *L, const char *fname, bool wait)
+/* Whether the body at `idx` asks for a streamed answer ("stream": true). */
+static bool asks_for_stream(lua_State *L, int idx)
+{
+    lua_pushliteral(L, "stream");
+    bool stream = lua_rawget(L, idx) == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return stream;
+}
+
+/* The body at 2, checked against the call's method and mode, serialized:
+ * the buffer, NULL for a bodyless GET (`*failed` false), or NULL after
+ * pushing nil, err (`*failed` true). */
+static hush_secbuf *call_body(lua_State *L, const char *fname, call_mode mode,
+                              hush_call_options *co, size_t max_bytes, bool *failed)
+{
+    *failed = false;
+    if (co->method != NULL && strcmp(co->method, "GET") == 0) {
+        if (!lua_isnil(L, 2))
+            hushlua_argfail(L, 1, fname, "body: a GET request has none");
+        if (mode == CALL_STREAM)
+            hushlua_argfail(L, 1, fname, "stream: a GET request has no streamed answer");
+        return NULL;
+    }
+    if (!lua_istable(L, 2))
+        hushlua_argfail(L, 1, fname, "table expected, got %s", luaL_typename(L, 2));
+    co->stream = asks_for_stream(L, 2);
+    if (co->stream && mode == CALL_WAIT)
+        hushlua_argfail(L, 1, fname, "stream: a streamed answer is taken with client:stream{...}"
+                                     " or client:submit{...}");
+    if (!co->stream && mode == CALL_STREAM)
+        hushlua_argfail(L, 1, fname, "stream: must be true");
+    hush_secbuf *buf = hushlua_serialize(L, 2, max_bytes);
+    *failed = buf == NULL;
+    return buf;
+}
+
+/* Start the call of the body at 2 (nil for a GET) with the call options at
+ * 3 as `mode` says: the call userdata is pushed (and 0 returned), or nil,
+ * err (and 2 returned). */
+static int start_call(lua_State *L, const char *fname, call_mode mode)
 {
     client_ud *c = check_client(L, 1, fname);
-    if (!lua_istable(L, 2))
-        return hushlua_argfail(L, 1, fname, "table expected, got %s", luaL_typename(L, 2));
     hush_call_options co;
     call_options(L, 3, fname, &co);
     lua_settop(L, 3);
     hush_engine *engine = NULL;
-    if (!wait && (engine = state_engine(L)) == NULL)
+    if (mode == CALL_SUBMIT && (engine = state_engine(L)) == NULL)
         return 2;
     call_ud *call = lua_newuserdatauv(L, sizeof *call, 1);
     call->call = NULL;
+    call->stream = false;
     luaL_setmetatable(L, HUSHLUA_CALL_MT);
-    hush_secbuf *buf = hushlua_serialize(L, 2, c->max_request_bytes);
-    if (buf == NULL)
+    bool failed;
+    hush_secbuf *buf = call_body(L, fname, mode, &co, c->max_request_bytes, &failed);
+    if (failed)
         return 2;
+    call->stream = co.stream;
     hush_error err;
     hush_error_clear(&err);
-    /* Waited on: the client's own engine, so the state's fd never wakes for it. */
-    hush_status status =
-        wait ? hush_client_complete_call(c->client, buf, &co, &call->call, &err)
-             : hush_engine_submit(engine, c->client, buf, &co, NULL, &call->call, &err);
+    hush_status status;
+    switch (mode) {
+    case CALL_WAIT: /* the client's own engine, so the state's fd never wakes for it */
+        status = hush_client_complete_call(c->client, buf, &co, &call->call, &err);
+        break;
+    case CALL_STREAM: /* the same: its chunks are waited for, never drained */
+        status = hush_client_stream(c->client, buf, &co, &call->call, &err);
+        break;
+    default:
+        status = hush_engine_submit(engine, c->client, buf, &co, NULL, &call->call, &err);
+        break;
+    }
     if (status != HUSH_OK) {
         call->call = NULL;
         return hushlua_fail(L, status, &err, 0);
@@ -431,7 +593,7 @@ static int start_call(lua_State *L, const char *fname, bool wait)
 /* core.submit(client, request, call_options): the call, or nil, err. */
 static int submit(lua_State *L)
 {
-    int n = start_call(L, "submit", false);
+    int n = start_call(L, "submit", CALL_SUBMIT);
     if (n != 0)
         return n;
     call_ud *call = lua_touserdata(L, -1);
@@ -449,7 +611,7 @@ static int submit(lua_State *L)
  * The finished call is kept just long enough to read err.details. */
 static int create(lua_State *L)
 {
-    int n = start_call(L, "create", true); /* holds no Lua lock while it waits */
+    int n = start_call(L, "create", CALL_WAIT); /* holds no Lua lock while it waits */
     if (n != 0)
         return n;
     int idx = lua_gettop(L);
@@ -459,6 +621,13 @@ static int create(lua_State *L)
     call->call = NULL;
     hush_call_free(done); /* now, not at the next collection: it is never drained */
     return n;
+}
+
+/* core.stream(client, request, call_options): the stream, or nil, err. */
+static int stream(lua_State *L)
+{
+    int n = start_call(L, "stream", CALL_STREAM);
+    return n != 0 ? n : 1;
 }
 
 /* The registry tables that find a state's calls: in flight (strong) and all
@@ -509,6 +678,8 @@ void hushlua_open_client(lua_State *L)
     lua_pop(L, 1);
     static const luaL_Reg call_meta[] = {
         {"__gc", call_gc},
+        {"__close", call_close},
+        {"__call", call_iterate},
         {"__tostring", call_tostring},
         {NULL, NULL},
     };
@@ -517,6 +688,8 @@ void hushlua_open_client(lua_State *L)
         {"result", call_result},
         {"wait", call_wait},
         {"cancel", call_cancel},
+        {"close", call_close},
+        {"next_chunk", call_next_chunk},
         {NULL, NULL},
     };
     hushlua_new_class(L, HUSHLUA_CALL_MT, call_meta, call_methods, call_index);
@@ -524,8 +697,8 @@ void hushlua_open_client(lua_State *L)
 
     open_call_tables(L);
     static const luaL_Reg functions[] = {
-        {"new", new},       {"create", create}, {"submit", submit},
-        {"fd", fd},         {"drain", drain},   {NULL, NULL},
+        {"new", new}, {"create", create}, {"submit", submit}, {"stream", stream},
+        {"fd", fd},   {"drain", drain},   {NULL, NULL},
     };
     luaL_setfuncs(L, functions, 0);
 }

@@ -274,7 +274,7 @@ static inline void hushlua_push_method(lua_State *L, int key_idx)
 void hushlua_open_serialize(lua_State *L); /* array, object, null */
 void hushlua_open_response(lua_State *L);
 void hushlua_open_keys(lua_State *L);      /* generate_keys, load_keys */
-void hushlua_open_client(lua_State *L);    /* new, create, submit, fd, drain, client_methods */
+void hushlua_open_client(lua_State *L);    /* new, create, submit, stream, fd, drain, client_methods */
 
 /* ---- serialize.c --------------------------------------------------------- */
 

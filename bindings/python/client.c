@@ -6,7 +6,12 @@
  *
  * An in-flight Call is kept alive by its Engine (a strong reference in the
  * engine's `inflight` set; the Call's PyObject* is the hush_call's user_data),
- * so drain() can always map a finished hush_call back to its Python object. */
+ * so drain() can always map a finished hush_call back to its Python object.
+ * A streamed Call is announced by drain() whenever chunks wait on it, so it
+ * stays in `inflight` until it is done.
+ *
+ * Stream is a streamed call of a Client on the client's own engine, iterated
+ * synchronously: each next() waits (GIL released) for the next chunk. */
 #include "hushpy.h"
 
 #include <stdlib.h>
@@ -26,14 +31,61 @@ typedef struct {
     PyObject *inflight;  /* set of Call objects submitted and not yet drained */
 } EngineObject;
 
+/* A hush_call that waits may use with the GIL released: closing it then
+ * (from another thread) cancels it at once and leaves the free to the
+ * last wait. */
+typedef struct held_call {
+    hush_call *call;     /* NULL once closed (or never submitted) */
+    hush_call *deferred; /* closed while a wait ran without the GIL: freed after it */
+    int busy;            /* waits in progress with the GIL released */
+} held_call;
+
+/* Take the call out of `h`: freed now, or cancelled and left to the wait. */
+static void held_release(held_call *h)
+{
+    hush_call *call = h->call;
+    h->call = NULL;
+    if (call == NULL)
+        return;
+    if (h->busy > 0) {
+        hush_call_cancel(call);
+        h->deferred = call;
+    } else {
+        hush_call_free(call);
+    }
+}
+
+/* A wait is over: the last one frees a call closed under it. */
+static void held_wait_done(held_call *h)
+{
+    if (--h->busy == 0 && h->deferred != NULL) {
+        hush_call_free(h->deferred);
+        h->deferred = NULL;
+    }
+}
+
 typedef struct {
     PyObject_HEAD
-    hush_call *call;  /* NULL once closed (or never submitted) */
-    hush_call *deferred; /* closed while a wait() ran without the GIL: freed after it */
-    int busy;         /* wait()s in progress with the GIL released */
+    held_call held;
+    bool stream;      /* submitted with stream=True: drained until done */
     PyObject *engine; /* EngineObject */
     PyObject *client; /* ClientObject */
 } CallObject;
+
+/* Where a Stream is: chunks still to come, or why none will. */
+typedef enum stream_state {
+    STREAM_OPEN,   /* chunks may still come */
+    STREAM_ENDED,  /* ended complete: next() stops */
+    STREAM_FAILED, /* failed: next() raises the failure again */
+    STREAM_CLOSED  /* closed (cancelled) by its owner: next() stops */
+} stream_state;
+
+typedef struct {
+    PyObject_HEAD
+    held_call held;
+    stream_state state;
+    PyObject *client;    /* ClientObject: its engine runs the call */
+} StreamObject;
 
 static hushpy_state *type_state(PyObject *self)
 {
@@ -84,7 +136,38 @@ static hush_secbuf *request_secbuf(hushpy_state *st, PyObject *module, ClientObj
     return buf;
 }
 
-/* ---- results, shared by Client.complete and Call.result --------------- */
+/* Whether `method` names a bodyless request (docs/protocol-v2.md: sent and
+ * answered in plaintext, EHBP §7.4). */
+static bool method_is_bodyless(const char *method)
+{
+    return method != NULL && strcmp(method, "GET") == 0;
+}
+
+/* The body of a call to `method`: NULL for a bodyless one (whose `request`
+ * must be None), else the request as request_secbuf makes it. 0, or -1 with
+ * an exception set. */
+static int call_body(hushpy_state *st, PyObject *module, ClientObject *client, PyObject *request,
+                     const char *method, hush_secbuf **body)
+{
+    *body = NULL;
+    if (method_is_bodyless(method)) {
+        if (request != Py_None) {
+            PyErr_Format(PyExc_TypeError, "a %s request has no body: request must be None",
+                         method);
+            return -1;
+        }
+        return 0;
+    }
+    if (request == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "request must be a dict or a SecureBuffer (only a "
+                                         "GET is bodyless)");
+        return -1;
+    }
+    *body = request_secbuf(st, module, client, request);
+    return *body != NULL ? 0 : -1;
+}
+
+/* ---- results, shared by Client.complete, Call.result and the streams ---- */
 
 /* The server's JSON error body as a dict (json.loads), or None. */
 static PyObject *error_details(hush_call *call)
@@ -107,21 +190,27 @@ static PyObject *error_details(hush_call *call)
     return value;
 }
 
-/* A done call's answer as a Response, or its failure raised with the
- * server's error body as error_details. */
+/* Raise a call's failure `status`, with the server's JSON error body as
+ * error_details. Always returns NULL. */
+static PyObject *raise_call_failure(hushpy_state *st, hush_call *call, hush_status status,
+                                    const hush_error *err)
+{
+    PyObject *details = error_details(call);
+    if (details == NULL)
+        return NULL;
+    hushpy_raise_details(st, status, err, details == Py_None ? NULL : details);
+    Py_DECREF(details);
+    return NULL;
+}
+
+/* A done call's answer as a Response, or its failure raised. */
 static PyObject *result_of(hushpy_state *st, hush_call *call)
 {
     hush_json_doc *doc = NULL;
     hush_error err;
     hush_status status = hush_call_result(call, &doc, &err);
-    if (status != HUSH_OK) {
-        PyObject *details = error_details(call);
-        if (details == NULL)
-            return NULL;
-        hushpy_raise_details(st, status, &err, details == Py_None ? NULL : details);
-        Py_DECREF(details);
-        return NULL;
-    }
+    if (status != HUSH_OK)
+        return raise_call_failure(st, call, status, &err);
     if (doc == NULL)
         return hushpy_raise_wiped(st, "the result of this call was already taken");
     return hushpy_response_from_doc(st, doc);
@@ -243,17 +332,19 @@ static PyObject *client_complete(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     ClientObject *self = (ClientObject *)op;
     hushpy_state *st = type_state(op);
-    char *keywords[] = {"request", "api_key", "security_tier", "base_url", NULL};
+    char *keywords[] = {"request", "api_key", "security_tier", "base_url", "path", "method",
+                        NULL};
     PyObject *request;
-    hush_call_options co = {NULL, NULL, NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$zzz:complete", keywords, &request,
-                                     &co.api_key, &co.security_tier, &co.base_url))
+    hush_call_options co = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$zzzzz:complete", keywords, &request,
+                                     &co.api_key, &co.security_tier, &co.base_url, &co.path,
+                                     &co.method))
         return NULL;
     PyObject *module = PyType_GetModule(Py_TYPE(op));
     if (module == NULL)
         return NULL;
-    hush_secbuf *buf = request_secbuf(st, module, self, request);
-    if (buf == NULL)
+    hush_secbuf *buf = NULL;
+    if (call_body(st, module, self, request, co.method, &buf) < 0)
         return NULL;
 
     hush_call *call = NULL;
@@ -267,6 +358,35 @@ static PyObject *client_complete(PyObject *op, PyObject *args, PyObject *kwargs)
     PyObject *result = result_of(st, call);
     hush_call_free(call);
     return result;
+}
+
+static PyObject *stream_new_for(hushpy_state *st, PyObject *client, hush_call *call);
+
+static PyObject *client_stream(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    ClientObject *self = (ClientObject *)op;
+    hushpy_state *st = type_state(op);
+    char *keywords[] = {"request", "api_key", "security_tier", "base_url", "path", NULL};
+    PyObject *request;
+    hush_call_options co = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$zzzz:stream", keywords, &request,
+                                     &co.api_key, &co.security_tier, &co.base_url, &co.path))
+        return NULL;
+    co.stream = true;
+    PyObject *module = PyType_GetModule(Py_TYPE(op));
+    if (module == NULL)
+        return NULL;
+    hush_secbuf *buf = NULL;
+    if (call_body(st, module, self, request, NULL, &buf) < 0)
+        return NULL;
+
+    /* Returns at once: the call runs on the client's own engine. */
+    hush_call *call = NULL;
+    hush_error err;
+    hush_status status = hush_client_stream(self->client, buf, &co, &call, &err); /* takes buf */
+    if (status != HUSH_OK)
+        return hushpy_raise(st, status, &err);
+    return stream_new_for(st, op, call);
 }
 
 static PyObject *client_public_key_pem(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -288,10 +408,17 @@ static PyObject *client_public_key_pem(PyObject *op, PyObject *Py_UNUSED(ignored
 static PyMethodDef client_methods[] = {
     {"complete", (PyCFunction)(void (*)(void))client_complete, METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("complete($self, /, request, *, api_key=None, security_tier=None,\n"
-               "         base_url=None)\n--\n\n"
+               "         base_url=None, path=None, method=None)\n--\n\n"
                "Encode `request` (a dict, or a SecureBuffer, which is consumed) into locked\n"
                "memory, send it sealed and wait for the decrypted answer, with the GIL\n"
-               "released.")},
+               "released. `path` is the endpoint (\"/v1/...\"; None: chat completions,\n"
+               "any other needs protocol v2); method \"GET\" sends a bodyless request\n"
+               "(request None) in plaintext, as EHBP §7.4 requires.")},
+    {"stream", (PyCFunction)(void (*)(void))client_stream, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("stream($self, /, request, *, api_key=None, security_tier=None,\n"
+               "       base_url=None, path=None)\n--\n\n"
+               "Start a streamed call (protocol v2; the request should say \"stream\": true)\n"
+               "and return its Stream at once: iterate it for the chunks.")},
     {"public_key_pem", client_public_key_pem, METH_NOARGS,
      PyDoc_STR("public_key_pem($self, /)\n--\n\n"
                "The client's public key (as sent in X-Public-Key), waiting for key\n"
@@ -331,7 +458,7 @@ PyType_Spec hushpy_client_spec = {
 
 static int call_check(CallObject *self)
 {
-    if (self->call == NULL) {
+    if (self->held.call == NULL) {
         PyErr_SetString(PyExc_ValueError, "this Call was closed");
         return -1;
     }
@@ -342,16 +469,9 @@ static int call_check(CallObject *self)
  * in-flight reference, if any: a freed call is never drained. */
 static void call_release(CallObject *self)
 {
-    hush_call *call = self->call;
-    self->call = NULL;
-    if (call == NULL)
+    if (self->held.call == NULL)
         return;
-    if (self->busy > 0) {
-        hush_call_cancel(call);
-        self->deferred = call;
-    } else {
-        hush_call_free(call);
-    }
+    held_release(&self->held);
     EngineObject *engine = (EngineObject *)self->engine;
     if (engine != NULL && engine->inflight != NULL) {
         if (PySet_Discard(engine->inflight, (PyObject *)self) < 0)
@@ -382,11 +502,11 @@ static void call_dealloc(PyObject *op)
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
     /* Not in the engine's set any more (that would keep it alive). */
-    hush_call *call = self->call;
-    self->call = NULL;
+    hush_call *call = self->held.call;
+    self->held.call = NULL;
     hush_call_free(call);
-    hush_call_free(self->deferred); /* busy is 0: a wait() holds a reference */
-    self->deferred = NULL;
+    hush_call_free(self->held.deferred); /* busy is 0: a wait() holds a reference */
+    self->held.deferred = NULL;
     call_clear(op);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -397,21 +517,21 @@ static PyObject *call_done(PyObject *op, PyObject *Py_UNUSED(ignored))
     CallObject *self = (CallObject *)op;
     if (call_check(self) < 0)
         return NULL;
-    return PyBool_FromLong(hush_call_done(self->call));
+    return PyBool_FromLong(hush_call_done(self->held.call));
 }
 
 static PyObject *call_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     CallObject *self = (CallObject *)op;
-    if (self->call != NULL)
-        hush_call_cancel(self->call);
+    if (self->held.call != NULL)
+        hush_call_cancel(self->held.call);
     Py_RETURN_NONE;
 }
 
 static PyObject *call_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     CallObject *self = (CallObject *)op;
-    if (self->call != NULL) {
+    if (self->held.call != NULL) {
         Py_INCREF(op); /* the set may hold the last reference */
         call_release(self);
         Py_DECREF(op);
@@ -425,11 +545,11 @@ static PyObject *call_result(PyObject *op, PyObject *Py_UNUSED(ignored))
     hushpy_state *st = type_state(op);
     if (call_check(self) < 0)
         return NULL;
-    if (!hush_call_done(self->call)) {
+    if (!hush_call_done(self->held.call)) {
         PyErr_SetString(PyExc_RuntimeError, "the call is not done yet");
         return NULL;
     }
-    return result_of(st, self->call);
+    return result_of(st, self->held.call);
 }
 
 static PyObject *call_wait(PyObject *op, PyObject *args, PyObject *kwargs)
@@ -450,16 +570,13 @@ static PyObject *call_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     }
     hush_error err;
     hush_status status;
-    hush_call *call = self->call;
+    hush_call *call = self->held.call;
     /* close() from another thread meanwhile defers the free (busy). */
-    self->busy++;
+    self->held.busy++;
     Py_BEGIN_ALLOW_THREADS
     status = hush_call_wait(call, ms, &err);
     Py_END_ALLOW_THREADS
-    if (--self->busy == 0 && self->deferred != NULL) {
-        hush_call_free(self->deferred);
-        self->deferred = NULL;
-    }
+    held_wait_done(&self->held);
     if (status == HUSH_E_TIMEOUT)
         Py_RETURN_FALSE;
     if (status != HUSH_OK)
@@ -467,12 +584,58 @@ static PyObject *call_wait(PyObject *op, PyObject *args, PyObject *kwargs)
     Py_RETURN_TRUE;
 }
 
+/* A streamed call's next chunk, waiting up to `timeout_ms` (GIL held when 0):
+ * a Response, NULL with nothing set when none arrived in time, or NULL with
+ * an exception. `*ended` is set when the stream ended complete. */
+static PyObject *next_chunk_of(hushpy_state *st, hush_call *call, long timeout_ms, bool *ended)
+{
+    hush_json_doc *chunk = NULL;
+    hush_error err;
+    hush_status status;
+    *ended = false;
+    if (timeout_ms == 0) {
+        status = hush_call_next_chunk(call, 0, &chunk, &err);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        status = hush_call_next_chunk(call, timeout_ms, &chunk, &err);
+        Py_END_ALLOW_THREADS
+    }
+    if (status == HUSH_E_TIMEOUT)
+        return NULL;
+    if (status != HUSH_OK)
+        return raise_call_failure(st, call, status, &err);
+    if (chunk == NULL) {
+        *ended = true;
+        return NULL;
+    }
+    return hushpy_response_from_doc(st, chunk);
+}
+
+static PyObject *call_next_chunk(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    CallObject *self = (CallObject *)op;
+    hushpy_state *st = type_state(op);
+    if (call_check(self) < 0)
+        return NULL;
+    if (!self->stream) {
+        PyErr_SetString(PyExc_ValueError, "next_chunk() needs a call submitted with stream=True");
+        return NULL;
+    }
+    bool ended;
+    PyObject *chunk = next_chunk_of(st, self->held.call, 0, &ended);
+    if (chunk != NULL || PyErr_Occurred())
+        return chunk;
+    PyObject *result = ended ? st->stream_end : Py_None;
+    Py_INCREF(result);
+    return result;
+}
+
 static PyObject *call_get_payload_id(PyObject *op, void *Py_UNUSED(closure))
 {
     CallObject *self = (CallObject *)op;
     if (call_check(self) < 0)
         return NULL;
-    return PyUnicode_FromString(hush_call_payload_id(self->call));
+    return PyUnicode_FromString(hush_call_payload_id(self->held.call));
 }
 
 static PyObject *call_get_attempts(PyObject *op, void *Py_UNUSED(closure))
@@ -480,16 +643,16 @@ static PyObject *call_get_attempts(PyObject *op, void *Py_UNUSED(closure))
     CallObject *self = (CallObject *)op;
     if (call_check(self) < 0)
         return NULL;
-    return PyLong_FromUnsignedLong(hush_call_attempts(self->call));
+    return PyLong_FromUnsignedLong(hush_call_attempts(self->held.call));
 }
 
 static PyObject *call_repr(PyObject *op)
 {
     CallObject *self = (CallObject *)op;
-    if (self->call == NULL)
+    if (self->held.call == NULL)
         return PyUnicode_FromString("<hushcall._core.Call closed>");
-    return PyUnicode_FromFormat("<hushcall._core.Call %s %s>", hush_call_payload_id(self->call),
-                                hush_call_done(self->call) ? "done" : "pending");
+    return PyUnicode_FromFormat("<hushcall._core.Call %s %s>", hush_call_payload_id(self->held.call),
+                                hush_call_done(self->held.call) ? "done" : "pending");
 }
 
 static PyMethodDef call_methods[] = {
@@ -505,6 +668,14 @@ static PyMethodDef call_methods[] = {
                "The answer of a done call, or raise its error (APIError subclasses carry\n"
                "status_code and error_details, the server's JSON error body). The answer\n"
                "can be taken once.")},
+    {"next_chunk", call_next_chunk, METH_NOARGS,
+     PyDoc_STR("next_chunk($self, /)\n--\n\n"
+               "A streamed call's next chunk, without waiting: a Response; None when none\n"
+               "has arrived yet (the call goes on: wait for the next drain); STREAM_END\n"
+               "once the stream ended complete. Raises the call's failure, again on every\n"
+               "later call: IncompleteStreamError when the stream was cut short after\n"
+               "its last chunk, SecurityError at once for a frame that fails to\n"
+               "authenticate.")},
     {"wait", (PyCFunction)(void (*)(void))call_wait, METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("wait($self, /, timeout=None)\n--\n\n"
                "Block (GIL released) until the call is done or `timeout` seconds pass.")},
@@ -537,6 +708,192 @@ PyType_Spec hushpy_call_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION |
              Py_TPFLAGS_IMMUTABLETYPE,
     .slots = call_slots,
+};
+
+/* ---- Stream --------------------------------------------------------------- */
+
+/* How long one wait of next() lasts before it checks for signals, so that
+ * Ctrl-C interrupts a stream whose server is quiet. */
+#define STREAM_POLL_MS 200
+
+static PyObject *stream_new_for(hushpy_state *st, PyObject *client, hush_call *call)
+{
+    StreamObject *self = (StreamObject *)st->stream_type->tp_alloc(st->stream_type, 0);
+    if (self == NULL) {
+        hush_call_free(call); /* cancels it */
+        return NULL;
+    }
+    self->held.call = call;
+    self->state = STREAM_OPEN;
+    Py_INCREF(client);
+    self->client = client;
+    return (PyObject *)self;
+}
+
+/* Cancel and free the call (after the next() waiting on it, if any). */
+static void stream_release(StreamObject *self)
+{
+    held_release(&self->held);
+}
+
+static int stream_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((StreamObject *)op)->client);
+    return 0;
+}
+
+static int stream_clear(PyObject *op)
+{
+    Py_CLEAR(((StreamObject *)op)->client);
+    return 0;
+}
+
+static void stream_dealloc(PyObject *op)
+{
+    StreamObject *self = (StreamObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    /* An abandoned stream is cancelled here: hush_call_free cancels it. */
+    hush_call_free(self->held.call);
+    self->held.call = NULL;
+    hush_call_free(self->held.deferred); /* busy is 0: a next() holds a reference */
+    self->held.deferred = NULL;
+    stream_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+/* One wait for a chunk, with close() from another thread deferring the free. */
+static PyObject *stream_wait_once(StreamObject *self, hushpy_state *st, bool *ended)
+{
+    hush_call *call = self->held.call;
+    self->held.busy++;
+    PyObject *chunk = next_chunk_of(st, call, STREAM_POLL_MS, ended);
+    held_wait_done(&self->held);
+    return chunk;
+}
+
+static PyObject *stream_next(PyObject *op)
+{
+    StreamObject *self = (StreamObject *)op;
+    hushpy_state *st = type_state(op);
+    while (self->held.call != NULL && self->state != STREAM_ENDED) {
+        bool ended;
+        PyObject *chunk = stream_wait_once(self, st, &ended);
+        if (self->held.call == NULL) { /* closed while we waited: what came is dropped */
+            Py_XDECREF(chunk);
+            PyErr_Clear();
+            break;
+        }
+        if (chunk != NULL)
+            return chunk;
+        if (PyErr_Occurred()) {
+            self->state = STREAM_FAILED;
+            return NULL;
+        }
+        if (ended) {
+            self->state = STREAM_ENDED;
+            break;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return NULL; /* the stream goes on: next() may be called again */
+    }
+    return NULL; /* StopIteration */
+}
+
+static PyObject *stream_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    StreamObject *self = (StreamObject *)op;
+    if (self->held.call != NULL && self->state == STREAM_OPEN)
+        self->state = STREAM_CLOSED;
+    stream_release(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    StreamObject *self = (StreamObject *)op;
+    if (self->held.call != NULL)
+        hush_call_cancel(self->held.call);
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_get_done(PyObject *op, void *Py_UNUSED(closure))
+{
+    StreamObject *self = (StreamObject *)op;
+    return PyBool_FromLong(self->held.call == NULL || self->state != STREAM_OPEN);
+}
+
+static PyObject *stream_get_payload_id(PyObject *op, void *Py_UNUSED(closure))
+{
+    StreamObject *self = (StreamObject *)op;
+    if (self->held.call == NULL) {
+        PyErr_SetString(PyExc_ValueError, "this Stream was closed");
+        return NULL;
+    }
+    return PyUnicode_FromString(hush_call_payload_id(self->held.call));
+}
+
+static PyObject *stream_repr(PyObject *op)
+{
+    StreamObject *self = (StreamObject *)op;
+    static const char *const names[] = {
+        [STREAM_OPEN] = "open",
+        [STREAM_ENDED] = "ended",
+        [STREAM_FAILED] = "failed",
+        [STREAM_CLOSED] = "closed",
+    };
+    if (self->held.call == NULL)
+        return PyUnicode_FromFormat("<hushcall._core.Stream %s>", names[self->state]);
+    return PyUnicode_FromFormat("<hushcall._core.Stream %s %s>",
+                                hush_call_payload_id(self->held.call), names[self->state]);
+}
+
+static PyMethodDef stream_methods[] = {
+    {"close", stream_close, METH_NOARGS,
+     PyDoc_STR("close($self, /)\n--\n\n"
+               "End the stream: cancel the call if unfinished (the server sees the\n"
+               "connection close) and release it; iteration stops. Idempotent.")},
+    {"cancel", stream_cancel, METH_NOARGS,
+     PyDoc_STR("cancel($self, /)\n--\n\n"
+               "Ask the call to stop; iteration then raises CallCancelledError unless the\n"
+               "stream had ended.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef stream_getset[] = {
+    {"done", stream_get_done, NULL,
+     PyDoc_STR("True once no chunk will come: ended, failed or closed."), NULL},
+    {"payload_id", stream_get_payload_id, NULL, PyDoc_STR("The X-Payload-ID (a UUIDv4)."),
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot stream_slots[] = {
+    {Py_tp_dealloc, stream_dealloc},
+    {Py_tp_traverse, stream_traverse},
+    {Py_tp_clear, stream_clear},
+    {Py_tp_repr, stream_repr},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, stream_next},
+    {Py_tp_methods, stream_methods},
+    {Py_tp_getset, stream_getset},
+    {Py_tp_doc, (void *)PyDoc_STR(
+         "A streamed call of a Client (Client.stream): an iterator of its chunks, each\n"
+         "a Response over its own locked document. next() waits with the GIL\n"
+         "released and raises the call's failure: IncompleteStreamError when the\n"
+         "stream was cut short (after its last authentic chunk), SecurityError at once\n"
+         "for a frame that fails to authenticate. Freeing it cancels the call.")},
+    {0, NULL},
+};
+
+PyType_Spec hushpy_stream_spec = {
+    .name = "hushcall._core.Stream",
+    .basicsize = sizeof(StreamObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION |
+             Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = stream_slots,
 };
 
 /* ---- Engine --------------------------------------------------------------- */
@@ -636,13 +993,17 @@ static PyObject *engine_submit(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     EngineObject *self = (EngineObject *)op;
     hushpy_state *st = type_state(op);
-    char *keywords[] = {"client", "request", "api_key", "security_tier", "base_url", NULL};
+    char *keywords[] = {"client", "request", "api_key", "security_tier", "base_url", "path",
+                        "method", "stream", NULL};
     PyObject *client, *request;
-    hush_call_options co = {NULL, NULL, NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O|$zzz:submit", keywords,
+    hush_call_options co = {0};
+    int stream = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O|$zzzzzp:submit", keywords,
                                      st->client_type, &client, &request, &co.api_key,
-                                     &co.security_tier, &co.base_url))
+                                     &co.security_tier, &co.base_url, &co.path, &co.method,
+                                     &stream))
         return NULL;
+    co.stream = stream != 0;
     if (engine_check(self) < 0)
         return NULL;
     PyObject *module = PyType_GetModule(Py_TYPE(op));
@@ -656,9 +1017,11 @@ static PyObject *engine_submit(PyObject *op, PyObject *args, PyObject *kwargs)
     call->engine = op;
     Py_INCREF(client);
     call->client = client;
+    call->stream = co.stream;
 
-    hush_secbuf *buf = request_secbuf(st, module, (ClientObject *)client, request);
-    if (buf == NULL || engine_check(self) < 0) { /* encoding may run Python code */
+    hush_secbuf *buf = NULL;
+    if (call_body(st, module, (ClientObject *)client, request, co.method, &buf) < 0 ||
+        engine_check(self) < 0) { /* encoding may run Python code */
         hush_secbuf_free(buf);
         Py_DECREF(call);
         return NULL;
@@ -667,9 +1030,9 @@ static PyObject *engine_submit(PyObject *op, PyObject *args, PyObject *kwargs)
      * the GIL) cannot see the call before it is in `inflight`. */
     hush_error err;
     hush_status status = hush_engine_submit(self->engine, ((ClientObject *)client)->client, buf,
-                                            &co, call, &call->call, &err);
+                                            &co, call, &call->held.call, &err);
     if (status != HUSH_OK) {
-        call->call = NULL;
+        call->held.call = NULL;
         Py_DECREF(call);
         return hushpy_raise(st, status, &err);
     }
@@ -696,9 +1059,12 @@ static PyObject *engine_drain(PyObject *op, PyObject *Py_UNUSED(ignored))
             PyObject *call = hush_call_user_data(done[i]);
             /* Still referenced by `inflight`: calls are freed only when closed,
              * and a freed call is never announced. Every drained call leaves
-             * the set, even after an error, so none is kept for ever. */
+             * the set once done, even after an error, so none is kept for
+             * ever; a stream not yet done stays for its next announcement. */
             if (!failed && PyList_Append(list, call) < 0)
                 failed = true;
+            if (((CallObject *)call)->stream && !hush_call_done(done[i]))
+                continue;
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
             if (PySet_Discard(self->inflight, call) < 0)
@@ -738,9 +1104,11 @@ static PyMethodDef engine_methods[] = {
                "(level-triggered).")},
     {"submit", (PyCFunction)(void (*)(void))engine_submit, METH_VARARGS | METH_KEYWORDS,
      PyDoc_STR("submit($self, /, client, request, *, api_key=None, security_tier=None,\n"
-               "       base_url=None)\n--\n\n"
+               "       base_url=None, path=None, method=None, stream=False)\n--\n\n"
                "Encode `request` into locked memory and start the call; returns at once.\n"
-               "A request over the client's size limit fails here, with nothing sent.")},
+               "A request over the client's size limit fails here, with nothing sent.\n"
+               "path and method as Client.complete has them; a stream=True call is\n"
+               "drained whenever chunks wait on it: take them with Call.next_chunk().")},
     {"drain", engine_drain, METH_NOARGS,
      PyDoc_STR("drain($self, /)\n--\n\nThe calls that finished since the last drain.")},
     {"close", engine_close, METH_NOARGS,

@@ -62,6 +62,7 @@ typedef struct hushpy_state {
     PyTypeObject *client_type;        /* Client: a hush_client */
     PyTypeObject *engine_type;        /* Engine: a hush_engine */
     PyTypeObject *call_type;          /* Call: one hush_call of an Engine */
+    PyTypeObject *stream_type;        /* Stream: a streamed call of a Client */
     PyTypeObject *keypair_type;       /* KeyPair: a hush_keypair */
     PyTypeObject *server_type;        /* Server: a hush_server, the gateway's core */
     PyTypeObject *exchange_type;      /* Exchange: a request a Server opened */
@@ -69,6 +70,7 @@ typedef struct hushpy_state {
     PyTypeObject *tpm_type;           /* Tpm: a hush_tpm the Server quotes with */
     PyTypeObject *hpke_keypair_type;  /* HpkeKeypair: a hush_hpke_keypair (v2 server key) */
     PyObject *response_attrs;         /* frozenset: names that are Response's own attributes */
+    PyObject *stream_end;             /* STREAM_END: Call.next_chunk()'s "ended complete" */
     PyObject *exc[HUSHPY_EXC_COUNT];
 } hushpy_state;
 
@@ -126,6 +128,7 @@ PyObject *hushpy_zstr_from_utf8(hushpy_state *st, const char *s, size_t len);
 extern PyType_Spec hushpy_client_spec;
 extern PyType_Spec hushpy_engine_spec;
 extern PyType_Spec hushpy_call_spec;
+extern PyType_Spec hushpy_stream_spec;
 
 /* ---- keys.c -------------------------------------------------------------- */
 

@@ -345,6 +345,7 @@ static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->client_type);
     Py_VISIT(st->engine_type);
     Py_VISIT(st->call_type);
+    Py_VISIT(st->stream_type);
     Py_VISIT(st->keypair_type);
     Py_VISIT(st->server_type);
     Py_VISIT(st->exchange_type);
@@ -352,6 +353,7 @@ static int hushpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->tpm_type);
     Py_VISIT(st->hpke_keypair_type);
     Py_VISIT(st->response_attrs);
+    Py_VISIT(st->stream_end);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_VISIT(st->exc[i]);
     return 0;
@@ -370,6 +372,7 @@ static int hushpy_clear(PyObject *module)
     Py_CLEAR(st->client_type);
     Py_CLEAR(st->engine_type);
     Py_CLEAR(st->call_type);
+    Py_CLEAR(st->stream_type);
     Py_CLEAR(st->keypair_type);
     Py_CLEAR(st->server_type);
     Py_CLEAR(st->exchange_type);
@@ -377,6 +380,7 @@ static int hushpy_clear(PyObject *module)
     Py_CLEAR(st->tpm_type);
     Py_CLEAR(st->hpke_keypair_type);
     Py_CLEAR(st->response_attrs);
+    Py_CLEAR(st->stream_end);
     for (int i = 0; i < HUSHPY_EXC_COUNT; i++)
         Py_CLEAR(st->exc[i]);
     return 0;
@@ -465,6 +469,7 @@ static int exec_types(PyObject *module)
         add_type_to(module, &st->client_type, &hushpy_client_spec, NULL) < 0 ||
         add_type_to(module, &st->engine_type, &hushpy_engine_spec, NULL) < 0 ||
         add_type_to(module, &st->call_type, &hushpy_call_spec, NULL) < 0 ||
+        add_type_to(module, &st->stream_type, &hushpy_stream_spec, NULL) < 0 ||
         add_type_to(module, &st->keypair_type, &hushpy_keypair_spec, NULL) < 0 ||
         add_type_to(module, &st->server_type, &hushpy_server_spec, NULL) < 0 ||
         add_type_to(module, &st->exchange_type, &hushpy_exchange_spec, NULL) < 0 ||
@@ -473,6 +478,22 @@ static int exec_types(PyObject *module)
         add_type_to(module, &st->hpke_keypair_type, &hushpy_hpke_keypair_spec, NULL) < 0)
         return -1;
     return load_response_attrs(st);
+}
+
+/* STREAM_END, a unique object: what Call.next_chunk() returns once a stream
+ * ended complete (None means "no chunk yet"). */
+static int exec_stream_end(PyObject *module)
+{
+    hushpy_state *st = PyModule_GetState(module);
+    st->stream_end = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    if (st->stream_end == NULL)
+        return -1;
+    Py_INCREF(st->stream_end);
+    if (PyModule_AddObject(module, "STREAM_END", st->stream_end) < 0) {
+        Py_DECREF(st->stream_end);
+        return -1;
+    }
+    return 0;
 }
 
 static int exec_constants(PyObject *module)
@@ -496,6 +517,7 @@ static PyModuleDef_Slot hushpy_slots[] = {
     {Py_mod_exec, exec_exceptions},
     {Py_mod_exec, exec_types},
     {Py_mod_exec, exec_constants},
+    {Py_mod_exec, exec_stream_end},
 #ifdef Py_mod_multiple_interpreters
     /* The core is reentrant and keeps no per-interpreter state. */
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
@@ -505,7 +527,7 @@ static PyModuleDef_Slot hushpy_slots[] = {
      * The core is thread-safe, but some of these objects' own fields are
      * guarded only by the GIL: SecureBuffer's and _Document's pin counts and
      * _Document's wipe_pending (pin, unpin and wipe each read-then-write them),
-     * Call's and Exchange's busy counts and deferred frees, and Engine's
+     * Call's, Stream's and Exchange's busy counts and deferred frees, and Engine's
      * handle and inflight set (close() clears them while submit() and
      * drain() use them). Declaring Py_MOD_GIL_NOT_USED needs each of those
      * under a per-object lock (Py_BEGIN_CRITICAL_SECTION) first. */

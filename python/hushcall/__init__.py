@@ -1,5 +1,5 @@
-"""hushcall: end-to-end encrypted chat completions whose plaintext stays in
-locked, zeroed C memory.
+"""hushcall: end-to-end encrypted chat completions (streamed too, and the
+rest of OpenAI's endpoints) whose plaintext stays in locked, zeroed C memory.
 
 This package is a thin layer over ``hushcall._core``, a CPython extension
 around libhushcall. Requests are serialized by ``encode`` from plain Python
@@ -42,6 +42,7 @@ from ._core import (
     get_memory_protection_info,
 )
 from .client import AsyncClient, Client, SecureChatCompletion
+from .streams import AsyncStream, Stream
 
 __all__ = [
     "__version__",
@@ -55,6 +56,8 @@ __all__ = [
     "Client",
     "AsyncClient",
     "SecureChatCompletion",
+    "Stream",
+    "AsyncStream",
     "Engine",
     "Call",
     *errors.__all__,

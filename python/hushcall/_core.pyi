@@ -1,6 +1,6 @@
 # Type stubs for hushcall._core, the C extension (bindings/python/*.c).
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union, final, overload
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union, final, overload
 
 __version__: str
 DEFAULT_MAX_REQUEST_BYTES: int
@@ -9,6 +9,7 @@ DEFAULT_MAX_DEPTH: int
 MAX_DEPTH_LIMIT: int
 HPKE_KEM_X25519_SHA256: int
 HPKE_KEM_XWING: int
+STREAM_END: object  # Call.next_chunk(): the stream ended complete
 
 JSONValue = Union[None, bool, int, float, str, "Response"]
 
@@ -135,8 +136,31 @@ class Client:
         api_key: Optional[str] = None,
         security_tier: Optional[str] = None,
         base_url: Optional[str] = None,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
     ) -> Response: ...
+    def stream(
+        self,
+        request: Any,
+        *,
+        api_key: Optional[str] = None,
+        security_tier: Optional[str] = None,
+        base_url: Optional[str] = None,
+        path: Optional[str] = None,
+    ) -> "Stream": ...
     def public_key_pem(self) -> str: ...
+
+@final
+class Stream:
+    """A streamed call of a Client: an iterator of Response chunks; freeing it cancels the call."""
+    @property
+    def done(self) -> bool: ...
+    @property
+    def payload_id(self) -> str: ...
+    def __iter__(self) -> "Stream": ...
+    def __next__(self) -> Response: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
 
 @final
 class Call:
@@ -148,6 +172,7 @@ class Call:
     def done(self) -> bool: ...
     def cancel(self) -> None: ...
     def result(self) -> Response: ...
+    def next_chunk(self) -> Union[Response, None, object]: ...  # None: none yet; STREAM_END: ended
     def wait(self, timeout: Optional[float] = None) -> bool: ...
     def close(self) -> None: ...
 
@@ -168,6 +193,9 @@ class Engine:
         api_key: Optional[str] = None,
         security_tier: Optional[str] = None,
         base_url: Optional[str] = None,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
+        stream: bool = False,
     ) -> Call: ...
     def drain(self) -> List[Call]: ...
     def close(self) -> None: ...
@@ -205,6 +233,7 @@ class Server:
         secure_memory: bool = True,
         tpm: Optional["Tpm"] = None,
         allow_http_upstream: bool = False,
+        echo_delay_ms: int = 0,
     ) -> None: ...
     def handle(
         self,
@@ -230,7 +259,12 @@ class Server:
         body: Union[bytes, bytearray, memoryview],
         keys: Sequence[Tuple[int, HpkeKeypair]],
         key_config: Optional[str] = None,
+        path: Optional[str] = None,
     ) -> "Exchange": ...
+    def open_plaintext(
+        self, path: str, body: Union[bytes, bytearray, memoryview]
+    ) -> "Exchange": ...
+    def models(self) -> bytes: ...
 
 class Exchange:
     """A request Server.open or open_v2 checked and opened into locked memory, not yet answered."""
@@ -238,7 +272,12 @@ class Exchange:
     def replay_key(self) -> Tuple[bytes, bytes]: ...
     @property
     def v2_key(self) -> Optional[Tuple[int, int]]: ...
+    @property
+    def is_stream(self) -> bool: ...
+    @property
+    def response_nonce(self) -> Optional[str]: ...
     def answer(self) -> Tuple[Union[bytes, Tuple[str, bytes]], Dict[str, Any]]: ...
+    def stream(self, emit: Callable[[Optional[bytes]], Any], /) -> str: ...
     def close(self) -> None: ...
 
 class ReplayCache:

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import urllib.parse
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from . import gateway, keyring, replay
 from .errors import HushcallError
@@ -173,6 +173,9 @@ def _add_chat(commands) -> None:
     p.add_argument("--key-dir", help="client key directory (default: a fresh key)")
     p.add_argument("--timeout", type=_positive_float, help="seconds for the whole request")
     p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    p.add_argument("--stream", action="store_true",
+                   help="print the answer as it is made (protocol v2; with --json: each "
+                        "chunk as a JSON line)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print _metadata and timings on stderr")
 
@@ -185,6 +188,19 @@ def _is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _print_stream(chunks: Any, as_json: bool) -> None:
+    """Each chunk's text as it comes (or the chunk as a JSON line), each chunk
+    wiped once printed."""
+    for chunk in chunks:
+        with chunk:
+            if as_json:
+                print(json.dumps(chunk.to_dict(), ensure_ascii=False), flush=True)
+            elif chunk.choices:
+                print(chunk.choices[0].delta.get("content") or "", end="", flush=True)
+    if not as_json:
+        print()
 
 
 def _chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -204,6 +220,10 @@ def _chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     start = time.monotonic()
     try:
         client = Client(args.base_url, **options)
+        if args.stream:
+            with client.create(model=args.model, messages=messages, stream=True) as chunks:
+                _print_stream(chunks, args.json)
+            return 0
         with client.create(model=args.model, messages=messages) as answer:
             elapsed = (time.monotonic() - start) * 1000
             if args.json:

@@ -4,42 +4,89 @@
 All three sit on ``hushcall._core``: requests are encoded in C straight into
 locked memory, sealed and sent by the core, and answers come back as
 ``Response`` views over locked memory. ``AsyncClient`` needs no thread per
-call: its ``Engine`` announces finished calls on a file descriptor that the
-running event loop watches (``loop.add_reader``).
+call: its ``Engine`` announces finished calls (and streamed calls with chunks
+waiting) on a file descriptor that the running event loop watches
+(``loop.add_reader``).
+
+Both clients speak OpenAI's surface over protocol v2:
+``chat.completions.create`` and ``completions.create`` (``stream=True``
+returns a ``Stream``/``AsyncStream`` of chunks), ``embeddings.create``,
+``models.list`` and the generic ``request(method, path, json=...)`` for any
+other endpoint of the upstream.
 """
 
 import asyncio
 import os
 import threading
 import weakref
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from . import _core
-from .errors import SecurityError
+from .errors import InvalidRequestError, SecurityError
+from .streams import AsyncStream, Stream
 
 __all__ = ["Client", "AsyncClient", "SecureChatCompletion"]
 
 # Keyword arguments of create() that are per-call options, not request members.
 _CALL_OPTIONS = ("security_tier", "api_key", "base_url")
 
+# The endpoints (docs/protocol-v2.md "Endpoints and streaming"). Chat
+# completions is the core's default path (None): the one v1 also serves.
+COMPLETIONS_PATH = "/v1/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+MODELS_PATH = "/v1/models"
 
-def _split(model: Any, messages: Any, kwargs: Dict[str, Any]):
-    """The request dict and the per-call overrides, from create()'s arguments."""
-    overrides = {k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    request = {"model": model, "messages": messages}
+
+def _options(options: Dict[str, Any]) -> Dict[str, Any]:
+    """The per-call options that were given (None means the client's own)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _split_fields(fields: Dict[str, Any], kwargs: Dict[str, Any]):
+    """The request dict (`fields`, then the other keyword arguments) and the
+    per-call overrides, from a create() call's arguments."""
+    overrides = _options({k: kwargs.pop(k) for k in _CALL_OPTIONS if k in kwargs})
+    request = dict(fields)
     request.update(kwargs)
     return request, overrides
 
 
-class _Completions:
-    def __init__(self, create):
-        self.create = create
+def _split(model: Any, messages: Any, kwargs: Dict[str, Any]):
+    """The chat request dict and the per-call overrides, from create()'s arguments."""
+    return _split_fields({"model": model, "messages": messages}, kwargs)
 
 
-class _Chat:
-    def __init__(self, create):
-        self.completions = _Completions(create)
+def _wants_stream(request: Dict[str, Any]) -> bool:
+    return bool(request.get("stream"))
+
+
+def _check_streamable(method: str) -> None:
+    if method != "POST":
+        raise ValueError("only a POST can be streamed, not %s" % method)
+
+
+class _Resource:
+    """A namespace of endpoint methods: ``client.chat.completions``, ``client.models``, ..."""
+
+    def __init__(self, **members: Any) -> None:
+        self.__dict__.update(members)
+
+
+def _resources(client: Any) -> None:
+    """OpenAI's namespaces on `client`, bound to its create/request methods."""
+    client.chat = _Resource(completions=_Resource(create=client.create))
+    client.completions = _Resource(create=client._create_completion)
+    client.embeddings = _Resource(create=client._create_embedding)
+    client.models = _Resource(list=client._list_models)
+
+
+_MODELS_DOC = """The upstream's models (``GET /v1/models``), as a Response.
+
+    A bodyless request is sent and answered **in plaintext**, as EHBP §7.4
+    requires (an encapsulated key no body authenticates could be swapped):
+    its ``_metadata`` says ``"is_encrypted": false``. A model list holds no
+    secret; never put anything sensitive in a bodyless request. Per-call
+    options (api_key, base_url) may be given."""
 
 
 class Client:
@@ -57,11 +104,61 @@ class Client:
 
     def __init__(self, base_url: str, **options: Any) -> None:
         self._client = _core.Client(base_url, **options)
-        self.chat = _Chat(self.create)
+        _resources(self)
 
-    def create(self, model: Any = None, messages: Any = None, **kwargs: Any) -> _core.Response:
+    def create(
+        self, model: Any = None, messages: Any = None, **kwargs: Any
+    ) -> Union[_core.Response, Stream]:
+        """A chat completion; with ``stream=True`` a ``Stream`` of
+        ``chat.completion.chunk`` chunks (v2 only)."""
         request, overrides = _split(model, messages, kwargs)
-        return self._client.complete(request, **overrides)
+        return self._send(request, None, overrides)
+
+    def _create_completion(
+        self, model: Any = None, prompt: Any = None, **kwargs: Any
+    ) -> Union[_core.Response, Stream]:
+        """A (legacy) text completion; with ``stream=True`` a ``Stream`` (v2 only)."""
+        request, overrides = _split_fields({"model": model, "prompt": prompt}, kwargs)
+        return self._send(request, COMPLETIONS_PATH, overrides)
+
+    def _create_embedding(self, model: Any = None, input: Any = None, **kwargs: Any) -> _core.Response:
+        """Embeddings of `input` (v2 only)."""
+        request, overrides = _split_fields({"model": model, "input": input}, kwargs)
+        return self._client.complete(request, path=EMBEDDINGS_PATH, **overrides)
+
+    def _list_models(self, **call_options: Any) -> _core.Response:
+        return self.request("GET", MODELS_PATH, **call_options)
+
+    _list_models.__doc__ = _MODELS_DOC
+
+    def _send(self, request: Dict[str, Any], path: Optional[str], overrides: Dict[str, Any]):
+        if _wants_stream(request):
+            return Stream(self._client.stream(request, path=path, **overrides))
+        return self._client.complete(request, path=path, **overrides)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        stream: bool = False,
+        **call_options: Any,
+    ) -> Union[_core.Response, Stream]:
+        """Any endpoint of the upstream: ``request("POST", "/v1/...", json={...})``.
+
+        A POST's `json` (a dict, or a SecureBuffer, which is consumed) is
+        sealed as chat completions are (protocol v2); a GET has no body and
+        is sent and answered in plaintext (EHBP §7.4). With ``stream=True``
+        the answer is a ``Stream`` of chunks: the body should then say
+        ``"stream": true`` itself. ``call_options``: api_key,
+        security_tier, base_url.
+        """
+        method = method.upper()
+        options = _options(call_options)
+        if stream:
+            _check_streamable(method)
+            return Stream(self._client.stream(json, path=path, **options))
+        return self._client.complete(json, path=path, method=method, **options)
 
     def public_key_pem(self) -> str:
         return self._client.public_key_pem()
@@ -88,13 +185,30 @@ def _settle(fut: "asyncio.Future", call: "_core.Call") -> None:
         fut.set_result(result)
 
 
+def _run_on(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+    """Run fn(*args) on `loop`: now when it is the running loop, else soon
+    (nothing when that loop is closed)."""
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if loop is current:
+        fn(*args)
+    elif not loop.is_closed():
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # closed meanwhile
+            pass
+
+
 class AsyncClient:
     """An asyncio client: ``await client.chat.completions.create(model=..., messages=...)``.
 
     Calls run on one ``_core.Engine`` per AsyncClient, created on first use.
     The engine's file descriptor is registered with each running loop that
     uses the client; when it is readable, finished calls are drained and
-    their futures resolved. Cancelling the awaiting task cancels the call.
+    their futures resolved, and streams with chunks waiting are woken.
+    Cancelling the awaiting task cancels the call (and ends its stream).
     """
 
     def __init__(self, base_url: str, **options: Any) -> None:
@@ -102,9 +216,13 @@ class AsyncClient:
         self._engine: Optional[_core.Engine] = None
         self._lock = threading.Lock()
         self._futures: Dict[_core.Call, asyncio.Future] = {}
+        # Weak: an abandoned AsyncStream is collected, and cancels its call.
+        self._streams: "weakref.WeakValueDictionary[_core.Call, AsyncStream]" = (
+            weakref.WeakValueDictionary()
+        )
         self._loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
         self._closed = False
-        self.chat = _Chat(self.create)
+        _resources(self)
 
     # -- the engine and the loops watching it --
 
@@ -125,32 +243,80 @@ class AsyncClient:
             engine = self._engine
             if engine is None:
                 return
-            done = [(call, self._futures.pop(call, None)) for call in engine.drain()]
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
+            drained = engine.drain()
+            done = [(call, self._futures.pop(call, None)) for call in drained]
+            streams = [self._streams.get(call) for call in drained]
         for call, fut in done:
-            if fut is None:  # cancelled: nobody waits for it
-                continue
-            loop = fut.get_loop()
-            if loop is current:
-                _settle(fut, call)
-            elif not loop.is_closed():
-                try:
-                    loop.call_soon_threadsafe(_settle, fut, call)
-                except RuntimeError:  # closed meanwhile
-                    pass
+            if fut is not None:  # None: a stream, or cancelled (nobody waits for it)
+                _run_on(fut.get_loop(), _settle, fut, call)
+        for stream in streams:
+            if stream is not None:
+                _run_on(stream.loop, stream.wake)
+
+    def _forget_stream(self, call: "_core.Call") -> None:
+        with self._lock:
+            self._streams.pop(call, None)
 
     # -- requests --
 
-    async def create(self, model: Any = None, messages: Any = None, **kwargs: Any) -> _core.Response:
+    async def create(
+        self, model: Any = None, messages: Any = None, **kwargs: Any
+    ) -> Union[_core.Response, AsyncStream]:
+        """A chat completion; with ``stream=True`` an ``AsyncStream`` of
+        ``chat.completion.chunk`` chunks (v2 only)."""
         request, overrides = _split(model, messages, kwargs)
+        return await self._send(request, None, overrides)
+
+    acreate = create
+
+    async def _create_completion(
+        self, model: Any = None, prompt: Any = None, **kwargs: Any
+    ) -> Union[_core.Response, AsyncStream]:
+        """A (legacy) text completion; with ``stream=True`` an ``AsyncStream`` (v2 only)."""
+        request, overrides = _split_fields({"model": model, "prompt": prompt}, kwargs)
+        return await self._send(request, COMPLETIONS_PATH, overrides)
+
+    async def _create_embedding(
+        self, model: Any = None, input: Any = None, **kwargs: Any
+    ) -> _core.Response:
+        """Embeddings of `input` (v2 only)."""
+        request, overrides = _split_fields({"model": model, "input": input}, kwargs)
+        return await self._answer(request, dict(overrides, path=EMBEDDINGS_PATH))
+
+    async def _list_models(self, **call_options: Any) -> _core.Response:
+        return await self.request("GET", MODELS_PATH, **call_options)
+
+    _list_models.__doc__ = _MODELS_DOC
+
+    async def _send(self, request: Dict[str, Any], path: Optional[str], overrides: Dict[str, Any]):
+        if _wants_stream(request):
+            return self._open_stream(request, dict(overrides, path=path))
+        return await self._answer(request, dict(overrides, path=path))
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        stream: bool = False,
+        **call_options: Any,
+    ) -> Union[_core.Response, AsyncStream]:
+        """Any endpoint of the upstream, as ``Client.request``; a stream is an
+        ``AsyncStream``."""
+        method = method.upper()
+        options = dict(_options(call_options), path=path)
+        if stream:
+            _check_streamable(method)
+            return self._open_stream(json, options)
+        return await self._answer(json, dict(options, method=method))
+
+    async def _answer(self, request: Any, submit_options: Dict[str, Any]) -> _core.Response:
+        """Submit one call and await its whole answer."""
         loop = asyncio.get_running_loop()
         engine = self._engine_for(loop)
         fut = loop.create_future()
         with self._lock:
-            call = engine.submit(self._client, request, **overrides)
+            call = engine.submit(self._client, request, **submit_options)
             self._futures[call] = fut
         try:
             return await fut
@@ -160,7 +326,15 @@ class AsyncClient:
             call.cancel()
             raise
 
-    acreate = create
+    def _open_stream(self, request: Any, submit_options: Dict[str, Any]) -> AsyncStream:
+        """Submit one streamed call; its chunks come through the returned AsyncStream."""
+        loop = asyncio.get_running_loop()
+        engine = self._engine_for(loop)
+        with self._lock:
+            call = engine.submit(self._client, request, stream=True, **submit_options)
+            stream = AsyncStream(call, loop, self._forget_stream)
+            self._streams[call] = stream
+        return stream
 
     def public_key_pem(self) -> str:
         return self._client.public_key_pem()
@@ -169,7 +343,8 @@ class AsyncClient:
 
     def close(self) -> None:
         """Stop watching the engine, cancel the calls in flight (their awaiters get
-        CallCancelledError) and stop the engine's threads. Idempotent."""
+        CallCancelledError, as do streams' next chunks) and stop the engine's
+        threads. Idempotent."""
         with self._lock:
             self._closed = True
             engine, self._engine = self._engine, None
@@ -177,6 +352,7 @@ class AsyncClient:
             self._loops = weakref.WeakSet()
             pending = list(self._futures.items())
             self._futures.clear()
+            streams = list(self._streams.values())
         if engine is None:
             return
         fd = engine.fileno()
@@ -188,20 +364,9 @@ class AsyncClient:
                     pass
         engine.close()  # cancels and waits, GIL released
         for call, fut in pending:
-            loop = fut.get_loop()
-            if loop.is_closed():
-                continue
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if loop is running:
-                _settle(fut, call)
-            else:
-                try:
-                    loop.call_soon_threadsafe(_settle, fut, call)
-                except RuntimeError:
-                    pass
+            _run_on(fut.get_loop(), _settle, fut, call)
+        for stream in streams:
+            _run_on(stream.loop, stream.wake)
 
     async def aclose(self) -> None:
         self.close()
@@ -352,6 +517,15 @@ class SecureChatCompletion:
         self._use_key(key)
 
     async def create(self, model: str, messages: List[Dict[str, Any]], **kwargs: Any) -> _core.Response:
+        """A chat completion over NOMYO's protocol (v1), which cannot stream:
+        ``stream=True`` is refused (InvalidRequestError) with nothing sent.
+        Stream with ``AsyncClient`` over protocol v2."""
+        if kwargs.get("stream"):
+            raise InvalidRequestError(
+                "SecureChatCompletion speaks NOMYO's protocol (v1), which cannot stream: "
+                "use AsyncClient (protocol v2) for stream=True",
+                status_code=None,
+            )
         return await self._client.create(model, messages, **kwargs)
 
     acreate = create

@@ -4,6 +4,7 @@
  * server-key and TLS pinning, limits, key directories, threads and TLS.
  * Where a test must count the POSTs of a failed call it runs the call on an
  * engine, whose hush_call_payload_id names it in the peer's /_stats. */
+#include <dirent.h>
 #include <pthread.h>
 #include <sys/stat.h>
 
@@ -1248,6 +1249,61 @@ static void test_options_version_checked(void)
     hush_client_free(c);
 }
 
+/* ---- a key still being made when the client is freed ----------------------- */
+
+/* The threads of this process, from /proc/self/task. */
+static unsigned thread_count(void)
+{
+    unsigned n = 0;
+    DIR *dir = opendir("/proc/self/task");
+    CHECK(dir != NULL);
+    if (dir == NULL)
+        return 0;
+    for (struct dirent *d; (d = readdir(dir)) != NULL;)
+        n += d->d_name[0] != '.';
+    closedir(dir);
+    return n;
+}
+
+/* Freed while its RSA-4096 key is being made, with no call that could need
+ * it, a client stops the generation and joins its thread: none is left
+ * inside OpenSSL when the process exits (whose clean-up would pull
+ * OpenSSL's state from under it). */
+static void test_freed_client_abandons_key_generation(void)
+{
+    hush_client_options o;
+    base_options(&o);
+    o.client_key = NULL;
+    o.key_bits = 4096;
+    unsigned before = thread_count();
+    hush_client *c = new_client(&o);
+    CHECK(thread_count() == before + 1); /* the generator: 4096 bits take a while */
+    hush_client_free(c);
+    CHECK_EQ(thread_count(), before);
+}
+
+/* A call in flight still gets the key it waits for after the caller freed
+ * its client: the generation is only abandoned when nothing needs it. */
+static void test_freed_client_finishes_key_for_calls(void)
+{
+    hush_client_options o;
+    base_options(&o);
+    o.client_key = NULL;
+    o.key_bits = 2048;
+    hush_client *c = new_client(&o);
+    hush_secbuf *req = chat_request("the key still comes", NULL);
+    hush_call *call = NULL;
+    hush_error err = {0};
+    CHECK_OK(hush_engine_submit(engine, c, req, NULL, NULL, &call, &err), &err);
+    hush_client_free(c);
+    CHECK_OK(hush_call_wait(call, WAIT_MS, &err), &err);
+    hush_json_doc *doc = NULL;
+    CHECK_OK(hush_call_result(call, &doc, &err), &err);
+    CHECK(doc != NULL);
+    hush_json_doc_free(doc);
+    hush_call_free(call);
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 static bool start_tls_peers(void)
@@ -1337,6 +1393,8 @@ int main(void)
     RUN_TEST(test_default_options);
     RUN_TEST(test_options_init);
     RUN_TEST(test_options_version_checked);
+    RUN_TEST(test_freed_client_abandons_key_generation);
+    RUN_TEST(test_freed_client_finishes_key_for_calls);
 
     hush_engine_free(engine);
     hush_keypair_free(shared_key);

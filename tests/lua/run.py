@@ -2,8 +2,10 @@
 """Runs the Lua binding's tests: `python3 tests/lua/run.py --build-dir build`.
 
 Starts on loopback the independent NOMYO peer (tests/interop/nomyo_peer.py),
-the reference gateway (`python -m hushcall serve`, echo backend, API key
-"lua-key"), a software TPM (swtpm) with a persistent attestation key and a
+the independent EHBP peer (tests/interop/ehbp_server.py) twice (with our
+post-quantum suite, and --plain-ehbp: X25519 alone), the reference gateway
+(`python -m hushcall serve`, echo backend streaming with a pause of
+ECHO_DELAY_MS between words, API key "lua-key"), a software TPM (swtpm) with a persistent attestation key and a
 second gateway quoting with it (`--tpm --tpm-handle`, no API key), exports
 where they listen, runs every tests/lua/test_*.lua with lua5.4 and then
 <build>/test_lua_states (two Lua states in two threads), prints each one's
@@ -28,6 +30,10 @@ HERE = os.path.join(ROOT, "tests", "lua")
 PEER = os.path.join(ROOT, "tests", "interop", "nomyo_peer.py")
 EHBP_PEER = os.path.join(ROOT, "tests", "interop", "ehbp_server.py")
 API_KEY = "lua-key"
+# Between the words of a streamed echo: long enough that a stream is seen
+# chunk by chunk (and a long one outlasts its cancellation), short enough
+# for the short streams of the tests.
+ECHO_DELAY_MS = 20
 START_TIMEOUT = 60.0
 TEST_TIMEOUT = 600.0
 # The TPM gateway's attestation key: persistent, so a policy can pin it.
@@ -273,8 +279,18 @@ def main():
             if not ehbp.first_line.startswith("READY "):
                 raise RuntimeError("ehbp_server said %r, not READY <port>" % ehbp.first_line)
             ehbp_url = "http://127.0.0.1:%d" % int(ehbp.first_line.split()[1])
+            plain_ehbp = Child("plain_ehbp_server",
+                               [sys.executable, EHBP_PEER, "--port", "0", "--plain-ehbp"],
+                               os.path.join(tmp, "plain-ehbp.log"), env)
+            children.append(plain_ehbp)
+            if not plain_ehbp.first_line.startswith("READY "):
+                raise RuntimeError("ehbp_server --plain-ehbp said %r, not READY <port>"
+                                   % plain_ehbp.first_line)
+            plain_ehbp_url = "http://127.0.0.1:%d" % int(plain_ehbp.first_line.split()[1])
 
-            gateway_url = start_gateway("gateway", ["--api-key", API_KEY], tmp, env, children)
+            gateway_url = start_gateway("gateway", ["--api-key", API_KEY,
+                                                    "--echo-delay-ms", str(ECHO_DELAY_MS)],
+                                        tmp, env, children)
 
             swtpm_dir = os.path.join(tmp, "swtpm")
             os.makedirs(swtpm_dir)
@@ -292,6 +308,7 @@ def main():
 
         env["HUSH_PEER_URL"] = peer_url
         env["HUSH_EHBP_PEER_URL"] = ehbp_url
+        env["HUSH_EHBP_PLAIN_PEER_URL"] = plain_ehbp_url
         env["HUSH_GATEWAY_URL"] = gateway_url
         env["HUSH_GATEWAY_API_KEY"] = API_KEY
         env["HUSH_TPM_GATEWAY_URL"] = tpm_gateway_url

@@ -8,11 +8,17 @@
 -- the answer's text; each check uses its own random canary, and the checks
 -- that must find nothing run before the control that must find something
 -- (a found chunk is itself a copy in Lua's heap).
+--
+-- Streamed answers come from the EHBP peer, word by word: the canary's chunk
+-- holds " <canary>" (a space before it), which the request never does.
 local t = require "tap"
 local h = require "helpers"
 local hushcall = require "hushcall"
 
 local client = h.peer_client(hushcall)
+local ehbp_url = os.getenv("HUSH_EHBP_PEER_URL")
+assert(ehbp_url and ehbp_url ~= "", "HUSH_EHBP_PEER_URL is not set: run through tests/lua/run.py")
+local streamer = assert(hushcall.new{ base_url = ehbp_url, allow_http = true, protocol = "v2" })
 
 local MAX_REGION = 512 << 20
 local CHUNK = 1 << 20
@@ -27,6 +33,19 @@ end
 -- The pattern that finds "echo: <canary>" without containing it.
 local function needle(c)
   return "echo: " .. c:gsub(".", "[%0]"), #"echo: " + #c
+end
+
+-- The pattern that finds " <canary>", a streamed word, without containing it.
+local function word_needle(c)
+  return " " .. c:gsub(".", "[%0]"), 1 + #c
+end
+
+-- Stream the canary as a chat answer; the chunks, unread, in a list.
+local function stream_chunks(c)
+  local chunks = {}
+  for chunk in assert(streamer:stream(h.chat(c))) do chunks[#chunks + 1] = chunk end
+  t.ok(#chunks > 2, "the answer came in chunks: " .. #chunks)
+  return chunks
 end
 
 -- Counts the places where the pattern matches in readable memory.
@@ -97,6 +116,23 @@ t.test("after __gc no copy of the answer is left", function()
   resp = nil
   full_gc()
   t.eq(scan(needle(c)), 0, "copies of a collected answer")
+end)
+
+t.test("after iterating a stream and wiping its chunks no copy is left", function()
+  local c = canary()
+  for _, chunk in ipairs(stream_chunks(c)) do
+    t.eq(#chunk.choices <= 1, true) -- touch the view, but never read the content
+    chunk:wipe()
+  end
+  full_gc()
+  t.eq(scan(word_needle(c)), 0, "copies of a wiped streamed answer")
+end)
+
+t.test("control: the scan finds a live streamed chunk", function()
+  local c = canary()
+  local chunks = stream_chunks(c)
+  t.ok(scan(word_needle(c)) >= 1, "the scan did not find the live chunk")
+  for _, chunk in ipairs(chunks) do chunk:wipe() end
 end)
 
 t.test("control: the scan finds a live answer", function()

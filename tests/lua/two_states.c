@@ -3,8 +3,11 @@
  * Each thread makes its own lua_State, requires "hushcall", makes its own
  * client against $HUSH_PEER_URL and does 20 round trips with distinct texts,
  * then submits 20 calls and drains them, waiting on hushcall.fd() with
- * poll(2), checking every answer. Both threads start together (a barrier) so
- * that module loading, engine start-up and the calls all overlap. Prints
+ * poll(2), checking every answer; then, both together again, streams from
+ * $HUSH_GATEWAY_URL (protocol v2): three streams in the generic-for form and
+ * two at once in the fd form, each checked against the whole answer. Both
+ * threads start together (a barrier) so that module loading, engine
+ * start-up and the calls all overlap. Prints
  * "ok"/"not ok" per state and "N passed, N failed"; exits 0 only if both
  * passed.
  *
@@ -20,6 +23,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,10 +90,68 @@ static const char CHUNK[] =
     "if fd_readable(fd, 0) then error('the fd is still readable after everything was drained') end\n"
     "return fd\n";
 
+/* The streaming phase: (id, gateway URL, API key). */
+static const char STREAM_CHUNK[] =
+    "local id, gateway, key = ...\n"
+    "local hushcall = require 'hushcall'\n"
+    "local client = assert(hushcall.new{ base_url = gateway, allow_http = true, api_key = key,\n"
+    "                                    protocol = 'v2', max_retries = 0 })\n"
+    "local function chat(text, stream)\n"
+    "  return { model = 'state-' .. id, stream = stream,\n"
+    "           messages = { { role = 'user', content = text } } }\n"
+    "end\n"
+    "local function piece(chunk)\n"
+    "  local choice = chunk.choices[1]\n"
+    "  local content = choice and choice.delta.content\n"
+    "  return type(content) == 'string' and content or ''\n"
+    "end\n"
+    "local function whole(text)\n"
+    "  local resp = assert(client:create(chat(text)))\n"
+    "  return resp.choices[1].message.content\n"
+    "end\n"
+    "for i = 1, 3 do\n"
+    "  local text = string.format('state %d loop stream %d of a few words', id, i)\n"
+    "  local got = {}\n"
+    "  for chunk in assert(client:stream(chat(text))) do\n"
+    "    got[#got + 1] = piece(chunk)\n"
+    "    chunk:wipe()\n"
+    "  end\n"
+    "  if table.concat(got) ~= whole(text) then error(text .. ': the chunks differ') end\n"
+    "end\n"
+    "local texts, got, ended = {}, {}, 0\n"
+    "for i = 1, 2 do\n"
+    "  local text = string.format('state %d fd stream %d of a few words', id, i)\n"
+    "  local s = assert(client:submit(chat(text, true)))\n"
+    "  texts[s], got[s] = text, {}\n"
+    "end\n"
+    "local fd = hushcall.fd()\n"
+    "while ended < 2 do\n"
+    "  if not fd_readable(fd, 30000) then error('no stream announced within 30 s') end\n"
+    "  for _, s in ipairs(hushcall.drain()) do\n"
+    "    if not texts[s] then error('drained a stream this state did not submit') end\n"
+    "    while true do\n"
+    "      local chunk, err = s:next_chunk()\n"
+    "      if chunk == nil then\n"
+    "        if err then error(texts[s] .. ': ' .. tostring(err)) end\n"
+    "        ended = ended + 1\n"
+    "      end\n"
+    "      if not chunk then break end\n"
+    "      table.insert(got[s], piece(chunk))\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "for s, text in pairs(texts) do\n"
+    "  if table.concat(got[s]) ~= whole(text) then error(text .. ': the chunks differ') end\n"
+    "end\n"
+    "return fd\n";
+
 typedef struct state_run {
     int id;
     const char *peer;
+    const char *gateway;
+    const char *gateway_key;
     pthread_barrier_t *start;
+    pthread_barrier_t *streams;
     pthread_barrier_t *finish;
     int ok;
     int fd;
@@ -128,27 +190,37 @@ static void set_path(lua_State *L, const char *field, const char *value)
     lua_pop(L, 1);
 }
 
-static void run_chunk(lua_State *L, state_run *run)
+static void open_state(lua_State *L)
 {
     luaL_openlibs(L);
     set_path(L, "cpath", HUSH_LUA_CPATH);
     set_path(L, "path", HUSH_LUA_PATH);
     lua_register(L, "fd_readable", l_fd_readable);
+}
 
+/* Run `chunk` with (id, url, key); false with run->message set on failure. */
+static bool run_chunk(lua_State *L, state_run *run, const char *name, const char *chunk,
+                      size_t len, const char *url, const char *key)
+{
     lua_pushcfunction(L, traceback);
-    if (luaL_loadbuffer(L, CHUNK, sizeof CHUNK - 1, "=two_states") != LUA_OK) {
+    if (luaL_loadbuffer(L, chunk, len, name) != LUA_OK) {
         snprintf(run->message, sizeof run->message, "%s", lua_tostring(L, -1));
-        return;
+        lua_settop(L, 0);
+        return false;
     }
     lua_pushinteger(L, run->id);
-    lua_pushstring(L, run->peer);
-    if (lua_pcall(L, 2, 1, -4) != LUA_OK) {
+    lua_pushstring(L, url);
+    lua_pushstring(L, key);
+    bool ok = lua_pcall(L, 3, 1, -5) == LUA_OK;
+    if (!ok) {
         const char *m = lua_tostring(L, -1);
-        snprintf(run->message, sizeof run->message, "%s", m ? m : "(error object is not a string)");
+        snprintf(run->message, sizeof run->message, "%s: %s", name,
+                 m ? m : "(error object is not a string)");
     } else {
         run->fd = (int)lua_tointeger(L, -1);
-        run->ok = 1;
     }
+    lua_settop(L, 0);
+    return ok;
 }
 
 static void *run_state(void *arg)
@@ -157,10 +229,17 @@ static void *run_state(void *arg)
     pthread_barrier_wait(run->start);
 
     lua_State *L = luaL_newstate();
-    if (L == NULL)
+    bool ok = L != NULL;
+    if (!ok)
         snprintf(run->message, sizeof run->message, "luaL_newstate failed");
     else
-        run_chunk(L, run);
+        open_state(L);
+    ok = ok && run_chunk(L, run, "=two_states", CHUNK, sizeof CHUNK - 1, run->peer, NULL);
+    /* Together again, so that both states stream at once. */
+    pthread_barrier_wait(run->streams);
+    ok = ok && run_chunk(L, run, "=two_states_stream", STREAM_CHUNK, sizeof STREAM_CHUNK - 1,
+                         run->gateway, run->gateway_key);
+    run->ok = ok;
     /* Both states stay open until both are done, so that their engines'
      * fds are live together (and cannot be one number reused). */
     pthread_barrier_wait(run->finish);
@@ -174,15 +253,20 @@ static void *run_state(void *arg)
 int main(void)
 {
     const char *peer = getenv("HUSH_PEER_URL");
-    if (peer == NULL || peer[0] == '\0') {
-        printf("not ok 1 - HUSH_PEER_URL is not set (run through tests/lua/run.py)\n");
+    const char *gateway = getenv("HUSH_GATEWAY_URL");
+    const char *gateway_key = getenv("HUSH_GATEWAY_API_KEY");
+    if (peer == NULL || peer[0] == '\0' || gateway == NULL || gateway[0] == '\0' ||
+        gateway_key == NULL) {
+        printf("not ok 1 - HUSH_PEER_URL, HUSH_GATEWAY_URL or HUSH_GATEWAY_API_KEY is not set "
+               "(run through tests/lua/run.py)\n");
         printf("0 passed, 1 failed\n");
         return 1;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    pthread_barrier_t start, finish;
+    pthread_barrier_t start, streams, finish;
     if (pthread_barrier_init(&start, NULL, STATES) != 0 ||
+        pthread_barrier_init(&streams, NULL, STATES) != 0 ||
         pthread_barrier_init(&finish, NULL, STATES) != 0) {
         printf("not ok 1 - pthread_barrier_init failed\n0 passed, 1 failed\n");
         return 1;
@@ -194,7 +278,10 @@ int main(void)
         memset(&runs[i], 0, sizeof runs[i]);
         runs[i].id = i + 1;
         runs[i].peer = peer;
+        runs[i].gateway = gateway;
+        runs[i].gateway_key = gateway_key;
         runs[i].start = &start;
+        runs[i].streams = &streams;
         runs[i].finish = &finish;
         runs[i].fd = -1;
     }
@@ -211,6 +298,7 @@ int main(void)
         if (started[i])
             pthread_join(threads[i], NULL);
     pthread_barrier_destroy(&start);
+    pthread_barrier_destroy(&streams);
     pthread_barrier_destroy(&finish);
 
     int passed = 0, failed = 0, n = 0;
@@ -218,7 +306,7 @@ int main(void)
         n++;
         if (runs[i].ok) {
             passed++;
-            printf("ok %d - state %d: 20 round trips and 20 drained calls\n", n, runs[i].id);
+            printf("ok %d - state %d: 20 round trips, 20 drained calls, 5 streams\n", n, runs[i].id);
         } else {
             failed++;
             printf("not ok %d - state %d\n", n, runs[i].id);

@@ -12,6 +12,7 @@
 #include "hushcall/engine.h"
 #include "hushcall/keys.h"
 #include "internal.h"
+#include "crypto/crypto_internal.h"
 #include "mem/mem_internal.h"
 #include "pipeline.h"
 
@@ -212,6 +213,28 @@ hush_client *hush_client_ref(hush_client *client)
     return client;
 }
 
+/* The caller let go of the client. A key still being made that no call
+ * can need any more (only the caller's and the generator's references are
+ * left, and no new call can start) is abandoned and its thread joined, so
+ * that no thread of ours is left running OpenSSL when the process exits;
+ * one that calls in flight wait for is left to finish on its own. */
+static void settle_generator(hush_client *client)
+{
+    if (!client->key_thread_started)
+        return;
+    pthread_mutex_lock(&client->lock);
+    bool pending = client->key_pending;
+    bool needed = pending && atomic_load(&client->refs) > 2;
+    pthread_mutex_unlock(&client->lock);
+    if (!needed) {
+        atomic_store(&client->abandon_key, true);
+        pthread_join(client->key_thread, NULL);
+    } else {
+        pthread_detach(client->key_thread);
+    }
+    client->key_thread_started = false;
+}
+
 void hush_client_free(hush_client *client)
 {
     if (client == NULL ||
@@ -224,6 +247,7 @@ void hush_client_free(hush_client *client)
     client->sync_engine = NULL;
     pthread_mutex_unlock(&client->lock);
     hush_engine_free(sync_engine);
+    settle_generator(client);
     client_release(client);
 }
 
@@ -374,7 +398,8 @@ static void *generate_key(void *arg)
     hush_client *c = arg;
     hush_error err;
     hush_keypair *key = NULL;
-    hush_status status = hush_keypair_generate(c->opts.key_bits, &key, &err);
+    hush_status status =
+        hush__keypair_generate_abandonable(c->opts.key_bits, &c->abandon_key, &key, &err);
     if (status == HUSH_OK && c->opts.key_dir != NULL)
         status = hush_keypair_save_dir(key, c->opts.key_dir, c->opts.key_password,
                                        HUSH_KDF_PBKDF2, HUSH_KEYS_SAVE_DEFAULT, &err);
@@ -415,12 +440,11 @@ HUSH_MUST_USE
 static hush_status start_generator(hush_client *c, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    pthread_t thread;
     c->key_pending = true;
     client_retain(c); /* the thread's */
-    HUSH_ENSURE(pthread_create(&thread, NULL, generate_key, c) == 0, HUSH_E_INTERNAL,
+    HUSH_ENSURE(pthread_create(&c->key_thread, NULL, generate_key, c) == 0, HUSH_E_INTERNAL,
                 "could not start key generation");
-    pthread_detach(thread);
+    c->key_thread_started = true;
 cleanup:
     if (status != HUSH_OK) {
         c->key_pending = false;
@@ -463,6 +487,7 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
     HUSH_ENSURE((c = calloc(1, sizeof *c)) != NULL, HUSH_E_NOMEM, "out of memory");
     atomic_init(&c->refs, 1);
     atomic_init(&c->handles, 1);
+    atomic_init(&c->abandon_key, false);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->key_ready, NULL);
     HUSH_TRY(copy_options(c, opts, err));

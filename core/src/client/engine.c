@@ -384,6 +384,24 @@ static size_t on_stream_body(char *data, size_t size, size_t count, void *userda
     return n;
 }
 
+/* "Authorization: Bearer <api_key>" when the call has a key; the list
+ * wipes it when freed, and the line built here is wiped at once. */
+HUSH_MUST_USE
+static hush_status add_authorization(const hush_call *call, struct curl_slist **list)
+{
+    hush_status status = HUSH_OK;
+    hush_error *err = NULL; /* any failure is reported as the set-up failing */
+    char bearer[512];
+    if (call->api_key == NULL)
+        return HUSH_OK;
+    int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);
+    HUSH_ENSURE(n > 0 && (size_t)n < sizeof bearer, HUSH_E_INTERNAL, "api_key is too long");
+    HUSH_TRY(hush__header_add(list, "Authorization", bearer, err));
+cleanup:
+    hush_memzero(bearer, sizeof bearer);
+    return status;
+}
+
 /* The headers of a POST: the client's key, the payload id, the tier and
  * the API key (wiped with the list). */
 HUSH_MUST_USE
@@ -391,8 +409,6 @@ static hush_status build_post_headers(const hush_call *call, struct curl_slist *
 {
     hush_status status = HUSH_OK;
     hush_error *err = NULL; /* any failure is reported as the set-up failing */
-    char bearer[512];
-    bearer[0] = '\0';
     HUSH_TRY(hush__header_add(list, call->key_header, NULL, err));
     HUSH_TRY(hush__header_add(list, "X-Payload-ID", call->payload_id, err));
     HUSH_TRY(hush__header_add(list, "Content-Type", "application/octet-stream", err));
@@ -402,13 +418,8 @@ static hush_status build_post_headers(const hush_call *call, struct curl_slist *
     /* a gateway quotes a standard-tier answer only when asked */
     if (call->plan->ask_attestation)
         HUSH_TRY(hush__header_add(list, "X-Attestation", "required", err));
-    if (call->api_key != NULL) {
-        int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);
-        HUSH_ENSURE(n > 0 && (size_t)n < sizeof bearer, HUSH_E_INTERNAL, "api_key is too long");
-        HUSH_TRY(hush__header_add(list, "Authorization", bearer, err));
-    }
+    HUSH_TRY(add_authorization(call, list));
 cleanup:
-    hush_memzero(bearer, sizeof bearer);
     return status;
 }
 
@@ -421,12 +432,11 @@ static hush_status build_v2_headers(const hush_call *call, struct curl_slist **l
     hush_status status = HUSH_OK;
     hush_error *err = NULL; /* any failure is reported as the set-up failing */
     static const char enc_name[] = "Ehbp-Encapsulated-Key: ";
-    char bearer[512], hdr_hex[HUSH_V2_HDR_HEX_LEN + 1];
+    char hdr_hex[HUSH_V2_HDR_HEX_LEN + 1];
     char enc_line[sizeof enc_name + 2 * HUSH_HPKE_MAX_ENC_BYTES]; /* X-Wing's is long */
     unsigned char hdr[HUSH_V2_HDR_BYTES];
     size_t enc_len;
     const unsigned char *enc = hush_v2_exchange_enc(call->v2_exchange, &enc_len);
-    bearer[0] = '\0';
     memcpy(enc_line, enc_name, sizeof enc_name - 1);
     hush_v2_hex_format(enc, enc_len, enc_line + sizeof enc_name - 1);
     HUSH_TRY(hush__header_add(list, enc_line, NULL, err)); /* a whole line */
@@ -439,13 +449,8 @@ static hush_status build_v2_headers(const hush_call *call, struct curl_slist **l
     HUSH_TRY(hush__header_add(list, "Content-Type", "application/json", err));
     HUSH_TRY(hush__header_add(list, "Transfer-Encoding", "chunked", err));
     HUSH_TRY(hush__header_add(list, "Expect", "", err)); /* no 100-continue round trip */
-    if (call->api_key != NULL) {
-        int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);
-        HUSH_ENSURE(n > 0 && (size_t)n < sizeof bearer, HUSH_E_INTERNAL, "api_key is too long");
-        HUSH_TRY(hush__header_add(list, "Authorization", bearer, err));
-    }
+    HUSH_TRY(add_authorization(call, list));
 cleanup:
-    hush_memzero(bearer, sizeof bearer);
     return status;
 }
 
@@ -489,16 +494,9 @@ static hush_status build_get_headers(const hush_call *call, struct curl_slist **
 {
     hush_status status = HUSH_OK;
     hush_error *err = NULL; /* any failure is reported as the set-up failing */
-    char bearer[512];
-    bearer[0] = '\0';
     HUSH_TRY(hush__header_add(list, "Accept", "application/json", err));
-    if (call->api_key != NULL) {
-        int n = snprintf(bearer, sizeof bearer, "Bearer %s", call->api_key);
-        HUSH_ENSURE(n > 0 && (size_t)n < sizeof bearer, HUSH_E_INTERNAL, "api_key is too long");
-        HUSH_TRY(hush__header_add(list, "Authorization", bearer, err));
-    }
+    HUSH_TRY(add_authorization(call, list));
 cleanup:
-    hush_memzero(bearer, sizeof bearer);
     return status;
 }
 

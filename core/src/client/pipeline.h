@@ -138,6 +138,9 @@ struct hush_client {
     char *key_pem;            /* public PEM */
     char *key_header;         /* "X-Public-Key: <percent-encoded PEM>" */
     bool key_pending;         /* generation still running */
+    pthread_t key_thread;     /* the generator, joined or detached by hush_client_free */
+    bool key_thread_started;
+    atomic_bool abandon_key;  /* the generator stops early: nothing will need the key */
     hush_status key_status;   /* its failure, when it failed */
     hush_error key_error;
     hush_call *key_waiters;

@@ -290,6 +290,27 @@ cleanup:
     return status;
 }
 
+/* Parse an answer (`what` names it in errors) into `arena`: a JSON object
+ * whose `_metadata`, when present, is an object too. */
+HUSH_MUST_USE
+static hush_status parse_answer(hush_arena *arena, const void *text, size_t len,
+                                size_t max_response_bytes, const char *what,
+                                const hush_json_value **root,
+                                const hush_json_value **server_metadata, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_json_limits limits = {.max_bytes = max_response_bytes};
+    HUSH_TRY(hush_json_parse_into(arena, text, len, &limits, root, err));
+    HUSH_ENSURE(hush_json_type_of(*root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
+                "the %s is not a JSON object", what);
+    *server_metadata = hush_json_object_get(*root, METADATA, strlen(METADATA));
+    HUSH_ENSURE(*server_metadata == NULL ||
+                    hush_json_type_of(*server_metadata) == HUSH_JSON_OBJECT,
+                HUSH_E_FORMAT, "the %s's _metadata is not a JSON object", what);
+cleanup:
+    return status;
+}
+
 hush_status hush__response_open_v2(const hush__v2_answer *answer, const void *body, size_t len,
                                    size_t max_response_bytes, unsigned secmem_flags,
                                    hush_json_doc **out, hush_error *err)
@@ -303,14 +324,9 @@ hush_status hush__response_open_v2(const hush__v2_answer *answer, const void *bo
     HUSH_TRY(hush_secbuf_new(len, max_response_bytes, secmem_flags, &plaintext, err));
     HUSH_TRY(open_frames(answer, body, len, max_response_bytes, plaintext, err));
     HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
-    hush_json_limits limits = {.max_bytes = max_response_bytes};
-    HUSH_TRY(hush_json_parse_into(arena, hush_secbuf_data(plaintext), hush_secbuf_len(plaintext),
-                                  &limits, &root, err));
-    HUSH_ENSURE(hush_json_type_of(root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
-                "the decrypted response is not a JSON object");
-    server_metadata = hush_json_object_get(root, METADATA, strlen(METADATA));
-    HUSH_ENSURE(server_metadata == NULL || hush_json_type_of(server_metadata) == HUSH_JSON_OBJECT,
-                HUSH_E_FORMAT, "the decrypted response's _metadata is not a JSON object");
+    HUSH_TRY(parse_answer(arena, hush_secbuf_data(plaintext), hush_secbuf_len(plaintext),
+                          max_response_bytes, "decrypted response", &root, &server_metadata,
+                          err));
     HUSH_TRY(build_metadata_v2(arena, server_metadata, answer, &metadata, err));
     HUSH_TRY(with_metadata(arena, root, metadata, &merged, err));
     HUSH_TRY(hush__json_doc_adopt(arena, merged, out, err));
@@ -362,13 +378,8 @@ hush_status hush__response_plain(const void *body, size_t len, long http_status,
 
     *out = NULL;
     HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
-    hush_json_limits limits = {.max_bytes = max_response_bytes};
-    HUSH_TRY(hush_json_parse_into(arena, body, len, &limits, &root, err));
-    HUSH_ENSURE(hush_json_type_of(root) == HUSH_JSON_OBJECT, HUSH_E_FORMAT,
-                "the plaintext answer is not a JSON object");
-    server_metadata = hush_json_object_get(root, METADATA, strlen(METADATA));
-    HUSH_ENSURE(server_metadata == NULL || hush_json_type_of(server_metadata) == HUSH_JSON_OBJECT,
-                HUSH_E_FORMAT, "the plaintext answer's _metadata is not a JSON object");
+    HUSH_TRY(parse_answer(arena, body, len, max_response_bytes, "plaintext answer", &root,
+                          &server_metadata, err));
     HUSH_TRY(build_metadata_plain(arena, server_metadata, http_status, &metadata, err));
     HUSH_TRY(with_metadata(arena, root, metadata, &merged, err));
     HUSH_TRY(hush__json_doc_adopt(arena, merged, out, err));

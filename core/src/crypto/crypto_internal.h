@@ -3,6 +3,7 @@
 #ifndef HUSHCALL_CRYPTO_INTERNAL_H
 #define HUSHCALL_CRYPTO_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "hushcall/envelope_v1.h"
@@ -14,6 +15,11 @@
 
 /* The OpenSSL key behind a handle (keys.c), borrowed: valid while the
  * handle is. For the envelope modules, which need the raw EVP_PKEY. */
+/* hush_keypair_generate, stopped early (HUSH_E_CANCELLED) once *abandon
+ * turns true: a client freed while its key is still being made. */
+HUSH_MUST_USE
+hush_status hush__keypair_generate_abandonable(unsigned bits, const atomic_bool *abandon,
+                                               hush_keypair **out, hush_error *err);
 EVP_PKEY *hush__keypair_pkey(const hush_keypair *kp);
 EVP_PKEY *hush__pubkey_pkey(const hush_pubkey *pk);
 

@@ -129,7 +129,20 @@ cleanup:
 
 /* ---- generation -------------------------------------------------------- */
 
+/* OpenSSL's progress callback during key generation: returning 0 stops it. */
+static int keygen_continue(EVP_PKEY_CTX *ctx)
+{
+    const atomic_bool *abandon = EVP_PKEY_CTX_get_app_data(ctx);
+    return !atomic_load_explicit(abandon, memory_order_relaxed);
+}
+
 hush_status hush_keypair_generate(unsigned bits, hush_keypair **out, hush_error *err)
+{
+    return hush__keypair_generate_abandonable(bits, NULL, out, err);
+}
+
+hush_status hush__keypair_generate_abandonable(unsigned bits, const atomic_bool *abandon,
+                                               hush_keypair **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
     EVP_PKEY_CTX *ctx = NULL;
@@ -154,7 +167,16 @@ hush_status hush_keypair_generate(unsigned bits, hush_keypair **out, hush_error 
     HUSH_OSSL((e = BN_new()) != NULL && BN_set_word(e, RSA_PUBLIC_EXPONENT) == 1,
               "setting the RSA public exponent");
     HUSH_OSSL(EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e) > 0, "setting the RSA public exponent");
-    HUSH_OSSL(EVP_PKEY_generate(ctx, &pkey) > 0, "generating an RSA key");
+    if (abandon != NULL) {
+        EVP_PKEY_CTX_set_app_data(ctx, (void *)abandon); /* read only, by keygen_continue */
+        EVP_PKEY_CTX_set_cb(ctx, keygen_continue);
+    }
+    int generated = EVP_PKEY_generate(ctx, &pkey);
+    if (generated <= 0 && abandon != NULL && atomic_load(abandon)) {
+        ERR_clear_error(); /* OpenSSL's record of the stop we asked for */
+        HUSH_BAIL(HUSH_E_CANCELLED, "key generation was abandoned");
+    }
+    HUSH_OSSL(generated > 0, "generating an RSA key");
     HUSH_TRY(keypair_wrap(&pkey, out, err));
 cleanup:
     EVP_PKEY_free(pkey);
