@@ -11,6 +11,7 @@ reading every chunk's delta content:
 
   hushcall v2 X-Wing     hushcall.Client.request(..., stream=True), require_pq=True
   hushcall v2 X25519     the same, pinned (v2_key_fingerprint) to the gateway's X25519 config
+  httpx over hushcall    plain httpx over hushcall.httpx.Transport (X-Wing), events parsed here
   openai over hushcall   the openai package over hushcall.httpx.Transport (X-Wing)
   tinfoil-ehbp           tinfoil-ehbp 0.4.1's Client.stream (X25519), events cut and parsed here
   plaintext              the gateway's --allow-plaintext pass-through of the same stream,
@@ -81,6 +82,24 @@ def hushcall_stream(url, **options):
             content = choices[0]["delta"].get("content") if choices else None
             chunk.wipe()
             yield content or ""
+    return stream
+
+
+def httpx_hushcall_stream(url):
+    """hushcall.httpx.Transport under plain httpx: the transport's own share of
+    the openai row."""
+    import httpx
+
+    import hushcall.httpx
+
+    http = httpx.Client(transport=hushcall.httpx.Transport(url, allow_http=True, require_pq=True,
+                                                           max_retries=0))
+
+    def stream(i, words):
+        with http.stream("POST", url + CHAT, json=chat(i, words)) as answer:
+            if answer.status_code != 200:
+                raise RuntimeError("HTTP %d" % answer.status_code)
+            yield from sse_contents(answer.iter_bytes())
     return stream
 
 
@@ -159,6 +178,8 @@ def make_stream(kind, url):
         return hushcall_stream(url, require_pq=True)
     if kind == "hushcall-v2-x25519":
         return hushcall_stream(url, protocol="v2", v2_key_fingerprint=x25519_pin(url))
+    if kind == "httpx-hushcall":
+        return httpx_hushcall_stream(url)
     if kind == "openai-hushcall":
         return openai_stream(url)
     if kind == "tinfoil-ehbp":
@@ -237,6 +258,7 @@ def run_worker(kind, url, streams, words):
 ROWS = (
     ("hushcall v2 X-Wing", "hushcall-v2-pq"),
     ("hushcall v2 X25519", "hushcall-v2-x25519"),
+    ("httpx over hushcall", "httpx-hushcall"),
     ("openai over hushcall", "openai-hushcall"),
     ("tinfoil-ehbp 0.4.1", "tinfoil-ehbp"),
     ("plaintext pass-through", "plaintext"),
