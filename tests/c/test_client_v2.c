@@ -189,6 +189,18 @@ static void test_v2_refused_without_configs(void)
     CHECK_EQ(peer_stat(&nomyo, "completions"), 2);
     CHECK_EQ(peer_stat(&nomyo, "pubkey_fetches"), 1);
     hush_client_free(c);
+
+    /* require_pq never falls back to v1 (the configs' 404s end the call),
+     * so it makes no RSA key either. */
+    v2_options(&o, &nomyo, "auto");
+    o.require_pq = true;
+    c = new_client(&o);
+    char *pem = NULL;
+    CHECK_STATUS(hush_client_public_pem(c, &pem, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(pem == NULL);
+    expect_failure(c, "no fallback", HUSH_E_UNSUPPORTED);
+    CHECK_EQ(peer_stat(&nomyo, "completions"), 2);
+    hush_client_free(c);
     CHECK(peer_stop(&nomyo));
 }
 

@@ -496,7 +496,9 @@ hush_status hush_client_new(const hush_client_options *opts, hush_client **out, 
     HUSH_TRY(check_attestation_pinned(c, c->opts.security_tier, err));
     HUSH_TRY(start_share(c, err));
     fill_plan(c);
-    if (c->plan.protocol != PROTOCOL_V2) /* v2 has no client key: the answer's key is derived */
+    /* v2 has no client key (the answer's key is derived), and a require_pq
+     * client never speaks v1: only the others make an RSA key. */
+    if (c->plan.protocol != PROTOCOL_V2 && !c->plan.require_pq)
         HUSH_TRY(start_key(c, err));
     *out = c;
     c = NULL;
@@ -516,7 +518,8 @@ hush_status hush_client_public_pem(hush_client *c, char **pem, hush_error *err)
         pthread_cond_wait(&c->key_ready, &c->lock);
     status = c->key_status;
     if (status == HUSH_OK && c->key_pem == NULL)
-        status = hush__fail(err, HUSH_E_ARGUMENT, "a protocol \"v2\" client has no RSA key");
+        status = hush__fail(err, HUSH_E_ARGUMENT,
+                            "a protocol \"v2\" or require_pq client has no RSA key");
     else if (status != HUSH_OK && err != NULL)
         *err = c->key_error;
     else if (status == HUSH_OK && (*pem = strdup(c->key_pem)) == NULL)
