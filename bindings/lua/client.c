@@ -32,6 +32,7 @@ typedef struct engine_ud {
 typedef struct call_ud {
     hush_call *call; /* user value 1: the response once result() gave it */
     bool stream;     /* chunks by next_chunk, never a result */
+    bool end_taken;  /* next_chunk gave the stream's end: drain() lists it no more */
 } call_ud;
 
 /* How start_call runs a call. */
@@ -116,14 +117,19 @@ static int drain(lua_State *L)
             if (lua_rawgetp(L, calls, done[i]) == LUA_TNIL) {
                 lua_pop(L, 1); /* a create() call, waited on by its caller */
             } else if (((call_ud *)lua_touserdata(L, -1))->stream) {
-                /* Held until it ends: the caller may keep it only in this list. */
-                if (lua_rawgetp(L, listed, done[i]) == LUA_TNIL) {
-                    lua_pushvalue(L, -2);
+                /* Held until it ends: the caller may keep it only in this list,
+                 * once per drain. Its end announced after next_chunk already
+                 * gave it is news to no one. */
+                const call_ud *c = lua_touserdata(L, -1);
+                bool listed_already = lua_rawgetp(L, listed, done[i]) != LUA_TNIL;
+                lua_pop(L, 1);
+                if (!c->end_taken && !listed_already) {
+                    lua_pushvalue(L, -1);
                     lua_rawsetp(L, listed, done[i]);
-                    lua_pushvalue(L, -2);
+                    lua_pushvalue(L, -1);
                     lua_rawseti(L, list, ++n);
                 }
-                lua_pop(L, 2);
+                lua_pop(L, 1);
                 continue;
             } else {
                 lua_rawseti(L, list, ++n);
@@ -276,6 +282,7 @@ static int push_next_chunk(lua_State *L, int idx, long timeout_ms)
         return 1;
     }
     inflight_remove(L, c->call); /* ended: drain() will not need to hand it back */
+    c->end_taken = true;
     if (status == HUSH_OK) {
         lua_pushnil(L);
         return 1;

@@ -343,6 +343,31 @@ t.test("fd form: two streams interleaved, each chunk announced on the fd", funct
   t.eq(h.eventfd_count(fd) or 0, 0, "the fd is quiet")
 end)
 
+t.test("fd form: a stream whose end next_chunk already gave is not drained again", function()
+  local client = gateway()
+  local s = assert(client:submit(h.chat(words("ends", 6), { stream = true })))
+  local fd = hushcall.fd()
+  -- Drain the first announcement (its chunks) while the stream still runs ...
+  local listed
+  for _ = 1, 500 do
+    for _, d in ipairs(hushcall.drain()) do listed = listed or d == s end
+    if listed then break end
+    sleep(0.01)
+  end
+  t.ok(listed, "the stream's chunks were announced")
+  -- ... then take its end before draining the end's own announcement.
+  t.eq(s:wait(30), true, "the stream ended")
+  local chunk, err
+  repeat chunk, err = s:next_chunk() until chunk == nil or chunk == false
+  t.eq(chunk, nil, "the end is taken")
+  t.eq(err, nil)
+  local again = false
+  for _, d in ipairs(hushcall.drain()) do again = again or d == s end
+  t.eq(again, false, "an end already taken is not announced as news")
+  t.eq(s:next_chunk(), nil, "and stays ended")
+  t.eq(h.eventfd_count(fd) or 0, 0, "the fd is quiet")
+end)
+
 t.test("fd form: a stream the caller dropped is held until it ends", function()
   local client = gateway()
   local weak = setmetatable({}, { __mode = "k" })
