@@ -3,7 +3,8 @@
  * with tss2-mu (every length checked, no trailing bytes), the signature is
  * verified with OpenSSL's EVP interface, and an optional policy pins PCR
  * values and the keys allowed to sign. A quote that fails is a result with
- * a reason, not an error. */
+ * a reason, not an error. Enrolment's other half is here too: the
+ * credential of a secret for an AIK's name, encrypted to a TPM's EK. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -17,8 +18,11 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/param_build.h>
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
 
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_tpm2_types.h>
@@ -854,5 +858,261 @@ cleanup:
         EVP_PKEY_free(q->pkey);
         free(q);
     }
+    return status;
+}
+
+/* ---- credentials for an AIK (TPM2_MakeCredential) ------------------------ */
+
+/* The TCG default EK template L-1: RSA-2048, nameAlg SHA-256, AES-128-CFB. */
+#define EK_RSA_BITS 2048
+#define EK_DIGEST_BYTES 32u
+#define EK_SYM_KEY_BYTES 16u
+/* The OAEP label of a credential's seed, its NUL counted (Part 1 §24.4). */
+static const char IDENTITY_LABEL[] = "IDENTITY";
+
+/* Every secret of one credential, in one secure block. */
+typedef struct credential_secrets {
+    unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES];
+    unsigned char plain[2u + HUSH_CREDENTIAL_SECRET_MAX]; /* the secret as a TPM2B_DIGEST */
+    unsigned char sym_key[EK_SYM_KEY_BYTES];
+    unsigned char hmac_key[EK_DIGEST_BYTES];
+} credential_secrets;
+
+static void put_u16(unsigned char *p, size_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+/* A TPM2B_NAME's contents: a hash algorithm, then a digest of its size. */
+static bool name_well_formed(const unsigned char *name, size_t len)
+{
+    if (len < 2)
+        return false;
+    int bank = bank_by_alg((TPMI_ALG_HASH)((name[0] << 8) | name[1]));
+    return bank >= 0 && len == 2 + BANKS[bank].digest_len;
+}
+
+/* The EK from its SubjectPublicKeyInfo; only the default template's RSA-2048. */
+static hush_status load_ek(const unsigned char *der, size_t len, EVP_PKEY **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const unsigned char *p = der;
+    EVP_PKEY *pkey = NULL;
+    HUSH_ENSURE(len <= BLOB_MAX, HUSH_E_KEY, "ek: longer than %u bytes", BLOB_MAX);
+    pkey = d2i_PUBKEY(NULL, &p, (long)len);
+    HUSH_ENSURE(pkey != NULL && p == der + len, HUSH_E_KEY,
+                "ek: not a DER SubjectPublicKeyInfo");
+    HUSH_ENSURE(EVP_PKEY_is_a(pkey, "RSA") && EVP_PKEY_get_bits(pkey) == EK_RSA_BITS,
+                HUSH_E_KEY, "ek: not an RSA-%d key (the TCG default EK template)", EK_RSA_BITS);
+    *out = pkey;
+    pkey = NULL;
+cleanup:
+    EVP_PKEY_free(pkey);
+    return status;
+}
+
+/* KDFa (Part 1 §11.4.10.2) is SP 800-108's counter mode over HMAC:
+ * [i]32 || label || 0x00 || contextU || [bits]32, which is OpenSSL's KBKDF
+ * with its defaults (a separator and the length) on. */
+static hush_status kdfa_sha256(const unsigned char *seed, const char *label,
+                               const unsigned char *context, size_t context_len,
+                               unsigned char *out, size_t out_len, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_KDF *kdf = NULL;
+    EVP_KDF_CTX *ctx = NULL;
+    OSSL_PARAM params[6], *p = params;
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MAC, (char *)"HMAC", 0);
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)seed,
+                                             HUSH_CREDENTIAL_SEED_BYTES);
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)label, strlen(label));
+    if (context_len > 0)
+        *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)context,
+                                                 context_len);
+    *p = OSSL_PARAM_construct_end();
+    HUSH_OSSL((kdf = EVP_KDF_fetch(NULL, "KBKDF", NULL)) != NULL, "EVP_KDF_fetch KBKDF");
+    HUSH_OSSL((ctx = EVP_KDF_CTX_new(kdf)) != NULL, "EVP_KDF_CTX_new");
+    HUSH_OSSL(EVP_KDF_derive(ctx, out, out_len, params) == 1, "KDFa");
+cleanup:
+    EVP_KDF_CTX_free(ctx);
+    EVP_KDF_free(kdf);
+    return status;
+}
+
+/* encIdentity: AES-128-CFB with a zero IV over the TPM2B_DIGEST (§24.4). */
+static hush_status encrypt_identity(const credential_secrets *s, size_t plain_len,
+                                    unsigned char *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    static const unsigned char zero_iv[16] = {0};
+    EVP_CIPHER_CTX *ctx = NULL;
+    int len = 0, final_len = 0;
+    HUSH_OSSL((ctx = EVP_CIPHER_CTX_new()) != NULL, "EVP_CIPHER_CTX_new");
+    HUSH_OSSL(EVP_EncryptInit_ex2(ctx, EVP_aes_128_cfb128(), s->sym_key, zero_iv, NULL) == 1,
+              "AES-128-CFB init");
+    HUSH_OSSL(EVP_EncryptUpdate(ctx, out, &len, s->plain, (int)plain_len) == 1,
+              "AES-128-CFB encrypt");
+    HUSH_OSSL(EVP_EncryptFinal_ex(ctx, out + len, &final_len) == 1, "AES-128-CFB final");
+    HUSH_ENSURE((size_t)(len + final_len) == plain_len, HUSH_E_CRYPTO,
+                "AES-128-CFB: unexpected output length");
+cleanup:
+    EVP_CIPHER_CTX_free(ctx);
+    return status;
+}
+
+/* outerHMAC = HMAC-SHA256(hmac_key, encIdentity || name) (§24.5). */
+static hush_status outer_hmac(const credential_secrets *s, const unsigned char *enc,
+                              size_t enc_len, const unsigned char *name, size_t name_len,
+                              unsigned char out[EK_DIGEST_BYTES], hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_MAC *mac = NULL;
+    EVP_MAC_CTX *ctx = NULL;
+    size_t out_len = 0;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    HUSH_OSSL((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) != NULL, "EVP_MAC_fetch HMAC");
+    HUSH_OSSL((ctx = EVP_MAC_CTX_new(mac)) != NULL, "EVP_MAC_CTX_new");
+    HUSH_OSSL(EVP_MAC_init(ctx, s->hmac_key, sizeof s->hmac_key, params) == 1, "HMAC init");
+    HUSH_OSSL(EVP_MAC_update(ctx, enc, enc_len) == 1, "HMAC update");
+    HUSH_OSSL(EVP_MAC_update(ctx, name, name_len) == 1, "HMAC update");
+    HUSH_OSSL(EVP_MAC_final(ctx, out, &out_len, EK_DIGEST_BYTES) == 1, "HMAC final");
+    HUSH_ENSURE(out_len == EK_DIGEST_BYTES, HUSH_E_CRYPTO, "HMAC: unexpected output length");
+cleanup:
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    return status;
+}
+
+/* TPM2B_ENCRYPTED_SECRET: the seed under RSA-OAEP-SHA256, label "IDENTITY\0". */
+static hush_status encrypt_seed(EVP_PKEY *ek, const credential_secrets *s,
+                                hush_attest_credential *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_PKEY_CTX *ctx = NULL;
+    size_t len = sizeof out->encrypted_secret - 2;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_ASYM_CIPHER_PARAM_PAD_MODE,
+                                         (char *)OSSL_PKEY_RSA_PAD_MODE_OAEP, 0),
+        OSSL_PARAM_construct_utf8_string(OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_utf8_string(OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_ASYM_CIPHER_PARAM_OAEP_LABEL,
+                                          (void *)IDENTITY_LABEL, sizeof IDENTITY_LABEL),
+        OSSL_PARAM_construct_end(),
+    };
+    HUSH_OSSL((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, ek, NULL)) != NULL, "EVP_PKEY_CTX_new");
+    HUSH_OSSL(EVP_PKEY_encrypt_init_ex(ctx, params) == 1, "RSA-OAEP init");
+    HUSH_OSSL(EVP_PKEY_encrypt(ctx, out->encrypted_secret + 2, &len, s->seed,
+                               sizeof s->seed) == 1, "RSA-OAEP encrypt");
+    put_u16(out->encrypted_secret, len);
+    out->encrypted_secret_len = 2 + len;
+cleanup:
+    EVP_PKEY_CTX_free(ctx);
+    return status;
+}
+
+/* TPM2B_ID_OBJECT: size, TPM2B_DIGEST integrityHMAC, encIdentity. */
+static hush_status make_id_object(credential_secrets *s, size_t secret_len,
+                                  const unsigned char *name, size_t name_len,
+                                  hush_attest_credential *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    unsigned char *hmac = out->id_object + 4;
+    unsigned char *enc = hmac + EK_DIGEST_BYTES;
+    size_t plain_len = 2 + secret_len;
+    HUSH_TRY(kdfa_sha256(s->seed, "STORAGE", name, name_len, s->sym_key, sizeof s->sym_key, err));
+    HUSH_TRY(kdfa_sha256(s->seed, "INTEGRITY", NULL, 0, s->hmac_key, sizeof s->hmac_key, err));
+    HUSH_TRY(encrypt_identity(s, plain_len, enc, err));
+    HUSH_TRY(outer_hmac(s, enc, plain_len, name, name_len, hmac, err));
+    put_u16(out->id_object, 2 + EK_DIGEST_BYTES + plain_len);
+    put_u16(out->id_object + 2, EK_DIGEST_BYTES);
+    out->id_object_len = 4 + EK_DIGEST_BYTES + plain_len;
+cleanup:
+    return status;
+}
+
+/* Both halves from a seed already in `s` (drawn or given). */
+static hush_status make_credential(const void *ek_spki_der, size_t ek_len, const void *aik_name,
+                                   size_t name_len, const void *secret, size_t secret_len,
+                                   credential_secrets *s, hush_attest_credential *out,
+                                   hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_PKEY *ek = NULL;
+    HUSH_TRY(load_ek(ek_spki_der, ek_len, &ek, err));
+    put_u16(s->plain, secret_len);
+    memcpy(s->plain + 2, secret, secret_len);
+    HUSH_TRY(make_id_object(s, secret_len, aik_name, name_len, out, err));
+    HUSH_TRY(encrypt_seed(ek, s, out, err));
+cleanup:
+    EVP_PKEY_free(ek);
+    return status;
+}
+
+/* The arguments both entry points share, checked before any work. */
+static hush_status check_credential_args(const void *ek_spki_der, const void *aik_name,
+                                         size_t name_len, const void *secret, size_t secret_len,
+                                         hush_attest_credential *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(ek_spki_der != NULL && aik_name != NULL && secret != NULL && out != NULL,
+                HUSH_E_ARGUMENT, "hush_attest_make_credential: NULL argument");
+    HUSH_ENSURE(secret_len >= 1 && secret_len <= HUSH_CREDENTIAL_SECRET_MAX, HUSH_E_ARGUMENT,
+                "secret: must be 1 to %u bytes", HUSH_CREDENTIAL_SECRET_MAX);
+    HUSH_ENSURE(name_well_formed(aik_name, name_len), HUSH_E_FORMAT,
+                "aik_name: not a hash algorithm followed by a digest of its size");
+cleanup:
+    return status;
+}
+
+hush_status hush_attest_make_credential_derand(const void *ek_spki_der, size_t ek_len,
+                                               const void *aik_name, size_t name_len,
+                                               const void *secret, size_t secret_len,
+                                               const unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES],
+                                               hush_attest_credential *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush__secret_block block = {0};
+    if (out != NULL)
+        *out = (hush_attest_credential){0};
+    HUSH_ENSURE(seed != NULL, HUSH_E_ARGUMENT, "hush_attest_make_credential_derand: NULL seed");
+    HUSH_TRY(check_credential_args(ek_spki_der, aik_name, name_len, secret, secret_len, out, err));
+    HUSH_TRY(hush__init(err));
+    HUSH_TRY(hush__secret_block_new(sizeof(credential_secrets), &block, err));
+    credential_secrets *s = block.data;
+    memcpy(s->seed, seed, sizeof s->seed);
+    HUSH_TRY(make_credential(ek_spki_der, ek_len, aik_name, name_len, secret, secret_len, s, out,
+                             err));
+cleanup:
+    hush__secret_block_free(&block);
+    if (status != HUSH_OK && out != NULL)
+        *out = (hush_attest_credential){0};
+    return status;
+}
+
+hush_status hush_attest_make_credential(const void *ek_spki_der, size_t ek_len,
+                                        const void *aik_name, size_t name_len,
+                                        const void *secret, size_t secret_len,
+                                        hush_attest_credential *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush__secret_block block = {0};
+    if (out != NULL)
+        *out = (hush_attest_credential){0};
+    HUSH_TRY(check_credential_args(ek_spki_der, aik_name, name_len, secret, secret_len, out, err));
+    HUSH_TRY(hush__init(err));
+    HUSH_TRY(hush__secret_block_new(sizeof(credential_secrets), &block, err));
+    credential_secrets *s = block.data;
+    HUSH_OSSL(RAND_priv_bytes(s->seed, sizeof s->seed) == 1, "drawing a credential seed");
+    HUSH_TRY(make_credential(ek_spki_der, ek_len, aik_name, name_len, secret, secret_len, s, out,
+                             err));
+cleanup:
+    hush__secret_block_free(&block);
+    if (status != HUSH_OK && out != NULL)
+        *out = (hush_attest_credential){0};
     return status;
 }
