@@ -28,18 +28,31 @@
 
 static swtpm tpm_sim;
 static char dir[64];
-static unsigned char ek_der[1024]; /* the swtpm EK's SubjectPublicKeyInfo */
-static size_t ek_der_len;
+/* The swtpm's two default EKs (RSA-2048 and P-256), as SubjectPublicKeyInfo. */
+typedef struct ek_info {
+    const char *alg; /* tpm2-tools' -G */
+    const char *ctx; /* its context file, in dir */
+    const char *pem;
+    unsigned char der[1024];
+    size_t der_len;
+} ek_info;
+static ek_info rsa_ek = {"rsa", "ek.ctx", "ek.pem", {0}, 0};
+static ek_info ecc_ek = {"ecc", "ekecc.ctx", "ekecc.pem", {0}, 0};
+#define ek_der rsa_ek.der
+#define ek_der_len rsa_ek.der_len
 static unsigned char aik_name[NAME_MAX_BYTES];
 static size_t aik_name_len;
 
 /* ---- files and tools ----------------------------------------------------- */
 
+/* A file in the test's directory; a ring of buffers, so that one call's
+ * result lives through the next PATH_RING - 1 calls. */
+#define PATH_RING 16
 static const char *path(const char *name)
 {
-    static char buf[8][128];
+    static char buf[PATH_RING][128];
     static int next;
-    char *p = buf[next++ % 8];
+    char *p = buf[next++ % PATH_RING];
     snprintf(p, sizeof buf[0], "%s/%s", dir, name);
     return p;
 }
@@ -91,9 +104,10 @@ static bool write_credential(const char *file, const hush_attest_credential *c)
     return write_file(file, buf, 8 + c->id_object_len + c->encrypted_secret_len);
 }
 
-/* TPM2_ActivateCredential of `cred_file` with the AIK and the EK (whose
- * policy is PolicySecret(endorsement)); the recovered secret, or 0. */
-static size_t activate(const char *cred_file, unsigned char *out, size_t cap)
+/* TPM2_ActivateCredential of `cred_file` with the AIK and `ek` (whose
+ * policy is PolicySecret(endorsement)); the recovered secret's length, or 0. */
+static size_t activate_with(const ek_info *ek, const char *cred_file, unsigned char *out,
+                            size_t cap)
 {
     const char *start[] = {"tpm2_startauthsession", "-T", tpm_sim.tcti, "--policy-session",
                            "-S", path("session.ctx"), NULL};
@@ -102,7 +116,7 @@ static size_t activate(const char *cred_file, unsigned char *out, size_t cap)
     char auth[160];
     snprintf(auth, sizeof auth, "session:%s", path("session.ctx"));
     const char *act[] = {"tpm2_activatecredential", "-Q", "-T", tpm_sim.tcti, "-c", path("ak.ctx"),
-                         "-C", path("ek.ctx"), "-i", cred_file, "-o", path("recovered"),
+                         "-C", path(ek->ctx), "-i", cred_file, "-o", path("recovered"),
                          "-P", auth, NULL};
     const char *flush_sessions[] = {"tpm2_flushcontext", "-T", tpm_sim.tcti, "-s", NULL};
     const char *flush_objects[] = {"tpm2_flushcontext", "-T", tpm_sim.tcti, "-t", NULL};
@@ -113,87 +127,113 @@ static size_t activate(const char *cred_file, unsigned char *out, size_t cap)
     return ok ? read_file(path("recovered"), out, cap) : 0;
 }
 
+static size_t activate(const char *cred_file, unsigned char *out, size_t cap)
+{
+    return activate_with(&rsa_ek, cred_file, out, cap);
+}
+
 /* ---- setup: the swtpm's EK and an AIK under it ---------------------------- */
 
-static bool ek_pem_to_der(const char *pem_file)
+static bool ek_pem_to_der(ek_info *ek)
 {
-    FILE *f = fopen(pem_file, "r");
+    FILE *f = fopen(path(ek->pem), "r");
     if (f == NULL)
         return false;
     EVP_PKEY *pkey = PEM_read_PUBKEY(f, NULL, NULL, NULL);
     fclose(f);
-    unsigned char *p = ek_der;
-    int len = pkey != NULL && i2d_PUBKEY(pkey, NULL) <= (int)sizeof ek_der ? i2d_PUBKEY(pkey, &p)
-                                                                            : -1;
+    unsigned char *p = ek->der;
+    int len = pkey != NULL && i2d_PUBKEY(pkey, NULL) <= (int)sizeof ek->der
+                  ? i2d_PUBKEY(pkey, &p)
+                  : -1;
     EVP_PKEY_free(pkey);
-    ek_der_len = len > 0 ? (size_t)len : 0;
+    ek->der_len = len > 0 ? (size_t)len : 0;
     return len > 0;
+}
+
+static bool make_ek(ek_info *ek)
+{
+    const char *create[] = {"tpm2_createek", "-T", tpm_sim.tcti, "-G", ek->alg, "-c",
+                            path(ek->ctx), "-u", path(ek->pem), "-f", "pem", NULL};
+    const char *flush_objects[] = {"tpm2_flushcontext", "-T", tpm_sim.tcti, "-t", NULL};
+    return tool(create) && tool(flush_objects) && ek_pem_to_der(ek);
 }
 
 static bool make_ek_and_aik(void)
 {
-    const char *ek[] = {"tpm2_createek", "-T", tpm_sim.tcti, "-G", "rsa", "-c", path("ek.ctx"),
-                        "-u", path("ek.pem"), "-f", "pem", NULL};
+    if (!make_ek(&rsa_ek) || !make_ek(&ecc_ek))
+        return false;
     const char *ak[] = {"tpm2_createak", "-Q", "-T", tpm_sim.tcti, "-C", path("ek.ctx"), "-c",
                         path("ak.ctx"), "-n", path("ak.name"), "-u", path("ak.pub"), NULL};
     /* swtpm has no resource manager: the tools' objects stay loaded unless flushed. */
     const char *flush_objects[] = {"tpm2_flushcontext", "-T", tpm_sim.tcti, "-t", NULL};
     const char *flush_sessions[] = {"tpm2_flushcontext", "-T", tpm_sim.tcti, "-s", NULL};
-    if (!tool(ek) || !tool(flush_objects) || !tool(ak) || !tool(flush_objects) ||
-        !tool(flush_sessions))
+    if (!tool(ak) || !tool(flush_objects) || !tool(flush_sessions))
         return false;
     aik_name_len = read_file(path("ak.name"), aik_name, sizeof aik_name);
-    return aik_name_len == 34 && ek_pem_to_der(path("ek.pem"));
+    return aik_name_len == 34;
 }
 
 /* ---- activation by the TPM ------------------------------------------------ */
 
-static void check_activates(size_t secret_len)
+static void check_activates(const ek_info *ek, size_t secret_len)
 {
     hush_error err = {0};
     hush_attest_credential cred;
     unsigned char secret[HUSH_CREDENTIAL_SECRET_MAX], recovered[64];
     CHECK(RAND_bytes(secret, (int)secret_len) == 1);
-    CHECK_OK(hush_attest_make_credential(ek_der, ek_der_len, aik_name, aik_name_len, secret,
+    CHECK_OK(hush_attest_make_credential(ek->der, ek->der_len, aik_name, aik_name_len, secret,
                                          secret_len, &cred, &err), &err);
     CHECK_EQ(cred.id_object_len, 2u + 2u + 32u + 2u + secret_len);
-    CHECK_EQ(cred.encrypted_secret_len, 2u + 256u);
+    /* RSA: the OAEP ciphertext; P-256: a TPMS_ECC_POINT of two 32-byte TPM2Bs. */
+    CHECK_EQ(cred.encrypted_secret_len, ek == &rsa_ek ? 2u + 256u : 2u + 2u * (2u + 32u));
     CHECK(write_credential(path("ours.cred"), &cred));
-    size_t n = activate(path("ours.cred"), recovered, sizeof recovered);
+    size_t n = activate_with(ek, path("ours.cred"), recovered, sizeof recovered);
     CHECK_EQ(n, secret_len);
     CHECK(n == secret_len && memcmp(recovered, secret, secret_len) == 0);
 }
 
 static void test_ours_activates(void)
 {
-    check_activates(32);
-    check_activates(16);
-    check_activates(1);
+    check_activates(&rsa_ek, 32);
+    check_activates(&rsa_ek, 16);
+    check_activates(&rsa_ek, 1);
+}
+
+static void test_ours_activates_ecc(void)
+{
+    check_activates(&ecc_ek, 32);
+    check_activates(&ecc_ek, 5);
 }
 
 /* tpm2-tools' blob goes through the same harness, and has our layout. */
-static void test_tpm2_tools_blob_activates(void)
+static void check_tools_blob_activates(const ek_info *ek)
 {
     unsigned char secret[32], recovered[64], blob[1024];
     char name_hex[2 * NAME_MAX_BYTES + 1];
     CHECK(RAND_bytes(secret, sizeof secret) == 1);
     CHECK(write_file(path("secret"), secret, sizeof secret));
     hex(aik_name, aik_name_len, name_hex);
-    const char *make[] = {"tpm2_makecredential", "-Q", "-T", "none", "-G", "rsa", "-u",
-                          path("ek.pem"), "-s", path("secret"), "-n", name_hex, "-o",
+    const char *make[] = {"tpm2_makecredential", "-Q", "-T", "none", "-G", ek->alg, "-u",
+                          path(ek->pem), "-s", path("secret"), "-n", name_hex, "-o",
                           path("tools.cred"), NULL};
     CHECK(tool(make));
-    size_t n = activate(path("tools.cred"), recovered, sizeof recovered);
+    size_t n = activate_with(ek, path("tools.cred"), recovered, sizeof recovered);
     CHECK(n == sizeof secret && memcmp(recovered, secret, sizeof secret) == 0);
 
     hush_error err = {0};
     hush_attest_credential cred;
-    CHECK_OK(hush_attest_make_credential(ek_der, ek_der_len, aik_name, aik_name_len, secret,
+    CHECK_OK(hush_attest_make_credential(ek->der, ek->der_len, aik_name, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
     size_t len = read_file(path("tools.cred"), blob, sizeof blob);
     CHECK_EQ(len, 8 + cred.id_object_len + cred.encrypted_secret_len);
     CHECK(len > 12 && memcmp(blob + 8, cred.id_object, 4) == 0); /* the same sizes */
     CHECK(len > 8 && memcmp(blob + 8 + cred.id_object_len, cred.encrypted_secret, 2) == 0);
+}
+
+static void test_tpm2_tools_blob_activates(void)
+{
+    check_tools_blob_activates(&rsa_ek);
+    check_tools_blob_activates(&ecc_ek);
 }
 
 /* One byte flipped at `offset` of the id object (or, past it, of the
@@ -298,7 +338,7 @@ static void test_bad_arguments(void)
     EVP_PKEY *big = rsa_key(3072);
     check_refused(der, spki_der(big, der, sizeof der), aik_name, aik_name_len, 32, HUSH_E_KEY);
     EVP_PKEY_free(big);
-    EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
     check_refused(der, spki_der(ec, der, sizeof der), aik_name, aik_name_len, 32, HUSH_E_KEY);
     EVP_PKEY_free(ec);
 
@@ -312,6 +352,10 @@ static void test_bad_arguments(void)
                                              NULL, &err), HUSH_E_ARGUMENT, &err);
     CHECK_STATUS(hush_attest_make_credential_derand(ek_der, ek_der_len, aik_name, aik_name_len,
                                                     "s", 1, NULL, &cred, &err),
+                 HUSH_E_ARGUMENT, &err);
+    unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES] = {0};
+    CHECK_STATUS(hush_attest_make_credential_derand(ecc_ek.der, ecc_ek.der_len, aik_name,
+                                                    aik_name_len, "s", 1, seed, &cred, &err),
                  HUSH_E_ARGUMENT, &err);
     /* Still usable after every refusal. */
     CHECK_OK(hush_attest_make_credential(ek_der, ek_der_len, aik_name, aik_name_len, "s", 1,
@@ -396,6 +440,7 @@ int main(void)
         check_tests_failed++;
     } else {
         RUN_TEST(test_ours_activates);
+        RUN_TEST(test_ours_activates_ecc);
         RUN_TEST(test_tpm2_tools_blob_activates);
         RUN_TEST(test_tampered_refused);
         RUN_TEST(test_wrong_name_refused);

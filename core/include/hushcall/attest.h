@@ -85,14 +85,17 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
  * a random seed is RSA-OAEP-SHA256 encrypted to the EK under the label
  * "IDENTITY\0"; KDFa(SHA-256, seed, "STORAGE", aik_name) keys AES-128-CFB
  * over the secret as a TPM2B_DIGEST; KDFa(SHA-256, seed, "INTEGRITY") keys
- * an HMAC-SHA256 over that ciphertext || aik_name. The EK is the TCG
- * default RSA-2048 EK (template L-1: nameAlg SHA-256, AES-128-CFB), given
- * as the DER SubjectPublicKeyInfo of its certificate. */
+ * an HMAC-SHA256 over that ciphertext || aik_name. The EK is one of the
+ * TCG default EKs (templates L-1, RSA-2048, and L-2, NIST P-256: nameAlg
+ * SHA-256, AES-128-CFB), given as the DER SubjectPublicKeyInfo of its
+ * certificate. For a P-256 EK the seed is agreed by ECDH with an ephemeral
+ * key instead (KDFe, Part 1 §C.6.1) and the encrypted secret is that key's
+ * point. */
 
 #define HUSH_CREDENTIAL_SECRET_MAX 32u /* a TPM2B_DIGEST of the EK's nameAlg */
 #define HUSH_CREDENTIAL_SEED_BYTES 32u
 #define HUSH_CREDENTIAL_ID_OBJECT_MAX (2u + 2u + 32u + 2u + HUSH_CREDENTIAL_SECRET_MAX)
-#define HUSH_CREDENTIAL_ENCRYPTED_SECRET_MAX (2u + 256u)
+#define HUSH_CREDENTIAL_ENCRYPTED_SECRET_MAX (2u + 256u) /* RSA-2048's; P-256's is 70 */
 
 /* Both marshalled as the TPM reads them, size prefix included: the
  * TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET that TPM2_ActivateCredential
@@ -109,7 +112,7 @@ typedef struct hush_attest_credential {
  * for the AIK whose TPM2B_NAME contents (nameAlg, then digest: SHA-1,
  * SHA-256, SHA-384 or SHA-512) are `aik_name`, to the EK `ek_spki_der`.
  * HUSH_E_ARGUMENT for NULLs or a secret of the wrong size, HUSH_E_FORMAT
- * for a malformed aik_name, HUSH_E_KEY for an EK that is not RSA-2048;
+ * for a malformed aik_name, HUSH_E_KEY for an EK that is neither RSA-2048 nor P-256;
  * `out` is zeroed on failure. */
 HUSH_MUST_USE
 hush_status hush_attest_make_credential(const void *ek_spki_der, size_t ek_len,
@@ -118,7 +121,8 @@ hush_status hush_attest_make_credential(const void *ek_spki_der, size_t ek_len,
                                         hush_attest_credential *out, hush_error *err);
 
 /* The same with the seed given instead of drawn (the RSA-OAEP padding is
- * still random): for known-answer tests only. */
+ * still random): for known-answer tests only, and for RSA EKs only (an ECC
+ * EK's seed is agreed: HUSH_E_ARGUMENT). */
 HUSH_MUST_USE
 hush_status hush_attest_make_credential_derand(const void *ek_spki_der, size_t ek_len,
                                                const void *aik_name, size_t name_len,

@@ -863,16 +863,20 @@ cleanup:
 
 /* ---- credentials for an AIK (TPM2_MakeCredential) ------------------------ */
 
-/* The TCG default EK template L-1: RSA-2048, nameAlg SHA-256, AES-128-CFB. */
+/* The TCG default EK templates L-1 (RSA-2048) and L-2 (NIST P-256): both
+ * nameAlg SHA-256 and AES-128-CFB. */
 #define EK_RSA_BITS 2048
+#define EK_CURVE "prime256v1"
+#define EK_COORDINATE_BYTES 32u
 #define EK_DIGEST_BYTES 32u
 #define EK_SYM_KEY_BYTES 16u
-/* The OAEP label of a credential's seed, its NUL counted (Part 1 §24.4). */
+/* The label of a credential's seed, its NUL counted (Part 1 §24.4). */
 static const char IDENTITY_LABEL[] = "IDENTITY";
 
 /* Every secret of one credential, in one secure block. */
 typedef struct credential_secrets {
     unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES];
+    unsigned char z[EK_COORDINATE_BYTES]; /* an ECC EK's shared secret */
     unsigned char plain[2u + HUSH_CREDENTIAL_SECRET_MAX]; /* the secret as a TPM2B_DIGEST */
     unsigned char sym_key[EK_SYM_KEY_BYTES];
     unsigned char hmac_key[EK_DIGEST_BYTES];
@@ -893,7 +897,17 @@ static bool name_well_formed(const unsigned char *name, size_t len)
     return bank >= 0 && len == 2 + BANKS[bank].digest_len;
 }
 
-/* The EK from its SubjectPublicKeyInfo; only the default template's RSA-2048. */
+/* Whether `pkey` is a key on the L-2 template's curve. */
+static bool is_ek_curve(EVP_PKEY *pkey)
+{
+    char group[32];
+    return EVP_PKEY_is_a(pkey, "EC") &&
+           EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                          NULL) == 1 &&
+           strcmp(group, EK_CURVE) == 0;
+}
+
+/* The EK from its SubjectPublicKeyInfo: the default templates' RSA-2048 or P-256. */
 static hush_status load_ek(const unsigned char *der, size_t len, EVP_PKEY **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
@@ -903,8 +917,10 @@ static hush_status load_ek(const unsigned char *der, size_t len, EVP_PKEY **out,
     pkey = d2i_PUBKEY(NULL, &p, (long)len);
     HUSH_ENSURE(pkey != NULL && p == der + len, HUSH_E_KEY,
                 "ek: not a DER SubjectPublicKeyInfo");
-    HUSH_ENSURE(EVP_PKEY_is_a(pkey, "RSA") && EVP_PKEY_get_bits(pkey) == EK_RSA_BITS,
-                HUSH_E_KEY, "ek: not an RSA-%d key (the TCG default EK template)", EK_RSA_BITS);
+    HUSH_ENSURE((EVP_PKEY_is_a(pkey, "RSA") && EVP_PKEY_get_bits(pkey) == EK_RSA_BITS) ||
+                    is_ek_curve(pkey),
+                HUSH_E_KEY, "ek: neither RSA-%d nor P-256 (the TCG default EK templates)",
+                EK_RSA_BITS);
     *out = pkey;
     pkey = NULL;
 cleanup:
@@ -1015,6 +1031,75 @@ cleanup:
     return status;
 }
 
+/* KDFe (Part 1 §11.4.10.3) for one digest of output, the seed's size:
+ * SHA-256([1]32 || Z || "IDENTITY\0" || partyUInfo || partyVInfo). */
+static hush_status kdfe_sha256(const unsigned char z[EK_COORDINATE_BYTES],
+                               const unsigned char party_u[EK_COORDINATE_BYTES],
+                               const unsigned char party_v[EK_COORDINATE_BYTES],
+                               unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES], hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    static const unsigned char counter[4] = {0, 0, 0, 1};
+    EVP_MD_CTX *md = NULL;
+    HUSH_OSSL((md = EVP_MD_CTX_new()) != NULL, "EVP_MD_CTX_new");
+    HUSH_OSSL(EVP_DigestInit_ex2(md, EVP_sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(md, counter, sizeof counter) == 1 &&
+                  EVP_DigestUpdate(md, z, EK_COORDINATE_BYTES) == 1 &&
+                  EVP_DigestUpdate(md, IDENTITY_LABEL, sizeof IDENTITY_LABEL) == 1 &&
+                  EVP_DigestUpdate(md, party_u, EK_COORDINATE_BYTES) == 1 &&
+                  EVP_DigestUpdate(md, party_v, EK_COORDINATE_BYTES) == 1 &&
+                  EVP_DigestFinal_ex(md, seed, NULL) == 1,
+              "KDFe");
+cleanup:
+    EVP_MD_CTX_free(md);
+    return status;
+}
+
+/* A point's coordinate, big-endian and padded to the curve's size. */
+static bool coordinate(EVP_PKEY *pkey, const char *which, unsigned char out[EK_COORDINATE_BYTES])
+{
+    BIGNUM *bn = NULL;
+    bool ok = EVP_PKEY_get_bn_param(pkey, which, &bn) == 1 &&
+              BN_bn2binpad(bn, out, EK_COORDINATE_BYTES) == (int)EK_COORDINATE_BYTES;
+    BN_free(bn);
+    return ok;
+}
+
+/* For an ECC EK the seed is agreed, not sent (Part 1 §C.6.1): with an
+ * ephemeral P-256 key, Z = x([d]Q_ek) and seed = KDFe(SHA-256, Z,
+ * "IDENTITY\0", x of the ephemeral key, x of the EK); the
+ * TPM2B_ENCRYPTED_SECRET is the ephemeral point, a TPMS_ECC_POINT. */
+static hush_status agree_seed(EVP_PKEY *ek, credential_secrets *s, hush_attest_credential *out,
+                              hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    EVP_PKEY *ephemeral = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    unsigned char ek_x[EK_COORDINATE_BYTES];
+    unsigned char *x = out->encrypted_secret + 4, *y = x + EK_COORDINATE_BYTES + 2;
+    size_t z_len = sizeof s->z;
+    HUSH_OSSL((ephemeral = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")) != NULL,
+              "ephemeral P-256 key");
+    HUSH_OSSL(coordinate(ephemeral, OSSL_PKEY_PARAM_EC_PUB_X, x) &&
+                  coordinate(ephemeral, OSSL_PKEY_PARAM_EC_PUB_Y, y) &&
+                  coordinate(ek, OSSL_PKEY_PARAM_EC_PUB_X, ek_x),
+              "P-256 coordinates");
+    HUSH_OSSL((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, ephemeral, NULL)) != NULL,
+              "EVP_PKEY_CTX_new");
+    HUSH_OSSL(EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, ek) == 1,
+              "ECDH init");
+    HUSH_OSSL(EVP_PKEY_derive(ctx, s->z, &z_len) == 1 && z_len == sizeof s->z, "ECDH");
+    HUSH_TRY(kdfe_sha256(s->z, x, ek_x, s->seed, err));
+    put_u16(out->encrypted_secret, 2 * (2 + EK_COORDINATE_BYTES));
+    put_u16(x - 2, EK_COORDINATE_BYTES);
+    put_u16(y - 2, EK_COORDINATE_BYTES);
+    out->encrypted_secret_len = 2 + 2 * (2 + EK_COORDINATE_BYTES);
+cleanup:
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(ephemeral);
+    return status;
+}
+
 /* TPM2B_ID_OBJECT: size, TPM2B_DIGEST integrityHMAC, encIdentity. */
 static hush_status make_id_object(credential_secrets *s, size_t secret_len,
                                   const unsigned char *name, size_t name_len,
@@ -1035,19 +1120,26 @@ cleanup:
     return status;
 }
 
-/* Both halves from a seed already in `s` (drawn or given). */
+/* Both halves: for an RSA EK from the seed already in `s` (drawn or
+ * given), for an ECC EK from one agreed here (so never a given one). */
 static hush_status make_credential(const void *ek_spki_der, size_t ek_len, const void *aik_name,
                                    size_t name_len, const void *secret, size_t secret_len,
-                                   credential_secrets *s, hush_attest_credential *out,
-                                   hush_error *err)
+                                   bool seed_given, credential_secrets *s,
+                                   hush_attest_credential *out, hush_error *err)
 {
     hush_status status = HUSH_OK;
     EVP_PKEY *ek = NULL;
     HUSH_TRY(load_ek(ek_spki_der, ek_len, &ek, err));
+    bool rsa = EVP_PKEY_is_a(ek, "RSA");
+    HUSH_ENSURE(rsa || !seed_given, HUSH_E_ARGUMENT,
+                "hush_attest_make_credential_derand: an ECC EK's seed is agreed, not given");
+    if (!rsa)
+        HUSH_TRY(agree_seed(ek, s, out, err));
     put_u16(s->plain, secret_len);
     memcpy(s->plain + 2, secret, secret_len);
     HUSH_TRY(make_id_object(s, secret_len, aik_name, name_len, out, err));
-    HUSH_TRY(encrypt_seed(ek, s, out, err));
+    if (rsa)
+        HUSH_TRY(encrypt_seed(ek, s, out, err));
 cleanup:
     EVP_PKEY_free(ek);
     return status;
@@ -1085,8 +1177,8 @@ hush_status hush_attest_make_credential_derand(const void *ek_spki_der, size_t e
     HUSH_TRY(hush__secret_block_new(sizeof(credential_secrets), &block, err));
     credential_secrets *s = block.data;
     memcpy(s->seed, seed, sizeof s->seed);
-    HUSH_TRY(make_credential(ek_spki_der, ek_len, aik_name, name_len, secret, secret_len, s, out,
-                             err));
+    HUSH_TRY(make_credential(ek_spki_der, ek_len, aik_name, name_len, secret, secret_len, true, s,
+                             out, err));
 cleanup:
     hush__secret_block_free(&block);
     if (status != HUSH_OK && out != NULL)
@@ -1108,8 +1200,8 @@ hush_status hush_attest_make_credential(const void *ek_spki_der, size_t ek_len,
     HUSH_TRY(hush__secret_block_new(sizeof(credential_secrets), &block, err));
     credential_secrets *s = block.data;
     HUSH_OSSL(RAND_priv_bytes(s->seed, sizeof s->seed) == 1, "drawing a credential seed");
-    HUSH_TRY(make_credential(ek_spki_der, ek_len, aik_name, name_len, secret, secret_len, s, out,
-                             err));
+    HUSH_TRY(make_credential(ek_spki_der, ek_len, aik_name, name_len, secret, secret_len, false, s,
+                             out, err));
 cleanup:
     hush__secret_block_free(&block);
     if (status != HUSH_OK && out != NULL)
