@@ -915,6 +915,8 @@ static hush_status load_ek(const unsigned char *der, size_t len, EVP_PKEY **out,
     EVP_PKEY *pkey = NULL;
     HUSH_ENSURE(len <= BLOB_MAX, HUSH_E_KEY, "ek: longer than %u bytes", BLOB_MAX);
     pkey = d2i_PUBKEY(NULL, &p, (long)len);
+    if (pkey == NULL)
+        ERR_clear_error(); /* the caller's bytes, not our failure: leave no stale errors */
     HUSH_ENSURE(pkey != NULL && p == der + len, HUSH_E_KEY,
                 "ek: not a DER SubjectPublicKeyInfo");
     HUSH_ENSURE((EVP_PKEY_is_a(pkey, "RSA") && EVP_PKEY_get_bits(pkey) == EK_RSA_BITS) ||
