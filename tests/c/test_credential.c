@@ -238,39 +238,48 @@ static void test_tpm2_tools_blob_activates(void)
 
 /* One byte flipped at `offset` of the id object (or, past it, of the
  * encrypted secret): the TPM must refuse it. */
-static void check_tampered_refused(size_t offset)
+static void check_tampered_refused(const ek_info *ek, size_t offset)
 {
     hush_error err = {0};
     hush_attest_credential cred;
     unsigned char secret[32] = {1}, recovered[64];
-    CHECK_OK(hush_attest_make_credential(ek_der, ek_der_len, aik_name, aik_name_len, secret,
+    CHECK_OK(hush_attest_make_credential(ek->der, ek->der_len, aik_name, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
     if (offset < cred.id_object_len)
         cred.id_object[offset] ^= 0x01;
     else
         cred.encrypted_secret[offset - cred.id_object_len] ^= 0x01;
     CHECK(write_credential(path("tampered.cred"), &cred));
-    CHECK_EQ(activate(path("tampered.cred"), recovered, sizeof recovered), (size_t)0);
+    CHECK_EQ(activate_with(ek, path("tampered.cred"), recovered, sizeof recovered), (size_t)0);
 }
 
 static void test_tampered_refused(void)
 {
-    check_tampered_refused(4);       /* the integrity HMAC */
-    check_tampered_refused(4 + 32 + 2); /* encIdentity */
-    check_tampered_refused(70 + 2 + 100); /* the encrypted seed */
+    const ek_info *eks[] = {&rsa_ek, &ecc_ek};
+    for (size_t i = 0; i < 2; i++) {
+        check_tampered_refused(eks[i], 4);          /* the integrity HMAC */
+        check_tampered_refused(eks[i], 4 + 32 + 2); /* encIdentity */
+        check_tampered_refused(eks[i], 70 + 2 + 20); /* the encrypted seed, or the point */
+    }
 }
 
-static void test_wrong_name_refused(void)
+static void check_wrong_name_refused(const ek_info *ek)
 {
     hush_error err = {0};
     hush_attest_credential cred;
     unsigned char secret[32] = {2}, recovered[64], other[NAME_MAX_BYTES];
     memcpy(other, aik_name, aik_name_len);
     other[aik_name_len - 1] ^= 0x80;
-    CHECK_OK(hush_attest_make_credential(ek_der, ek_der_len, other, aik_name_len, secret,
+    CHECK_OK(hush_attest_make_credential(ek->der, ek->der_len, other, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
     CHECK(write_credential(path("other_name.cred"), &cred));
-    CHECK_EQ(activate(path("other_name.cred"), recovered, sizeof recovered), (size_t)0);
+    CHECK_EQ(activate_with(ek, path("other_name.cred"), recovered, sizeof recovered), (size_t)0);
+}
+
+static void test_wrong_name_refused(void)
+{
+    check_wrong_name_refused(&rsa_ek);
+    check_wrong_name_refused(&ecc_ek);
 }
 
 static EVP_PKEY *rsa_key(unsigned bits)
@@ -297,6 +306,16 @@ static void test_wrong_ek_refused(void)
                                          sizeof secret, &cred, &err), &err);
     CHECK(write_credential(path("other_ek.cred"), &cred));
     CHECK_EQ(activate(path("other_ek.cred"), recovered, sizeof recovered), (size_t)0);
+    EVP_PKEY_free(other);
+
+    other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    der_len = spki_der(other, der, sizeof der);
+    CHECK(der_len > 0);
+    CHECK_OK(hush_attest_make_credential(der, der_len, aik_name, aik_name_len, secret,
+                                         sizeof secret, &cred, &err), &err);
+    CHECK(write_credential(path("other_ek.cred"), &cred));
+    CHECK_EQ(activate_with(&ecc_ek, path("other_ek.cred"), recovered, sizeof recovered),
+             (size_t)0);
     EVP_PKEY_free(other);
 }
 
