@@ -1,4 +1,4 @@
-/* test_credential.c — hush_attest_make_credential (TPM2_MakeCredential in
+/* test_credential.c — hush_credential_make (TPM2_MakeCredential in
  * software) checked by the party that must accept it: a software TPM
  * (swtpm) activates our credential with TPM2_ActivateCredential (through
  * tpm2-tools) and must give back the secret, as it does for the blob of
@@ -94,7 +94,7 @@ static bool tool(const char *const argv[])
 }
 
 /* tpm2-tools' credential file: magic, version, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET. */
-static bool write_credential(const char *file, const hush_attest_credential *c)
+static bool write_credential(const char *file, const hush_credential *c)
 {
     unsigned char buf[8 + sizeof c->id_object + sizeof c->encrypted_secret];
     const unsigned char header[8] = {0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, CRED_FILE_VERSION};
@@ -178,10 +178,10 @@ static bool make_ek_and_aik(void)
 static void check_activates(const ek_info *ek, size_t secret_len)
 {
     hush_error err = {0};
-    hush_attest_credential cred;
+    hush_credential cred;
     unsigned char secret[HUSH_CREDENTIAL_SECRET_MAX], recovered[64];
     CHECK(RAND_bytes(secret, (int)secret_len) == 1);
-    CHECK_OK(hush_attest_make_credential(ek->der, ek->der_len, aik_name, aik_name_len, secret,
+    CHECK_OK(hush_credential_make(ek->der, ek->der_len, aik_name, aik_name_len, secret,
                                          secret_len, &cred, &err), &err);
     CHECK_EQ(cred.id_object_len, 2u + 2u + 32u + 2u + secret_len);
     /* RSA: the OAEP ciphertext; P-256: a TPMS_ECC_POINT of two 32-byte TPM2Bs. */
@@ -221,8 +221,8 @@ static void check_tools_blob_activates(const ek_info *ek)
     CHECK(n == sizeof secret && memcmp(recovered, secret, sizeof secret) == 0);
 
     hush_error err = {0};
-    hush_attest_credential cred;
-    CHECK_OK(hush_attest_make_credential(ek->der, ek->der_len, aik_name, aik_name_len, secret,
+    hush_credential cred;
+    CHECK_OK(hush_credential_make(ek->der, ek->der_len, aik_name, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
     size_t len = read_file(path("tools.cred"), blob, sizeof blob);
     CHECK_EQ(len, 8 + cred.id_object_len + cred.encrypted_secret_len);
@@ -241,9 +241,9 @@ static void test_tpm2_tools_blob_activates(void)
 static void check_tampered_refused(const ek_info *ek, size_t offset)
 {
     hush_error err = {0};
-    hush_attest_credential cred;
+    hush_credential cred;
     unsigned char secret[32] = {1}, recovered[64];
-    CHECK_OK(hush_attest_make_credential(ek->der, ek->der_len, aik_name, aik_name_len, secret,
+    CHECK_OK(hush_credential_make(ek->der, ek->der_len, aik_name, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
     if (offset < cred.id_object_len)
         cred.id_object[offset] ^= 0x01;
@@ -266,11 +266,11 @@ static void test_tampered_refused(void)
 static void check_wrong_name_refused(const ek_info *ek)
 {
     hush_error err = {0};
-    hush_attest_credential cred;
+    hush_credential cred;
     unsigned char secret[32] = {2}, recovered[64], other[NAME_MAX_BYTES];
     memcpy(other, aik_name, aik_name_len);
     other[aik_name_len - 1] ^= 0x80;
-    CHECK_OK(hush_attest_make_credential(ek->der, ek->der_len, other, aik_name_len, secret,
+    CHECK_OK(hush_credential_make(ek->der, ek->der_len, other, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
     CHECK(write_credential(path("other_name.cred"), &cred));
     CHECK_EQ(activate_with(ek, path("other_name.cred"), recovered, sizeof recovered), (size_t)0);
@@ -297,12 +297,12 @@ static size_t spki_der(EVP_PKEY *pkey, unsigned char *buf, size_t cap)
 static void test_wrong_ek_refused(void)
 {
     hush_error err = {0};
-    hush_attest_credential cred;
+    hush_credential cred;
     unsigned char secret[32] = {3}, recovered[64], der[1024];
     EVP_PKEY *other = rsa_key(2048);
     size_t der_len = spki_der(other, der, sizeof der);
     CHECK(der_len > 0);
-    CHECK_OK(hush_attest_make_credential(der, der_len, aik_name, aik_name_len, secret,
+    CHECK_OK(hush_credential_make(der, der_len, aik_name, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
     CHECK(write_credential(path("other_ek.cred"), &cred));
     CHECK_EQ(activate(path("other_ek.cred"), recovered, sizeof recovered), (size_t)0);
@@ -311,7 +311,7 @@ static void test_wrong_ek_refused(void)
     other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     der_len = spki_der(other, der, sizeof der);
     CHECK(der_len > 0);
-    CHECK_OK(hush_attest_make_credential(der, der_len, aik_name, aik_name_len, secret,
+    CHECK_OK(hush_credential_make(der, der_len, aik_name, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
     CHECK(write_credential(path("other_ek.cred"), &cred));
     CHECK_EQ(activate_with(&ecc_ek, path("other_ek.cred"), recovered, sizeof recovered),
@@ -325,10 +325,10 @@ static void check_refused(const void *ek, size_t ek_len, const void *name, size_
                           size_t secret_len, hush_status expected)
 {
     hush_error err = {0};
-    hush_attest_credential cred;
+    hush_credential cred;
     unsigned char secret[64] = {4};
     memset(&cred, 0xAA, sizeof cred);
-    CHECK_STATUS(hush_attest_make_credential(ek, ek_len, name, name_len, secret, secret_len, &cred,
+    CHECK_STATUS(hush_credential_make(ek, ek_len, name, name_len, secret, secret_len, &cred,
                                              &err), expected, &err);
     CHECK(cred.id_object_len == 0 && cred.encrypted_secret_len == 0 && cred.id_object[0] == 0);
 }
@@ -336,7 +336,7 @@ static void check_refused(const void *ek, size_t ek_len, const void *name, size_
 static void test_bad_arguments(void)
 {
     hush_error err = {0};
-    hush_attest_credential cred;
+    hush_credential cred;
     unsigned char der[2048], name[NAME_MAX_BYTES];
     memcpy(name, aik_name, aik_name_len);
 
@@ -361,23 +361,23 @@ static void test_bad_arguments(void)
     check_refused(der, spki_der(ec, der, sizeof der), aik_name, aik_name_len, 32, HUSH_E_KEY);
     EVP_PKEY_free(ec);
 
-    CHECK_STATUS(hush_attest_make_credential(NULL, 0, aik_name, aik_name_len, "s", 1, &cred, &err),
+    CHECK_STATUS(hush_credential_make(NULL, 0, aik_name, aik_name_len, "s", 1, &cred, &err),
                  HUSH_E_ARGUMENT, &err);
-    CHECK_STATUS(hush_attest_make_credential(ek_der, ek_der_len, NULL, 0, "s", 1, &cred, &err),
+    CHECK_STATUS(hush_credential_make(ek_der, ek_der_len, NULL, 0, "s", 1, &cred, &err),
                  HUSH_E_ARGUMENT, &err);
-    CHECK_STATUS(hush_attest_make_credential(ek_der, ek_der_len, aik_name, aik_name_len, NULL, 1,
+    CHECK_STATUS(hush_credential_make(ek_der, ek_der_len, aik_name, aik_name_len, NULL, 1,
                                              &cred, &err), HUSH_E_ARGUMENT, &err);
-    CHECK_STATUS(hush_attest_make_credential(ek_der, ek_der_len, aik_name, aik_name_len, "s", 1,
+    CHECK_STATUS(hush_credential_make(ek_der, ek_der_len, aik_name, aik_name_len, "s", 1,
                                              NULL, &err), HUSH_E_ARGUMENT, &err);
-    CHECK_STATUS(hush_attest_make_credential_derand(ek_der, ek_der_len, aik_name, aik_name_len,
+    CHECK_STATUS(hush_credential_make_derand(ek_der, ek_der_len, aik_name, aik_name_len,
                                                     "s", 1, NULL, &cred, &err),
                  HUSH_E_ARGUMENT, &err);
     unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES] = {0};
-    CHECK_STATUS(hush_attest_make_credential_derand(ecc_ek.der, ecc_ek.der_len, aik_name,
+    CHECK_STATUS(hush_credential_make_derand(ecc_ek.der, ecc_ek.der_len, aik_name,
                                                     aik_name_len, "s", 1, seed, &cred, &err),
                  HUSH_E_ARGUMENT, &err);
     /* Still usable after every refusal. */
-    CHECK_OK(hush_attest_make_credential(ek_der, ek_der_len, aik_name, aik_name_len, "s", 1,
+    CHECK_OK(hush_credential_make(ek_der, ek_der_len, aik_name, aik_name_len, "s", 1,
                                          &cred, &err), &err);
 }
 
@@ -387,7 +387,7 @@ static void test_bad_arguments(void)
  * decrypts the encrypted secret with the private key; "ok" when both match. */
 static bool kat_agrees(const char *key_pem, const unsigned char *seed, const unsigned char *name,
                        size_t name_len, const unsigned char *secret, size_t secret_len,
-                       const hush_attest_credential *cred)
+                       const hush_credential *cred)
 {
     char seed_hex[65], name_hex[2 * NAME_MAX_BYTES + 1], secret_hex[65];
     char id_hex[2 * HUSH_CREDENTIAL_ID_OBJECT_MAX + 1];
@@ -411,7 +411,7 @@ static bool kat_agrees(const char *key_pem, const unsigned char *seed, const uns
 static void test_known_answers(void)
 {
     hush_error err = {0};
-    hush_attest_credential cred;
+    hush_credential cred;
     unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES], der[1024], secret[32];
     EVP_PKEY *key = rsa_key(2048);
     size_t der_len = spki_der(key, der, sizeof der);
@@ -425,7 +425,7 @@ static void test_known_answers(void)
         secret[i] = (unsigned char)i;
     const size_t lengths[] = {32, 20, 1};
     for (size_t i = 0; i < 3; i++) {
-        CHECK_OK(hush_attest_make_credential_derand(der, der_len, aik_name, aik_name_len, secret,
+        CHECK_OK(hush_credential_make_derand(der, der_len, aik_name, aik_name_len, secret,
                                                     lengths[i], seed, &cred, &err), &err);
         CHECK(kat_agrees(path("kat_key.pem"), seed, aik_name, aik_name_len, secret, lengths[i],
                          &cred));
@@ -433,7 +433,7 @@ static void test_known_answers(void)
     /* A SHA-1 name of another AIK: the name enters both the key and the HMAC. */
     unsigned char sha1_name[22] = {0x00, 0x04};
     memset(sha1_name + 2, 0x5A, 20);
-    CHECK_OK(hush_attest_make_credential_derand(der, der_len, sha1_name, sizeof sha1_name, secret,
+    CHECK_OK(hush_credential_make_derand(der, der_len, sha1_name, sizeof sha1_name, secret,
                                                 32, seed, &cred, &err), &err);
     CHECK(kat_agrees(path("kat_key.pem"), seed, sha1_name, sizeof sha1_name, secret, 32, &cred));
     /* A wrong answer is noticed: the checker is not a rubber stamp. */

@@ -44,21 +44,6 @@ static void test_policies_refused(void)
     hush_attest_policy_free(NULL);
 }
 
-/* No credential for an AIK either; the output is left empty. */
-static void test_credentials_refused(void)
-{
-    hush_attest_credential cred;
-    hush_error err = {0};
-    unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES] = {0};
-    memset(&cred, 0xAA, sizeof cred);
-    check_unsupported(hush_attest_make_credential("ek", 2, "name", 4, "s", 1, &cred, &err), &err);
-    CHECK(cred.id_object_len == 0 && cred.encrypted_secret_len == 0);
-    memset(&cred, 0xAA, sizeof cred);
-    check_unsupported(hush_attest_make_credential_derand("ek", 2, "name", 4, "s", 1, seed, &cred,
-                                                         &err), &err);
-    CHECK(cred.id_object_len == 0 && cred.encrypted_secret_len == 0);
-}
-
 /* A quote, however well formed, cannot be checked: not verified, and why. */
 static void test_quotes_unchecked(void)
 {
@@ -115,7 +100,6 @@ int main(void)
     }
     RUN_TEST(test_tpm_refused);
     RUN_TEST(test_policies_refused);
-    RUN_TEST(test_credentials_refused);
     RUN_TEST(test_quotes_unchecked);
     RUN_TEST(test_client_refuses_required_attestation);
     unlink(policy_path);

@@ -87,26 +87,3 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
 cleanup:
     return status;
 }
-
-hush_status hush_attest_make_credential(const void *ek_spki_der, size_t ek_len,
-                                        const void *aik_name, size_t name_len,
-                                        const void *secret, size_t secret_len,
-                                        hush_attest_credential *out, hush_error *err)
-{
-    (void)ek_spki_der, (void)ek_len, (void)aik_name, (void)name_len, (void)secret,
-        (void)secret_len;
-    if (out != NULL)
-        *out = (hush_attest_credential){0};
-    return unsupported("hush_attest_make_credential", err);
-}
-
-hush_status hush_attest_make_credential_derand(const void *ek_spki_der, size_t ek_len,
-                                               const void *aik_name, size_t name_len,
-                                               const void *secret, size_t secret_len,
-                                               const unsigned char seed[HUSH_CREDENTIAL_SEED_BYTES],
-                                               hush_attest_credential *out, hush_error *err)
-{
-    (void)seed;
-    return hush_attest_make_credential(ek_spki_der, ek_len, aik_name, name_len, secret,
-                                       secret_len, out, err);
-}
