@@ -16,6 +16,7 @@
 #include "hushcall/client.h"
 #include "hushcall/engine.h"
 #include "hushcall/attest.h"
+#include "hushcall/credential.h"
 #include "hushcall/tpm.h"
 #include "hushcall/replay.h"
 #include "hushcall/server.h"
