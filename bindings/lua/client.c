@@ -568,8 +568,7 @@ static int start_call(lua_State *L, const char *fname, call_mode mode)
     if (mode == CALL_SUBMIT && (engine = state_engine(L)) == NULL)
         return 2;
     call_ud *call = lua_newuserdatauv(L, sizeof *call, 1);
-    call->call = NULL;
-    call->stream = false;
+    *call = (call_ud){.call = NULL};
     luaL_setmetatable(L, HUSHLUA_CALL_MT);
     bool failed;
     hush_secbuf *buf = call_body(L, fname, mode, &co, c->max_request_bytes, &failed);
