@@ -21,7 +21,7 @@ PUBLIC = {
     "json.h": "codec", "json_writer.h": "codec", "base64.h": "codec",
     "keys.h": "crypto", "envelope_v1.h": "crypto",
     "mlkem.h": "crypto", "xwing.h": "crypto", "hpke.h": "crypto", "envelope_v2.h": "crypto",
-    "attest.h": "attest", "tpm.h": "attest", "credential.h": "attest",
+    "attest.h": "attest", "tpm.h": "attest", "credential.h": "attest", "enroll.h": "attest",
     "client.h": "client", "engine.h": "client",
     "server.h": "server", "replay.h": "server",
 }

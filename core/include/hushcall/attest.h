@@ -75,6 +75,51 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
                                const hush_attest_policy *policy, hush_attest_result *out,
                                hush_error *err);
 
+/* ---- protocol v2: attest, then send (docs/attestation.md) -------------
+ *
+ * On v2 a quote's qualifying data is 32 bytes: SHA-256 over a label, a
+ * zero byte and what the quote binds. Two bindings:
+ *
+ *   key configs: SHA-256("hushcall-v2 key attestation" || 0x00 || nonce || configs)
+ *     nonce   = the client's fresh HUSH_ATTEST_NONCE_BYTES random bytes;
+ *     configs = the exact application/ohttp-keys list the same answer carries.
+ *   an answer:   SHA-256("hushcall-v2 answer attestation" || 0x00 || response_nonce || enc)
+ *     response_nonce = the answer's 32-byte Ehbp-Response-Nonce;
+ *     enc            = the request's encapsulated key, as sent.
+ *
+ * The fixed-length part comes first, so each input splits one way only. */
+#define HUSH_ATTEST_NONCE_BYTES 32u
+#define HUSH_ATTEST_QUALIFYING_BYTES 32u
+#define HUSH_ATTEST_KEY_CONFIG_LABEL "hushcall-v2 key attestation"
+#define HUSH_ATTEST_ANSWER_LABEL "hushcall-v2 answer attestation"
+
+/* The qualifying data of a key-config attestation (server and client). */
+HUSH_MUST_USE
+hush_status hush_attest_key_config_qualifying(const unsigned char nonce[HUSH_ATTEST_NONCE_BYTES],
+                                              const void *configs, size_t configs_len,
+                                              unsigned char out[HUSH_ATTEST_QUALIFYING_BYTES],
+                                              hush_error *err);
+
+/* The qualifying data of an answer's quote (server and client). */
+HUSH_MUST_USE
+hush_status hush_attest_answer_qualifying(const void *enc, size_t enc_len,
+                                          const unsigned char response_nonce[32],
+                                          unsigned char out[HUSH_ATTEST_QUALIFYING_BYTES],
+                                          hush_error *err);
+
+/* Check `tpm_attestation` (the members above: is_available, pcr_banks,
+ * pcr_values, aik_pubkey_b64, quote_b64, signature_b64) as
+ * hush_attest_verify does, except that its qualifying data must be
+ * `qualifying` (the output of one of the two functions above). Same
+ * verdict rules: a quote that fails is HUSH_OK with out->verified false
+ * and the reason ("wrong qualifying data" for a quote made for another
+ * nonce, other configs or another exchange). */
+HUSH_MUST_USE
+hush_status hush_attest_verify_bound(const hush_json_value *tpm_attestation,
+                                     const unsigned char qualifying[HUSH_ATTEST_QUALIFYING_BYTES],
+                                     const hush_attest_policy *policy, hush_attest_result *out,
+                                     hush_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,6 +17,7 @@
 #include "hushcall/engine.h"
 #include "hushcall/attest.h"
 #include "hushcall/credential.h"
+#include "hushcall/enroll.h"
 #include "hushcall/tpm.h"
 #include "hushcall/replay.h"
 #include "hushcall/server.h"

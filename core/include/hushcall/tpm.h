@@ -16,6 +16,7 @@
 
 #include "hushcall/error.h"
 #include "hushcall/json_writer.h"
+#include "hushcall/secmem.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -77,6 +78,49 @@ const char *hush_tpm_pcr_banks(const hush_tpm *tpm);
 HUSH_MUST_USE
 hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writer *w,
                            hush_error *err);
+
+/* Quote the PCRs with caller-chosen qualifying data (1..32 bytes: on v2
+ * the output of hush_attest_key_config_qualifying or
+ * hush_attest_answer_qualifying) and write the same members as
+ * hush_tpm_quote. HUSH_E_ARGUMENT for an empty or longer `qualifying`. */
+HUSH_MUST_USE
+hush_status hush_tpm_quote_bound(hush_tpm *tpm, const void *qualifying, size_t len,
+                                 hush_json_writer *w, hush_error *err);
+
+/* ---- enrolment: the EK certificate, the AIK, TPM2_ActivateCredential ----
+ *
+ * The TPM's endorsement key (EK) is the TCG default one: RSA-2048 (template
+ * L-1) when its certificate is at the NV index 0x01C00002, else NIST P-256
+ * (L-2) at 0x01C0000A; the TPM remakes it from its endorsement seed
+ * (TPM2_CreatePrimary) when needed. */
+
+/* The DER EK certificate from the TPM's NV (RSA first, then P-256), copied
+ * into a malloc'ed buffer the caller frees with free(). HUSH_E_NOT_FOUND
+ * when the TPM holds neither. */
+HUSH_MUST_USE
+hush_status hush_tpm_ek_certificate(hush_tpm *tpm, unsigned char **der, size_t *len,
+                                    hush_error *err);
+
+/* The persistent AIK's public area, marshalled as a TPM2B_PUBLIC (the form
+ * of "aik_pubkey_b64"), into `out` (`cap` bytes; 1024 is always enough).
+ * HUSH_E_UNSUPPORTED when the AIK is ephemeral: a key made for one quote
+ * cannot be enrolled. */
+HUSH_MUST_USE
+hush_status hush_tpm_aik_public(hush_tpm *tpm, unsigned char *out, size_t cap, size_t *len,
+                                hush_error *err);
+
+/* TPM2_ActivateCredential of a credential made for the persistent AIK to
+ * the EK whose certificate hush_tpm_ek_certificate gives (`id_object` and
+ * `encrypted_secret` marshalled, size prefixes included, as in
+ * credential.h). The recovered secret goes into `*secret` (secure memory,
+ * the caller frees it). HUSH_E_UNSUPPORTED for an ephemeral AIK,
+ * HUSH_E_NOT_FOUND without an EK certificate, HUSH_E_AUTH when the TPM
+ * refuses the credential (made for another name or EK, or tampered: one
+ * opaque error), HUSH_E_FORMAT for blobs that do not unmarshal. */
+HUSH_MUST_USE
+hush_status hush_tpm_activate_credential(hush_tpm *tpm, const void *id_object, size_t id_len,
+                                         const void *encrypted_secret, size_t secret_len,
+                                         hush_secbuf **secret, hush_error *err);
 
 #ifdef __cplusplus
 }

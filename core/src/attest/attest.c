@@ -657,6 +657,60 @@ static bool check_qualifying_data(const quote_check *q, const char *payload_id,
     return true;
 }
 
+/* SHA-256(label || 0x00 || fixed || rest): the v2 qualifying data. */
+HUSH_MUST_USE
+static hush_status labelled_digest(const char *label, const void *fixed, size_t fixed_len,
+                                   const void *rest, size_t rest_len,
+                                   unsigned char out[HUSH_ATTEST_QUALIFYING_BYTES], hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    static const unsigned char zero = 0;
+    unsigned digest_len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    HUSH_ENSURE(ctx != NULL, HUSH_E_NOMEM, "out of memory");
+    HUSH_OSSL(EVP_DigestInit_ex(ctx, hush__sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(ctx, label, strlen(label)) == 1 &&
+                  EVP_DigestUpdate(ctx, &zero, 1) == 1 &&
+                  EVP_DigestUpdate(ctx, fixed, fixed_len) == 1 &&
+                  EVP_DigestUpdate(ctx, rest, rest_len) == 1 &&
+                  EVP_DigestFinal_ex(ctx, out, &digest_len) == 1 &&
+                  digest_len == HUSH_ATTEST_QUALIFYING_BYTES,
+              "SHA-256 of the qualifying data");
+cleanup:
+    EVP_MD_CTX_free(ctx);
+    return status;
+}
+
+hush_status hush_attest_key_config_qualifying(const unsigned char nonce[HUSH_ATTEST_NONCE_BYTES],
+                                              const void *configs, size_t configs_len,
+                                              unsigned char out[HUSH_ATTEST_QUALIFYING_BYTES],
+                                              hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(nonce != NULL && configs != NULL && configs_len > 0 && out != NULL,
+                HUSH_E_ARGUMENT, "hush_attest_key_config_qualifying: NULL or empty argument");
+    HUSH_TRY(labelled_digest(HUSH_ATTEST_KEY_CONFIG_LABEL, nonce, HUSH_ATTEST_NONCE_BYTES,
+                             configs, configs_len, out, err));
+cleanup:
+    return status;
+}
+
+hush_status hush_attest_answer_qualifying(const void *enc, size_t enc_len,
+                                          const unsigned char response_nonce[32],
+                                          unsigned char out[HUSH_ATTEST_QUALIFYING_BYTES],
+                                          hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(enc != NULL && enc_len > 0 && response_nonce != NULL && out != NULL,
+                HUSH_E_ARGUMENT, "hush_attest_answer_qualifying: NULL or empty argument");
+    HUSH_TRY(labelled_digest(HUSH_ATTEST_ANSWER_LABEL, response_nonce, 32, enc, enc_len, out,
+                             err));
+cleanup:
+    return status;
+}
+
 /* pcr_values: exactly the selected banks, each with exactly the selected
  * indices, each the bank's digest length in hex. */
 static bool read_pcr_values(quote_check *q, const hush_json_value *values, hush_attest_result *out)
