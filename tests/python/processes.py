@@ -163,17 +163,64 @@ def tpm_env():
     return env
 
 
+class EkCa:
+    """A local EK certificate authority as TPM vendors run one
+    (swtpm_localca): a self-signed root and an intermediate that signs EK
+    certificates, made in a fresh directory on first use. `ca_file` is the
+    PEM a client trusts (root, then intermediate: `--ek-ca`)."""
+
+    def __init__(self, tmp_path):
+        _need("swtpm_localca", "swtpm-tools")
+        self.dir = os.path.join(str(tmp_path), "ekca-%d" % time.monotonic_ns())
+        os.makedirs(self.dir)
+        self.localca_conf = os.path.join(self.dir, "localca.conf")
+        with open(self.localca_conf, "w") as f:
+            f.write("statedir = %s\nsigningkey = %s/signkey.pem\n"
+                    "issuercert = %s/issuercert.pem\ncertserial = %s/certserial\n"
+                    % (self.dir, self.dir, self.dir, self.dir))
+        self.localca_options = os.path.join(self.dir, "localca.options")
+        with open(self.localca_options, "w") as f:
+            f.write("--platform-manufacturer hushcall-test\n--platform-version 2.1\n"
+                    "--platform-model swtpm\n")
+        self.setup_conf = os.path.join(self.dir, "swtpm_setup.conf")
+        with open(self.setup_conf, "w") as f:
+            f.write("create_certs_tool = %s\ncreate_certs_tool_config = %s\n"
+                    "create_certs_tool_options = %s\n"
+                    % (shutil.which("swtpm_localca"), self.localca_conf, self.localca_options))
+        self.ca_file = os.path.join(self.dir, "ek-ca.pem")
+
+    def provision(self, state_dir):
+        """Manufacture a TPM in `state_dir`: EKs (RSA-2048 at NV 0x01C00002
+        with its certificate, and swtpm's ECC one) signed by this CA."""
+        setup = _need("swtpm_setup", "swtpm-tools")
+        proc = subprocess.run(
+            [setup, "--tpm2", "--tpmstate", state_dir, "--create-ek-cert", "--config",
+             self.setup_conf, "--overwrite"],
+            capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            pytest.fail("swtpm_setup failed (%d):\n%s%s"
+                        % (proc.returncode, proc.stdout, proc.stderr))
+        if not os.path.exists(self.ca_file):  # the CA exists after its first certificate
+            with open(self.ca_file, "w") as out:
+                for name in ("swtpm-localca-rootca-cert.pem", "issuercert.pem"):
+                    with open(os.path.join(self.dir, name)) as f:
+                        out.write(f.read())
+
+
 class Swtpm:
     """`swtpm socket --tpm2` on a free pair of loopback ports (server P,
     control P+1, as tss2's swtpm TCTI expects), state in a fresh directory
-    under tmp_path. `tcti` is the TCTI string for it."""
+    under tmp_path. `tcti` is the TCTI string for it. With `ek_ca` (an
+    EkCa) the TPM is manufactured first, its EK certificate signed by it."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, ek_ca=None):
         binary = _need("swtpm", "swtpm")
         self.proc = None
         for attempt in range(SWTPM_ATTEMPTS):
             self.dir = os.path.join(str(tmp_path), "swtpm-%d" % time.monotonic_ns())
             os.makedirs(self.dir)
+            if ek_ca is not None:
+                ek_ca.provision(self.dir)
             port = _free_port_pair()
             self.log_path = self.dir + ".log"
             with open(self.log_path, "w") as log:
