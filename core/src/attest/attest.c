@@ -641,18 +641,11 @@ cleanup:
     return status;
 }
 
-static bool check_qualifying_data(const quote_check *q, const char *payload_id,
-                                  hush_attest_result *out)
+static bool check_qualifying_data(const quote_check *q, const unsigned char *qualifying,
+                                  size_t qualifying_len, hush_attest_result *out)
 {
-    unsigned char digest[32];
-    unsigned digest_len = 0;
-    if (EVP_Digest(payload_id, strlen(payload_id), digest, &digest_len, hush__sha256(), NULL) != 1 ||
-        digest_len != sizeof digest) {
-        ERR_clear_error();
-        return reject(out, "wrong qualifying data");
-    }
-    if (q->attest.extraData.size != QUALIFYING_BYTES ||
-        memcmp(q->attest.extraData.buffer, digest, QUALIFYING_BYTES) != 0)
+    if (q->attest.extraData.size != qualifying_len ||
+        memcmp(q->attest.extraData.buffer, qualifying, qualifying_len) != 0)
         return reject(out, "wrong qualifying data");
     return true;
 }
@@ -814,7 +807,8 @@ static bool check_aik_pinned(const hush_attest_policy *policy, const char *finge
 }
 
 HUSH_MUST_USE
-static hush_status verify_quote(quote_check *q, const hush_json_value *att, const char *payload_id,
+static hush_status verify_quote(quote_check *q, const hush_json_value *att,
+                                const unsigned char *qualifying, size_t qualifying_len,
                                 const hush_attest_policy *policy, hush_attest_result *out,
                                 hush_error *err)
 {
@@ -841,7 +835,7 @@ static hush_status verify_quote(quote_check *q, const hush_json_value *att, cons
     if (!load_aik(q, out))
         goto cleanup;
     HUSH_TRY(check_signature(q, &ok, out, err));
-    if (!ok || !check_qualifying_data(q, payload_id, out))
+    if (!ok || !check_qualifying_data(q, qualifying, qualifying_len, out))
         goto cleanup;
     pcr_selection quoted;
     if (!selection_from_tpm(&q->attest.attested.quote.pcrSelect, &quoted) ||
@@ -861,16 +855,17 @@ cleanup:
     return status;
 }
 
-hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const char *payload_id,
-                               const hush_attest_policy *policy, hush_attest_result *out,
-                               hush_error *err)
+/* The checks common to both protocols, for a quote whose qualifying data
+ * must be `qualifying`. */
+HUSH_MUST_USE
+static hush_status verify_attestation(const hush_json_value *tpm_attestation,
+                                      const unsigned char *qualifying, size_t qualifying_len,
+                                      const hush_attest_policy *policy, hush_attest_result *out,
+                                      hush_error *err)
 {
     hush_status status = HUSH_OK;
     quote_check *q = NULL;
 
-    HUSH_TRY(hush__init(err));
-    HUSH_ENSURE(payload_id != NULL && out != NULL, HUSH_E_ARGUMENT,
-                "hush_attest_verify: NULL argument");
     memset(out, 0, sizeof *out);
     if (tpm_attestation == NULL) {
         reject(out, "no attestation");
@@ -896,7 +891,7 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
     }
     q = calloc(1, sizeof *q);
     HUSH_ENSURE(q != NULL, HUSH_E_NOMEM, "out of memory");
-    HUSH_TRY(verify_quote(q, tpm_attestation, payload_id, policy, out, err));
+    HUSH_TRY(verify_quote(q, tpm_attestation, qualifying, qualifying_len, policy, out, err));
 cleanup:
     if (status != HUSH_OK && q != NULL) {
         /* verify_quote failed: an error, not a verdict, so leave no
@@ -908,5 +903,41 @@ cleanup:
         EVP_PKEY_free(q->pkey);
         free(q);
     }
+    return status;
+}
+
+hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const char *payload_id,
+                               const hush_attest_policy *policy, hush_attest_result *out,
+                               hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    unsigned char digest[32];
+    unsigned digest_len = 0;
+
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(payload_id != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_attest_verify: NULL argument");
+    /* NOMYO's binding: the first 16 bytes of SHA-256(payload_id) */
+    HUSH_OSSL(EVP_Digest(payload_id, strlen(payload_id), digest, &digest_len, hush__sha256(),
+                         NULL) == 1 &&
+                  digest_len == sizeof digest,
+              "EVP_Digest(SHA-256)");
+    HUSH_TRY(verify_attestation(tpm_attestation, digest, QUALIFYING_BYTES, policy, out, err));
+cleanup:
+    return status;
+}
+
+hush_status hush_attest_verify_bound(const hush_json_value *tpm_attestation,
+                                     const unsigned char qualifying[HUSH_ATTEST_QUALIFYING_BYTES],
+                                     const hush_attest_policy *policy, hush_attest_result *out,
+                                     hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(qualifying != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_attest_verify_bound: NULL argument");
+    HUSH_TRY(verify_attestation(tpm_attestation, qualifying, HUSH_ATTEST_QUALIFYING_BYTES, policy,
+                                out, err));
+cleanup:
     return status;
 }
