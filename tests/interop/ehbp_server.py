@@ -9,11 +9,23 @@ because pyca's HPKE Suite is single-shot: no multi-frame context, no Export).
 Started as a subprocess on loopback:
 
   ehbp_server.py [--host 127.0.0.1] [--port 0] [--plain-ehbp] [--max-body BYTES]
+                 [--tpm TCTI [--aik-handle 0x81000002] [--pcrs sha256:0,7,10]]
 
 It binds, prints one line `READY <port>` to stdout and exits 0 on SIGTERM/SIGINT.
 --plain-ehbp makes it a plain EHBP server: no X-Wing key, no hushcall endpoint,
 Hushcall-Key-Config ignored. A request body over --max-body (default 16 MiB) gets
 413 before anything is opened.
+
+--tpm makes it attest as docs/attestation.md's "Attest, then send" and "Enrolling an
+AIK" say (written from that text alone), with tpm2-tools against the TPM the TCTI
+names (`swtpm:host=127.0.0.1,port=P`): quotes by the persistent restricted signing
+key --aik-handle over the PCRs --pcrs (tpm2_quote, tpm2_readpublic), the EK
+certificate from NV 0x01c00002 (tpm2_nvread) and TPM2_ActivateCredential with the
+RSA EK (tpm2_createek, a PolicySecret(endorsement) session, tpm2_activatecredential).
+One lock serializes every TPM use (swtpm serves one connection at a time) and each
+flushes what it loaded (swtpm has no resource manager). Without --tpm the attestation
+endpoints answer 404 {"detail": "No TPM attestation"}, answers carry no quote and
+X-Security-Tier: maximum gets 503 before the body is read.
 
 Endpoints
   GET  /.well-known/hpke-keys           the newest X25519 key config, bare (RFC 9458 §3),
@@ -21,6 +33,21 @@ Endpoints
   GET  /.well-known/hushcall-hpke-keys  every live config as RFC 9458 §3.2's length-prefixed
                                         list, newest first (X-Wing: ChaCha20-Poly1305, then
                                         AES-256-GCM); 404 with --plain-ehbp
+  GET  /.well-known/hushcall-attestation?nonce=<64 lowercase hex>
+                                        {"key_configs": <base64 of the hushcall list above>,
+                                        "tpm_attestation": {...}}, Cache-Control: no-store;
+                                        the quote's qualifying data SHA-256("hushcall-v2 key
+                                        attestation" || 0x00 || nonce || key_configs); 400
+                                        {"detail"} for a bad nonce, 503 when the TPM fails
+  GET  /.well-known/hushcall-attestation/enrollment
+                                        {"ek_certificate": <base64 DER>, "aik_public":
+                                        <base64 TPM2B_PUBLIC>}; 404 {"detail"} when the TPM
+                                        has no EK certificate or no key at --aik-handle
+  POST /.well-known/hushcall-attestation/activation
+                                        {"id_object", "encrypted_secret"} (base64 TPM2Bs) ->
+                                        {"secret": <base64>}; 400 {"detail": "The credential
+                                        did not activate"} when the TPM refuses it, another
+                                        400 {"detail"} for a body that is not two TPM2Bs
   POST /__control                       JSON test controls, answered {"ok": true, ...}:
                                         {"rotate": true}  new keys with new key ids; the old
                                                           ones are refused from then on
@@ -52,8 +79,21 @@ Endpoints
       delay_ms        sleep this long before each event
       eol             "\n" (default), "\r\n" or "\r": the line ends of the events
       comments        true: a ": ping" comment line before every event
+                                        {"attest": {...}} how the attestation lies, from now
+                                                          on ({"attest": {}} restores honesty;
+                                                          an unknown member is 400): each
+                                                          member true is an attack to refuse
+      stale_nonce     the key-config attestation answered with the one made for the
+                      previous nonce (the first time: for a random nonce)
+      other_configs   the key-config quote made over the list served with its last byte
+                      flipped (key_configs itself is the true list)
+      relay_answer    an answer's Hushcall-Attestation is the previous exchange's (the
+                      first time: a quote over a random nonce and enc)
+      no_answer_quote an answer asked for a quote carries no Hushcall-Attestation
+      unavailable     the key-config attestation endpoint answers 404
                                         Every control answer carries "posts" (POSTs received
-                                        but controls) and "streams": {"started",
+                                        but controls and activations), "attestations"
+                                        (key-config attestations served) and "streams": {"started",
                                         "completed", "client_gone"}: streamed answers begun,
                                         sent to their end, and given up because the client
                                         closed the connection ({} changes nothing).
@@ -78,6 +118,12 @@ Endpoints
     sent as frames of at most 64 plaintext bytes, chunked. A body that is not a JSON
     object gets a sealed 400 {"error": ...}. Without Ehbp-Encapsulated-Key the request
     is plaintext (EHBP §5.2, §7.4) and so is the echo.
+  With --tpm, a sealed answer (streamed or not) to a request with X-Attestation: required
+  or X-Security-Tier: high or maximum carries Hushcall-Attestation: the base64 of its
+  tpm_attestation JSON, the quote's qualifying data SHA-256("hushcall-v2 answer
+  attestation" || 0x00 || Ehbp-Response-Nonce || enc); a TPM that fails makes it a
+  503. Any other X-Attestation value is 400 "Invalid X-Attestation header", before
+  the body is read.
 
 Errors (EHBP §5, docs/protocol-v2.md): 400 "bad request" (one opaque text for every
 malformed header, framing or cryptographic failure); 422 application/problem+json
