@@ -162,4 +162,9 @@ extern PyType_Spec hushpy_tpm_spec;
  * with TypeError set. */
 hush_tpm *hushpy_tpm_get(hushpy_state *st, PyObject *obj);
 
+/* ---- attest.c ------------------------------------------------------------ */
+
+/* The module's exec slot for attest.c: its functions and Enrolment. */
+int hushpy_attest_exec(PyObject *module);
+
 #endif

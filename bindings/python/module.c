@@ -518,6 +518,7 @@ static PyModuleDef_Slot hushpy_slots[] = {
     {Py_mod_exec, exec_types},
     {Py_mod_exec, exec_constants},
     {Py_mod_exec, exec_stream_end},
+    {Py_mod_exec, hushpy_attest_exec},
 #ifdef Py_mod_multiple_interpreters
     /* The core is reentrant and keeps no per-interpreter state. */
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},

@@ -9,11 +9,23 @@ because pyca's HPKE Suite is single-shot: no multi-frame context, no Export).
 Started as a subprocess on loopback:
 
   ehbp_server.py [--host 127.0.0.1] [--port 0] [--plain-ehbp] [--max-body BYTES]
+                 [--tpm TCTI [--aik-handle 0x81000002] [--pcrs sha256:0,7,10]]
 
 It binds, prints one line `READY <port>` to stdout and exits 0 on SIGTERM/SIGINT.
 --plain-ehbp makes it a plain EHBP server: no X-Wing key, no hushcall endpoint,
 Hushcall-Key-Config ignored. A request body over --max-body (default 16 MiB) gets
 413 before anything is opened.
+
+--tpm makes it attest as docs/attestation.md's "Attest, then send" and "Enrolling an
+AIK" say (written from that text alone), with tpm2-tools against the TPM the TCTI
+names (`swtpm:host=127.0.0.1,port=P`): quotes by the persistent restricted signing
+key --aik-handle over the PCRs --pcrs (tpm2_quote, tpm2_readpublic), the EK
+certificate from NV 0x01c00002 (tpm2_nvread) and TPM2_ActivateCredential with the
+RSA EK (tpm2_createek, a PolicySecret(endorsement) session, tpm2_activatecredential).
+One lock serializes every TPM use (swtpm serves one connection at a time) and each
+flushes what it loaded (swtpm has no resource manager). Without --tpm the attestation
+endpoints answer 404 {"detail": "No TPM attestation"}, answers carry no quote and
+X-Security-Tier: maximum gets 503 before the body is read.
 
 Endpoints
   GET  /.well-known/hpke-keys           the newest X25519 key config, bare (RFC 9458 §3),
@@ -21,6 +33,21 @@ Endpoints
   GET  /.well-known/hushcall-hpke-keys  every live config as RFC 9458 §3.2's length-prefixed
                                         list, newest first (X-Wing: ChaCha20-Poly1305, then
                                         AES-256-GCM); 404 with --plain-ehbp
+  GET  /.well-known/hushcall-attestation?nonce=<64 lowercase hex>
+                                        {"key_configs": <base64 of the hushcall list above>,
+                                        "tpm_attestation": {...}}, Cache-Control: no-store;
+                                        the quote's qualifying data SHA-256("hushcall-v2 key
+                                        attestation" || 0x00 || nonce || key_configs); 400
+                                        {"detail"} for a bad nonce, 503 when the TPM fails
+  GET  /.well-known/hushcall-attestation/enrollment
+                                        {"ek_certificate": <base64 DER>, "aik_public":
+                                        <base64 TPM2B_PUBLIC>}; 404 {"detail"} when the TPM
+                                        has no EK certificate or no key at --aik-handle
+  POST /.well-known/hushcall-attestation/activation
+                                        {"id_object", "encrypted_secret"} (base64 TPM2Bs) ->
+                                        {"secret": <base64>}; 400 {"detail": "The credential
+                                        did not activate"} when the TPM refuses it, another
+                                        400 {"detail"} for a body that is not two TPM2Bs
   POST /__control                       JSON test controls, answered {"ok": true, ...}:
                                         {"rotate": true}  new keys with new key ids; the old
                                                           ones are refused from then on
@@ -52,8 +79,21 @@ Endpoints
       delay_ms        sleep this long before each event
       eol             "\n" (default), "\r\n" or "\r": the line ends of the events
       comments        true: a ": ping" comment line before every event
+                                        {"attest": {...}} how the attestation lies, from now
+                                                          on ({"attest": {}} restores honesty;
+                                                          an unknown member is 400): each
+                                                          member true is an attack to refuse
+      stale_nonce     the key-config attestation answered with the one made for the
+                      previous nonce (the first time: for a random nonce)
+      other_configs   the key-config quote made over the list served with its last byte
+                      flipped (key_configs itself is the true list)
+      relay_answer    an answer's Hushcall-Attestation is the previous exchange's (the
+                      first time: a quote over a random nonce and enc)
+      no_answer_quote an answer asked for a quote carries no Hushcall-Attestation
+      unavailable     the key-config attestation endpoint answers 404
                                         Every control answer carries "posts" (POSTs received
-                                        but controls) and "streams": {"started",
+                                        but controls and activations), "attestations"
+                                        (key-config attestations served) and "streams": {"started",
                                         "completed", "client_gone"}: streamed answers begun,
                                         sent to their end, and given up because the client
                                         closed the connection ({} changes nothing).
@@ -78,6 +118,12 @@ Endpoints
     sent as frames of at most 64 plaintext bytes, chunked. A body that is not a JSON
     object gets a sealed 400 {"error": ...}. Without Ehbp-Encapsulated-Key the request
     is plaintext (EHBP §5.2, §7.4) and so is the echo.
+  With --tpm, a sealed answer (streamed or not) to a request with X-Attestation: required
+  or X-Security-Tier: high or maximum carries Hushcall-Attestation: the base64 of its
+  tpm_attestation JSON, the quote's qualifying data SHA-256("hushcall-v2 answer
+  attestation" || 0x00 || Ehbp-Response-Nonce || enc); a TPM that fails makes it a
+  503. Any other X-Attestation value is 400 "Invalid X-Attestation header", before
+  the body is read.
 
 Errors (EHBP §5, docs/protocol-v2.md): 400 "bad request" (one opaque text for every
 malformed header, framing or cryptographic failure); 422 application/problem+json
@@ -86,14 +132,17 @@ under no live X25519 key; 409 for an `enc` already accepted under that key.
 """
 import argparse
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import sys
+import tempfile
 
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes, hpke
@@ -310,6 +359,7 @@ class Exchange:
     def __init__(self, key, aead_id, enc, secret, plaintext, frames):
         self.key, self.aead_id, self.enc, self.secret = key, aead_id, enc, secret
         self.plaintext, self.frames = plaintext, frames
+        self.quote_answer = False  # whether the answer carries a Hushcall-Attestation
 
 
 def open_request(ring, request, body):
@@ -415,6 +465,142 @@ def application(count, plaintext, exchange, path="/v1/chat/completions"):
     return 200, json.dumps(completion(count, chat, exchange)).encode()
 
 
+# ---- attestation with a TPM, through tpm2-tools (docs/attestation.md) -----------------
+
+KEY_CONFIG_LABEL = b"hushcall-v2 key attestation"
+ANSWER_LABEL = b"hushcall-v2 answer attestation"
+ATTEST_NONCE_BYTES = 32
+EK_CERT_NV_INDEX = "0x01c00002"  # TCG EK credential profile: the RSA-2048 EK's certificate
+CREDENTIAL_FILE_HEADER = struct.pack(">II", 0xBADCC0DE, 1)  # tpm2-tools' credential file
+ATTEST_CONTROLS = ("stale_nonce", "other_configs", "relay_answer", "no_answer_quote",
+                   "unavailable")
+
+
+def key_config_qualifying(nonce, configs):
+    return hashlib.sha256(KEY_CONFIG_LABEL + b"\x00" + nonce + configs).digest()
+
+
+def answer_qualifying(response_nonce, enc):
+    return hashlib.sha256(ANSWER_LABEL + b"\x00" + response_nonce + enc).digest()
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def parse_pcr_banks(text):
+    """"sha256:0,7,10[+sha1:0]" -> [("sha256", [0, 7, 10]), ...], indices ascending
+    (the order the TPM reports them in)."""
+    banks = []
+    for bank in text.split("+"):
+        alg, _, indices = bank.partition(":")
+        banks.append((alg, sorted(int(i) for i in indices.split(","))))
+    return banks
+
+
+class TpmFailed(Exception):
+    """A tpm2-tools command failed: the TPM refused or could not be reached."""
+
+
+class Tpm:
+    """One TPM behind tpm2-tools. swtpm serves one connection at a time and has no
+    resource manager: every use takes the lock, and what a use loads it flushes."""
+
+    DIGEST_BYTES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
+
+    def __init__(self, tcti, aik_handle, pcr_banks):
+        self.aik_handle, self.pcr_banks = aik_handle, pcr_banks
+        self.banks = parse_pcr_banks(pcr_banks)
+        self.dir = tempfile.mkdtemp(prefix="ehbp-peer-tpm-")
+        self.env = dict(os.environ, TPM2TOOLS_TCTI=tcti, TSS2_LOG="all+none")
+        self.lock = asyncio.Lock()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    async def tool(self, *argv):
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=self.env, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, stderr = await proc.communicate()
+        if proc.returncode != 0:
+            raise TpmFailed("%s: %s" % (argv[0], stderr.decode(errors="replace").strip()))
+
+    async def flush(self):
+        await self.tool("tpm2_flushcontext", "-t")
+        await self.tool("tpm2_flushcontext", "-s")
+
+    def read(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    async def quote(self, qualifying):
+        """The tpm_attestation object of a quote over `qualifying` with the AIK."""
+        async with self.lock:
+            await self.tool("tpm2_quote", "-c", self.aik_handle, "-l", self.pcr_banks,
+                            "-q", qualifying.hex(), "-g", "sha256", "-m", self.path("quote"),
+                            "-s", self.path("signature"), "-o", self.path("pcrs"),
+                            "-F", "values")
+            await self.tool("tpm2_readpublic", "-c", self.aik_handle,
+                            "-o", self.path("aik.pub"))
+            quote, signature = self.read("quote"), self.read("signature")
+            values, aik_public = self.read("pcrs"), self.read("aik.pub")
+        return {"is_available": True, "pcr_banks": self.pcr_banks,
+                "pcr_values": self.pcr_values(values), "aik_pubkey_b64": b64(aik_public),
+                # tpm2_quote writes a bare TPMS_ATTEST; the wire carries a TPM2B_ATTEST
+                "quote_b64": b64(struct.pack(">H", len(quote)) + quote),
+                "signature_b64": b64(signature)}
+
+    def pcr_values(self, values):
+        """The raw digests tpm2_quote wrote (`-F values`: in selection order) by bank."""
+        out, offset = {}, 0
+        for alg, indices in self.banks:
+            size = self.DIGEST_BYTES[alg]
+            out[alg] = {}
+            for index in indices:
+                out[alg][str(index)] = values[offset:offset + size].hex()
+                offset += size
+        if offset != len(values):
+            raise TpmFailed("tpm2_quote wrote %d PCR bytes, not %d" % (len(values), offset))
+        return out
+
+    async def enrollment(self):
+        """(EK certificate DER, AIK TPM2B_PUBLIC)."""
+        async with self.lock:
+            await self.tool("tpm2_nvread", EK_CERT_NV_INDEX, "-o", self.path("ek.der"))
+            await self.tool("tpm2_readpublic", "-c", self.aik_handle,
+                            "-o", self.path("aik.pub"))
+            return self.read("ek.der"), self.read("aik.pub")
+
+    async def activate(self, id_object, encrypted_secret):
+        """TPM2_ActivateCredential with the AIK and the RSA EK (whose policy is
+        PolicySecret(endorsement)): the secret, or TpmFailed when the TPM refuses."""
+        async with self.lock:
+            with open(self.path("credential"), "wb") as f:
+                f.write(CREDENTIAL_FILE_HEADER + id_object + encrypted_secret)
+            try:
+                os.remove(self.path("secret"))
+            except FileNotFoundError:
+                pass
+            try:
+                await self.tool("tpm2_createek", "-G", "rsa", "-c", self.path("ek.ctx"))
+                await self.tool("tpm2_startauthsession", "--policy-session",
+                                "-S", self.path("session.ctx"))
+                await self.tool("tpm2_policysecret", "-S", self.path("session.ctx"), "-c", "e")
+                await self.tool("tpm2_activatecredential", "-c", self.aik_handle,
+                                "-C", self.path("ek.ctx"), "-i", self.path("credential"),
+                                "-o", self.path("secret"),
+                                "-P", "session:" + self.path("session.ctx"))
+            finally:
+                await self.flush()  # a refused activation leaves the EK and session loaded
+            return self.read("secret")
+
+
+def is_one_tpm2b(data):
+    """Whether `data` is exactly one marshalled TPM2B: its size, then that many bytes."""
+    return len(data) >= 2 and struct.unpack_from(">H", data)[0] == len(data) - 2
+
+
 # ---- streamed answers -----------------------------------------------------------------
 
 def stream_events(count, body, path):
@@ -479,26 +665,113 @@ async def read_capped(request, limit):
     return bytes(body)
 
 
+def detail(status, text):
+    return web.json_response({"detail": text}, status=status)
+
+
+def no_tpm_attestation():
+    return detail(404, "No TPM attestation")
+
+
 class Peer:
-    def __init__(self, with_pq, max_body):
+    def __init__(self, with_pq, max_body, tpm=None):
         self.ring = KeyRing(with_pq)
         self.max_body = max_body
+        self.tpm = tpm
         self.count = 0
         self.misbehave = None
         self.previous = None
         self.stream_settings = {}
         self.streams = {"started": 0, "completed": 0, "client_gone": 0}
+        self.attest_settings = {}
+        self.attestations = 0
+        self.previous_attestation = None  # the key-config answer made for the last nonce
+        self.previous_answer_quote = None  # the Hushcall-Attestation of the last exchange
 
     async def keys(self, request):
         return web.Response(body=self.ring.newest_x25519().config(),
                             headers={"Content-Type": "application/ohttp-keys"})
 
+    def key_config_list(self):
+        return b"".join(struct.pack(">H", len(c)) + c for c in
+                        (k.config() for k in self.ring.keys))
+
     async def hushcall_keys(self, request):
         if not self.ring.with_pq:
             raise web.HTTPNotFound()
-        body = b"".join(struct.pack(">H", len(c)) + c for c in
-                        (k.config() for k in self.ring.keys))
-        return web.Response(body=body, headers={"Content-Type": "application/ohttp-keys"})
+        return web.Response(body=self.key_config_list(),
+                            headers={"Content-Type": "application/ohttp-keys"})
+
+    async def attestation(self, request):
+        """The key-config attestation: the list served, quoted with the client's nonce."""
+        if self.tpm is None or not self.ring.with_pq or self.attest_settings.get("unavailable"):
+            return no_tpm_attestation()
+        nonce = request.query.get("nonce", "")
+        if len(nonce) != 2 * ATTEST_NONCE_BYTES or not LOWER_HEX.fullmatch(nonce):
+            return detail(400, "nonce must be 64 lowercase hex digits")
+        configs = self.key_config_list()
+        quoted = configs
+        if self.attest_settings.get("other_configs"):
+            quoted = configs[:-1] + bytes([configs[-1] ^ 0x01])  # one byte of the suites
+        try:
+            quote = await self.tpm.quote(key_config_qualifying(bytes.fromhex(nonce), quoted))
+            answer = {"key_configs": b64(configs), "tpm_attestation": quote}
+            served = answer
+            if self.attest_settings.get("stale_nonce"):
+                served = self.previous_attestation or await self.attestation_for_another_nonce()
+        except TpmFailed:
+            return detail(503, "TPM quote failed")
+        self.previous_attestation = answer
+        self.attestations += 1
+        return web.json_response(served, headers={"Cache-Control": "no-store"})
+
+    async def attestation_for_another_nonce(self):
+        configs = self.key_config_list()
+        nonce = os.urandom(ATTEST_NONCE_BYTES)
+        return {"key_configs": b64(configs),
+                "tpm_attestation": await self.tpm.quote(key_config_qualifying(nonce, configs))}
+
+    async def answer_quote(self, exchange, response_nonce):
+        """The Hushcall-Attestation header of this exchange as the controls say: None to
+        omit it. TpmFailed when the TPM does not quote."""
+        if self.attest_settings.get("no_answer_quote"):
+            return None
+        honest = b64(json.dumps(await self.tpm.quote(
+            answer_qualifying(response_nonce, exchange.enc))).encode())
+        sent = honest
+        if self.attest_settings.get("relay_answer"):
+            sent = self.previous_answer_quote or b64(json.dumps(await self.tpm.quote(
+                answer_qualifying(os.urandom(RESPONSE_NONCE_BYTES), exchange.enc[::-1])
+            )).encode())
+        self.previous_answer_quote = honest
+        return sent
+
+    async def enrollment(self, request):
+        if self.tpm is None:
+            return no_tpm_attestation()
+        try:
+            ek_certificate, aik_public = await self.tpm.enrollment()
+        except TpmFailed:
+            return detail(404, "No EK certificate or AIK in the TPM")
+        return web.json_response({"ek_certificate": b64(ek_certificate),
+                                  "aik_public": b64(aik_public)})
+
+    async def activation(self, request):
+        if self.tpm is None:
+            return no_tpm_attestation()
+        try:
+            order = await request.json()
+            id_object = base64.b64decode(order["id_object"], validate=True)
+            encrypted_secret = base64.b64decode(order["encrypted_secret"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            return detail(400, "id_object and encrypted_secret must be base64 strings")
+        if not (is_one_tpm2b(id_object) and is_one_tpm2b(encrypted_secret)):
+            return detail(400, "id_object and encrypted_secret must each be one TPM2B")
+        try:
+            secret = await self.tpm.activate(id_object, encrypted_secret)
+        except TpmFailed:
+            return detail(400, "The credential did not activate")
+        return web.json_response({"secret": b64(secret)})
 
     async def control(self, request):
         order = await request.json()
@@ -510,15 +783,36 @@ class Peer:
             self.misbehave = (order["misbehave"], int(order.get("size", 64 * 1024 * 1024 + 1)))
         if isinstance(order.get("stream"), dict):
             self.stream_settings = dict(order["stream"])
+        if isinstance(order.get("attest"), dict):
+            unknown = set(order["attest"]) - set(ATTEST_CONTROLS)
+            if unknown:
+                return web.json_response({"ok": False, "attest": ATTEST_CONTROLS}, status=400)
+            self.attest_settings = dict(order["attest"])
         return web.json_response({"ok": True, "key_ids": [k.key_id for k in self.ring.keys],
-                                  "streams": self.streams, "posts": self.count})
+                                  "streams": self.streams, "posts": self.count,
+                                  "attestations": self.attestations})
 
     async def models(self, request):
         return web.json_response({"object": "list", "data": [
             {"id": "echo", "object": "model", "created": 0, "owned_by": "ehbp-peer"}]})
 
+    def wants_quote(self, request):
+        """Whether the answer is to carry a quote (X-Attestation: required, or the high
+        or maximum tier); Refused before the body is read when it cannot be."""
+        asked = request.headers.get("X-Attestation")
+        if asked is not None and asked != "required":
+            raise Refused(web.Response(status=400, text="Invalid X-Attestation header"))
+        tier = request.headers.get("X-Security-Tier")
+        if tier == "maximum" and self.tpm is None:
+            raise Refused(web.Response(status=503, text="No TPM for the maximum tier"))
+        return self.tpm is not None and (asked == "required" or tier in ("high", "maximum"))
+
     async def post(self, request):
         self.count += 1
+        try:
+            quote_answer = self.wants_quote(request)
+        except Refused as refused:
+            return refused.response
         body = await read_capped(request, self.max_body)
         if body is None:
             return web.Response(status=413, text="body too large")
@@ -529,11 +823,24 @@ class Peer:
             exchange = open_request(self.ring, request, body)
         except Refused as refused:
             return refused.response
+        exchange.quote_answer = quote_answer
         body_json = parsed_object(exchange.plaintext)
         if body_json is not None and body_json.get("stream") is True:
             return await self.streamed(request, body_json, exchange)
         status, answer = application(self.count, exchange.plaintext, exchange, request.path)
         return await self.sealed(request, status, answer, exchange)
+
+    async def attested(self, headers, exchange, nonce):
+        """Add the answer's quote to `headers` when it was asked for; a 503 Refused
+        when the TPM does not quote: such an answer never goes out without one."""
+        if not exchange.quote_answer:
+            return
+        try:
+            quote = await self.answer_quote(exchange, nonce)
+        except TpmFailed:
+            raise Refused(web.Response(status=503, text="TPM quote failed"))
+        if quote is not None:
+            headers["Hushcall-Attestation"] = quote
 
     async def streamed(self, request, body, exchange):
         """The events sealed frame by frame as the settings say, sent as they are made."""
@@ -550,6 +857,10 @@ class Peer:
         nonce = os.urandom(RESPONSE_NONCE_BYTES)
         aead, base = response_cipher(exchange, nonce)
         headers = {"Content-Type": "text/event-stream", "Ehbp-Response-Nonce": nonce.hex()}
+        try:
+            await self.attested(headers, exchange, nonce)
+        except Refused as refused:
+            return refused.response
         if mode == "strip-nonce":
             del headers["Ehbp-Response-Nonce"]
         response = web.StreamResponse(status=200, headers=headers)
@@ -604,6 +915,10 @@ class Peer:
         nonce = os.urandom(RESPONSE_NONCE_BYTES)
         frames = seal_frames(sealed_for, nonce, answer)
         headers = {"Content-Type": "application/json", "Ehbp-Response-Nonce": nonce.hex()}
+        try:
+            await self.attested(headers, exchange, nonce)
+        except Refused as refused:
+            return refused.response
         if mode == "strip-nonce":
             del headers["Ehbp-Response-Nonce"]
         elif mode == "bad-nonce":
@@ -632,19 +947,23 @@ def parsed_object(plaintext):
     return body if isinstance(body, dict) else None
 
 
-def make_app(with_pq, max_body):
-    peer = Peer(with_pq, max_body)
+def make_app(with_pq, max_body, tpm=None):
+    peer = Peer(with_pq, max_body, tpm)
     app = web.Application()
     app.router.add_get("/.well-known/hpke-keys", peer.keys)
     app.router.add_get("/.well-known/hushcall-hpke-keys", peer.hushcall_keys)
+    app.router.add_get("/.well-known/hushcall-attestation", peer.attestation)
+    app.router.add_get("/.well-known/hushcall-attestation/enrollment", peer.enrollment)
+    app.router.add_post("/.well-known/hushcall-attestation/activation", peer.activation)
     app.router.add_post("/__control", peer.control)
     app.router.add_get("/v1/models", peer.models)
     app.router.add_post("/{tail:.*}", peer.post)
     return app
 
 
-async def serve(host, port, with_pq, max_body):
-    runner = web.AppRunner(make_app(with_pq, max_body), access_log=None)
+async def serve(host, port, with_pq, max_body, tpm_args):
+    tpm = Tpm(*tpm_args) if tpm_args[0] else None
+    runner = web.AppRunner(make_app(with_pq, max_body, tpm), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -656,6 +975,8 @@ async def serve(host, port, with_pq, max_body):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await runner.cleanup()
+    if tpm is not None:
+        shutil.rmtree(tpm.dir)
 
 
 def main():
@@ -665,8 +986,13 @@ def main():
     parser.add_argument("--plain-ehbp", action="store_true",
                         help="a plain EHBP server: no X-Wing key, no hushcall endpoint")
     parser.add_argument("--max-body", type=int, default=16 * 1024 * 1024)
+    parser.add_argument("--tpm", help="the TCTI of the TPM that quotes (tpm2-tools' -T)")
+    parser.add_argument("--aik-handle", default="0x81000002",
+                        help="the persistent restricted signing key that quotes")
+    parser.add_argument("--pcrs", default="sha256:0,7,10", help="the PCRs quoted")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, not args.plain_ehbp, args.max_body))
+    asyncio.run(serve(args.host, args.port, not args.plain_ehbp, args.max_body,
+                      (args.tpm, args.aik_handle, args.pcrs)))
     return 0
 
 
