@@ -491,6 +491,45 @@ static void test_plain_fetch_not_trusted(void)
     hush_client_free(c);
 }
 
+/* An attested fetch that fails is the failure of the calls that need it
+ * alone: a plain call that waited on it fetches for itself and goes out. */
+static void test_racing_plain_call_survives(void)
+{
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
+    o.base_url = tpm_peer.url;
+    o.ca_file = ca_file;
+    o.protocol = "v2";
+    o.attestation_policy = pinned_policy;
+    o.max_retries = 0;
+    hush_client *c = NULL;
+    hush_engine *e = NULL;
+    hush_call *attested = NULL, *plain = NULL;
+    hush_error err = {0};
+    CHECK_OK(hush_client_new(&o, &c, &err), &err);
+    CHECK_OK(hush_engine_new(NULL, &e, &err), &err);
+    control(&tpm_peer, "{\"attest\": {\"other_configs\": true}}");
+    hush_call_options maximum = {.security_tier = "maximum"};
+    CHECK_OK(hush_engine_submit(e, c, chat_request("must stay secret", NULL), &maximum, NULL,
+                                &attested, &err),
+             &err);
+    CHECK_OK(hush_engine_submit(e, c, chat_request("plain", NULL), NULL, NULL, &plain, &err),
+             &err);
+    hush_json_doc *doc = NULL;
+    CHECK_OK(hush_call_wait(attested, -1, &err), &err);
+    CHECK_STATUS(hush_call_result(attested, &doc, &err), HUSH_E_ATTESTATION, &err);
+    CHECK(doc == NULL);
+    CHECK_OK(hush_call_wait(plain, -1, &err), &err);
+    CHECK_OK(hush_call_result(plain, &doc, &err), &err);
+    CHECK(doc != NULL && response_echoes(doc, "plain"));
+    CHECK(doc != NULL && !attestation_bool(doc, "key_config_verified"));
+    hush_json_doc_free(doc);
+    control(&tpm_peer, "{\"attest\": {}}");
+    hush_call_free(attested);
+    hush_call_free(plain);
+    hush_engine_free(e);
+    hush_client_free(c);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -534,6 +573,7 @@ int main(void)
     RUN_TEST(test_tier_reports_quote);
     RUN_TEST(test_cache_until_rotation);
     RUN_TEST(test_plain_fetch_not_trusted);
+    RUN_TEST(test_racing_plain_call_survives);
     bool stopped = peer_stop(&tpm_peer) & peer_stop(&bare_peer);
     CHECK(stopped);
     swtpm_stop(&tpm_sim);
