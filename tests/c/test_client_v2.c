@@ -228,22 +228,19 @@ static void test_bad_options(void)
     hush_client_free(c);
 }
 
-/* A tier is v1's: "auto" takes v1 for it (the EHBP peer has no
- * /pki/public_key: its GET there gets 405), "v2" and require_pq refuse it. */
-static void test_tier_means_v1(void)
+/* A tier travels on v2 too (X-Security-Tier, docs/attestation.md): "auto"
+ * no longer falls back to v1 for it, and "v2" sends it. */
+static void test_tier_on_v2(void)
 {
-    hush_client_options o;
-    v2_options(&o, &pq_peer, NULL);
-    o.security_tier = "high";
-    hush_client *c = new_client(&o);
-    expect_failure(c, "tiered", HUSH_E_HTTP);
-    hush_client_free(c);
-
-    v2_options(&o, &pq_peer, "v2");
-    o.security_tier = "high";
-    c = new_client(&o);
-    expect_failure(c, "tiered", HUSH_E_ARGUMENT);
-    hush_client_free(c);
+    const char *protocols[] = {NULL, "v2"};
+    for (size_t i = 0; i < 2; i++) {
+        hush_client_options o;
+        v2_options(&o, &pq_peer, protocols[i]);
+        o.security_tier = "high";
+        hush_client *c = new_client(&o);
+        expect_v2_echo(c, "tiered", "pq", "xwing-chacha20poly1305");
+        hush_client_free(c);
+    }
 }
 
 /* ---- pins ---------------------------------------------------------------- */
@@ -385,7 +382,7 @@ int main(void)
     RUN_TEST(test_require_pq_refuses_plain_ehbp);
     RUN_TEST(test_v2_refused_without_configs);
     RUN_TEST(test_bad_options);
-    RUN_TEST(test_tier_means_v1);
+    RUN_TEST(test_tier_on_v2);
     RUN_TEST(test_pin);
     RUN_TEST(test_misbehaving_answers_fail_closed);
     RUN_TEST(test_rotation_refetches_once);

@@ -66,11 +66,16 @@ typedef struct hush_client_options {
     const char *key_password;       /* for key_dir */
     unsigned key_bits;              /* of a generated key; default 4096 */
     const char *security_tier;      /* "standard", "high" or "maximum" */
-    /* Every answer's _metadata.tpm_attestation is verified (attest.h) and the
-     * outcome added as _metadata.attestation. An answer whose quote does not
-     * verify is released only when attestation is not required: it is
-     * required for the "maximum" tier, and for every tier with this set (the
-     * requests then carry "X-Attestation: required", so the server quotes).
+    /* Every answer's quote is verified (attest.h) and the outcome added as
+     * _metadata.attestation: v1's _metadata.tpm_attestation, v2's
+     * Hushcall-Attestation header (bound to the request's enc and the
+     * answer's nonce). An answer whose quote does not verify is released
+     * only when attestation is not required: it is required for the
+     * "maximum" tier, and for every tier with this set (the requests then
+     * carry "X-Attestation: required", so the server quotes). On v2 such a
+     * call first fetches the server's key configs in a quote bound to a
+     * fresh nonce and seals nothing until it verifies (docs/attestation.md
+     * "Attest, then send"); it fails with HUSH_E_ATTESTATION otherwise.
      * Both need an attestation_policy that pins an AIK, else HUSH_E_ARGUMENT
      * from hush_client_new (or the call, for a per-call "maximum"). */
     bool require_attestation;
@@ -87,7 +92,8 @@ typedef struct hush_client_options {
     unsigned secmem_flags;          /* HUSH_SECMEM_NO_LOCK to skip mlock */
     /* ---- version 2: protocol v2 (docs/protocol-v2.md) ---- */
     /* "auto" (NULL: the default) speaks v2 when the server publishes key
-     * configs and v1 when it publishes none; "v2" and "v1" only that one. */
+     * configs and v1 when it publishes none, tiers and attestation included;
+     * "v2" and "v1" only that one. */
     const char *protocol;
     /* Use only the post-quantum suite (X-Wing): refuse a server without it,
      * and a later config list that drops it (a downgrade), instead of

@@ -32,6 +32,7 @@ void hush__call_release(hush_call *call)
     hush__chunks_wipe(&call->chunks);
     free(call->path);
     free(call->error_details);
+    free(call->answer_attestation);
     hush__free_secret_string(call->api_key);
     free(call->tier);
     hush__free_secret_string(call->base_url); /* a URL may carry user:password@ */

@@ -608,11 +608,6 @@ static hush_status call_settings(hush_client *c, const hush_call_options *o,
     HUSH_TRY(call_endpoint(c, o, request, call, err));
     call->attestation_required =
         c->opts.require_attestation || (tier != NULL && strcmp(tier, "maximum") == 0);
-    HUSH_ENSURE(!(tier != NULL || call->attestation_required) ||
-                    (c->plan.protocol != PROTOCOL_V2 && !c->opts.require_pq),
-                HUSH_E_ARGUMENT,
-                "security_tier and require_attestation are protocol v1's (NOMYO's headers); "
-                "a protocol \"v2\" or require_pq client cannot honour them");
     HUSH_TRY(dup_setting(o->api_key, c->opts.api_key, &call->api_key, err));
     HUSH_TRY(dup_setting(o->security_tier, c->opts.security_tier, &call->tier, err));
     HUSH_TRY(dup_setting(base_url, NULL, &call->base_url, err));
@@ -761,6 +756,7 @@ static hush_status store_v2_configs(hush_client *c, server_key *sk, hush__fetche
     sk->v2_cipher = cipher;
     sk->v2_named = got->v2_named;
     sk->saw_pq = sk->saw_pq || has_pq;
+    sk->v2_attested = got->attested;
     sk->v2_generation++;
 cleanup:
     return status;
@@ -778,6 +774,7 @@ static hush_status use_v2_config(hush_call *call, server_key *sk, hush_error *er
     call->v2_config.pubkey = hush_hpke_pubkey_ref(cfg->pubkey);
     call->v2_cipher = sk->v2_cipher;
     call->v2_named = sk->v2_named;
+    call->v2_attested = sk->v2_attested;
     call->v2_generation = sk->v2_generation;
     call->v2 = true;
 cleanup:
@@ -803,7 +800,8 @@ static hush_status client_key_for(hush_client *c, hush_call *call, bool *wait, h
 }
 
 /* The entry's cached key, or a wait for the fetch running, or its failure,
- * or a new fetch: v1's key, or v2's configs first when v2 is wanted. */
+ * or a new fetch: v1's key, or v2's configs first when v2 is wanted (in a
+ * quote over the call's nonce when it requires attestation). */
 HUSH_MUST_USE
 static hush_status cached_or_fetch(hush_call *call, server_key *sk, bool uses_v1, bool *wait,
                                    bool *fetch, hush_error *err)
@@ -821,31 +819,34 @@ static hush_status cached_or_fetch(hush_call *call, server_key *sk, bool uses_v1
     } else {
         sk->fetching = true;
         sk->fetch_id++;
-        call->fetch_kind = uses_v1 ? FETCH_V1_KEY : FETCH_V2_LIST;
+        call->fetch_kind = uses_v1                     ? FETCH_V1_KEY
+                           : call->attestation_required ? FETCH_V2_ATTESTED
+                                                        : FETCH_V2_LIST;
         call->v2_fell_back = false;
+        call->attest_missing = false;
         *fetch = true;
     }
     return status;
 }
 
-/* A security tier and a TPM quote are NOMYO's (v1's headers and _metadata);
- * v2 carries neither, so "auto" speaks v1 for a call that asks for them. */
-static bool needs_v1(const hush_call *call)
+/* Whether the entry's v2 configs may seal this call: one that requires
+ * attestation takes only configs an attested fetch stored. */
+static bool v2_usable(const hush_call *call, const server_key *sk)
 {
-    return call->tier != NULL || call->attestation_required || call->plan->ask_attestation;
+    return sk->v2 != NULL && (sk->v2_attested || !call->attestation_required);
 }
 
 /* The engine's keys_for hook (pipeline.h). A v2 call needs the server's
- * configs alone; a v1 call (protocol "v1", or "auto" where the server has
- * no v2) needs the client's key first, then the server's. */
+ * configs alone (attested ones when it requires attestation); a v1 call
+ * (protocol "v1", or "auto" where the server has no v2) needs the client's
+ * key first, then the server's. */
 HUSH_MUST_USE
 static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *fetch,
                             hush_error *err)
 {
     hush_status status = HUSH_OK;
     server_key *sk = NULL;
-    bool wants_v2 = c->plan.protocol == PROTOCOL_V2 ||
-                    (c->plan.protocol == PROTOCOL_AUTO && !needs_v1(call));
+    bool wants_v2 = c->plan.protocol != PROTOCOL_V1;
     *wait = *fetch = false;
     pthread_mutex_lock(&c->lock);
     HUSH_TRY(find_server_key(c, call->base_url, &sk, err));
@@ -857,8 +858,8 @@ static hush_status keys_for(hush_client *c, hush_call *call, bool *wait, bool *f
                 HUSH_E_UNSUPPORTED,
                 "this call goes out over protocol v1 (%s), which has chat completions alone and "
                 "cannot stream; nothing was sent",
-                wants_v2 ? "the server publishes no v2 key config" : "NOMYO's tier or attestation");
-    if (wants_v2 && sk->v2 != NULL) {
+                wants_v2 ? "the server publishes no v2 key config" : "protocol \"v1\"");
+    if (wants_v2 && v2_usable(call, sk)) {
         HUSH_TRY(use_v2_config(call, sk, err));
     } else {
         if (uses_v1 && call->client_key == NULL)

@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/rand.h>
 
+#include "hushcall/base64.h"
 #include "hushcall/engine.h"
 #include "hushcall/envelope_v1.h"
 #include "hushcall/json.h"
@@ -343,6 +345,44 @@ static void publish_chunks(hush_engine *e, hush_call *call)
     pthread_mutex_unlock(&call->lock);
 }
 
+/* The answer's Hushcall-Attestation header, kept on the call (NULL: none). */
+static bool keep_answer_attestation(CURL *easy, hush_call *call)
+{
+    struct curl_header *h = NULL;
+    free(call->answer_attestation); /* an earlier attempt's */
+    call->answer_attestation = NULL;
+    if (curl_easy_header(easy, "Hushcall-Attestation", 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+        return true;
+    call->answer_attestation = strdup(h->value);
+    return call->answer_attestation != NULL;
+}
+
+/* What a v2 answer of this call is judged and reported by. */
+static hush__v2_answer v2_answer_of(const hush_call *call)
+{
+    return (hush__v2_answer){
+        .exchange = call->v2_exchange,
+        .nonce = call->v2_nonce,
+        .fingerprint = call->v2_fingerprint,
+        .http_status = 200,
+        .attestation = call->answer_attestation,
+        .rule = {.policy = call->plan->attest_policy, .required = call->attestation_required},
+        .key_config_verified = call->v2_attested,
+    };
+}
+
+/* A stream that requires attestation: its quote checked at the head,
+ * before any frame is opened or chunk released. */
+HUSH_MUST_USE
+static hush_status check_stream_quote(transfer *t)
+{
+    hush_call *call = t->call;
+    if (!keep_answer_attestation(t->easy, call))
+        return hush__fail(&t->stream_error, HUSH_E_NOMEM, "out of memory");
+    hush__v2_answer answer = v2_answer_of(call);
+    return hush__v2_answer_attest(&answer, call->plan->secmem_flags, &t->stream_error);
+}
+
 /* The head of a 200 to a streamed call: opened only with a valid
  * Ehbp-Response-Nonce (EHBP §5.3: fail closed), as v2_answered does. */
 static bool begin_stream(transfer *t)
@@ -355,6 +395,11 @@ static bool begin_stream(transfer *t)
                                       "the server's answer has no valid Ehbp-Response-Nonce: it "
                                       "cannot be authenticated, and nothing of it was released");
         return false;
+    }
+    if (call->attestation_required) {
+        t->stream_status = check_stream_quote(t);
+        if (t->stream_status != HUSH_OK)
+            return false;
     }
     t->stream_status = hush__stream_begin(call->stream, call->v2_exchange, call->v2_nonce,
                                           &t->stream_error);
@@ -425,7 +470,8 @@ cleanup:
 
 /* The headers of a v2 POST (docs/protocol-v2.md "A request"): enc, the
  * config it was sealed to when the server named its configs, chunked
- * framing (EHBP wants no Content-Length), and the API key. */
+ * framing (EHBP wants no Content-Length), the tier and the ask for a quote
+ * (docs/attestation.md "Per-answer quotes"), and the API key. */
 HUSH_MUST_USE
 static hush_status build_v2_headers(const hush_call *call, struct curl_slist **list)
 {
@@ -448,6 +494,10 @@ static hush_status build_v2_headers(const hush_call *call, struct curl_slist **l
     }
     HUSH_TRY(hush__header_add(list, "Content-Type", "application/json", err));
     HUSH_TRY(hush__header_add(list, "Transfer-Encoding", "chunked", err));
+    if (call->tier != NULL)
+        HUSH_TRY(hush__header_add(list, "X-Security-Tier", call->tier, err));
+    if (call->attestation_required || call->plan->ask_attestation)
+        HUSH_TRY(hush__header_add(list, "X-Attestation", "required", err));
     HUSH_TRY(hush__header_add(list, "Expect", "", err)); /* no 100-continue round trip */
     HUSH_TRY(add_authorization(call, list));
 cleanup:
@@ -473,6 +523,8 @@ static const char *fetch_path(hush__fetch_kind kind)
         return "/.well-known/hushcall-hpke-keys";
     case FETCH_V2_BARE:
         return "/.well-known/hpke-keys";
+    case FETCH_V2_ATTESTED:
+        return "/.well-known/hushcall-attestation";
     case FETCH_V1_KEY:
         break;
     }
@@ -500,14 +552,30 @@ cleanup:
     return status;
 }
 
+/* A fresh nonce for the call's attested fetch, as its query "?nonce=<hex>". */
+HUSH_MUST_USE
+static hush_status fresh_nonce_query(hush_call *call, char query[])
+{
+    hush_status status = HUSH_OK;
+    hush_error *err = NULL; /* any failure is reported as the set-up failing */
+    HUSH_OSSL(RAND_bytes(call->attest_nonce, sizeof call->attest_nonce) == 1, "RAND_bytes");
+    memcpy(query, "?nonce=", sizeof "?nonce=" - 1);
+    hush_v2_hex_format(call->attest_nonce, sizeof call->attest_nonce,
+                       query + sizeof "?nonce=" - 1);
+cleanup:
+    return status;
+}
+
 /* The easy handle of one exchange: shared options, then this one's own. */
 HUSH_MUST_USE
 static hush_status set_up_easy(hush_call *call, transfer *t)
 {
     hush_status status = HUSH_OK;
     hush_error *err = NULL; /* any failure is reported as the set-up failing */
-    char url[2048];
-    snprintf(url, sizeof url, "%s%s", call->base_url, transfer_path(call, t));
+    char url[2048], query[sizeof "?nonce=" + 2 * HUSH_ATTEST_NONCE_BYTES] = "";
+    if (t->is_fetch && call->fetch_kind == FETCH_V2_ATTESTED)
+        HUSH_TRY(fresh_nonce_query(call, query));
+    snprintf(url, sizeof url, "%s%s%s", call->base_url, transfer_path(call, t), query);
     CURLcode rc = CURLE_OK;
     HUSH_ENSURE((t->easy = curl_easy_init()) != NULL, HUSH_E_INTERNAL, "curl_easy_init");
     HUSH_TRY(hush__curl_setup(t->easy, &call->plan->endpoint, "HTTP transfer", false, err));
@@ -644,15 +712,81 @@ cleanup:
     return status;
 }
 
+#define NOT_ATTESTED "the server's key configs are not attested: "
+
+/* The attestation's key_configs, base64-decoded into `*configs` (malloc'd). */
+HUSH_MUST_USE
+static hush_status decode_attested_configs(const hush_json_value *root, unsigned char **configs,
+                                           size_t *len, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    size_t text_len = 0;
+    const char *text = hush_json_string(hush_json_object_get(root, "key_configs", 11), &text_len);
+    HUSH_ENSURE(text != NULL && text_len > 0, HUSH_E_ATTESTATION,
+                NOT_ATTESTED "the answer has no key_configs string; nothing was sent");
+    HUSH_ENSURE((*configs = malloc(hush_base64_decoded_max(text_len) + 1)) != NULL, HUSH_E_NOMEM,
+                "out of memory");
+    HUSH_ENSURE(hush_base64_decode(text, text_len, *configs, hush_base64_decoded_max(text_len) + 1,
+                                   len, NULL) == HUSH_OK && *len > 0,
+                HUSH_E_ATTESTATION, NOT_ATTESTED "key_configs is not base64; nothing was sent");
+cleanup:
+    return status;
+}
+
+/* The body of an attested fetch: the quote over the call's nonce and the
+ * configs served, verified under the policy before the configs are parsed
+ * (docs/attestation.md "What the clients do"). */
+HUSH_MUST_USE
+static hush_status read_attested_configs(const hush_call *call, const transfer *t,
+                                         hush__fetched *got, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_json_doc *doc = NULL;
+    unsigned char *configs = NULL;
+    size_t configs_len = 0;
+    unsigned char qualifying[HUSH_ATTEST_QUALIFYING_BYTES];
+    hush_attest_result verdict;
+    HUSH_ENSURE(hush_json_parse(t->body, t->len, NULL, HUSH_SECMEM_PUBLIC, &doc, NULL) == HUSH_OK &&
+                    hush_json_type_of(hush_json_doc_root(doc)) == HUSH_JSON_OBJECT,
+                HUSH_E_ATTESTATION, NOT_ATTESTED "the answer is not a JSON object; nothing was sent");
+    const hush_json_value *root = hush_json_doc_root(doc);
+    HUSH_TRY(decode_attested_configs(root, &configs, &configs_len, err));
+    HUSH_TRY(hush_attest_key_config_qualifying(call->attest_nonce, configs, configs_len,
+                                               qualifying, err));
+    HUSH_TRY(hush_attest_verify_bound(hush_json_object_get(root, "tpm_attestation", 15),
+                                      qualifying, call->plan->attest_policy, &verdict, err));
+    HUSH_ENSURE(verdict.verified, HUSH_E_ATTESTATION, NOT_ATTESTED "%s; nothing was sent",
+                verdict.reason);
+    HUSH_TRY(hush_v2_keyconfigs_parse(configs, configs_len, &got->v2, &got->v2_count, err));
+    HUSH_ENSURE(got->v2_count > 0, HUSH_E_KEY,
+                "the server's attested key configs hold none hushcall speaks");
+    got->v2_named = true;
+    got->attested = true;
+cleanup:
+    free(configs);
+    hush_json_doc_free(doc);
+    return status;
+}
+
 /* What a successful fetch found, by its kind. */
 HUSH_MUST_USE
 static hush_status read_fetched(hush_call *call, const transfer *t, hush__fetched *got,
                                 hush_error *err)
 {
+    hush_status status = HUSH_OK;
     got->v2_absent = call->v2_fell_back;
     if (call->fetch_kind == FETCH_V1_KEY)
         return accept_server_key(call, t, &got->v1_key, err);
-    return read_v2_configs(call, t, got, err);
+    if (call->fetch_kind == FETCH_V2_ATTESTED)
+        return read_attested_configs(call, t, got, err);
+    /* "auto" looked past a missing attestation: v2 here, but unattested */
+    HUSH_ENSURE(!call->attest_missing, HUSH_E_ATTESTATION,
+                NOT_ATTESTED "the server publishes v2 key configs but no attestation of them "
+                "(%s: HTTP 404); nothing was sent",
+                fetch_path(FETCH_V2_ATTESTED));
+    HUSH_TRY(read_v2_configs(call, t, got, err));
+cleanup:
+    return status;
 }
 
 static void free_fetched(hush__fetched *got)
@@ -666,6 +800,10 @@ static void free_fetched(hush__fetched *got)
  * is left ("v2" and require_pq never fall back to v1). */
 static bool next_fetch_kind(const hush__transfer_plan *plan, hush__fetch_kind *kind)
 {
+    if (*kind == FETCH_V2_ATTESTED && plan->protocol == PROTOCOL_AUTO) {
+        *kind = FETCH_V2_LIST; /* a server without v2 may still attest on v1 */
+        return true;
+    }
     if (*kind == FETCH_V2_LIST) {
         *kind = FETCH_V2_BARE;
         return true;
@@ -679,28 +817,45 @@ static bool next_fetch_kind(const hush__transfer_plan *plan, hush__fetch_kind *k
 
 static void advance_keys(hush_engine *e, hush_call *call);
 
+/* An attested fetch the server answered with an error: the configs are
+ * not attested, whatever the status (a 404: it has no TPM). */
+HUSH_MUST_USE
+static hush_status not_attested_http(hush_error *err, long http)
+{
+    hush_status status = hush__fail(err, HUSH_E_ATTESTATION,
+                                    NOT_ATTESTED "%s answered HTTP %ld; nothing was sent",
+                                    fetch_path(FETCH_V2_ATTESTED), http);
+    err->http_status = (int)http;
+    return status;
+}
+
 static void fetch_done(hush_engine *e, hush_call *call, transfer *t, long http,
                        hush_status status, hush_error *err, long wait_ms, bool retryable)
 {
     hush__fetched got = {0};
     hush_error failure;
     if (http == 404 && call->fetch_kind != FETCH_V1_KEY) {
+        call->attest_missing = call->attest_missing || call->fetch_kind == FETCH_V2_ATTESTED;
         if (next_fetch_kind(call->plan, &call->fetch_kind)) {
             call->v2_fell_back = call->fetch_kind == FETCH_V1_KEY;
             call->fetch_attempts = 0; /* another resource, not a retry: a fresh budget */
             start_transfer(e, call, true); /* still this call's fetch */
             return;
         }
-        status = hush__fail(err, HUSH_E_UNSUPPORTED,
-                            "the server publishes no v2 key config (%s and %s: HTTP 404) and "
-                            "%s; nothing was sent",
-                            fetch_path(FETCH_V2_LIST), fetch_path(FETCH_V2_BARE),
-                            call->plan->require_pq ? "require_pq is set" : "protocol is \"v2\"");
+        if (call->fetch_kind != FETCH_V2_ATTESTED)
+            status = hush__fail(err, HUSH_E_UNSUPPORTED,
+                                "the server publishes no v2 key config (%s and %s: HTTP 404) and "
+                                "%s; nothing was sent",
+                                fetch_path(FETCH_V2_LIST), fetch_path(FETCH_V2_BARE),
+                                call->plan->require_pq ? "require_pq is set"
+                                                       : "protocol is \"v2\"");
     }
     if (status == HUSH_OK)
         status = read_fetched(call, t, &got, err);
     if (status != HUSH_OK && retryable && schedule_retry(call, true, wait_ms))
         return;
+    if (status != HUSH_OK && call->fetch_kind == FETCH_V2_ATTESTED && http != 200 && http != 0)
+        status = not_attested_http(err, http);
     call->stage = STAGE_KEYS; /* no longer the fetcher, whatever happens next */
     if (status != HUSH_OK)
         free_fetched(&got);
@@ -747,6 +902,10 @@ static void v2_answered(hush_engine *e, hush_call *call, transfer *t)
         fail_with(e, call, HUSH_E_AUTH,
                   "the server's answer has no valid Ehbp-Response-Nonce: it cannot be "
                   "authenticated, and nothing of it was released");
+        return;
+    }
+    if (!keep_answer_attestation(t->easy, call)) {
+        fail_with(e, call, HUSH_E_NOMEM, "out of memory");
         return;
     }
     post_open_job(e, call, t);
@@ -1061,7 +1220,7 @@ static void run_open(hush_engine *e, job *j)
     hush_error_clear(&err);
     hush_json_doc *doc = NULL;
     if (call->v2) {
-        hush__v2_answer answer = {call->v2_exchange, call->v2_nonce, call->v2_fingerprint, 200};
+        hush__v2_answer answer = v2_answer_of(call);
         hush_status status = hush__response_open_v2(&answer, j->body, j->body_len,
                                                     plan->max_response_bytes, plan->secmem_flags,
                                                     &doc, &err);

@@ -44,14 +44,21 @@ typedef struct server_key {
     bool v2_named;               /* from the hushcall list: requests name their config */
     bool v2_absent;              /* "auto" found no v2 here and uses v1 */
     bool saw_pq;                 /* some fetch offered X-Wing: dropping it is a downgrade */
+    bool v2_attested;            /* `v2` came from a verified key-config attestation */
     uint64_t v2_generation;      /* increases with every config list stored */
 } server_key;
 
 /* The protocols a client speaks (hush_client_options.protocol). */
 typedef enum hush__protocol { PROTOCOL_AUTO, PROTOCOL_V1, PROTOCOL_V2 } hush__protocol;
 
-/* What a call fetches: v1's key, v2's config list, EHBP's bare config. */
-typedef enum hush__fetch_kind { FETCH_V1_KEY, FETCH_V2_LIST, FETCH_V2_BARE } hush__fetch_kind;
+/* What a call fetches: v1's key, v2's config list, EHBP's bare config, or
+ * the config list inside a quote bound to the call's nonce (docs/attestation.md). */
+typedef enum hush__fetch_kind {
+    FETCH_V1_KEY,
+    FETCH_V2_LIST,
+    FETCH_V2_BARE,
+    FETCH_V2_ATTESTED
+} hush__fetch_kind;
 
 /* What a fetch found, handed to the client (taken over). */
 typedef struct hush__fetched {
@@ -60,6 +67,7 @@ typedef struct hush__fetched {
     size_t v2_count;
     bool v2_named;
     bool v2_absent; /* the v1 key, fetched because the server has no v2 configs */
+    bool attested;  /* the v2 configs came with a quote that verified */
 } hush__fetched;
 
 /* ---- the engine's interface: what a call hands it ----------------------
@@ -215,6 +223,10 @@ struct hush_call {
     uint64_t v2_generation;
     bool v2_refetched;           /* a 422 made it fetch once already */
     bool v2_fell_back;           /* this fetch reached v1's key through two 404s */
+    bool attest_missing;         /* "auto": no attestation (404); is there v2 at all? */
+    bool v2_attested;            /* the config it seals to was attested */
+    unsigned char attest_nonce[HUSH_ATTEST_NONCE_BYTES]; /* of its attested fetch */
+    char *answer_attestation;    /* the v2 answer's Hushcall-Attestation header, or NULL */
     char v2_fingerprint[HUSH_FINGERPRINT_LEN];
     hush_v2_exchange *v2_exchange;
     unsigned char v2_nonce[HUSH_V2_RESPONSE_NONCE_BYTES];
@@ -296,13 +308,26 @@ typedef struct hush__v2_answer {
     const unsigned char *nonce;
     const char *fingerprint;
     long http_status;
+    const char *attestation;      /* its Hushcall-Attestation header, or NULL */
+    hush__attest_rule rule;       /* how that quote is judged */
+    bool key_config_verified;     /* the request was sealed to an attested config */
 } hush__v2_answer;
+
+/* Judge a v2 answer's quote, bound to its exchange (enc and response
+ * nonce): HUSH_E_ATTESTATION when it is required and does not verify.
+ * For streams, at the head, before any chunk is opened. */
+HUSH_MUST_USE
+hush_status hush__v2_answer_attest(const hush__v2_answer *answer, unsigned secmem_flags,
+                                   hush_error *err);
 
 /* Open a v2 answer (EHBP frames) into a document whose `_metadata` is the
  * server's, with ours added: protocol "v2", suite, key_id,
- * server_key_fingerprint, status, is_encrypted. The body is fed to the
- * opener whole, once received, into a locked buffer; nothing of it is
- * released unless every frame authenticates. */
+ * server_key_fingerprint, status, is_encrypted, and attestation (the
+ * verdict on its quote, as v1's, with key_config_verified). A required
+ * quote that does not verify is HUSH_E_ATTESTATION before any frame is
+ * opened. The body is fed to the opener whole, once received, into a
+ * locked buffer; nothing of it is released unless every frame
+ * authenticates. */
 HUSH_MUST_USE
 hush_status hush__response_open_v2(const hush__v2_answer *answer, const void *body, size_t len,
                                    size_t max_response_bytes, unsigned secmem_flags,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hushcall/base64.h"
 #include "hushcall/envelope_v1.h"
 #include "hushcall/json.h"
 #include "internal.h"
@@ -68,14 +69,16 @@ static bool quote_checked_out(const hush_attest_result *result)
 }
 
 /* {"verified", "reason", "aik_fingerprint", "pcrs"}: the verdict, with the
- * quoted PCR values only when the quote checked out. */
+ * quoted PCR values only when the quote checked out; v2 adds
+ * "key_config_verified" (`key_config_verified` non-NULL). */
 HUSH_MUST_USE
 static hush_status build_attestation(hush_arena *arena, const hush_attest_result *result,
-                                     const hush_json_value *tpm, const hush_json_value **out,
-                                     hush_error *err)
+                                     const hush_json_value *tpm,
+                                     const hush_json_value *key_config_verified,
+                                     const hush_json_value **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    hush__json_member_spec specs[4];
+    hush__json_member_spec specs[5];
     size_t n = 0;
     const hush_json_value *verified, *reason, *fingerprint, *pcrs = NULL;
     HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_BOOL, result->verified, &verified, err));
@@ -89,6 +92,8 @@ static hush_status build_attestation(hush_arena *arena, const hush_attest_result
     add_spec(specs, &n, "reason", reason);
     add_spec(specs, &n, "aik_fingerprint", fingerprint);
     add_spec(specs, &n, "pcrs", pcrs);
+    if (key_config_verified != NULL)
+        add_spec(specs, &n, "key_config_verified", key_config_verified);
     HUSH_TRY(hush__json_new_object(arena, specs, n, out, err));
 cleanup:
     return status;
@@ -164,7 +169,7 @@ static hush_status attest(hush_arena *arena, const hush_json_value *server_metad
     HUSH_TRY(hush_attest_verify(tpm, payload_id, rule->policy, &result, err));
     HUSH_ENSURE(result.verified || !rule->required, HUSH_E_ATTESTATION,
                 "the answer's TPM attestation did not verify: %s", result.reason);
-    HUSH_TRY(build_attestation(arena, &result, tpm, out, err));
+    HUSH_TRY(build_attestation(arena, &result, tpm, NULL, out, err));
 cleanup:
     return status;
 }
@@ -210,14 +215,97 @@ cleanup:
 
 /* ---- v2 ------------------------------------------------------------------ */
 
-/* protocol, suite, key_id, server_key_fingerprint, status, is_encrypted */
-#define OURS_V2 6
+/* protocol, suite, key_id, server_key_fingerprint, status, is_encrypted,
+ * attestation */
+#define OURS_V2 7
+#define ANSWER_ATTESTATION_HEADER "Hushcall-Attestation"
 
 static bool is_ours_v2(const char *key, size_t len)
 {
     return key_is(key, len, "protocol") || key_is(key, len, "suite") ||
            key_is(key, len, "key_id") || key_is(key, len, "server_key_fingerprint") ||
-           key_is(key, len, "status") || key_is(key, len, "is_encrypted");
+           key_is(key, len, "status") || key_is(key, len, "is_encrypted") ||
+           key_is(key, len, "attestation");
+}
+
+/* The header's tpm_attestation object (base64 of JSON), parsed into
+ * `arena`; NULL when it is not one (the verdict then says malformed). */
+HUSH_MUST_USE
+static hush_status parse_answer_quote(hush_arena *arena, const char *header,
+                                      const hush_json_value **tpm, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    void *mem;
+    size_t len = strlen(header), decoded_len = 0;
+    *tpm = NULL;
+    HUSH_TRY(hush_arena_alloc(arena, hush_base64_decoded_max(len) + 1, &mem, err));
+    if (hush_base64_decode(header, len, mem, hush_base64_decoded_max(len) + 1, &decoded_len,
+                           NULL) != HUSH_OK ||
+        hush_json_parse_into(arena, mem, decoded_len, NULL, tpm, NULL) != HUSH_OK ||
+        hush_json_type_of(*tpm) != HUSH_JSON_OBJECT)
+        *tpm = NULL;
+cleanup:
+    return status;
+}
+
+/* The verdict on a v2 answer's quote, whose qualifying data binds this
+ * exchange: its enc and response nonce. `*tpm`: the quote's object. */
+HUSH_MUST_USE
+static hush_status judge_answer_quote(hush_arena *arena, const hush__v2_answer *a,
+                                      hush_attest_result *result, const hush_json_value **tpm,
+                                      hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    unsigned char qualifying[HUSH_ATTEST_QUALIFYING_BYTES];
+    size_t enc_len = 0;
+    const unsigned char *enc = hush_v2_exchange_enc(a->exchange, &enc_len);
+    *tpm = NULL;
+    HUSH_TRY(hush_attest_answer_qualifying(enc, enc_len, a->nonce, qualifying, err));
+    if (a->attestation != NULL)
+        HUSH_TRY(parse_answer_quote(arena, a->attestation, tpm, err));
+    if (a->attestation != NULL && *tpm == NULL) {
+        memset(result, 0, sizeof *result);
+        snprintf(result->reason, sizeof result->reason, "malformed %s",
+                 ANSWER_ATTESTATION_HEADER);
+    } else {
+        HUSH_TRY(hush_attest_verify_bound(*tpm, qualifying, a->rule.policy, result, err));
+    }
+    HUSH_ENSURE(result->verified || !a->rule.required, HUSH_E_ATTESTATION,
+                "the answer's TPM attestation did not verify: %s; it was wiped unread",
+                result->reason);
+cleanup:
+    return status;
+}
+
+hush_status hush__v2_answer_attest(const hush__v2_answer *answer, unsigned secmem_flags,
+                                   hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_arena *arena = NULL;
+    hush_attest_result result;
+    const hush_json_value *tpm;
+    HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
+    HUSH_TRY(judge_answer_quote(arena, answer, &result, &tpm, err));
+cleanup:
+    hush_arena_free(arena);
+    return status;
+}
+
+/* _metadata.attestation of a v2 answer: the verdict on its quote, and
+ * whether the config its request was sealed to was attested. */
+HUSH_MUST_USE
+static hush_status attest_v2(hush_arena *arena, const hush__v2_answer *a,
+                             const hush_json_value **out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    hush_attest_result result;
+    const hush_json_value *tpm, *key_config_verified;
+    HUSH_TRY(judge_answer_quote(arena, a, &result, &tpm, err));
+    HUSH_TRY(hush__json_new_literal(arena, HUSH_JSON_BOOL, a->key_config_verified,
+                                    &key_config_verified, err));
+    HUSH_TRY(build_attestation(arena, &result, tpm, key_config_verified, out, err));
+cleanup:
+    return status;
 }
 
 /* The suite's name, as _metadata reports it. */
@@ -241,8 +329,9 @@ static hush_status new_number(hush_arena *arena, long n, const hush_json_value *
 /* The server's `_metadata` members, then ours (which win). */
 HUSH_MUST_USE
 static hush_status build_metadata_v2(hush_arena *arena, const hush_json_value *server,
-                                     const hush__v2_answer *a, const hush_json_value **out,
-                                     hush_error *err)
+                                     const hush__v2_answer *a,
+                                     const hush_json_value *attestation,
+                                     const hush_json_value **out, hush_error *err)
 {
     hush_status status = HUSH_OK;
     hush__json_member_spec *specs;
@@ -267,6 +356,7 @@ static hush_status build_metadata_v2(hush_arena *arena, const hush_json_value *s
     add_spec(specs, &n, "server_key_fingerprint", fingerprint);
     add_spec(specs, &n, "status", http);
     add_spec(specs, &n, "is_encrypted", encrypted);
+    add_spec(specs, &n, "attestation", attestation);
     HUSH_TRY(hush__json_new_object(arena, specs, n, out, err));
 cleanup:
     return status;
@@ -318,16 +408,18 @@ hush_status hush__response_open_v2(const hush__v2_answer *answer, const void *bo
     hush_status status = HUSH_OK;
     hush_arena *arena = NULL;
     hush_secbuf *plaintext = NULL;
-    const hush_json_value *root, *server_metadata, *metadata, *merged;
+    const hush_json_value *root, *server_metadata, *attestation, *metadata, *merged;
 
     *out = NULL;
+    HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
+    /* A required quote that fails ends the call before a frame is opened. */
+    HUSH_TRY(attest_v2(arena, answer, &attestation, err));
     HUSH_TRY(hush_secbuf_new(len, max_response_bytes, secmem_flags, &plaintext, err));
     HUSH_TRY(open_frames(answer, body, len, max_response_bytes, plaintext, err));
-    HUSH_TRY(hush_arena_new(secmem_flags, &arena, err));
     HUSH_TRY(parse_answer(arena, hush_secbuf_data(plaintext), hush_secbuf_len(plaintext),
                           max_response_bytes, "decrypted response", &root, &server_metadata,
                           err));
-    HUSH_TRY(build_metadata_v2(arena, server_metadata, answer, &metadata, err));
+    HUSH_TRY(build_metadata_v2(arena, server_metadata, answer, attestation, &metadata, err));
     HUSH_TRY(with_metadata(arena, root, metadata, &merged, err));
     HUSH_TRY(hush__json_doc_adopt(arena, merged, out, err));
     arena = NULL;
