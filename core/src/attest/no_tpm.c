@@ -42,6 +42,43 @@ hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writ
     return unsupported("hush_tpm_quote", err);
 }
 
+hush_status hush_tpm_quote_bound(hush_tpm *tpm, const void *qualifying, size_t len,
+                                 hush_json_writer *w, hush_error *err)
+{
+    (void)tpm, (void)qualifying, (void)len, (void)w;
+    return unsupported("hush_tpm_quote_bound", err);
+}
+
+hush_status hush_tpm_ek_certificate(hush_tpm *tpm, unsigned char **der, size_t *len,
+                                    hush_error *err)
+{
+    (void)tpm;
+    if (der != NULL)
+        *der = NULL;
+    if (len != NULL)
+        *len = 0;
+    return unsupported("hush_tpm_ek_certificate", err);
+}
+
+hush_status hush_tpm_aik_public(hush_tpm *tpm, unsigned char *out, size_t cap, size_t *len,
+                                hush_error *err)
+{
+    (void)tpm, (void)out, (void)cap;
+    if (len != NULL)
+        *len = 0;
+    return unsupported("hush_tpm_aik_public", err);
+}
+
+hush_status hush_tpm_activate_credential(hush_tpm *tpm, const void *id_object, size_t id_len,
+                                         const void *encrypted_secret, size_t secret_len,
+                                         hush_secbuf **secret, hush_error *err)
+{
+    (void)tpm, (void)id_object, (void)id_len, (void)encrypted_secret, (void)secret_len;
+    if (secret != NULL)
+        *secret = NULL;
+    return unsupported("hush_tpm_activate_credential", err);
+}
+
 hush_status hush_attest_policy_parse(const void *json, size_t len, hush_attest_policy **out,
                                      hush_error *err)
 {
