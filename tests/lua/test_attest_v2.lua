@@ -137,6 +137,8 @@ t.test("the attestation endpoint gone: refused, nothing sent", function()
   local after = control('{"attest": {}}')
   t.eq(resp, nil)
   t.ok(err, "an error")
+  t.eq(err.kind, "attestation")
+  t.eq(err.status, 404)
   t.eq(after.posts, before.posts, "POSTs the peer saw")
 end)
 
