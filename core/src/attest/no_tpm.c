@@ -1,10 +1,11 @@
-/* no_tpm.c — tpm.h and attest.h in a build without tpm2-tss
- * (-DHUSH_WITH_TPM=OFF), compiled instead of tpm.c and attest.c: the same
- * functions, refusing with HUSH_E_UNSUPPORTED. No policy can be loaded, so a
- * client refuses require_attestation and security_tier "maximum". */
+/* no_tpm.c — tpm.h, attest.h and enroll.h in a build without tpm2-tss
+ * (-DHUSH_WITH_TPM=OFF), compiled instead of tpm.c, attest.c and enroll.c:
+ * the same functions, refusing with HUSH_E_UNSUPPORTED. No policy can be
+ * loaded, so a client refuses require_attestation and security_tier "maximum". */
 #include <stdio.h>
 
 #include "hushcall/attest.h"
+#include "hushcall/enroll.h"
 #include "hushcall/tpm.h"
 #include "internal.h"
 
@@ -159,4 +160,38 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
              tpm_attestation == NULL ? "no attestation" : UNSUPPORTED);
 cleanup:
     return status;
+}
+
+hush_status hush_enrolment_begin(const void *ek_cert, size_t ek_cert_len, const char *ek_ca_file,
+                                 const void *aik_public, size_t aik_public_len,
+                                 hush_enrolment **out, hush_error *err)
+{
+    (void)ek_cert, (void)ek_cert_len, (void)ek_ca_file, (void)aik_public, (void)aik_public_len;
+    if (out != NULL)
+        *out = NULL;
+    return unsupported("hush_enrolment_begin", err);
+}
+
+const hush_credential *hush_enrolment_credential(const hush_enrolment *e)
+{
+    (void)e; /* none can exist */
+    return NULL;
+}
+
+const char *hush_enrolment_aik_fingerprint(const hush_enrolment *e)
+{
+    (void)e;
+    return NULL;
+}
+
+hush_status hush_enrolment_finish(hush_enrolment *e, const void *secret, size_t secret_len,
+                                  hush_error *err)
+{
+    (void)e, (void)secret, (void)secret_len;
+    return unsupported("hush_enrolment_finish", err);
+}
+
+void hush_enrolment_free(hush_enrolment *e)
+{
+    (void)e;
 }
