@@ -958,6 +958,21 @@ static bool credential_refused(TSS2_RC rc)
     return false;
 }
 
+/* libtpms (swtpm) answers a seed that does not RSA-OAEP-decrypt with
+ * TPM_RC_FAILURE rather than the spec's TPM_RC_VALUE, without entering
+ * failure mode. So TPM_RC_FAILURE is a refusal of the credential only when
+ * TPM2_GetTestResult then says the TPM is working; a TPM that really
+ * failed stays HUSH_E_CRYPTO. */
+static bool still_working(hush_tpm *tpm)
+{
+    TPM2B_MAX_BUFFER *data = NULL;
+    TPM2_RC result = TPM2_RC_FAILURE;
+    TSS2_RC rc = Esys_GetTestResult(tpm->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &data,
+                                    &result);
+    Esys_Free(data);
+    return rc == TSS2_RC_SUCCESS && result == TPM2_RC_SUCCESS;
+}
+
 HUSH_MUST_USE
 static hush_status activate(hush_tpm *tpm, ESYS_TR ek, ESYS_TR session,
                             const TPM2B_ID_OBJECT *id_object,
@@ -969,7 +984,8 @@ static hush_status activate(hush_tpm *tpm, ESYS_TR ek, ESYS_TR session,
     TSS2_RC rc = Esys_ActivateCredential(tpm->esys, tpm->persistent, ek, ESYS_TR_PASSWORD,
                                          session, ESYS_TR_NONE, id_object, encrypted_secret,
                                          &recovered);
-    HUSH_ENSURE(!credential_refused(rc), HUSH_E_AUTH, "the credential did not activate");
+    HUSH_ENSURE(!credential_refused(rc) && !(rc == TPM2_RC_FAILURE && still_working(tpm)),
+                HUSH_E_AUTH, "the credential did not activate");
     HUSH_TSS(rc, "TPM2_ActivateCredential");
     HUSH_ENSURE(recovered->size > 0, HUSH_E_CRYPTO, "TPM2_ActivateCredential gave no secret");
     HUSH_TRY(hush_secbuf_new(recovered->size, recovered->size, HUSH_SECMEM_DEFAULT, secret, err));
