@@ -7,7 +7,8 @@ post-quantum suite, and --plain-ehbp: X25519 alone), the reference gateway
 (`python -m hushcall serve`, echo backend streaming with a pause of
 ECHO_DELAY_MS between words, API key "lua-key"), a software TPM (swtpm) with a persistent attestation key and a
 second gateway quoting with it (`--tpm --tpm-handle`, no API key), a second swtpm
-and the EHBP peer attesting with it (`--tpm --aik-handle`), exports
+and the EHBP peer attesting with it over HTTPS (`--tpm --aik-handle --tls-cert`,
+a test CA from tests/interop/make_test_ca.py), exports
 where they listen and both AIKs' fingerprints (read from the TPMs), runs every tests/lua/test_*.lua with lua5.4 and then
 <build>/test_lua_states (two Lua states in two threads), prints each one's
 output, stops the servers and exits non-zero if anything failed.
@@ -31,6 +32,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.par
 HERE = os.path.join(ROOT, "tests", "lua")
 PEER = os.path.join(ROOT, "tests", "interop", "nomyo_peer.py")
 EHBP_PEER = os.path.join(ROOT, "tests", "interop", "ehbp_server.py")
+MAKE_TEST_CA = os.path.join(ROOT, "tests", "interop", "make_test_ca.py")
 API_KEY = "lua-key"
 # Between the words of a streamed echo: long enough that a stream is seen
 # chunk by chunk (and a long one outlasts its cancellation), short enough
@@ -317,24 +319,30 @@ def main():
                                             ["--tpm", tpm.tcti, "--tpm-handle", AIK_HANDLE],
                                             tmp, tpm_env, children)
 
-            # The EHBP peer attesting (--tpm) with a swtpm of its own: the gateway
-            # holds the first one's only connection.
+            # The EHBP peer attesting (--tpm) with a swtpm of its own (the gateway
+            # holds the first one's only connection), over HTTPS: a client allows
+            # the maximum tier only there.
             peer_tpm_dir = os.path.join(tmp, "peer-swtpm")
             os.makedirs(peer_tpm_dir)
+            pki = os.path.join(tmp, "pki")
+            subprocess.run([sys.executable, MAKE_TEST_CA, pki], check=True, timeout=120,
+                           env=env, stdout=subprocess.DEVNULL)
             peer_tpm = Swtpm(peer_tpm_dir, os.path.join(peer_tpm_dir, "swtpm.log"))
             children.append(peer_tpm)
             peer_tpm.make_persistent_key(AIK_HANDLE, tpm_env)
             tpm_peer_aik = peer_tpm.aik_fingerprint(AIK_HANDLE, tpm_env)
             tpm_peer = Child("tpm_ehbp_server",
                              [sys.executable, EHBP_PEER, "--port", "0", "--tpm", peer_tpm.tcti,
-                              "--aik-handle", AIK_HANDLE],
+                              "--aik-handle", AIK_HANDLE,
+                              "--tls-cert", os.path.join(pki, "server.pem"),
+                              "--tls-key", os.path.join(pki, "server.key")],
                              os.path.join(tmp, "tpm-ehbp.log"), tpm_env)
             children.append(tpm_peer)
             if not tpm_peer.first_line.startswith("READY "):
                 raise RuntimeError("ehbp_server --tpm said %r, not READY <port>"
                                    % tpm_peer.first_line)
-            tpm_peer_url = "http://127.0.0.1:%d" % int(tpm_peer.first_line.split()[1])
-        except (RuntimeError, OSError, ValueError) as e:
+            tpm_peer_url = "https://127.0.0.1:%d" % int(tpm_peer.first_line.split()[1])
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
             die("could not start the servers: %s\n(the gateway needs the Python extension: "
                 "`make build-python`)" % e)
 
@@ -347,6 +355,7 @@ def main():
         env["HUSH_TPM_GATEWAY_AIK_FINGERPRINT"] = tpm_gateway_aik
         env["HUSH_EHBP_TPM_PEER_URL"] = tpm_peer_url
         env["HUSH_EHBP_TPM_PEER_AIK_FINGERPRINT"] = tpm_peer_aik
+        env["HUSH_EHBP_TPM_PEER_CA"] = os.path.join(pki, "ca.pem")
         env["HUSH_TEST_TMP"] = tmp
         env["HUSH_LUA_BUILD_DIR"] = build
         env["HUSH_REPO_ROOT"] = ROOT

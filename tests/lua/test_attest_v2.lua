@@ -1,11 +1,12 @@
 -- test_attest_v2.lua — attest, then send (docs/attestation.md "Attest, then
 -- send (protocol v2)") through the Lua binding: against the independent EHBP
--- peer attesting with a swtpm of its own (ehbp_server.py --tpm), a client made
--- with require_attestation verifies the quote over the key configs before it
--- seals anything, and each answer's quote; each attack the peer's attest
--- controls stage is refused with err.kind == "attestation", nothing sent for
--- those caught before sealing (the peer's POST count says so); and a verified
--- call against the gateway run with --tpm.
+-- peer attesting with a swtpm of its own (ehbp_server.py --tpm, over HTTPS),
+-- a client made with require_attestation (or a call of the maximum tier)
+-- verifies the quote over the key configs before it seals anything, and each
+-- answer's quote; each attack the peer's attest controls stage is refused
+-- with err.kind == "attestation", nothing sent for those caught before
+-- sealing (the peer's POST count says so); and a verified call against the
+-- gateway run with --tpm.
 local t = require "tap"
 local h = require "helpers"
 local hushcall = require "hushcall"
@@ -18,6 +19,7 @@ end
 
 local peer_url = need("HUSH_EHBP_TPM_PEER_URL")
 local peer_aik = need("HUSH_EHBP_TPM_PEER_AIK_FINGERPRINT")
+local peer_ca = need("HUSH_EHBP_TPM_PEER_CA")
 local gateway_url = need("HUSH_TPM_GATEWAY_URL")
 local gateway_aik = need("HUSH_TPM_GATEWAY_AIK_FINGERPRINT")
 local tmp = need("HUSH_TEST_TMP")
@@ -39,8 +41,8 @@ local gateway_policy = pin_policy("v2-policy-gateway.json", gateway_aik)
 
 -- POST <peer>/__control; its answer's counters: posts and attestations served.
 local function control(json)
-  local cmd = h.plain .. "curl -sS --max-time 10 -X POST -H 'Content-Type: application/json' "
-      .. "-d '" .. json .. "' " .. peer_url .. "/__control"
+  local cmd = h.plain .. "curl -sS --max-time 10 --cacert " .. peer_ca .. " -X POST "
+      .. "-H 'Content-Type: application/json' -d '" .. json .. "' " .. peer_url .. "/__control"
   local p = assert(io.popen(cmd))
   local text = p:read("a")
   p:close()
@@ -57,7 +59,7 @@ end
 
 -- A fresh client, so that no verified config is cached yet.
 local function attested_client(extra)
-  local opts = { base_url = peer_url, allow_http = true, protocol = "v2", max_retries = 0,
+  local opts = { base_url = peer_url, ca_file = peer_ca, protocol = "v2", max_retries = 0,
                  require_attestation = true, attestation_policy = peer_policy }
   for k, v in pairs(extra or {}) do opts[k] = v end
   return assert(hushcall.new(opts))
@@ -179,6 +181,27 @@ t.test("a relayed quote on a stream: refused before the first chunk", function()
   t.eq(type(err), "table", tostring(err))
   t.eq(err.kind, "attestation")
   t.eq(chunks, 0)
+end)
+
+t.test("the maximum tier attests without require_attestation", function()
+  local c = assert(hushcall.new{ base_url = peer_url, ca_file = peer_ca, protocol = "v2",
+                                 max_retries = 0, attestation_policy = peer_policy })
+  local before = counts()
+  local resp, err = c:create(h.chat("maximum", { security_tier = "maximum" }))
+  t.ok(resp, tostring(err))
+  t.eq(content(resp), "echo: maximum")
+  check_verified(resp._metadata.attestation, peer_aik)
+  local after = counts()
+  t.eq(after.attestations - before.attestations, 1, "key-config attestations served")
+
+  control('{"attest": {"stale_nonce": true}}')
+  resp, err = assert(hushcall.new{ base_url = peer_url, ca_file = peer_ca, protocol = "v2",
+                                   max_retries = 0, attestation_policy = peer_policy })
+      :create(h.chat("maximum, stale", { security_tier = "maximum" }))
+  local last = control('{"attest": {}}')
+  t.eq(resp, nil)
+  t.eq(err.kind, "attestation")
+  t.eq(last.posts, after.posts, "nothing sent")
 end)
 
 t.test("the gateway with --tpm: a verified v2 call", function()
