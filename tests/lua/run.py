@@ -5,13 +5,14 @@ Starts on loopback the independent NOMYO peer (tests/interop/nomyo_peer.py),
 the independent EHBP peer (tests/interop/ehbp_server.py) twice (with our
 post-quantum suite, and --plain-ehbp: X25519 alone), the reference gateway
 (`python -m hushcall serve`, echo backend streaming with a pause of
-ECHO_DELAY_MS between words, API key "lua-key"), a software TPM (swtpm) with a persistent attestation key and a
-second gateway quoting with it (`--tpm --tpm-handle`, no API key), a second swtpm
-and the EHBP peer attesting with it over HTTPS (`--tpm --aik-handle --tls-cert`,
-a test CA from tests/interop/make_test_ca.py), exports
-where they listen and both AIKs' fingerprints (read from the TPMs), runs every tests/lua/test_*.lua with lua5.4 and then
-<build>/test_lua_states (two Lua states in two threads), prints each one's
-output, stops the servers and exits non-zero if anything failed.
+ECHO_DELAY_MS between words, API key "lua-key"), a software TPM (swtpm) with a
+persistent attestation key and a second gateway quoting with it (`--tpm
+--tpm-handle`, no API key), a second swtpm and the EHBP peer attesting with it
+over HTTPS (`--tpm --aik-handle --tls-cert`, a test CA from
+tests/interop/make_test_ca.py); exports where they listen and both AIKs'
+fingerprints (read from the TPMs), runs every tests/lua/test_*.lua with lua5.4
+and then <build>/test_lua_states (two Lua states in two threads), prints each
+one's output, stops the servers and exits non-zero if anything failed.
 Nothing is ever skipped: a missing interpreter, module, harness or swtpm is a failure."""
 
 import argparse
