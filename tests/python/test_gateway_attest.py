@@ -471,3 +471,20 @@ def test_enrollment_names_what_the_gateway_lacks(tmp_path, server_keys, ek_ca):
         assert "EK certificate" in answer.json()["detail"]
     finally:
         stop_tpm_gateway(unmanufactured)
+
+
+def test_a_tpm_that_fails_gets_503_and_the_gateway_goes_on(tmp_path, server_keys):
+    gw = start_tpm_gateway(tmp_path, server_keys, persistent=False)
+    try:
+        gw.swtpm.stop()  # the TPM is gone under the gateway
+        answer = httpx.get(gw.url + ATTESTATION, params={"nonce": "ab" * 32}, timeout=60)
+        assert (answer.status_code, answer.json()) == (503, {"detail": "TPM unavailable"})
+        enc, body, _ = x25519_request(gw.url, json.dumps(chat("x")).encode())
+        answer = post(gw.url, enc.hex(), body, **{"X-Attestation": "required"})
+        assert answer.status_code == 503
+        assert "hushcall-attestation" not in answer.headers
+        # a request that asks for no quote is answered as before
+        answer, _, plaintext = sealed_post(gw.url, chat("still here"))
+        assert b"still here" in plaintext
+    finally:
+        stop_tpm_gateway(gw)
