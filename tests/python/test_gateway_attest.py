@@ -235,6 +235,15 @@ def test_the_quote_rate_limit_applies(tmp_path, server_keys):
         assert answer.status_code == 503
         assert int(answer.headers["retry-after"]) >= 1
         assert answer.json() == {"detail": "TPM quote rate exceeded"}
+        # every TPM round trip takes from the same bucket: enrolment and answers too
+        for method, path in (("GET", ENROLLMENT), ("POST", ACTIVATION)):
+            answer = httpx.request(method, gw.url + path, json={
+                "id_object": "AAAA", "encrypted_secret": "AAAA"})
+            assert (answer.status_code, answer.json()["detail"]) == \
+                (503, "TPM quote rate exceeded")
+        enc, body, _ = x25519_request(gw.url, json.dumps(chat("x")).encode())
+        answer = post(gw.url, enc.hex(), body, **{"X-Attestation": "required"})
+        assert (answer.status_code, answer.json()["detail"]) == (503, "TPM quote rate exceeded")
     finally:
         stop_tpm_gateway(gw)
 
@@ -300,6 +309,11 @@ def test_a_bad_attestation_header_or_tier_gets_400_before_the_body(gw):
                             ({"X-Security-Tier": "extreme"}, "Invalid security tier")):
         answer = post(gw.url, enc.hex(), body, **headers)
         assert (answer.status_code, answer.json()) == (400, {"detail": detail})
+    duplicate = httpx.post(gw.url + "/v1/chat/completions", content=body, headers=[
+        ("Ehbp-Encapsulated-Key", enc.hex()), ("X-Attestation", "required"),
+        ("X-Attestation", "required")])
+    assert (duplicate.status_code, duplicate.json()) == \
+        (400, {"detail": "Duplicate X-Attestation header"})
     # the request was never opened, so the same enc still answers
     answer = post(gw.url, enc.hex(), body)
     assert answer.status_code == 200
