@@ -45,6 +45,16 @@ static void test_policies_refused(void)
 }
 
 /* A quote, however well formed, cannot be checked: not verified, and why. */
+static void test_enrolment_refused(void)
+{
+    hush_enrolment *e = (hush_enrolment *)policy_path; /* must be overwritten */
+    hush_error err = {0};
+    check_unsupported(hush_enrolment_begin("cert", 4, "ca.pem", "aik", 3, &e, &err), &err);
+    CHECK(e == NULL);
+    CHECK(hush_enrolment_credential(NULL) == NULL);
+    hush_enrolment_free(NULL);
+}
+
 static void test_quotes_unchecked(void)
 {
     hush_json_doc *doc = NULL;
@@ -100,6 +110,7 @@ int main(void)
     }
     RUN_TEST(test_tpm_refused);
     RUN_TEST(test_policies_refused);
+    RUN_TEST(test_enrolment_refused);
     RUN_TEST(test_quotes_unchecked);
     RUN_TEST(test_client_refuses_required_attestation);
     unlink(policy_path);
