@@ -62,11 +62,14 @@ static hush_status load_ca_file(const char *path, X509_STORE *anchors,
         X509_free(cert);
         cert = NULL;
     }
-    /* The loop ends at the end of the file or at a PEM block that is no
-     * certificate; only the former is a CA file. */
+    /* The loop ends at the end of the file (no more PEM blocks; others
+     * than certificates are skipped) or at a certificate that does not
+     * decode: only the former is a CA file. */
     unsigned long last = ERR_peek_last_error();
     ERR_clear_error();
-    HUSH_ENSURE(ERR_GET_REASON(last) == PEM_R_NO_START_LINE || last == 0, HUSH_E_FORMAT,
+    HUSH_ENSURE(last == 0 || (ERR_GET_LIB(last) == ERR_LIB_PEM &&
+                              ERR_GET_REASON(last) == PEM_R_NO_START_LINE),
+                HUSH_E_FORMAT,
                 "ek_ca_file: holds something other than PEM certificates");
     HUSH_ENSURE(n_anchors > 0, HUSH_E_FORMAT, "ek_ca_file: holds no self-signed certificate");
 cleanup:
