@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
@@ -28,9 +28,9 @@
 #define BOUND_QUALIFYING_MAX 32 /* a SHA-256 digest: hush_attest_*_qualifying */
 #define PCR_BANKS_MAX 512 /* four banks of all 24 PCRs take 273 chars; as attest.c allows */
 #define PERSISTENT_FIRST 0x81000000u
+#define PERSISTENT_LAST 0x81FFFFFFu
 #define EK_CERT_RSA_INDEX 0x01C00002u /* TCG EK Credential Profile 2.0 §2.2.1.4 */
 #define EK_CERT_ECC_INDEX 0x01C0000Au
-#define PERSISTENT_LAST 0x81FFFFFFu
 /* Random bytes in the template's unique field: a primary key derives from
  * the hierarchy seed and its template, so without them every "fresh" AIK
  * would be the same key. */
@@ -689,10 +689,8 @@ cleanup:
 
 /* ---- enrolment: the EK certificate and TPM2_ActivateCredential --------- */
 
-/* Reads an NV index's contents with the authorisation its attributes allow:
- * the index's own (empty) auth value when TPMA_NV_AUTHREAD is set, as
- * tpm2_nvread does by default, else the owner's; in chunks the TPM takes
- * (TPM_PT_NV_BUFFER_MAX). */
+/* The most one TPM2_NV_Read gives: TPM_PT_NV_BUFFER_MAX, at most what a
+ * TPM2B_MAX_NV_BUFFER holds. */
 HUSH_MUST_USE
 static hush_status nv_buffer_max(hush_tpm *tpm, size_t *out, hush_error *err)
 {
@@ -713,6 +711,9 @@ cleanup:
     return status;
 }
 
+/* Reads an NV index's contents with the authorisation its attributes allow:
+ * the index's own (empty) auth value when TPMA_NV_AUTHREAD is set, as
+ * tpm2_nvread does by default, else the owner's; in chunks the TPM takes. */
 HUSH_MUST_USE
 static hush_status nv_read_all(hush_tpm *tpm, ESYS_TR index, unsigned char **out, size_t *len,
                                hush_error *err)
