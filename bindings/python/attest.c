@@ -140,7 +140,154 @@ static PyMethodDef attest_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* ---- Enrolment ---------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    hush_enrolment *enrolment; /* NULL only if __init__ failed */
+} EnrolmentObject;
+
+static int enrolment_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    EnrolmentObject *self = (EnrolmentObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    char *keywords[] = {"ek_certificate", "ek_ca_file", "aik_public", NULL};
+    Py_buffer cert, aik;
+    PyObject *ca_file = NULL;
+    if (self->enrolment != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Enrolment is already begun");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*O&y*:Enrolment", keywords, &cert,
+                                     PyUnicode_FSConverter, &ca_file, &aik))
+        return -1;
+    hush_error err;
+    hush_status status;
+    const char *ca_path = PyBytes_AS_STRING(ca_file);
+    /* Reads the CA file and encrypts to the EK: no Python objects touched. */
+    Py_BEGIN_ALLOW_THREADS
+    status = hush_enrolment_begin(cert.buf, (size_t)cert.len, ca_path, aik.buf, (size_t)aik.len,
+                                  &self->enrolment, &err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&cert);
+    PyBuffer_Release(&aik);
+    Py_DECREF(ca_file);
+    if (status != HUSH_OK) {
+        hushpy_raise(st, status, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static void enrolment_dealloc(PyObject *op)
+{
+    EnrolmentObject *self = (EnrolmentObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    hush_enrolment_free(self->enrolment); /* wipes the secret */
+    self->enrolment = NULL;
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+/* The credential of a begun enrolment, or NULL with RuntimeError set. */
+static const hush_credential *enrolment_credential(PyObject *op)
+{
+    const hush_credential *c = hush_enrolment_credential(((EnrolmentObject *)op)->enrolment);
+    if (c == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "Enrolment was never begun");
+    return c;
+}
+
+static PyObject *enrolment_get_id_object(PyObject *op, void *Py_UNUSED(closure))
+{
+    const hush_credential *c = enrolment_credential(op);
+    return c == NULL ? NULL
+                     : PyBytes_FromStringAndSize((const char *)c->id_object,
+                                                 (Py_ssize_t)c->id_object_len);
+}
+
+static PyObject *enrolment_get_encrypted_secret(PyObject *op, void *Py_UNUSED(closure))
+{
+    const hush_credential *c = enrolment_credential(op);
+    return c == NULL ? NULL
+                     : PyBytes_FromStringAndSize((const char *)c->encrypted_secret,
+                                                 (Py_ssize_t)c->encrypted_secret_len);
+}
+
+static PyObject *enrolment_get_aik_fingerprint(PyObject *op, void *Py_UNUSED(closure))
+{
+    if (enrolment_credential(op) == NULL)
+        return NULL;
+    return PyUnicode_FromString(hush_enrolment_aik_fingerprint(((EnrolmentObject *)op)->enrolment));
+}
+
+static PyObject *enrolment_finish(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    EnrolmentObject *self = (EnrolmentObject *)op;
+    hushpy_state *st = PyType_GetModuleState(Py_TYPE(op));
+    char *keywords[] = {"secret", NULL};
+    Py_buffer secret;
+    if (enrolment_credential(op) == NULL ||
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "y*:finish", keywords, &secret))
+        return NULL;
+    hush_error err;
+    hush_status status =
+        hush_enrolment_finish(self->enrolment, secret.buf, (size_t)secret.len, &err);
+    PyBuffer_Release(&secret);
+    if (status != HUSH_OK)
+        return hushpy_raise(st, status, &err);
+    Py_RETURN_NONE;
+}
+
+static PyGetSetDef enrolment_getset[] = {
+    {"id_object", enrolment_get_id_object, NULL,
+     PyDoc_STR("The credential's TPM2B_ID_OBJECT, marshalled (size prefix included)."), NULL},
+    {"encrypted_secret", enrolment_get_encrypted_secret, NULL,
+     PyDoc_STR("The credential's TPM2B_ENCRYPTED_SECRET, marshalled."), NULL},
+    {"aik_fingerprint", enrolment_get_aik_fingerprint, NULL,
+     PyDoc_STR("\"sha256:<hex>\" of the AIK, as a policy's aik_fingerprints lists it."), NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef enrolment_methods[] = {
+    {"finish", (PyCFunction)(void (*)(void))enrolment_finish, METH_VARARGS | METH_KEYWORDS,
+     PyDoc_STR("finish($self, /, secret)\n--\n\n"
+               "Compare the secret the server's TPM recovered with the one sent (constant\n"
+               "time). SecurityError (kind \"attestation\") when they differ; an enrolment\n"
+               "finishes once (InvalidArgumentError after).")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot enrolment_slots[] = {
+    {Py_tp_init, enrolment_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, enrolment_dealloc},
+    {Py_tp_getset, enrolment_getset},
+    {Py_tp_methods, enrolment_methods},
+    {Py_tp_doc, (void *)PyDoc_STR(
+         "Enrolment(ek_certificate, ek_ca_file, aik_public)\n--\n\n"
+         "Enrol an AIK by its TPM's EK certificate (docs/attestation.md): checks the\n"
+         "DER certificate chains to the PEM CA file and that the AIK (a marshalled\n"
+         "TPM2B_PUBLIC) is a restricted signing key fixed to its TPM, then makes a\n"
+         "credential of a fresh secret for the AIK's name to the EK.")},
+    {0, NULL},
+};
+
+static PyType_Spec enrolment_spec = {
+    .name = "hushcall._core.Enrolment",
+    .basicsize = sizeof(EnrolmentObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = enrolment_slots,
+};
+
 int hushpy_attest_exec(PyObject *module)
 {
-    return PyModule_AddFunctions(module, attest_methods);
+    if (PyModule_AddFunctions(module, attest_methods) < 0)
+        return -1;
+    PyObject *type = PyType_FromModuleAndSpec(module, &enrolment_spec, NULL);
+    if (type == NULL)
+        return -1;
+    int rc = PyModule_AddType(module, (PyTypeObject *)type);
+    Py_DECREF(type); /* the module holds it */
+    return rc;
 }

@@ -1,5 +1,6 @@
 """``python -m hushcall``: ``serve`` runs the reference gateway, ``chat`` sends
-one encrypted completion to an endpoint (docs/gateway.md)."""
+one encrypted completion to an endpoint (docs/gateway.md), ``attest enroll``
+enrols a gateway's AIK and writes the policy pinning it (docs/attestation.md)."""
 
 import argparse
 import ipaddress
@@ -240,11 +241,46 @@ def _chat(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _add_attest(commands) -> None:
+    p = commands.add_parser("attest", help="TPM attestation of a gateway",
+                            description="TPM attestation of a gateway (docs/attestation.md).")
+    actions = p.add_subparsers(dest="action", required=True)
+    e = actions.add_parser(
+        "enroll", help="enrol a gateway's AIK by its TPM's EK certificate",
+        description="Prove the gateway's AIK lives in the TPM its EK certificate names, "
+                    "then write a policy pinning that AIK and the PCR values it quoted.")
+    e.add_argument("url", help="the gateway, e.g. https://host (http:// for loopback only)")
+    e.add_argument("--ek-ca", required=True,
+                   help="PEM file of the EK CAs to trust (self-signed ones are the anchors)")
+    e.add_argument("--out", required=True, help="the policy file to write")
+    e.add_argument("--cacert", help="PEM bundle to verify the gateway's TLS with")
+    e.add_argument("--timeout", type=_positive_float, default=30.0,
+                   help="seconds for each request (default %(default)s)")
+    e.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def _attest_enroll(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import enroll  # the extension only when it is needed
+
+    try:
+        if os.path.lexists(args.out) and not args.force:
+            raise enroll.EnrolmentError("%s exists (--force replaces it)" % args.out)
+        policy = enroll.enroll(args.url, args.ek_ca, cacert=args.cacert, timeout=args.timeout,
+                               allow_http=_is_loopback(args.url))
+        enroll.write_policy(policy, args.out, force=args.force)
+    except enroll.EnrolmentError as e:
+        print("hushcall attest enroll: %s" % e, file=sys.stderr)
+        return 1
+    print("enrolled %s; policy written to %s" % (policy["aik_fingerprints"][0], args.out))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hushcall", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_chat(commands)
+    _add_attest(commands)
     args = parser.parse_args(argv)
-    handler = _serve if args.command == "serve" else _chat
-    return handler(args, parser)
+    handlers = {"serve": _serve, "chat": _chat, "attest": _attest_enroll}
+    return handlers[args.command](args, parser)

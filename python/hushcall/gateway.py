@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import _core, gateway_v2, keyring, replay
+from . import _core, gateway_attest, gateway_v2, keyring, replay
 from .errors import HushcallError
 from .gateway_limits import (DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
                              DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -59,7 +59,8 @@ ATTESTATION_REQUIRED = "required"
 DEFAULT_TPM_QUOTES_PER_SECOND = 20.0
 # The headers the gateway reads; each must come at most once, as UTF-8 text.
 CHECKED_HEADERS = ("Authorization", "X-Payload-ID", "X-Public-Key", "X-Security-Tier")
-V2_HEADERS = ("Authorization", gateway_v2.ENC_HEADER, gateway_v2.CONFIG_HEADER)
+V2_HEADERS = ("Authorization", gateway_v2.ENC_HEADER, gateway_v2.CONFIG_HEADER,
+              "X-Security-Tier", "X-Attestation")
 PLAINTEXT_REFUSED = ("Encrypted request required: send Ehbp-Encapsulated-Key "
                      "(this gateway serves no plaintext completions)")
 
@@ -246,6 +247,11 @@ class Gateway:
         if ring is not None:
             self.v2 = gateway_v2.V2(self.server, ring,
                                     replay.InProcessReplayStore(config.replay_max_entries))
+        self.attestation = None
+        if self.tpm is not None:
+            self.attestation = gateway_attest.TpmAttestation(
+                self.tpm, self.executor, functools.partial(self.quotes.take, "tpm"),
+                self.v2.key_config_list if self.v2 is not None else None, config.body_timeout)
         self.limits = Limits(
             max_in_flight=config.max_in_flight, max_buffered_bytes=config.max_buffered_bytes,
             header_timeout=config.header_timeout,
@@ -267,6 +273,7 @@ class Gateway:
             web.post("/v1/chat/secure_completion", self.secure_completion,
                      expect_handler=expect_later),
             web.get("/healthz", self.healthz),
+            *gateway_attest.routes(self.attestation),
         ])
         if self.v2 is not None:
             app.add_routes([
@@ -334,20 +341,9 @@ class Gateway:
         if not public_key:
             return error(400, "Missing X-Public-Key header")
         tier = headers["X-Security-Tier"]
-        if tier is not None and tier not in TIERS:
-            return error(400, "Invalid security tier")
-        request["tier"] = tier or "standard"
-        if tier == "maximum" and self.tpm is None:
-            return error(503, MAXIMUM_TIER_REFUSED)
-        attestation = request.headers.get("X-Attestation")
-        if attestation is not None and attestation != ATTESTATION_REQUIRED:
-            return error(400, "Invalid X-Attestation header")
-        attest = self.tpm is not None and (tier in QUOTED_TIERS or attestation is not None)
-        if attest:
-            wait = self.quotes.take("tpm")
-            if wait > 0:
-                return error(503, "TPM quote rate exceeded",
-                             {"Retry-After": str(max(1, math.ceil(wait)))})
+        attest = self.answer_quoted(request, tier, request.headers.get("X-Attestation"))
+        if isinstance(attest, web.Response):
+            return attest
         if (request.content_length or 0) > self.config.max_body_bytes:
             return error(413, "Request body too large", {"Connection": "close"})
         body = await self.read_body(request)
@@ -359,6 +355,26 @@ class Gateway:
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
+
+    def answer_quoted(self, request: web.Request, tier: Optional[str],
+                      attestation: Optional[str]) -> Union[bool, web.Response]:
+        """Whether the answer is quoted (a token of the quote bucket taken),
+        or the refusal of the tier or X-Attestation header: before the body
+        is read."""
+        if tier is not None and tier not in TIERS:
+            return error(400, "Invalid security tier")
+        request["tier"] = tier or "standard"
+        if tier == "maximum" and self.tpm is None:
+            return error(503, MAXIMUM_TIER_REFUSED)
+        if attestation is not None and attestation != ATTESTATION_REQUIRED:
+            return error(400, "Invalid X-Attestation header")
+        attest = self.tpm is not None and (tier in QUOTED_TIERS or attestation is not None)
+        if attest:
+            wait = self.quotes.take("tpm")
+            if wait > 0:
+                return error(503, "TPM quote rate exceeded",
+                             {"Retry-After": str(max(1, math.ceil(wait)))})
+        return attest
 
     async def answer(self, request: web.Request, body: bytes, public_key: str,
                      payload_id: str, tier: Optional[str], attest: bool) -> web.Response:
@@ -414,6 +430,10 @@ class Gateway:
         if enc is None and not self.config.allow_plaintext:
             return error(400, PLAINTEXT_REFUSED)
         request["protocol"] = "v2" if enc is not None else "plaintext"
+        attest = self.answer_quoted(request, headers["X-Security-Tier"],
+                                    headers["X-Attestation"])
+        if isinstance(attest, web.Response):
+            return attest
         if (request.content_length or 0) > self.config.max_body_bytes:
             return error(413, "Request body too large", {"Connection": "close"})
         body = await self.read_body(request)
@@ -421,27 +441,29 @@ class Gateway:
             return body
         request["bytes_in"] = len(body)  # EHBP bodies come chunked, without a length
         loop = asyncio.get_running_loop()
+        # A quote binds the request's enc: an unsealed request has none to bind.
+        quote = (functools.partial(gateway_attest.answer_attestation, self.tpm, enc)
+                 if attest and enc is not None else None)
         try:
             if enc is None:
                 return await self.plaintext(request, body)
             answered = await loop.run_in_executor(self.executor, functools.partial(
                 self.v2.open_and_answer, enc, headers[gateway_v2.CONFIG_HEADER], body,
-                request.path))
+                request.path, quote))
             if answered is None:
                 request["replay"] = 1
                 return error(409, REPLAYED_REQUEST)
-            if not isinstance(answered, tuple):  # an exchange that asks for a stream
+            if not isinstance(answered, gateway_v2.Answer):  # an exchange asking for a stream
                 return await gateway_v2.stream_answer(request, self.executor, answered,
-                                                      self.streams)
+                                                      self.streams, quote=quote)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             status = getattr(e, "http_status", 500)
             if status == 422:
                 return gateway_v2.key_config_problem()
             return error(status, e.args[0] if e.args else "error")
-        (nonce, frames), timings = answered
-        request["core"] = timings
-        return await gateway_v2.send_frames(request, nonce, frames)
+        request["core"] = answered.timings
+        return await gateway_v2.send_frames(request, answered)
 
     async def plaintext(self, request: web.Request, body: bytes) -> web.StreamResponse:
         """--allow-plaintext: the same backend and stream, nothing sealed (for

@@ -12,14 +12,15 @@ import collections
 import json
 import logging
 import threading
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from aiohttp import web
 
 from . import _core, replay
 from .keyring import KeyRing
 
-__all__ = ["V2", "ENC_HEADER", "CONFIG_HEADER", "NONCE_HEADER", "KEY_CONFIG_PROBLEM"]
+__all__ = ["V2", "Answer", "ENC_HEADER", "CONFIG_HEADER", "NONCE_HEADER", "ATTESTATION_HEADER",
+           "KEY_CONFIG_PROBLEM"]
 
 log = logging.getLogger("hushcall.gateway")
 
@@ -29,6 +30,7 @@ OHTTP_KEYS = "application/ohttp-keys"  # exactly: tinfoil-ehbp refuses any other
 ENC_HEADER = "Ehbp-Encapsulated-Key"
 CONFIG_HEADER = "Hushcall-Key-Config"
 NONCE_HEADER = "Ehbp-Response-Nonce"
+ATTESTATION_HEADER = "Hushcall-Attestation"
 KEY_CONFIG_PROBLEM = "urn:ietf:params:ehbp:error:key-config"
 # A v2 answer goes out in slices of this many bytes of frames, chunked.
 WRITE_SLICE = 64 * 1024
@@ -44,6 +46,20 @@ EVENT_STREAM = "text/event-stream"
 MAX_MAINTAIN_SLEEP = 60.0
 # After a failed maintenance (a full disk, say), try again this soon.
 MAINTAIN_RETRY = 5.0
+
+
+# The per-answer quote of a request that asked for one: response nonce hex ->
+# the Hushcall-Attestation value (gateway_attest.answer_attestation, its enc bound).
+Quote = Callable[[str], str]
+
+
+class Answer(NamedTuple):
+    """A whole sealed answer: its nonce hex, frames, the core's timings, and
+    its Hushcall-Attestation value when it was quoted."""
+    nonce: str
+    frames: bytes
+    timings: dict
+    attestation: Optional[str]
 
 
 def key_config_problem() -> web.Response:
@@ -77,9 +93,12 @@ class V2:
 
     async def hushcall_keys(self, request: web.Request) -> web.Response:
         """Every live config as RFC 9458's list, newest first."""
-        pairs = self.live_pairs()
-        return web.Response(body=_core.v2_key_configs(pairs),
+        return web.Response(body=self.key_config_list(),
                             headers={"Content-Type": OHTTP_KEYS, "Cache-Control": "no-store"})
+
+    def key_config_list(self) -> bytes:
+        """The list hushcall_keys serves (and the key-config attestation quotes)."""
+        return _core.v2_key_configs(self.live_pairs())
 
     def live_pairs(self) -> List[Tuple[int, "_core.HpkeKeypair"]]:
         """(key id, key pair) of every live key, newest first."""
@@ -99,11 +118,11 @@ class V2:
         return self.live_pairs() if key_config is not None else self.keyring.x25519_candidates()
 
     def open_and_answer(self, enc: str, key_config: Optional[str], body: bytes,
-                        path: str) -> Union[None, Tuple[Tuple[str, bytes], dict],
-                                            "_core.Exchange"]:
+                        path: str, quote: Optional[Quote] = None
+                        ) -> Union[None, Answer, "_core.Exchange"]:
         """On a worker thread: open the request at `path`, refuse it (None)
-        if its enc was seen under this key before, else answer it: ((nonce
-        hex, frames), timings), or, when it asks for a stream, hand back the
+        if its enc was seen under this key before, else answer it (quoted
+        when `quote` is given), or, when it asks for a stream, hand back the
         opened exchange for stream_answer. Failures raise HushcallError with
         http_status."""
         exchange = self.server.open_v2(enc, body, self.candidates(key_config), key_config,
@@ -118,7 +137,8 @@ class V2:
             if exchange.is_stream:
                 streamed, exchange = exchange, None  # the caller streams and closes it
                 return streamed
-            return exchange.answer()
+            (nonce, frames), timings = exchange.answer()
+            return Answer(nonce, frames, timings, quote(nonce) if quote is not None else None)
         finally:
             if exchange is not None:
                 exchange.close()
@@ -148,15 +168,19 @@ class V2:
             await asyncio.sleep(wait)
 
 
-def answer_headers(nonce: str) -> Dict[str, str]:
-    return {"Content-Type": "application/json", NONCE_HEADER: nonce}
+def answer_headers(answer: Answer) -> Dict[str, str]:
+    headers = {"Content-Type": "application/json", NONCE_HEADER: answer.nonce}
+    if answer.attestation is not None:
+        headers[ATTESTATION_HEADER] = answer.attestation
+    return headers
 
 
-async def send_frames(request: web.Request, nonce: str, frames: bytes) -> web.StreamResponse:
+async def send_frames(request: web.Request, answer: Answer) -> web.StreamResponse:
     """The sealed answer, chunked (EHBP §4.3: no Content-Length)."""
-    response = web.StreamResponse(status=200, headers=answer_headers(nonce))
+    response = web.StreamResponse(status=200, headers=answer_headers(answer))
     response.enable_chunked_encoding()
     await response.prepare(request)
+    frames = answer.frames
     for start in range(0, len(frames), WRITE_SLICE):
         await response.write(frames[start:start + WRITE_SLICE])
     await response.write_eof()
@@ -173,10 +197,14 @@ class FrameChannel:
     STREAM_BOUND_FRAMES wait; past that, emit blocks until the handler has
     written some (back-pressure to the backend). close() (the client left,
     or the handler ended) makes every emit answer "stop" within
-    STREAM_POLL."""
+    STREAM_POLL. With `quote`, the first frames wait on the worker for the
+    answer's quote (`attestation`), so the head can carry it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop, quote: Optional[Quote] = None):
         self.loop = loop
+        self.quote = quote
+        self.attestation: Optional[str] = None
+        self.exchange: Optional["_core.Exchange"] = None
         self.lock = threading.Condition()
         self.frames: collections.deque = collections.deque()
         self.size = 0
@@ -192,6 +220,9 @@ class FrameChannel:
     def emit(self, frames: Optional[bytes]) -> bool:
         """Exchange.stream's emit: queue `frames` (None: only asks); True
         to stop the stream."""
+        if frames is not None and self.quote is not None and self.attestation is None:
+            # The nonce is set from the first frames on; a failed quote stops the stream.
+            self.attestation = self.quote(self.exchange.response_nonce)
         with self.lock:
             while frames is not None and self.full() and not self.closed:
                 self.lock.wait(STREAM_POLL)
@@ -206,6 +237,7 @@ class FrameChannel:
     def run(self, exchange: "_core.Exchange") -> str:
         """Stream `exchange` into the channel; its nonce hex. Always marks
         the channel finished and closes the exchange."""
+        self.exchange = exchange
         try:
             return exchange.stream(self.emit)
         finally:
@@ -243,17 +275,18 @@ def client_gone(request: web.Request) -> bool:
 
 
 async def stream_answer(request: web.Request, executor, exchange: "_core.Exchange",
-                        streams: Set[FrameChannel],
-                        nonce_header: bool = True) -> web.StreamResponse:
+                        streams: Set[FrameChannel], nonce_header: bool = True,
+                        quote: Optional[Quote] = None) -> web.StreamResponse:
     """Answer a request for a stream: the exchange runs on the executor, and
     each frame it emits is written at once, the response head (200,
     text/event-stream, Ehbp-Response-Nonce, chunked) with the first. A
     failure before the first frame is answered as usual; one after it cuts
     the connection, so the client sees a truncated stream. A client that
-    leaves stops the stream within a second. The channel is in `streams`
+    leaves stops the stream within a second. With `quote` the head carries
+    the answer's Hushcall-Attestation, quoted before the first frame. The channel is in `streams`
     while it runs, so a gateway that stops can close what is still open."""
     loop = asyncio.get_running_loop()
-    channel = FrameChannel(loop)
+    channel = FrameChannel(loop, quote)
     streams.add(channel)
     worker = loop.run_in_executor(executor, channel.run, exchange)
     # Its outcome is read below, or not at all when the client left first.
@@ -265,7 +298,8 @@ async def stream_answer(request: web.Request, executor, exchange: "_core.Exchang
             frames, finished = await channel.take()
             gone = client_gone(request)
             if frames and not gone and response is None:
-                response = await start_stream(request, exchange, nonce_header)
+                response = await start_stream(request, exchange, nonce_header,
+                                              channel.attestation)
             for frame in frames if not gone else ():
                 await response.write(frame)
                 sent += len(frame)
@@ -290,10 +324,12 @@ async def stream_answer(request: web.Request, executor, exchange: "_core.Exchang
 
 
 async def start_stream(request: web.Request, exchange: "_core.Exchange",
-                       nonce_header: bool) -> web.StreamResponse:
+                       nonce_header: bool, attestation: Optional[str]) -> web.StreamResponse:
     headers = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-store"}
     if nonce_header:
         headers[NONCE_HEADER] = exchange.response_nonce
+    if attestation is not None:
+        headers[ATTESTATION_HEADER] = attestation
     response = web.StreamResponse(status=200, headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)

@@ -30,6 +30,18 @@ static void test_tpm_refused(void)
     check_unsupported(hush_tpm_open(&opts, &tpm, &err), &err);
     CHECK(tpm == NULL);
     hush_tpm_close(NULL);
+
+    unsigned char q[32] = {0}, *der = q, pub[16];
+    size_t len = 1;
+    hush_secbuf *secret = (hush_secbuf *)&opts; /* must be overwritten */
+    check_unsupported(hush_tpm_quote_bound(NULL, q, sizeof q, NULL, &err), &err);
+    check_unsupported(hush_tpm_ek_certificate(NULL, &der, &len, &err), &err);
+    CHECK(der == NULL && len == 0);
+    len = 1;
+    check_unsupported(hush_tpm_aik_public(NULL, pub, sizeof pub, &len, &err), &err);
+    CHECK(len == 0);
+    check_unsupported(hush_tpm_activate_credential(NULL, q, 2, q, 2, &secret, &err), &err);
+    CHECK(secret == NULL);
 }
 
 static void test_policies_refused(void)
@@ -45,6 +57,16 @@ static void test_policies_refused(void)
 }
 
 /* A quote, however well formed, cannot be checked: not verified, and why. */
+static void test_enrolment_refused(void)
+{
+    hush_enrolment *e = (hush_enrolment *)policy_path; /* must be overwritten */
+    hush_error err = {0};
+    check_unsupported(hush_enrolment_begin("cert", 4, "ca.pem", "aik", 3, &e, &err), &err);
+    CHECK(e == NULL);
+    CHECK(hush_enrolment_credential(NULL) == NULL);
+    hush_enrolment_free(NULL);
+}
+
 static void test_quotes_unchecked(void)
 {
     hush_json_doc *doc = NULL;
@@ -100,6 +122,7 @@ int main(void)
     }
     RUN_TEST(test_tpm_refused);
     RUN_TEST(test_policies_refused);
+    RUN_TEST(test_enrolment_refused);
     RUN_TEST(test_quotes_unchecked);
     RUN_TEST(test_client_refuses_required_attestation);
     unlink(policy_path);

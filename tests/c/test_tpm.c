@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bn.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
 #include <tss2/tss2_mu.h>
 
 #include "check.h"
@@ -137,18 +140,27 @@ static hush_tpm_options tpm_options(const char *tcti, const char *pcrs, hush_tpm
     return opts;
 }
 
-static hush_tpm *open_tpm(const char *pcrs, hush_tpm_key_alg alg, uint32_t handle)
+static hush_tpm *open_tpm_on(const swtpm *sim, const char *pcrs, hush_tpm_key_alg alg,
+                             uint32_t handle)
 {
-    hush_tpm_options opts = tpm_options(tpm_sim.tcti, pcrs, alg, handle);
+    hush_tpm_options opts = tpm_options(sim->tcti, pcrs, alg, handle);
     hush_tpm *tpm = NULL;
     hush_error err;
     CHECK_OK(hush_tpm_open(&opts, &tpm, &err), &err);
     return tpm;
 }
 
-/* {<the attestation members>} parsed, or NULL with `*status` set. */
-static hush_json_doc *quote_doc(hush_tpm *tpm, const char *payload_id, hush_status *status,
-                                hush_error *err)
+static hush_tpm *open_tpm(const char *pcrs, hush_tpm_key_alg alg, uint32_t handle)
+{
+    return open_tpm_on(&tpm_sim, pcrs, alg, handle);
+}
+
+/* {<the attestation members>} of hush_tpm_quote(payload_id), or of
+ * hush_tpm_quote_bound(q) when payload_id is NULL, parsed; or NULL with
+ * `*status` set. */
+static hush_json_doc *attestation_doc(hush_tpm *tpm, const char *payload_id,
+                                      const unsigned char *q, size_t q_len, hush_status *status,
+                                      hush_error *err)
 {
     hush_secbuf *buf = NULL;
     hush_json_writer *w = NULL;
@@ -159,7 +171,8 @@ static hush_json_doc *quote_doc(hush_tpm *tpm, const char *payload_id, hush_stat
     if (*status == HUSH_OK)
         *status = hush_json_write_object_begin(w, err);
     if (*status == HUSH_OK)
-        *status = hush_tpm_quote(tpm, payload_id, w, err);
+        *status = payload_id != NULL ? hush_tpm_quote(tpm, payload_id, w, err)
+                                     : hush_tpm_quote_bound(tpm, q, q_len, w, err);
     if (*status == HUSH_OK)
         *status = hush_json_write_object_end(w, err);
     if (*status == HUSH_OK)
@@ -168,6 +181,12 @@ static hush_json_doc *quote_doc(hush_tpm *tpm, const char *payload_id, hush_stat
     hush_json_writer_free(w);
     hush_secbuf_free(buf);
     return doc;
+}
+
+static hush_json_doc *quote_doc(hush_tpm *tpm, const char *payload_id, hush_status *status,
+                                hush_error *err)
+{
+    return attestation_doc(tpm, payload_id, NULL, 0, status, err);
 }
 
 static hush_json_doc *quote_ok(hush_tpm *tpm, const char *payload_id)
@@ -275,15 +294,15 @@ static void qualifying_data(const char *payload_id, unsigned char out[16])
     memcpy(out, d, 16);
 }
 
-/* tpm2_checkquote on the blobs with `qualifying` (16 bytes); true when it
- * accepts the quote. */
+/* tpm2_checkquote on the blobs with `qualifying` (1..32 bytes); true when
+ * it accepts the quote. */
 static bool tpm2_checkquote(const unsigned char *pub, size_t pub_len, const TPM2B_ATTEST *attest,
                             const unsigned char *sig, size_t sig_len,
                             const unsigned char *values, size_t values_len, const char *banks,
-                            const unsigned char qualifying[16])
+                            const unsigned char *qualifying, size_t qualifying_len)
 {
-    char pub_path[128], msg_path[128], sig_path[128], pcr_path[128], hex[33];
-    for (int i = 0; i < 16; i++)
+    char pub_path[128], msg_path[128], sig_path[128], pcr_path[128], hex[65];
+    for (size_t i = 0; i < qualifying_len && i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", qualifying[i]);
     if (!write_file("aik.pub", pub, pub_len, pub_path, sizeof pub_path) ||
         !write_file("quote.msg", attest->attestationData, attest->size, msg_path,
@@ -298,11 +317,12 @@ static bool tpm2_checkquote(const unsigned char *pub, size_t pub_len, const TPM2
     return run_program(argv) == 0;
 }
 
-/* Everything about one attestation; `aik_b64` (may be NULL) receives the
- * AIK member for comparisons. */
-static void check_attestation(const hush_json_doc *doc, const char *payload_id,
-                              const expected_selection *sel, TPMI_ALG_PUBLIC key_type,
-                              bool restricted, char *aik_b64, size_t aik_cap)
+/* Everything about one attestation quoted with `q` as qualifying data;
+ * `aik_b64` (may be NULL) receives the AIK member for comparisons. */
+static void check_bound_attestation(const hush_json_doc *doc, const unsigned char *q,
+                                    size_t q_len, const expected_selection *sel,
+                                    TPMI_ALG_PUBLIC key_type, bool restricted, char *aik_b64,
+                                    size_t aik_cap)
 {
     CHECK(doc != NULL);
     if (doc == NULL)
@@ -361,11 +381,9 @@ static void check_attestation(const hush_json_doc *doc, const char *payload_id,
     CHECK_EQ(sig.signature.any.hashAlg, TPM2_ALG_SHA256);
 
     /* The quote. */
-    unsigned char q[16];
-    qualifying_data(payload_id, q);
     CHECK_EQ(info.magic, TPM2_GENERATED_VALUE);
     CHECK_EQ(info.type, TPM2_ST_ATTEST_QUOTE);
-    CHECK(info.extraData.size == 16 && memcmp(info.extraData.buffer, q, 16) == 0);
+    CHECK(info.extraData.size == q_len && memcmp(info.extraData.buffer, q, q_len) == 0);
     check_quoted_selection(&info.attested.quote.pcrSelect, sel);
     unsigned char digest[32];
     EVP_Digest(values, values_len, digest, NULL, EVP_sha256(), NULL);
@@ -374,10 +392,22 @@ static void check_attestation(const hush_json_doc *doc, const char *payload_id,
 
     /* The independent verifier: accepts this quote, refuses another nonce. */
     CHECK(tpm2_checkquote(pub_raw, pub_len, &attest, sig_raw, sig_len, values, values_len,
-                          sel->banks, q));
-    q[0] ^= 1;
+                          sel->banks, q, q_len));
+    unsigned char other[32];
+    memcpy(other, q, q_len);
+    other[q_len - 1] ^= 1;
     CHECK(!tpm2_checkquote(pub_raw, pub_len, &attest, sig_raw, sig_len, values, values_len,
-                           sel->banks, q));
+                           sel->banks, other, q_len));
+}
+
+/* The same for a quote of one request: SHA-256(payload_id)[:16]. */
+static void check_attestation(const hush_json_doc *doc, const char *payload_id,
+                              const expected_selection *sel, TPMI_ALG_PUBLIC key_type,
+                              bool restricted, char *aik_b64, size_t aik_cap)
+{
+    unsigned char q[16];
+    qualifying_data(payload_id, q);
+    check_bound_attestation(doc, q, sizeof q, sel, key_type, restricted, aik_b64, aik_cap);
 }
 
 /* ---- tests --------------------------------------------------------------- */
@@ -529,19 +559,25 @@ static void test_bad_handles(void)
     }
 }
 
-/* An ECC signing key made persistent with tpm2-tools at `handle`. */
-static bool make_persistent_key(const char *handle, const char *attributes)
+/* An ECC signing key made persistent with tpm2-tools at `handle` of `sim`. */
+static bool make_persistent_key_on(const swtpm *sim, const char *handle,
+                                   const char *attributes)
 {
     char ctx[128];
-    snprintf(ctx, sizeof ctx, "%s/primary-%s.ctx", files_dir, handle);
-    const char *create[] = {"tpm2_createprimary", "-Q", "-T", tpm_sim.tcti, "-C", "e", "-G",
+    snprintf(ctx, sizeof ctx, "%s/primary-%s-%d.ctx", files_dir, handle, sim->port);
+    const char *create[] = {"tpm2_createprimary", "-Q", "-T", sim->tcti, "-C", "e", "-G",
                             "ecc256:ecdsa-sha256:null", "-a", attributes, "-c", ctx, NULL};
-    const char *evict[] = {"tpm2_evictcontrol", "-Q", "-T", tpm_sim.tcti, "-C", "o", "-c", ctx,
+    const char *evict[] = {"tpm2_evictcontrol", "-Q", "-T", sim->tcti, "-C", "o", "-c", ctx,
                            handle, NULL};
     /* tpm2-tools leaves its transient objects loaded in a TPM without a
      * resource manager; free the slots for hush_tpm's own keys. */
-    const char *flush[] = {"tpm2_flushcontext", "-T", tpm_sim.tcti, "-t", NULL};
+    const char *flush[] = {"tpm2_flushcontext", "-T", sim->tcti, "-t", NULL};
     return run_tool(create) && run_tool(evict) && run_tool(flush);
+}
+
+static bool make_persistent_key(const char *handle, const char *attributes)
+{
+    return make_persistent_key_on(&tpm_sim, handle, attributes);
 }
 
 /* A restricted key at a persistent handle: hush_tpm quotes with it, the same
@@ -724,6 +760,543 @@ static void test_null_arguments(void)
     hush_tpm_close(NULL);
 }
 
+
+/* ---- quotes with the caller's qualifying data ---------------------------- */
+
+/* hush_tpm_quote_bound quotes exactly the bytes given (1 and 32 of them,
+ * both key types): the same members as a request's quote, and
+ * tpm2_checkquote accepts them with those bytes and refuses other ones. */
+static void test_quote_bound(void)
+{
+    static const hush_tpm_key_alg algs[] = {HUSH_TPM_KEY_ECC_P256, HUSH_TPM_KEY_RSA_2048};
+    static const size_t lengths[] = {32, 1};
+    for (size_t i = 0; i < 2; i++) {
+        hush_tpm *tpm = open_tpm(NULL, algs[i], 0);
+        if (tpm == NULL)
+            return;
+        unsigned char q[32];
+        for (size_t k = 0; k < sizeof q; k++)
+            q[k] = (unsigned char)(0xA0 + k + i);
+        hush_status st;
+        hush_error err;
+        hush_json_doc *doc = attestation_doc(tpm, NULL, q, lengths[i], &st, &err);
+        CHECK_OK(st, &err);
+        check_bound_attestation(doc, q, lengths[i], &DEFAULT_SELECTION,
+                                algs[i] == HUSH_TPM_KEY_ECC_P256 ? TPM2_ALG_ECC : TPM2_ALG_RSA,
+                                true, NULL, 0);
+        hush_json_doc_free(doc);
+        hush_tpm_close(tpm);
+    }
+}
+
+/* No qualifying data, more than 32 bytes or NULLs: HUSH_E_ARGUMENT, and
+ * nothing written into the caller's object. */
+static void test_quote_bound_arguments(void)
+{
+    hush_tpm *tpm = open_tpm(NULL, HUSH_TPM_KEY_ECC_P256, 0);
+    if (tpm == NULL)
+        return;
+    hush_secbuf *buf = NULL;
+    hush_json_writer *w = NULL;
+    hush_error err;
+    CHECK_OK(hush_secbuf_new(256, 0, HUSH_SECMEM_PUBLIC, &buf, &err), &err);
+    CHECK_OK(hush_json_writer_new(buf, HUSH_JSON_WRITE_COMPACT, 0, &w, &err), &err);
+    CHECK_OK(hush_json_write_object_begin(w, &err), &err);
+    unsigned char q[33] = {1};
+    CHECK_STATUS(hush_tpm_quote_bound(tpm, q, 0, w, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_tpm_quote_bound(tpm, q, 33, w, &err), HUSH_E_ARGUMENT, &err);
+    CHECK(strstr(err.message, "33 bytes") != NULL);
+    CHECK_STATUS(hush_tpm_quote_bound(tpm, NULL, 16, w, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_tpm_quote_bound(tpm, q, 16, NULL, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_tpm_quote_bound(NULL, q, 16, w, &err), HUSH_E_ARGUMENT, &err);
+    CHECK_EQ(hush_secbuf_len(buf), 1);
+    CHECK_OK(hush_tpm_quote_bound(tpm, q, 32, w, &err), &err);
+    CHECK(hush_secbuf_len(buf) > 1);
+    hush_json_writer_free(w);
+    hush_secbuf_free(buf);
+    hush_tpm_close(tpm);
+}
+
+/* ---- enrolment: EK certificate, AIK, ActivateCredential ------------------ */
+
+static swtpm ek_sim, other_sim; /* manufactured: EK certificates from ek_ca */
+static swtpm_ek_ca ek_ca;
+#define AIK_HANDLE 0x81000002u
+#define AIK_ATTRIBUTES "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign"
+#define EK_CERT_RSA_NV "0x01c00002"
+
+static void files_path(const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s", files_dir, name);
+}
+
+/* What tpm2-tools says about ek_sim, read before any hush_tpm holds it
+ * (swtpm serves one connection at a time): the EK certificate
+ * (tpm2_nvread), the EK (tpm2_createek) and the AIK (tpm2_readpublic). */
+static bool read_ek_sim_with_tools(void)
+{
+    char cert[128], ek_ctx[128], ek_pub[128], aik[128];
+    files_path("ek-cert.der", cert, sizeof cert);
+    files_path("ek.ctx", ek_ctx, sizeof ek_ctx);
+    files_path("ek.pub", ek_pub, sizeof ek_pub);
+    files_path("aik.tss", aik, sizeof aik);
+    const char *nvread[] = {"tpm2_nvread", "-T", ek_sim.tcti, "-o", cert, EK_CERT_RSA_NV, NULL};
+    const char *createek[] = {"tpm2_createek", "-T", ek_sim.tcti, "-G", "rsa", "-c", ek_ctx,
+                              "-u", ek_pub, NULL};
+    const char *flush[] = {"tpm2_flushcontext", "-T", ek_sim.tcti, "-t", NULL};
+    const char *readpublic[] = {"tpm2_readpublic", "-Q", "-T", ek_sim.tcti, "-c", "0x81000002",
+                                "-o", aik, NULL};
+    return run_tool(nvread) && run_tool(createek) && run_tool(flush) && run_tool(readpublic);
+}
+
+/* Two manufactured TPMs, each with a persistent AIK. */
+static bool manufacture(void)
+{
+    return swtpm_ek_ca_init(&ek_ca) && swtpm_start_manufactured(&ek_sim, &ek_ca) &&
+           swtpm_start_manufactured(&other_sim, &ek_ca) &&
+           make_persistent_key_on(&ek_sim, "0x81000002", AIK_ATTRIBUTES) &&
+           make_persistent_key_on(&other_sim, "0x81000002", AIK_ATTRIBUTES) &&
+           read_ek_sim_with_tools();
+}
+
+static unsigned char *read_binary(const char *name, size_t *len)
+{
+    char path[128];
+    files_path(name, path, sizeof path);
+    unsigned char *data = (unsigned char *)read_text_file(path, len);
+    CHECK(data != NULL);
+    return data;
+}
+
+/* The certificate's DER SubjectPublicKeyInfo, into `out`; its length or 0. */
+static size_t ek_certificate_spki(hush_tpm *tpm, unsigned char *out, size_t cap)
+{
+    unsigned char *der = NULL;
+    size_t len = 0, spki_len = 0;
+    hush_error err;
+    CHECK_OK(hush_tpm_ek_certificate(tpm, &der, &len, &err), &err);
+    const unsigned char *p = der;
+    X509 *cert = der != NULL ? d2i_X509(NULL, &p, (long)len) : NULL;
+    CHECK(cert != NULL);
+    int n = cert != NULL ? i2d_PUBKEY(X509_get0_pubkey(cert), NULL) : -1;
+    unsigned char *at = out;
+    if (n > 0 && (size_t)n <= cap && i2d_PUBKEY(X509_get0_pubkey(cert), &at) == n)
+        spki_len = (size_t)n;
+    CHECK(spki_len > 0);
+    X509_free(cert);
+    free(der);
+    return spki_len;
+}
+
+/* The AIK's name (Part 1 §16): nameAlg, then that hash of its TPMT_PUBLIC
+ * (the marshalled TPM2B_PUBLIC without its size). SHA-256 only. */
+static size_t aik_name(hush_tpm *tpm, unsigned char out[2 + 32])
+{
+    unsigned char pub[1024];
+    size_t len = 0;
+    hush_error err;
+    CHECK_OK(hush_tpm_aik_public(tpm, pub, sizeof pub, &len, &err), &err);
+    CHECK(len > 6 && pub[4] == 0x00 && pub[5] == 0x0b); /* size, type, nameAlg SHA-256 */
+    if (len <= 6)
+        return 0;
+    out[0] = 0x00;
+    out[1] = 0x0b;
+    EVP_Digest(pub + 2, len - 2, out + 2, NULL, EVP_sha256(), NULL);
+    return 2 + 32;
+}
+
+/* A credential of `secret` for `name` to the EK of `ek_tpm`'s certificate. */
+static void make_credential(hush_tpm *ek_tpm, const unsigned char *name, size_t name_len,
+                            const unsigned char *secret, size_t secret_len, hush_credential *out)
+{
+    unsigned char spki[1024];
+    size_t spki_len = ek_certificate_spki(ek_tpm, spki, sizeof spki);
+    hush_error err;
+    CHECK_OK(hush_credential_make(spki, spki_len, name, name_len, secret, secret_len, out, &err),
+             &err);
+}
+
+/* hush_tpm_activate_credential gives back exactly `secret`. */
+static void check_activates(hush_tpm *tpm, const unsigned char *id_object, size_t id_len,
+                            const unsigned char *encrypted_secret, size_t es_len,
+                            const unsigned char *secret, size_t secret_len)
+{
+    hush_secbuf *got = NULL;
+    hush_error err;
+    CHECK_OK(hush_tpm_activate_credential(tpm, id_object, id_len, encrypted_secret, es_len, &got,
+                                          &err),
+             &err);
+    CHECK(hush_secbuf_len(got) == secret_len &&
+          memcmp(hush_secbuf_data(got), secret, secret_len) == 0);
+    hush_secbuf_free(got);
+}
+
+/* The TPM refuses the credential with one opaque error, and still quotes. */
+static void check_refused(hush_tpm *tpm, const hush_credential *c)
+{
+    hush_secbuf *got = (hush_secbuf *)c; /* must be reset to NULL */
+    hush_error err;
+    CHECK_STATUS(hush_tpm_activate_credential(tpm, c->id_object, c->id_object_len,
+                                              c->encrypted_secret, c->encrypted_secret_len, &got,
+                                              &err),
+                 HUSH_E_AUTH, &err);
+    CHECK(got == NULL);
+    CHECK(strcmp(err.message, "the credential did not activate") == 0);
+    unsigned char q[32] = {0x5a};
+    hush_status st;
+    hush_json_doc *doc = attestation_doc(tpm, NULL, q, sizeof q, &st, &err);
+    CHECK_OK(st, &err);
+    CHECK_EQ(hush_json_length(hush_json_doc_root(doc)), 6);
+    hush_json_doc_free(doc);
+}
+
+/* The certificate is the bytes `tpm2_nvread 0x01c00002` reads, a whole
+ * X.509 certificate whose key is the EK that tpm2_createek makes. */
+static void test_ek_certificate(void)
+{
+    size_t nv_len = 0, ek_len = 0;
+    unsigned char *nv = read_binary("ek-cert.der", &nv_len);
+    unsigned char *ek_raw = read_binary("ek.pub", &ek_len);
+    hush_tpm *tpm = open_tpm_on(&ek_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    unsigned char *der = NULL;
+    size_t len = 0;
+    hush_error err;
+    if (tpm != NULL)
+        CHECK_OK(hush_tpm_ek_certificate(tpm, &der, &len, &err), &err);
+    CHECK(der != NULL && nv != NULL && len == nv_len && memcmp(der, nv, len) == 0);
+
+    const unsigned char *p = der;
+    X509 *cert = der != NULL ? d2i_X509(NULL, &p, (long)len) : NULL;
+    CHECK(cert != NULL && p == der + len);
+    TPM2B_PUBLIC ek;
+    memset(&ek, 0, sizeof ek);
+    size_t off = 0;
+    CHECK(ek_raw != NULL &&
+          Tss2_MU_TPM2B_PUBLIC_Unmarshal(ek_raw, ek_len, &off, &ek) == TSS2_RC_SUCCESS);
+    BIGNUM *n = NULL;
+    unsigned char modulus[256];
+    CHECK(cert != NULL && EVP_PKEY_get_bn_param(X509_get0_pubkey(cert), "n", &n) == 1 &&
+          BN_bn2binpad(n, modulus, sizeof modulus) == sizeof modulus);
+    CHECK(ek.publicArea.type == TPM2_ALG_RSA && ek.publicArea.unique.rsa.size == 256 &&
+          memcmp(ek.publicArea.unique.rsa.buffer, modulus, 256) == 0);
+    BN_free(n);
+    X509_free(cert);
+    free(der);
+    free(ek_raw);
+    free(nv);
+    hush_tpm_close(tpm);
+}
+
+/* An unmanufactured TPM has no EK certificate: HUSH_E_NOT_FOUND, for the
+ * certificate and for activation alike, and the TPM still quotes. */
+static void test_ek_certificate_missing(void)
+{
+    hush_tpm *tpm = open_tpm(NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE); /* test_persistent_key's */
+    if (tpm == NULL)
+        return;
+    unsigned char *der = (unsigned char *)&tpm; /* must be reset to NULL */
+    size_t len = 1;
+    hush_error err;
+    CHECK_STATUS(hush_tpm_ek_certificate(tpm, &der, &len, &err), HUSH_E_NOT_FOUND, &err);
+    CHECK(der == NULL && len == 0);
+    hush_credential c;
+    unsigned char name[34], secret[32] = {7};
+    hush_tpm *ek_tpm = open_tpm_on(&ek_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    if (ek_tpm != NULL) {
+        make_credential(ek_tpm, name, aik_name(tpm, name), secret, sizeof secret, &c);
+        hush_secbuf *got = NULL;
+        CHECK_STATUS(hush_tpm_activate_credential(tpm, c.id_object, c.id_object_len,
+                                                  c.encrypted_secret, c.encrypted_secret_len,
+                                                  &got, &err),
+                     HUSH_E_NOT_FOUND, &err);
+        CHECK(got == NULL);
+    }
+    CHECK_STATUS(hush_tpm_ek_certificate(tpm, NULL, &len, &err), HUSH_E_ARGUMENT, &err);
+    hush_json_doc *doc = quote_ok(tpm, "still quoting");
+    check_attestation(doc, "still quoting", &DEFAULT_SELECTION, TPM2_ALG_ECC, true, NULL, 0);
+    hush_json_doc_free(doc);
+    hush_tpm_close(ek_tpm);
+    hush_tpm_close(tpm);
+}
+
+/* The AIK's public area is what `tpm2_readpublic -o` writes for its handle,
+ * and what the quotes carry; a buffer too small is refused. */
+static void test_aik_public(void)
+{
+    size_t tools_len = 0;
+    unsigned char *tools = read_binary("aik.tss", &tools_len);
+    hush_tpm *tpm = open_tpm_on(&ek_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    unsigned char pub[1024];
+    size_t len = 0;
+    hush_error err;
+    if (tpm != NULL)
+        CHECK_OK(hush_tpm_aik_public(tpm, pub, sizeof pub, &len, &err), &err);
+    CHECK(tools != NULL && len == tools_len && memcmp(pub, tools, len) == 0);
+    unsigned char q[32] = {1};
+    hush_status st;
+    hush_json_doc *doc = tpm != NULL ? attestation_doc(tpm, NULL, q, sizeof q, &st, &err) : NULL;
+    unsigned char quoted[1024];
+    size_t quoted_len = doc != NULL ? member_blob(doc, "aik_pubkey_b64", quoted, sizeof quoted)
+                                    : 0;
+    CHECK(quoted_len == len && memcmp(quoted, pub, len) == 0);
+    if (tpm != NULL)
+        CHECK_STATUS(hush_tpm_aik_public(tpm, pub, len - 1, &len, &err), HUSH_E_LIMIT, &err);
+    hush_json_doc_free(doc);
+    free(tools);
+    hush_tpm_close(tpm);
+}
+
+/* An ephemeral AIK cannot be enrolled: both calls say so. */
+static void test_ephemeral_aik_is_not_enrolled(void)
+{
+    hush_tpm *tpm = open_tpm_on(&ek_sim, NULL, HUSH_TPM_KEY_ECC_P256, 0);
+    if (tpm == NULL)
+        return;
+    unsigned char buf[1024];
+    size_t len = 0;
+    hush_secbuf *got = NULL;
+    hush_error err;
+    CHECK_STATUS(hush_tpm_aik_public(tpm, buf, sizeof buf, &len, &err), HUSH_E_UNSUPPORTED,
+                 &err);
+    CHECK_STATUS(hush_tpm_activate_credential(tpm, buf, 4, buf, 4, &got, &err),
+                 HUSH_E_UNSUPPORTED, &err);
+    CHECK(got == NULL);
+    hush_tpm_close(tpm);
+}
+
+/* A credential made by credential.h (TPM2_MakeCredential in software) for
+ * this AIK to this EK activates, secrets of 32 and 1 bytes alike. */
+static void test_activate_hush_credential(void)
+{
+    hush_tpm *tpm = open_tpm_on(&ek_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    if (tpm == NULL)
+        return;
+    unsigned char name[34], secret[32];
+    size_t name_len = aik_name(tpm, name);
+    CHECK(RAND_bytes(secret, sizeof secret) == 1);
+    hush_credential c;
+    make_credential(tpm, name, name_len, secret, sizeof secret, &c);
+    check_activates(tpm, c.id_object, c.id_object_len, c.encrypted_secret,
+                    c.encrypted_secret_len, secret, sizeof secret);
+    make_credential(tpm, name, name_len, secret, 1, &c);
+    check_activates(tpm, c.id_object, c.id_object_len, c.encrypted_secret,
+                    c.encrypted_secret_len, secret, 1);
+    hush_tpm_close(tpm);
+}
+
+/* tpm2-tools' tpm2_makecredential (no TPM: -T none) for the AIK's name to
+ * tpm2_createek's EK: its file is magic 0xBADCC0DE, version 1, then the
+ * TPM2B_ID_OBJECT and the TPM2B_ENCRYPTED_SECRET. */
+static void test_activate_tpm2_makecredential(void)
+{
+    hush_tpm *tpm = open_tpm_on(&ek_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    if (tpm == NULL)
+        return;
+    unsigned char name[34], secret[32];
+    size_t name_len = aik_name(tpm, name);
+    char name_hex[2 * sizeof name + 1], secret_path[128], ek_pub[128], out_path[128];
+    for (size_t i = 0; i < name_len; i++)
+        snprintf(name_hex + 2 * i, 3, "%02x", name[i]);
+    CHECK(RAND_bytes(secret, sizeof secret) == 1);
+    CHECK(write_file("secret.bin", secret, sizeof secret, secret_path, sizeof secret_path));
+    files_path("ek.pub", ek_pub, sizeof ek_pub);
+    files_path("cred.bin", out_path, sizeof out_path);
+    const char *make[] = {"tpm2_makecredential", "-Q", "-T", "none", "-u", ek_pub, "-s",
+                          secret_path, "-n", name_hex, "-o", out_path, NULL};
+    CHECK(run_tool(make));
+    size_t len = 0;
+    unsigned char *blob = read_binary("cred.bin", &len);
+    static const unsigned char header[8] = {0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, 1};
+    CHECK(blob != NULL && len > 12 && memcmp(blob, header, 8) == 0);
+    if (blob != NULL && len > 12) {
+        size_t id_len = 2 + ((size_t)blob[8] << 8 | blob[9]);
+        CHECK(8 + id_len < len);
+        check_activates(tpm, blob + 8, id_len, blob + 8 + id_len, len - 8 - id_len, secret,
+                        sizeof secret);
+    }
+    free(blob);
+    hush_tpm_close(tpm);
+}
+
+/* Refused, each with the same opaque HUSH_E_AUTH, the TPM quoting after
+ * each: a tampered credential (in its HMAC, in its encrypted secret, in its
+ * seed), one made for another AIK's name, one made to another TPM's EK. */
+static void test_activate_refusals(void)
+{
+    hush_tpm *tpm = open_tpm_on(&ek_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    hush_tpm *other = open_tpm_on(&other_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    if (tpm == NULL || other == NULL)
+        goto done;
+    unsigned char name[34], other_name[34], secret[32] = {0x42};
+    size_t name_len = aik_name(tpm, name);
+    CHECK(aik_name(other, other_name) == name_len && memcmp(name, other_name, name_len) != 0);
+    hush_credential good, c;
+    make_credential(tpm, name, name_len, secret, sizeof secret, &good);
+    const size_t tampered_at[] = {4, good.id_object_len - 1}; /* in the HMAC, in the secret */
+    for (size_t i = 0; i < 2; i++) {
+        c = good;
+        c.id_object[tampered_at[i]] ^= 0x01;
+        check_refused(tpm, &c);
+    }
+    c = good;
+    c.encrypted_secret[c.encrypted_secret_len / 2] ^= 0x01;
+    check_refused(tpm, &c);
+    make_credential(tpm, other_name, name_len, secret, sizeof secret, &c);
+    check_refused(tpm, &c);
+    make_credential(other, name, name_len, secret, sizeof secret, &c);
+    check_refused(tpm, &c);
+    check_activates(tpm, good.id_object, good.id_object_len, good.encrypted_secret,
+                    good.encrypted_secret_len, secret, sizeof secret);
+done:
+    hush_tpm_close(other);
+    hush_tpm_close(tpm);
+}
+
+/* Blobs that are not one whole TPM2B each: HUSH_E_FORMAT before the TPM
+ * is asked; NULLs: HUSH_E_ARGUMENT. */
+static void test_activate_junk(void)
+{
+    hush_tpm *tpm = open_tpm_on(&ek_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    if (tpm == NULL)
+        return;
+    unsigned char name[34], secret[32] = {9};
+    hush_credential good;
+    make_credential(tpm, name, aik_name(tpm, name), secret, sizeof secret, &good);
+    static const unsigned char too_long[] = {0xff, 0xff, 1, 2, 3};
+    static const unsigned char empty[] = {0x00, 0x00};
+    unsigned char trailing[sizeof good.id_object + 1];
+    memcpy(trailing, good.id_object, good.id_object_len);
+    trailing[good.id_object_len] = 0;
+    const struct {
+        const unsigned char *id, *es;
+        size_t id_len, es_len;
+    } junk[] = {
+        {too_long, good.encrypted_secret, sizeof too_long, good.encrypted_secret_len},
+        {good.id_object, too_long, good.id_object_len, sizeof too_long},
+        {empty, good.encrypted_secret, sizeof empty, good.encrypted_secret_len},
+        {good.id_object, empty, good.id_object_len, sizeof empty},
+        {trailing, good.encrypted_secret, good.id_object_len + 1, good.encrypted_secret_len},
+        {good.id_object, good.encrypted_secret, 1, good.encrypted_secret_len},
+        {good.id_object, good.encrypted_secret, good.id_object_len, 0},
+    };
+    hush_error err;
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        hush_secbuf *got = NULL;
+        CHECK_STATUS(hush_tpm_activate_credential(tpm, junk[i].id, junk[i].id_len, junk[i].es,
+                                                  junk[i].es_len, &got, &err),
+                     HUSH_E_FORMAT, &err);
+        CHECK(got == NULL);
+    }
+    hush_secbuf *got = NULL;
+    CHECK_STATUS(hush_tpm_activate_credential(tpm, NULL, 4, empty, 2, &got, &err),
+                 HUSH_E_ARGUMENT, &err);
+    CHECK_STATUS(hush_tpm_activate_credential(tpm, empty, 2, empty, 2, NULL, &err),
+                 HUSH_E_ARGUMENT, &err);
+    check_activates(tpm, good.id_object, good.id_object_len, good.encrypted_secret,
+                    good.encrypted_secret_len, secret, sizeof secret);
+    hush_tpm_close(tpm);
+}
+
+/* ---- a P-256 EK certificate --------------------------------------------- */
+
+#define EK_CERT_ECC_NV "0x01c0000a"
+#define EK_CERT_PADDING 64 /* bytes of index past the certificate, as some TPMs have */
+
+/* Installs at 0x01c0000a of other_sim (with platform auth, as a
+ * manufacturer does) a certificate for the P-256 public key in `key_pem`,
+ * signed by the test CA's key, in an index larger than it; its DER goes to
+ * `der_name`. */
+static bool install_p256_certificate(const char *key_pem, const char *der_name)
+{
+    char der[128], signer[128], size[16];
+    files_path(der_name, der, sizeof der);
+    snprintf(signer, sizeof signer, "%s/signkey.pem", ek_ca.dir);
+    const char *issue[] = {"openssl", "x509", "-new", "-force_pubkey", key_pem, "-key", signer,
+                           "-subj", "/CN=hushcall test P-256 EK", "-days", "1", "-outform",
+                           "DER", "-out", der, NULL};
+    if (!run_tool(issue))
+        return false;
+    size_t len = 0;
+    unsigned char *cert = read_binary(der_name, &len);
+    free(cert);
+    snprintf(size, sizeof size, "%zu", len + EK_CERT_PADDING);
+    const char *undefine[] = {"tpm2_nvundefine", "-Q", "-T", other_sim.tcti, "-C", "p",
+                              EK_CERT_ECC_NV, NULL};
+    const char *define[] = {"tpm2_nvdefine", "-Q", "-T", other_sim.tcti, "-C", "p", "-s", size,
+                            "-a", "ppwrite|ppread|ownerread|authread|no_da|platformcreate",
+                            EK_CERT_ECC_NV, NULL};
+    const char *write[] = {"tpm2_nvwrite", "-Q", "-T", other_sim.tcti, "-C", "p", "-i", der,
+                           EK_CERT_ECC_NV, NULL};
+    run_program(undefine); /* there may be none yet */
+    return cert != NULL && run_tool(define) && run_tool(write);
+}
+
+/* Activation with other_sim's certificate as it stands: `expect` (and the
+ * secret when HUSH_OK). */
+static void activate_on_other(hush_status expect)
+{
+    hush_tpm *tpm = open_tpm_on(&other_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    if (tpm == NULL)
+        return;
+    unsigned char name[34], secret[32] = {0x33};
+    hush_credential c;
+    make_credential(tpm, name, aik_name(tpm, name), secret, sizeof secret, &c);
+    if (expect == HUSH_OK) {
+        check_activates(tpm, c.id_object, c.id_object_len, c.encrypted_secret,
+                        c.encrypted_secret_len, secret, sizeof secret);
+    } else {
+        hush_secbuf *got = NULL;
+        hush_error err;
+        CHECK_STATUS(hush_tpm_activate_credential(tpm, c.id_object, c.id_object_len,
+                                                  c.encrypted_secret, c.encrypted_secret_len,
+                                                  &got, &err),
+                     expect, &err);
+        CHECK(got == NULL);
+    }
+    hush_tpm_close(tpm);
+}
+
+/* Without its RSA certificate a TPM's P-256 one (NV 0x01c0000a) is used,
+ * trimmed to its DER length in a larger index; the L-2 EK that
+ * tpm2_createek makes activates a credential made to it, while a
+ * certificate naming another key is HUSH_E_KEY. Runs last: it changes
+ * other_sim. */
+static void test_activate_p256_ek(void)
+{
+    char ek_pem[128], ek_ctx[128], other_key[128], other_pem[128];
+    files_path("ek-ecc.pem", ek_pem, sizeof ek_pem);
+    files_path("ek-ecc.ctx", ek_ctx, sizeof ek_ctx);
+    files_path("not-the-ek.key", other_key, sizeof other_key);
+    files_path("not-the-ek.pem", other_pem, sizeof other_pem);
+    const char *createek[] = {"tpm2_createek", "-T", other_sim.tcti, "-G", "ecc", "-c", ek_ctx,
+                              "-u", ek_pem, "-f", "pem", NULL};
+    const char *flush[] = {"tpm2_flushcontext", "-T", other_sim.tcti, "-t", NULL};
+    const char *undefine[] = {"tpm2_nvundefine", "-Q", "-T", other_sim.tcti, "-C", "p",
+                              EK_CERT_RSA_NV, NULL};
+    const char *genpkey[] = {"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                             "ec_paramgen_curve:P-256", "-out", other_key, NULL};
+    const char *pubout[] = {"openssl", "pkey", "-in", other_key, "-pubout", "-out", other_pem,
+                            NULL};
+    CHECK(run_tool(createek) && run_tool(flush) && run_tool(undefine) && run_tool(genpkey) &&
+          run_tool(pubout));
+
+    CHECK(install_p256_certificate(other_pem, "not-the-ek.der"));
+    activate_on_other(HUSH_E_KEY);
+
+    CHECK(install_p256_certificate(ek_pem, "ek-ecc.der"));
+    size_t want_len = 0, len = 0;
+    unsigned char *want = read_binary("ek-ecc.der", &want_len), *der = NULL;
+    hush_tpm *tpm = open_tpm_on(&other_sim, NULL, HUSH_TPM_KEY_ECC_P256, AIK_HANDLE);
+    hush_error err;
+    if (tpm != NULL)
+        CHECK_OK(hush_tpm_ek_certificate(tpm, &der, &len, &err), &err);
+    CHECK(der != NULL && want != NULL && len == want_len && memcmp(der, want, len) == 0);
+    hush_tpm_close(tpm);
+    free(der);
+    free(want);
+    activate_on_other(HUSH_OK);
+}
+
 int main(void)
 {
     snprintf(files_dir, sizeof files_dir, "/tmp/hush-tpm-test-XXXXXX");
@@ -754,7 +1327,27 @@ int main(void)
         RUN_TEST(test_concurrent_quotes);
         RUN_TEST(test_server_answers_are_attested);
         RUN_TEST(test_null_arguments);
+        RUN_TEST(test_quote_bound);
+        RUN_TEST(test_quote_bound_arguments);
     }
+    if (!manufacture()) {
+        fprintf(stderr, "FAIL: no manufactured software TPM (swtpm_setup, swtpm_localca and "
+                        "tpm2-tools are needed)\n");
+        check_tests_failed++;
+    } else {
+        RUN_TEST(test_ek_certificate);
+        RUN_TEST(test_ek_certificate_missing);
+        RUN_TEST(test_aik_public);
+        RUN_TEST(test_ephemeral_aik_is_not_enrolled);
+        RUN_TEST(test_activate_hush_credential);
+        RUN_TEST(test_activate_tpm2_makecredential);
+        RUN_TEST(test_activate_refusals);
+        RUN_TEST(test_activate_junk);
+        RUN_TEST(test_activate_p256_ek);
+    }
+    swtpm_stop(&other_sim);
+    swtpm_stop(&ek_sim);
+    swtpm_ek_ca_remove(&ek_ca);
     swtpm_stop(&tpm_sim);
     remove_tree(files_dir);
     return check_report();

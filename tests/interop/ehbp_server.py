@@ -37,7 +37,8 @@ Endpoints
                                         AES-256-GCM); 404 with --plain-ehbp
   GET  /.well-known/hushcall-attestation?nonce=<64 lowercase hex>
                                         {"key_configs": <base64 of the hushcall list above>,
-                                        "tpm_attestation": {...}}, Cache-Control: no-store;
+                                        "tpm_attestation": {...}}, Cache-Control: no-store
+                                        (404 {"detail"} with --plain-ehbp);
                                         the quote's qualifying data SHA-256("hushcall-v2 key
                                         attestation" || 0x00 || nonce || key_configs); 400
                                         {"detail"} for a bad nonce, 503 when the TPM fails
@@ -744,7 +745,7 @@ class Peer:
         sent = honest
         if self.attest_settings.get("relay_answer"):
             sent = self.previous_answer_quote or b64(json.dumps(await self.tpm.quote(
-                answer_qualifying(os.urandom(RESPONSE_NONCE_BYTES), exchange.enc[::-1])
+                answer_qualifying(os.urandom(RESPONSE_NONCE_BYTES), os.urandom(len(exchange.enc)))
             )).encode())
         self.previous_answer_quote = honest
         return sent

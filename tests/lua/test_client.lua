@@ -122,7 +122,8 @@ t.test("per-call api_key and base_url are used and not sent in the body", functi
                                               security_tier = "high" }))
   t.ok(resp, tostring(err))
   t.eq(content(resp), "echo: moved")
-  -- v2, which the NOMYO peer lacks: the gateway answered (a tier no longer means v1)
+  -- "auto" speaks v2 to the gateway, which publishes configs, tier or not (issue 16):
+  -- v2's _metadata has no NOMYO server or tier members.
   t.eq(resp._metadata.protocol, "v2")
   resp = assert(client:create(h.chat("back")))
   t.eq(resp._metadata.server, "nomyo-peer")

@@ -361,7 +361,6 @@ def test_maximum_refused_over_http_by_the_client(tpm_gw):
 
 def test_maximum_over_tls_with_a_pinned_tpm(tls_tpm_gw, pki, tmp_path):
     assert tls_tpm_gw.url.startswith("https://127.0.0.1:")
-    # v1's quote in _metadata.tpm_attestation ("auto" would attest, then send, on v2)
     tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048, "protocol": "v1"}
     learnt = hushcall.Client(tls_tpm_gw.url, **tls).create(
         model="m", messages=user("learn"), security_tier="high")
@@ -378,7 +377,7 @@ def test_maximum_needs_a_pinned_aik(tls_tpm_gw, pki, tmp_path):
     """Refused before anything is sent, for the client's tier and a call's."""
     answered = "path=/v1/chat/secure_completion"
     before = tls_tpm_gw.log().count(answered)
-    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048}
+    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048, "protocol": "v1"}
     unpinned = write_policy(tmp_path, {"pcrs": {}})
     for extra in ({}, {"attestation_policy": unpinned}):
         with pytest.raises(hushcall.InvalidArgumentError) as e:
@@ -392,9 +391,8 @@ def test_maximum_needs_a_pinned_aik(tls_tpm_gw, pki, tmp_path):
 
 
 def test_maximum_over_tls_without_tpm(tls_plain_gw, pki, foreign_pin):
-    # v1: the gateway's own refusal ("auto" would find no attestation and send nothing)
-    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048, "max_retries": 0,
-           "attestation_policy": foreign_pin, "protocol": "v1"}
+    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048, "protocol": "v1", "max_retries": 0,
+           "attestation_policy": foreign_pin}
     client = hushcall.Client(tls_plain_gw.url, **tls)
     with pytest.raises(hushcall.ServiceUnavailableError) as e:
         client.create(model="m", messages=user("maximum"), security_tier="maximum")

@@ -25,6 +25,7 @@
 
 #include "hushcall/attest.h"
 #include "hushcall/base64.h"
+#include "attest_internal.h"
 #include "internal.h"
 #include "codec/codec_internal.h"
 #include "mem/mem_internal.h"
@@ -419,24 +420,22 @@ static bool unmarshal_blobs(quote_check *q, hush_attest_result *out)
     return true;
 }
 
-/* "sha256:" + hex(SHA-256 over the marshalled TPMT_PUBLIC). */
-HUSH_MUST_USE
-static hush_status aik_fingerprint(const quote_check *q, hush_attest_result *out, hush_error *err)
+hush_status hush__aik_fingerprint(const unsigned char *tpmt_public, size_t len,
+                                  char out[HUSH_FINGERPRINT_LEN], hush_error *err)
 {
     static const char hex[] = "0123456789abcdef";
     hush_status status = HUSH_OK;
     unsigned char digest[32];
     unsigned digest_len = 0;
-    HUSH_OSSL(EVP_Digest(q->aik_blob + 2, q->aik_len - 2, digest, &digest_len, hush__sha256(),
-                         NULL) == 1 &&
+    HUSH_OSSL(EVP_Digest(tpmt_public, len, digest, &digest_len, hush__sha256(), NULL) == 1 &&
                   digest_len == sizeof digest,
               "SHA-256");
-    memcpy(out->aik_fingerprint, "sha256:", 7);
+    memcpy(out, "sha256:", 7);
     for (size_t i = 0; i < sizeof digest; i++) {
-        out->aik_fingerprint[7 + 2 * i] = hex[digest[i] >> 4];
-        out->aik_fingerprint[8 + 2 * i] = hex[digest[i] & 15];
+        out[7 + 2 * i] = hex[digest[i] >> 4];
+        out[8 + 2 * i] = hex[digest[i] & 15];
     }
-    out->aik_fingerprint[HUSH_FINGERPRINT_LEN - 1] = '\0';
+    out[HUSH_FINGERPRINT_LEN - 1] = '\0';
 cleanup:
     return status;
 }
@@ -831,7 +830,7 @@ static hush_status verify_quote(quote_check *q, const hush_json_value *att,
         !decode_member(att, "signature_b64", q->sig_blob, &q->sig_len, out) ||
         !unmarshal_blobs(q, out))
         goto cleanup;
-    HUSH_TRY(aik_fingerprint(q, out, err));
+    HUSH_TRY(hush__aik_fingerprint(q->aik_blob + 2, q->aik_len - 2, out->aik_fingerprint, err));
     if (!load_aik(q, out))
         goto cleanup;
     HUSH_TRY(check_signature(q, &ok, out, err));

@@ -1,10 +1,11 @@
-/* no_tpm.c — tpm.h and attest.h in a build without tpm2-tss
- * (-DHUSH_WITH_TPM=OFF), compiled instead of tpm.c and attest.c: the same
- * functions, refusing with HUSH_E_UNSUPPORTED. No policy can be loaded, so a
- * client refuses require_attestation and security_tier "maximum". */
+/* no_tpm.c — tpm.h, attest.h and enroll.h in a build without tpm2-tss
+ * (-DHUSH_WITH_TPM=OFF), compiled instead of tpm.c, attest.c and enroll.c:
+ * the same functions, refusing with HUSH_E_UNSUPPORTED. No policy can be
+ * loaded, so a client refuses require_attestation and security_tier "maximum". */
 #include <stdio.h>
 
 #include "hushcall/attest.h"
+#include "hushcall/enroll.h"
 #include "hushcall/tpm.h"
 #include "internal.h"
 
@@ -40,6 +41,43 @@ hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writ
 {
     (void)tpm, (void)payload_id, (void)w;
     return unsupported("hush_tpm_quote", err);
+}
+
+hush_status hush_tpm_quote_bound(hush_tpm *tpm, const void *qualifying, size_t len,
+                                 hush_json_writer *w, hush_error *err)
+{
+    (void)tpm, (void)qualifying, (void)len, (void)w;
+    return unsupported("hush_tpm_quote_bound", err);
+}
+
+hush_status hush_tpm_ek_certificate(hush_tpm *tpm, unsigned char **der, size_t *len,
+                                    hush_error *err)
+{
+    (void)tpm;
+    if (der != NULL)
+        *der = NULL;
+    if (len != NULL)
+        *len = 0;
+    return unsupported("hush_tpm_ek_certificate", err);
+}
+
+hush_status hush_tpm_aik_public(hush_tpm *tpm, unsigned char *out, size_t cap, size_t *len,
+                                hush_error *err)
+{
+    (void)tpm, (void)out, (void)cap;
+    if (len != NULL)
+        *len = 0;
+    return unsupported("hush_tpm_aik_public", err);
+}
+
+hush_status hush_tpm_activate_credential(hush_tpm *tpm, const void *id_object, size_t id_len,
+                                         const void *encrypted_secret, size_t secret_len,
+                                         hush_secbuf **secret, hush_error *err)
+{
+    (void)tpm, (void)id_object, (void)id_len, (void)encrypted_secret, (void)secret_len;
+    if (secret != NULL)
+        *secret = NULL;
+    return unsupported("hush_tpm_activate_credential", err);
 }
 
 hush_status hush_attest_policy_parse(const void *json, size_t len, hush_attest_policy **out,
@@ -122,4 +160,38 @@ hush_status hush_attest_verify(const hush_json_value *tpm_attestation, const cha
              tpm_attestation == NULL ? "no attestation" : UNSUPPORTED);
 cleanup:
     return status;
+}
+
+hush_status hush_enrolment_begin(const void *ek_cert, size_t ek_cert_len, const char *ek_ca_file,
+                                 const void *aik_public, size_t aik_public_len,
+                                 hush_enrolment **out, hush_error *err)
+{
+    (void)ek_cert, (void)ek_cert_len, (void)ek_ca_file, (void)aik_public, (void)aik_public_len;
+    if (out != NULL)
+        *out = NULL;
+    return unsupported("hush_enrolment_begin", err);
+}
+
+const hush_credential *hush_enrolment_credential(const hush_enrolment *e)
+{
+    (void)e; /* none can exist */
+    return NULL;
+}
+
+const char *hush_enrolment_aik_fingerprint(const hush_enrolment *e)
+{
+    (void)e;
+    return NULL;
+}
+
+hush_status hush_enrolment_finish(hush_enrolment *e, const void *secret, size_t secret_len,
+                                  hush_error *err)
+{
+    (void)e, (void)secret, (void)secret_len;
+    return unsupported("hush_enrolment_finish", err);
+}
+
+void hush_enrolment_free(hush_enrolment *e)
+{
+    (void)e;
 }

@@ -7,8 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
@@ -22,9 +25,12 @@
 #define PCR_COUNT 24
 #define PCR_SELECT_BYTES 3 /* PCR_COUNT bits */
 #define QUALIFYING_BYTES 16
+#define BOUND_QUALIFYING_MAX 32 /* a SHA-256 digest: hush_attest_*_qualifying */
 #define PCR_BANKS_MAX 512 /* four banks of all 24 PCRs take 273 chars; as attest.c allows */
 #define PERSISTENT_FIRST 0x81000000u
 #define PERSISTENT_LAST 0x81FFFFFFu
+#define EK_CERT_RSA_INDEX 0x01C00002u /* TCG EK Credential Profile 2.0 §2.2.1.4 */
+#define EK_CERT_ECC_INDEX 0x01C0000Au
 /* Random bytes in the template's unique field: a primary key derives from
  * the hierarchy seed and its template, so without them every "fresh" AIK
  * would be the same key. */
@@ -424,6 +430,12 @@ cleanup:
     return status;
 }
 
+/* TPM_RC_HANDLE (of any handle or parameter): nothing is stored there. */
+static bool nothing_at_handle(TSS2_RC rc)
+{
+    return (rc & TPM2_RC_FMT1) != 0 && (rc & 0x3Fu) == (TPM2_RC_HANDLE & 0x3Fu);
+}
+
 /* Finds the key at `handle` and keeps its public area. */
 HUSH_MUST_USE
 static hush_status load_persistent(hush_tpm *tpm, uint32_t handle, hush_error *err)
@@ -434,9 +446,7 @@ static hush_status load_persistent(hush_tpm *tpm, uint32_t handle, hush_error *e
                                        ESYS_TR_NONE, &tpm->persistent);
     if (rc != TSS2_RC_SUCCESS) {
         tpm->persistent = ESYS_TR_NONE;
-        /* TPM_RC_HANDLE: nothing is stored at that handle. */
-        bool missing = (rc & TPM2_RC_FMT1) != 0 && (rc & 0x3Fu) == (TPM2_RC_HANDLE & 0x3Fu);
-        HUSH_BAIL(missing ? HUSH_E_ARGUMENT : HUSH_E_CRYPTO,
+        HUSH_BAIL(nothing_at_handle(rc) ? HUSH_E_ARGUMENT : HUSH_E_CRYPTO,
                   "no usable persistent key at 0x%08x: %s", (unsigned)handle, Tss2_RC_Decode(rc));
     }
     HUSH_TSS(Esys_ReadPublic(tpm->esys, tpm->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
@@ -677,6 +687,387 @@ cleanup:
     return status;
 }
 
+/* ---- enrolment: the EK certificate and TPM2_ActivateCredential --------- */
+
+/* The most one TPM2_NV_Read gives: TPM_PT_NV_BUFFER_MAX, at most what a
+ * TPM2B_MAX_NV_BUFFER holds. */
+HUSH_MUST_USE
+static hush_status nv_buffer_max(hush_tpm *tpm, size_t *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    TPMS_CAPABILITY_DATA *caps = NULL;
+    TPMI_YES_NO more;
+    HUSH_TSS(Esys_GetCapability(tpm->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                TPM2_CAP_TPM_PROPERTIES, TPM2_PT_NV_BUFFER_MAX, 1, &more, &caps),
+             "TPM2_GetCapability (TPM_PT_NV_BUFFER_MAX)");
+    const TPML_TAGGED_TPM_PROPERTY *props = &caps->data.tpmProperties;
+    HUSH_ENSURE(props->count >= 1 && props->tpmProperty[0].property == TPM2_PT_NV_BUFFER_MAX &&
+                    props->tpmProperty[0].value > 0,
+                HUSH_E_CRYPTO, "the TPM does not report TPM_PT_NV_BUFFER_MAX");
+    *out = props->tpmProperty[0].value < TPM2_MAX_NV_BUFFER_SIZE ? props->tpmProperty[0].value
+                                                                 : TPM2_MAX_NV_BUFFER_SIZE;
+cleanup:
+    Esys_Free(caps);
+    return status;
+}
+
+/* Reads an NV index's contents with the authorisation its attributes allow:
+ * the index's own (empty) auth value when TPMA_NV_AUTHREAD is set, as
+ * tpm2_nvread does by default, else the owner's; in chunks the TPM takes. */
+HUSH_MUST_USE
+static hush_status nv_read_all(hush_tpm *tpm, ESYS_TR index, unsigned char **out, size_t *len,
+                               hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    TPM2B_NV_PUBLIC *pub = NULL;
+    TPM2B_MAX_NV_BUFFER *chunk = NULL;
+    unsigned char *buf = NULL;
+    HUSH_TSS(Esys_NV_ReadPublic(tpm->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
+                                NULL),
+             "TPM2_NV_ReadPublic (EK certificate)");
+    TPMA_NV attributes = pub->nvPublic.attributes;
+    size_t size = pub->nvPublic.dataSize;
+    HUSH_ENSURE((attributes & TPMA_NV_WRITTEN) != 0 && size > 0, HUSH_E_NOT_FOUND,
+                "the EK certificate's NV index holds nothing");
+    ESYS_TR auth = (attributes & TPMA_NV_AUTHREAD) != 0    ? index
+                   : (attributes & TPMA_NV_OWNERREAD) != 0 ? ESYS_TR_RH_OWNER
+                                                           : ESYS_TR_NONE;
+    HUSH_ENSURE(auth != ESYS_TR_NONE, HUSH_E_UNSUPPORTED,
+                "the EK certificate's NV index is readable by neither its own nor the owner's "
+                "authorisation");
+    size_t max = 0;
+    HUSH_TRY(nv_buffer_max(tpm, &max, err));
+    buf = malloc(size);
+    HUSH_ENSURE(buf != NULL, HUSH_E_NOMEM, "out of memory");
+    for (size_t at = 0; at < size; at += max) {
+        UINT16 want = (UINT16)(size - at < max ? size - at : max);
+        HUSH_TSS(Esys_NV_Read(tpm->esys, auth, index, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                              ESYS_TR_NONE, want, (UINT16)at, &chunk),
+                 "TPM2_NV_Read (EK certificate)");
+        HUSH_ENSURE(chunk->size == want, HUSH_E_CRYPTO, "TPM2_NV_Read returned %u bytes, not %u",
+                    (unsigned)chunk->size, (unsigned)want);
+        memcpy(buf + at, chunk->buffer, want);
+        Esys_Free(chunk);
+        chunk = NULL;
+    }
+    *out = buf;
+    *len = size;
+    buf = NULL;
+cleanup:
+    Esys_Free(pub);
+    Esys_Free(chunk);
+    free(buf);
+    return status;
+}
+
+/* The length of the DER SEQUENCE that starts `der`, its header included:
+ * some TPMs store the certificate padded to the index's size. */
+HUSH_MUST_USE
+static hush_status der_length(const unsigned char *der, size_t len, size_t *out, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_ENSURE(len >= 2 && der[0] == 0x30, HUSH_E_FORMAT, "the EK certificate is not DER");
+    size_t header = 2, body = der[1];
+    if (der[1] & 0x80) {
+        size_t n = der[1] & 0x7Fu;
+        HUSH_ENSURE(n >= 1 && n <= 3 && len >= 2 + n, HUSH_E_FORMAT,
+                    "the EK certificate's DER length is malformed");
+        body = 0;
+        for (size_t i = 0; i < n; i++)
+            body = body << 8 | der[2 + i];
+        header += n;
+    }
+    HUSH_ENSURE(body <= len - header, HUSH_E_FORMAT,
+                "the EK certificate is longer than its NV index");
+    *out = header + body;
+cleanup:
+    return status;
+}
+
+/* The EK certificate (RSA first, then P-256) and the index it came from;
+ * HUSH_E_NOT_FOUND when neither index exists. Under the lock. */
+HUSH_MUST_USE
+static hush_status read_ek_certificate(hush_tpm *tpm, unsigned char **der, size_t *len,
+                                       TPM2_HANDLE *found, hush_error *err)
+{
+    static const TPM2_HANDLE indices[] = {EK_CERT_RSA_INDEX, EK_CERT_ECC_INDEX};
+    hush_status status = HUSH_OK;
+    ESYS_TR index = ESYS_TR_NONE;
+    *der = NULL;
+    for (size_t i = 0; i < sizeof indices / sizeof indices[0] && index == ESYS_TR_NONE; i++) {
+        TSS2_RC rc = Esys_TR_FromTPMPublic(tpm->esys, indices[i], ESYS_TR_NONE, ESYS_TR_NONE,
+                                           ESYS_TR_NONE, &index);
+        if (rc != TSS2_RC_SUCCESS) {
+            index = ESYS_TR_NONE;
+            HUSH_ENSURE(nothing_at_handle(rc), HUSH_E_CRYPTO,
+                        "looking up the EK certificate's NV index 0x%08x failed: %s",
+                        (unsigned)indices[i], Tss2_RC_Decode(rc));
+            continue;
+        }
+        *found = indices[i];
+    }
+    HUSH_ENSURE(index != ESYS_TR_NONE, HUSH_E_NOT_FOUND,
+                "the TPM holds no EK certificate (NV 0x%08x or 0x%08x)",
+                (unsigned)EK_CERT_RSA_INDEX, (unsigned)EK_CERT_ECC_INDEX);
+    HUSH_TRY(nv_read_all(tpm, index, der, len, err));
+    HUSH_TRY(der_length(*der, *len, len, err));
+cleanup:
+    if (index != ESYS_TR_NONE)
+        Esys_TR_Close(tpm->esys, &index); /* forgets the index; it stays in the TPM */
+    if (status != HUSH_OK) {
+        free(*der);
+        *der = NULL;
+    }
+    return status;
+}
+
+/* The TCG default EK template (EK Credential Profile 2.0 B.3.3): L-1,
+ * RSA-2048, or L-2, NIST P-256; the same EK the certificate names. */
+static void ek_template(bool rsa, TPM2B_PUBLIC *t)
+{
+    /* PolicySecret(TPM_RH_ENDORSEMENT) */
+    static const unsigned char policy[TPM2_SHA256_DIGEST_SIZE] = {
+        0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
+        0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
+        0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
+    static const TPMT_SYM_DEF_OBJECT aes128_cfb = {
+        .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB};
+    memset(t, 0, sizeof *t);
+    TPMT_PUBLIC *p = &t->publicArea;
+    p->nameAlg = TPM2_ALG_SHA256;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
+                          TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+    p->authPolicy.size = sizeof policy;
+    memcpy(p->authPolicy.buffer, policy, sizeof policy);
+    if (rsa) {
+        p->type = TPM2_ALG_RSA;
+        p->parameters.rsaDetail.symmetric = aes128_cfb;
+        p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.keyBits = 2048;
+        p->parameters.rsaDetail.exponent = 0;
+        p->unique.rsa.size = 256;
+    } else {
+        p->type = TPM2_ALG_ECC;
+        p->parameters.eccDetail.symmetric = aes128_cfb;
+        p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
+        p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+        p->unique.ecc.x.size = 32;
+        p->unique.ecc.y.size = 32;
+    }
+}
+
+HUSH_MUST_USE
+static hush_status create_ek(hush_tpm *tpm, bool rsa, ESYS_TR *ek, TPM2B_PUBLIC **pub,
+                             hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    TPM2B_PUBLIC tmpl;
+    ek_template(rsa, &tmpl);
+    TPM2B_SENSITIVE_CREATE sensitive;
+    memset(&sensitive, 0, sizeof sensitive);
+    TPM2B_DATA outside_info = {.size = 0};
+    TPML_PCR_SELECTION creation_pcrs = {.count = 0};
+    HUSH_TSS(Esys_CreatePrimary(tpm->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                ESYS_TR_NONE, &sensitive, &tmpl, &outside_info, &creation_pcrs,
+                                ek, pub, NULL, NULL, NULL),
+             "TPM2_CreatePrimary (EK)");
+cleanup:
+    return status;
+}
+
+/* Whether the big-endian `bn` equals the TPM's `value` (which may drop
+ * leading zeros). */
+static bool bn_equals(const BIGNUM *bn, const unsigned char *value, size_t len)
+{
+    unsigned char buf[512];
+    return len <= sizeof buf && BN_num_bytes(bn) <= (int)len &&
+           BN_bn2binpad(bn, buf, (int)len) == (int)len && memcmp(buf, value, len) == 0;
+}
+
+/* Whether the certificate's public key parameter `name` equals `value`. */
+static bool param_equals(const EVP_PKEY *key, const char *name, const unsigned char *value,
+                         size_t len)
+{
+    BIGNUM *bn = NULL;
+    bool same = EVP_PKEY_get_bn_param(key, name, &bn) == 1 && bn_equals(bn, value, len);
+    BN_free(bn);
+    return same;
+}
+
+/* The EK made from the template must be the key its certificate names:
+ * otherwise a credential made to the certificate would never activate. */
+HUSH_MUST_USE
+static hush_status ek_matches_certificate(const unsigned char *der, size_t len,
+                                          const TPMT_PUBLIC *ek, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    const unsigned char *p = der;
+    X509 *cert = d2i_X509(NULL, &p, (long)len);
+    HUSH_ENSURE(cert != NULL, HUSH_E_FORMAT, "the EK certificate does not parse as X.509");
+    const EVP_PKEY *key = X509_get0_pubkey(cert);
+    bool same = false;
+    if (key != NULL && ek->type == TPM2_ALG_RSA && EVP_PKEY_is_a(key, "RSA")) {
+        static const unsigned char f4[] = {0x01, 0x00, 0x01}; /* exponent 0 means 65537 */
+        same = param_equals(key, OSSL_PKEY_PARAM_RSA_N, ek->unique.rsa.buffer,
+                            ek->unique.rsa.size) &&
+               param_equals(key, OSSL_PKEY_PARAM_RSA_E, f4, sizeof f4);
+    } else if (key != NULL && ek->type == TPM2_ALG_ECC && EVP_PKEY_is_a(key, "EC")) {
+        same = param_equals(key, OSSL_PKEY_PARAM_EC_PUB_X, ek->unique.ecc.x.buffer,
+                            ek->unique.ecc.x.size) &&
+               param_equals(key, OSSL_PKEY_PARAM_EC_PUB_Y, ek->unique.ecc.y.buffer,
+                            ek->unique.ecc.y.size);
+    }
+    HUSH_ENSURE(same, HUSH_E_KEY, "the EK does not match its certificate");
+cleanup:
+    X509_free(cert);
+    return status;
+}
+
+/* A policy session satisfying the EK's policy: PolicySecret(endorsement). */
+HUSH_MUST_USE
+static hush_status start_ek_session(hush_tpm *tpm, ESYS_TR *session, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    TPMT_SYM_DEF symmetric = {.algorithm = TPM2_ALG_NULL};
+    HUSH_TSS(Esys_StartAuthSession(tpm->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, ESYS_TR_NONE, NULL, TPM2_SE_POLICY, &symmetric,
+                                   TPM2_ALG_SHA256, session),
+             "TPM2_StartAuthSession (EK policy)");
+    HUSH_TSS(Esys_PolicySecret(tpm->esys, ESYS_TR_RH_ENDORSEMENT, *session, ESYS_TR_PASSWORD,
+                               ESYS_TR_NONE, ESYS_TR_NONE, NULL, NULL, NULL, 0, NULL, NULL),
+             "TPM2_PolicySecret (endorsement)");
+cleanup:
+    return status;
+}
+
+/* The TPM's refusals of the credential itself (Part 3 §12.5): its HMAC, the
+ * seed's decryption, a size or point that cannot be right. */
+static bool credential_refused(TSS2_RC rc)
+{
+    static const TPM2_RC refusals[] = {TPM2_RC_INTEGRITY, TPM2_RC_VALUE, TPM2_RC_SIZE,
+                                       TPM2_RC_ECC_POINT, TPM2_RC_INSUFFICIENT};
+    if (rc == TPM2_RC_NO_RESULT)
+        return true;
+    if ((rc & ~(TSS2_RC)0xFFF) != 0 || (rc & TPM2_RC_FMT1) == 0 || (rc & TPM2_RC_P) == 0)
+        return false; /* not the TPM's, or not about a parameter */
+    for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++) {
+        if ((rc & 0xBFu) == refusals[i])
+            return true;
+    }
+    return false;
+}
+
+/* libtpms (swtpm) answers a seed that does not RSA-OAEP-decrypt with
+ * TPM_RC_FAILURE rather than the spec's TPM_RC_VALUE, without entering
+ * failure mode. So TPM_RC_FAILURE is a refusal of the credential only when
+ * TPM2_GetTestResult then says the TPM is working; a TPM that really
+ * failed stays HUSH_E_CRYPTO. */
+static bool still_working(hush_tpm *tpm)
+{
+    TPM2B_MAX_BUFFER *data = NULL;
+    TPM2_RC result = TPM2_RC_FAILURE;
+    TSS2_RC rc = Esys_GetTestResult(tpm->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &data,
+                                    &result);
+    Esys_Free(data);
+    return rc == TSS2_RC_SUCCESS && result == TPM2_RC_SUCCESS;
+}
+
+HUSH_MUST_USE
+static hush_status activate(hush_tpm *tpm, ESYS_TR ek, ESYS_TR session,
+                            const TPM2B_ID_OBJECT *id_object,
+                            const TPM2B_ENCRYPTED_SECRET *encrypted_secret, hush_secbuf **secret,
+                            hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    TPM2B_DIGEST *recovered = NULL;
+    TSS2_RC rc = Esys_ActivateCredential(tpm->esys, tpm->persistent, ek, ESYS_TR_PASSWORD,
+                                         session, ESYS_TR_NONE, id_object, encrypted_secret,
+                                         &recovered);
+    HUSH_ENSURE(!credential_refused(rc) && !(rc == TPM2_RC_FAILURE && still_working(tpm)),
+                HUSH_E_AUTH, "the credential did not activate");
+    HUSH_TSS(rc, "TPM2_ActivateCredential");
+    HUSH_ENSURE(recovered->size > 0, HUSH_E_CRYPTO, "TPM2_ActivateCredential gave no secret");
+    HUSH_TRY(hush_secbuf_new(recovered->size, recovered->size, HUSH_SECMEM_DEFAULT, secret, err));
+    HUSH_TRY(hush_secbuf_append(*secret, recovered->buffer, recovered->size, err));
+cleanup:
+    if (recovered != NULL)
+        hush_memzero(recovered, sizeof *recovered);
+    Esys_Free(recovered);
+    if (status != HUSH_OK) {
+        hush_secbuf_free(*secret);
+        *secret = NULL;
+    }
+    return status;
+}
+
+/* Flushes a transient object or session; its failure is reported only when
+ * nothing failed before. */
+HUSH_MUST_USE
+static hush_status flush_transient(hush_tpm *tpm, ESYS_TR handle, const char *what,
+                                   hush_status status, hush_error *err)
+{
+    if (handle == ESYS_TR_NONE)
+        return status;
+    TSS2_RC rc = Esys_FlushContext(tpm->esys, handle);
+    if (rc != TSS2_RC_SUCCESS && status == HUSH_OK)
+        return fail_tss(err, HUSH_E_CRYPTO, what, rc);
+    return status;
+}
+
+/* The EK remade and checked against its certificate, its policy
+ * satisfied, the credential activated; the EK and the session flushed on
+ * every path. Under the lock. */
+HUSH_MUST_USE
+static hush_status activate_locked(hush_tpm *tpm, const TPM2B_ID_OBJECT *id_object,
+                                   const TPM2B_ENCRYPTED_SECRET *encrypted_secret,
+                                   hush_secbuf **secret, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    unsigned char *cert = NULL;
+    size_t cert_len = 0;
+    TPM2_HANDLE index = 0;
+    ESYS_TR ek = ESYS_TR_NONE, session = ESYS_TR_NONE;
+    TPM2B_PUBLIC *ek_public = NULL;
+    HUSH_TRY(read_ek_certificate(tpm, &cert, &cert_len, &index, err));
+    HUSH_TRY(create_ek(tpm, index == EK_CERT_RSA_INDEX, &ek, &ek_public, err));
+    HUSH_TRY(ek_matches_certificate(cert, cert_len, &ek_public->publicArea, err));
+    HUSH_TRY(start_ek_session(tpm, &session, err));
+    HUSH_TRY(activate(tpm, ek, session, id_object, encrypted_secret, secret, err));
+cleanup:
+    status = flush_transient(tpm, session, "TPM2_FlushContext (EK policy session)", status, err);
+    status = flush_transient(tpm, ek, "TPM2_FlushContext (EK)", status, err);
+    Esys_Free(ek_public);
+    free(cert);
+    return status;
+}
+
+/* The two blobs as TPM2_ActivateCredential takes them; each must be one
+ * whole TPM2B. */
+HUSH_MUST_USE
+static hush_status unmarshal_credential(const void *id_object, size_t id_len,
+                                        const void *encrypted_secret, size_t secret_len,
+                                        TPM2B_ID_OBJECT *blob, TPM2B_ENCRYPTED_SECRET *seed,
+                                        hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    memset(blob, 0, sizeof *blob); /* tss2-mu fills only a TPM2B of size 0 */
+    memset(seed, 0, sizeof *seed);
+    size_t off = 0;
+    HUSH_ENSURE(Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(id_object, id_len, &off, blob) ==
+                        TSS2_RC_SUCCESS &&
+                    off == id_len && blob->size > 0,
+                HUSH_E_FORMAT, "id_object is not a TPM2B_ID_OBJECT");
+    off = 0;
+    HUSH_ENSURE(Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(encrypted_secret, secret_len, &off,
+                                                         seed) == TSS2_RC_SUCCESS &&
+                    off == secret_len && seed->size > 0,
+                HUSH_E_FORMAT, "encrypted_secret is not a TPM2B_ENCRYPTED_SECRET");
+cleanup:
+    return status;
+}
+
 /* ---- the public API ----------------------------------------------------- */
 
 HUSH_MUST_USE
@@ -772,24 +1163,115 @@ const char *hush_tpm_pcr_banks(const hush_tpm *tpm)
     return tpm != NULL ? tpm->pcr_banks : NULL;
 }
 
-hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writer *w,
-                           hush_error *err)
+/* The quote under the lock, then its members written: what hush_tpm_quote
+ * and hush_tpm_quote_bound share once the qualifying data is known. */
+HUSH_MUST_USE
+static hush_status quote_and_write(hush_tpm *tpm, const TPM2B_DATA *qualifying,
+                                   hush_json_writer *w, hush_error *err)
 {
     hush_status status = HUSH_OK;
-    quote_result *q = NULL;
-    HUSH_TRY(hush__init(err));
-    HUSH_ENSURE(tpm != NULL && payload_id != NULL && w != NULL, HUSH_E_ARGUMENT,
-                "hush_tpm_quote: NULL argument");
-    TPM2B_DATA qualifying;
-    HUSH_TRY(qualifying_data(payload_id, &qualifying, err));
-    q = calloc(1, sizeof *q);
+    quote_result *q = calloc(1, sizeof *q);
     HUSH_ENSURE(q != NULL, HUSH_E_NOMEM, "out of memory");
     pthread_mutex_lock(&tpm->lock);
-    hush_status quoted = quote_locked(tpm, &qualifying, q, err);
+    hush_status quoted = quote_locked(tpm, qualifying, q, err);
     pthread_mutex_unlock(&tpm->lock);
     HUSH_TRY(quoted);
     HUSH_TRY(write_attestation(tpm, q, w, err));
 cleanup:
     free(q);
+    return status;
+}
+
+hush_status hush_tpm_quote(hush_tpm *tpm, const char *payload_id, hush_json_writer *w,
+                           hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(tpm != NULL && payload_id != NULL && w != NULL, HUSH_E_ARGUMENT,
+                "hush_tpm_quote: NULL argument");
+    TPM2B_DATA qualifying;
+    HUSH_TRY(qualifying_data(payload_id, &qualifying, err));
+    HUSH_TRY(quote_and_write(tpm, &qualifying, w, err));
+cleanup:
+    return status;
+}
+
+hush_status hush_tpm_quote_bound(hush_tpm *tpm, const void *qualifying, size_t len,
+                                 hush_json_writer *w, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(tpm != NULL && qualifying != NULL && w != NULL, HUSH_E_ARGUMENT,
+                "hush_tpm_quote_bound: NULL argument");
+    HUSH_ENSURE(len >= 1 && len <= BOUND_QUALIFYING_MAX, HUSH_E_ARGUMENT,
+                "hush_tpm_quote_bound: qualifying data of %zu bytes (1..%d)", len,
+                BOUND_QUALIFYING_MAX);
+    TPM2B_DATA data = {.size = (UINT16)len};
+    memcpy(data.buffer, qualifying, len);
+    HUSH_TRY(quote_and_write(tpm, &data, w, err));
+cleanup:
+    return status;
+}
+
+hush_status hush_tpm_ek_certificate(hush_tpm *tpm, unsigned char **der, size_t *len,
+                                    hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(tpm != NULL && der != NULL && len != NULL, HUSH_E_ARGUMENT,
+                "hush_tpm_ek_certificate: NULL argument");
+    *der = NULL;
+    *len = 0;
+    TPM2_HANDLE index;
+    pthread_mutex_lock(&tpm->lock);
+    hush_status read = read_ek_certificate(tpm, der, len, &index, err);
+    pthread_mutex_unlock(&tpm->lock);
+    HUSH_TRY(read);
+cleanup:
+    return status;
+}
+
+hush_status hush_tpm_aik_public(hush_tpm *tpm, unsigned char *out, size_t cap, size_t *len,
+                                hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(tpm != NULL && out != NULL && len != NULL, HUSH_E_ARGUMENT,
+                "hush_tpm_aik_public: NULL argument");
+    HUSH_ENSURE(tpm->persistent != ESYS_TR_NONE, HUSH_E_UNSUPPORTED,
+                "the AIK is ephemeral: a key made for one quote cannot be enrolled");
+    /* persistent_public is set once at open: no lock needed */
+    unsigned char buf[sizeof(TPM2B_PUBLIC)];
+    size_t n = 0;
+    HUSH_TSS(Tss2_MU_TPM2B_PUBLIC_Marshal(&tpm->persistent_public, buf, sizeof buf, &n),
+             "marshalling the AIK public key");
+    HUSH_ENSURE(n <= cap, HUSH_E_LIMIT, "the AIK public area (%zu bytes) does not fit %zu", n,
+                cap);
+    memcpy(out, buf, n);
+    *len = n;
+cleanup:
+    return status;
+}
+
+hush_status hush_tpm_activate_credential(hush_tpm *tpm, const void *id_object, size_t id_len,
+                                         const void *encrypted_secret, size_t secret_len,
+                                         hush_secbuf **secret, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    HUSH_TRY(hush__init(err));
+    HUSH_ENSURE(tpm != NULL && id_object != NULL && encrypted_secret != NULL && secret != NULL,
+                HUSH_E_ARGUMENT, "hush_tpm_activate_credential: NULL argument");
+    *secret = NULL;
+    HUSH_ENSURE(tpm->persistent != ESYS_TR_NONE, HUSH_E_UNSUPPORTED,
+                "the AIK is ephemeral: a key made for one quote cannot be enrolled");
+    TPM2B_ID_OBJECT blob;
+    TPM2B_ENCRYPTED_SECRET seed;
+    HUSH_TRY(unmarshal_credential(id_object, id_len, encrypted_secret, secret_len, &blob, &seed,
+                                  err));
+    pthread_mutex_lock(&tpm->lock);
+    hush_status activated = activate_locked(tpm, &blob, &seed, secret, err);
+    pthread_mutex_unlock(&tpm->lock);
+    HUSH_TRY(activated);
+cleanup:
     return status;
 }
