@@ -71,7 +71,7 @@ build-asan: deps
 
 build-tsan: deps
 	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DHUSH_SANITIZE=thread $(CMAKE_FLAGS) >/dev/null
-	cmake --build $(BUILD_TSAN) -j$(JOBS) --target test_client test_client_stream test_engine test_server test_tpm test_replay
+	cmake --build $(BUILD_TSAN) -j$(JOBS) --target test_client test_client_stream test_client_attest test_engine test_server test_tpm test_replay
 
 test-c: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
@@ -84,7 +84,7 @@ test-c-asan: build-asan
 # correctness rests on its locking, the TPM's on one lock around ESYS, the
 # replay cache's on its own.
 test-c-tsan: build-tsan
-	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -R '^(client|client_stream|engine|server|tpm|replay)$$'
+	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) -R '^(client|client_stream|client_attest|engine|server|tpm|replay)$$'
 
 # The client-only library (no tpm2-tss, no Lua), built once: the suites that
 # need no TPM, the stub's own suite, and what `cmake --install` leaves.

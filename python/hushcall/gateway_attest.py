@@ -116,11 +116,7 @@ class TpmAttestation:
         try:
             ek_certificate, aik_public = await self.on_worker(self.read_enrollment)
         except HushcallError as e:
-            if e.kind == "unsupported":
-                return refusal(404, "No persistent AIK (start the gateway with --tpm-handle)")
-            if e.kind == "not_found":
-                return refusal(404, "No EK certificate in the TPM's NV")
-            return self.tpm_failed("enrolment", e)
+            return missing_for_enrolment(e) or self.tpm_failed("enrolment", e)
         return web.json_response({"ek_certificate": base64.b64encode(ek_certificate).decode(),
                                   "aik_public": base64.b64encode(aik_public).decode()},
                                  headers=NO_STORE)
@@ -151,17 +147,22 @@ class TpmAttestation:
                 return refusal(400, NOT_ACTIVATED)
             if e.kind == "format":
                 return refusal(400, "Malformed credential blobs")
-            if e.kind == "unsupported":
-                return refusal(404, "No persistent AIK (start the gateway with --tpm-handle)")
-            if e.kind == "not_found":
-                return refusal(404, "No EK certificate in the TPM's NV")
-            return self.tpm_failed("activation", e)
+            return missing_for_enrolment(e) or self.tpm_failed("activation", e)
         return web.json_response({"secret": base64.b64encode(secret).decode()},
                                  headers=NO_STORE)
 
     def tpm_failed(self, what: str, e: HushcallError) -> web.Response:
         log.warning("TPM %s failed: %s", what, getattr(e, "kind", type(e).__name__))
         return refusal(503, "TPM unavailable", {"Retry-After": "1"})
+
+
+def missing_for_enrolment(e: HushcallError) -> Optional[web.Response]:
+    """The 404 naming what the gateway lacks for enrolment, if that is the failure."""
+    if e.kind == "unsupported":
+        return refusal(404, "No persistent AIK (start the gateway with --tpm-handle)")
+    if e.kind == "not_found":
+        return refusal(404, "No EK certificate in the TPM's NV")
+    return None
 
 
 async def read_activation(request: web.Request):

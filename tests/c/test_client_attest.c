@@ -29,6 +29,7 @@ static peer tpm_peer, bare_peer; /* with --tpm, and without (no attestation: 404
 static char aik_fp[HUSH_FINGERPRINT_LEN];
 static char dir[64];
 static char pinned_policy[128], other_aik_policy[128], pcr_policy[128];
+static char ca_file[128]; /* the TPM peer's CA: it serves HTTPS, so "maximum" may be asked */
 
 /* ---- set-up ------------------------------------------------------------- */
 
@@ -147,6 +148,7 @@ static hush_client *attested_client(const peer *p, const char *protocol, const c
     hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
     o.base_url = p->url;
     o.allow_http = true;
+    o.ca_file = p == &tpm_peer ? ca_file : NULL;
     o.protocol = protocol;
     o.require_pq = protocol == NULL; /* "auto" without an RSA key to make */
     o.require_attestation = true;
@@ -159,8 +161,9 @@ static hush_client *attested_client(const peer *p, const char *protocol, const c
     return c;
 }
 
-static hush_status complete(hush_client *c, const char *content, hush_json_doc **doc,
-                            hush_error *err)
+/* One chat call, of the tier `tier` (NULL: the client's). */
+static hush_status complete_tier(hush_client *c, const char *content, const char *tier,
+                                 hush_json_doc **doc, hush_error *err)
 {
     *doc = NULL;
     hush_error_clear(err);
@@ -169,7 +172,14 @@ static hush_status complete(hush_client *c, const char *content, hush_json_doc *
         hush_secbuf_free(req);
         return HUSH_E_INTERNAL;
     }
-    return hush_client_complete(c, req, NULL, doc, err);
+    hush_call_options co = {.security_tier = tier};
+    return hush_client_complete(c, req, &co, doc, err);
+}
+
+static hush_status complete(hush_client *c, const char *content, hush_json_doc **doc,
+                            hush_error *err)
+{
+    return complete_tier(c, content, NULL, doc, err);
 }
 
 static bool attestation_bool(const hush_json_doc *doc, const char *name)
@@ -385,7 +395,7 @@ static void test_tier_reports_quote(void)
 {
     hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
     o.base_url = tpm_peer.url;
-    o.allow_http = true;
+    o.ca_file = ca_file;
     o.protocol = "v2";
     o.security_tier = "high";
     o.attestation_policy = pinned_policy;
@@ -434,6 +444,92 @@ static void test_cache_until_rotation(void)
     hush_client_free(c);
 }
 
+/* Whether a call of `tier` succeeds with its config attested or not. */
+static void expect_config_verified(hush_client *c, const char *tier, bool attested)
+{
+    hush_json_doc *doc = NULL;
+    hush_error err;
+    CHECK_OK(complete_tier(c, "tiered call", tier, &doc, &err), &err);
+    CHECK(doc != NULL && response_echoes(doc, "tiered call"));
+    CHECK(doc != NULL && attestation_bool(doc, "key_config_verified") == attested);
+    hush_json_doc_free(doc);
+}
+
+/* Configs fetched plainly (by a call that needed no attestation) do not
+ * serve a "maximum" call: it attests first, and its configs then serve all. */
+static void test_plain_fetch_not_trusted(void)
+{
+    hush_client *c = NULL;
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
+    o.base_url = tpm_peer.url;
+    o.ca_file = ca_file;
+    o.protocol = "v2";
+    o.attestation_policy = pinned_policy;
+    o.max_retries = 0;
+    hush_error err = {0};
+    CHECK_OK(hush_client_new(&o, &c, &err), &err);
+    long long before = peer_count(&tpm_peer, "attestations");
+    expect_config_verified(c, NULL, false);
+    CHECK_EQ(peer_count(&tpm_peer, "attestations") - before, 0);
+    expect_config_verified(c, "maximum", true);
+    CHECK_EQ(peer_count(&tpm_peer, "attestations") - before, 1);
+    expect_config_verified(c, NULL, true); /* the attested configs serve everyone */
+    hush_client_free(c);
+
+    /* A failed attestation leaves the plain configs to the calls that need none. */
+    CHECK_OK(hush_client_new(&o, &c, &err), &err);
+    expect_config_verified(c, NULL, false);
+    control(&tpm_peer, "{\"attest\": {\"other_configs\": true}}");
+    long long posts = peer_count(&tpm_peer, "posts");
+    hush_json_doc *doc = NULL;
+    CHECK_STATUS(complete_tier(c, "must stay secret", "maximum", &doc, &err), HUSH_E_ATTESTATION,
+                 &err);
+    CHECK(doc == NULL);
+    CHECK_EQ(peer_count(&tpm_peer, "posts") - posts, 0);
+    control(&tpm_peer, "{\"attest\": {}}");
+    expect_config_verified(c, NULL, false);
+    hush_client_free(c);
+}
+
+/* An attested fetch that fails is the failure of the calls that need it
+ * alone: a plain call that waited on it fetches for itself and goes out. */
+static void test_racing_plain_call_survives(void)
+{
+    hush_client_options o = HUSH_CLIENT_OPTIONS_INIT;
+    o.base_url = tpm_peer.url;
+    o.ca_file = ca_file;
+    o.protocol = "v2";
+    o.attestation_policy = pinned_policy;
+    o.max_retries = 0;
+    hush_client *c = NULL;
+    hush_engine *e = NULL;
+    hush_call *attested = NULL, *plain = NULL;
+    hush_error err = {0};
+    CHECK_OK(hush_client_new(&o, &c, &err), &err);
+    CHECK_OK(hush_engine_new(NULL, &e, &err), &err);
+    control(&tpm_peer, "{\"attest\": {\"other_configs\": true}}");
+    hush_call_options maximum = {.security_tier = "maximum"};
+    CHECK_OK(hush_engine_submit(e, c, chat_request("must stay secret", NULL), &maximum, NULL,
+                                &attested, &err),
+             &err);
+    CHECK_OK(hush_engine_submit(e, c, chat_request("plain", NULL), NULL, NULL, &plain, &err),
+             &err);
+    hush_json_doc *doc = NULL;
+    CHECK_OK(hush_call_wait(attested, -1, &err), &err);
+    CHECK_STATUS(hush_call_result(attested, &doc, &err), HUSH_E_ATTESTATION, &err);
+    CHECK(doc == NULL);
+    CHECK_OK(hush_call_wait(plain, -1, &err), &err);
+    CHECK_OK(hush_call_result(plain, &doc, &err), &err);
+    CHECK(doc != NULL && response_echoes(doc, "plain"));
+    CHECK(doc != NULL && !attestation_bool(doc, "key_config_verified"));
+    hush_json_doc_free(doc);
+    control(&tpm_peer, "{\"attest\": {}}");
+    hush_call_free(attested);
+    hush_call_free(plain);
+    hush_engine_free(e);
+    hush_client_free(c);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -446,11 +542,18 @@ int main(void)
     char tcti_arg[80];
     bool ready = swtpm_start(&tpm_sim) && make_aik();
     if (ready) {
+        char cert[128], key[128];
         snprintf(tcti_arg, sizeof tcti_arg, "%s", tpm_sim.tcti);
-        const char *with_tpm[] = {"--tpm", tcti_arg, "--aik-handle", AIK_HANDLE, NULL};
-        ready = peer_start_script(&tpm_peer, EHBP_SCRIPT, false, with_tpm) &&
-                peer_start_script(&bare_peer, EHBP_SCRIPT, false, NULL) &&
-                learn_aik_fingerprint() && write_policies();
+        snprintf(cert, sizeof cert, "%s/server.pem", dir);
+        snprintf(key, sizeof key, "%s/server.key", dir);
+        snprintf(ca_file, sizeof ca_file, "%s/ca.pem", dir);
+        const char *with_tpm[] = {"--tpm", tcti_arg, "--aik-handle", AIK_HANDLE,
+                                  "--tls-cert", cert, "--tls-key", key, NULL};
+        ready = peer_make_test_ca(dir) &&
+                peer_start_script(&tpm_peer, EHBP_SCRIPT, true, with_tpm) &&
+                peer_start_script(&bare_peer, EHBP_SCRIPT, false, NULL);
+        snprintf(tpm_peer.ca_file, sizeof tpm_peer.ca_file, "%s", ca_file);
+        ready = ready && learn_aik_fingerprint() && write_policies();
     }
     if (!ready) {
         fprintf(stderr, "FAIL: set-up (swtpm, tpm2-tools, the EHBP peer with --tpm)\n");
@@ -469,6 +572,8 @@ int main(void)
     RUN_TEST(test_answer_quotes);
     RUN_TEST(test_tier_reports_quote);
     RUN_TEST(test_cache_until_rotation);
+    RUN_TEST(test_plain_fetch_not_trusted);
+    RUN_TEST(test_racing_plain_call_survives);
     bool stopped = peer_stop(&tpm_peer) & peer_stop(&bare_peer);
     CHECK(stopped);
     swtpm_stop(&tpm_sim);

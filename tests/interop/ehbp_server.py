@@ -10,8 +10,10 @@ Started as a subprocess on loopback:
 
   ehbp_server.py [--host 127.0.0.1] [--port 0] [--plain-ehbp] [--max-body BYTES]
                  [--tpm TCTI [--aik-handle 0x81000002] [--pcrs sha256:0,7,10]]
+                 [--tls-cert PEM --tls-key PEM]
 
 It binds, prints one line `READY <port>` to stdout and exits 0 on SIGTERM/SIGINT.
+--tls-cert/--tls-key serve HTTPS instead of HTTP (a client's "maximum" tier needs it).
 --plain-ehbp makes it a plain EHBP server: no X-Wing key, no hushcall endpoint,
 Hushcall-Key-Config ignored. A request body over --max-body (default 16 MiB) gets
 413 before anything is opened.
@@ -35,7 +37,8 @@ Endpoints
                                         AES-256-GCM); 404 with --plain-ehbp
   GET  /.well-known/hushcall-attestation?nonce=<64 lowercase hex>
                                         {"key_configs": <base64 of the hushcall list above>,
-                                        "tpm_attestation": {...}}, Cache-Control: no-store;
+                                        "tpm_attestation": {...}}, Cache-Control: no-store
+                                        (404 {"detail"} with --plain-ehbp);
                                         the quote's qualifying data SHA-256("hushcall-v2 key
                                         attestation" || 0x00 || nonce || key_configs); 400
                                         {"detail"} for a bad nonce, 503 when the TPM fails
@@ -140,6 +143,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import struct
 import sys
 import tempfile
@@ -741,7 +745,7 @@ class Peer:
         sent = honest
         if self.attest_settings.get("relay_answer"):
             sent = self.previous_answer_quote or b64(json.dumps(await self.tpm.quote(
-                answer_qualifying(os.urandom(RESPONSE_NONCE_BYTES), exchange.enc[::-1])
+                answer_qualifying(os.urandom(RESPONSE_NONCE_BYTES), os.urandom(len(exchange.enc)))
             )).encode())
         self.previous_answer_quote = honest
         return sent
@@ -961,11 +965,19 @@ def make_app(with_pq, max_body, tpm=None):
     return app
 
 
-async def serve(host, port, with_pq, max_body, tpm_args):
+def tls_context(cert, key):
+    if not cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def serve(host, port, with_pq, max_body, tpm_args, tls):
     tpm = Tpm(*tpm_args) if tpm_args[0] else None
     runner = web.AppRunner(make_app(with_pq, max_body, tpm), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=tls_context(*tls))
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]
     print("READY %d" % bound, flush=True)
@@ -990,9 +1002,13 @@ def main():
     parser.add_argument("--aik-handle", default="0x81000002",
                         help="the persistent restricted signing key that quotes")
     parser.add_argument("--pcrs", default="sha256:0,7,10", help="the PCRs quoted")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     asyncio.run(serve(args.host, args.port, not args.plain_ehbp, args.max_body,
-                      (args.tpm, args.aik_handle, args.pcrs)))
+                      (args.tpm, args.aik_handle, args.pcrs), (args.tls_cert, args.tls_key)))
     return 0
 
 

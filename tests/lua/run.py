@@ -5,15 +5,19 @@ Starts on loopback the independent NOMYO peer (tests/interop/nomyo_peer.py),
 the independent EHBP peer (tests/interop/ehbp_server.py) twice (with our
 post-quantum suite, and --plain-ehbp: X25519 alone), the reference gateway
 (`python -m hushcall serve`, echo backend streaming with a pause of
-ECHO_DELAY_MS between words, API key "lua-key"), a software TPM (swtpm) with a persistent attestation key and a
-second gateway quoting with it (`--tpm --tpm-handle`, no API key), exports
-where they listen, runs every tests/lua/test_*.lua with lua5.4 and then
-<build>/test_lua_states (two Lua states in two threads), prints each one's
-output, stops the servers and exits non-zero if anything failed.
+ECHO_DELAY_MS between words, API key "lua-key"), a software TPM (swtpm) with a
+persistent attestation key and a second gateway quoting with it (`--tpm
+--tpm-handle`, no API key), a second swtpm and the EHBP peer attesting with it
+over HTTPS (`--tpm --aik-handle --tls-cert`, a test CA from
+tests/interop/make_test_ca.py); exports where they listen and both AIKs'
+fingerprints (read from the TPMs), runs every tests/lua/test_*.lua with lua5.4
+and then <build>/test_lua_states (two Lua states in two threads), prints each
+one's output, stops the servers and exits non-zero if anything failed.
 Nothing is ever skipped: a missing interpreter, module, harness or swtpm is a failure."""
 
 import argparse
 import glob
+import hashlib
 import os
 import re
 import select
@@ -29,6 +33,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.par
 HERE = os.path.join(ROOT, "tests", "lua")
 PEER = os.path.join(ROOT, "tests", "interop", "nomyo_peer.py")
 EHBP_PEER = os.path.join(ROOT, "tests", "interop", "ehbp_server.py")
+MAKE_TEST_CA = os.path.join(ROOT, "tests", "interop", "make_test_ca.py")
 API_KEY = "lua-key"
 # Between the words of a streamed echo: long enough that a stream is seen
 # chunk by chunk (and a long one outlasts its cancellation), short enough
@@ -144,15 +149,26 @@ class Swtpm(Process):
                       "-a", AIK_ATTRIBUTES, "-c", ctx],
                      ["tpm2_evictcontrol", "-Q", "-C", "o", "-c", ctx, handle],
                      ["tpm2_flushcontext", "-t"]):
-            tool = shutil.which(argv[0])
-            if tool is None:
-                raise RuntimeError("%s not found; install the Debian package tpm2-tools "
-                                   "(`make deps`)" % argv[0])
-            proc = subprocess.run([tool, "-T", self.tcti, *argv[1:]], env=env,
-                                  capture_output=True, text=True, timeout=60)
-            if proc.returncode != 0:
-                raise RuntimeError("%s failed (%d):\n%s%s" % (" ".join(argv), proc.returncode,
-                                                              proc.stdout, proc.stderr))
+            self._tool(argv, env)
+
+    def aik_fingerprint(self, handle, env):
+        """The key's fingerprint as policies pin it (docs/attestation.md: sha256: and
+        the hex SHA-256 of its TPMT_PUBLIC), read from the TPM itself."""
+        public = os.path.join(os.path.dirname(self.log_path), "aik.pub")
+        self._tool(["tpm2_readpublic", "-c", handle, "-o", public], env)
+        with open(public, "rb") as f:
+            return "sha256:" + hashlib.sha256(f.read()[2:]).hexdigest()  # past TPM2B's size
+
+    def _tool(self, argv, env):
+        tool = shutil.which(argv[0])
+        if tool is None:
+            raise RuntimeError("%s not found; install the Debian package tpm2-tools "
+                               "(`make deps`)" % argv[0])
+        proc = subprocess.run([tool, "-T", self.tcti, *argv[1:]], env=env,
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError("%s failed (%d):\n%s%s" % (" ".join(argv), proc.returncode,
+                                                          proc.stdout, proc.stderr))
 
     @staticmethod
     def _free_port_pair():
@@ -299,10 +315,35 @@ def main():
             # Same key directory: the key the first gateway made is reused.
             tpm_env = dict(env, TSS2_LOG="all+none")
             tpm.make_persistent_key(AIK_HANDLE, tpm_env)
+            tpm_gateway_aik = tpm.aik_fingerprint(AIK_HANDLE, tpm_env)
             tpm_gateway_url = start_gateway("tpm-gateway",
                                             ["--tpm", tpm.tcti, "--tpm-handle", AIK_HANDLE],
                                             tmp, tpm_env, children)
-        except (RuntimeError, OSError, ValueError) as e:
+
+            # The EHBP peer attesting (--tpm) with a swtpm of its own (the gateway
+            # holds the first one's only connection), over HTTPS: a client allows
+            # the maximum tier only there.
+            peer_tpm_dir = os.path.join(tmp, "peer-swtpm")
+            os.makedirs(peer_tpm_dir)
+            pki = os.path.join(tmp, "pki")
+            subprocess.run([sys.executable, MAKE_TEST_CA, pki], check=True, timeout=120,
+                           env=env, stdout=subprocess.DEVNULL)
+            peer_tpm = Swtpm(peer_tpm_dir, os.path.join(peer_tpm_dir, "swtpm.log"))
+            children.append(peer_tpm)
+            peer_tpm.make_persistent_key(AIK_HANDLE, tpm_env)
+            tpm_peer_aik = peer_tpm.aik_fingerprint(AIK_HANDLE, tpm_env)
+            tpm_peer = Child("tpm_ehbp_server",
+                             [sys.executable, EHBP_PEER, "--port", "0", "--tpm", peer_tpm.tcti,
+                              "--aik-handle", AIK_HANDLE,
+                              "--tls-cert", os.path.join(pki, "server.pem"),
+                              "--tls-key", os.path.join(pki, "server.key")],
+                             os.path.join(tmp, "tpm-ehbp.log"), tpm_env)
+            children.append(tpm_peer)
+            if not tpm_peer.first_line.startswith("READY "):
+                raise RuntimeError("ehbp_server --tpm said %r, not READY <port>"
+                                   % tpm_peer.first_line)
+            tpm_peer_url = "https://127.0.0.1:%d" % int(tpm_peer.first_line.split()[1])
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
             die("could not start the servers: %s\n(the gateway needs the Python extension: "
                 "`make build-python`)" % e)
 
@@ -312,14 +353,19 @@ def main():
         env["HUSH_GATEWAY_URL"] = gateway_url
         env["HUSH_GATEWAY_API_KEY"] = API_KEY
         env["HUSH_TPM_GATEWAY_URL"] = tpm_gateway_url
+        env["HUSH_TPM_GATEWAY_AIK_FINGERPRINT"] = tpm_gateway_aik
+        env["HUSH_EHBP_TPM_PEER_URL"] = tpm_peer_url
+        env["HUSH_EHBP_TPM_PEER_AIK_FINGERPRINT"] = tpm_peer_aik
+        env["HUSH_EHBP_TPM_PEER_CA"] = os.path.join(pki, "ca.pem")
         env["HUSH_TEST_TMP"] = tmp
         env["HUSH_LUA_BUILD_DIR"] = build
         env["HUSH_REPO_ROOT"] = ROOT
         env["LUA_CPATH"] = os.path.join(build, "lua", "?.so") + ";;"
         env["LUA_PATH"] = "%s;%s;;" % (os.path.join(ROOT, "lua", "?.lua"),
                                        os.path.join(HERE, "?.lua"))
-        print("# peer %s, gateway %s, tpm gateway %s (%s)"
-              % (peer_url, gateway_url, tpm_gateway_url, tpm.tcti), flush=True)
+        print("# peer %s, gateway %s, tpm gateway %s (%s), tpm ehbp peer %s (%s)"
+              % (peer_url, gateway_url, tpm_gateway_url, tpm.tcti, tpm_peer_url,
+                 peer_tpm.tcti), flush=True)
         preload = sanitizer_preload(module)
         if preload:
             # Only the Lua runs get it (the servers are already started);

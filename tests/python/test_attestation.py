@@ -361,7 +361,7 @@ def test_maximum_refused_over_http_by_the_client(tpm_gw):
 
 def test_maximum_over_tls_with_a_pinned_tpm(tls_tpm_gw, pki, tmp_path):
     assert tls_tpm_gw.url.startswith("https://127.0.0.1:")
-    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048}
+    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048, "protocol": "v1"}
     learnt = hushcall.Client(tls_tpm_gw.url, **tls).create(
         model="m", messages=user("learn"), security_tier="high")
     att, _ = check_quote(learnt, DEFAULT_PCRS, DEFAULT_EXPECTED, pinned=False)
@@ -377,7 +377,7 @@ def test_maximum_needs_a_pinned_aik(tls_tpm_gw, pki, tmp_path):
     """Refused before anything is sent, for the client's tier and a call's."""
     answered = "path=/v1/chat/secure_completion"
     before = tls_tpm_gw.log().count(answered)
-    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048}
+    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048, "protocol": "v1"}
     unpinned = write_policy(tmp_path, {"pcrs": {}})
     for extra in ({}, {"attestation_policy": unpinned}):
         with pytest.raises(hushcall.InvalidArgumentError) as e:
@@ -391,7 +391,7 @@ def test_maximum_needs_a_pinned_aik(tls_tpm_gw, pki, tmp_path):
 
 
 def test_maximum_over_tls_without_tpm(tls_plain_gw, pki, foreign_pin):
-    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048, "max_retries": 0,
+    tls = {"ca_file": str(pki / "ca.pem"), "key_bits": 2048, "protocol": "v1", "max_retries": 0,
            "attestation_policy": foreign_pin}
     client = hushcall.Client(tls_plain_gw.url, **tls)
     with pytest.raises(hushcall.ServiceUnavailableError) as e:

@@ -529,7 +529,9 @@ def test_chat_command(echo, client_key_dir):
     answer = json.loads(done.stdout)
     assert answer["choices"][0]["message"]["content"] == "echo: from stdin"
     assert answer["usage"]["prompt_tokens"] == 4
-    assert '"security_tier": "high"' in done.stderr and "round trip:" in done.stderr
+    # "auto" speaks v2 to this gateway, tier and all: its log shows the tier it got
+    assert '"protocol": "v2"' in done.stderr and "round trip:" in done.stderr
+    assert "tier=high protocol=v2" in echo.log()
 
 
 def test_chat_command_errors(guarded, client_key_dir):

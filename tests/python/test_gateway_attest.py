@@ -235,6 +235,15 @@ def test_the_quote_rate_limit_applies(tmp_path, server_keys):
         assert answer.status_code == 503
         assert int(answer.headers["retry-after"]) >= 1
         assert answer.json() == {"detail": "TPM quote rate exceeded"}
+        # every TPM round trip takes from the same bucket: enrolment and answers too
+        for method, path in (("GET", ENROLLMENT), ("POST", ACTIVATION)):
+            answer = httpx.request(method, gw.url + path, json={
+                "id_object": "AAAA", "encrypted_secret": "AAAA"})
+            assert (answer.status_code, answer.json()["detail"]) == \
+                (503, "TPM quote rate exceeded")
+        enc, body, _ = x25519_request(gw.url, json.dumps(chat("x")).encode())
+        answer = post(gw.url, enc.hex(), body, **{"X-Attestation": "required"})
+        assert (answer.status_code, answer.json()["detail"]) == (503, "TPM quote rate exceeded")
     finally:
         stop_tpm_gateway(gw)
 
@@ -300,6 +309,11 @@ def test_a_bad_attestation_header_or_tier_gets_400_before_the_body(gw):
                             ({"X-Security-Tier": "extreme"}, "Invalid security tier")):
         answer = post(gw.url, enc.hex(), body, **headers)
         assert (answer.status_code, answer.json()) == (400, {"detail": detail})
+    duplicate = httpx.post(gw.url + "/v1/chat/completions", content=body, headers=[
+        ("Ehbp-Encapsulated-Key", enc.hex()), ("X-Attestation", "required"),
+        ("X-Attestation", "required")])
+    assert (duplicate.status_code, duplicate.json()) == \
+        (400, {"detail": "Duplicate X-Attestation header"})
     # the request was never opened, so the same enc still answers
     answer = post(gw.url, enc.hex(), body)
     assert answer.status_code == 200
@@ -471,3 +485,20 @@ def test_enrollment_names_what_the_gateway_lacks(tmp_path, server_keys, ek_ca):
         assert "EK certificate" in answer.json()["detail"]
     finally:
         stop_tpm_gateway(unmanufactured)
+
+
+def test_a_tpm_that_fails_gets_503_and_the_gateway_goes_on(tmp_path, server_keys):
+    gw = start_tpm_gateway(tmp_path, server_keys, persistent=False)
+    try:
+        gw.swtpm.stop()  # the TPM is gone under the gateway
+        answer = httpx.get(gw.url + ATTESTATION, params={"nonce": "ab" * 32}, timeout=60)
+        assert (answer.status_code, answer.json()) == (503, {"detail": "TPM unavailable"})
+        enc, body, _ = x25519_request(gw.url, json.dumps(chat("x")).encode())
+        answer = post(gw.url, enc.hex(), body, **{"X-Attestation": "required"})
+        assert answer.status_code == 503
+        assert "hushcall-attestation" not in answer.headers
+        # a request that asks for no quote is answered as before
+        answer, _, plaintext = sealed_post(gw.url, chat("still here"))
+        assert b"still here" in plaintext
+    finally:
+        stop_tpm_gateway(gw)

@@ -4,8 +4,9 @@ tpm2_checkquote (nobody here wrote it) and by the core's
 attest_verify_bound, with the qualifying data computed here from
 docs/attestation.md; each attest control shown to produce the attack it names
 (the quote then fails for that reason, and passes for what it was really made
-for); and its enrolment endpoints checked with pyca `cryptography` (the EK
-certificate's chain) and tpm2_makecredential (a credential made without us).
+for); its enrolment endpoints checked with pyca `cryptography` (the EK
+certificate's chain) and tpm2_makecredential (a credential made without us),
+then `python -m hushcall attest enroll` run against it.
 
 A swtpm manufactured with an EK certificate from a local CA, a persistent
 AIK at 0x81000002 made before the peer connects. Nothing is skipped."""
@@ -16,6 +17,7 @@ import json
 import os
 import struct
 import subprocess
+import sys
 
 import httpx
 import pytest
@@ -24,12 +26,13 @@ from cryptography.hazmat.primitives import serialization
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 
 from hushcall import _core
-from processes import EhbpPeer, EkCa, Swtpm, tpm_env
+from processes import ROOT, EhbpPeer, EkCa, Swtpm, tpm_env
 
 AIK_HANDLE = "0x81000002"
 PCRS = "sha256:0,7,10"
 CHAT = "/v1/chat/completions"
 ATTESTATION = "/.well-known/hushcall-attestation"
+PYTHON_DIR = os.path.join(ROOT, "python")
 TPM2_ALG = {"sha1": 0x0004, "sha256": 0x000B, "sha384": 0x000C, "sha512": 0x000D}
 
 
@@ -401,3 +404,41 @@ def test_a_peer_without_a_tpm_has_no_attestation_and_refuses_the_maximum_tier(tm
         assert "hushcall-attestation" not in answer.headers
     finally:
         assert child.stop() == 0
+
+
+# ---- hushcall's enrolment against the peer -------------------------------------------------
+
+def enroll(peer, ca_file, out):
+    return subprocess.run([sys.executable, "-m", "hushcall", "attest", "enroll", peer,
+                           "--ek-ca", ca_file, "--out", str(out)],
+                          env=cli_env(), capture_output=True, text=True, timeout=120)
+
+
+def cli_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PYTHON_DIR, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def test_hushcall_enrols_the_peers_aik_and_the_policy_verifies_its_quotes(peer, ek_ca, tmp_path):
+    out = tmp_path / "policy.json"
+    proc = enroll(peer, ek_ca.ca_file, out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    policy = json.loads(out.read_text())
+    nonce, configs, attestation = attest(peer)
+    assert policy["aik_fingerprints"] == [fingerprint(attestation)]
+    assert policy["pcrs"] == attestation["pcr_values"]
+    verdict = _core.attest_verify_bound(json.dumps(attestation),
+                                        key_config_qualifying(nonce, configs), json.dumps(policy))
+    assert (verdict["verified"], verdict["reason"]) == (True, "ok"), verdict
+
+
+def test_hushcall_enrolment_under_another_ca_writes_nothing(peer, tmp_path):
+    other = EkCa(tmp_path)
+    (tmp_path / "other-tpm").mkdir()
+    other.provision(str(tmp_path / "other-tpm"))  # a CA exists after its first certificate
+    out = tmp_path / "policy.json"
+    proc = enroll(peer, other.ca_file, out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "does not chain to the CA" in proc.stderr, proc.stderr
+    assert not out.exists()

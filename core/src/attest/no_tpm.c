@@ -108,6 +108,42 @@ bool hush_attest_policy_pins_aik(const hush_attest_policy *policy)
     return false;
 }
 
+/* v2's bindings cannot be checked here either: the qualifying data is
+ * refused, and a quote is reported as hush_attest_verify reports one. */
+hush_status hush_attest_key_config_qualifying(const unsigned char nonce[HUSH_ATTEST_NONCE_BYTES],
+                                              const void *configs, size_t configs_len,
+                                              unsigned char out[HUSH_ATTEST_QUALIFYING_BYTES],
+                                              hush_error *err)
+{
+    (void)nonce, (void)configs, (void)configs_len, (void)out;
+    return unsupported("hush_attest_key_config_qualifying", err);
+}
+
+hush_status hush_attest_answer_qualifying(const void *enc, size_t enc_len,
+                                          const unsigned char response_nonce[32],
+                                          unsigned char out[HUSH_ATTEST_QUALIFYING_BYTES],
+                                          hush_error *err)
+{
+    (void)enc, (void)enc_len, (void)response_nonce, (void)out;
+    return unsupported("hush_attest_answer_qualifying", err);
+}
+
+hush_status hush_attest_verify_bound(const hush_json_value *tpm_attestation,
+                                     const unsigned char qualifying[HUSH_ATTEST_QUALIFYING_BYTES],
+                                     const hush_attest_policy *policy, hush_attest_result *out,
+                                     hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    (void)policy;
+    HUSH_ENSURE(qualifying != NULL && out != NULL, HUSH_E_ARGUMENT,
+                "hush_attest_verify_bound: NULL argument");
+    *out = (hush_attest_result){ .verified = false };
+    snprintf(out->reason, sizeof out->reason, "%s",
+             tpm_attestation == NULL ? "no attestation" : UNSUPPORTED);
+cleanup:
+    return status;
+}
+
 /* Every answer passes through here, so this one reports rather than fails:
  * a quote that cannot be checked is not verified, and says why. Nothing can
  * require it (no policy loads), so the answer is still released. */

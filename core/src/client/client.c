@@ -813,8 +813,10 @@ static hush_status cached_or_fetch(hush_call *call, server_key *sk, bool uses_v1
         call->waited_fetch_id = sk->fetch_id;
         push_waiter(&sk->waiters, call);
         *wait = true;
-    } else if (call->waited_fetch_id != 0 && call->waited_fetch_id == sk->failed_fetch_id) {
-        /* The fetch this call waited for failed: so does the call. */
+    } else if (call->waited_fetch_id != 0 && call->waited_fetch_id == sk->failed_fetch_id &&
+               (sk->failure.code != HUSH_E_ATTESTATION || call->attestation_required)) {
+        /* The fetch this call waited for failed: so does the call (unless
+         * only its attestation did, which this call does not need). */
         status = stored_failure(sk->failure.code, &sk->failure, err);
     } else {
         sk->fetching = true;

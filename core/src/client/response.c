@@ -259,14 +259,18 @@ static hush_status judge_answer_quote(hush_arena *arena, const hush__v2_answer *
     unsigned char qualifying[HUSH_ATTEST_QUALIFYING_BYTES];
     size_t enc_len = 0;
     const unsigned char *enc = hush_v2_exchange_enc(a->exchange, &enc_len);
+    hush_error binding;
     *tpm = NULL;
-    HUSH_TRY(hush_attest_answer_qualifying(enc, enc_len, a->nonce, qualifying, err));
     if (a->attestation != NULL)
         HUSH_TRY(parse_answer_quote(arena, a->attestation, tpm, err));
-    if (a->attestation != NULL && *tpm == NULL) {
+    /* A build without TPM support cannot bind a quote: not verified, and why. */
+    bool bound = hush_attest_answer_qualifying(enc, enc_len, a->nonce, qualifying, &binding) ==
+                 HUSH_OK;
+    if ((a->attestation != NULL && *tpm == NULL) || !bound) {
         memset(result, 0, sizeof *result);
-        snprintf(result->reason, sizeof result->reason, "malformed %s",
-                 ANSWER_ATTESTATION_HEADER);
+        snprintf(result->reason, sizeof result->reason, "%.*s",
+                 (int)sizeof result->reason - 1,
+                 bound ? "malformed " ANSWER_ATTESTATION_HEADER : binding.message);
     } else {
         HUSH_TRY(hush_attest_verify_bound(*tpm, qualifying, a->rule.policy, result, err));
     }
