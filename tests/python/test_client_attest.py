@@ -23,7 +23,7 @@ import pytest
 
 import hushcall
 from hushcall.errors import SecurityError
-from processes import ROOT, EkCa, _env
+from processes import ROOT, EkCa, Gateway, _env, keys_copy
 from test_gateway_attest import fingerprint, start_tpm_gateway, stop_tpm_gateway
 
 ATTESTATION = "/.well-known/hushcall-attestation"
@@ -107,13 +107,18 @@ def test_the_async_client_attests_too(gw, aik_fingerprint, tmp_path):
     assert_verified(answer["_metadata"]["attestation"])
 
 
-def test_the_maximum_tier_attests_without_require_attestation(tmp_path, server_keys):
-    """Over https, as the client allows maximum only there."""
+def make_pki(tmp_path):
+    """A test CA and a server certificate for 127.0.0.1; the gateway's TLS options."""
     pki = tmp_path / "pki"
     subprocess.run([sys.executable, os.path.join(ROOT, "tests", "interop", "make_test_ca.py"),
                     str(pki)], check=True, timeout=60)
-    tls = start_tpm_gateway(tmp_path, server_keys, "--tls-cert", str(pki / "server.pem"),
-                            "--tls-key", str(pki / "server.key"))
+    return pki, ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"))
+
+
+def test_the_maximum_tier_attests_without_require_attestation(tmp_path, server_keys):
+    """Over https, as the client allows maximum only there."""
+    pki, tls_options = make_pki(tmp_path)
+    tls = start_tpm_gateway(tmp_path, server_keys, *tls_options)
     try:
         ca = str(pki / "ca.pem")
         answer = httpx.get(tls.url + ATTESTATION, params={"nonce": secrets.token_hex(32)},
@@ -170,3 +175,21 @@ def test_enrolment_against_another_ca_writes_nothing(gw, tmp_path):
                           env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert not policy.exists()
+
+
+def test_maximum_on_v2_without_a_tpm_sends_nothing(tmp_path, server_keys):
+    """The attestation is fetched first and the gateway has none: refused
+    before the request is sealed (v1 answers the same call 503 instead)."""
+    pki, tls_options = make_pki(tmp_path)
+    plain = Gateway(tmp_path, *tls_options, key_dir=keys_copy(server_keys, tmp_path))
+    try:
+        policy = write_policy(tmp_path, FOREIGN_PIN)
+        with hushcall.Client(plain.url, ca_file=str(pki / "ca.pem"), protocol="v2",
+                             security_tier="maximum", attestation_policy=policy) as c:
+            with pytest.raises(SecurityError) as refused:
+                c.chat.completions.create(model="m", messages=user("never sent"))
+        assert refused.value.kind == "attestation"
+        assert "404" in str(refused.value)
+        assert posts(plain) == 0
+    finally:
+        assert plain.stop() == 0
