@@ -208,23 +208,23 @@ static PyObject *tpm_activate_credential(PyObject *op, PyObject *args, PyObject 
 
 static PyMethodDef tpm_methods[] = {
     {"quote_bound", (PyCFunction)(void (*)(void))tpm_quote_bound, METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("quote_bound(qualifying)\n--\n\n"
+     PyDoc_STR("quote_bound($self, /, qualifying)\n--\n\n"
                "Quote the PCRs with qualifying (1..32 bytes: on v2 the key-config or answer\n"
                "qualifying data) and return the JSON object text\n"
                "{\"is_available\": true, \"pcr_banks\", \"pcr_values\", \"aik_pubkey_b64\",\n"
                "\"quote_b64\", \"signature_b64\"}. InvalidArgumentError for 0 or more than 32\n"
                "bytes.")},
     {"ek_certificate", tpm_ek_certificate, METH_NOARGS,
-     PyDoc_STR("ek_certificate()\n--\n\n"
+     PyDoc_STR("ek_certificate($self, /)\n--\n\n"
                "The TPM's EK certificate (DER) from NV 0x01C00002 (RSA-2048), else\n"
                "0x01C0000A (P-256). HushcallError (kind \"not_found\") when it holds neither.")},
     {"aik_public", tpm_aik_public, METH_NOARGS,
-     PyDoc_STR("aik_public()\n--\n\n"
+     PyDoc_STR("aik_public($self, /)\n--\n\n"
                "The persistent AIK's public area, a marshalled TPM2B_PUBLIC (the form of\n"
                "aik_pubkey_b64). SecurityError (kind \"unsupported\") for an ephemeral AIK.")},
     {"activate_credential", (PyCFunction)(void (*)(void))tpm_activate_credential,
      METH_VARARGS | METH_KEYWORDS,
-     PyDoc_STR("activate_credential(id_object, encrypted_secret)\n--\n\n"
+     PyDoc_STR("activate_credential($self, /, id_object, encrypted_secret)\n--\n\n"
                "TPM2_ActivateCredential of a credential made for the persistent AIK to the\n"
                "EK of ek_certificate() (the marshalled TPM2B_ID_OBJECT and\n"
                "TPM2B_ENCRYPTED_SECRET); returns the secret. SecurityError of kind \"auth\"\n"
