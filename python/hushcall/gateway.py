@@ -341,20 +341,31 @@ class Gateway:
         if not public_key:
             return error(400, "Missing X-Public-Key header")
         tier = headers["X-Security-Tier"]
-        attest = self.answer_quoted(request, tier, request.headers.get("X-Attestation"))
-        if isinstance(attest, web.Response):
-            return attest
-        if (request.content_length or 0) > self.config.max_body_bytes:
-            return error(413, "Request body too large", {"Connection": "close"})
-        body = await self.read_body(request)
-        if not isinstance(body, bytes):
-            return body  # refused: too large, over the byte budget, or too slow
+        quoted = await self.quoted_body(request, tier, request.headers.get("X-Attestation"))
+        if isinstance(quoted, web.Response):
+            return quoted
+        attest, body = quoted
 
         try:
             return await self.answer(request, body, public_key, payload_id, tier, attest)
         except HushcallError as e:
             request["core"] = {"error": e.kind}
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
+
+    async def quoted_body(self, request: web.Request, tier: Optional[str],
+                          attestation: Optional[str]) -> Union[Tuple[bool, bytes], web.Response]:
+        """(whether the answer is quoted, the body), or the refusal of the
+        tier, the X-Attestation header or the body (too large, over the byte
+        budget, or too slow)."""
+        attest = self.answer_quoted(request, tier, attestation)
+        if isinstance(attest, web.Response):
+            return attest
+        if (request.content_length or 0) > self.config.max_body_bytes:
+            return error(413, "Request body too large", {"Connection": "close"})
+        body = await self.read_body(request)
+        if not isinstance(body, bytes):
+            return body
+        return attest, body
 
     def answer_quoted(self, request: web.Request, tier: Optional[str],
                       attestation: Optional[str]) -> Union[bool, web.Response]:
@@ -430,15 +441,11 @@ class Gateway:
         if enc is None and not self.config.allow_plaintext:
             return error(400, PLAINTEXT_REFUSED)
         request["protocol"] = "v2" if enc is not None else "plaintext"
-        attest = self.answer_quoted(request, headers["X-Security-Tier"],
-                                    headers["X-Attestation"])
-        if isinstance(attest, web.Response):
-            return attest
-        if (request.content_length or 0) > self.config.max_body_bytes:
-            return error(413, "Request body too large", {"Connection": "close"})
-        body = await self.read_body(request)
-        if not isinstance(body, bytes):
-            return body
+        quoted = await self.quoted_body(request, headers["X-Security-Tier"],
+                                        headers["X-Attestation"])
+        if isinstance(quoted, web.Response):
+            return quoted
+        attest, body = quoted
         request["bytes_in"] = len(body)  # EHBP bodies come chunked, without a length
         loop = asyncio.get_running_loop()
         # A quote binds the request's enc: an unsealed request has none to bind.

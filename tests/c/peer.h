@@ -113,6 +113,30 @@ static inline char *read_text_file(const char *path, size_t *len)
     return buf;
 }
 
+/* `len` bytes into a new file (or over an old one). */
+static inline bool write_blob_file(const char *file, const void *data, size_t len)
+{
+    FILE *f = fopen(file, "wb");
+    if (f == NULL)
+        return false;
+    bool ok = fwrite(data, 1, len, f) == len;
+    return fclose(f) == 0 && ok;
+}
+
+/* A whole small file into `buf`; its length, or 0 when it cannot be read. */
+static inline size_t read_blob_file(const char *file, unsigned char *buf, size_t cap)
+{
+    size_t len = 0;
+    char *text = read_text_file(file, &len);
+    if (text == NULL || len > cap) {
+        free(text);
+        return 0;
+    }
+    memcpy(buf, text, len);
+    free(text);
+    return len;
+}
+
 /* A TCP port on 127.0.0.1 that nothing listens on (bound, then released). */
 static inline int unused_port(void)
 {

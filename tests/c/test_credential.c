@@ -57,28 +57,7 @@ static const char *path(const char *name)
     return p;
 }
 
-static bool write_file(const char *file, const void *data, size_t len)
-{
-    FILE *f = fopen(file, "wb");
-    if (f == NULL)
-        return false;
-    bool ok = fwrite(data, 1, len, f) == len;
-    return fclose(f) == 0 && ok;
-}
 
-/* A whole small file into `buf`; its length, or 0 when it cannot be read. */
-static size_t read_file(const char *file, unsigned char *buf, size_t cap)
-{
-    size_t len = 0;
-    char *text = read_text_file(file, &len);
-    if (text == NULL || len > cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
-}
 
 static void hex(const unsigned char *p, size_t len, char *out)
 {
@@ -101,7 +80,7 @@ static bool write_credential(const char *file, const hush_credential *c)
     memcpy(buf, header, 8);
     memcpy(buf + 8, c->id_object, c->id_object_len);
     memcpy(buf + 8 + c->id_object_len, c->encrypted_secret, c->encrypted_secret_len);
-    return write_file(file, buf, 8 + c->id_object_len + c->encrypted_secret_len);
+    return write_blob_file(file, buf, 8 + c->id_object_len + c->encrypted_secret_len);
 }
 
 /* TPM2_ActivateCredential of `cred_file` with the AIK and `ek` (whose
@@ -124,7 +103,7 @@ static size_t activate_with(const ek_info *ek, const char *cred_file, unsigned c
     bool ok = tool(start) && tool(policy) && tool(act);
     /* A refused activation leaves its session, the EK and the AIK loaded. */
     ok = tool(flush_sessions) && tool(flush_objects) && ok;
-    return ok ? read_file(path("recovered"), out, cap) : 0;
+    return ok ? read_blob_file(path("recovered"), out, cap) : 0;
 }
 
 static size_t activate(const char *cred_file, unsigned char *out, size_t cap)
@@ -169,7 +148,7 @@ static bool make_ek_and_aik(void)
     const char *flush_sessions[] = {"tpm2_flushcontext", "-T", tpm_sim.tcti, "-s", NULL};
     if (!tool(ak) || !tool(flush_objects) || !tool(flush_sessions))
         return false;
-    aik_name_len = read_file(path("ak.name"), aik_name, sizeof aik_name);
+    aik_name_len = read_blob_file(path("ak.name"), aik_name, sizeof aik_name);
     return aik_name_len == 34;
 }
 
@@ -211,7 +190,7 @@ static void check_tools_blob_activates(const ek_info *ek)
     unsigned char secret[32], recovered[64], blob[1024];
     char name_hex[2 * NAME_MAX_BYTES + 1];
     CHECK(RAND_bytes(secret, sizeof secret) == 1);
-    CHECK(write_file(path("secret"), secret, sizeof secret));
+    CHECK(write_blob_file(path("secret"), secret, sizeof secret));
     hex(aik_name, aik_name_len, name_hex);
     const char *make[] = {"tpm2_makecredential", "-Q", "-T", "none", "-G", ek->alg, "-u",
                           path(ek->pem), "-s", path("secret"), "-n", name_hex, "-o",
@@ -224,7 +203,7 @@ static void check_tools_blob_activates(const ek_info *ek)
     hush_credential cred;
     CHECK_OK(hush_credential_make(ek->der, ek->der_len, aik_name, aik_name_len, secret,
                                          sizeof secret, &cred, &err), &err);
-    size_t len = read_file(path("tools.cred"), blob, sizeof blob);
+    size_t len = read_blob_file(path("tools.cred"), blob, sizeof blob);
     CHECK_EQ(len, 8 + cred.id_object_len + cred.encrypted_secret_len);
     CHECK(len > 12 && memcmp(blob + 8, cred.id_object, 4) == 0); /* the same sizes */
     CHECK(len > 8 && memcmp(blob + 8 + cred.id_object_len, cred.encrypted_secret, 2) == 0);

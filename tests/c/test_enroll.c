@@ -71,27 +71,7 @@ static const char *tpm_path(const tpm *t, const char *name)
     return path(file);
 }
 
-static bool write_file(const char *file, const void *data, size_t len)
-{
-    FILE *f = fopen(file, "wb");
-    if (f == NULL)
-        return false;
-    bool ok = fwrite(data, 1, len, f) == len;
-    return fclose(f) == 0 && ok;
-}
 
-static size_t read_file(const char *file, unsigned char *buf, size_t cap)
-{
-    size_t len = 0;
-    char *text = read_text_file(file, &len);
-    if (text == NULL || len > cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
-}
 
 /* `files` (NULL-terminated) one after the other into `out`. */
 static bool concatenate(const char *out, const char *const files[])
@@ -154,11 +134,11 @@ static bool ca_configure(const ek_ca *ca)
                      "statedir = %s\nsigningkey = %s/signkey.pem\nissuercert = %s/issuercert.pem\n"
                      "certserial = %s/certserial\n",
                      dir_path, dir_path, dir_path, dir_path);
-    if (!write_file(ca_path(ca, "localca.conf"), text, (size_t)n))
+    if (!write_blob_file(ca_path(ca, "localca.conf"), text, (size_t)n))
         return false;
     static const char options[] =
         "--platform-manufacturer hushcall-test\n--platform-version 2.1\n--platform-model swtpm\n";
-    if (!write_file(ca_path(ca, "localca.options"), options, sizeof options - 1))
+    if (!write_blob_file(ca_path(ca, "localca.options"), options, sizeof options - 1))
         return false;
     char localca[256];
     if (!find_program("swtpm_localca", localca, sizeof localca)) {
@@ -169,7 +149,7 @@ static bool ca_configure(const ek_ca *ca)
                  "create_certs_tool = %s\ncreate_certs_tool_config = %s\n"
                  "create_certs_tool_options = %s\n",
                  localca, ca_path(ca, "localca.conf"), ca_path(ca, "localca.options"));
-    return write_file(ca_path(ca, "swtpm_setup.conf"), text, (size_t)n);
+    return write_blob_file(ca_path(ca, "swtpm_setup.conf"), text, (size_t)n);
 }
 
 /* Manufacture a TPM state in `state_dir` with an EK certificate `ca` signs;
@@ -224,8 +204,8 @@ static bool make_ek_and_aik(tpm *t)
                         "-c", tpm_path(t, "ak.ctx"), "-u", tpm_path(t, "ak.pub"), NULL};
     if (!tool(nvread) || !tool(ek) || !flush_all(t) || !tool(ak) || !flush_all(t))
         return false;
-    t->ek_cert_len = read_file(tpm_path(t, "ek.der"), t->ek_cert, sizeof t->ek_cert);
-    t->aik_public_len = read_file(tpm_path(t, "ak.pub"), t->aik_public, sizeof t->aik_public);
+    t->ek_cert_len = read_blob_file(tpm_path(t, "ek.der"), t->ek_cert, sizeof t->ek_cert);
+    t->aik_public_len = read_blob_file(tpm_path(t, "ak.pub"), t->aik_public, sizeof t->aik_public);
     return t->ek_cert_len > 0 && t->aik_public_len > 0;
 }
 
@@ -239,7 +219,7 @@ static bool write_credential(const char *file, const hush_credential *c)
     memcpy(buf, header, 8);
     memcpy(buf + 8, c->id_object, c->id_object_len);
     memcpy(buf + 8 + c->id_object_len, c->encrypted_secret, c->encrypted_secret_len);
-    return write_file(file, buf, 8 + c->id_object_len + c->encrypted_secret_len);
+    return write_blob_file(file, buf, 8 + c->id_object_len + c->encrypted_secret_len);
 }
 
 /* What the server's side does: TPM2_ActivateCredential with its AIK and
@@ -260,7 +240,7 @@ static size_t activate(const tpm *t, const hush_credential *c, unsigned char *ou
     remove(recovered);
     bool ok = write_credential(cred, c) && tool(start) && tool(policy) && tool(act);
     ok = flush_all(t) && ok;
-    return ok ? read_file(recovered, out, cap) : 0;
+    return ok ? read_blob_file(recovered, out, cap) : 0;
 }
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -281,7 +261,7 @@ static bool readpublic_fingerprint(const tpm *t, char out[HUSH_FINGERPRINT_LEN])
                                 tpm_path(t, "ak.ctx"), "-o", tpm_path(t, "ak.readpublic"), NULL};
     if (!tool(readpublic) || !flush_all(t))
         return false;
-    size_t len = read_file(tpm_path(t, "ak.readpublic"), pub, sizeof pub);
+    size_t len = read_blob_file(tpm_path(t, "ak.readpublic"), pub, sizeof pub);
     if (len < 3 || EVP_Digest(pub + 2, len - 2, digest, NULL, EVP_sha256(), NULL) != 1)
         return false;
     strcpy(out, "sha256:");
@@ -421,7 +401,7 @@ static void test_bad_ca_files_refused(void)
                         HUSH_E_IO, "ek_ca_file");
     static const char junk[] = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
                                "-----END CERTIFICATE-----\n";
-    CHECK(write_file(path("junk.pem"), junk, sizeof junk - 1));
+    CHECK(write_blob_file(path("junk.pem"), junk, sizeof junk - 1));
     check_begin_refused(&tpm_a, path("junk.pem"), tpm_a.aik_public, tpm_a.aik_public_len,
                         HUSH_E_FORMAT, "ek_ca_file");
 }
@@ -472,7 +452,7 @@ static size_t create_key(const char *attributes, const char *alg, unsigned char 
     remove(path("key.pub"));
     bool ok = tool(primary) && tool(create);
     ok = flush_all(&tpm_a) && ok;
-    return ok ? read_file(path("key.pub"), out, cap) : 0;
+    return ok ? read_blob_file(path("key.pub"), out, cap) : 0;
 }
 
 static void check_key_refused(const char *attributes, const char *alg, const char *message)

@@ -401,6 +401,24 @@ static void aik_template(hush_tpm_key_alg alg, TPM2B_PUBLIC *t)
     }
 }
 
+/* A primary key of `tmpl` in the endorsement hierarchy (empty auth). */
+HUSH_MUST_USE
+static hush_status create_endorsement_primary(hush_tpm *tpm, const TPM2B_PUBLIC *tmpl,
+                                              ESYS_TR *key, TPM2B_PUBLIC **pub, hush_error *err)
+{
+    hush_status status = HUSH_OK;
+    TPM2B_SENSITIVE_CREATE sensitive;
+    memset(&sensitive, 0, sizeof sensitive);
+    TPM2B_DATA outside_info = {.size = 0};
+    TPML_PCR_SELECTION creation_pcrs = {.count = 0};
+    HUSH_TSS(Esys_CreatePrimary(tpm->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                ESYS_TR_NONE, &sensitive, tmpl, &outside_info, &creation_pcrs,
+                                key, pub, NULL, NULL, NULL),
+             "TPM2_CreatePrimary (endorsement hierarchy)");
+cleanup:
+    return status;
+}
+
 /* A fresh restricted signing key in the endorsement hierarchy (flushed by
  * the caller). */
 HUSH_MUST_USE
@@ -418,14 +436,7 @@ static hush_status create_aik(hush_tpm *tpm, ESYS_TR *key, TPM2B_PUBLIC **pub, h
         memcpy(tmpl.publicArea.unique.rsa.buffer, nonce, sizeof nonce);
         tmpl.publicArea.unique.rsa.size = sizeof nonce;
     }
-    TPM2B_SENSITIVE_CREATE sensitive;
-    memset(&sensitive, 0, sizeof sensitive);
-    TPM2B_DATA outside_info = {.size = 0};
-    TPML_PCR_SELECTION creation_pcrs = {.count = 0};
-    HUSH_TSS(Esys_CreatePrimary(tpm->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                ESYS_TR_NONE, &sensitive, &tmpl, &outside_info, &creation_pcrs,
-                                key, pub, NULL, NULL, NULL),
-             "TPM2_CreatePrimary (endorsement hierarchy AIK)");
+    HUSH_TRY(create_endorsement_primary(tpm, &tmpl, key, pub, err));
 cleanup:
     return status;
 }
@@ -865,14 +876,7 @@ static hush_status create_ek(hush_tpm *tpm, bool rsa, ESYS_TR *ek, TPM2B_PUBLIC 
     hush_status status = HUSH_OK;
     TPM2B_PUBLIC tmpl;
     ek_template(rsa, &tmpl);
-    TPM2B_SENSITIVE_CREATE sensitive;
-    memset(&sensitive, 0, sizeof sensitive);
-    TPM2B_DATA outside_info = {.size = 0};
-    TPML_PCR_SELECTION creation_pcrs = {.count = 0};
-    HUSH_TSS(Esys_CreatePrimary(tpm->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                ESYS_TR_NONE, &sensitive, &tmpl, &outside_info, &creation_pcrs,
-                                ek, pub, NULL, NULL, NULL),
-             "TPM2_CreatePrimary (EK)");
+    HUSH_TRY(create_endorsement_primary(tpm, &tmpl, ek, pub, err));
 cleanup:
     return status;
 }
