@@ -170,7 +170,7 @@ bench: build build-python
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time; the
 # library as CMakeLists.txt describes it, instrumented (HUSH_SANITIZE=fuzzer).
 FUZZ_TARGETS := json envelope_v1 base64 attest mlkem_decaps xwing_decaps hpke_open hpke_keyfile \
-                keyconfig_v2 frames_v2
+                keyconfig_v2 frames_v2 enroll
 fuzz: deps
 	@command -v clang-14 >/dev/null || $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
 	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \
