@@ -22,8 +22,9 @@ APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-ope
 # ML-KEM known answers, which the C tests read where pip put them.
 VECTORS_VERSION := 48.0.0
 PIP_PACKAGES := pytest 'cryptography>=47' cryptography-vectors==$(VECTORS_VERSION) nomyo setuptools \
-                aiohttp nbclient nbformat ipykernel tinfoil-ehbp==0.4.1 pyhpke httpx openai==2.54.0
-PIP_MODULES := pytest,cryptography,cryptography_vectors,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel,ehbp,pyhpke,httpx,openai
+                aiohttp nbclient nbformat ipykernel tinfoil-ehbp==0.4.1 pyhpke httpx openai==2.54.0 \
+                prometheus_client
+PIP_MODULES := pytest,cryptography,cryptography_vectors,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel,ehbp,pyhpke,httpx,openai,prometheus_client
 # openai 2.x: its http_client is an httpx.Client, as EHBP's transport needs (3.x moved to httpx2)
 PIP_VERSIONS_OK := import cryptography, cryptography_vectors, ehbp, openai; \
   assert ehbp.__version__ == '0.4.1', 'tinfoil-ehbp != 0.4.1'; \

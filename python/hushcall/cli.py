@@ -38,6 +38,13 @@ def _echo_delay(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be from 0 to 65535")
+    return value
+
+
 def _backend(text: str) -> str:
     kind, _, url = text.partition(":")
     if text == "echo" or (kind == "openai" and url.startswith(("http://", "https://"))):
@@ -128,6 +135,11 @@ def _add_limits(p) -> None:
     p.add_argument("--allow-plaintext", action="store_true",
                    help="answer POSTs without Ehbp-Encapsulated-Key in plaintext, through the "
                         "same backend: for benchmarks only, never for real traffic")
+    # Metrics (docs/operations.md "Metrics").
+    p.add_argument("--metrics-port", type=_port,
+                   help="serve /metrics on this port of 127.0.0.1 only, without an API key "
+                        "(0: any free port), and not on the main port; by default /metrics "
+                        "is on the main port for callers with an --api-key")
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -149,7 +161,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         tpm_quotes_per_second=args.tpm_quotes_per_second, v2=args.v2,
         v2_key_dir=args.v2_key_dir, key_lifetime=args.key_lifetime,
         key_overlap=args.key_overlap, echo_delay_ms=args.echo_delay_ms,
-        allow_plaintext=args.allow_plaintext)
+        allow_plaintext=args.allow_plaintext,
+        metrics_port=args.metrics_port)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import _core, gateway_attest, gateway_v2, keyring, replay
+from . import _core, gateway_attest, gateway_metrics, gateway_v2, keyring, replay
 from .errors import HushcallError
 from .gateway_limits import (DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
                              DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -106,6 +106,8 @@ class GatewayConfig:
     echo_delay_ms: int = 0  # echo: the pause between the words of a streamed answer
     # Answer unsealed POSTs in plaintext, for benchmarks only (docs/gateway.md).
     allow_plaintext: bool = False
+    # /metrics on its own loopback listener (None: on the main port, for API-key holders).
+    metrics_port: Optional[int] = None
 
 
 def take_secret_env(name: str) -> Optional[str]:
@@ -232,6 +234,8 @@ class Gateway:
         # One bucket for the whole gateway: the TPM is one device behind one lock.
         rate = config.tpm_quotes_per_second
         self.quotes = TokenBuckets(rate, max(1, int(rate)))
+        self.metrics = gateway_metrics.GatewayMetrics()
+        self.take_quote = self.metrics.counted_refusals(functools.partial(self.quotes.take, "tpm"))
         self.buckets = None
         if config.rate_limit:
             burst = config.rate_burst or max(1, int(config.rate_limit))
@@ -250,8 +254,11 @@ class Gateway:
         self.attestation = None
         if self.tpm is not None:
             self.attestation = gateway_attest.TpmAttestation(
-                self.tpm, self.executor, functools.partial(self.quotes.take, "tpm"),
+                self.tpm, self.executor, self.take_quote,
                 self.v2.key_config_list if self.v2 is not None else None, config.body_timeout)
+            # Its quotes are counted where they are made.
+            self.attestation.quote_configs = self.metrics.counted_quote(
+                self.attestation.quote_configs)
         self.limits = Limits(
             max_in_flight=config.max_in_flight, max_buffered_bytes=config.max_buffered_bytes,
             header_timeout=config.header_timeout,
@@ -267,7 +274,8 @@ class Gateway:
         # The access log runs inside hold_until_sent: a request is logged
         # before its answer goes out, so whoever reads the answer finds its line.
         app = web.Application(client_max_size=self.config.max_body_bytes + 1,
-                              middlewares=[self.limits.hold_until_sent, self.access_log])
+                              middlewares=[self.limits.hold_until_sent, self.access_log,
+                                           self.metrics.count_in_flight])
         app.add_routes([
             web.get("/pki/public_key", self.public_key),
             web.post("/v1/chat/secure_completion", self.secure_completion,
@@ -275,6 +283,8 @@ class Gateway:
             web.get("/healthz", self.healthz),
             *gateway_attest.routes(self.attestation),
         ])
+        if self.config.metrics_port is None:
+            app.add_routes([web.get("/metrics", self.metrics_for_api_key_holders)])
         if self.v2 is not None:
             app.add_routes([
                 web.get(gateway_v2.EHBP_KEYS_PATH, self.v2.ehbp_keys),
@@ -289,6 +299,18 @@ class Gateway:
 
     async def public_key(self, request: web.Request) -> web.Response:
         return web.Response(text=self.public_pem)
+
+    async def metrics_for_api_key_holders(self, request: web.Request) -> web.Response:
+        """/metrics on the main port: other callers' traffic, so only for a
+        caller with an API key; without API keys nobody is one (404)."""
+        if not self.api_keys:
+            return error(404, "Not Found")
+        if self.authenticate(request) is None:
+            return error(401, "Invalid API key")
+        return await gateway_metrics.metrics_response(self.metrics, self.executor)
+
+    async def metrics_for_loopback(self, request: web.Request) -> web.Response:
+        return await gateway_metrics.metrics_response(self.metrics, self.executor)
 
     async def healthz(self, request: web.Request) -> web.Response:
         status = "stopping" if self.stopping else "ok"
@@ -349,7 +371,7 @@ class Gateway:
         try:
             return await self.answer(request, body, public_key, payload_id, tier, attest)
         except HushcallError as e:
-            request["core"] = {"error": e.kind}
+            gateway_metrics.note_failure(request, e)
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
 
     async def quoted_body(self, request: web.Request, tier: Optional[str],
@@ -381,7 +403,8 @@ class Gateway:
             return error(400, "Invalid X-Attestation header")
         attest = self.tpm is not None and (tier in QUOTED_TIERS or attestation is not None)
         if attest:
-            wait = self.quotes.take("tpm")
+            request["attest"] = True
+            wait = self.take_quote()
             if wait > 0:
                 return error(503, "TPM quote rate exceeded",
                              {"Retry-After": str(max(1, math.ceil(wait)))})
@@ -449,7 +472,8 @@ class Gateway:
         request["bytes_in"] = len(body)  # EHBP bodies come chunked, without a length
         loop = asyncio.get_running_loop()
         # A quote binds the request's enc: an unsealed request has none to bind.
-        quote = (functools.partial(gateway_attest.answer_attestation, self.tpm, enc)
+        quote = (self.metrics.counted_quote(
+            functools.partial(gateway_attest.answer_attestation, self.tpm, enc))
                  if attest and enc is not None else None)
         try:
             if enc is None:
@@ -464,7 +488,7 @@ class Gateway:
                 return await gateway_v2.stream_answer(request, self.executor, answered,
                                                       self.streams, quote=quote)
         except HushcallError as e:
-            request["core"] = {"error": e.kind}
+            gateway_metrics.note_failure(request, e)
             status = getattr(e, "http_status", 500)
             if status == 422:
                 return gateway_v2.key_config_problem()
@@ -498,6 +522,7 @@ class Gateway:
         try:
             body = await loop.run_in_executor(self.executor, self.server.models)
         except HushcallError as e:
+            gateway_metrics.note_failure(request, e)
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
         return web.Response(body=body, content_type="application/json")
 
@@ -592,6 +617,7 @@ class Gateway:
             "caller": request.get("caller") if self.api_keys else None,
             "client": request.remote,
         }
+        self.metrics.observe(request, status, ms)
         if self.config.log_format == "json":
             log.info("%s", json.dumps(record, separators=(",", ":")))
         else:
@@ -608,6 +634,19 @@ class Gateway:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return context
+
+    async def serve_metrics_port(self) -> Optional[web.AppRunner]:
+        """--metrics-port: /metrics, unauthenticated, on its own listener bound
+        to loopback only (a scraper on the same host, or one behind a tunnel)."""
+        if self.config.metrics_port is None:
+            return None
+        app = web.Application()
+        app.add_routes([web.get("/metrics", self.metrics_for_loopback)])
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.config.metrics_port).start()
+        log.info("metrics on http://127.0.0.1:%d/metrics", runner.addresses[0][1])
+        return runner
 
     async def serve(self, stop: asyncio.Event) -> None:
         runner = LimitedAppRunner(self.app(), self.limits, access_log=None,
@@ -627,9 +666,13 @@ class Gateway:
                  json.dumps(_core.get_memory_protection_info()))
         maintainer = None
         if self.v2 is not None:
-            maintainer = asyncio.create_task(self.v2.maintain_forever(self.executor))
+            maintainer = asyncio.create_task(self.v2.maintain_forever(
+                self.executor, on_rotated=self.metrics.key_rotated))
+        metrics_runner = await self.serve_metrics_port()
         print("listening on %s://%s:%d" % (scheme, host, port), flush=True)
         await stop.wait()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         if maintainer is not None:
             maintainer.cancel()
         log.info("shutting down: %d in flight", self.in_flight)

@@ -154,13 +154,19 @@ class V2:
 
     # ---- rotation ----------------------------------------------------------
 
-    async def maintain_forever(self, executor) -> None:
+    async def maintain_forever(self, executor,
+                               on_rotated: Optional[Callable[[str], None]] = None) -> None:
         """Rotate, publish and expire keys as they fall due (a new key is a
-        password derivation: on the executor, not the loop)."""
+        password derivation: on the executor, not the loop); `on_rotated` is
+        told the suite of each key made."""
         loop = asyncio.get_running_loop()
         while True:
             try:
+                before = {key.key_id for key in self.keyring.live_keys()}
                 due = await loop.run_in_executor(executor, self.keyring.maintain)
+                for key in self.keyring.live_keys():
+                    if key.key_id not in before and on_rotated is not None:
+                        on_rotated(key.suite)
                 wait = min(max(due - self.keyring.clock(), 0.05), MAX_MAINTAIN_SLEEP)
             except Exception as e:  # keep rotating: a stopped ring would expire every key
                 log.error("v2 key maintenance failed (%s); retrying", type(e).__name__)
