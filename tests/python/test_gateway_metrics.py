@@ -4,7 +4,8 @@ tinfoil's client), each counter must have moved by exactly what happened;
 only API-key holders may scrape the main port; --metrics-port serves on
 loopback and takes /metrics off the main port; label values stay in their
 documented sets whatever the path; and gateway processes sharing one
-PROMETHEUS_MULTIPROC_DIR are summed."""
+PROMETHEUS_MULTIPROC_DIR are summed. TPM quotes against a swtpm (swtpm must
+be installed: a missing binary fails, never skips)."""
 
 import json
 import os
@@ -15,10 +16,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hushcall import gateway_metrics
+from hushcall import gateway_attest, gateway_metrics
 from processes import Gateway, keys_copy
 from test_ehbp_peer import AES256GCM, chat, post, x25519_request
 from test_gateway import post_raw
+from test_gateway_attest import start_tpm_gateway, stop_tpm_gateway
 from test_gateway_replay import Sender, seal_request
 from test_gateway_v2 import pq_request
 
@@ -313,3 +315,53 @@ def test_processes_sharing_a_multiprocess_dir_are_summed(tmp_path, server_keys, 
     finally:
         first.stop()
         second.stop()
+
+
+# ---- TPM quotes (each gateway with its own swtpm) ------------------------------------------------
+
+
+def quotes(samples):
+    return {outcome: value(samples, "hushcall_gateway_tpm_quotes_total", outcome=outcome)
+            for outcome in ("made", "failed", "rate_refused")}
+
+
+def quote_everything(gateway, alice, payload_id):
+    """One quote of each kind asked for: the key configs', a v2 answer's, a v1
+    answer's; their statuses."""
+    attested = httpx.get(gateway.url + gateway_attest.ATTESTATION_PATH,
+                         params={"nonce": "ab" * 32}, headers=AUTH, timeout=60)
+    enc, framed, _ = x25519_request(gateway.url, json.dumps(chat("quoted")).encode())
+    v2 = post(gateway.url, enc.hex(), framed, **{"X-Attestation": "required"}, **AUTH)
+    body = seal_request(gateway.url, "quoted")
+    v1 = post_raw(gateway.url, body, {**alice.headers(payload_id), **AUTH,
+                                      "X-Security-Tier": "high"})[0]
+    return attested.status_code, v2.status_code, v1
+
+
+def test_tpm_quotes_made_and_failed(tmp_path, server_keys, alice):
+    gateway = start_tpm_gateway(tmp_path, server_keys, "--api-key", KEY,
+                                "--tpm-quotes-per-second", "10000", persistent=False)
+    try:
+        before = quotes(scrape(gateway.url))
+        assert quote_everything(gateway, alice, "q-1") == (200, 200, 200)
+        made = quotes(scrape(gateway.url))
+        gateway.swtpm.stop()  # the TPM is gone under the gateway
+        assert quote_everything(gateway, alice, "q-2") == (503, 503, 503)
+        failed = quotes(scrape(gateway.url))
+    finally:
+        stop_tpm_gateway(gateway)
+    assert before == {"made": 0, "failed": 0, "rate_refused": 0}
+    assert made == {"made": 3, "failed": 0, "rate_refused": 0}
+    assert failed == {"made": 3, "failed": 3, "rate_refused": 0}
+
+
+def test_tpm_calls_refused_by_the_quote_rate_are_counted(tmp_path, server_keys, alice):
+    gateway = start_tpm_gateway(tmp_path, server_keys, "--api-key", KEY,
+                                "--tpm-quotes-per-second", "0.001", persistent=False)
+    try:
+        # The bucket's one token goes to the first; the other two are refused.
+        assert quote_everything(gateway, alice, "r-1") == (200, 503, 503)
+        counted = quotes(scrape(gateway.url))
+    finally:
+        stop_tpm_gateway(gateway)
+    assert counted == {"made": 1, "failed": 0, "rate_refused": 2}
