@@ -50,7 +50,8 @@ KEY_CONFIG = re.compile(r"[0-9a-f]{14}\Z")
 KEM_SUITES = {keyring.SUITES["ehbp"][0]: "x25519", keyring.SUITES["pq"][0]: "xwing"}
 
 # What a failed request came to (failure_of); None is any other failure.
-CRYPTO, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, TPM = "crypto", "upstream_error", "upstream_timeout", "tpm"
+CRYPTO, TPM = "crypto", "tpm"
+UPSTREAM_ERROR, UPSTREAM_TIMEOUT = "upstream_error", "upstream_timeout"
 # The core's one answer to every request that does not open (HUSH_SERVER_INVALID_PACKAGE).
 INVALID_PACKAGE = "Invalid encrypted payload"
 UPSTREAM_KINDS = ("http", "unavailable")
@@ -142,7 +143,7 @@ class GatewayMetrics:
         self.requests = metric(Counter, "requests", "Requests answered",
                                ["route", "protocol", "suite", "code"])
         self.request_seconds = metric(Histogram, "request_seconds",
-                                      "Whole-request latency, from the handler's start to its answer",
+                                      "Whole-request latency, to the answer's end",
                                       ["route"], buckets=REQUEST_BUCKETS)
         self.core_seconds = metric(Histogram, "core_seconds",
                                    "The core's time opening a request, running the backend "

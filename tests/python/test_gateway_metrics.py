@@ -104,7 +104,7 @@ def v1_post(gw, sender, body, payload_id):
     return post_raw(gw.url, body, {**sender.headers(payload_id), **AUTH})[0]
 
 
-# ---- v1 --------------------------------------------------------------------------------------
+# ---- v1 ---------------------------------------------------------------------------------------
 
 
 def test_a_v1_answer_counts_once_with_its_core_times(gw, alice):
@@ -151,7 +151,7 @@ def test_upstream_errors_and_timeouts(gw, alice):
         assert change(**requests_total("secure_completion", "v1", "rsa", code)) == 1
 
 
-# ---- v2 --------------------------------------------------------------------------------------
+# ---- v2 ---------------------------------------------------------------------------------------
 
 
 def test_v2_answers_by_suite_a_replay_and_a_tampered_body(gw):
@@ -188,7 +188,7 @@ def test_a_v2_upstream_failure_counts_as_v2(gw):
     assert change("hushcall_gateway_upstream_errors_total", protocol="v1") == 0
 
 
-# ---- who may scrape ----------------------------------------------------------------------------
+# ---- who may scrape ---------------------------------------------------------------------------
 
 
 def test_scraping_the_main_port_needs_an_api_key(gw):
@@ -226,7 +226,7 @@ def test_the_metrics_port_is_loopback_and_the_main_port_has_none(tmp_path, serve
         assert gateway.stop() == 0
 
 
-# ---- bounded labels -------------------------------------------------------------------------------
+# ---- bounded labels ---------------------------------------------------------------------------
 
 
 def test_label_values_stay_in_their_sets_after_odd_paths(gw):
@@ -255,7 +255,7 @@ def test_label_values_stay_in_their_sets_after_odd_paths(gw):
                 assert label_value in LABEL_VALUES[label], (name, label, label_value)
 
 
-# ---- key rotation -----------------------------------------------------------------------------------
+# ---- key rotation -----------------------------------------------------------------------------
 
 
 def keys_created(gateway):
@@ -282,7 +282,7 @@ def test_key_rotations_are_counted(tmp_path, server_keys):
     assert rotations["x25519"] >= 1 and rotations["xwing"] >= 1
 
 
-# ---- several processes ---------------------------------------------------------------------------------
+# ---- several processes ------------------------------------------------------------------------
 
 
 def test_processes_sharing_a_multiprocess_dir_are_summed(tmp_path, server_keys, monkeypatch):
@@ -317,7 +317,7 @@ def test_processes_sharing_a_multiprocess_dir_are_summed(tmp_path, server_keys, 
         second.stop()
 
 
-# ---- TPM quotes (each gateway with its own swtpm) ------------------------------------------------
+# ---- TPM quotes (each gateway with its own swtpm) ---------------------------------------------
 
 
 def quotes(samples):
