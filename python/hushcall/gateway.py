@@ -644,7 +644,11 @@ class Gateway:
         app.add_routes([web.get("/metrics", self.metrics_for_loopback)])
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.config.metrics_port).start()
+        # Several processes sharing a multiprocess directory share the port too:
+        # any of them answers for all.
+        shared = gateway_metrics.multiprocess_dir() is not None
+        await web.TCPSite(runner, "127.0.0.1", self.config.metrics_port,
+                          reuse_port=shared).start()
         log.info("metrics on http://127.0.0.1:%d/metrics", runner.addresses[0][1])
         return runner
 

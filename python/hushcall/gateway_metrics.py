@@ -21,7 +21,7 @@ from . import gateway_attest, gateway_v2, keyring
 from .errors import HushcallError
 
 __all__ = ["GatewayMetrics", "MULTIPROC_ENV", "ROUTES", "worker_exited", "failure_of",
-           "note_failure", "metrics_response"]
+           "note_failure", "metrics_response", "multiprocess_dir"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "hushcall_gateway_"
