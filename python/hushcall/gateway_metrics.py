@@ -4,7 +4,9 @@ refusals, cryptographic and upstream failures, key rotations and TPM
 quotes. Every label takes values from a fixed set: never a path, a caller
 or anything a client wrote. With PROMETHEUS_MULTIPROC_DIR set (several
 gateway processes on one port) prometheus_client keeps the values in files
-there, and a scrape sums every process's.
+there, and a scrape sums every process's. prometheus_client reads the
+variable when it is first imported: a parent that forks its workers sets it
+before it imports this module.
 """
 
 import asyncio
