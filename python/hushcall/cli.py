@@ -68,6 +68,7 @@ def _add_serve(commands) -> None:
                    help="requests being read or answered at once before 503 "
                         "(default %(default)s)")
     _add_limits(p)
+    _add_replay_store(p)
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--upstream-timeout", type=_positive_float,
                    help="seconds for an upstream answer (default 300)")
@@ -100,6 +101,20 @@ def _add_serve(commands) -> None:
                         "oldest are forgotten first (default %(default)s)")
 
 
+def _add_replay_store(p) -> None:
+    """The replay stores shared in Redis (docs/operations.md, "A shared replay store")."""
+    p.add_argument("--replay-store", metavar="URL",
+                   help="keep the v1 and v2 replay stores in Redis (redis://HOST:PORT/DB or "
+                        "rediss://...), shared by every gateway using it; a password is better "
+                        "given in HUSHCALL_REPLAY_STORE, read and removed from the environment "
+                        "(default: this process's own)")
+    p.add_argument("--replay-store-fail-open", action="store_true",
+                   help="while Redis does not answer, answer requests without the replay "
+                        "check instead of 503 (logged, counted; a replay may then be answered)")
+    p.add_argument("--replay-store-timeout", type=_positive_float, default=1.0,
+                   help="seconds to wait for Redis per call (default %(default)s)")
+
+
 def _add_limits(p) -> None:
     """What slow or oversized clients may hold (docs/gateway.md, "Limits")."""
     p.add_argument("--max-buffered-bytes", type=_positive_int,
@@ -130,6 +145,15 @@ def _add_limits(p) -> None:
                         "same backend: for benchmarks only, never for real traffic")
 
 
+def _replay_store_url(args: argparse.Namespace,
+                      parser: argparse.ArgumentParser) -> Optional[str]:
+    from_env = gateway.take_secret_env("HUSHCALL_REPLAY_STORE")  # removed whichever is used
+    url = args.replay_store or from_env
+    if url is not None and urllib.parse.urlsplit(url).scheme not in ("redis", "rediss"):
+        parser.error("--replay-store must be a redis:// or rediss:// URL")
+    return url
+
+
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
@@ -149,7 +173,10 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         tpm_quotes_per_second=args.tpm_quotes_per_second, v2=args.v2,
         v2_key_dir=args.v2_key_dir, key_lifetime=args.key_lifetime,
         key_overlap=args.key_overlap, echo_delay_ms=args.echo_delay_ms,
-        allow_plaintext=args.allow_plaintext)
+        allow_plaintext=args.allow_plaintext,
+        replay_store=_replay_store_url(args, parser),
+        replay_store_fail_open=args.replay_store_fail_open,
+        replay_store_timeout=args.replay_store_timeout)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:
