@@ -15,6 +15,7 @@ from . import gateway, keyring, replay
 from .errors import HushcallError
 
 API_KEY_ENV = "HUSHCALL_API_KEY"
+REPLAY_STORE_ENV = "HUSHCALL_REPLAY_STORE"  # its URL may hold Redis's password
 
 
 def _positive_float(text: str) -> float:
@@ -147,7 +148,7 @@ def _add_limits(p) -> None:
 
 def _replay_store_url(args: argparse.Namespace,
                       parser: argparse.ArgumentParser) -> Optional[str]:
-    from_env = gateway.take_secret_env("HUSHCALL_REPLAY_STORE")  # removed whichever is used
+    from_env = gateway.take_secret_env(REPLAY_STORE_ENV)  # removed whichever is used
     url = args.replay_store or from_env
     if url is not None and urllib.parse.urlsplit(url).scheme not in ("redis", "rediss"):
         parser.error("--replay-store must be a redis:// or rediss:// URL")

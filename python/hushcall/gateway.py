@@ -122,6 +122,16 @@ def replay_stores(config: GatewayConfig) -> Tuple[replay.ReplayStore, replay.Rep
                                     config.replay_store_timeout)
 
 
+def replay_store_health(store: replay.ReplayStore) -> dict:
+    """/healthz's view of the replay store: where it is, and for Redis
+    whether it answers and what its outages cost."""
+    outage = getattr(store, "outage", None)
+    if outage is None:
+        return {"shared": False}
+    return {"shared": True, "available": not outage.down,
+            "answered_unchecked": outage.unchecked, "refused_unavailable": outage.refused}
+
+
 def take_secret_env(name: str) -> Optional[str]:
     """A secret from the environment, removed from it once read: children no
     longer inherit it, and its value is zeroed where the C environment (and
@@ -321,6 +331,7 @@ class Gateway:
             "key_fingerprint": self.key.fingerprint,
             "in_flight": self.in_flight,
             "memory_protection": _core.get_memory_protection_info(),
+            "replay_store": replay_store_health(self.replay_store),
         })
 
     def admit_caller(self, request: web.Request) -> Optional[web.Response]:

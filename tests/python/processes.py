@@ -115,12 +115,13 @@ REDIS_ATTEMPTS = 5
 
 
 class RedisServer:
-    """`redis-server` on a free loopback port, nothing saved to disk; `url`
-    is its redis:// URL. stop() and start() again keep the port, so a
+    """`redis-server` on a free loopback port, nothing saved to disk, `args`
+    added to its command line; `url` is its redis:// URL. stop() and start() again keep the port, so a
     gateway configured with `url` sees the same Redis come back."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, *args):
         self.binary = _need("redis-server", "redis-server")
+        self.args = args
         self.dir = os.path.join(str(tmp_path), "redis-%d" % time.monotonic_ns())
         os.makedirs(self.dir)
         self.log_path = self.dir + ".log"
@@ -137,7 +138,7 @@ class RedisServer:
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self.dir],
+                 "--appendonly", "no", "--dir", self.dir, *self.args],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

@@ -8,14 +8,16 @@ it is back, without a restart."""
 import collections
 import json
 import random
+import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+import redis
 
-from hushcall import replay, replay_redis
+from hushcall import cli, replay, replay_redis
 from processes import Gateway, RedisServer, _env, keys_copy
 from test_ehbp_peer import AES256GCM, open_answer, post, x25519_request
 from test_gateway import post_raw
@@ -24,6 +26,8 @@ from test_gateway_v2 import BODY, CANARY
 
 UNAVAILABLE = {"detail": "Replay store unavailable"}
 VERDICTS = ("new", "retry", "replayed", "exhausted")
+OPS_KEY = "k-ops-17"
+AUTH = {"Authorization": "Bearer " + OPS_KEY}
 
 
 @pytest.fixture(scope="module")
@@ -191,29 +195,36 @@ def log_warnings(gw, text):
 
 def test_redis_down_fails_closed_with_503_and_recovers(tmp_path, server_keys, upstream):
     server = RedisServer(tmp_path)
-    gw = redis_gateway(tmp_path, upstream, keys_copy(server_keys, tmp_path), server.url)
+    gw = redis_gateway(tmp_path, upstream, keys_copy(server_keys, tmp_path), server.url,
+                       "--api-key", OPS_KEY)
     alice = Sender()
+
+    def v1(body, sender, payload_id):
+        return post_raw(gw.url, body, dict(sender.headers(payload_id), **AUTH))
+
     try:
-        assert post_raw(gw.url, seal_request(gw.url, "before"), alice.headers("p-1"))[0] == 200
+        assert v1(seal_request(gw.url, "before"), alice, "p-1")[0] == 200
         server.stop()
         for n in range(2):
-            status, headers, detail = post_raw(gw.url, seal_request(gw.url, "during"),
-                                               alice.headers("p-d%d" % n))
+            status, headers, detail = v1(seal_request(gw.url, "during"), alice, "p-d%d" % n)
             assert (status, detail) == (503, UNAVAILABLE)
             assert headers["Retry-After"] == "1"
         enc, body, _ = x25519_request(gw.url, BODY)
-        during = post(gw.url, enc.hex(), body)
+        during = post(gw.url, enc.hex(), body, **AUTH)
         assert (during.status_code, during.json()) == (503, UNAVAILABLE)
+        assert during.headers["Retry-After"] == "1"
         assert len(log_warnings(gw, "replay store unavailable")) == 1  # once per outage
-        assert get_healthz_ok(gw)  # the gateway itself is up
+        assert healthz(gw)["replay_store"] == {"shared": True, "available": False,
+                                               "answered_unchecked": 0, "refused_unavailable": 3}
 
         assert server.start()
         body = seal_request(gw.url, "after")
-        status, _, answer = post_raw(gw.url, body, alice.headers("p-2"))
+        status, _, answer = v1(body, alice, "p-2")
         assert status == 200
         assert alice.open(answer)["choices"][0]["message"]["content"] == "upstream: after"
-        assert post_raw(gw.url, body, Sender().headers("p-2"))[::2] == (409, REPLAYED)
+        assert v1(body, Sender(), "p-2")[::2] == (409, REPLAYED)
         assert len(log_warnings(gw, "replay store available again")) == 1
+        assert healthz(gw)["replay_store"]["available"] is True
     finally:
         assert gw.stop() == 0
         server.stop()
@@ -249,8 +260,55 @@ def test_redis_down_with_fail_open_answers_unchecked_and_recovers(tmp_path, serv
         server.stop()
 
 
-def get_healthz_ok(gw):
-    return httpx.get(gw.url + "/healthz").json()["status"] == "ok"
+def healthz(gw):
+    health = httpx.get(gw.url + "/healthz", headers=AUTH).json()
+    assert health["status"] == "ok"
+    return health
+
+
+def test_a_redis_that_never_answers_gets_503_at_the_timeout(tmp_path, server_keys, upstream):
+    """A Redis that accepts and then says nothing (hung, or a black hole):
+    each request waits out --replay-store-timeout, then is refused, and the
+    gateway still answers what needs no replay check."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the kernel completes connections; nobody ever reads them
+    url = "redis://127.0.0.1:%d/0" % silent.getsockname()[1]
+    gw = redis_gateway(tmp_path, upstream, keys_copy(server_keys, tmp_path), url,
+                       "--replay-store-timeout", "0.2")
+    try:
+        alice = Sender()
+        status, headers, detail = post_raw(gw.url, seal_request(gw.url, "hung"),
+                                           alice.headers("p-h"))
+        assert (status, detail) == (503, UNAVAILABLE)
+        assert "TimeoutError" in log_warnings(gw, "replay store unavailable")[0]
+        assert httpx.get(gw.url + "/healthz").json() == {"status": "ok"}
+    finally:
+        assert gw.stop() == 0
+        silent.close()
+
+
+def test_a_password_given_in_the_environment_is_used_and_removed(tmp_path, server_keys,
+                                                                    upstream):
+    password = "redis-canary-pw-17"
+    server = RedisServer(tmp_path, "--requirepass", password)
+    url = "redis://:%s@127.0.0.1:%d/0" % (password, server.port)
+    gw = Gateway(tmp_path, "--backend", "openai:" + upstream.url,
+                 key_dir=keys_copy(server_keys, tmp_path), env={cli.REPLAY_STORE_ENV: url})
+    try:
+        with open("/proc/%d/environ" % gw.proc.pid, "rb") as f:
+            environ = f.read()
+        assert cli.REPLAY_STORE_ENV.encode() in environ  # the scan reads the right block
+        assert password.encode() not in environ
+        body = seal_request(gw.url, "behind a password")
+        assert post_raw(gw.url, body, Sender().headers("p-pw"))[0] == 200
+        assert post_raw(gw.url, body, Sender().headers("p-pw"))[::2] == (409, REPLAYED)
+        stored = redis.Redis.from_url(url).keys("hushcall:replay:v1:*")
+        assert len(stored) == 1  # the decision was Redis's, not an in-process store's
+    finally:
+        assert gw.stop() == 0
+        server.stop()
+    assert password not in gw.log()
 
 
 def test_a_bad_replay_store_url_is_refused_at_start(tmp_path):
