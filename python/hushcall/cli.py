@@ -112,7 +112,8 @@ def _add_replay_store(p) -> None:
     p.add_argument("--replay-store-fail-open", action="store_true",
                    help="while Redis does not answer, answer requests without the replay "
                         "check instead of 503 (logged, counted; a replay may then be answered)")
-    p.add_argument("--replay-store-timeout", type=_positive_float, default=1.0,
+    p.add_argument("--replay-store-timeout", type=_positive_float,
+                   default=replay.DEFAULT_STORE_TIMEOUT,
                    help="seconds to wait for Redis per call (default %(default)s)")
 
 
@@ -152,6 +153,8 @@ def _replay_store_url(args: argparse.Namespace,
     url = args.replay_store or from_env
     if url is not None and urllib.parse.urlsplit(url).scheme not in ("redis", "rediss"):
         parser.error("--replay-store must be a redis:// or rediss:// URL")
+    if url is None and args.replay_store_fail_open:
+        parser.error("--replay-store-fail-open needs --replay-store")
     return url
 
 

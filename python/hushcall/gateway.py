@@ -109,7 +109,7 @@ class GatewayConfig:
     # The replay stores shared in Redis (redis:// or rediss:// URL); None: this process's own.
     replay_store: Optional[str] = None
     replay_store_fail_open: bool = False  # Redis down: answer unchecked instead of 503
-    replay_store_timeout: float = 1.0  # seconds, per Redis call
+    replay_store_timeout: float = replay.DEFAULT_STORE_TIMEOUT  # seconds, per Redis call
 
 
 def replay_stores(config: GatewayConfig) -> Tuple[replay.ReplayStore, replay.ReplayStore]:

@@ -29,8 +29,9 @@ from typing import Callable, NamedTuple, Optional, Protocol, Tuple
 
 from . import _core
 
-__all__ = ["ReplayStore", "InProcessReplayStore", "ReplayStoreUnavailable", "AnswerCache", "Answered", "REFUSED_VERDICTS",
-           "DEFAULT_WINDOW", "DEFAULT_MAX_ENTRIES", "MAX_ANSWERS"]
+__all__ = ["ReplayStore", "InProcessReplayStore", "ReplayStoreUnavailable", "AnswerCache",
+           "Answered", "REFUSED_VERDICTS", "DEFAULT_WINDOW", "DEFAULT_MAX_ENTRIES", "MAX_ANSWERS",
+           "DEFAULT_STORE_TIMEOUT"]
 
 log = logging.getLogger("hushcall.gateway")
 
@@ -39,6 +40,7 @@ DEFAULT_MAX_ENTRIES = 1_000_000
 MAX_ANSWERS = 3
 # The verdicts that are never answered.
 REFUSED_VERDICTS = ("replayed", "exhausted")
+DEFAULT_STORE_TIMEOUT = 1.0  # seconds a shared store may take to answer
 DEFAULT_ANSWER_TTL = 300.0
 DEFAULT_ANSWER_CACHE_BYTES = 64 * 1024 * 1024
 

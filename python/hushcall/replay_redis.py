@@ -40,15 +40,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .replay import MAX_ANSWERS, ReplayStoreUnavailable
+from .replay import DEFAULT_STORE_TIMEOUT, MAX_ANSWERS, ReplayStoreUnavailable
 
-__all__ = ["RedisReplayStore", "Outage", "open_stores", "describe_url", "KEY_PREFIX",
-           "DEFAULT_TIMEOUT", "KEY_GRACE"]
+__all__ = ["RedisReplayStore", "Outage", "open_stores", "client_for", "describe_url",
+           "KEY_PREFIX", "KEY_GRACE"]
 
 log = logging.getLogger("hushcall.gateway")
 
 KEY_PREFIX = "hushcall:replay:"
-DEFAULT_TIMEOUT = 1.0  # seconds: connecting and each reply
 KEY_GRACE = 60  # seconds Redis keeps a key past its expiry
 SCHEMES = ("redis", "rediss")
 MAX_TIME = 4294967296.0  # the in-process store's bound, kept so both refuse the same times
@@ -152,7 +151,7 @@ def describe_url(url: str) -> str:
     return "%s://%s:%s%s" % (parts.scheme, parts.hostname, parts.port or 6379, parts.path or "/0")
 
 
-def client_for(url: str, timeout: float = DEFAULT_TIMEOUT) -> "redis.Redis":
+def client_for(url: str, timeout: float = DEFAULT_STORE_TIMEOUT) -> "redis.Redis":
     """A client for `url` (redis:// or rediss://, ValueError otherwise) that
     waits at most `timeout` seconds for anything and retries once at once
     (a pooled connection may have died with a restarted Redis)."""
@@ -163,7 +162,7 @@ def client_for(url: str, timeout: float = DEFAULT_TIMEOUT) -> "redis.Redis":
                                 retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
-def open_stores(url: str, fail_open: bool = False, timeout: float = DEFAULT_TIMEOUT,
+def open_stores(url: str, fail_open: bool = False, timeout: float = DEFAULT_STORE_TIMEOUT,
                 max_answers: int = MAX_ANSWERS, clock: Callable[[], float] = time.time
                 ) -> Tuple[RedisReplayStore, RedisReplayStore]:
     """The v1 and v2 replay stores in the Redis at `url`, sharing one

@@ -116,8 +116,9 @@ REDIS_ATTEMPTS = 5
 
 class RedisServer:
     """`redis-server` on a free loopback port, nothing saved to disk, `args`
-    added to its command line; `url` is its redis:// URL. stop() and start() again keep the port, so a
-    gateway configured with `url` sees the same Redis come back."""
+    added to its command line; `url` is its redis:// URL. stop() and
+    start() again keep the port, so a gateway configured with `url` sees the
+    same Redis come back (empty)."""
 
     def __init__(self, tmp_path, *args):
         self.binary = _need("redis-server", "redis-server")

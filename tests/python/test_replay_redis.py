@@ -311,11 +311,14 @@ def test_a_password_given_in_the_environment_is_used_and_removed(tmp_path, serve
     assert password not in gw.log()
 
 
-def test_a_bad_replay_store_url_is_refused_at_start(tmp_path):
+@pytest.mark.parametrize("args, complaint", [
+    (["--replay-store", "http://127.0.0.1:6379/0"], "redis:// or rediss://"),
+    (["--replay-store-fail-open"], "--replay-store-fail-open needs --replay-store"),
+])
+def test_a_bad_replay_store_option_is_refused_at_start(tmp_path, args, complaint):
     proc = subprocess.run([sys.executable, "-m", "hushcall", "serve", "--port", "0",
-                           "--key-dir", str(tmp_path / "k"), "--replay-store",
-                           "http://127.0.0.1:6379/0"],
+                           "--key-dir", str(tmp_path / "k"), *args],
                           env=_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "redis:// or rediss://" in proc.stderr
+    assert complaint in proc.stderr
 
