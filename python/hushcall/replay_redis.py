@@ -166,16 +166,12 @@ def open_stores(url: str, fail_open: bool = False, timeout: float = DEFAULT_STOR
                 max_answers: int = MAX_ANSWERS, clock: Callable[[], float] = time.time
                 ) -> Tuple[RedisReplayStore, RedisReplayStore]:
     """The v1 and v2 replay stores in the Redis at `url`, sharing one
-    client and one outage record. Redis need not be up yet: whether it
-    answers is logged, and each decision tries again."""
+    client and one outage record. Nothing is sent yet (this runs on the
+    event loop): Redis need not be up, the first decision finds out."""
     client = client_for(url, timeout)
     outage = Outage(fail_open)
-    try:
-        client.ping()
-        log.info("replay store: %s", describe_url(url))
-    except redis.RedisError as e:
-        log.warning("replay store %s does not answer yet (%s)", describe_url(url),
-                    type(e).__name__)
+    log.info("replay store: %s, failing %s while it does not answer", describe_url(url),
+             "open" if fail_open else "closed")
     return (RedisReplayStore(client, "v1", outage, max_answers, clock),
             RedisReplayStore(client, "v2", outage, max_answers, clock))
 
