@@ -6,11 +6,13 @@ the operator chose it, open while Redis is down, and decisions again once
 it is back, without a restart."""
 
 import collections
+import concurrent.futures
 import json
 import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -83,6 +85,31 @@ def test_random_decisions_match_the_in_process_store(redis_server):
     assert min(counts.values()) >= 50, counts
     assert renewed >= 50  # and expiry, many times
     assert not outage.down
+
+
+@pytest.mark.parametrize("same_binding", [True, False], ids=["retries", "replays"])
+def test_one_request_decided_at_once_by_many_is_new_once(redis_server, same_binding):
+    """32 threads over two clients (two gateways) decide one request at the
+    same moment: one "new", then retries up to three answers in all and
+    "exhausted" (the same binding), or "replayed" (each its own binding)."""
+    clock = Clock()
+    outage = replay_redis.Outage(fail_open=False)
+    stores = [replay_redis.RedisReplayStore(replay_redis.client_for(redis_server.url), "v1",
+                                            outage, clock=clock) for _ in range(2)]
+    digest, threads = random.Random(same_binding).randbytes(32), 32  # one per case
+    start = threading.Barrier(threads)
+
+    def decide(n):
+        binding = b"b" * 32 if same_binding else n.to_bytes(32, "big")
+        start.wait()
+        return stores[n % 2].check_and_remember(digest, binding, clock.now + 60)[0]
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        verdicts = collections.Counter(pool.map(decide, range(threads)))
+    if same_binding:
+        assert verdicts == {"new": 1, "retry": 2, "exhausted": threads - 3}
+    else:
+        assert verdicts == {"new": 1, "replayed": threads - 1}
 
 
 def test_keys_are_namespaced_by_protocol_and_kept_for_their_window(redis_server):
