@@ -95,7 +95,8 @@ class Outage:
             else:
                 self.refused += 1
         if started:
-            log.warning("replay store unavailable (%s): %s", type(error).__name__,
+            # redis-py's messages name the address and the failure, never a password.
+            log.warning("replay store unavailable (%s: %.200s): %s", type(error).__name__, error,
                         "answering requests WITHOUT the replay check (--replay-store-fail-open)"
                         if self.fail_open else "refusing requests with 503")
 
