@@ -116,13 +116,15 @@ REDIS_ATTEMPTS = 5
 
 class RedisServer:
     """`redis-server` on a free loopback port, nothing saved to disk, `args`
-    added to its command line; `url` is its redis:// URL. stop() and
-    start() again keep the port, so a gateway configured with `url` sees the
-    same Redis come back (empty)."""
+    added to its command line; `url` is its redis:// URL, or with `tls` (a
+    certificate and key PEM file) its rediss:// one, speaking TLS only.
+    stop() and start() again keep the port, so a gateway configured with
+    `url` sees the same Redis come back (empty)."""
 
-    def __init__(self, tmp_path, *args):
+    def __init__(self, tmp_path, *args, tls=None):
         self.binary = _need("redis-server", "redis-server")
         self.args = args
+        self.tls = tls
         self.dir = os.path.join(str(tmp_path), "redis-%d" % time.monotonic_ns())
         os.makedirs(self.dir)
         self.log_path = self.dir + ".log"
@@ -130,15 +132,20 @@ class RedisServer:
         for _ in range(REDIS_ATTEMPTS):  # a free port may be taken before redis binds it
             self.port = _free_port()
             if self.start():
-                self.url = "redis://127.0.0.1:%d/0" % self.port
+                self.url = "%s://127.0.0.1:%d/0" % ("rediss" if tls else "redis", self.port)
                 return
         pytest.fail("redis-server would not start:\n%s" % self.log())
 
     def start(self):
         """Start it on self.port; False when the port was taken meanwhile."""
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            cert, key = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
+                      "--tls-key-file", key, "--tls-auth-clients", "no"]
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                [self.binary, *listen, "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", self.dir, *self.args],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT

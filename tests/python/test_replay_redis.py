@@ -7,6 +7,8 @@ it is back, without a restart."""
 
 import collections
 import concurrent.futures
+import datetime
+import ipaddress
 import json
 import random
 import socket
@@ -18,6 +20,10 @@ import time
 import httpx
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from hushcall import cli, replay, replay_redis
 from processes import Gateway, RedisServer, _env, keys_copy
@@ -342,6 +348,50 @@ def test_a_password_given_in_the_environment_is_used_and_removed(tmp_path, serve
     (["--replay-store", "http://127.0.0.1:6379/0"], "redis:// or rediss://"),
     (["--replay-store-fail-open"], "--replay-store-fail-open needs --replay-store"),
 ])
+def self_signed(tmp_path):
+    """(certificate, key) PEM files for 127.0.0.1, the certificate its own CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hushcall test redis")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "redis-cert.pem", tmp_path / "redis-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_rediss_with_its_ca_is_used_and_an_untrusted_certificate_fails_closed(
+        tmp_path, server_keys, upstream):
+    cert, key = self_signed(tmp_path)
+    server = RedisServer(tmp_path, tls=(cert, key))
+    trusted = Gateway(tmp_path, "--backend", "openai:" + upstream.url,
+                      "--replay-store", server.url + "?ssl_ca_certs=" + cert,
+                      key_dir=keys_copy(server_keys, tmp_path))
+    untrusted = redis_gateway(tmp_path, upstream, keys_copy(server_keys, tmp_path), server.url)
+    try:
+        body = seal_request(trusted.url, "over TLS")
+        assert post_raw(trusted.url, body, Sender().headers("p-tls"))[0] == 200
+        assert post_raw(trusted.url, body, Sender().headers("p-tls"))[::2] == (409, REPLAYED)
+        # The same Redis under a certificate nobody vouched for: refused, never used.
+        status, _, detail = post_raw(untrusted.url, seal_request(untrusted.url, "mitm?"),
+                                     Sender().headers("p-tls-2"))
+        assert (status, detail) == (503, UNAVAILABLE)
+        assert "certificate verify failed" in untrusted.log()
+    finally:
+        assert trusted.stop() == 0
+        assert untrusted.stop() == 0
+        server.stop()
+
+
 def test_a_bad_replay_store_option_is_refused_at_start(tmp_path, args, complaint):
     proc = subprocess.run([sys.executable, "-m", "hushcall", "serve", "--port", "0",
                            "--key-dir", str(tmp_path / "k"), *args],
