@@ -344,10 +344,6 @@ def test_a_password_given_in_the_environment_is_used_and_removed(tmp_path, serve
     assert password not in gw.log()
 
 
-@pytest.mark.parametrize("args, complaint", [
-    (["--replay-store", "http://127.0.0.1:6379/0"], "redis:// or rediss://"),
-    (["--replay-store-fail-open"], "--replay-store-fail-open needs --replay-store"),
-])
 def self_signed(tmp_path):
     """(certificate, key) PEM files for 127.0.0.1, the certificate its own CA."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -392,6 +388,10 @@ def test_rediss_with_its_ca_is_used_and_an_untrusted_certificate_fails_closed(
         server.stop()
 
 
+@pytest.mark.parametrize("args, complaint", [
+    (["--replay-store", "http://127.0.0.1:6379/0"], "redis:// or rediss://"),
+    (["--replay-store-fail-open"], "--replay-store-fail-open needs --replay-store"),
+])
 def test_a_bad_replay_store_option_is_refused_at_start(tmp_path, args, complaint):
     proc = subprocess.run([sys.executable, "-m", "hushcall", "serve", "--port", "0",
                            "--key-dir", str(tmp_path / "k"), *args],
