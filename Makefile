@@ -16,15 +16,16 @@ BUILD_OPENSSL35 := build-openssl35
 FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
-                liblua5.4-dev lua5.4 luarocks swtpm swtpm-tools tpm2-tools valgrind curl perl
+                liblua5.4-dev lua5.4 luarocks swtpm swtpm-tools tpm2-tools valgrind curl perl \
+                redis-server
 # cryptography >= 47 has HPKE and ML-KEM for the live cross-checks;
 # cryptography-vectors (pinned) carries RFC 9180's, the HPKE-PQ and NIST's
 # ML-KEM known answers, which the C tests read where pip put them.
 VECTORS_VERSION := 48.0.0
 PIP_PACKAGES := pytest 'cryptography>=47' cryptography-vectors==$(VECTORS_VERSION) nomyo setuptools \
                 aiohttp nbclient nbformat ipykernel tinfoil-ehbp==0.4.1 pyhpke httpx openai==2.54.0 \
-                prometheus_client
-PIP_MODULES := pytest,cryptography,cryptography_vectors,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel,ehbp,pyhpke,httpx,openai,prometheus_client
+                prometheus_client redis
+PIP_MODULES := pytest,cryptography,cryptography_vectors,nomyo,setuptools,aiohttp,nbclient,nbformat,ipykernel,ehbp,pyhpke,httpx,openai,prometheus_client,redis
 # openai 2.x: its http_client is an httpx.Client, as EHBP's transport needs (3.x moved to httpx2)
 PIP_VERSIONS_OK := import cryptography, cryptography_vectors, ehbp, openai; \
   assert ehbp.__version__ == '0.4.1', 'tinfoil-ehbp != 0.4.1'; \

@@ -115,6 +115,8 @@ setup(
     python_requires=">=3.9",
     # The gateway (python -m hushcall serve) runs on aiohttp.
     install_requires=["aiohttp>=3.9"],
+    # --replay-store: the replay stores shared in Redis.
+    extras_require={"redis": ["redis>=4.2"]},
     package_dir={"": "python"},
     packages=["hushcall"],
     package_data={"hushcall": ["py.typed", "_core.pyi"]},

@@ -15,6 +15,7 @@ from . import gateway, keyring, replay
 from .errors import HushcallError
 
 API_KEY_ENV = "HUSHCALL_API_KEY"
+REPLAY_STORE_ENV = "HUSHCALL_REPLAY_STORE"  # its URL may hold Redis's password
 
 
 def _positive_float(text: str) -> float:
@@ -75,6 +76,7 @@ def _add_serve(commands) -> None:
                    help="requests being read or answered at once before 503 "
                         "(default %(default)s)")
     _add_limits(p)
+    _add_replay_store(p)
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--upstream-timeout", type=_positive_float,
                    help="seconds for an upstream answer (default 300)")
@@ -105,6 +107,21 @@ def _add_serve(commands) -> None:
                    default=replay.DEFAULT_MAX_ENTRIES,
                    help="requests remembered at most, about 48 bytes each; past it the "
                         "oldest are forgotten first (default %(default)s)")
+
+
+def _add_replay_store(p) -> None:
+    """The replay stores shared in Redis (docs/operations.md, "A shared replay store")."""
+    p.add_argument("--replay-store", metavar="URL",
+                   help="keep the v1 and v2 replay stores in Redis (redis://HOST:PORT/DB or "
+                        "rediss://...), shared by every gateway using it; a password is better "
+                        "given in HUSHCALL_REPLAY_STORE, read and removed from the environment "
+                        "(default: this process's own)")
+    p.add_argument("--replay-store-fail-open", action="store_true",
+                   help="while Redis does not answer, answer requests without the replay "
+                        "check instead of 503 (logged, counted; a replay may then be answered)")
+    p.add_argument("--replay-store-timeout", type=_positive_float,
+                   default=replay.DEFAULT_STORE_TIMEOUT,
+                   help="seconds to wait for Redis per call (default %(default)s)")
 
 
 def _add_limits(p) -> None:
@@ -142,6 +159,17 @@ def _add_limits(p) -> None:
                         "is on the main port for callers with an --api-key")
 
 
+def _replay_store_url(args: argparse.Namespace,
+                      parser: argparse.ArgumentParser) -> Optional[str]:
+    from_env = gateway.take_secret_env(REPLAY_STORE_ENV)  # removed whichever is used
+    url = args.replay_store or from_env
+    if url is not None and urllib.parse.urlsplit(url).scheme not in ("redis", "rediss"):
+        parser.error("--replay-store must be a redis:// or rediss:// URL")
+    if url is None and args.replay_store_fail_open:
+        parser.error("--replay-store-fail-open needs --replay-store")
+    return url
+
+
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
@@ -162,7 +190,10 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         v2_key_dir=args.v2_key_dir, key_lifetime=args.key_lifetime,
         key_overlap=args.key_overlap, echo_delay_ms=args.echo_delay_ms,
         allow_plaintext=args.allow_plaintext,
-        metrics_port=args.metrics_port)
+        metrics_port=args.metrics_port,
+        replay_store=_replay_store_url(args, parser),
+        replay_store_fail_open=args.replay_store_fail_open,
+        replay_store_timeout=args.replay_store_timeout)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

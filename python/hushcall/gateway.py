@@ -108,6 +108,30 @@ class GatewayConfig:
     allow_plaintext: bool = False
     # /metrics on its own loopback listener (None: on the main port, for API-key holders).
     metrics_port: Optional[int] = None
+    # The replay stores shared in Redis (redis:// or rediss:// URL); None: this process's own.
+    replay_store: Optional[str] = None
+    replay_store_fail_open: bool = False  # Redis down: answer unchecked instead of 503
+    replay_store_timeout: float = replay.DEFAULT_STORE_TIMEOUT  # seconds, per Redis call
+
+
+def replay_stores(config: GatewayConfig) -> Tuple[replay.ReplayStore, replay.ReplayStore]:
+    """The v1 and v2 replay stores: in this process, or shared in Redis."""
+    if config.replay_store is None:
+        return (replay.InProcessReplayStore(config.replay_max_entries),
+                replay.InProcessReplayStore(config.replay_max_entries))
+    from . import replay_redis  # redis-py is needed only here
+    return replay_redis.open_stores(config.replay_store, config.replay_store_fail_open,
+                                    config.replay_store_timeout)
+
+
+def replay_store_health(store: replay.ReplayStore) -> dict:
+    """/healthz's view of the replay store: where it is, and for Redis
+    whether it answers and what its outages cost."""
+    outage = getattr(store, "outage", None)
+    if outage is None:
+        return {"shared": False}
+    return {"shared": True, "available": not outage.down,
+            "answered_unchecked": outage.unchecked, "refused_unavailable": outage.refused}
 
 
 def take_secret_env(name: str) -> Optional[str]:
@@ -164,6 +188,11 @@ class TokenBuckets:
 
 def error(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> web.Response:
     return web.json_response({"detail": detail}, status=status, headers=headers)
+
+
+def replay_store_unavailable() -> web.Response:
+    """Fail closed: without the shared replay check nothing is answered."""
+    return error(503, "Replay store unavailable", {"Retry-After": "1"})
 
 
 def over_budget() -> web.Response:
@@ -244,13 +273,11 @@ class Gateway:
         workers = config.workers or ((os.cpu_count() or 2) if backend == "echo" else 32)
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="hushcall-gateway")
-        self.replay_store: replay.ReplayStore = replay.InProcessReplayStore(
-            config.replay_max_entries)
+        self.replay_store, v2_replay_store = replay_stores(config)
         self.answer_cache = replay.AnswerCache()
         self.v2 = None
         if ring is not None:
-            self.v2 = gateway_v2.V2(self.server, ring,
-                                    replay.InProcessReplayStore(config.replay_max_entries))
+            self.v2 = gateway_v2.V2(self.server, ring, v2_replay_store)
         self.attestation = None
         if self.tpm is not None:
             self.attestation = gateway_attest.TpmAttestation(
@@ -326,6 +353,7 @@ class Gateway:
             "key_fingerprint": self.key.fingerprint,
             "in_flight": self.in_flight,
             "memory_protection": _core.get_memory_protection_info(),
+            "replay_store": replay_store_health(self.replay_store),
         })
 
     def admit_caller(self, request: web.Request) -> Optional[web.Response]:
@@ -370,6 +398,8 @@ class Gateway:
 
         try:
             return await self.answer(request, body, public_key, payload_id, tier, attest)
+        except replay.ReplayStoreUnavailable:
+            return replay_store_unavailable()
         except HushcallError as e:
             gateway_metrics.note_failure(request, e)
             return error(getattr(e, "http_status", 500), e.args[0] if e.args else "error")
@@ -487,6 +517,8 @@ class Gateway:
             if not isinstance(answered, gateway_v2.Answer):  # an exchange asking for a stream
                 return await gateway_v2.stream_answer(request, self.executor, answered,
                                                       self.streams, quote=quote)
+        except replay.ReplayStoreUnavailable:
+            return replay_store_unavailable()
         except HushcallError as e:
             gateway_metrics.note_failure(request, e)
             status = getattr(e, "http_status", 500)

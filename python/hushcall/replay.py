@@ -15,20 +15,23 @@ with a binding digest of the client key and payload id it came with:
 A replay store is anything with ``check_and_remember(digest, binding,
 expires) -> (verdict, answers)``, called from the gateway's worker threads
 (so it must be thread-safe, and may block); ``InProcessReplayStore`` keeps
-it in this process (the records live in the C core, about 48 bytes each). A
-store shared between gateways can take its place.
+it in this process (the records live in the C core, about 48 bytes each).
+``replay_redis.RedisReplayStore`` is shared by every gateway using one Redis;
+a shared store that cannot decide raises ``ReplayStoreUnavailable``, which
+the gateway answers with 503.
 """
 
 import collections
 import logging
 import threading
 import time
-from typing import NamedTuple, Optional, Protocol, Tuple
+from typing import Callable, NamedTuple, Optional, Protocol, Tuple
 
 from . import _core
 
-__all__ = ["ReplayStore", "InProcessReplayStore", "AnswerCache", "Answered", "REFUSED_VERDICTS",
-           "DEFAULT_WINDOW", "DEFAULT_MAX_ENTRIES", "MAX_ANSWERS"]
+__all__ = ["ReplayStore", "InProcessReplayStore", "ReplayStoreUnavailable", "AnswerCache",
+           "Answered", "REFUSED_VERDICTS", "DEFAULT_WINDOW", "DEFAULT_MAX_ENTRIES", "MAX_ANSWERS",
+           "DEFAULT_STORE_TIMEOUT"]
 
 log = logging.getLogger("hushcall.gateway")
 
@@ -37,6 +40,7 @@ DEFAULT_MAX_ENTRIES = 1_000_000
 MAX_ANSWERS = 3
 # The verdicts that are never answered.
 REFUSED_VERDICTS = ("replayed", "exhausted")
+DEFAULT_STORE_TIMEOUT = 1.0  # seconds a shared store may take to answer
 DEFAULT_ANSWER_TTL = 300.0
 DEFAULT_ANSWER_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -48,6 +52,12 @@ class Answered(NamedTuple):
     package: Optional[bytes]
     timings: Optional[dict]
     answers: int
+
+
+class ReplayStoreUnavailable(Exception):
+    """A shared replay store could not decide (it is unreachable): the
+    request is refused, never answered unchecked, unless the operator chose
+    otherwise (--replay-store-fail-open)."""
 
 
 class ReplayStore(Protocol):
@@ -63,8 +73,10 @@ class InProcessReplayStore:
     """The replay store of one gateway process: _core.ReplayCache, bounded
     by entries; when full the oldest go first, and the log says so once."""
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, max_answers: int = MAX_ANSWERS):
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, max_answers: int = MAX_ANSWERS,
+                 clock: Callable[[], float] = time.time):
         self.cache = _core.ReplayCache(max_entries, max_answers=max_answers)
+        self.clock = clock  # Unix time; tests drive it
         self.max_entries = max_entries
         self.remembered = 0  # new entries so far: none is forgotten before there are max_entries
         self.warned_full = False
@@ -72,7 +84,7 @@ class InProcessReplayStore:
 
     def check_and_remember(self, digest: bytes, binding: bytes,
                            expires: float) -> Tuple[str, int]:
-        verdict = self.cache.check_and_remember(digest, binding, time.time(), expires)
+        verdict = self.cache.check_and_remember(digest, binding, self.clock(), expires)
         if verdict[0] == "new":
             self.remembered += 1  # under the GIL; an undercount only delays the check
         if not self.warned_full and self.remembered > self.max_entries:

@@ -111,6 +111,68 @@ class EhbpPeer(Child):
         self.url = "http://127.0.0.1:%d" % int(self.first_line.split()[1])
 
 
+REDIS_ATTEMPTS = 5
+
+
+class RedisServer:
+    """`redis-server` on a free loopback port, nothing saved to disk, `args`
+    added to its command line; `url` is its redis:// URL, or with `tls` (a
+    certificate and key PEM file) its rediss:// one, speaking TLS only.
+    stop() and start() again keep the port, so a gateway configured with
+    `url` sees the same Redis come back (empty)."""
+
+    def __init__(self, tmp_path, *args, tls=None):
+        self.binary = _need("redis-server", "redis-server")
+        self.args = args
+        self.tls = tls
+        self.dir = os.path.join(str(tmp_path), "redis-%d" % time.monotonic_ns())
+        os.makedirs(self.dir)
+        self.log_path = self.dir + ".log"
+        self.proc = None
+        for _ in range(REDIS_ATTEMPTS):  # a free port may be taken before redis binds it
+            self.port = _free_port()
+            if self.start():
+                self.url = "%s://127.0.0.1:%d/0" % ("rediss" if tls else "redis", self.port)
+                return
+        pytest.fail("redis-server would not start:\n%s" % self.log())
+
+    def start(self):
+        """Start it on self.port; False when the port was taken meanwhile."""
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            cert, key = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
+                      "--tls-key-file", key, "--tls-auth-clients", "no"]
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, *listen, "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self.dir, *self.args],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if _accepts(self.port):
+                return True
+            time.sleep(0.02)
+        self.stop()
+        pytest.fail("redis-server did not accept connections within %.0f s:\n%s"
+                    % (START_TIMEOUT, self.log()))
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 # ---- a software TPM ------------------------------------------------------------
 
 SWTPM_ATTEMPTS = 5
@@ -145,6 +207,15 @@ def _free_port_pair():
             t.close()
         return port
     pytest.fail("no free pair of loopback ports")
+
+
+def _free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def _accepts(port):

@@ -159,6 +159,7 @@ def test_healthz_details_need_an_api_key(guarded):
     key = _core.KeyPair.load(os.path.join(guarded.key_dir, "private_key.pem"))
     assert health["key_fingerprint"] == key.fingerprint
     assert health["in_flight"] == 0 and health["tpm"] is None
+    assert health["replay_store"] == {"shared": False}
     assert_same_protection(health["memory_protection"])
 
 
