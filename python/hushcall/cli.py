@@ -98,6 +98,18 @@ def _add_serve(commands) -> None:
                    default=replay.DEFAULT_MAX_ENTRIES,
                    help="requests remembered at most, about 48 bytes each; past it the "
                         "oldest are forgotten first (default %(default)s)")
+    _add_scale(p)
+
+
+def _add_scale(p) -> None:
+    """Several processes, and gateways sharing one key directory (docs/operations.md)."""
+    p.add_argument("--processes", type=_positive_int, default=1,
+                   help="worker processes serving the port, restarted when they die "
+                        "(default %(default)s)")
+    p.add_argument("--key-publish-lead", type=_positive_float,
+                   help="seconds a next v2 key is on disk before it is published, for "
+                        "gateways sharing the key directory to read it (default: 60, at most "
+                        "half of key lifetime minus overlap)")
 
 
 def _add_limits(p) -> None:
@@ -149,7 +161,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         tpm_quotes_per_second=args.tpm_quotes_per_second, v2=args.v2,
         v2_key_dir=args.v2_key_dir, key_lifetime=args.key_lifetime,
         key_overlap=args.key_overlap, echo_delay_ms=args.echo_delay_ms,
-        allow_plaintext=args.allow_plaintext)
+        allow_plaintext=args.allow_plaintext,
+        processes=args.processes, key_publish_lead=args.key_publish_lead)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

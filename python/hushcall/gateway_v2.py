@@ -161,7 +161,9 @@ class V2:
         while True:
             try:
                 due = await loop.run_in_executor(executor, self.keyring.maintain)
-                wait = min(max(due - self.keyring.clock(), 0.05), MAX_MAINTAIN_SLEEP)
+                # At least every reload_interval: keys other processes wrote are read then.
+                wait = min(max(due - self.keyring.clock(), 0.05), MAX_MAINTAIN_SLEEP,
+                           self.keyring.reload_interval)
             except Exception as e:  # keep rotating: a stopped ring would expire every key
                 log.error("v2 key maintenance failed (%s); retrying", type(e).__name__)
                 wait = MAINTAIN_RETRY
