@@ -81,9 +81,12 @@ class Parent:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         worker.started = time.monotonic()
         worker.restart_at = None
-        worker.proc.stdin.write(json.dumps({"config": dataclasses.asdict(config),
-                                            **self.secrets}) + "\n")
-        worker.proc.stdin.flush()  # the pipe stays open: it is the worker's lifeline
+        try:
+            worker.proc.stdin.write(json.dumps({"config": dataclasses.asdict(config),
+                                                **self.secrets}) + "\n")
+            worker.proc.stdin.flush()  # the pipe stays open: it is the worker's lifeline
+        except BrokenPipeError:
+            pass  # it died at once: its status tells watch() why
         line = worker.proc.stdout.readline()
         worker.proc.stdout.close()  # the worker prints nothing after its first line
         if not line.startswith("listening on "):

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 
 import ehbp
@@ -130,6 +131,50 @@ def test_a_worker_killed_mid_request_closes_its_connections_and_is_restarted(two
             break
     else:
         pytest.fail("the restarted worker 0 (pid %d) never answered" % restarted)
+
+
+def stream_through(url, words, first_chunk, outcomes):
+    """Stream an echo of `words`, setting `first_chunk` once the first chunk
+    came; append the text, or the error that ended the stream."""
+    try:
+        with hushcall.Client(url, **V2).create(model="m", messages=[
+                {"role": "user", "content": words}], stream=True) as chunks:
+            text = []
+            for chunk in chunks:
+                first_chunk.set()
+                if chunk.choices:
+                    text.append(chunk.choices[0].delta.get("content") or "")
+        outcomes.append("".join(text))
+    except hushcall.HushcallError as e:
+        outcomes.append(e)
+    finally:
+        first_chunk.set()
+
+
+def test_a_worker_killed_mid_stream_ends_its_streams_cleanly(tmp_path, server_keys):
+    gw = Gateway(tmp_path, "--processes", "2", "--echo-delay-ms", "200",
+                 key_dir=keys_copy(server_keys, tmp_path))
+    try:
+        words = " ".join("w%d" % n for n in range(40))  # 8 s of stream: killed midway
+        outcomes, threads = [], []
+        for _ in range(12):
+            first_chunk = threading.Event()
+            thread = threading.Thread(target=stream_through,
+                                      args=(gw.url, words, first_chunk, outcomes))
+            thread.start()
+            first_chunk.wait()
+            threads.append(thread)
+        os.kill(worker_pids(gw)[0], signal.SIGKILL)
+        for thread in threads:
+            thread.join()
+        errors = [o for o in outcomes if isinstance(o, Exception)]
+        assert errors, "the killed worker's streams end in an error"
+        assert all(isinstance(e, hushcall.HushcallError) for e in errors)
+        assert ("echo: " + words) in outcomes, "the other worker's streams complete"
+        assert set(outcomes) - set(errors) == {"echo: " + words}, "no stream is cut short"
+        assert ask(gw.url, V2, "next") == "echo: next", "the next call succeeds"
+    finally:
+        assert gw.stop() == 0
 
 
 def test_sigterm_stops_the_parent_and_every_worker(tmp_path, server_keys):
