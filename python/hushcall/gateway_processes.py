@@ -97,7 +97,10 @@ class Parent:
     def exited(self, worker: Worker, status: int) -> None:
         """Log a worker's end, tell the metrics, and schedule its restart."""
         pid = worker.proc.pid
-        worker.proc.stdin.close()
+        try:
+            worker.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # orders it never read: the pipe is closed all the same
         worker.proc = None
         if self.metrics is not None:
             self.metrics.worker_exited(pid)
@@ -212,7 +215,13 @@ def _worker_main() -> None:
     if orders["upstream_api_key"] is not None:
         os.environ[gateway.UPSTREAM_API_KEY_ENV] = orders["upstream_api_key"]  # Gateway takes it
     gateway.configure_logging(config.log_format)
-    asyncio.run(gateway._main(config, orders["password"], lifeline=sys.stdin.fileno()))
+    try:
+        asyncio.run(gateway._main(config, orders["password"], lifeline=sys.stdin.fileno()))
+    except (HushcallError, OSError) as e:
+        # As serve says it: a certificate that will not load, without a traceback.
+        print("hushcall serve: worker %d: %s: %s" % (config.worker_index, type(e).__name__, e),
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,7 +20,7 @@ import httpx
 import pytest
 
 import hushcall
-from processes import Gateway, keys_copy
+from processes import Gateway, _env, keys_copy
 from test_ehbp_peer import chat
 
 V1 = {"allow_http": True, "protocol": "v1", "key_bits": 2048}
@@ -152,18 +154,21 @@ def stream_through(url, words, first_chunk, outcomes):
 
 
 def test_a_worker_killed_mid_stream_ends_its_streams_cleanly(tmp_path, server_keys):
-    gw = Gateway(tmp_path, "--processes", "2", "--echo-delay-ms", "200",
+    # A stream holds a worker thread while it runs: threads enough for all of them.
+    gw = Gateway(tmp_path, "--processes", "2", "--echo-delay-ms", "300", "--workers", "16",
                  key_dir=keys_copy(server_keys, tmp_path))
     try:
-        words = " ".join("w%d" % n for n in range(40))  # 8 s of stream: killed midway
-        outcomes, threads = [], []
-        for _ in range(12):
-            first_chunk = threading.Event()
-            thread = threading.Thread(target=stream_through,
-                                      args=(gw.url, words, first_chunk, outcomes))
+        # 18 s of stream each, all started at once: every one is still streaming when
+        # the worker is killed unless starting them took longer than that.
+        words = " ".join("w%d" % n for n in range(60))
+        outcomes, started = [], [threading.Event() for _ in range(12)]
+        threads = [threading.Thread(target=stream_through, args=(gw.url, words, first, outcomes))
+                   for first in started]
+        for thread in threads:
             thread.start()
-            first_chunk.wait()
-            threads.append(thread)
+        for first in started:
+            first.wait()
+        assert outcomes == [], "every stream still running"
         os.kill(worker_pids(gw)[0], signal.SIGKILL)
         for thread in threads:
             thread.join()
@@ -224,3 +229,17 @@ def test_two_gateways_on_one_key_directory_publish_the_same_keys_through_rotatio
         assert b.stop() == 0
     files = os.listdir(os.path.join(keys, "v2-keys"))
     assert not [f for f in files if f.startswith(".")], "no write left half done"
+
+
+def test_a_worker_that_cannot_start_fails_serve_loudly(tmp_path, server_keys):
+    missing = str(tmp_path / "missing.pem")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hushcall", "serve", "--port", "0", "--processes", "2",
+         "--key-dir", str(keys_copy(server_keys, tmp_path)),
+         "--tls-cert", missing, "--tls-key", missing],
+        env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stdout == "", "never said it was listening"
+    assert "worker 0: FileNotFoundError" in proc.stderr
+    assert "WorkerStartError: a worker did not start" in proc.stderr
+    assert "Traceback" not in proc.stderr
