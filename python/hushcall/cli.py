@@ -107,6 +107,18 @@ def _add_serve(commands) -> None:
                    default=replay.DEFAULT_MAX_ENTRIES,
                    help="requests remembered at most, about 48 bytes each; past it the "
                         "oldest are forgotten first (default %(default)s)")
+    _add_scale(p)
+
+
+def _add_scale(p) -> None:
+    """Several processes, and gateways sharing one key directory (docs/operations.md)."""
+    p.add_argument("--processes", type=_positive_int, default=1,
+                   help="worker processes serving the port, restarted when they die "
+                        "(default %(default)s)")
+    p.add_argument("--key-publish-lead", type=_positive_float,
+                   help="seconds a next v2 key is on disk before it is published, for "
+                        "gateways sharing the key directory to read it (default: 60, at most "
+                        "half of key lifetime minus overlap)")
 
 
 def _add_replay_store(p) -> None:
@@ -193,7 +205,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         metrics_port=args.metrics_port,
         replay_store=_replay_store_url(args, parser),
         replay_store_fail_open=args.replay_store_fail_open,
-        replay_store_timeout=args.replay_store_timeout)
+        replay_store_timeout=args.replay_store_timeout,
+        processes=args.processes, key_publish_lead=args.key_publish_lead)
     try:
         gateway.run(config)
     except (HushcallError, OSError) as e:

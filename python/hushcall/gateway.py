@@ -64,6 +64,8 @@ V2_HEADERS = ("Authorization", gateway_v2.ENC_HEADER, gateway_v2.CONFIG_HEADER,
 PLAINTEXT_REFUSED = ("Encrypted request required: send Ehbp-Encapsulated-Key "
                      "(this gateway serves no plaintext completions)")
 
+WORKER_HEADER = "Hushcall-Worker"
+
 MAXIMUM_TIER_REFUSED = (
     "Security tier 'maximum' requires TPM attestation, which this gateway does not offer"
 )
@@ -112,6 +114,10 @@ class GatewayConfig:
     replay_store: Optional[str] = None
     replay_store_fail_open: bool = False  # Redis down: answer unchecked instead of 503
     replay_store_timeout: float = replay.DEFAULT_STORE_TIMEOUT  # seconds, per Redis call
+    # Several processes (gateway_processes.py, docs/operations.md)
+    processes: int = 1  # more than 1: a parent serving the port from that many workers
+    key_publish_lead: Optional[float] = None  # default: keyring's
+    worker_index: Optional[int] = None  # set by the parent in each worker
 
 
 def replay_stores(config: GatewayConfig) -> Tuple[replay.ReplayStore, replay.ReplayStore]:
@@ -226,7 +232,8 @@ def load_key_ring(config: GatewayConfig, password: Optional[str]) -> keyring.Key
     """The v2 key ring, protected by the same password as the v1 key."""
     key_dir = config.v2_key_dir or os.path.join(config.key_dir, V2_KEY_DIR_NAME)
     return keyring.KeyRing(os.path.expanduser(key_dir), key_lifetime=config.key_lifetime,
-                           key_overlap=config.key_overlap, password=password)
+                           key_overlap=config.key_overlap,
+                           key_publish_lead=config.key_publish_lead, password=password)
 
 
 class Gateway:
@@ -312,6 +319,8 @@ class Gateway:
         ])
         if self.config.metrics_port is None:
             app.add_routes([web.get("/metrics", self.metrics_for_api_key_holders)])
+        if self.config.worker_index is not None:
+            app.on_response_prepare.append(self.name_worker)
         if self.v2 is not None:
             app.add_routes([
                 web.get(gateway_v2.EHBP_KEYS_PATH, self.v2.ehbp_keys),
@@ -321,6 +330,10 @@ class Gateway:
                 web.post("/v1/{endpoint:.+}", self.v2_post, expect_handler=expect_later),
             ])
         return app
+
+    async def name_worker(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Which of --processes answered: its index, not its pid."""
+        response.headers[WORKER_HEADER] = str(self.config.worker_index)
 
     # ---- handlers --------------------------------------------------------
 
@@ -650,6 +663,8 @@ class Gateway:
             "client": request.remote,
         }
         self.metrics.observe(request, status, ms)
+        if self.config.worker_index is not None:
+            record["worker"] = self.config.worker_index
         if self.config.log_format == "json":
             log.info("%s", json.dumps(record, separators=(",", ":")))
         else:
@@ -690,7 +705,9 @@ class Gateway:
                                   shutdown_timeout=self.config.shutdown_timeout)
         await runner.setup()
         context = self.ssl_context()
-        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=context)
+        # A worker of --processes binds the parent's port beside its siblings.
+        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=context,
+                           reuse_port=self.config.worker_index is not None)
         await site.start()
         host, port = runner.addresses[0][:2]
         scheme = "https" if context else "http"
@@ -752,12 +769,21 @@ def configure_logging(log_format: str) -> None:
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
-async def _main(config: GatewayConfig) -> None:
+async def _main(config: GatewayConfig, password: Optional[str] = None,
+                lifeline: Optional[int] = None) -> None:
+    """Serve `config`; a worker of --processes gets the password from its
+    parent, and stops when `lifeline` (a pipe from the parent) closes."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    password = take_secret_env(KEY_PASSWORD_ENV)
+    if lifeline is not None:
+        def parent_gone() -> None:  # the pipe reads as its end: once is enough
+            loop.remove_reader(lifeline)
+            stop.set()
+        loop.add_reader(lifeline, parent_gone)
+    else:
+        password = take_secret_env(KEY_PASSWORD_ENV)
     key = await loop.run_in_executor(None, load_server_key, config.key_dir, password)
     ring = None
     if config.v2:
@@ -766,6 +792,11 @@ async def _main(config: GatewayConfig) -> None:
 
 
 def run(config: GatewayConfig) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully; with
+    config.processes > 1, from that many worker processes."""
     configure_logging(config.log_format)
+    if config.processes > 1:
+        from . import gateway_processes
+        gateway_processes.run_parent(config)
+        return
     asyncio.run(_main(config))

@@ -167,7 +167,9 @@ class V2:
                 for key in self.keyring.live_keys():
                     if key.key_id not in before and on_rotated is not None:
                         on_rotated(key.suite)
-                wait = min(max(due - self.keyring.clock(), 0.05), MAX_MAINTAIN_SLEEP)
+                # At least every reload_interval: keys other processes wrote are read then.
+                wait = min(max(due - self.keyring.clock(), 0.05), MAX_MAINTAIN_SLEEP,
+                           self.keyring.reload_interval)
             except Exception as e:  # keep rotating: a stopped ring would expire every key
                 log.error("v2 key maintenance failed (%s); retrying", type(e).__name__)
                 wait = MAINTAIN_RETRY

@@ -43,7 +43,8 @@ def live(ring):
 
 
 def files(path):
-    return sorted(os.listdir(path))
+    """The key files: the rotation lock file is made once and only locked."""
+    return sorted(name for name in os.listdir(path) if name != "rotation.lock")
 
 
 @pytest.fixture
@@ -84,6 +85,7 @@ def test_files_are_0600_keys_and_matching_public_metadata(tmp_path, clock):
                         "not_before": T0, "expires": T0 + LIFETIME,
                         "fingerprint": k.fingerprint}
     assert len(files(d)) == 4, "nothing staged left behind"
+    assert stat.S_IMODE(os.lstat(d / "rotation.lock").st_mode) == 0o600
 
 
 def test_rotation_overlap_and_expiry(tmp_path, clock):
@@ -335,3 +337,50 @@ def test_readers_and_maintain_in_threads(tmp_path, clock):
             t.join()
     assert failures == []
     assert {k.suite for k in ring.live_keys()} == set(SUITES)
+
+
+# ---- several processes on one directory (docs/operations.md) -------------------
+
+def published(ring):
+    return [(k.key_id, k.fingerprint, k.not_before) for k in ring.live_keys()]
+
+
+def test_two_rings_on_one_directory_publish_the_same_keys_through_a_rotation(tmp_path, clock):
+    d = tmp_path / "keys"
+    a, b = ring_at(d, clock), ring_at(d, clock)
+    assert published(a) == published(b) and len(published(a)) == 2, "b loaded a's keys"
+    rotation = T0 + LIFETIME - OVERLAP
+    clock.now = rotation - a.key_publish_lead
+    a.maintain()
+    b.maintain()
+    assert len(files(d)) == 8, "the next keys are written once, by one of them"
+    assert published(a) == published(b) and len(published(a)) == 2, "written, not published"
+    clock.now = rotation
+    assert published(a) == published(b) and len(published(a)) == 4, "both publish at once"
+    clock.now = T0 + LIFETIME
+    a.maintain()
+    b.maintain()
+    assert published(a) == published(b) and len(published(a)) == 2
+    assert len(files(d)) == 6, "the expired keys' files deleted once"
+
+
+def test_a_ring_without_the_rotation_lock_changes_nothing_and_polls(tmp_path, clock):
+    import fcntl
+    d = tmp_path / "keys"
+    ring = ring_at(d, clock)
+    before = files(d)
+    with open(d / "rotation.lock", "r+") as other_rotator:
+        fcntl.flock(other_rotator, fcntl.LOCK_EX)
+        clock.now = T0 + LIFETIME  # the keys expire, the successors are overdue
+        due = ring.maintain()
+        assert files(d) == before, "only the lock holder writes or deletes"
+        assert ring.live_keys() == [], "expired keys leave memory by the ring's own clock"
+        assert due == clock.now + ring.reload_interval
+    ring.maintain()
+    assert len(ring.live_keys()) == 2, "the lock free again, the ring rotates"
+
+
+def test_the_publish_lead_must_fit_between_publication_and_rotation(tmp_path, clock):
+    with pytest.raises(KeyRingError, match="key_publish_lead"):
+        ring_at(tmp_path / "keys", clock, key_lifetime=10.0, key_overlap=2.0,
+                key_publish_lead=8.0)
