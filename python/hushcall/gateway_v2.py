@@ -158,15 +158,13 @@ class V2:
                                on_rotated: Optional[Callable[[str], None]] = None) -> None:
         """Rotate, publish and expire keys as they fall due (a new key is a
         password derivation: on the executor, not the loop); `on_rotated` is
-        told the suite of each key made."""
+        told the suite of each key this process makes (with several
+        processes on one key directory, only the rotator makes keys)."""
         loop = asyncio.get_running_loop()
+        self.keyring.on_created = on_rotated
         while True:
             try:
-                before = {key.key_id for key in self.keyring.live_keys()}
                 due = await loop.run_in_executor(executor, self.keyring.maintain)
-                for key in self.keyring.live_keys():
-                    if key.key_id not in before and on_rotated is not None:
-                        on_rotated(key.suite)
                 # At least every reload_interval: keys other processes wrote are read then.
                 wait = min(max(due - self.keyring.clock(), 0.05), MAX_MAINTAIN_SLEEP,
                            self.keyring.reload_interval)

@@ -163,6 +163,8 @@ class KeyRing:
         self.keys: Dict[int, _Key] = {}  # by key id: live keys and tombstones
         self.last_key_id = KEY_IDS - 1   # the round-robin starts at 0
         self.listing: Optional[tuple] = None  # the directory as last read
+        # Told the suite of each key this process makes after start (a rotation).
+        self.on_created: Optional[Callable[[str], None]] = None
         os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
         _check_directory(self.key_dir)
         _refuse_strangers(self.key_dir)
@@ -298,6 +300,8 @@ class KeyRing:
             raise
         log.info("v2 key %d (%s, %s) created, published %s, expires %s", key_id, suite,
                  key.fingerprint, _iso(key.not_before), _iso(key.expires))
+        if self.on_created is not None:
+            self.on_created(suite)
         return key
 
     def _expire(self, key: _Key, holder: bool) -> None:

@@ -6,6 +6,7 @@ key directory publish byte-identical key configs through a rotation, and
 each answers requests sealed to the other's. Which worker answered is told
 by the Hushcall-Worker header and the worker= field of the access log."""
 
+import errno
 import os
 import re
 import signal
@@ -107,6 +108,10 @@ def finish(sock):
         sock.shutdown(socket.SHUT_WR)
         head = sock.recv(64)
     except (ConnectionResetError, BrokenPipeError):
+        return None
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:  # a reset that came before the shutdown
+            raise
         return None
     finally:
         sock.close()
