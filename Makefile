@@ -36,7 +36,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 CMAKE_FLAGS := -DPython3_EXECUTABLE=$(PYTHON)
 
-.PHONY: all deps build build-asan build-tsan build-python test test-c test-c-asan test-c-tsan \
+.PHONY: fuzz-build fuzz-long all deps build build-asan build-tsan build-python test test-c test-c-asan test-c-tsan \
         test-c-client-only openssl35 test-c-openssl35 test-python test-lua test-lua-asan demo bench fuzz clean
 
 all: build
@@ -173,16 +173,36 @@ bench: build build-python
 # library as CMakeLists.txt describes it, instrumented (HUSH_SANITIZE=fuzzer).
 FUZZ_TARGETS := json envelope_v1 base64 attest mlkem_decaps xwing_decaps hpke_open hpke_keyfile \
                 keyconfig_v2 frames_v2 enroll
-fuzz: deps
+fuzz-build: deps
 	@command -v clang-14 >/dev/null || $(SUDO) apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
 	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \
 	  -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DHUSH_SANITIZE=fuzzer -DHUSH_BUILD_TESTS=OFF -DHUSH_WITH_LUA=OFF \
 	  >/dev/null
 	cmake --build $(BUILD_FUZZ) -j$(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(BUILD_FUZZ)/corpus_$$t; \
 	  TSS2_LOG=all+none ./$(BUILD_FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) $(BUILD_FUZZ)/corpus_$$t \
 	    tests/fuzz/corpus/$$t || exit 1; \
+	done
+
+# Fuzzing at length: every target for FUZZ_LONG_SECONDS (default 10 minutes)
+# each, a line of figures per target, then the inputs that added coverage
+# merged into the committed seed corpora (libFuzzer's -merge=1), which every
+# test run replays. Commit tests/fuzz/corpus afterwards.
+FUZZ_LONG_SECONDS ?= 600
+fuzz-long: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  log=$(BUILD_FUZZ)/fuzz-long-$$t.log; mkdir -p $(BUILD_FUZZ)/corpus_$$t; \
+	  TSS2_LOG=all+none ./$(BUILD_FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_LONG_SECONDS) \
+	    -print_final_stats=1 $(BUILD_FUZZ)/corpus_$$t tests/fuzz/corpus/$$t >$$log 2>&1 || \
+	    { tail -n 60 $$log; echo "fuzz-long: $$t FAILED (log: $$log)"; exit 1; }; \
+	  before=$$(ls tests/fuzz/corpus/$$t | wc -l); \
+	  TSS2_LOG=all+none ./$(BUILD_FUZZ)/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t \
+	    $(BUILD_FUZZ)/corpus_$$t >>$$log 2>&1 || { tail -n 20 $$log; exit 1; }; \
+	  echo "fuzz-long: $$t $$(grep -m1 '^stat::number_of_executed_units' $$log | cut -d: -f4 | tr -d ' ') runs in $(FUZZ_LONG_SECONDS) s," \
+	    "corpus $$before -> $$(ls tests/fuzz/corpus/$$t | wc -l) entries"; \
 	done
 
 clean:
