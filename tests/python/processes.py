@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
@@ -109,6 +110,13 @@ class EhbpPeer(Child):
             self.kill()
             pytest.fail("unexpected first line %r:\n%s" % (self.first_line, self.log()))
         self.url = "http://127.0.0.1:%d" % int(self.first_line.split()[1])
+
+
+def peer_control(url, **order):
+    """Send the EHBP peer's /__control `order`; its answer (counts included)."""
+    answer = httpx.post(url + "/__control", json=order)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 REDIS_ATTEMPTS = 5

@@ -22,7 +22,7 @@ import pytest
 
 from hushcall import _core
 from hushcall.errors import InvalidArgumentError, SecurityError
-from processes import ROOT, EhbpPeer, EkCa, Swtpm, _env
+from processes import ROOT, EhbpPeer, peer_control as control, EkCa, Swtpm, _env
 
 AIK_HANDLE = "0x81000002"
 PCRS = "sha256:0,7,10"
@@ -89,11 +89,6 @@ def honest(peer):
     yield peer
     control(peer, attest={})
 
-
-def control(url, **order):
-    answer = httpx.post(url + "/__control", json=order)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 # ---- the qualifying data, from docs/attestation.md ---------------------------------

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 
 from hushcall import _core
-from processes import ROOT, EhbpPeer, EkCa, Swtpm, tpm_env
+from processes import ROOT, EhbpPeer, peer_control as control, EkCa, Swtpm, tpm_env
 
 AIK_HANDLE = "0x81000002"
 PCRS = "sha256:0,7,10"
@@ -63,11 +63,6 @@ def honest(peer):
     yield peer
     control(peer, attest={})
 
-
-def control(url, **order):
-    answer = httpx.post(url + "/__control", json=order)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 # ---- the qualifying data, from docs/attestation.md ----------------------------------
