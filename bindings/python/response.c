@@ -674,6 +674,16 @@ static PyObject *response_get_wiped(PyObject *op, void *Py_UNUSED(closure))
     return PyBool_FromLong(!view_live((ResponseObject *)op));
 }
 
+/* Read now, not at decode: the arena is whole once parsed, and a wiped
+ * document holds nothing to be locked. */
+static PyObject *response_get_locked(PyObject *op, void *Py_UNUSED(closure))
+{
+    ResponseObject *self = (ResponseObject *)op;
+    if (!view_live(self))
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(hush_arena_is_locked(hush_json_doc_arena(self->owner->doc)));
+}
+
 /* ---- repr: shape and _metadata, never content ---------------------------------- */
 
 static int append_str(PyObject *parts, PyObject *s)
@@ -985,6 +995,11 @@ static PyMethodDef response_methods[] = {
 static PyGetSetDef response_getset[] = {
     {"wiped", response_get_wiped, NULL,
      PyDoc_STR("True once the document is gone (wiped, collected, or from a parent process)."),
+     NULL},
+    {"locked", response_get_locked, NULL,
+     PyDoc_STR("True when the document's memory is mlock'ed. False when the kernel refused\n"
+               "(RLIMIT_MEMLOCK): still guarded, wiped and kept out of core dumps, but it\n"
+               "may be swapped. False once wiped."),
      NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
