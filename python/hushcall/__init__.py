@@ -38,10 +38,10 @@ from ._core import (
     ZeroOnFreeStr,
     __version__,
     decode,
-    encode,
     get_memory_protection_info,
 )
 from .client import AsyncClient, Client, SecureChatCompletion
+from .memory_lock import MemoryLockWarning, encode
 from .streams import AsyncStream, Stream
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "encode",
     "decode",
     "get_memory_protection_info",
+    "MemoryLockWarning",
     "KeyPair",
     "Response",
     "SecureBuffer",

@@ -22,6 +22,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Union
 
 from . import _core
+from .memory_lock import checked
 from .errors import InvalidRequestError, SecurityError
 from .streams import AsyncStream, Stream
 
@@ -124,7 +125,7 @@ class Client:
     def _create_embedding(self, model: Any = None, input: Any = None, **kwargs: Any) -> _core.Response:
         """Embeddings of `input` (v2 only)."""
         request, overrides = _split_fields({"model": model, "input": input}, kwargs)
-        return self._client.complete(request, path=EMBEDDINGS_PATH, **overrides)
+        return checked(self._client.complete(request, path=EMBEDDINGS_PATH, **overrides))
 
     def _list_models(self, **call_options: Any) -> _core.Response:
         return self.request("GET", MODELS_PATH, **call_options)
@@ -134,7 +135,7 @@ class Client:
     def _send(self, request: Dict[str, Any], path: Optional[str], overrides: Dict[str, Any]):
         if _wants_stream(request):
             return Stream(self._client.stream(request, path=path, **overrides))
-        return self._client.complete(request, path=path, **overrides)
+        return checked(self._client.complete(request, path=path, **overrides))
 
     def request(
         self,
@@ -158,7 +159,7 @@ class Client:
         if stream:
             _check_streamable(method)
             return Stream(self._client.stream(json, path=path, **options))
-        return self._client.complete(json, path=path, method=method, **options)
+        return checked(self._client.complete(json, path=path, method=method, **options))
 
     def public_key_pem(self) -> str:
         return self._client.public_key_pem()
@@ -319,7 +320,7 @@ class AsyncClient:
             call = engine.submit(self._client, request, **submit_options)
             self._futures[call] = fut
         try:
-            return await fut
+            return checked(await fut)
         except asyncio.CancelledError:
             with self._lock:
                 self._futures.pop(call, None)

@@ -18,6 +18,7 @@ import asyncio
 from typing import Any, Callable, Optional
 
 from . import _core
+from .memory_lock import checked
 
 __all__ = ["Stream", "AsyncStream"]
 
@@ -35,7 +36,7 @@ class Stream:
         return self
 
     def __next__(self) -> _core.Response:
-        return next(self._stream)
+        return checked(next(self._stream))
 
     @property
     def done(self) -> bool:
@@ -108,7 +109,7 @@ class AsyncStream:
                 self.close()
                 raise StopAsyncIteration
             if chunk is not None:
-                return chunk
+                return checked(chunk)
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
