@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import _core, gateway_attest, gateway_metrics, gateway_v2, keyring, replay
+from . import _core, gateway_attest, gateway_metrics, gateway_v2, keyring, memory_lock, replay
 from .errors import HushcallError
 from .gateway_limits import (DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
                              DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -271,6 +271,7 @@ class Gateway:
         rate = config.tpm_quotes_per_second
         self.quotes = TokenBuckets(rate, max(1, int(rate)))
         self.metrics = gateway_metrics.GatewayMetrics()
+        self.memory_lock = memory_lock.LockFailureWatch(log)
         self.take_quote = self.metrics.counted_refusals(functools.partial(self.quotes.take, "tpm"))
         self.buckets = None
         if config.rate_limit:
@@ -663,6 +664,7 @@ class Gateway:
             "client": request.remote,
         }
         self.metrics.observe(request, status, ms)
+        self.metrics.memory_lock_failures.inc(self.memory_lock.new_failures())
         if self.config.worker_index is not None:
             record["worker"] = self.config.worker_index
         if self.config.log_format == "json":
@@ -717,6 +719,7 @@ class Gateway:
         log.info("backend=%s key=%s tpm=%s memory_protection=%s", self.config.backend,
                  self.key.fingerprint, self.tpm.pcr_banks if self.tpm is not None else "-",
                  json.dumps(_core.get_memory_protection_info()))
+        self.metrics.memory_lock_failures.inc(self.memory_lock.new_failures())
         maintainer = None
         if self.v2 is not None:
             maintainer = asyncio.create_task(self.v2.maintain_forever(

@@ -169,6 +169,11 @@ class GatewayMetrics:
         self.tpm_quotes = metric(Counter, "tpm_quotes",
                                  "TPM quotes made or failed, and TPM calls refused by "
                                  "--tpm-quotes-per-second", ["outcome"])
+        # A counter fed with each process's new failures, not a gauge of the
+        # core's figure: a gauge set from a callback has no multiprocess mode.
+        self.memory_lock_failures = metric(Counter, "memory_lock_failures",
+                                           "Secure-memory regions the kernel refused to mlock "
+                                           "(RLIMIT_MEMLOCK): plaintext that may be swapped")
         self._zero_the_bounded_counters()
 
     @staticmethod
