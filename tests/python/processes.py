@@ -18,6 +18,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.par
 FAKE_OPENAI = os.path.join(ROOT, "tests", "interop", "fake_openai.py")
 EHBP_SERVER = os.path.join(ROOT, "tests", "interop", "ehbp_server.py")
 START_TIMEOUT = 60.0
+# A command prefix that runs a child with no locked memory to spare: RLIMIT_MEMLOCK
+# 0 and CAP_IPC_LOCK dropped (root's capability would ignore the limit).
+MEMLOCK_EXHAUSTED = ("prlimit", "--memlock=0:0", "setpriv", "--bounding-set=-ipc_lock",
+                     "--inh-caps=-ipc_lock")
 
 
 def _env():
@@ -72,11 +76,12 @@ class Child:
 
 
 class Gateway(Child):
-    """`python -m hushcall serve --port 0 ...`; `url` is where it listens."""
+    """`python -m hushcall serve --port 0 ...`, after `launcher` (a command
+    prefix such as MEMLOCK_EXHAUSTED) if any; `url` is where it listens."""
 
-    def __init__(self, tmp_path, *args, key_dir=None, env=None):
+    def __init__(self, tmp_path, *args, key_dir=None, env=None, launcher=()):
         self.key_dir = str(key_dir or tmp_path / "gateway-keys")
-        argv = [sys.executable, "-m", "hushcall", "serve", "--port", "0",
+        argv = [*launcher, sys.executable, "-m", "hushcall", "serve", "--port", "0",
                 "--key-dir", self.key_dir, *args]
         full_env = _env()
         full_env.update(env or {})
