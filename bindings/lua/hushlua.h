@@ -44,6 +44,7 @@
 #define HUSHLUA_REG_ENGINE "hushcall.engine_ud"  /* the engine userdata, made lazily */
 #define HUSHLUA_REG_INFLIGHT "hushcall.inflight" /* hush_call* -> call: submitted, not drained */
 #define HUSHLUA_REG_CALLS "hushcall.calls"       /* hush_call* -> call, weak values */
+#define HUSHLUA_REG_LOCK_WARNED "hushcall.lock_warned" /* true once warn() told of unlocked memory */
 
 /* ---- err tables ------------------------------------------------------------ */
 
@@ -290,7 +291,8 @@ hush_secbuf *hushlua_serialize(lua_State *L, int idx, size_t max_bytes);
  * caller fills it (hush_call_result), so nothing that can raise stands
  * between getting a document and its owner. */
 hush_json_doc **hushlua_push_document(lua_State *L);
-/* Push a response view over the root of the (filled) document at `doc_idx`. */
+/* Push a response view over the root of the (filled) document at `doc_idx`;
+ * the first answer of a state whose memory is not locked is told of with warn(). */
 void hushlua_push_root_view(lua_State *L, int doc_idx);
 /* Push the JSON text `text` as plain Lua tables (a server's error body);
  * a text that is not a JSON object becomes { detail = text }. */

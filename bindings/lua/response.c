@@ -161,6 +161,17 @@ static int view_wipe(lua_State *L)
     return 0;
 }
 
+/* resp:locked(): whether the document's memory is mlock'ed; false once wiped. */
+static int view_locked(lua_State *L)
+{
+    luaL_checkudata(L, 1, HUSHLUA_RESPONSE_MT);
+    lua_getiuservalue(L, 1, 1);
+    document *d = lua_touserdata(L, -1);
+    lua_pushboolean(L, d != NULL && d->doc != NULL &&
+                           hush_arena_is_locked(hush_json_doc_arena(d->doc)));
+    return 1;
+}
+
 static int view_totable(lua_State *L)
 {
     view *v = check_view(L, 1, NULL);
@@ -279,6 +290,7 @@ void hushlua_open_response(lua_State *L)
     };
     static const luaL_Reg view_methods[] = {
         {"wipe", view_wipe},
+        {"locked", view_locked},
         {"totable", view_totable},
         {"get", view_get},
         {NULL, NULL},
@@ -298,9 +310,31 @@ hush_json_doc **hushlua_push_document(lua_State *L)
     return &d->doc;
 }
 
+/* Lua 5.4's warn(), once per state, the first time an answer is not locked.
+ * Whether it shows is the host's choice (lua -W, warn("@on")), as for any
+ * warning; the flag lives in the registry, so each state warns once. */
+static void warn_once_if_unlocked(lua_State *L, hush_json_doc *doc)
+{
+    if (hush_arena_is_locked(hush_json_doc_arena(doc)))
+        return;
+    int warned = lua_getfield(L, LUA_REGISTRYINDEX, HUSHLUA_REG_LOCK_WARNED) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (warned)
+        return;
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, HUSHLUA_REG_LOCK_WARNED);
+    lua_warning(L,
+                "hushcall could not lock plaintext memory (mlock refused: RLIMIT_MEMLOCK too "
+                "small or no CAP_IPC_LOCK). It is still guarded, wiped and excluded from core "
+                "dumps, but the kernel may swap it to disk. Raise the limit (`ulimit -l`, "
+                "LimitMEMLOCK= in a systemd unit) or grant CAP_IPC_LOCK.",
+                0);
+}
+
 void hushlua_push_root_view(lua_State *L, int doc_idx)
 {
     document *d = luaL_checkudata(L, doc_idx, HUSHLUA_DOCUMENT_MT);
+    warn_once_if_unlocked(L, d->doc);
     push_view(L, doc_idx, hush_json_doc_root(d->doc));
 }
 
