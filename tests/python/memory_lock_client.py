@@ -1,10 +1,11 @@
 """Run by test_memory_limit.py as a child process, with or without locked memory
-to spare: whole answers (Client, AsyncClient), a streamed one and an encode()
-through hushcall against the gateway at argv[1] (API key argv[2]); prints one JSON line of what
-came back, whether each was locked, the MemoryLockWarnings issued and the
-process's lock failures."""
+to spare: whole answers (Client from several threads, AsyncClient), a streamed
+one and an encode() through hushcall against the gateway at argv[1] (API key
+argv[2]); prints one JSON line of what came back, whether each was locked, the
+MemoryLockWarnings issued and the process's lock failures."""
 
 import asyncio
+import concurrent.futures
 import json
 import sys
 import warnings
@@ -32,7 +33,10 @@ def main(url, api_key):
         # Every warning shown: the once is hushcall's own, not the filter's.
         warnings.simplefilter("always")
         client = hushcall.Client(url, allow_http=True, api_key=api_key)
-        answers = [client.chat.completions.create(**chat("call %d" % i)) for i in range(CALLS)]
+        # From several threads at once: the once must hold across them.
+        with concurrent.futures.ThreadPoolExecutor(CALLS) as pool:
+            answers = list(pool.map(
+                lambda i: client.chat.completions.create(**chat("call %d" % i)), range(CALLS)))
         answers.append(asyncio.run(async_answer(url, api_key)))
         chunks = list(client.chat.completions.create(**chat("streamed words", stream=True)))
         encoded = hushcall.encode(chat("encoded"))
