@@ -38,7 +38,7 @@ AUTH = {"Authorization": "Bearer " + KEY}
 V1 = {"allow_http": True, "protocol": "v1", "key_bits": 2048, "max_retries": 0,
       "timeout": 60, "api_key": KEY}
 V2 = dict(V1, protocol="v2")
-PROTOCOLS = {"v1": V1, "v2": V2}
+PROTOCOLS = {"v1": V1, "v2": V2, "v2-pq": dict(V2, require_pq=True)}
 ATTEMPTS = 64  # fresh connections reach both of two workers but with odds 2**-64
 WORKER = re.compile(r"worker (\d+) started: pid (\d+)")
 
@@ -158,13 +158,21 @@ class Caller:
 
 
 def start(callers):
-    for caller in callers:
-        caller.thread.start()
+    start_threads([caller.thread for caller in callers])
 
 
 def join(callers):
-    for caller in callers:
-        caller.thread.join()
+    join_threads([caller.thread for caller in callers])
+
+
+def start_threads(threads):
+    for thread in threads:
+        thread.start()
+
+
+def join_threads(threads):
+    for thread in threads:
+        thread.join()
 
 
 # ---- a worker killed mid-request and mid-stream ----------------------------------------------
@@ -228,3 +236,90 @@ def test_a_worker_killed_mid_request_and_mid_stream(two_workers, upstream):
         assert c.first.kind == ("truncated" if c.stream else "connection")
     assert [c.next for c in callers] == ["upstream: next"] * len(callers), \
         "the next call of every client object succeeds on a live process"
+
+
+# ---- an upstream that resets mid-stream ---------------------------------------------------
+
+def test_an_upstream_reset_mid_stream_is_an_incomplete_stream(two_workers):
+    """v2 only: protocol v1 has no streams (docs/python.md "Streaming")."""
+    go_on = threading.Event()
+    go_on.set()
+    callers = [Caller(two_workers.url, asynchronous, protocol, "stream-reset", True, "a b c d",
+                      threading.Barrier(1), go_on)
+               for asynchronous in (False, True) for protocol in ("v2", "v2-pq")]
+    start(callers)
+    join(callers)
+    assert [c.warm for c in callers] == ["upstream: warm"] * len(callers)
+    for c in callers:
+        assert type(c.first) is hushcall.IncompleteStreamError, repr(c.first)
+        assert c.first.kind == "truncated"
+        assert c.next == "upstream: next"
+
+
+# ---- an upstream that hangs ---------------------------------------------------------------
+
+WORKERS = 4
+HUNG = WORKERS - 1  # calls held by a hung upstream: fewer than the worker threads
+
+
+def in_flight(gw):
+    return httpx.get(gw.url + "/healthz", headers=AUTH).json()["in_flight"]
+
+
+def streams_left(upstream):
+    return httpx.get("http://127.0.0.1:%d/_last" % upstream.port).json()["streams"]["client_left"]
+
+
+def hung_call(url, outcomes):
+    try:
+        content(hushcall.Client(url, **V2).create(model="slow-60000", messages=user("hung")))
+    except hushcall.HushcallError as e:
+        outcomes.append(e)
+
+
+def ordinary_calls(url, count):
+    """`count` calls at once (v1 and v2 in turn), each on its own client: their texts.
+    A client's timeout, far below the hung upstream's 60 s, fails any that waits for
+    a worker thread the hung calls still hold."""
+    async def one(n):
+        options = dict(PROTOCOLS[("v1", "v2")[n % 2]], timeout=20)
+        async with hushcall.AsyncClient(url, **options) as client:
+            return content(await client.create(model="m", messages=user("ordinary %d" % n)))
+
+    async def all_of_them():
+        return await asyncio.gather(*(one(n) for n in range(count)))
+
+    return asyncio.run(all_of_them())
+
+
+def test_a_hung_upstream_gets_504_at_the_timeout_and_starves_no_worker(tmp_path, server_keys,
+                                                                        upstream):
+    gw = Gateway(tmp_path, "--backend", "openai:" + upstream.url, "--workers", str(WORKERS),
+                 "--upstream-timeout", "3", "--api-key", KEY,
+                 key_dir=keys_copy(server_keys, tmp_path))
+    try:
+        outcomes = []
+        hung = [threading.Thread(target=hung_call, args=(gw.url, outcomes)) for _ in range(HUNG)]
+        start_threads(hung)
+        wait_until(lambda: in_flight(gw) == HUNG)
+        assert ordinary_calls(gw.url, 2) == ["upstream: ordinary 0", "upstream: ordinary 1"]
+        assert in_flight(gw) == HUNG and outcomes == [], "answered while the hung calls wait"
+        join_threads(hung)
+        assert [(type(e), e.status_code) for e in outcomes] == [(hushcall.APIError, 504)] * HUNG
+
+        # A stream the upstream stops feeding: the client's own timeout ends it (a
+        # stream that began and was cut: incomplete), and the gateway, seeing its
+        # client go, closes the upstream request and frees the worker.
+        left = streams_left(upstream)
+        with pytest.raises(hushcall.IncompleteStreamError) as cut:
+            with hushcall.Client(gw.url, **dict(V2, timeout=1)).create(
+                    model="stream-hang", messages=user("hang"), stream=True) as chunks:
+                streamed_text(chunks, threading.Event())
+        assert "Timeout was reached" in str(cut.value)  # curl's words: the client's timeout
+        wait_until(lambda: in_flight(gw) == 0 and streams_left(upstream) > left)
+
+        assert ordinary_calls(gw.url, WORKERS) == [
+            "upstream: ordinary %d" % n for n in range(WORKERS)], "every worker thread free"
+        assert in_flight(gw) == 0
+    finally:
+        assert gw.stop() == 0
