@@ -16,6 +16,7 @@ sees it, and a client that leaves closing the upstream request
 (test_gateway_stream.py)."""
 
 import asyncio
+import collections
 import os
 import re
 import signal
@@ -31,6 +32,7 @@ from processes import Gateway, RedisServer, keys_copy
 from test_ehbp_peer import post, x25519_request
 from test_gateway import post_raw
 from test_gateway_replay import REPLAYED, Sender, seal_request
+from test_gateway_v2 import BODY
 
 KEY = "k-faults-17"
 AUTH = {"Authorization": "Bearer " + KEY}
@@ -323,3 +325,138 @@ def test_a_hung_upstream_gets_504_at_the_timeout_and_starves_no_worker(tmp_path,
         assert in_flight(gw) == 0
     finally:
         assert gw.stop() == 0
+
+
+# ---- Redis restarted under load ----------------------------------------------------------
+
+UNAVAILABLE = {"detail": "Replay store unavailable"}
+LOAD_THREADS = ("v1", "v2", "v1", "v2")  # per gateway
+PAUSE = 0.02  # seconds between one thread's calls: a steady stream, not a spin
+
+
+class Load:
+    """Threads calling one gateway (sync clients, v1 and v2) until stopped.
+    Each outcome is kept as (the phase its call began in, the text expected,
+    the text answered or the HushcallError). After a 503 the thread takes a
+    fresh client: a client's circuit breaker opens after five failures in a
+    row and would refuse calls before they are sent."""
+
+    def __init__(self, url, phase):
+        self.url, self.phase = url, phase  # phase: a one-item list the test moves on
+        self.outcomes = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(protocol, n))
+                        for n, protocol in enumerate(LOAD_THREADS)]
+        start_threads(self.threads)
+
+    def run(self, protocol, n):
+        client, k = None, 0
+        while not self.stopping.is_set():
+            client = client or hushcall.Client(self.url, **PROTOCOLS[protocol])
+            phase, text = self.phase[0], "load %d %d" % (n, k)
+            try:
+                got = content(client.create(model="m", messages=user(text)))
+            except hushcall.HushcallError as e:
+                got, client = e, None
+            self.outcomes.append((phase, "echo: " + text, got))
+            k += 1
+            time.sleep(PAUSE)
+
+    def count(self, phase, kind):
+        return sum(1 for p, _, got in self.outcomes if p == phase and isinstance(got, kind))
+
+    def stop(self):
+        self.stopping.set()
+        join_threads(self.threads)
+
+
+def metric(gw, outcome):
+    text = httpx.get(gw.url + "/metrics", headers=AUTH).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "hushcall_gateway_replay_store_unavailable_total" and \
+                    sample.labels == {"outcome": outcome}:
+                return sample.value
+    pytest.fail("no replay_store_unavailable sample for %s" % outcome)
+
+
+def refused_by_both_workers(url, send):
+    """Send a replay on fresh connections until both workers refused it (409)."""
+    refusers = set()
+    for _ in range(ATTEMPTS):
+        status, worker = send()
+        assert status == 409
+        refusers.add(worker)
+        if refusers == {"0", "1"}:
+            return
+    pytest.fail("only workers %s refused the replay" % refusers)
+
+
+def v1_replay_refused_by_both(gw):
+    alice, mallory = Sender(), Sender()
+    body = seal_request(gw.url, "after the restart")
+    assert post_raw(gw.url, body, dict(alice.headers("p-f1"), **AUTH))[0] == 200
+
+    def replay():
+        status, headers, detail = post_raw(gw.url, body, dict(mallory.headers("p-f1"), **AUTH))
+        assert status != 409 or detail == REPLAYED
+        return status, headers["Hushcall-Worker"]
+    refused_by_both_workers(gw.url, replay)
+
+
+def v2_replay_refused_by_both(gw):
+    enc, body, _ = x25519_request(gw.url, BODY)
+    assert post(gw.url, enc.hex(), body, **AUTH).status_code == 200
+
+    def replay():
+        answer = post(gw.url, enc.hex(), body, **AUTH)
+        return answer.status_code, answer.headers["Hushcall-Worker"]
+    refused_by_both_workers(gw.url, replay)
+
+
+def test_redis_restarted_under_load_fails_closed_or_open_as_configured(tmp_path, server_keys):
+    """Two gateways of two processes each, one failing closed and one open,
+    share a Redis that is stopped and started again while four clients call
+    each: closed, every answer is right or a 503; open, every answer is right.
+    After the restart every call is answered and replays are refused again by
+    both processes; the metrics count every refusal."""
+    redis_server = RedisServer(tmp_path)
+    keys = keys_copy(server_keys, tmp_path)
+    common = ("--processes", "2", "--replay-store", redis_server.url, "--api-key", KEY)
+    closed = Gateway(tmp_path, *common, key_dir=keys)
+    opened = Gateway(tmp_path, *common, "--replay-store-fail-open", key_dir=keys)
+    phase = ["before"]
+    loads = {"closed": Load(closed.url, phase), "open": Load(opened.url, phase)}
+    try:
+        wait_until(lambda: all(load.count("before", str) >= 4 for load in loads.values()))
+        redis_server.stop()
+        phase[0] = "down"
+        wait_until(lambda: loads["closed"].count("down", hushcall.ServiceUnavailableError) >= 4
+                   and loads["open"].count("down", str) >= 4)
+        assert redis_server.start()
+        phase[0] = "back"
+        wait_until(lambda: all(load.count("back", str) >= 8 for load in loads.values()))
+    finally:
+        for load in loads.values():
+            load.stop()
+    try:
+        counts = {name: collections.Counter((p, type(got).__name__) for p, _, got
+                                            in load.outcomes) for name, load in loads.items()}
+        for name, load in loads.items():
+            for p, expected, got in load.outcomes:
+                if isinstance(got, str):
+                    assert got == expected
+                else:
+                    assert name == "closed" and p != "back", (counts, repr(got))
+                    assert type(got) is hushcall.ServiceUnavailableError, repr(got)
+                    assert (got.status_code, got.error_details) == (503, UNAVAILABLE)
+        refused = sum(n for (p, kind), n in counts["closed"].items()
+                      if kind == "ServiceUnavailableError")
+        assert (metric(closed, "refused"), metric(closed, "answered_unchecked")) == (refused, 0)
+        assert metric(opened, "refused") == 0 and metric(opened, "answered_unchecked") >= 1
+        v1_replay_refused_by_both(closed)
+        v2_replay_refused_by_both(closed)
+    finally:
+        assert closed.stop() == 0
+        assert opened.stop() == 0
+        redis_server.stop()
