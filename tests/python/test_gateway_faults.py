@@ -18,7 +18,6 @@ sees it, and a client that leaves closing the upstream request
 import asyncio
 import collections
 import os
-import re
 import signal
 import threading
 import time
@@ -30,8 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import hushcall
 from processes import Gateway, RedisServer, keys_copy
 from test_ehbp_peer import post, x25519_request
-from test_gateway import post_raw
-from test_gateway_replay import REPLAYED, Sender, seal_request
+from test_gateway import post_raw, user
+from test_gateway_processes import ATTEMPTS, worker_pids
+from test_gateway_replay import REPLAYED, Sender, seal_request, upstream_count
 from test_gateway_v2 import BODY
 
 KEY = "k-faults-17"
@@ -42,8 +42,6 @@ V1 = {"allow_http": True, "protocol": "v1", "key_bits": 2048, "max_retries": 0,
 V2 = dict(V1, protocol="v2")
 PROTOCOLS = {"v1": V1, "v2": V2, "v2-pq": dict(V2, require_pq=True)}
 DEADLINE = 120.0  # seconds; see wait_until
-ATTEMPTS = 64  # fresh connections reach both of two workers but with odds 2**-64
-WORKER = re.compile(r"worker (\d+) started: pid (\d+)")
 
 
 def wait_until(condition):
@@ -54,18 +52,6 @@ def wait_until(condition):
         if time.monotonic() > end:
             pytest.fail("still waiting after %.0f s" % DEADLINE)
         time.sleep(0.05)
-
-
-def worker_pids(gw):
-    return {int(i): int(pid) for i, pid in WORKER.findall(gw.log())}
-
-
-def upstream_count(upstream):
-    return httpx.get("http://127.0.0.1:%d/_last" % upstream.port).json()["count"]
-
-
-def user(text):
-    return [{"role": "user", "content": text}]
 
 
 def content(answer):
