@@ -1,8 +1,9 @@
 """The gateway's Prometheus metrics (docs/operations.md "Metrics"): what
 each request came to, the core's open, backend and seal times, replay
 refusals, cryptographic and upstream failures, key rotations, TPM
-quotes and replay checks the shared replay store could not make. Every label takes values from a fixed set: never a path, a caller
-or anything a client wrote. With PROMETHEUS_MULTIPROC_DIR set (several
+quotes and replay checks the shared replay store could not make. Every
+label takes values from a fixed set: never a path, a caller or anything a
+client wrote. With PROMETHEUS_MULTIPROC_DIR set (several
 gateway processes on one port) prometheus_client keeps the values in files
 there, and a scrape sums every process's. prometheus_client reads the
 variable when it is first imported: a parent that forks its workers sets it
