@@ -188,7 +188,8 @@ CALLERS = 2 * 3 * 3  # sync and async; three each of a v1 call, a v2 call and a 
 
 def test_a_worker_killed_mid_request_and_mid_stream(two_workers, upstream):
     gw = two_workers
-    callers, all_ready, go_on = [], threading.Barrier(CALLERS + 1, timeout=DEADLINE), threading.Event()
+    callers, go_on = [], threading.Event()
+    all_ready = threading.Barrier(CALLERS + 1, timeout=DEADLINE)
     for asynchronous in (False, True):
         for n in range(3):
             for protocol in ("v1", "v2"):
@@ -447,8 +448,9 @@ def tally(load):
 
 def restart_under_load(redis_server, urls):
     """Stop and start `redis_server` while a Load calls each of `urls` (the
-    gateway failing "closed" and the one failing "open"); the Loads, stopped. Calls that began in a phase may
-    end in the next: one begun "down" may be answered once Redis is back."""
+    gateway failing "closed" and the one failing "open"); the Loads, stopped.
+    A call that began in one phase may end in the next: one begun "down" may
+    be answered once Redis is back."""
     phase = ["before"]
     loads = {name: Load(url, phase) for name, url in urls.items()}
     try:
