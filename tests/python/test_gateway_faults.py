@@ -18,6 +18,7 @@ sees it, and a client that leaves closing the upstream request
 import asyncio
 import collections
 import os
+import re
 import signal
 import threading
 import time
@@ -229,6 +230,32 @@ def test_a_worker_killed_mid_request_and_mid_stream(two_workers, upstream):
         assert c.first.kind == ("truncated" if c.stream else "connection")
     assert [c.next for c in callers] == ["upstream: next"] * len(callers), \
         "the next call of every client object succeeds on a live process"
+
+
+def worker_of(gw, payload_id):
+    """The index of the worker whose access log answered `payload_id`."""
+    pattern = re.compile(r"payload_id=%s .*worker=(\d+)" % re.escape(payload_id))
+    wait_until(lambda: pattern.search(gw.log()))
+    return int(pattern.search(gw.log()).group(1))
+
+
+def test_with_retries_a_call_on_a_killed_worker_is_answered_by_another(two_workers, upstream):
+    """What the table in docs/client.md promises for a dropped connection:
+    with retries allowed, the call is sent again on a new connection, and a
+    live worker answers it (the upstream sees it twice)."""
+    gw = two_workers
+    client = hushcall.Client(gw.url, **dict(V1, max_retries=2))
+    warm = client.create(model="m", messages=user("warm"))
+    worker = worker_of(gw, warm["_metadata"]["payload_id"])  # the kept connection's
+    before, answers = upstream_count(upstream), []
+    call = threading.Thread(target=lambda: answers.append(content(client.create(
+        model="slow-2000", messages=user("retried")))))
+    call.start()
+    wait_until(lambda: upstream_count(upstream) > before)
+    os.kill(worker_pids(gw)[worker], signal.SIGKILL)
+    call.join()
+    assert answers == ["upstream: retried"]
+    assert upstream_count(upstream) == before + 2, "sent once, killed, sent again"
 
 
 # ---- an upstream that resets mid-stream ---------------------------------------------------
