@@ -2,8 +2,10 @@
 clients see"), with real hushcall clients (Client and AsyncClient, v1 and
 v2) in flight: a worker of `serve --processes 2` killed with SIGKILL
 mid-request and mid-stream, Redis stopped and started again under a steady
-load, an upstream that hangs, and one that resets mid-stream. Every client
-has its own timeout, so none can hang; no test asserts a duration.
+load, an upstream that hangs, and one that resets mid-stream. Clients are
+made with max_retries=0 to see each failure as it happened, but for one
+that shows a retry taking a killed worker's call to a live one. Every
+client has its own timeout, so none can hang; no test asserts a duration.
 
 Proved elsewhere and not repeated here: a worker killed with requests half
 sent (raw sockets), its restart, and v2 streams cut by a kill seen by fresh
