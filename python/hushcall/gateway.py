@@ -282,6 +282,9 @@ class Gateway:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="hushcall-gateway")
         self.replay_store, v2_replay_store = replay_stores(config)
+        outage = getattr(self.replay_store, "outage", None)  # Redis's, shared by v1 and v2
+        if outage is not None:
+            outage.on_failed = self.metrics.replay_store_failed
         self.answer_cache = replay.AnswerCache()
         self.v2 = None
         if ring is not None:

@@ -1,8 +1,9 @@
 """The gateway's Prometheus metrics (docs/operations.md "Metrics"): what
 each request came to, the core's open, backend and seal times, replay
-refusals, cryptographic and upstream failures, key rotations and TPM
-quotes. Every label takes values from a fixed set: never a path, a caller
-or anything a client wrote. With PROMETHEUS_MULTIPROC_DIR set (several
+refusals, cryptographic and upstream failures, key rotations, TPM
+quotes and replay checks the shared replay store could not make. Every
+label takes values from a fixed set: never a path, a caller or anything a
+client wrote. With PROMETHEUS_MULTIPROC_DIR set (several
 gateway processes on one port) prometheus_client keeps the values in files
 there, and a scrape sums every process's. prometheus_client reads the
 variable when it is first imported: a parent that forks its workers sets it
@@ -59,6 +60,9 @@ INVALID_PACKAGE = "Invalid encrypted payload"
 UPSTREAM_KINDS = ("http", "unavailable")
 TPM_ANSWER_FAILED = "TPM attestation failed"  # a v1 answer's quote failed in the core
 QUOTE_OUTCOMES = ("made", "failed", "rate_refused")
+# A replay-store decision Redis could not make: refused (503, fail closed) or answered
+# without the check (--replay-store-fail-open).
+REPLAY_STORE_OUTCOMES = ("refused", "answered_unchecked")
 
 # Request latencies run from a key fetch (sub-millisecond) to an upstream's minutes.
 REQUEST_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120,
@@ -174,6 +178,10 @@ class GatewayMetrics:
         self.memory_lock_failures = metric(Counter, "memory_lock_failures",
                                            "Secure-memory regions the kernel refused to mlock "
                                            "(RLIMIT_MEMLOCK): plaintext that may be swapped")
+        self.replay_store_unavailable = metric(
+            Counter, "replay_store_unavailable",
+            "Replay checks that found the shared replay store (Redis) unavailable: refused "
+            "(503) or answered unchecked (--replay-store-fail-open)", ["outcome"])
         self._zero_the_bounded_counters()
 
     @staticmethod
@@ -191,6 +199,8 @@ class GatewayMetrics:
             self.key_rotations.labels(suite)
         for outcome in QUOTE_OUTCOMES:
             self.tpm_quotes.labels(outcome)
+        for outcome in REPLAY_STORE_OUTCOMES:
+            self.replay_store_unavailable.labels(outcome)
 
     # ---- what the gateway reports ------------------------------------------
 
@@ -251,6 +261,11 @@ class GatewayMetrics:
                 self.tpm_quotes.labels("rate_refused").inc()
             return wait
         return counted
+
+    def replay_store_failed(self, fail_open: bool) -> None:
+        """One replay check Redis did not answer (replay_redis.Outage.failed)."""
+        self.replay_store_unavailable.labels(
+            "answered_unchecked" if fail_open else "refused").inc()
 
     def key_rotated(self, ring_suite: str) -> None:
         self.key_rotations.labels(RING_SUITES.get(ring_suite, "none")).inc()

@@ -34,7 +34,7 @@ import math
 import threading
 import time
 import urllib.parse
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -78,10 +78,12 @@ class Outage:
     """Whether Redis answers, as the latest decision found: one warning when
     it stops, one line when it is back. Shared by the v1 and v2 stores of a
     gateway. `unchecked` counts the requests let through unchecked (fail
-    open), `refused` those refused with 503 (fail closed)."""
+    open), `refused` those refused with 503 (fail closed); `on_failed`, when
+    set, is told of each (with fail_open), for the metrics."""
 
     def __init__(self, fail_open: bool):
         self.fail_open = fail_open
+        self.on_failed: Optional[Callable[[bool], None]] = None
         self.down = False
         self.unchecked = 0
         self.refused = 0
@@ -94,6 +96,8 @@ class Outage:
                 self.unchecked += 1
             else:
                 self.refused += 1
+        if self.on_failed is not None:
+            self.on_failed(self.fail_open)
         if started:
             # redis-py's messages name the address and the failure, never a password.
             log.warning("replay store unavailable (%s: %.200s): %s", type(error).__name__, error,

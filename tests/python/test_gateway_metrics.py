@@ -35,7 +35,7 @@ LABEL_VALUES = {
     "protocol": {"v1", "v2", "plaintext", "none"},
     "suite": {"x25519", "xwing", "rsa", "none"},
     "phase": {"open", "backend", "seal"},
-    "outcome": {"made", "failed", "rate_refused"},
+    "outcome": {"made", "failed", "rate_refused", "refused", "answered_unchecked"},
 }
 CODE = re.compile(r"[1-5][0-9][0-9]\Z")
 
