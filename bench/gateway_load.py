@@ -190,10 +190,13 @@ class Load:
     """`n` chat completions through hushcall.AsyncClient, at most `in_flight`
     at once, kinds taken in turn from `kinds` (one client per kind). Each
     prompt is unique; each answer must be its echo in the expected suite.
-    `on_done(count)` runs after every completed request (answered or failed)."""
+    `on_done(count)` runs after every completed request (answered or failed).
+    `v1_key`, a hushcall.KeyPair, is the v1 client's RSA key: made once for
+    every gateway, as a client keeps its key, rather than once per client."""
 
-    def __init__(self, url, kinds, n, in_flight, on_done=None):
+    def __init__(self, url, kinds, n, in_flight, on_done=None, v1_key=None):
         self.url, self.kinds, self.n, self.in_flight = url, kinds, n, in_flight
+        self.v1_key = v1_key
         self.on_done = on_done or (lambda count: None)
         self.run_id = uuid.uuid4().hex[:12]
         self.latencies = []  # seconds, of the answers that were right
@@ -214,6 +217,8 @@ class Load:
             options = dict(KINDS[kind])
             if kind == "v2-x25519":
                 options["v2_key_fingerprint"] = x25519_pin(self.url)
+            if kind == "v1" and self.v1_key is not None:
+                options["client_key"] = self.v1_key
             out[kind] = hushcall.AsyncClient(self.url, allow_http=True, max_retries=0,
                                              **options)
         return out

@@ -34,6 +34,7 @@ import gateway_load
 PROCESSES = (1, 2)
 STORES = ("in-process", "redis")
 PROTOCOLS = {"v1": ["v1"], "v2": ["v2-x25519", "v2-xwing"]}
+V1_CLIENT_KEY_BITS = 4096  # NOMYO's
 ROW = "%5s  %-10s  %-5s  %8s  %8s  %7s  %7s  %6s  %4s  %s"
 
 
@@ -53,6 +54,9 @@ def print_row(processes, store, protocol, load):
 def run_cells(workdir, redis_url, args):
     """Every cell, in order; the number of failed requests and gateways that
     did not stop cleanly."""
+    import hushcall
+
+    v1_key = hushcall.KeyPair.generate(V1_CLIENT_KEY_BITS)
     failed = 0
     for processes in PROCESSES:
         for store in STORES:
@@ -62,7 +66,8 @@ def run_cells(workdir, redis_url, args):
                 for protocol, kinds in PROTOCOLS.items():
                     n = args.v1_requests if protocol == "v1" else args.requests
                     load = asyncio.run(
-                        gateway_load.Load(gateway.url, kinds, n, args.in_flight).run())
+                        gateway_load.Load(gateway.url, kinds, n, args.in_flight,
+                                          v1_key=v1_key).run())
                     print_row(processes, store, protocol, load)
                     failed += len(load.failures)
             finally:
