@@ -11,7 +11,7 @@ suite, picked by pinning the gateway's X25519 config) and X-Wing, from two
 hushcall.AsyncClients in this process. Each prompt is unique and each answer
 must be its echo, in the suite asked for. One client process is enough: it
 holds the 256 in flight (measured: the time-average of requests outstanding,
-Little's law, ~245 of 256 on 2 shared cores) while its event loop's thread is
+Little's law, 243-254 of 256 on 2 shared cores) while its event loop's thread is
 <10% busy; the client line says both for every run (near 100% busy would mean
 the client limits, not the gateway).
 
