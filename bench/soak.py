@@ -32,8 +32,9 @@ grown to their working size) to the last, and a verdict:
         replaced now and then) at most 1 + 2 x in-flight in every sample; the
         others (logs, Redis, key files, the event loop's) were 14 per worker
         in every sample but a few where a socket pair lived for one request:
-        the fewest of the last 3 samples is compared, and a leak of one per
-        8,000 requests (10 over the 80,000) would exceed the slack.
+        the fewest of the last 3 samples is compared with the fewest since
+        the baseline, and a leak of one per 8,000 requests (10 over the
+        80,000) would exceed the slack.
 
 Exit status 1 when not flat, when any answer was wrong or failed, when a
 pid changed or the gateway did not stop cleanly. Timing is printed (req/s),
@@ -120,8 +121,8 @@ def print_row(row):
 def growth(rows, roles, max_connections):
     """Print each process's growth from the baseline sample to the last; True
     when every one is flat. Descriptors that live for one request (a socket
-    pair, a connection being replaced) show up in single samples, a leak
-    stays: the end's count is the fewest of the last END_SAMPLES samples."""
+    pair) show up in single samples, a leak stays: the fewest of the last
+    END_SAMPLES samples is compared with the fewest since the baseline."""
     at = 1 if len(rows) > 2 else 0
     base, last = rows[at], rows[-1]
     end = rows[max(at + 1, len(rows) - END_SAMPLES):] or [last]
@@ -129,8 +130,9 @@ def growth(rows, roles, max_connections):
           "fds <= +%d, conns <= %d in every sample):"
           % (base[0], last[0], RSS_GROWTH_LIMIT * 100, FD_SLACK, max_connections))
     flat = True
-    for k, (role, (rss0, _, fds0), (rss1, _, _)) in enumerate(zip(roles, base[2], last[2])):
+    for k, (role, (rss0, _, _), (rss1, _, _)) in enumerate(zip(roles, base[2], last[2])):
         rss_growth = (rss1 - rss0) / rss0
+        fds0 = min(row[2][k][2] for row in rows[at:])
         fds1 = min(row[2][k][2] for row in end)
         most = max(row[2][k][1] for row in rows)
         ok = (rss_growth < RSS_GROWTH_LIMIT and fds1 - fds0 <= FD_SLACK
