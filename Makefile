@@ -169,6 +169,22 @@ bench: build build-python
 	PYTHONPATH=python $(PYTHON) bench/bench_v2.py
 	PYTHONPATH=python $(PYTHON) bench/bench_stream.py
 
+# Issue 17's soak and load (bench/soak.py, bench/load.py; docs/operations.md
+# "Soak and load"): figures, not tests, and not part of `make test`. The soak
+# exits 1 on a wrong answer or a process that did not stay flat.
+SOAK_REQUESTS ?= 100000
+SOAK_IN_FLIGHT ?= 256
+LOAD_REQUESTS ?= 10000
+LOAD_V1_REQUESTS ?= 2000
+LOAD_IN_FLIGHT ?= 256
+.PHONY: soak load
+soak: build-python
+	PYTHONPATH=python $(PYTHON) bench/soak.py --requests $(SOAK_REQUESTS) --in-flight $(SOAK_IN_FLIGHT)
+
+load: build-python
+	PYTHONPATH=python $(PYTHON) bench/load.py --requests $(LOAD_REQUESTS) \
+	  --v1-requests $(LOAD_V1_REQUESTS) --in-flight $(LOAD_IN_FLIGHT)
+
 # Coverage-guided fuzzing with libFuzzer (clang), one target at a time; the
 # library as CMakeLists.txt describes it, instrumented (HUSH_SANITIZE=fuzzer).
 FUZZ_TARGETS := json envelope_v1 base64 attest mlkem_decaps xwing_decaps hpke_open hpke_keyfile \
