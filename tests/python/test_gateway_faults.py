@@ -317,7 +317,9 @@ def ordinary_calls(url, count):
 def test_a_hung_upstream_gets_504_at_the_timeout_and_starves_no_worker(tmp_path, server_keys,
                                                                         upstream):
     gw = Gateway(tmp_path, "--backend", "openai:" + upstream.url, "--workers", str(WORKERS),
-                 "--upstream-timeout", "3", "--api-key", KEY,
+                 # Long enough for the ordinary calls below on a loaded machine: they
+                 # must be answered while the hung ones still wait.
+                 "--upstream-timeout", "8", "--api-key", KEY,
                  key_dir=keys_copy(server_keys, tmp_path))
     try:
         outcomes = []
@@ -334,7 +336,8 @@ def test_a_hung_upstream_gets_504_at_the_timeout_and_starves_no_worker(tmp_path,
         # client go, closes the upstream request and frees the worker.
         left = streams_left(upstream)
         with pytest.raises(hushcall.IncompleteStreamError) as cut:
-            with hushcall.Client(gw.url, **dict(V2, timeout=1)).create(
+            # Its timeout leaves room for the first chunk on a loaded machine.
+            with hushcall.Client(gw.url, **dict(V2, timeout=5)).create(
                     model="stream-hang", messages=user("hang"), stream=True) as chunks:
                 streamed_text(chunks, threading.Event())
         assert "Timeout was reached" in str(cut.value)  # curl's words: the client's timeout
