@@ -1,8 +1,10 @@
 """docs/operations.md kept honest: every gateway command line in it (the
 systemd unit's ExecStart, and each `python -m hushcall serve ...` in its code
 blocks) parses with the gateway's own command-line parser, every option
-existing and every value valid, and its systemd unit passes
-`systemd-analyze verify` without a warning."""
+existing and every value valid, its systemd unit passes
+`systemd-analyze verify` without a warning, reloads with SIGHUP, and takes
+the clients' API keys from a file the setup makes so that the gateway's own
+check accepts it."""
 
 import os
 import re
@@ -11,7 +13,7 @@ import subprocess
 
 import pytest
 
-from hushcall import cli, gateway
+from hushcall import cli, gateway, gateway_reload
 from processes import ROOT, _need
 
 DOC = os.path.join(ROOT, "docs", "operations.md")
@@ -21,6 +23,8 @@ CODE_BLOCK = re.compile(r"^```[\w-]*\n(.*?)^```", re.M | re.S)
 # systemd's expansion in ExecStart: $NAME splits at spaces into words, ${NAME} is one word.
 UNBRACED_VARIABLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 BRACED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# The setup's way of making an empty file with its owner and mode.
+INSTALLED_FILE = re.compile(r"^install -m (0[0-7]{3}) -o (\S+) -g (\S+) /dev/null (\S+)", re.M)
 # The doc's way of leaving options out of a command line.
 ELIDED = "..."
 
@@ -138,12 +142,39 @@ def test_the_units_exec_start_parses(monkeypatch):
     environment = [(name, value) for name, value in environment_file().items()
                    if name == cli.REPLAY_STORE_ENV]  # the one the parser checks
     config = parsed(serve_options(exec_start_argv()), monkeypatch, environment)
-    assert config.api_keys == environment_file()["HUSHCALL_GATEWAY_API_KEYS"].split()
+    assert config.api_keys == [], "API keys on the unit's command line, readable in /proc"
     assert config.replay_store == environment_file()[cli.REPLAY_STORE_ENV]
     # systemd must give the requests in flight their --shutdown-timeout, and more.
     assert float(unit_setting("TimeoutStopSec")) > config.shutdown_timeout
     assert unit_setting("KillSignal") == "SIGTERM"
     assert config.key_dir.startswith("/var/lib/%s/" % unit_setting("StateDirectory"))
+
+
+def installed_files():
+    """path -> (mode, owner) of the files the documented setup makes."""
+    setup = [b for b in code_blocks() if b.startswith("useradd ")]
+    assert len(setup) == 1, "docs/operations.md: expected one setup block (useradd ...)"
+    return {path: (int(mode, 8), owner)
+            for mode, owner, _, path in INSTALLED_FILE.findall(setup[0])}
+
+
+def test_the_units_api_key_file_is_one_the_gateway_accepts(monkeypatch, tmp_path):
+    """The key file the unit names is made by the setup, owned by the unit's
+    user, with a mode the gateway's own check accepts."""
+    config = parsed(serve_options(exec_start_argv()), monkeypatch)
+    files = installed_files()
+    assert config.api_key_file in files, "the setup does not make %s" % config.api_key_file
+    mode, owner = files[config.api_key_file]
+    assert owner == unit_setting("User")
+    made = tmp_path / "api-keys"
+    made.write_text("# a client\nsome-key\n")
+    made.chmod(mode)
+    assert gateway_reload.read_api_key_file(str(made)) == ["some-key"]
+
+
+def test_the_unit_reloads_with_sighup():
+    # $MAINPID is the parent under --processes: it forwards SIGHUP to the workers.
+    assert unit_setting("ExecReload") == "/bin/kill -HUP $MAINPID"
 
 
 def test_every_documented_serve_command_line_parses(monkeypatch):
