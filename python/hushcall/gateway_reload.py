@@ -106,19 +106,26 @@ def reload_tls(context: ssl.SSLContext, cert: str, key: str) -> None:
     context of their own first: loading a chain into the serving one and then
     failing on its key would leave it a certificate without a key."""
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key,
+                                                              password=_no_password)
+    except (OSError, ssl.SSLError, ValueError) as e:
         log.warning("SIGHUP: TLS certificate not reloaded, the one in use stays: "
                     "%s with %s does not load: %s", cert, key, e)
         return
     try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
+        context.load_cert_chain(cert, key, password=_no_password)
+    except (OSError, ssl.SSLError, ValueError) as e:
         # The files changed between the two loads: a later SIGHUP loads them whole.
         log.error("SIGHUP: TLS certificate half reloaded, %s or %s changed while it "
                   "loaded: %s; send SIGHUP again", cert, key, e)
         return
     log.info("SIGHUP: TLS certificate reloaded from %s", cert)
+
+
+def _no_password() -> bytes:
+    """An encrypted key: refused, where OpenSSL would ask for its password on
+    the terminal and hold the event loop until someone answered."""
+    raise ValueError("the key is encrypted, and the gateway takes no password for it")
 
 
 def reload_api_keys(gateway) -> None:

@@ -17,6 +17,7 @@ import urllib.parse
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from processes import ROOT, Gateway, _env, keys_copy
 
@@ -169,6 +170,13 @@ def install(pki, tmp_path, key_from=None):
         os.replace(staged, tmp_path / name)
 
 
+def encrypt_key(path):
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.BestAvailableEncryption(b"a password")))
+
+
 def tls_gateway(tmp_path, server_keys, *args):
     return Gateway(tmp_path, "--no-v2", "--tls-cert", str(tmp_path / "server.pem"),
                    "--tls-key", str(tmp_path / "server.key"), *args,
@@ -208,11 +216,15 @@ def test_sighup_serves_a_renewed_certificate_and_refuses_a_bad_one(tmp_path, ser
         # The connection made before goes on, with the certificate it was made with.
         assert healthz(kept_open)[::2] == (200, der(first))
         kept_open.close()
-        # A key that is not the certificate's, then a key file gone: the renewed one stays.
+        # A key that is not the certificate's, the right key encrypted, then a key
+        # file gone: each refused, the renewed certificate stays.
         install(first, tmp_path, key_from=renewed)
         hang_up(gw, "TLS certificate not reloaded", 1)
-        (tmp_path / "server.key").unlink()
+        install(renewed, tmp_path)
+        encrypt_key(tmp_path / "server.key")
         hang_up(gw, "TLS certificate not reloaded", 2)
+        (tmp_path / "server.key").unlink()
+        hang_up(gw, "TLS certificate not reloaded", 3)
         assert healthz(connect(gw))[::2] == (200, der(renewed))
     finally:
         assert gw.stop() == 0
