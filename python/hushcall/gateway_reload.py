@@ -136,5 +136,5 @@ def reload_api_keys(gateway) -> None:
                     len(gateway.api_keys), e)
         return
     gateway.api_keys = keys
-    log.info("SIGHUP: %d API keys in use, from --api-key and %s",
-             len(keys), gateway.config.api_key_file)
+    log.info("SIGHUP: %d API keys in use, %d from %s", len(keys),
+             len(keys) - len(gateway.config.api_keys), gateway.config.api_key_file)
