@@ -779,8 +779,7 @@ async def _main(config: GatewayConfig, password: Optional[str] = None,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # Until it serves (Gateway.serve then reloads on it): the files are still to be read.
-    loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP before serving: nothing to reload")
+    loop.add_signal_handler(signal.SIGHUP, gateway_reload.before_serving)
     if lifeline is not None:
         def parent_gone() -> None:  # the pipe reads as its end: once is enough
             loop.remove_reader(lifeline)
@@ -800,6 +799,7 @@ def run(config: GatewayConfig) -> None:
     config.processes > 1, from that many worker processes. SIGHUP rereads
     the files that may change while it serves (gateway_reload)."""
     configure_logging(config.log_format)
+    signal.signal(signal.SIGHUP, gateway_reload.before_serving)
     gateway_reload.check_api_key_file(config.api_key_file)
     if config.processes > 1:
         from . import gateway_processes

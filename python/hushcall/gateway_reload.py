@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 from .errors import HushcallError
 
 __all__ = ["ApiKeyFileError", "read_api_key_file", "check_api_key_file", "labelled_api_keys",
-           "reload"]
+           "before_serving", "reload"]
 
 log = logging.getLogger("hushcall.gateway")
 
@@ -84,6 +84,12 @@ def labelled_api_keys(command_line: List[str], path: Optional[str]) -> List[Tupl
     themselves go nowhere else): those of --api-key first, then the file's."""
     keys = list(command_line) + (read_api_key_file(path) if path is not None else [])
     return [(key.encode(), "key#%d" % n) for n, key in enumerate(keys, start=1)]
+
+
+def before_serving(*_signal_and_frame) -> None:
+    """SIGHUP while keys are made or loaded, before the gateway serves (it
+    would end the process): the files are read as it starts, so nothing to do."""
+    log.info("SIGHUP before serving: nothing to reload")
 
 
 def reload(gateway, context: Optional[ssl.SSLContext]) -> None:
