@@ -61,7 +61,8 @@ def _read_private_file(path: str) -> bytes:
         if mode & 0o077:
             raise ApiKeyFileError("--api-key-file %s is open to group or others (mode %04o): "
                                   "chmod 600 it" % (path, stat.S_IMODE(mode)))
-        data = os.read(fd, MAX_API_KEY_FILE_BYTES + 1)
+        with open(fd, "rb", closefd=False) as f:  # reads on until the size or the end
+            data = f.read(MAX_API_KEY_FILE_BYTES + 1)
     except OSError as e:
         raise ApiKeyFileError("--api-key-file %s: %s" % (path, e.strerror)) from None
     finally:
