@@ -17,7 +17,7 @@ FUZZ_SECONDS ?= 60
 
 APT_PACKAGES := build-essential cmake pkg-config locales libssl-dev libcurl4-openssl-dev libtss2-dev \
                 liblua5.4-dev lua5.4 luarocks swtpm swtpm-tools tpm2-tools valgrind curl perl \
-                redis-server
+                redis-server systemd
 # cryptography >= 47 has HPKE and ML-KEM for the live cross-checks;
 # cryptography-vectors (pinned) carries RFC 9180's, the HPKE-PQ and NIST's
 # ML-KEM known answers, which the C tests read where pip put them.

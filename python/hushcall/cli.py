@@ -64,7 +64,12 @@ def _add_serve(commands) -> None:
     p.add_argument("--key-dir", default=gateway.DEFAULT_KEY_DIR,
                    help="where the server key is kept (default %(default)s)")
     p.add_argument("--api-key", action="extend", nargs="+", default=[],
-                   help="accepted bearer tokens (default: no authentication)")
+                   help="accepted bearer tokens (default: no authentication); visible to "
+                        "local users in the process list: prefer --api-key-file")
+    p.add_argument("--api-key-file", metavar="PATH",
+                   help="accepted bearer tokens, one a line (blank lines and # comments "
+                        "left out), in a file only its owner may read (chmod 600); reread on "
+                        "SIGHUP; with --api-key, both are accepted")
     p.add_argument("--tls-cert", help="PEM certificate chain to serve https with")
     p.add_argument("--tls-key", help="its PEM private key")
     p.add_argument("--rate-limit", type=_positive_float,
@@ -187,7 +192,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--tls-cert and --tls-key go together")
     config = gateway.GatewayConfig(
         host=args.host, port=args.port, backend=args.backend, key_dir=args.key_dir,
-        api_keys=args.api_key, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        api_keys=args.api_key, api_key_file=args.api_key_file,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
         rate_limit=args.rate_limit, rate_burst=args.rate_burst,
         max_body_bytes=args.max_body_bytes, max_in_flight=args.max_in_flight,
         max_buffered_bytes=args.max_buffered_bytes, header_timeout=args.header_timeout,

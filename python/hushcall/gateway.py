@@ -27,7 +27,8 @@ from typing import Dict, List, Optional, Tuple, Union
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import _core, gateway_attest, gateway_metrics, gateway_v2, keyring, memory_lock, replay
+from . import (_core, gateway_attest, gateway_metrics, gateway_reload, gateway_v2, keyring,
+               memory_lock, replay)
 from .errors import HushcallError
 from .gateway_limits import (DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
                              DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -78,6 +79,7 @@ class GatewayConfig:
     backend: str = "echo"  # "echo" or "openai:<base URL>"
     key_dir: str = DEFAULT_KEY_DIR
     api_keys: List[str] = dataclasses.field(default_factory=list)
+    api_key_file: Optional[str] = None  # more keys, one a line; reread on SIGHUP
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
     rate_limit: Optional[float] = None  # requests per second per key; None is off
@@ -265,8 +267,7 @@ class Gateway:
             echo_delay_ms=config.echo_delay_ms,
         )
         # Labels, never the keys themselves, go into logs and rate-limit tables.
-        self.api_keys = [(key.encode(), "key#%d" % n)
-                         for n, key in enumerate(config.api_keys, start=1)]
+        self.api_keys = gateway_reload.labelled_api_keys(config.api_keys, config.api_key_file)
         # One bucket for the whole gateway: the TPM is one device behind one lock.
         rate = config.tpm_quotes_per_second
         self.quotes = TokenBuckets(rate, max(1, int(rate)))
@@ -710,6 +711,8 @@ class Gateway:
                                   shutdown_timeout=self.config.shutdown_timeout)
         await runner.setup()
         context = self.ssl_context()
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, gateway_reload.reload, self, context)
         # A worker of --processes binds the parent's port beside its siblings.
         site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=context,
                            reuse_port=self.config.worker_index is not None)
@@ -783,6 +786,7 @@ async def _main(config: GatewayConfig, password: Optional[str] = None,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway_reload.before_serving)
     if lifeline is not None:
         def parent_gone() -> None:  # the pipe reads as its end: once is enough
             loop.remove_reader(lifeline)
@@ -799,8 +803,11 @@ async def _main(config: GatewayConfig, password: Optional[str] = None,
 
 def run(config: GatewayConfig) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully; with
-    config.processes > 1, from that many worker processes."""
+    config.processes > 1, from that many worker processes. SIGHUP rereads
+    the files that may change while it serves (gateway_reload)."""
     configure_logging(config.log_format)
+    signal.signal(signal.SIGHUP, gateway_reload.before_serving)
+    gateway_reload.check_api_key_file(config.api_key_file)
     if config.processes > 1:
         from . import gateway_processes
         gateway_processes.run_parent(config)

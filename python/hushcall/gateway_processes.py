@@ -10,7 +10,8 @@ A worker gets its configuration, the key password and the upstream API key
 as one JSON line on its stdin, never in argv or the environment; the pipe
 stays open as its lifeline (the worker stops when the parent is gone). The
 parent restarts a worker that dies, after a backoff that grows while workers
-die young, and forwards SIGTERM and SIGINT for a graceful stop.
+die young, forwards SIGTERM and SIGINT for a graceful stop, and SIGHUP
+for each worker to reload its certificate and API keys (gateway_reload).
 """
 
 import asyncio
@@ -55,6 +56,8 @@ class Worker:
         self.started = 0.0
         self.backoff = 0.0
         self.restart_at: Optional[float] = None  # set while it waits to be restarted
+        self.listening = False  # until then SIGHUP would end it: it is sent after
+        self.reload_when_listening = False
 
 
 class Parent:
@@ -92,6 +95,10 @@ class Parent:
         if not line.startswith("listening on "):
             return False
         log.info("worker %d started: pid %d", worker.index, worker.proc.pid)
+        worker.listening = True
+        if worker.reload_when_listening:  # it may have read the files before they changed
+            worker.reload_when_listening = False
+            worker.proc.send_signal(signal.SIGHUP)
         return True
 
     def exited(self, worker: Worker, status: int) -> None:
@@ -102,6 +109,7 @@ class Parent:
         except BrokenPipeError:
             pass  # orders it never read: the pipe is closed all the same
         worker.proc = None
+        worker.listening = False
         if self.metrics is not None:
             self.metrics.worker_exited(pid)
         if self.stopping is not None:
@@ -117,12 +125,24 @@ class Parent:
     # ---- all of them ---------------------------------------------------------
 
     def on_signal(self, signum: int, frame) -> None:
-        """SIGTERM, SIGINT: stop; SIGCHLD: only wakes watch() (the wakeup fd)."""
+        """SIGTERM, SIGINT: stop; SIGHUP: reload; SIGCHLD: only wakes watch()
+        (the wakeup fd)."""
+        if signum == signal.SIGHUP and self.stopping is None:
+            self.forward_reload()
         if signum in (signal.SIGTERM, signal.SIGINT) and self.stopping is None:
             self.stopping = signum
             for worker in self.workers:
                 if worker.proc is not None and worker.proc.poll() is None:
                     worker.proc.send_signal(signum)
+
+    def forward_reload(self) -> None:
+        """SIGHUP to every worker listening; one still starting gets it once it listens."""
+        for worker in self.workers:
+            if worker.listening and worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGHUP)
+            elif worker.proc is not None:
+                worker.reload_when_listening = True
+        log.info("SIGHUP: forwarded to the workers")
 
     def watch(self, port: int) -> None:
         """Until every worker has stopped: reap, restart when due, sleep until
@@ -149,7 +169,7 @@ class Parent:
         self.wakeup_r.setblocking(False)
         self.wakeup_w.setblocking(False)
         signal.set_wakeup_fd(self.wakeup_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, self.on_signal)
         reserved = reserve_port(self.config.host, self.config.port)
         metrics_dir = tempfile.mkdtemp(prefix="hushcall-metrics-")  # 0700, ours alone
