@@ -271,6 +271,17 @@ def replay_cache(entries):
 # ---- main --------------------------------------------------------------------
 
 
+def machine_line():
+    """The cores the figures were measured on, and why they are a floor."""
+    cpus = os.cpu_count()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = cpus
+    return ("machine: %s CPUs (%s usable by this process); the client and the gateway share "
+            "these cores, so every figure is a floor" % (cpus, usable))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -281,15 +292,9 @@ def main():
     parser.add_argument("--workers", type=int, help="the gateway's --workers")
     args = parser.parse_args()
 
-    cpus = os.cpu_count()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = cpus
     print("bench_gateway: echo backend, RSA-4096 server key, %d requests at concurrency %d"
           % (args.requests, args.concurrency))
-    print("machine: %s CPUs (%s usable by this process); the client and the gateway share "
-          "these cores, so every figure below is a floor" % (cpus, usable))
+    print(machine_line())
 
     extra = ["--workers", str(args.workers)] if args.workers else []
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as workdir:

@@ -302,11 +302,4 @@ class Load:
             print("  ... and %d more failures" % (len(self.failures) - limit))
 
 
-def machine_line():
-    cpus = os.cpu_count()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = cpus
-    return ("machine: %s CPUs (%s usable); the client and the gateway share these cores, "
-            "so the figures are a floor" % (cpus, usable))
+machine_line = bench_gateway.machine_line  # for soak.py and load.py
