@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from processes import terminate
+
 _PYTHON_DIR = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "python")
 
 try:
@@ -41,13 +43,7 @@ def peer(tmp_path_factory):
                 pytest.fail("the NOMYO peer did not start: %r\n%s" % (line, log.read()))
             yield "http://127.0.0.1:%d" % int(line.split()[1])
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(proc)
             proc.stdout.close()
 
 

@@ -177,13 +177,7 @@ class RedisServer:
             return f.read()
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 # ---- a software TPM ------------------------------------------------------------
@@ -220,6 +214,18 @@ def _free_port_pair():
             t.close()
         return port
     pytest.fail("no free pair of loopback ports")
+
+
+def terminate(proc):
+    """SIGTERM, then SIGKILL after 10 s: `proc`'s exit status (None for no process)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode if proc is not None else None
 
 
 def _free_port():
@@ -357,14 +363,7 @@ class Swtpm:
         self.tool("tpm2_flushcontext", "-t")
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc is not None else None
+        return terminate(self.proc)
 
 
 def keys_copy(server_keys, tmp_path):

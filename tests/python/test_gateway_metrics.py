@@ -22,7 +22,7 @@ from processes import Gateway, keys_copy
 from test_ehbp_peer import AES256GCM, chat, post, x25519_request
 from test_gateway import post_raw
 from test_gateway_attest import start_tpm_gateway, stop_tpm_gateway
-from test_gateway_replay import Sender, seal_request
+from test_gateway_replay import alice, mallory, seal_request  # noqa: F401 (fixtures)
 from test_gateway_v2 import pq_request
 
 KEY = "k-metrics"
@@ -49,14 +49,6 @@ def gw(tmp_path_factory, server_keys, upstream):
     assert gateway.stop() == 0
 
 
-@pytest.fixture(scope="module")
-def alice():
-    return Sender()
-
-
-@pytest.fixture(scope="module")
-def mallory():
-    return Sender()
 
 
 def parse(text):
