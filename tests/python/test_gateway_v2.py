@@ -217,14 +217,20 @@ def test_a_plaintext_completion_is_refused(gateway, nothing_reaches_upstream):
     assert "Ehbp-Encapsulated-Key" in answer.json()["detail"]
 
 
-def test_a_replayed_enc_gets_409_and_reaches_the_upstream_once(gateway, upstream):
-    enc, body, sender = x25519_request(gateway.url, BODY)
-    before = upstream_count(upstream)
-    first = post(gateway.url, enc.hex(), body)
+def answered_then_replayed(first_url, again_url):
+    """An X25519 request answered (and opened) at `first_url`, then its very
+    bytes sent to `again_url`: the second answer."""
+    enc, body, sender = x25519_request(first_url, BODY)
+    first = post(first_url, enc.hex(), body)
     assert first.status_code == 200
     plaintext, _ = open_answer(first, enc, sender.export(b"ehbp response", 32), AES256GCM)
     assert json.loads(plaintext)["choices"][0]["message"]["content"].endswith(CANARY)
-    replay = post(gateway.url, enc.hex(), body)
+    return post(again_url, enc.hex(), body)
+
+
+def test_a_replayed_enc_gets_409_and_reaches_the_upstream_once(gateway, upstream):
+    before = upstream_count(upstream)
+    replay = answered_then_replayed(gateway.url, gateway.url)
     assert replay.status_code == 409
     assert "ehbp-response-nonce" not in replay.headers
     assert upstream_count(upstream) == before + 1

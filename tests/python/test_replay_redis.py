@@ -9,7 +9,6 @@ import collections
 import concurrent.futures
 import datetime
 import ipaddress
-import json
 import random
 import socket
 import subprocess
@@ -27,10 +26,10 @@ from cryptography.x509.oid import NameOID
 
 from hushcall import cli, replay, replay_redis
 from processes import Gateway, RedisServer, _env, keys_copy
-from test_ehbp_peer import AES256GCM, open_answer, post, x25519_request
+from test_ehbp_peer import post, x25519_request
 from test_gateway import post_raw
 from test_gateway_replay import REPLAYED, Sender, seal_request
-from test_gateway_v2 import BODY, CANARY
+from test_gateway_v2 import BODY, answered_then_replayed
 
 UNAVAILABLE = {"detail": "Replay store unavailable"}
 VERDICTS = ("new", "retry", "replayed", "exhausted")
@@ -209,12 +208,7 @@ def test_a_v1_request_answered_by_one_gateway_is_refused_by_the_other(two_gatewa
 
 def test_a_v2_request_answered_by_one_gateway_is_refused_by_the_other(two_gateways, upstream):
     a, b = two_gateways
-    enc, body, sender = x25519_request(a.url, BODY)
-    first = post(a.url, enc.hex(), body)
-    assert first.status_code == 200
-    plaintext, _ = open_answer(first, enc, sender.export(b"ehbp response", 32), AES256GCM)
-    assert json.loads(plaintext)["choices"][0]["message"]["content"].endswith(CANARY)
-    again = post(b.url, enc.hex(), body)
+    again = answered_then_replayed(a.url, b.url)
     assert again.status_code == 409
     assert "ehbp-response-nonce" not in again.headers
 
